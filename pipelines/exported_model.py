@@ -1,0 +1,150 @@
+"""Load the exported SQUID model (TorchScript) and the facts it needs to be used correctly.
+
+The exported model is the TorchScript of ``squid_monai.scoring.SQUIDScorer``: ``forward(image)``
+takes ``(B, 1, H, W)`` float32 in [0, 1] and returns a dict with ``score`` (B,), ``logit`` (B,)
+and ``reconstruction`` (B, 1, H, W). The calibration (mean, std) is already inside the scorer;
+the *model card* carries what the deployment needs besides the weights: the input size the
+preprocessing must produce, the decision threshold, and the name and version that go into the
+DICOM SR. It is read from two places, so that the same ``.ts`` works both as a single file and
+beside a reviewable JSON:
+
+1. the TorchScript extra file ``squid.json`` (written by ``monai.bundle ckpt_export`` when a
+   config file named ``squid.json`` is passed with ``--config_file``), and
+2. a sidecar ``<model stem>.json`` next to the model file, whose keys win.
+
+Keys missing from both are an error naming the model file and the keys.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["MODEL_CARD_KEYS", "EXTRA_FILE_NAME", "ModelCard", "ExportedSQUIDModel", "load_exported_model"]
+
+MODEL_CARD_KEYS = ("image_size", "mean", "std", "threshold", "model_name", "model_version")
+EXTRA_FILE_NAME = "squid.json"
+_MODEL_SUFFIXES = (".ts", ".pt")
+
+
+class ModelLoadError(ValueError):
+    """The exported model or its card is missing or malformed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a deployment must know about an exported SQUID model besides its weights."""
+
+    image_size: int
+    mean: float
+    std: float
+    threshold: float
+    model_name: str
+    model_version: str
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready description (used in the per-study summaries)."""
+        return {key: getattr(self, key) for key in MODEL_CARD_KEYS} | {"card_source": self.source}
+
+
+@dataclass
+class ExportedSQUIDModel:
+    """A loaded TorchScript scorer and its card; ``path`` is the ``.ts``/``.pt`` file."""
+
+    module: torch.jit.ScriptModule
+    card: ModelCard
+    path: Path
+    device: torch.device
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Score a ``(B, 1, H, W)`` batch in [0, 1]; returns CPU tensors."""
+        out = self.module(images.to(self.device, torch.float32))
+        return {key: value.detach().float().cpu() for key, value in out.items()}
+
+
+def find_model_file(path: str | Path) -> Path:
+    """Resolve ``path`` to one TorchScript file: the file itself, or the only one in a folder.
+
+    A MAP mounts models as a folder (``/opt/holoscan/models/<name>/``), a local run usually names
+    the file: both are accepted.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: model path does not exist")
+    candidates = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _MODEL_SUFFIXES)
+    if len(candidates) != 1:
+        found = ", ".join(str(p.relative_to(path)) for p in candidates) or "none"
+        raise ModelLoadError(
+            f"{path}: expected exactly one TorchScript model ({'/'.join(_MODEL_SUFFIXES)}) in the folder, found {found}"
+        )
+    return candidates[0]
+
+
+def load_exported_model(path: str | Path, device: str | torch.device | None = None) -> ExportedSQUIDModel:
+    """Load the TorchScript scorer and its card from ``path`` (file or folder).
+
+    ``device`` defaults to CUDA when available, else CPU.
+    """
+    model_file = find_model_file(path)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    extra_files = {EXTRA_FILE_NAME: ""}
+    try:
+        module = torch.jit.load(str(model_file), map_location=device, _extra_files=extra_files)
+    except Exception as exc:  # torch raises RuntimeError/ValueError for anything not TorchScript
+        raise ModelLoadError(f"{model_file}: not a loadable TorchScript model ({exc})") from exc
+    module.eval()
+    card = _read_card(model_file, extra_files[EXTRA_FILE_NAME])
+    return ExportedSQUIDModel(module=module, card=card, path=model_file, device=device)
+
+
+def _read_card(model_file: Path, embedded: str | bytes) -> ModelCard:
+    values: dict[str, Any] = {}
+    sources = []
+    if embedded:
+        values.update(_parse_json(embedded, f"{model_file} (extra file {EXTRA_FILE_NAME})"))
+        sources.append(f"extra file {EXTRA_FILE_NAME}")
+    sidecar = model_file.with_suffix(".json")
+    if sidecar.is_file():
+        values.update(_parse_json(sidecar.read_bytes(), str(sidecar)))
+        sources.append(sidecar.name)
+    missing = [key for key in MODEL_CARD_KEYS if key not in values]
+    if missing:
+        raise ModelLoadError(
+            f"{model_file}: model card incomplete, missing {missing}; put them in the TorchScript extra file "
+            f"'{EXTRA_FILE_NAME}' or in the sidecar {sidecar.name}"
+        )
+    try:
+        card = ModelCard(
+            image_size=int(values["image_size"]),
+            mean=float(values["mean"]),
+            std=float(values["std"]),
+            threshold=float(values["threshold"]),
+            model_name=str(values["model_name"]),
+            model_version=str(values["model_version"]),
+            source=" + ".join(sources),
+            extra={k: v for k, v in values.items() if k not in MODEL_CARD_KEYS},
+        )
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{model_file}: model card has a malformed value ({exc})") from exc
+    if card.image_size <= 0 or card.std <= 0:
+        raise ModelLoadError(f"{model_file}: model card needs image_size > 0 and std > 0, got {values}")
+    return card
+
+
+def _parse_json(raw: str | bytes, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{where}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data

@@ -1,0 +1,3 @@
+"""SQUID for unsupervised anomaly detection in chest radiographs, built on MONAI."""
+
+__version__ = "0.1.0"

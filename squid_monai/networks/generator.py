@@ -1,0 +1,232 @@
+"""SQUID generator: a per-tile encoder, a teacher decoder (plain auto-encoder on the
+detached encoding) and a student decoder (in-painted bottleneck, decoder memory).
+
+Decoder levels are numbered from the deepest; the ``skip_levels`` deepest run per tile,
+concatenate the encoder skip of their size and (student only) read a decoder memory;
+the tiles are then re-assembled into one image map for the remaining levels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks.blocks import Convolution
+
+from .blocks import ResidualDoubleConv, UpBlock, tile, untile
+from .inpainting import InpaintingBlock, MaskedShortcut
+from .memory import MemoryMatrix
+
+__all__ = ["SQUIDEncoder", "DecoderMemory", "SQUIDDecoder", "SQUIDGenerator"]
+
+
+class SQUIDEncoder(nn.Module):
+    """Per-tile encoder: a double conv to ``channels[0]``, then one stride-2 double conv
+    per further width. Returns the bottleneck and the skips (the inputs of the down
+    blocks, shallowest first)."""
+
+    def __init__(self, in_channels: int, channels: Sequence[int]):
+        super().__init__()
+        self.stem = ResidualDoubleConv(in_channels, channels[0])
+        self.down = nn.ModuleList(ResidualDoubleConv(a, b, stride=2) for a, b in zip(channels[:-1], channels[1:]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = self.stem(x)
+        skips = []
+        for block in self.down:
+            skips.append(x)
+            x = block(x)
+        return x, skips
+
+
+class DecoderMemory(nn.Module):
+    """MemAE-style learnable memory after a per-tile decoder level (student only).
+
+    Each tile map is split into ``windows x windows`` windows; each window position has
+    its own memory of ``items`` entries, read with the same shrinkage as the queue. A
+    training-only masked shortcut keeps some positions' original features.
+    """
+
+    def __init__(self, channels: int, spatial_size: int, windows: int, items: int, top_k: int,
+                 shrinkage: bool = True, shortcut: str = "hard", mask_prob: float = 0.95):
+        super().__init__()
+        if spatial_size % windows:
+            raise ValueError(f"decoder map of size {spatial_size} cannot be split into {windows}x{windows} windows")
+        self.windows = windows
+        dim = channels * (spatial_size // windows) ** 2
+        self.memory = MemoryMatrix(windows * windows, items, dim, top_k, shrinkage)
+        self.shortcut = MaskedShortcut(shortcut, mask_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        windows = tile(x, self.windows).reshape(n, self.windows**2, -1)
+        read = self.memory.read(windows).reshape(n * self.windows**2, c, h // self.windows, w // self.windows)
+        return self.shortcut(untile(read, self.windows), x)
+
+
+class SQUIDDecoder(nn.Module):
+    """Teacher or student decoder (the student gets ``memory`` settings, the teacher none).
+
+    ``forward(bottleneck, skips)`` returns the reconstruction (sigmoid, in [0, 1]) and each
+    level's output, deepest first, for feature distillation.
+    """
+
+    def __init__(self, out_channels: int, channels: Sequence[int], grid: int, tile_size: int,
+                 skip_levels: int = 2, memory: dict | None = None):
+        super().__init__()
+        levels = len(channels) - 1
+        if not 0 < skip_levels <= levels:
+            raise ValueError(f"skip_levels must be in 1..{levels}, got {skip_levels}")
+        self.grid, self.skip_levels = grid, skip_levels
+        self.blocks = nn.ModuleList()
+        self.memories = nn.ModuleList()
+        for i, level in enumerate(range(levels, 0, -1)):
+            per_tile = i < skip_levels
+            in_ch = channels[level] + (channels[level - 1] if per_tile else 0)
+            self.blocks.append(UpBlock(in_ch, channels[level - 1]))
+            if per_tile and memory is not None:
+                size = tile_size >> (level - 1)
+                self.memories.append(DecoderMemory(channels[level - 1], size, **memory))
+            elif per_tile:
+                self.memories.append(nn.Identity())
+        self.head = nn.Conv2d(channels[0], out_channels, kernel_size=1)
+
+    def forward(self, bottleneck: torch.Tensor, skips: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x, features = bottleneck, []
+        for i, block in enumerate(self.blocks):
+            if i < self.skip_levels:
+                x = self.memories[i](block(x, skips[-1 - i]))
+                if i == self.skip_levels - 1:
+                    x = untile(x, self.grid)
+            else:
+                x = block(x)
+            features.append(x)
+        return torch.sigmoid(self.head(x)), features
+
+
+class SQUIDGenerator(nn.Module):
+    """SQUID generator (Xiang et al., CVPR 2023), every ablation of the paper a switch.
+
+    Args:
+        image_size: side of the square input (pixels); must divide into ``tiles`` tiles
+            whose side is divisible by ``2 ** (len(channels) - 1)``.
+        in_channels: image channels (1 for radiographs).
+        tiles: tiles per side, N (N x N tiles; 1 = no space awareness at all).
+        channels: encoder widths, shallowest first; ``len(channels) - 1`` down levels.
+        skip_levels: deepest decoder levels that run per tile with skips (and decoder memory).
+        token_channels: width of the 1x1 projection in the in-painting block.
+        queue_slots, top_k, heads, mlp_dim: in-painting memory and transformer settings.
+        mask_prob: keep probability of every masked shortcut.
+        decoder_memory_items, decoder_memory_windows: decoder memory size and windows per side.
+        space_aware: one queue per tile position (False: one shared queue).
+        inpainting: use the in-painting block (False: the student decodes the raw bottleneck).
+        shrinkage: Gumbel shrinkage on every memory read (False: plain softmax).
+        distillation: build the teacher and return its features (False: no teacher).
+        stop_gradient: the teacher's inputs are detached from the encoder.
+        memory: ``"queue"`` or ``"matrix"`` for the in-painting memory.
+        shortcut: ``"hard"``, ``"soft"`` or ``"none"`` masked shortcuts.
+        decoder_memory: use the student's decoder memory blocks.
+        context: ``"transformer"`` or ``"conv"`` in-painting.
+        inpaint_level: ``"feature"`` (bottleneck) or ``"pixel"`` (image tiles) in-painting.
+        mask_out_of_grid: mask out-of-grid neighbours from the attention.
+
+    ``forward(x)`` with x (B, C, H, W) in [0, 1] returns a dict. Training mode:
+    ``student`` and ``teacher`` reconstructions, ``student_features`` and
+    ``teacher_features`` (per decoder level) and ``tokens``, the detached tokens to pass to
+    :meth:`enqueue` after the generator's optimiser step. Eval mode: ``student`` only;
+    the teacher is not computed. :meth:`reconstruct` is the inference path (no autograd).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        in_channels: int = 1,
+        tiles: int = 2,
+        channels: Sequence[int] = (32, 64, 128, 256, 512),
+        skip_levels: int = 2,
+        token_channels: int = 128,
+        queue_slots: int = 200,
+        top_k: int = 5,
+        heads: int = 8,
+        mlp_dim: int = 512,
+        mask_prob: float = 0.95,
+        decoder_memory_items: int = 200,
+        decoder_memory_windows: int = 2,
+        space_aware: bool = True,
+        inpainting: bool = True,
+        shrinkage: bool = True,
+        distillation: bool = True,
+        stop_gradient: bool = True,
+        memory: str = "queue",
+        shortcut: str = "hard",
+        decoder_memory: bool = True,
+        context: str = "transformer",
+        inpaint_level: str = "feature",
+        mask_out_of_grid: bool = True,
+    ):
+        super().__init__()
+        levels = len(channels) - 1
+        tile_size = image_size // tiles
+        if image_size % tiles or tile_size % (2**levels):
+            raise ValueError(
+                f"image_size {image_size} must split into {tiles}x{tiles} tiles whose side is divisible by {2**levels}"
+            )
+        if inpaint_level not in ("feature", "pixel"):
+            raise ValueError(f"inpaint_level must be 'feature' or 'pixel', got {inpaint_level!r}")
+        self.grid, self.stop_gradient = tiles, stop_gradient
+        self.pixel_inpainting = inpainting and inpaint_level == "pixel"
+        self.encoder = SQUIDEncoder(in_channels, channels)
+        self.inpainting = None
+        if inpainting:
+            pixel = self.pixel_inpainting
+            self.inpainting = InpaintingBlock(
+                in_channels=in_channels if pixel else channels[-1],
+                spatial_size=tile_size if pixel else tile_size >> levels,
+                token_channels=token_channels, grid=tiles, slots=queue_slots, top_k=top_k, heads=heads,
+                mlp_dim=mlp_dim, memory=memory, space_aware=space_aware, shrinkage=shrinkage, context=context,
+                mask_out_of_grid=mask_out_of_grid, shortcut=shortcut, mask_prob=mask_prob, project=not pixel,
+            )
+        dec_memory = None
+        if decoder_memory:
+            dec_memory = dict(windows=decoder_memory_windows, items=decoder_memory_items, top_k=top_k,
+                              shrinkage=shrinkage, shortcut=shortcut, mask_prob=mask_prob)
+        self.student = SQUIDDecoder(in_channels, channels, tiles, tile_size, skip_levels, dec_memory)
+        self.teacher = SQUIDDecoder(in_channels, channels, tiles, tile_size, skip_levels) if distillation else None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        tiles = tile(x, self.grid)
+        bottleneck, skips = self.encoder(tiles)
+        out: dict = {}
+        if self.training and self.teacher is not None:
+            t_in, t_skips = bottleneck, skips
+            if self.stop_gradient:
+                t_in, t_skips = bottleneck.detach(), [s.detach() for s in skips]
+            out["teacher"], out["teacher_features"] = self.teacher(t_in, t_skips)
+        tokens = None
+        if self.pixel_inpainting:
+            painted, tokens = self.inpainting(tiles)
+            bottleneck, skips = self.encoder(painted)
+        elif self.inpainting is not None:
+            bottleneck, tokens = self.inpainting(bottleneck)
+        out["student"], out["student_features"] = self.student(bottleneck, skips)
+        if self.training:
+            if tokens is not None:
+                out["tokens"] = tokens
+        else:
+            out = {"student": out["student"]}
+        return out
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference: the student reconstruction in eval mode, with no autograd graph."""
+        if self.training:
+            raise RuntimeError("reconstruct() is the inference path: call .eval() first")
+        return self.forward(x)["student"]
+
+    def enqueue(self, tokens: torch.Tensor | None) -> None:
+        """Write the batch's detached tokens (``forward(x)["tokens"]``) into the memory
+        queues. Call after the generator's optimiser step (the queue is read before it is
+        written within one iteration)."""
+        if self.inpainting is not None and tokens is not None:
+            self.inpainting.enqueue(tokens)

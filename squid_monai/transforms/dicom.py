@@ -1,0 +1,126 @@
+"""DICOM radiograph decoding: the DICOM display rules in one place.
+
+The pixel values a DICOM file stores are not the picture a radiologist sees. This module
+applies, in the order the standard's display pipeline does:
+
+1. decoding of the pixel data (uncompressed, JPEG, JPEG-LS, JPEG 2000, RLE: the
+   ``pylibjpeg`` plugins that pydicom finds by itself);
+2. the Modality LUT (``RescaleSlope`` / ``RescaleIntercept`` or a Modality LUT Sequence);
+3. the VOI LUT (a VOI LUT Sequence, else ``WindowCenter`` / ``WindowWidth``) when present,
+   so the grey levels are those the acquiring site chose for display;
+4. inversion of ``MONOCHROME1`` images, so that bone is bright as in ``MONOCHROME2``;
+5. orientation: pixel row 0 is the top of the displayed image, as in PNG. When
+   ``PatientOrientation`` says the columns run towards the head (``H``) the image is
+   flipped upside down, and when the rows run towards the patient's right (``R``) it is
+   mirrored, so that every chest ends up in the standard radiographic display
+   (patient's right on the viewer's left, head at the top).
+
+Only projection radiographs are accepted: modalities CR, DX, DR and RG, plus Secondary
+Capture files (modality OT or absent, or a Secondary Capture SOP class) that carry a
+digitised radiograph. Multi-frame objects are refused.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from squid_monai.transforms.errors import RadiographError
+
+#: Modalities that are projection radiographs.
+RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG")
+#: Modalities a Secondary Capture of a radiograph may carry.
+SECONDARY_CAPTURE_MODALITIES = ("OT", "")
+_SECONDARY_CAPTURE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def read_dicom(
+    path: str | os.PathLike,
+    apply_voi: bool = True,
+    reorient: bool = True,
+    modalities: tuple[str, ...] | None = RADIOGRAPH_MODALITIES,
+) -> np.ndarray:
+    """Decode a single-frame DICOM radiograph to a (rows, cols) float32 array, bone bright.
+
+    Args:
+        path: the DICOM file.
+        apply_voi: apply the VOI LUT or window stored in the file (step 3 above).
+        reorient: honour ``PatientOrientation`` (step 5 above).
+        modalities: accepted modalities (Secondary Capture always accepted);
+            ``None`` accepts any single-frame 2D image.
+    """
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as err:  # pydicom raises many types for damaged files
+        raise RadiographError(path, f"not a readable DICOM file ({type(err).__name__}: {err})") from err
+    if "PixelData" not in ds:
+        raise RadiographError(path, "DICOM file has no pixel data (not an image, or not DICOM)")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise RadiographError(path, f"multi-frame DICOM ({frames} frames): only single 2D radiographs are supported")
+    _check_is_radiograph(path, ds, modalities)
+
+    try:
+        pixels = ds.pixel_array
+    except Exception as err:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", syntax)
+        raise RadiographError(
+            path, f"cannot decode pixel data (transfer syntax {name}; needs a pydicom pixel-data plugin "
+            f"such as pylibjpeg-libjpeg / pylibjpeg-openjpeg): {type(err).__name__}: {err}"
+        ) from err
+
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples == 3 and pixels.ndim == 3:
+        # colour Secondary Capture of a radiograph: pydicom returns RGB; take the luma
+        pixels = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    elif pixels.ndim != 2:
+        raise RadiographError(path, f"pixel data has shape {tuple(pixels.shape)}: not a single 2D image")
+
+    image = apply_modality_lut(pixels, ds)
+    has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    if apply_voi and has_voi and samples == 1:
+        try:
+            image = apply_voi_lut(image, ds, index=0, prefer_lut=True)
+        except Exception as err:
+            raise RadiographError(path, f"invalid VOI LUT / window ({type(err).__name__}: {err})") from err
+    image = np.asarray(image, dtype=np.float32)
+
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
+        finite = image[np.isfinite(image)]
+        if finite.size:
+            image = np.float32(finite.max() + finite.min()) - image
+    if reorient:
+        image = _to_display_orientation(image, ds)
+    return np.ascontiguousarray(image)
+
+
+def _check_is_radiograph(path, ds, modalities) -> None:
+    if modalities is None:
+        return
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    if modality in modalities:
+        return
+    if modality in SECONDARY_CAPTURE_MODALITIES or sop_class.startswith(_SECONDARY_CAPTURE_SOP_PREFIX):
+        return
+    raise RadiographError(
+        path, f"modality {modality!r} is not a projection radiograph (accepted: {', '.join(modalities)} "
+        "or Secondary Capture)"
+    )
+
+
+def _to_display_orientation(image: np.ndarray, ds) -> np.ndarray:
+    orientation = ds.get("PatientOrientation", None)
+    if orientation is None or isinstance(orientation, str) or len(orientation) != 2:
+        return image
+    row_dir, col_dir = (str(v).strip().upper() for v in orientation)
+    if col_dir.startswith("H"):
+        image = image[::-1, :]
+    if row_dir.startswith("R"):
+        image = image[:, ::-1]
+    return image

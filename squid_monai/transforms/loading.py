@@ -1,0 +1,90 @@
+"""MONAI transforms that turn a file path (or an in-memory image) into a (1, H, W) tensor."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+
+from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES
+from squid_monai.transforms.errors import RadiographError
+from squid_monai.transforms.reading import read_radiograph, validate_image
+
+#: ``meta["filename_or_obj"]`` of images that did not come from a file.
+ARRAY_SOURCE = "<array>"
+
+
+class LoadRadiograph(Transform):
+    """Load a radiograph as a channel-first float32 ``MetaTensor`` of shape (1, H, W).
+
+    The input is a path (PNG, JPEG, DICOM, NIfTI; see :mod:`squid_monai.transforms.reading`)
+    or an image already in memory (numpy array or tensor of shape (H, W) or (1, H, W)), so
+    that generated data such as DigitAnatomy flows through the same pipeline as files.
+    Values stay in the file's own units; scaling to [0, 1] is a separate step.
+    ``meta["filename_or_obj"]`` records the source file (MONAI's convention), and
+    ``meta["spatial_shape"]`` the original (H, W).
+
+    Args:
+        apply_voi: DICOM only: apply the stored VOI LUT / window.
+        reorient: DICOM only: honour ``PatientOrientation``.
+        dicom_modalities: DICOM only: accepted modalities (``None``: any).
+    """
+
+    def __init__(
+        self,
+        apply_voi: bool = True,
+        reorient: bool = True,
+        dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
+    ) -> None:
+        self.apply_voi = apply_voi
+        self.reorient = reorient
+        self.dicom_modalities = tuple(dicom_modalities) if dicom_modalities is not None else None
+
+    def __call__(self, source) -> MetaTensor:
+        if isinstance(source, (str, os.PathLike)):
+            name = os.fspath(source)
+            image = read_radiograph(
+                name, apply_voi=self.apply_voi, reorient=self.reorient, dicom_modalities=self.dicom_modalities
+            )
+        elif isinstance(source, (np.ndarray, torch.Tensor)):
+            name = str(source.meta.get("filename_or_obj", ARRAY_SOURCE)) if isinstance(source, MetaTensor) else ARRAY_SOURCE
+            image = validate_image(_array_to_2d(source, name), name)
+        else:
+            raise RadiographError(None, f"cannot load an object of type {type(source).__name__} as an image")
+        meta = {"filename_or_obj": name, "spatial_shape": np.asarray(image.shape)}
+        return MetaTensor(torch.from_numpy(image)[None], meta=meta)
+
+
+class LoadRadiographd(MapTransform):
+    """Dictionary version of :class:`LoadRadiograph`: replaces each ``keys`` entry by its tensor."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        apply_voi: bool = True,
+        reorient: bool = True,
+        dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadRadiograph(apply_voi=apply_voi, reorient=reorient, dicom_modalities=dicom_modalities)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
+
+
+def _array_to_2d(source, name: str) -> np.ndarray:
+    array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise RadiographError(name, f"in-memory image must be (H, W) or (1, H, W), got shape {tuple(array.shape)}")
+    return array

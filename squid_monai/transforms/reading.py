@@ -1,0 +1,151 @@
+"""Reading any supported radiograph file into one 2D float32 array, row 0 at the top.
+
+Formats (chosen by file name; a file without a known extension is read as DICOM when
+it carries the ``DICM`` marker):
+
+- PNG / JPEG through Pillow: 8- or 16-bit, greyscale, palette or RGB(A). Colour images
+  become grey by ITU-R 601 luma (R = G = B images keep their values exactly). EXIF
+  orientation is applied, so row 0 is the top of the picture as a viewer shows it.
+- DICOM through pydicom: see :mod:`squid_monai.transforms.dicom` for the display rules.
+- NIfTI (``.nii``, ``.nii.gz``) through nibabel: 2D, or 3D/4D with only two non-singleton
+  axes. NIfTI voxel axis 0 is taken as the image's x (columns, left to right) and axis 1
+  as its y (rows, top to bottom): the convention MONAI and ITK use when they write a 2D
+  image, so a PNG saved as NIfTI by MONAI comes back upright. The affine is not used to
+  reorient (2D radiographs stored as NIfTI seldom carry a meaningful one).
+
+Every image is then checked: non-empty, finite, not constant. Failures raise
+:class:`RadiographError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES, read_dicom
+from squid_monai.transforms.errors import RadiographError
+
+#: File name endings and the reader each one selects.
+SUPPORTED_EXTENSIONS = {
+    ".png": "pil",
+    ".jpg": "pil",
+    ".jpeg": "pil",
+    ".dcm": "dicom",
+    ".dicom": "dicom",
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+}
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """Return ``"pil"``, ``"dicom"`` or ``"nifti"`` for ``path``; raise for anything else."""
+    name = Path(path).name.lower()
+    for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
+        if name.endswith(ext):
+            return SUPPORTED_EXTENSIONS[ext]
+    if _has_dicom_marker(path):
+        return "dicom"
+    raise RadiographError(
+        path, f"unsupported file type (supported: {', '.join(SUPPORTED_EXTENSIONS)}, or DICOM without extension)"
+    )
+
+
+def read_radiograph(
+    path: str | os.PathLike,
+    apply_voi: bool = True,
+    reorient: bool = True,
+    dicom_modalities: tuple[str, ...] | None = RADIOGRAPH_MODALITIES,
+) -> np.ndarray:
+    """Read ``path`` into a validated (rows, cols) float32 array in the file's own units.
+
+    ``apply_voi``, ``reorient`` and ``dicom_modalities`` only concern DICOM files
+    (see :func:`squid_monai.transforms.dicom.read_dicom`).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise RadiographError(path, "file not found")
+    if os.path.isdir(path):
+        raise RadiographError(path, "is a directory, not an image file")
+    if os.path.getsize(path) == 0:
+        raise RadiographError(path, "empty file (0 bytes)")
+    kind = image_format(path)
+    if kind == "pil":
+        image = _read_pil(path)
+    elif kind == "nifti":
+        image = _read_nifti(path)
+    else:
+        image = read_dicom(path, apply_voi=apply_voi, reorient=reorient, modalities=dicom_modalities)
+    return validate_image(image, path)
+
+
+def validate_image(image: np.ndarray, path: str | os.PathLike | None = None) -> np.ndarray:
+    """Check that ``image`` is a usable 2D picture; return it as contiguous float32."""
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise RadiographError(path, f"expected a 2D image, got shape {tuple(image.shape)}")
+    if image.size == 0:
+        raise RadiographError(path, f"empty image (shape {tuple(image.shape)})")
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    finite = np.isfinite(image)
+    if not finite.all():
+        raise RadiographError(path, f"{int(image.size - finite.sum())} pixel values are NaN or infinite")
+    low, high = float(image.min()), float(image.max())
+    if high <= low:
+        raise RadiographError(path, f"constant image (every pixel is {low:g}): nothing to see")
+    return image
+
+
+def _has_dicom_marker(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _read_pil(path: str) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                raise RadiographError(path, f"multi-frame image ({frames} frames): only single 2D radiographs")
+            img.load()  # decode now: truncated files fail here, not later
+            img = ImageOps.exif_transpose(img)
+            return _pil_to_grey(img)
+    except RadiographError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise RadiographError(path, f"cannot decode image ({type(err).__name__}: {err})") from err
+
+
+def _pil_to_grey(img) -> np.ndarray:
+    """One grey channel from any Pillow mode, keeping 16-bit precision where present."""
+    mode = img.mode
+    if mode in ("1", "L", "I", "F") or mode.startswith("I;16"):
+        return np.asarray(img, dtype=np.float32)
+    if mode == "LA":
+        return np.asarray(img.getchannel("L"), dtype=np.float32)
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    return rgb @ _LUMA
+
+
+def _read_nifti(path: str) -> np.ndarray:
+    import nibabel as nib
+
+    try:
+        data = np.asarray(nib.load(path).get_fdata(dtype=np.float32))
+    except Exception as err:  # nibabel raises many types for damaged files
+        raise RadiographError(path, f"cannot read NIfTI ({type(err).__name__}: {err})") from err
+    axes = [n for n in data.shape if n != 1]
+    if len(axes) != 2:
+        raise RadiographError(
+            path, f"NIfTI image of shape {tuple(data.shape)} is not 2D (a 3D volume or several channels): "
+            "only 2D radiographs are supported"
+        )
+    return data.reshape(axes).T  # (x, y) -> (rows, cols)

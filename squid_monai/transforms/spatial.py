@@ -1,0 +1,155 @@
+"""Resizing to the model size and the paper's training augmentation.
+
+Resizing squashes the image to a square (no padding, no cropping), as the SQUID paper
+does: chest radiographs are framed consistently, and the model's spatial memory relies
+on each anatomical region landing on the same tiles. Downsampling uses bilinear
+interpolation with antialiasing (a triangle filter as wide as the scale factor), so a
+2000-pixel detector image does not alias into noise at 128 pixels.
+
+Augmentation (SQUID.md section 4): a random translation within +-5 % of the image size
+on each axis and one random isotropic scaling factor in [0.95, 1.05], around the image
+centre, bilinear, with zeros outside the image (as torchvision's ``RandomAffine``, which
+the authors' code uses). Sampling goes through MONAI's ``Randomizable`` state, so
+``set_random_state(seed)`` (or ``Compose.set_random_state``, or ``monai.utils.set_determinism``)
+makes it reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import Affine, MapTransform, RandomizableTransform, Transform
+
+#: The paper's augmentation ranges: translation as a fraction of the image size,
+#: and the half-width of the scaling interval around 1.
+PAPER_TRANSLATE_FRACTION = 0.05
+PAPER_SCALE_DELTA = 0.05
+
+
+class ResizeRadiograph(Transform):
+    """Resize a (C, H, W) image to ``image_size`` (int: square) with antialiased bilinear."""
+
+    def __init__(self, image_size: int | Sequence[int]) -> None:
+        self.spatial_size = _as_size(image_size)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if tuple(img.shape[1:]) == self.spatial_size:
+            return img.float()
+        tensor = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+        tensor = tensor.float()
+        out = F.interpolate(tensor[None], size=self.spatial_size, mode="bilinear", antialias=True, align_corners=False)[0]
+        # interpolation is convex: clamp away float round-off outside the input's range
+        out = out.clamp_(tensor.min(), tensor.max())
+        if isinstance(img, MetaTensor):
+            return MetaTensor(out, meta=dict(img.meta))
+        return out
+
+
+class ResizeRadiographd(MapTransform):
+    """Dictionary version of :class:`ResizeRadiograph`."""
+
+    def __init__(self, keys: KeysCollection, image_size: int | Sequence[int], allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.resizer = ResizeRadiograph(image_size)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.resizer(d[key])
+        return d
+
+
+class RandScaleTranslate(RandomizableTransform):
+    """Random translation and isotropic scaling of a (C, H, W) image about its centre.
+
+    Args:
+        translate: maximum shift on each axis, as a fraction of that axis' size.
+        scale: the scaling factor is drawn uniformly from [1 - scale, 1 + scale].
+        prob: probability of augmenting at all.
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"`` outside the image.
+    """
+
+    def __init__(
+        self,
+        translate: float = PAPER_TRANSLATE_FRACTION,
+        scale: float = PAPER_SCALE_DELTA,
+        prob: float = 1.0,
+        padding_mode: str = "zeros",
+    ) -> None:
+        RandomizableTransform.__init__(self, prob)
+        if translate < 0 or not 0 <= scale < 1:
+            raise ValueError(f"need translate >= 0 and 0 <= scale < 1, got {translate}, {scale}")
+        self.translate = float(translate)
+        self.scale = float(scale)
+        self.padding_mode = padding_mode
+        self.translation = np.zeros(2)  # pixels (rows, cols), from the last randomize()
+        self.scale_factor = 1.0
+
+    def randomize(self, spatial_size: Sequence[int]) -> None:
+        super().randomize(None)
+        if not self._do_transform:
+            self.translation, self.scale_factor = np.zeros(2), 1.0
+            return
+        limits = self.translate * np.asarray(spatial_size, dtype=float)
+        self.translation = self.R.uniform(-limits, limits)
+        self.scale_factor = float(self.R.uniform(1.0 - self.scale, 1.0 + self.scale))
+
+    def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
+        if randomize:
+            self.randomize(img.shape[1:])
+        if not self._do_transform:
+            return img.float()
+        affine = Affine(
+            translate_params=tuple(float(t) for t in self.translation),
+            scale_params=(self.scale_factor, self.scale_factor),
+            mode="bilinear",
+            padding_mode=self.padding_mode,
+            image_only=True,
+        )
+        return affine(img)
+
+
+class RandScaleTranslated(RandomizableTransform, MapTransform):
+    """Dictionary version of :class:`RandScaleTranslate`: one draw per item, shared by all keys."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        translate: float = PAPER_TRANSLATE_FRACTION,
+        scale: float = PAPER_SCALE_DELTA,
+        prob: float = 1.0,
+        padding_mode: str = "zeros",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.augment = RandScaleTranslate(translate=translate, scale=scale, prob=1.0, padding_mode=padding_mode)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.augment.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        self.randomize(None)
+        first = self.first_key(d)
+        if first == ():
+            return d
+        if self._do_transform:
+            self.augment.randomize(d[first].shape[1:])
+        for key in self.key_iterator(d):
+            d[key] = self.augment(d[key], randomize=False) if self._do_transform else d[key].float()
+        return d
+
+
+def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    size = (int(image_size),) * 2 if np.isscalar(image_size) else tuple(int(s) for s in image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    return size

@@ -1,0 +1,119 @@
+import pytest
+import torch
+
+from squid_monai.networks import build, get_config
+
+ABLATIONS = {
+    "no_space_aware_memory": dict(space_aware=False),
+    "no_inpainting_block": dict(inpainting=False),
+    "no_shrinkage": dict(shrinkage=False),
+    "no_distillation": dict(distillation=False),
+    "no_stop_gradient": dict(stop_gradient=False),
+    "memory_matrix": dict(memory="matrix"),
+    "no_masked_shortcut": dict(shortcut="none"),
+    "soft_masked_shortcut": dict(shortcut="soft"),
+    "no_decoder_memory": dict(decoder_memory=False),
+    "conv_instead_of_transformer": dict(context="conv"),
+    "pixel_level_inpainting": dict(inpaint_level="pixel"),
+    "zero_padding_neighbours": dict(mask_out_of_grid=False),
+}
+
+
+def _image(preset="tiny", batch=2):
+    size = get_config(preset)["image_size"]
+    return torch.rand(batch, 1, size, size)
+
+
+def test_paper_parameter_counts_match_the_authors():
+    gen, disc = build("paper")
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(gen) == pytest.approx(44.47e6, rel=0.01)
+    assert count(disc) == pytest.approx(0.68e6, rel=0.01)
+    assert count(gen.encoder) == pytest.approx(7.86e6, rel=0.01)
+    assert count(gen.inpainting) == pytest.approx(19.03e6, rel=0.01)
+    assert count(gen.student) == pytest.approx(13.71e6, rel=0.01)
+    assert count(gen.teacher) == pytest.approx(3.88e6, rel=0.01)
+
+
+def test_training_outputs():
+    gen, _ = build("tiny")
+    x = _image()
+    out = gen.train()(x)
+    assert out["student"].shape == x.shape and out["teacher"].shape == x.shape
+    assert 0 <= out["student"].min() and out["student"].max() <= 1
+    assert len(out["student_features"]) == len(out["teacher_features"]) == len(get_config("tiny")["channels"]) - 1
+    for s, t in zip(out["student_features"], out["teacher_features"]):
+        assert s.shape == t.shape
+    assert out["tokens"].shape[:2] == (2, 4) and not out["tokens"].requires_grad
+
+
+def test_inference_skips_the_teacher_and_builds_no_graph():
+    gen, _ = build("tiny")
+    calls = []
+    gen.teacher.register_forward_hook(lambda *a: calls.append(1))
+    gen.eval()
+    out = gen(_image())
+    assert set(out) == {"student"} and not calls
+    rec = gen.reconstruct(_image())
+    assert not rec.requires_grad and rec.grad_fn is None
+    with pytest.raises(RuntimeError, match="eval"):
+        gen.train().reconstruct(_image())
+
+
+def _encoder_grad(gen, loss_fn):
+    gen.zero_grad()
+    loss_fn(gen.train()(_image())).backward()
+    return sum(p.grad.abs().sum() for p in gen.encoder.parameters() if p.grad is not None)
+
+
+def test_stop_gradient_teacher_losses_give_the_encoder_no_gradient():
+    teacher_losses = lambda out: out["teacher"].mean() + sum(t.pow(2).mean() for t in out["teacher_features"])
+    gen, _ = build("tiny")
+    assert _encoder_grad(gen, teacher_losses) == 0
+    assert sum(p.grad.abs().sum() for p in gen.teacher.parameters()) > 0  # the teacher itself learns
+    gen, _ = build("tiny", stop_gradient=False)
+    assert _encoder_grad(gen, teacher_losses) > 0
+
+
+def test_enqueue_fills_the_queue_with_the_batch_tokens():
+    gen, _ = build("tiny")
+    out = gen.train()(_image(batch=3))
+    gen.enqueue(out["tokens"])
+    queue = gen.inpainting.memory
+    assert queue.size.item() == 3
+    assert torch.equal(queue.memory[:, :3], out["tokens"].transpose(0, 1))
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_every_ablation_builds_trains_and_scores(name):
+    gen, disc = build("tiny", **ABLATIONS[name])
+    x = _image()
+    out = gen.train()(x)
+    loss = (out["student"] - x).pow(2).mean() + disc(out["student"]).mean()
+    if "teacher" in out:
+        loss = loss + (out["teacher"] - x).pow(2).mean()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in gen.parameters() if p.grad is not None)
+    gen.enqueue(out.get("tokens"))
+    assert gen.eval().reconstruct(x).shape == x.shape
+
+
+def test_ablation_switches_change_the_network():
+    assert build("tiny", distillation=False)[0].teacher is None
+    assert build("tiny", inpainting=False)[0].inpainting is None
+    assert build("tiny", space_aware=False)[0].inpainting.memory.memory.shape[0] == 1
+    assert build("tiny")[0].inpainting.memory.memory.shape[0] == 4
+    assert isinstance(build("tiny", memory="matrix")[0].inpainting.memory.memory, torch.nn.Parameter)
+    assert not any("DecoderMemory" in type(m).__name__ for m in build("tiny", decoder_memory=False)[0].modules())
+
+
+def test_presets_and_overrides():
+    assert get_config("paper")["image_size"] == 128 and get_config("paper")["tiles"] == 2
+    assert get_config("digitanatomy")["image_size"] == 96 and get_config("digitanatomy")["tiles"] == 3
+    assert get_config("paper", queue_slots=50)["queue_slots"] == 50
+    with pytest.raises(KeyError, match="unknown preset"):
+        get_config("nope")
+    with pytest.raises(KeyError, match="unknown network setting"):
+        get_config("paper", queue_size=3)
+    with pytest.raises(ValueError, match="tiles"):
+        build("tiny", image_size=30)
