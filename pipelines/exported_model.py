@@ -18,13 +18,22 @@ Keys missing from both are an error naming the model file and the keys.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["MODEL_CARD_KEYS", "EXTRA_FILE_NAME", "ModelCard", "ExportedSQUIDModel", "load_exported_model"]
+__all__ = [
+    "MODEL_CARD_KEYS",
+    "EXTRA_FILE_NAME",
+    "ModelCard",
+    "ModelLoadError",
+    "ExportedSQUIDModel",
+    "find_model_file",
+    "load_exported_model",
+]
 
 MODEL_CARD_KEYS = ("image_size", "mean", "std", "threshold", "model_name", "model_version")
 EXTRA_FILE_NAME = "squid.json"
@@ -98,7 +107,9 @@ def load_exported_model(path: str | Path, device: str | torch.device | None = No
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     extra_files = {EXTRA_FILE_NAME: ""}
     try:
-        module = torch.jit.load(str(model_file), map_location=device, _extra_files=extra_files)
+        with warnings.catch_warnings():  # TorchScript is the agreed deploy format; torch >= 2.10 flags it as legacy
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=DeprecationWarning)
+            module = torch.jit.load(str(model_file), map_location=device, _extra_files=extra_files)
     except Exception as exc:  # torch raises RuntimeError/ValueError for anything not TorchScript
         raise ModelLoadError(f"{model_file}: not a loadable TorchScript model ({exc})") from exc
     module.eval()

@@ -106,14 +106,10 @@ def preprocess(
 ) -> torch.Tensor:
     """The inference preprocessing of one image: a plain float32 tensor (1, S, S) in [0, 1].
 
-    ``image`` is a file path or an in-memory (H, W) / (1, H, W) array.
+    ``image`` is a file path or an in-memory (H, W) / (1, H, W) array. Bad input raises
+    ``RadiographError`` itself (a MONAI ``Compose`` would wrap it in a RuntimeError).
     """
-    steps = Compose(
-        [
-            LoadRadiograph(apply_voi=apply_voi, dicom_modalities=dicom_modalities),
-            RobustScaleIntensity(lower=lower_percentile, upper=upper_percentile),
-            ResizeRadiograph(image_size),
-        ]
-    )
-    out = steps(image)
+    out = LoadRadiograph(apply_voi=apply_voi, dicom_modalities=dicom_modalities)(image)
+    out = RobustScaleIntensity(lower=lower_percentile, upper=upper_percentile)(out)
+    out = ResizeRadiograph(image_size)(out)  # called directly: errors stay RadiographError
     return out.as_tensor() if isinstance(out, MetaTensor) else out

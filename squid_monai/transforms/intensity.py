@@ -43,14 +43,14 @@ class RobustScaleIntensity(Transform):
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         img = torch.as_tensor(img) if not isinstance(img, torch.Tensor) else img
         values = img.detach().cpu().numpy().astype(np.float32, copy=False)
-        low, high = np.percentile(values, [self.lower, self.upper])
+        low, high = np.percentile(values, [self.lower, self.upper]).astype(np.float32)
         if not high > low:
-            low, high = float(values.min()), float(values.max())
+            low, high = values.min(), values.max()
         if not high > low:
             name = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
-            raise RadiographError(name, f"constant image (every pixel is {low:g}): cannot scale to [0, 1]")
-        scale = np.float32(1.0 / (high - low))
-        return ((img.float() - np.float32(low)) * scale).clamp_(0.0, 1.0)
+            raise RadiographError(name, f"constant image (every pixel is {float(low):g}): cannot scale to [0, 1]")
+        # float32 throughout, so that the pixel at the upper bound maps to exactly 1
+        return ((img.float() - low) / (high - low)).clamp_(0.0, 1.0)
 
 
 class RobustScaleIntensityd(MapTransform):

@@ -1,0 +1,101 @@
+"""The records that flow between the SQUID operators, and the exit codes they add up to.
+
+One ``SQUIDCase`` per study (DICOM) or per file (PNG/JPEG, unreadable files). Every operator
+passes every case on, the ones it cannot handle included, with a ``status`` saying why: so the
+last operator can report each study, and a failure in one study never hides the others.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+import torch
+
+__all__ = ["CaseStatus", "ExitCode", "SQUIDCase", "exit_code_for"]
+
+
+class CaseStatus(str, enum.Enum):
+    """What happened to one study or file."""
+
+    PENDING = "pending"  # preprocessed, waiting for the scorer
+    SCORED = "scored"
+    NO_SUITABLE_SERIES = "no_suitable_series"  # no CR/DX/DR frontal chest series (e.g. CT, MR, lateral)
+    MULTI_FRAME = "multi_frame"  # the selected radiograph has several frames
+    UNREADABLE = "unreadable"  # not DICOM/PNG/JPEG, truncated, undecodable pixel data
+    ERROR = "error"  # anything else (the message says what)
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit status of the app, for the calling pipeline (documented in pipelines/README.md)."""
+
+    OK = 0  # every study/file found was scored and all outputs written
+    FAILED = 1  # the app itself failed (unexpected exception): no trustworthy output
+    USAGE = 2  # bad arguments or unusable model (nothing was processed)
+    PARTIAL = 3  # some studies scored, others reported as not scored (see run_summary.json)
+    NOTHING_SCORED = 4  # input read, but no study/file could be scored (or none found)
+
+
+@dataclass
+class SQUIDCase:
+    """One study (DICOM) or one image file on its way through the graph.
+
+    ``case_id`` names the output folder: the StudyInstanceUID for DICOM (the SR carries it anyway),
+    the file stem for PNG/JPEG. Nothing here identifies the patient.
+    """
+
+    case_id: str
+    kind: str  # "dicom" or "image"
+    status: CaseStatus = CaseStatus.PENDING
+    message: str = ""
+    source: dict[str, Any] = field(default_factory=dict)  # UIDs / file name of what was scored
+    image: Optional[torch.Tensor] = None  # (1, H, W) float32 in [0, 1], the model input
+    dicom_series: Any = None  # monai.deploy DICOMSeries the SR copies study tags from
+    score: Optional[float] = None
+    logit: Optional[float] = None
+    threshold: Optional[float] = None
+    anomalous: Optional[bool] = None
+    reconstruction: Optional[torch.Tensor] = None  # (1, H, W)
+    heatmap_vmax: Optional[float] = None  # |input - reconstruction| at the top of the heat map's colour scale
+    model: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # name -> file written, relative to the output folder
+    problems: list[str] = field(default_factory=list)  # output steps that failed for a scored case
+
+    @property
+    def complete(self) -> bool:
+        """Scored and every output written."""
+        return self.status is CaseStatus.SCORED and not self.problems
+
+    def fail(self, status: CaseStatus, message: str) -> "SQUIDCase":
+        """Mark the case as not scorable, dropping pixel data it no longer needs."""
+        self.status, self.message = status, message
+        self.image = self.reconstruction = None
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready record: no pixels, no patient identifiers."""
+        return {
+            "case_id": self.case_id,
+            "kind": self.kind,
+            "status": self.status.value,
+            "message": self.message,
+            "source": self.source,
+            "score": self.score,
+            "logit": self.logit,
+            "threshold": self.threshold,
+            "decision": None if self.anomalous is None else ("anomalous" if self.anomalous else "normal"),
+            "model": self.model,
+            "heatmap_vmax": self.heatmap_vmax,
+            "outputs": self.outputs,
+            "problems": self.problems,
+        }
+
+
+def exit_code_for(cases: Iterable[SQUIDCase]) -> ExitCode:
+    """Exit status of a run from its cases: OK, PARTIAL or NOTHING_SCORED."""
+    cases = list(cases)
+    scored = sum(case.status is CaseStatus.SCORED for case in cases)
+    if cases and all(case.complete for case in cases):
+        return ExitCode.OK
+    return ExitCode.PARTIAL if scored else ExitCode.NOTHING_SCORED

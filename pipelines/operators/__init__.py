@@ -1,0 +1,35 @@
+"""SQUID operators for MONAI Deploy graphs: building blocks a hospital app can embed.
+
+Every SQUID operator passes a ``List[SQUIDCase]`` on its ``cases`` port (see
+``pipelines.cases``), so they chain in any order that makes sense and each study is reported
+whatever happens to the others. See ``pipelines/README.md`` for an embedding example.
+"""
+
+from pipelines.operators.dicom_loading import CheckedDICOMDataLoaderOperator
+from pipelines.operators.preprocessing import IMAGE_SUFFIXES, ImageFileLoaderOperator, SQUIDPreprocessOperator
+from pipelines.operators.result_writing import (
+    RESULT_FILE,
+    SUMMARY_FILE,
+    SQUIDResultWriterOperator,
+    SQUIDTextSRWriterOperator,
+    model_info_for,
+    report_text,
+)
+from pipelines.operators.scoring import SQUIDScoringOperator
+from pipelines.operators.series_selection import RadiographSeriesSelectorOperator, selection_rules
+
+__all__ = [
+    "CheckedDICOMDataLoaderOperator",
+    "IMAGE_SUFFIXES",
+    "ImageFileLoaderOperator",
+    "RESULT_FILE",
+    "RadiographSeriesSelectorOperator",
+    "SQUIDPreprocessOperator",
+    "SQUIDResultWriterOperator",
+    "SQUIDScoringOperator",
+    "SQUIDTextSRWriterOperator",
+    "SUMMARY_FILE",
+    "model_info_for",
+    "report_text",
+    "selection_rules",
+]

@@ -1,0 +1,344 @@
+"""MONAI datalists (``training`` / ``validation`` / ``test``) from real chest X-ray collections.
+
+Layouts:
+
+- ``zhanglab``: ``ROOT/train|test/NORMAL|PNEUMONIA/*.jpeg`` (Kermany et al. 2018). Patient
+  ids come from the file names (``IM-0115-0001.jpeg`` -> ``IM-0115``,
+  ``NORMAL2-IM-1427-0001.jpeg`` -> ``NORMAL2-IM-1427``, ``person123_bacteria_45.jpeg`` ->
+  ``person123``).
+- ``folders``: ``ROOT/normal/`` and ``ROOT/abnormal/`` (searched recursively), or
+  ``ROOT/train|test/normal|abnormal/``. No patient ids.
+- ``chexpert``: a CheXpert-style CSV (``Path``, ``Frontal/Lateral``, ``AP/PA``, ``No Finding``
+  and finding columns). Normal = ``No Finding`` is 1; abnormal = ``No Finding`` not 1 and at
+  least one finding (other than ``Support Devices``) positive (1); uncertain-only rows are
+  left out. ``--view pa`` (default, the paper's CheXpert setting) keeps frontal PA images,
+  ``--view frontal`` all frontal ones. Patient ids from ``patientNNNNN`` in the path. An
+  official test CSV (``--test_csv``, e.g. CheXpert's ``valid.csv``) becomes the test split.
+
+Paper protocol (default): training = normal images only; validation = 100 normal + 100
+abnormal images carved from the training split with a fixed seed, never trained on;
+test = the official test split when present. Validation is patient-disjoint from
+training where patient ids are known: whole patients are drawn until the counts are met
+exactly. ``--abnormal_fraction f`` adds abnormal images (from patients not in validation)
+so that they make up the fraction ``f`` of the training set (the paper's robustness study).
+
+Items: ``{"image", "label" (0 normal, 1 abnormal), "source", "class_name", "patient"}``
+(``patient`` is "" when unknown: every item has every key, so batches collate). Image
+paths are written relative to the datalist file's folder (the base directory
+``monai.data.load_decathlon_datalist`` uses by default), or absolute with ``--absolute``.
+
+``--check`` (or the ``check`` command on an existing datalist) runs every image through
+the real inference preprocessing and lists every bad one with its file and reason; the
+exit code is 1 when any is bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+
+from squid_monai.transforms import SUPPORTED_EXTENSIONS, RadiographError, preprocess
+
+SPLITS = ("training", "validation", "test")
+#: The paper's validation set: 100 normal + 100 abnormal images from the training split.
+PAPER_VALIDATION_NORMAL = 100
+PAPER_VALIDATION_ABNORMAL = 100
+DEFAULT_SEED = 0
+#: Size used by ``check``: a problem that shows at any size shows at this one.
+CHECK_IMAGE_SIZE = 128
+
+_ZHANGLAB_CLASSES = {"NORMAL": 0, "PNEUMONIA": 1}
+_FOLDER_CLASSES = {"normal": 0, "abnormal": 1}
+_ZHANGLAB_PATIENT = re.compile(r"^((?:NORMAL2-)?IM-\d+|person\d+)", re.IGNORECASE)
+_CHEXPERT_PATIENT = re.compile(r"(patient\d+)")
+_CHEXPERT_NOT_FINDINGS = {"Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Support Devices"}
+
+
+# ----------------------------------------------------------------------------- builders
+def build_zhanglab(root: str | os.PathLike, **protocol) -> dict:
+    """Datalist for the ZhangLab layout; ``protocol`` as in :func:`apply_protocol`."""
+    root = Path(root)
+    if not (root / "train").is_dir():
+        raise FileNotFoundError(f"{root}: no train/ folder (expected train|test/NORMAL|PNEUMONIA)")
+
+    def scan(split: str) -> list[dict]:
+        items = []
+        for class_name, label in _ZHANGLAB_CLASSES.items():
+            for path in _image_files(root / split / class_name):
+                match = _ZHANGLAB_PATIENT.match(path.name)
+                items.append(_item(path, label, "zhanglab", class_name, match.group(1) if match else ""))
+        return items
+
+    test = scan("test") if (root / "test").is_dir() else []
+    return apply_protocol(scan("train"), test, **protocol)
+
+
+def build_folders(root: str | os.PathLike, **protocol) -> dict:
+    """Datalist for ``ROOT/normal|abnormal`` or ``ROOT/train|test/normal|abnormal``."""
+    root = Path(root)
+
+    def scan(base: Path) -> list[dict]:
+        return [
+            _item(path, label, "folders", class_name, "")
+            for class_name, label in _FOLDER_CLASSES.items()
+            for path in _image_files(base / class_name, recursive=True)
+        ]
+
+    if (root / "train").is_dir():
+        train, test = scan(root / "train"), scan(root / "test") if (root / "test").is_dir() else []
+    elif (root / "normal").is_dir():
+        train, test = scan(root), []
+    else:
+        raise FileNotFoundError(f"{root}: expected normal/ and abnormal/ folders (or train/ and test/ containing them)")
+    return apply_protocol(train, test, **protocol)
+
+
+def build_chexpert(
+    csv_path: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    view: str = "pa",
+    test_csv: str | os.PathLike | None = None,
+    **protocol,
+) -> dict:
+    """Datalist from a CheXpert-style CSV; ``image_root`` is the folder the CSV paths start from
+    (default: the CSV's folder if the first path exists there, else its parent, as in the
+    official release where paths start with ``CheXpert-v1.0-small/``)."""
+    train = _read_chexpert(Path(csv_path), image_root, view)
+    test = _read_chexpert(Path(test_csv), image_root, view) if test_csv else []
+    return apply_protocol(train, test, **protocol)
+
+
+def apply_protocol(
+    train_pool: Sequence[dict],
+    test: Sequence[dict] = (),
+    n_val_normal: int = PAPER_VALIDATION_NORMAL,
+    n_val_abnormal: int = PAPER_VALIDATION_ABNORMAL,
+    seed: int = DEFAULT_SEED,
+    abnormal_fraction: float = 0.0,
+) -> dict:
+    """Split a labelled training pool by the paper's protocol (see the module docstring)."""
+    if not 0.0 <= abnormal_fraction < 1.0:
+        raise ValueError(f"abnormal_fraction must be in [0, 1), got {abnormal_fraction}")
+    rng = np.random.default_rng(seed)
+    normals = [it for it in train_pool if it["label"] == 0]
+    abnormals = [it for it in train_pool if it["label"] == 1]
+    val_normal, rest_normal = _draw_patients(normals, n_val_normal, rng, "normal")
+    val_abnormal, rest_abnormal = _draw_patients(abnormals, n_val_abnormal, rng, "abnormal")
+    val_patients = {it["patient"] for it in val_normal + val_abnormal if it["patient"]}
+    rest_normal = [it for it in rest_normal if not it["patient"] or it["patient"] not in val_patients]
+    training = list(rest_normal)
+    if abnormal_fraction > 0:
+        n_extra = int(round(abnormal_fraction / (1.0 - abnormal_fraction) * len(rest_normal)))
+        pool = [it for it in rest_abnormal if not it["patient"] or it["patient"] not in val_patients]
+        if n_extra > len(pool):
+            raise ValueError(
+                f"abnormal_fraction {abnormal_fraction} needs {n_extra} abnormal training images, only {len(pool)} left"
+            )
+        training += [pool[i] for i in sorted(rng.choice(len(pool), size=n_extra, replace=False))]
+    return {
+        "description": "SQUID paper protocol: training = normals (plus abnormal_fraction abnormals), "
+        "validation carved from the training split, test = official test split",
+        "seed": seed,
+        "abnormal_fraction": abnormal_fraction,
+        "training": _sorted(training),
+        "validation": _sorted(val_normal + val_abnormal),
+        "test": _sorted(test),
+    }
+
+
+# ----------------------------------------------------------------------------- writing, reading, checking
+def write_datalist(datalist: dict, path: str | os.PathLike, absolute: bool = False) -> Path:
+    """Write ``datalist`` as JSON, image paths relative to the file's folder unless ``absolute``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
+    out = dict(datalist)
+    for split in SPLITS:
+        out[split] = [
+            {**it, "image": str(Path(it["image"]).resolve()) if absolute else os.path.relpath(Path(it["image"]).resolve(), base)}
+            for it in datalist.get(split, [])
+        ]
+    out["counts"] = {split: _counts(out[split]) for split in SPLITS}
+    path.write_text(json.dumps(out, indent=1))
+    return path
+
+
+def load_datalist(path: str | os.PathLike, split: str = "training") -> list[dict]:
+    """The items of one split, image paths resolved against the datalist's folder (MONAI's rule)."""
+    return load_decathlon_datalist(os.fspath(path), is_segmentation=False, data_list_key=split)
+
+
+def check_items(items: Sequence[dict], image_size: int = CHECK_IMAGE_SIZE, workers: int | None = None) -> list[tuple[str, str]]:
+    """Run every item's image through the inference preprocessing; return ``(file, reason)`` of the bad ones."""
+
+    def check(item: dict) -> tuple[str, str] | None:
+        try:
+            preprocess(item["image"], image_size)
+        except RadiographError as err:
+            return (err.path, err.reason)
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return [bad for bad in pool.map(check, items) if bad is not None]
+
+
+# ----------------------------------------------------------------------------- command line
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        items = [it for split in SPLITS for it in _load_split_or_empty(args.datalist, split)]
+        return _report_check(items, args.workers)
+    protocol = dict(
+        n_val_normal=args.n_val_normal, n_val_abnormal=args.n_val_abnormal,
+        seed=args.seed, abnormal_fraction=args.abnormal_fraction,
+    )
+    if args.command == "zhanglab":
+        datalist = build_zhanglab(args.root, **protocol)
+    elif args.command == "folders":
+        datalist = build_folders(args.root, **protocol)
+    else:
+        datalist = build_chexpert(args.csv, image_root=args.image_root, view=args.view, test_csv=args.test_csv, **protocol)
+    path = write_datalist(datalist, args.output, absolute=args.absolute)
+    counts = {split: _counts(datalist[split]) for split in SPLITS}
+    print(f"wrote {path}: {json.dumps(counts)}")
+    if args.check:
+        return _report_check([it for split in SPLITS for it in datalist[split]], args.workers)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m squid_monai.data.datalist",
+        description="Write a MONAI datalist JSON (training / validation / test) by the SQUID paper protocol, "
+        "or check an existing one.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--output", "-o", required=True, help="datalist JSON to write")
+    common.add_argument("--n_val_normal", type=int, default=PAPER_VALIDATION_NORMAL)
+    common.add_argument("--n_val_abnormal", type=int, default=PAPER_VALIDATION_ABNORMAL)
+    common.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    common.add_argument("--abnormal_fraction", type=float, default=0.0,
+                        help="fraction of the training set made of abnormal images (default 0: normals only)")
+    common.add_argument("--absolute", action="store_true", help="write absolute image paths")
+    common.add_argument("--check", action="store_true", help="also load every image and report bad ones")
+    common.add_argument("--workers", type=int, default=None, help="threads for --check")
+    p = sub.add_parser("zhanglab", parents=[common], help="ROOT/train|test/NORMAL|PNEUMONIA")
+    p.add_argument("root")
+    p = sub.add_parser("folders", parents=[common], help="ROOT/normal|abnormal or ROOT/train|test/normal|abnormal")
+    p.add_argument("root")
+    p = sub.add_parser("chexpert", parents=[common], help="CheXpert-style CSV")
+    p.add_argument("csv")
+    p.add_argument("--image_root", default=None, help="folder the CSV's paths are relative to")
+    p.add_argument("--view", choices=("pa", "frontal"), default="pa")
+    p.add_argument("--test_csv", default=None, help="official test CSV (e.g. CheXpert valid.csv)")
+    p = sub.add_parser("check", help="load every image of an existing datalist; exit 1 if any is bad")
+    p.add_argument("datalist")
+    p.add_argument("--workers", type=int, default=None)
+    return parser
+
+
+def _report_check(items: Sequence[dict], workers: int | None) -> int:
+    bad = check_items(items, workers=workers)
+    for path, reason in bad:
+        print(f"BAD {path}: {reason}", file=sys.stderr)
+    print(f"checked {len(items)} images: {len(bad)} bad")
+    return 1 if bad else 0
+
+
+def _load_split_or_empty(path: str, split: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        if split not in json.load(f):
+            return []
+    return load_datalist(path, split)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _item(path: Path, label: int, source: str, class_name: str, patient: str) -> dict:
+    return {"image": str(path), "label": int(label), "source": source, "class_name": class_name, "patient": patient}
+
+
+def _image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    exts = tuple(SUPPORTED_EXTENSIONS)
+    return sorted(p for p in candidates if p.is_file() and p.name.lower().endswith(exts) and not p.name.startswith("."))
+
+
+def _draw_patients(items: list[dict], n: int, rng: np.random.Generator, what: str) -> tuple[list[dict], list[dict]]:
+    """Draw exactly ``n`` items made of whole patients (an unknown patient is its own group)."""
+    if n > len(items):
+        raise ValueError(f"validation needs {n} {what} images, the training split has only {len(items)}")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        groups[it["patient"] or f"#item{i}"].append(i)
+    chosen: list[int] = []
+    for key in (list(groups)[j] for j in rng.permutation(len(groups))):
+        if len(chosen) == n:
+            break
+        if len(chosen) + len(groups[key]) <= n:
+            chosen.extend(groups[key])
+    if len(chosen) != n:
+        raise ValueError(f"cannot draw exactly {n} {what} validation images from whole patients")
+    picked = set(chosen)
+    return [items[i] for i in sorted(picked)], [it for i, it in enumerate(items) if i not in picked]
+
+
+def _read_chexpert(csv_path: Path, image_root, view: str) -> list[dict]:
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "Path" not in rows[0] or "No Finding" not in rows[0]:
+        raise ValueError(f"{csv_path}: not a CheXpert-style CSV (needs 'Path' and 'No Finding' columns)")
+    root = Path(image_root) if image_root else _chexpert_root(csv_path, rows[0]["Path"])
+    findings = [c for c in rows[0] if c not in _CHEXPERT_NOT_FINDINGS]
+    items = []
+    for row in rows:
+        if row.get("Frontal/Lateral", "Frontal") != "Frontal":
+            continue
+        if view == "pa" and row.get("AP/PA", "") != "PA":
+            continue
+        if _is_positive(row["No Finding"]):
+            label, class_name = 0, "No Finding"
+        else:
+            positive = [c for c in findings if _is_positive(row.get(c, ""))]
+            if not positive:
+                continue  # only uncertain or blank labels: neither clearly normal nor abnormal
+            label, class_name = 1, "|".join(positive)
+        match = _CHEXPERT_PATIENT.search(row["Path"])
+        items.append(_item(root / row["Path"], label, "chexpert", class_name, match.group(1) if match else ""))
+    return items
+
+
+def _chexpert_root(csv_path: Path, first: str) -> Path:
+    return csv_path.parent if (csv_path.parent / first).exists() else csv_path.parent.parent
+
+
+def _is_positive(value: str) -> bool:
+    try:
+        return float(value) == 1.0
+    except ValueError:
+        return False
+
+
+def _sorted(items: list[dict]) -> list[dict]:
+    return sorted(items, key=lambda it: (it["label"], it["image"]))
+
+
+def _counts(items: Sequence[dict]) -> dict:
+    return {"normal": sum(it["label"] == 0 for it in items), "abnormal": sum(it["label"] == 1 for it in items)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

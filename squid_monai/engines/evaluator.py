@@ -1,0 +1,84 @@
+"""Validation and evaluation of SQUID as a MONAI :class:`~monai.engines.Evaluator`.
+
+Every image is scored by :class:`~squid_monai.scoring.SQUIDScorer` (the one scoring path:
+no teacher, no autograd graph, per-image normalisation in the discriminator). The
+running-statistics logit of the same reconstruction is computed alongside (it costs one
+small discriminator pass), so that both scoring modes of SQUID.md section 5 are reported
+in every validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from monai.engines import Evaluator
+from monai.engines.utils import IterationEvents
+
+from ..scoring import SQUIDScorer, calibrated_score
+
+__all__ = ["SQUIDEvaluator"]
+
+
+class SQUIDEvaluator(Evaluator):
+    """Scores a labelled data set; ``engine.state.output`` holds batch tensors ``image``,
+    ``label``, ``score``, ``logit``, ``reconstruction`` and ``score_running`` (the score
+    from running-statistics normalisation; only its ranking, hence its AUC, is meaningful
+    because the calibration is that of the per-image mode).
+
+    Args:
+        device: device to score on.
+        val_data_loader: yields dicts with ``image`` and ``label`` (0 normal, 1 abnormal).
+        scorer: the :class:`SQUIDScorer` sharing the trained networks.
+        key_val_metric, additional_metrics, val_handlers, epoch_length, non_blocking, amp:
+            as in :class:`monai.engines.SupervisedEvaluator`.
+        running_stats: also compute ``score_running``.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        val_data_loader: Iterable,
+        scorer: SQUIDScorer,
+        key_val_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        val_handlers: Sequence | None = None,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        amp: bool = False,
+        running_stats: bool = True,
+        image_key: str = "image",
+        label_key: str = "label",
+    ):
+        super().__init__(
+            device=device, val_data_loader=val_data_loader, epoch_length=epoch_length, non_blocking=non_blocking,
+            key_val_metric=key_val_metric, additional_metrics=additional_metrics, val_handlers=val_handlers,
+            amp=amp, decollate=False,
+        )
+        self.scorer, self.running_stats = scorer, running_stats
+        self.image_key, self.label_key = image_key, label_key
+        self.amp_device = torch.device(device).type
+
+    def _iteration(self, engine: SQUIDEvaluator, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        image = torch.as_tensor(batchdata[self.image_key]).to(engine.state.device, non_blocking=engine.non_blocking).float()
+        label = torch.as_tensor(batchdata[self.label_key]).reshape(-1).to(engine.state.device)
+        with torch.autocast(device_type=self.amp_device, enabled=self.amp and self.amp_device == "cuda"):
+            out = self.scorer(image)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        output = {"image": image, "label": label, **{k: v.float() for k, v in out.items()}}
+        if self.running_stats:
+            disc = self.scorer.discriminator
+            disc.per_image_norm = False
+            try:
+                with torch.no_grad():
+                    logit = disc.eval()(output["reconstruction"]).reshape(-1)
+            finally:
+                disc.per_image_norm = True
+            output["logit_running"] = logit
+            output["score_running"] = calibrated_score(logit, self.scorer.mean, self.scorer.std)
+        engine.state.output = output
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return output

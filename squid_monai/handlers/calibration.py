@@ -1,0 +1,47 @@
+"""Calibration and decision threshold, computed when a model is validated (and so when it
+is saved) and stored in the scorer's buffers, i.e. in every saved model."""
+
+from __future__ import annotations
+
+import logging
+
+from ignite.engine import Engine, Events
+
+from ..scoring import SQUIDScorer, calibrate
+
+__all__ = ["Calibrate", "StoreThreshold"]
+
+logger = logging.getLogger(__name__)
+
+
+class Calibrate:
+    """Before each validation, compute the logit's mean and std on un-augmented normal
+    training images (``data_loader``) and the normal-only threshold, into ``scorer``."""
+
+    def __init__(self, scorer: SQUIDScorer, data_loader, quantile: float = 0.95):
+        self.scorer, self.data_loader, self.quantile = scorer, data_loader, quantile
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        mean, std = calibrate(self.scorer, self.data_loader, engine.state.device, quantile=self.quantile)
+        logger.info("calibration: logit mean %.4f std %.4f, normal-only threshold %.4f",
+                    mean, std, self.scorer.normal_threshold.item())
+
+
+class StoreThreshold:
+    """After each validation, store the validation-optimal threshold (``metric_key`` of
+    ``engine.state.metrics``) as the scorer's decision threshold. Attach before the
+    checkpoint saver so that the saved model carries it."""
+
+    def __init__(self, scorer: SQUIDScorer, metric_key: str = "val/best_on_set/threshold"):
+        self.scorer, self.metric_key = scorer, metric_key
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        value = engine.state.metrics.get(self.metric_key)
+        if value is not None:
+            self.scorer.threshold.fill_(float(value))

@@ -1,0 +1,137 @@
+"""Resuming a killed run exactly: what a checkpoint holds beyond the networks, and the
+handler that finds and loads the latest checkpoint.
+
+The latest checkpoint (written every epoch by MONAI's ``CheckpointSaver``) holds the
+networks with their memory queues and pointers, optimisers, schedulers, AMP scalers, the
+trainer's state, the validation's best metric and the RNG states. Restarting the same
+command resumes from it; ``EpochSeed`` re-seeds every epoch from (seed, epoch), so the
+resumed run draws the same shuffles and augmentations as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.utils import set_determinism
+
+__all__ = ["RNGState", "BestMetricState", "SaveLatest", "ResumeFromLatest", "EpochSeed", "latest_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = re.compile(r"epoch=(\d+)")
+
+
+class RNGState:
+    """torch, numpy and Python RNG states as a ``weights_only``-loadable state dict."""
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+class BestMetricState:
+    """The evaluator's best key metric and its epoch, so a resumed run does not overwrite
+    the best model with a worse one."""
+
+    def __init__(self, evaluator: Engine):
+        self.evaluator = evaluator
+
+    def state_dict(self) -> dict:
+        s = self.evaluator.state
+        return {"best_metric": float(s.best_metric), "best_metric_epoch": int(s.best_metric_epoch)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.evaluator.state.best_metric = state["best_metric"]
+        self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
+
+
+def latest_checkpoint(folder: str | Path, prefix: str = "checkpoint") -> Path | None:
+    """The checkpoint of the highest epoch in ``folder`` (``<prefix>_epoch=<n>.pt``)."""
+    found = [(int(m.group(1)), p) for p in Path(folder).glob(f"{prefix}*epoch=*.pt") if (m := _EPOCH.search(p.name))]
+    return max(found)[1] if found else None
+
+
+class SaveLatest:
+    """Every epoch, replace ``<folder>/checkpoint_epoch=<n>.pt`` with everything needed to
+    continue: ``save_dict`` plus the trainer engine it is attached to (added at attach
+    time, which keeps the bundle config free of a trainer <-> handler cycle). Writes are
+    atomic (temporary file, then rename): a kill mid-write never loses the previous one."""
+
+    def __init__(self, folder: str | Path, save_dict: dict, enabled: bool = True):
+        self.folder, self.save_dict, self.enabled = str(folder), save_dict, enabled
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            save_dict = {**self.save_dict, "trainer": engine}
+            CheckpointSaver(self.folder, save_dict, file_prefix="", save_interval=1, epoch_level=True,
+                            n_saved=1).attach(engine)
+
+
+class ResumeFromLatest:
+    """At the trainer's start, load the latest checkpoint of ``folder`` into ``load_dict``
+    plus the trainer engine (``weights_only=True``), or start fresh when there is none.
+    ``enabled=False`` always starts fresh."""
+
+    def __init__(self, folder: str | Path, load_dict: dict, enabled: bool = True, map_location=None):
+        self.folder, self.load_dict, self.enabled, self.map_location = Path(folder), load_dict, enabled, map_location
+
+    def attach(self, engine: Engine) -> None:
+        self.load_dict = {**self.load_dict, "trainer": engine}
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        path = latest_checkpoint(self.folder) if self.enabled else None
+        if path is None:
+            return
+        try:
+            CheckpointLoader(str(path), self.load_dict, map_location=self.map_location)(engine)
+        except Exception as err:
+            raise RuntimeError(
+                f"{path}: cannot resume from this checkpoint ({err}). Move it away to start afresh, "
+                "or pass --resume false"
+            ) from err
+        logger.info("resumed from %s at epoch %d", path, engine.state.epoch)
+
+
+class EpochSeed:
+    """Re-seed torch, numpy, Python and the given MONAI random transforms from
+    ``seed + epoch`` when each epoch starts, and tell ``epoch_aware`` objects (on-the-fly
+    datasets, distributed samplers: anything with ``set_epoch``) the epoch, so that an
+    epoch's data, shuffle and augmentation depend on (seed, epoch) only: a resumed run
+    repeats them exactly."""
+
+    def __init__(self, seed: int | None = 0, transforms=None, epoch_aware=()):
+        self.seed, self.transforms = seed, transforms
+        self.epoch_aware = [obj for obj in epoch_aware if hasattr(obj, "set_epoch")]
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        for obj in self.epoch_aware:
+            obj.set_epoch(int(engine.state.epoch))
+        if self.seed is None:
+            return
+        seed = int(self.seed) + int(engine.state.epoch)
+        set_determinism(seed=seed)
+        if self.transforms is not None and hasattr(self.transforms, "set_random_state"):
+            self.transforms.set_random_state(seed=seed)

@@ -1,0 +1,139 @@
+"""What the bundle configs need beyond the library's building blocks: where the bundle
+and its outputs live, which data a run uses, and the per-data-set defaults.
+
+The configs stay the wiring; the decisions ("no data set given -> DigitAnatomy on the
+fly", "ZhangLab layout or normal/abnormal folders") live here, once, with tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.datalist import build_folders, build_zhanglab, load_datalist
+from .data.datasets import make_dataset
+from .data.digitanatomy import DigitAnatomyDataset, digitanatomy_split
+from .transforms import train_transforms
+
+__all__ = ["bundle_root", "data_splits", "training_dataset", "validation_dataset", "calibration_dataset",
+           "is_main_process", "report_training"]
+
+logger = logging.getLogger(__name__)
+
+_BUNDLE_NAME = "squid"
+
+
+def bundle_root() -> str:
+    """The bundle folder, whether the command runs from the repository root, from inside
+    the bundle, or elsewhere on an installed checkout (``--bundle_root`` overrides it)."""
+    cwd = Path.cwd()
+    for candidate in (cwd, cwd / "bundles" / _BUNDLE_NAME, Path(__file__).resolve().parents[1] / "bundles" / _BUNDLE_NAME):
+        if (candidate / "configs" / "metadata.json").is_file() and (candidate / "configs" / "train.json").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"cannot find the {_BUNDLE_NAME} bundle from {cwd}: pass --bundle_root")
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or a single process): the one that logs, tracks and saves."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+
+def data_splits(dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0) -> dict | None:
+    """Training / validation / test items of a real data set, or ``None`` for DigitAnatomy.
+
+    ``datalist``: a MONAI datalist JSON (``python -m squid_monai.data.datalist``).
+    ``dataset_dir``: a ZhangLab layout (``train|test/NORMAL|PNEUMONIA``) or generic
+    ``normal/`` and ``abnormal/`` folders, split by the paper's protocol with ``seed``.
+    """
+    if datalist:
+        path = Path(datalist)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: datalist not found")
+        splits = {}
+        for split in ("training", "validation", "test"):
+            try:
+                splits[split] = load_datalist(path, split)
+            except (KeyError, ValueError):
+                splits[split] = []
+        if not splits["training"] or not splits["validation"]:
+            raise ValueError(f"{path}: the datalist needs non-empty 'training' and 'validation' lists")
+        return splits
+    if dataset_dir:
+        root = Path(dataset_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: dataset_dir is not a folder")
+        if (root / "train" / "NORMAL").is_dir():
+            return build_zhanglab(root, seed=seed)
+        return build_folders(root, seed=seed)
+    return None
+
+
+def training_dataset(splits: dict | None, image_size: int, seed: int = 0, digitanatomy_length: int = 1024,
+                     cache: bool = True, skip_bad: bool = False, report_path: str | None = None,
+                     num_workers: int | None = None) -> torch.utils.data.Dataset:
+    """Augmented training set: the real data's training split, or DigitAnatomy normals
+    generated on the fly (``digitanatomy_length`` fresh images per epoch)."""
+    if splits is None:
+        return DigitAnatomyDataset(digitanatomy_length, seed=seed, transform=train_transforms(image_size))
+    items = [it for it in splits["training"] if "image" in it]
+    logger.info("training on %d images (%d normal)", len(items), sum(int(it.get("label", 0)) == 0 for it in items))
+    return make_dataset(items, image_size, train=True, cache=cache, skip_bad=skip_bad, report_path=report_path,
+                        num_workers=num_workers)
+
+
+def validation_dataset(splits: dict | None, image_size: int, seed: int = 0, split: str = "validation",
+                       n_normal: int = 100, n_abnormal: int = 100, cache: bool = True, skip_bad: bool = False,
+                       report_path: str | None = None) -> torch.utils.data.Dataset:
+    """Un-augmented labelled set: a split of the real data, or fixed-seed DigitAnatomy
+    images (unseen handwriting) with ``n_normal`` normals and ``n_abnormal`` anomalies."""
+    if splits is None:
+        items = digitanatomy_split(n_normal, n_abnormal, seed=seed, split="validation" if split == "validation" else "test")
+    else:
+        items = splits.get(split) or []
+        if not items:
+            raise ValueError(f"the data set has no {split!r} split")
+    return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path)
+
+
+def calibration_dataset(splits: dict | None, image_size: int, seed: int = 0, max_images: int = 256,
+                        cache: bool = True) -> torch.utils.data.Dataset:
+    """Un-augmented normal training images for the score calibration (at most
+    ``max_images``, drawn with ``seed``)."""
+    if splits is None:
+        items = digitanatomy_split(max_images, 0, seed=seed, split="training")
+    else:
+        normals = [it for it in splits["training"] if int(it.get("label", 0)) == 0]
+        if not normals:
+            raise ValueError("calibration needs normal training images; the training split has none")
+        pick = np.random.default_rng(seed).permutation(len(normals))[:max_images]
+        items = [normals[i] for i in sorted(pick)]
+    return make_dataset(items, image_size, train=False, cache=cache)
+
+
+def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
+    """Print (and return) what a finished run reached: best validation AUC and where the
+    models are."""
+    state = evaluator.state
+    summary = {
+        "epochs": int(trainer.state.epoch),
+        "best_val_auc": float(state.best_metric),
+        "best_epoch": int(state.best_metric_epoch),
+        "last_val_metrics": {k: round(float(v), 4) for k, v in state.metrics.items() if np.isscalar(v)},
+        "skipped_steps": int(getattr(trainer.state, "skipped_steps", 0)),
+        "best_model": str(Path(ckpt_dir) / "model.pt"),
+    }
+    if is_main_process():
+        print(f"SQUID training finished: best validation AUC {summary['best_val_auc']:.4f} at epoch "
+              f"{summary['best_epoch']} of {summary['epochs']}; best model {summary['best_model']}", flush=True)
+    return summary
+
+
+def output_path(folder: str | os.PathLike, *parts: str) -> str:
+    """``folder/parts`` with the parent folders created."""
+    path = Path(folder, *parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)

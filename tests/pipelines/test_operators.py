@@ -1,0 +1,128 @@
+"""The SQUID operators as building blocks: series selection rules, loading reports, and a
+graph of another shape (the SDK's own loader and selector, a hospital's own sink)."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')")
+
+from monai.deploy.conditions import CountCondition
+from monai.deploy.core import Application, Fragment, Operator
+from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorOperator
+
+from pipelines.cases import CaseStatus, ExitCode, SQUIDCase, exit_code_for
+from pipelines.exported_model import load_exported_model
+from pipelines.operators import (
+    CheckedDICOMDataLoaderOperator,
+    RadiographSeriesSelectorOperator,
+    SQUIDPreprocessOperator,
+    SQUIDScoringOperator,
+    SQUIDTextSRWriterOperator,
+    selection_rules,
+)
+from tests.pipelines.factories import STANDIN_SIZE, chest_pixels, write_dicom
+
+
+def _select(folder):
+    studies = CheckedDICOMDataLoaderOperator(Fragment(), input_folder=folder).load_data_to_studies(folder)
+    selector = RadiographSeriesSelectorOperator(Fragment())
+    return studies, selector.filter(json.loads(selection_rules()), studies)
+
+
+def test_selector_keeps_frontal_chest_radiographs_only(tmp_path):
+    pixels = chest_pixels()
+    lateral_study = "1.2.3.1"
+    write_dicom(tmp_path / "lat.dcm", pixels, view_position="LL", study_uid=lateral_study)
+    write_dicom(tmp_path / "pa.dcm", pixels, view_position="PA", study_uid=lateral_study)
+    write_dicom(tmp_path / "knee.dcm", pixels, modality="DX", body_part="KNEE", view_position="AP", study_uid="1.2.3.2")
+    write_dicom(tmp_path / "untagged.dcm", pixels, modality="DX", body_part=None, view_position=None, study_uid="1.2.3.3")
+    write_dicom(tmp_path / "ct.dcm", pixels, modality="CT", view_position=None, study_uid="1.2.3.4")
+    studies, selected = _select(tmp_path)
+    assert len(studies) == 4
+    chosen = {
+        str(s.study.StudyInstanceUID): s.selected_series[0].series.get_sop_instances()[0].get_native_sop_instance()
+        for s in selected
+    }
+    assert set(chosen) == {lateral_study, "1.2.3.3"}  # knee and CT studies have nothing suitable
+    assert chosen[lateral_study].ViewPosition == "PA"  # the lateral series of the same study is passed over
+
+
+def test_loader_reports_unreadable_files_and_keeps_the_rest(tmp_path):
+    good = write_dicom(tmp_path / "good.dcm", chest_pixels())
+    (tmp_path / "cut.dcm").write_bytes(good.read_bytes()[:300])  # cut inside the header
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "photo.png").write_bytes(b"png files are the image loader's business")
+    loader = CheckedDICOMDataLoaderOperator(Fragment(), input_folder=tmp_path)
+    studies = loader.load_data_to_studies(tmp_path)
+    assert len(studies) == 1
+    assert sorted(case.case_id for case in loader.unreadable) == ["cut.dcm", "notes.txt"]
+    assert all(case.status is CaseStatus.UNREADABLE and case.message for case in loader.unreadable)
+
+
+def test_exit_codes():
+    scored = SQUIDCase("a", "dicom", status=CaseStatus.SCORED)
+    skipped = SQUIDCase("b", "dicom", status=CaseStatus.NO_SUITABLE_SERIES)
+    assert exit_code_for([scored]) is ExitCode.OK
+    assert exit_code_for([scored, skipped]) is ExitCode.PARTIAL
+    assert exit_code_for([skipped]) is ExitCode.NOTHING_SCORED
+    assert exit_code_for([]) is ExitCode.NOTHING_SCORED
+    flawed = SQUIDCase("c", "dicom", status=CaseStatus.SCORED, problems=["SR not written"])
+    assert exit_code_for([flawed]) is ExitCode.PARTIAL
+
+
+class _HospitalSink(Operator):
+    """Stands for a hospital app's own downstream operator (e.g. a worklist notifier)."""
+
+    def __init__(self, fragment, *args, **kwargs):
+        self.received = []
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        spec.input("cases")
+
+    def compute(self, op_input, op_output, context):
+        self.received = op_input.receive("cases")
+
+
+class _HospitalApp(Application):
+    """The SDK's plain loader and selector (the hospital's own rules), SQUID in the middle,
+    the SR writer feeding the hospital's own operator: a different graph from ours."""
+
+    def __init__(self, folder, output, model):
+        self.folder, self.output, self.model = folder, output, model
+        super().__init__(["python", "hospital_app"])
+
+    def compose(self):
+        rules = json.dumps({"selections": [{"name": "CR", "conditions": {"Modality": "CR"}}]})
+        loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=self.folder, name="loader")
+        selector = DICOMSeriesSelectorOperator(self, rules=rules, name="selector")
+        preprocess = SQUIDPreprocessOperator(self, image_size=self.model.card.image_size, name="squid_preprocess")
+        scorer = SQUIDScoringOperator(self, model=self.model, name="squid_scorer")
+        sr_writer = SQUIDTextSRWriterOperator(self, output_folder=self.output, name="squid_sr")
+        self.sink = _HospitalSink(self, name="hospital_sink")
+        self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
+        self.add_flow(selector, preprocess, {("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(preprocess, scorer, {("cases", "cases")})
+        self.add_flow(scorer, sr_writer, {("cases", "cases")})
+        self.add_flow(sr_writer, self.sink, {("cases", "cases")})
+
+
+def test_operators_compose_into_a_hospital_graph(tmp_path, standin_model):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_dicom(inputs / "cr.dcm", chest_pixels(), study_uid="1.2.3.9")
+    app = _HospitalApp(inputs, tmp_path / "out", load_exported_model(standin_model, device="cpu"))
+    app.run()
+    (case,) = app.sink.received
+    assert case.status is CaseStatus.SCORED and case.case_id == "1.2.3.9"
+    assert case.image.shape == (1, STANDIN_SIZE, STANDIN_SIZE)
+    assert (tmp_path / "out" / case.outputs["sr"]).is_file()
+
+
+def test_multi_frame_is_reported_not_scored(tmp_path):
+    write_dicom(tmp_path / "mf.dcm", np.stack([chest_pixels()] * 3))
+    _, selected = _select(tmp_path)
+    (case,) = [SQUIDPreprocessOperator(Fragment(), image_size=STANDIN_SIZE).prepare(s) for s in selected]
+    assert case.status is CaseStatus.MULTI_FRAME and "3 frames" in case.message and case.image is None

@@ -1,0 +1,230 @@
+"""The SQUID MONAI Deploy app end to end: DICOM in, SR + PNG + JSON out, bad inputs reported."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')")
+
+from pipelines.cases import ExitCode  # noqa: E402
+from pipelines.exported_model import load_exported_model  # noqa: E402
+from pipelines.squid_app import SQUIDChestXRayApp, main  # noqa: E402
+from squid_monai.transforms import preprocess  # noqa: E402
+from tests.pipelines.factories import STANDIN_SIZE, chest_pixels, save_standin, write_dicom  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+REAL_DICOM = REPO / ".." / "shared" / "data" / "dicom"
+PATIENT_IDENTIFIERS = ("TEST^PATIENT", "SECRET-ID-123")
+BITS = 12
+
+
+def _run(inputs: Path, output: Path, model_path: Path):
+    app = SQUIDChestXRayApp(inputs, output, load_exported_model(model_path, device="cpu"))
+    app.run()
+    return app
+
+
+def _cases(app) -> dict:
+    return {case["case_id"]: case for case in app.summary["cases"]}
+
+
+def _expected_score(model_path: Path, file: Path) -> float:
+    """The bundle's path on the same file: its preprocessing, then the same exported scorer."""
+    model = load_exported_model(model_path, device="cpu")
+    return float(model(preprocess(file, model.card.image_size)[None])["score"][0])
+
+
+@pytest.fixture
+def synthetic_inputs(tmp_path) -> Path:
+    """One folder, one study per situation the app must handle (study UID = what it holds)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pixels = chest_pixels(bits=BITS)
+    mono1 = (2**BITS - 1) - pixels  # same picture, stored the MONOCHROME1 way
+    write_dicom(folder / "cr_mono1.dcm", mono1, photometric="MONOCHROME1", bits=BITS, study_uid="1.2.826.1.1",
+                slope=2.0, intercept=-100.0)
+    write_dicom(folder / "cr_mono2.dcm", pixels, bits=BITS, study_uid="1.2.826.1.2", slope=2.0, intercept=-100.0)
+    write_dicom(folder / "ct.dcm", pixels, modality="CT", view_position=None, body_part="CHEST", study_uid="1.2.826.1.3")
+    write_dicom(folder / "multiframe.dcm", np.stack([pixels, pixels]), study_uid="1.2.826.1.4")
+    cut = write_dicom(folder / "cut_pixels.dcm", pixels, study_uid="1.2.826.1.5")
+    cut.write_bytes(cut.read_bytes()[:-1000])  # truncated inside the pixel data
+    (folder / "garbage.dcm").write_bytes(b"\x00garbage" * 50)
+    return folder
+
+
+def test_app_scores_reports_and_skips(synthetic_inputs, tmp_path, standin_model):
+    output = tmp_path / "out"
+    app = _run(synthetic_inputs, output, standin_model)
+    assert app.exit_code is ExitCode.PARTIAL
+    cases = _cases(app)
+    status = {case_id: case["status"] for case_id, case in cases.items()}
+    assert status == {
+        "1.2.826.1.1": "scored",
+        "1.2.826.1.2": "scored",
+        "1.2.826.1.3": "no_suitable_series",
+        "1.2.826.1.4": "multi_frame",
+        "1.2.826.1.5": "unreadable",
+        "garbage.dcm": "unreadable",
+    }
+    assert "CT" in cases["1.2.826.1.3"]["message"]
+    # MONOCHROME1 with slope/intercept gives the picture of its MONOCHROME2 twin, hence its score
+    assert cases["1.2.826.1.1"]["score"] == pytest.approx(cases["1.2.826.1.2"]["score"], abs=1e-5)
+    assert cases["1.2.826.1.1"]["score"] == pytest.approx(
+        _expected_score(standin_model, synthetic_inputs / "cr_mono1.dcm"), abs=1e-6
+    )
+    for study in ("1.2.826.1.1", "1.2.826.1.2"):
+        case = cases[study]
+        sr = pydicom.dcmread(output / case["outputs"]["sr"])
+        assert sr.Modality == "SR" and sr.StudyInstanceUID == study
+        text = sr.ContentSequence[0].TextValue
+        assert f"{case['score']:.6f}" in text and "threshold: 0.500000" in text
+        assert sr.ContributingEquipmentSequence[0].ManufacturerModelName == "squid-standin"
+        assert sr.ContributingEquipmentSequence[0].SoftwareVersions == "0.0.1"
+        assert case["decision"] == ("anomalous" if case["score"] > 0.5 else "normal")
+        for name in ("input", "reconstruction", "heatmap"):
+            assert Image.open(output / case["outputs"][name]).size == (STANDIN_SIZE, STANDIN_SIZE)
+        assert json.loads((output / case["outputs"]["result"]).read_text())["score"] == case["score"]
+    assert not list((output / "1.2.826.1.3").glob("*.dcm"))  # nothing scored, no SR
+    written = (output / "run_summary.json").read_text() + "".join(p.read_text() for p in output.rglob("*.json"))
+    assert not any(identifier in written for identifier in PATIENT_IDENTIFIERS)
+
+
+def test_png_and_jpeg_input_without_dicom_output(tmp_path, standin_model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    picture = (chest_pixels(bits=8)).astype(np.uint8)
+    Image.fromarray(picture).save(folder / "chest.png")
+    Image.fromarray(picture).convert("RGB").save(folder / "chest_rgb.jpg")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    app = _run(folder, tmp_path / "out", standin_model)
+    status = {case_id: case["status"] for case_id, case in _cases(app).items()}
+    assert status == {"chest": "scored", "chest_rgb": "scored", "broken": "unreadable"}
+    assert app.exit_code is ExitCode.PARTIAL
+    assert not list((tmp_path / "out").rglob("*.dcm"))
+    assert _cases(app)["chest"]["score"] == pytest.approx(_expected_score(standin_model, folder / "chest.png"), abs=1e-6)
+
+
+def test_command_line_exit_codes_and_log(tmp_path, standin_model):
+    """The documented command on a mixed folder (DICOM + PNG): exit 0, no patient identifier logged."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_dicom(folder / "cr.dcm", chest_pixels(), study_uid="1.2.826.2.1")
+    Image.fromarray(chest_pixels(bits=8).astype(np.uint8)).save(folder / "extra.png")
+    output = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.squid_app", "-i", str(folder), "-o", str(output), "-m", str(standin_model)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == ExitCode.OK, log[-3000:]
+    summary = json.loads((output / "run_summary.json").read_text())
+    assert summary["counts"] == {"scored": 2} and summary["exit_status"] == "OK"
+    assert "graph_s" in summary["timing"]
+    assert len(list(output.rglob("*.dcm"))) == 1  # the SR of the DICOM study only
+    assert not any(identifier in log for identifier in PATIENT_IDENTIFIERS)
+
+
+@pytest.fixture
+def _restore_logging():
+    """``main`` configures logging the SDK way; put the test process's configuration back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+def test_usage_errors_exit_2(tmp_path, _restore_logging):
+    bad_model = tmp_path / "bad.ts"
+    bad_model.write_bytes(b"not torchscript")
+    (tmp_path / "in").mkdir()
+    args = ["squid_app", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out")]
+    assert main(args + ["-m", str(bad_model)]) == ExitCode.USAGE
+    assert main(args + ["-m", str(tmp_path / "missing.ts")]) == ExitCode.USAGE  # argparse: no such path
+
+
+def test_empty_folder_is_nothing_scored(tmp_path, standin_model):
+    (tmp_path / "in").mkdir()
+    app = _run(tmp_path / "in", tmp_path / "out", standin_model)
+    assert app.exit_code is ExitCode.NOTHING_SCORED and app.summary["cases"] == []
+
+
+@pytest.fixture(scope="module")
+def real_dicom() -> Path:
+    if not REAL_DICOM.is_dir():
+        pytest.skip(f"real DICOM folder {REAL_DICOM.resolve()} is absent (it sits beside the repository)")
+    return REAL_DICOM
+
+
+@pytest.fixture(scope="module")
+def tiny_squid_model(tmp_path_factory) -> Path:
+    """A real (untrained) tiny SQUIDScorer exported as TorchScript with its card."""
+    from squid_monai.networks import get_config
+    from squid_monai.scoring import build_scorer
+
+    torch.manual_seed(0)
+    size = get_config("tiny")["image_size"]
+    scorer = build_scorer("tiny")
+    scorer.set_calibration(mean=0.0, std=1.0, threshold=0.5)
+    traced = torch.jit.trace(scorer, torch.rand(1, 1, size, size), strict=False)
+    card = {"image_size": size, "mean": 0.0, "std": 1.0, "threshold": 0.5, "model_name": "squid-tiny",
+            "model_version": "test"}
+    path = tmp_path_factory.mktemp("tiny") / "squid_tiny.ts"
+    torch.jit.save(traced, str(path), _extra_files={"squid.json": json.dumps(card)})
+    return path
+
+
+def test_real_dicoms_sr_per_study_and_bundle_scores(real_dicom, tmp_path, tiny_squid_model):
+    """The shared real radiographs: every study scored, an SR each, scores equal to the bundle's path;
+    the MONOCHROME1 copy of the SIIM image (same study UID, so run on its own) scores as the original."""
+    files = sorted(real_dicom.glob("*.dcm"))
+    fake_mono1 = [f for f in files if "FAKE_mono1" in f.name]
+    assert fake_mono1, "the MONOCHROME1 copy listed in the data README is missing"
+    main_in, mono1_in = tmp_path / "in", tmp_path / "in_mono1"
+    main_in.mkdir()
+    mono1_in.mkdir()
+    for f in files:
+        (mono1_in if f in fake_mono1 else main_in).joinpath(f.name).symlink_to(f.resolve())
+    app = _run(main_in, tmp_path / "out", tiny_squid_model)
+    assert app.exit_code is ExitCode.OK
+    cases = app.summary["cases"]
+    assert len(cases) == len(files) - 1
+    by_study = {}
+    for f in files:
+        if f not in fake_mono1:
+            by_study[str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID)] = f
+    for case in cases:
+        sr = pydicom.dcmread(tmp_path / "out" / case["outputs"]["sr"])
+        assert sr.StudyInstanceUID == case["case_id"]
+        assert f"{case['score']:.6f}" in sr.ContentSequence[0].TextValue
+        source = by_study[case["case_id"]]
+        assert case["score"] == pytest.approx(_expected_score(tiny_squid_model, source), abs=1e-5), source.name
+    mono1 = _cases(_run(mono1_in, tmp_path / "out_mono1", tiny_squid_model))
+    (mono1_case,) = mono1.values()
+    mono2_case = next(c for c in cases if c["case_id"] == mono1_case["case_id"])
+    assert mono1_case["source"]["PhotometricInterpretation"] == "MONOCHROME1"
+    assert mono2_case["source"]["PhotometricInterpretation"] == "MONOCHROME2"
+    assert mono1_case["score"] == pytest.approx(mono2_case["score"], abs=1e-5)
+
+
+def test_sidecar_card_drives_the_app(tmp_path):
+    """A model whose card is only the sidecar JSON (no extra file) runs the same way."""
+    model = save_standin(tmp_path / "m.ts", embed_card=False,
+                         sidecar={"image_size": 16, "mean": -2.0, "std": 0.5, "threshold": 0.99,
+                                  "model_name": "sidecar-model", "model_version": "7"})
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_dicom(folder / "cr.dcm", chest_pixels(), study_uid="1.2.826.3.1")
+    app = _run(folder, tmp_path / "out", model)
+    (case,) = app.summary["cases"]
+    assert case["model"]["model_name"] == "sidecar-model" and case["threshold"] == 0.99
+    assert Image.open(tmp_path / "out" / case["outputs"]["input"]).size == (16, 16)
