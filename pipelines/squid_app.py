@@ -90,7 +90,8 @@ class SQUIDChestXRayApp(Application):
             upstream = preprocess
             if has_images:  # mixed folder: the image cases join the DICOM ones before scoring
                 images = ImageFileLoaderOperator(
-                    self, input_folder=self.input_folder, image_size=image_size, receives_cases=True, name="image_loader"
+                    self, input_folder=self.input_folder, image_size=image_size, receives_cases=True,
+                    name="image_loader",
                 )
                 self.add_flow(preprocess, images, {("cases", "cases")})
                 upstream = images
@@ -99,7 +100,8 @@ class SQUIDChestXRayApp(Application):
             self.add_flow(sr_writer, writer, {("cases", "cases")})
         else:
             images = ImageFileLoaderOperator(
-                self, CountCondition(self, 1), input_folder=self.input_folder, image_size=image_size, name="image_loader"
+                self, CountCondition(self, 1), input_folder=self.input_folder, image_size=image_size,
+                name="image_loader",
             )
             self.add_flow(images, scorer, {("cases", "cases")})
             self.add_flow(scorer, writer, {("cases", "cases")})
@@ -112,6 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         context = init_app_context(argv)  # -i/-o/-m/-l, or the HOLOSCAN_*_PATH variables; sets up logging
     except SystemExit as exc:  # argparse: message already printed
         return int(ExitCode.USAGE) if exc.code else 0
+    _keep_datasets_out_of_logs()
     input_folder, output_folder = Path(context.input_path), Path(context.output_path)
     if not input_folder.is_dir():
         logger.error("Input %s is not a folder: give the folder holding the DICOM or PNG/JPEG files", input_folder)
@@ -138,6 +141,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(ExitCode.FAILED)
     _add_timing(output_folder / SUMMARY_FILE, app.summary, model_load_s=loaded - start, graph_s=finished - loaded)
     return int(app.exit_code)
+
+
+class _NoDatasetDumps(logging.Filter):
+    """Drop the SDK's DEBUG dumps of whole DICOM datasets (they hold the patient module)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.DEBUG and record.module in _DATASET_DUMPING_MODULES)
+
+
+_DATASET_DUMPING_MODULES = ("dicom_utils",)
+
+
+def _keep_datasets_out_of_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _NoDatasetDumps) for f in handler.filters):
+            handler.addFilter(_NoDatasetDumps())
 
 
 def _input_kinds(folder: Path) -> tuple[bool, bool]:

@@ -19,7 +19,7 @@ from .data.datasets import make_dataset
 from .data.digitanatomy import DigitAnatomyDataset, digitanatomy_split
 from .transforms import train_transforms
 
-__all__ = ["bundle_root", "data_splits", "training_dataset", "validation_dataset", "calibration_dataset",
+__all__ = ["as_bool", "bundle_root", "data_splits", "training_dataset", "validation_dataset", "calibration_dataset",
            "is_main_process", "report_training"]
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,19 @@ def bundle_root() -> str:
         if (candidate / "configs" / "metadata.json").is_file() and (candidate / "configs" / "train.json").is_file():
             return str(candidate)
     raise FileNotFoundError(f"cannot find the {_BUNDLE_NAME} bundle from {cwd}: pass --bundle_root")
+
+
+def as_bool(value) -> bool:
+    """A command-line flag as a bool: python-fire passes ``--amp false`` as the string
+    ``"false"``, which Python would take as true."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", "none", ""):
+            return False
+        raise ValueError(f"not a boolean flag value: {value!r} (use true or false)")
+    return bool(value)
 
 
 def is_main_process() -> bool:

@@ -90,7 +90,9 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         studies = self._load_data(readable)
         if self._must_load and not studies:
             raise ValueError(f"{input_path}: no DICOM study found")
-        logger.info("Loaded %d DICOM studies from %d files (%d unreadable)", len(studies), len(readable), len(self.unreadable))
+        logger.info(
+            "Loaded %d DICOM studies from %d files (%d unreadable)", len(studies), len(readable), len(self.unreadable)
+        )
         return studies
 
 

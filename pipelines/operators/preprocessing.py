@@ -96,7 +96,8 @@ class SQUIDPreprocessOperator(Operator):
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             logger.warning("Study %s: multi-frame image (%d frames) not scored", study_uid, frames)
-            return case.fail(CaseStatus.MULTI_FRAME, f"selected image has {frames} frames; SQUID scores single 2D radiographs")
+            message = f"selected image has {frames} frames; SQUID scores single 2D radiographs"
+            return case.fail(CaseStatus.MULTI_FRAME, message)
         try:
             case.image = _preprocess_dataset(ds, self.image_size)
         except _READ_ERRORS as exc:
@@ -152,7 +153,9 @@ class ImageFileLoaderOperator(Operator):
 
     def list_images(self) -> list[tuple[Path, str]]:
         """(file, unique case id) for every image file under the input folder."""
-        files = sorted(p for p in self.input_folder.rglob("*") if p.is_file() and p.name.lower().endswith(self.suffixes))
+        files = sorted(
+            p for p in self.input_folder.rglob("*") if p.is_file() and p.name.lower().endswith(self.suffixes)
+        )
         seen: dict[str, int] = {}
         listed = []
         for path in files:

@@ -69,26 +69,35 @@ class RadiographSeriesSelectorOperator(DICOMSeriesSelectorOperator):
         super().__init__(fragment, *args, rules=selection_rules(modalities), all_matched=True, **kwargs)
 
     def filter(self, selection_rules, dicom_study_list, all_matched=False, sort_by_sop_instance_count=False):
-        """SDK modality matching (all matches), then the first series with a frontal chest image."""
+        """SDK modality matching (all matches), then per study the first frontal chest image,
+        single-frame images first (a multi-frame one is kept only when there is nothing else,
+        so that the study is reported as multi-frame rather than as having no radiograph)."""
         candidates = super().filter(selection_rules, dicom_study_list, True, False)
         selected = []
         for study_selection in candidates:
-            for choice in study_selection.selected_series:
-                index = self.frontal_instance_index(choice.series)
-                if index is None:
-                    continue
-                kept = StudySelectedSeries(study_selection.study)
-                kept.add_selected_series(
-                    SelectedSeries(choice.selection_name, choice.series, None, {SELECTED_INSTANCE_KEY: index})
-                )
-                selected.append(kept)
-                break
+            choices = [
+                (choice, self.frontal_instance_index(choice.series, single_frame))
+                for single_frame in (True, False)
+                for choice in study_selection.selected_series
+            ]
+            found = next(((choice, index) for choice, index in choices if index is not None), None)
+            if found is None:
+                continue
+            choice, index = found
+            kept = StudySelectedSeries(study_selection.study)
+            kept.add_selected_series(
+                SelectedSeries(choice.selection_name, choice.series, None, {SELECTED_INSTANCE_KEY: index})
+            )
+            selected.append(kept)
         return selected
 
-    def frontal_instance_index(self, series: DICOMSeries) -> Optional[int]:
-        """Index in ``sorted_image_instances(series)`` of the first frontal chest image, or None."""
+    def frontal_instance_index(self, series: DICOMSeries, single_frame: bool = False) -> Optional[int]:
+        """Index in ``sorted_image_instances(series)`` of the first frontal chest image
+        (only single-frame ones if ``single_frame``), or None."""
         for index, instance in enumerate(sorted_image_instances(series)):
             ds = instance.get_native_sop_instance()
+            if single_frame and int(ds.get("NumberOfFrames", 1) or 1) > 1:
+                continue
             if _allowed(ds, "ViewPosition", self.view_positions) and _allowed(ds, "BodyPartExamined", self.body_parts):
                 return index
         return None

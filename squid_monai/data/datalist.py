@@ -164,11 +164,13 @@ def write_datalist(datalist: dict, path: str | os.PathLike, absolute: bool = Fal
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
     out = dict(datalist)
+
+    def where(image: str) -> str:
+        full = Path(image).resolve()
+        return str(full) if absolute else os.path.relpath(full, base)
+
     for split in SPLITS:
-        out[split] = [
-            {**it, "image": str(Path(it["image"]).resolve()) if absolute else os.path.relpath(Path(it["image"]).resolve(), base)}
-            for it in datalist.get(split, [])
-        ]
+        out[split] = [{**it, "image": where(it["image"])} for it in datalist.get(split, [])]
     out["counts"] = {split: _counts(out[split]) for split in SPLITS}
     path.write_text(json.dumps(out, indent=1))
     return path
@@ -176,10 +178,15 @@ def write_datalist(datalist: dict, path: str | os.PathLike, absolute: bool = Fal
 
 def load_datalist(path: str | os.PathLike, split: str = "training") -> list[dict]:
     """The items of one split, image paths resolved against the datalist's folder (MONAI's rule)."""
+    with open(path, encoding="utf-8") as f:
+        if json.load(f).get(split) == []:
+            return []  # MONAI's loader fails on an empty list
     return load_decathlon_datalist(os.fspath(path), is_segmentation=False, data_list_key=split)
 
 
-def check_items(items: Sequence[dict], image_size: int = CHECK_IMAGE_SIZE, workers: int | None = None) -> list[tuple[str, str]]:
+def check_items(
+    items: Sequence[dict], image_size: int = CHECK_IMAGE_SIZE, workers: int | None = None
+) -> list[tuple[str, str]]:
     """Run every item's image through the inference preprocessing; return ``(file, reason)`` of the bad ones."""
 
     def check(item: dict) -> tuple[str, str] | None:
@@ -208,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "folders":
         datalist = build_folders(args.root, **protocol)
     else:
-        datalist = build_chexpert(args.csv, image_root=args.image_root, view=args.view, test_csv=args.test_csv, **protocol)
+        datalist = build_chexpert(
+            args.csv, image_root=args.image_root, view=args.view, test_csv=args.test_csv, **protocol
+        )
     path = write_datalist(datalist, args.output, absolute=args.absolute)
     counts = {split: _counts(datalist[split]) for split in SPLITS}
     print(f"wrote {path}: {json.dumps(counts)}")

@@ -26,8 +26,9 @@ import os
 from collections.abc import Sequence
 
 import torch
-from monai.data import CacheDataset, Dataset, load_decathlon_datalist
+from monai.data import CacheDataset, Dataset
 
+from squid_monai.data.datalist import load_datalist
 from squid_monai.transforms import RadiographError, find_radiograph_error, inference_transforms, train_transforms
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def make_dataset(
         **transform_options: passed to ``train_transforms`` / ``inference_transforms``.
     """
     if isinstance(items, (str, os.PathLike)):
-        items = load_decathlon_datalist(os.fspath(items), is_segmentation=False, data_list_key=split)
+        items = load_datalist(items, split)
     items = list(items)
     make = train_transforms if train else inference_transforms
     transform = make(image_size, **transform_options)

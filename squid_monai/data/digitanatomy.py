@@ -46,7 +46,10 @@ CELL_SIZE = 32
 CROP_RANGE = (0.8, 1.0)
 #: Default most cells an anomaly affects.
 DEFAULT_MAX_CELLS = 3
+# Random streams are keyed by (seed, split, purpose, ...), so the on-the-fly training set,
+# the fixed sets and the preview never share images by accident.
 _SPLIT_STREAM = {split: i for i, split in enumerate(SPLITS)}
+_ON_THE_FLY, _FIXED_SET, _PREVIEW = 0, 1, 2
 
 
 class DigitAnatomy:
@@ -192,7 +195,7 @@ class DigitAnatomyDataset(torch.utils.data.Dataset):
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
         index %= self.length
-        rng = np.random.default_rng([self.seed, _SPLIT_STREAM[self.split], self.epoch, index])
+        rng = np.random.default_rng([self.seed, _SPLIT_STREAM[self.split], _ON_THE_FLY, self.epoch, index])
         item = self.generator.sample(rng, NORMAL)
         return apply_transform(self.transform, item) if self.transform is not None else item
 
@@ -218,7 +221,7 @@ def digitanatomy_split(
     )
     kinds = [NORMAL] * n_normal + [ANOMALY_TYPES[i % len(ANOMALY_TYPES)] for i in range(n_abnormal)]
     return [
-        generator.sample(np.random.default_rng([seed, _SPLIT_STREAM[split], 1, i]), kind)
+        generator.sample(np.random.default_rng([seed, _SPLIT_STREAM[split], _FIXED_SET, i]), kind)
         for i, kind in enumerate(kinds)
     ]
 
@@ -230,7 +233,10 @@ def render_preview(path: str | os.PathLike, seed: int = 0, columns: int = 4, spl
     generator = DigitAnatomy(load_digit_bank(split))
     rows = []
     for r, kind in enumerate((NORMAL, *ANOMALY_TYPES)):
-        tiles = [generator.sample(np.random.default_rng([seed, 99, r, c]), kind)["image"][0] for c in range(columns)]
+        tiles = [
+            generator.sample(np.random.default_rng([seed, _SPLIT_STREAM[split], _PREVIEW, r, c]), kind)["image"][0]
+            for c in range(columns)
+        ]
         gap = np.full((generator.image_size, 4), 0.5, dtype=np.float32)
         rows.append(np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1))
     hgap = np.full((4, rows[0].shape[1]), 0.5, dtype=np.float32)
@@ -259,7 +265,9 @@ def write_digitanatomy(
     train_set = DigitAnatomyDataset(n_train, seed=seed, mnist_dir=mnist_dir) if n_train else []
     splits = {
         "training": [train_set[i] for i in range(n_train)],
-        "validation": digitanatomy_split(n_validation_normal, n_validation_abnormal, seed, "validation", mnist_dir, max_cells),
+        "validation": digitanatomy_split(
+            n_validation_normal, n_validation_abnormal, seed, "validation", mnist_dir, max_cells
+        ),
         "test": digitanatomy_split(n_test_normal, n_test_abnormal, seed, "test", mnist_dir, max_cells),
     }
     datalist: dict = {"name": "DigitAnatomy", "seed": seed, "digits": "mnist" if mnist_dir else "sklearn"}

@@ -17,6 +17,12 @@ every loss term as floats, so the standard handlers (``StatsHandler``, ``MLFlowH
 ``--tracking mlflow``) work unchanged. A non-finite loss is never back-propagated: the
 step is skipped, counted in ``engine.state.skipped_steps`` and logged; too many in a row
 stop the run with a clear error instead of silently training on garbage.
+
+Under ``torch.distributed`` (networks wrapped in ``DistributedDataParallel``) every
+decision that gates a collective is taken by all ranks together: a step is skipped on
+every rank when its loss is non-finite on any rank, and the queue is written from the
+gathered global batch. BatchNorm running statistics, which DDP does not reduce, are
+averaged over the ranks after each iteration, so the replicas stay identical.
 """
 
 from __future__ import annotations
@@ -123,7 +129,7 @@ class SQUIDTrainer(Trainer):
         return torch.autocast(device_type=self.amp_device, dtype=self.amp_dtype, enabled=self.amp)
 
     def _finite(self, engine: SQUIDTrainer, what: str, loss: torch.Tensor) -> bool:
-        if torch.isfinite(loss).all():
+        if _all_ranks(torch.isfinite(loss).all()):
             return True
         engine.state.skipped_steps += 1
         self._nonfinite_run += 1
@@ -164,9 +170,10 @@ class SQUIDTrainer(Trainer):
         if d_ok:
             self._step(d_loss, self.d_optimizer, self.d_scaler)
 
-        # generator terms against the updated discriminator (back-propagated on generator iterations)
+        # generator terms against the updated discriminator (back-propagated on generator iterations);
+        # the plain module: this gradient is the generator's, DDP must not reduce it into the discriminator
         with self._autocast(), torch.set_grad_enabled(update_g):
-            terms = generator_losses(out, image, disc(out["student"]), self.loss_weights)
+            terms = generator_losses(out, image, unwrap(disc)(out["student"]), self.loss_weights)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         g_ok = update_g and self._finite(engine, "generator", terms["generator"])
         if g_ok:
@@ -175,8 +182,11 @@ class SQUIDTrainer(Trainer):
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if d_ok and (g_ok or not update_g):
             self._nonfinite_run = 0
-        if g_ok and "tokens" in out and torch.isfinite(out["tokens"]).all():
-            unwrap(gen).enqueue(self._gather(out["tokens"]))
+        if g_ok and "tokens" in out:
+            tokens = self._gather(out["tokens"])  # identical on every rank, and so is the decision
+            if torch.isfinite(tokens).all():
+                unwrap(gen).enqueue(tokens)
+        _average_running_stats(gen, disc)
 
         engine.state.output = {
             "loss": float(terms["generator"].detach()) + float(d_loss.detach()),
@@ -191,9 +201,44 @@ class SQUIDTrainer(Trainer):
     @staticmethod
     def _gather(tokens: torch.Tensor) -> torch.Tensor:
         """The global batch's tokens in rank order (identical on every replica)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if _distributed():
             return evenly_divisible_all_gather(tokens.contiguous(), concat=True)
         return tokens
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_ranks(flag: torch.Tensor) -> bool:
+    """``flag`` (a boolean tensor) is true on every rank: one decision for all replicas,
+    so that none waits in a collective (DDP's gradient reduction) that another skips."""
+    if not _distributed():
+        return bool(flag)
+    flag = flag.to(torch.int32).reshape(1)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _average_running_stats(*modules: torch.nn.Module) -> None:
+    """Average BatchNorm running statistics over the ranks (one all-reduce). DDP reduces
+    gradients, not buffers: without this each replica keeps the statistics of its own
+    shard and the replicas (and the scores computed with running statistics) drift
+    apart. The mean of the per-rank running means is the running mean of the global batch."""
+    if not _distributed():
+        return
+    stats = [buf for module in modules for m in unwrap(module).modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+             for buf in (m.running_mean, m.running_var) if buf is not None]
+    if not stats:
+        return
+    flat = torch.cat([buf.reshape(-1).float() for buf in stats])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for buf in stats:
+        buf.copy_(flat[offset: offset + buf.numel()].view_as(buf))
+        offset += buf.numel()
 
 
 def loss_terms(output: dict) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Small Ignite attachables: resume, calibration, MLflow artifacts and registry."""
 
 from .calibration import Calibrate, StoreThreshold
-from .checkpoint import BestMetricState, EpochSeed, ResumeFromLatest, RNGState, SaveLatest, latest_checkpoint
+from .checkpoint import AtomicCheckpointSaver, BestMetricState, EpochSeed, ResumeFromLatest, RNGState, SaveLatest, latest_checkpoint
 
-__all__ = ["Calibrate", "StoreThreshold", "BestMetricState", "EpochSeed", "ResumeFromLatest", "RNGState", "SaveLatest",
+__all__ = ["AtomicCheckpointSaver", "Calibrate", "StoreThreshold", "BestMetricState", "EpochSeed", "ResumeFromLatest", "RNGState", "SaveLatest",
            "latest_checkpoint"]

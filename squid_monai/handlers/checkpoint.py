@@ -6,6 +6,10 @@ networks with their memory queues and pointers, optimisers, schedulers, AMP scal
 trainer's state, the validation's best metric and the RNG states. Restarting the same
 command resumes from it; ``EpochSeed`` re-seeds every epoch from (seed, epoch), so the
 resumed run draws the same shuffles and augmentations as an uninterrupted one.
+
+Distributed runs: only rank 0 writes checkpoints; at resume every rank loads the file
+rank 0 chose (the checkpoint folder must be shared by the nodes), and each rank seeds its
+random augmentation and masking from (seed, epoch, rank).
 """
 
 from __future__ import annotations
@@ -17,15 +21,39 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import set_determinism
 
-__all__ = ["RNGState", "BestMetricState", "SaveLatest", "ResumeFromLatest", "EpochSeed", "latest_checkpoint"]
+__all__ = ["AtomicCheckpointSaver", "RNGState", "BestMetricState", "SaveLatest", "ResumeFromLatest", "EpochSeed", "latest_checkpoint",
+           "rank_seed"]
 
 logger = logging.getLogger(__name__)
 
 _EPOCH = re.compile(r"epoch=(\d+)")
+#: seed offset between ranks: larger than any epoch count, so (epoch, rank) never share a seed
+_RANK_SEED_STRIDE = 1_000_003
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def rank_seed(seed: int, epoch: int = 0) -> int:
+    """The seed of (seed, epoch) on this rank: ``seed + epoch`` on rank 0 and in a single
+    process, offset by a stride larger than any epoch count on the other ranks."""
+    return int(seed) + int(epoch) + _rank() * _RANK_SEED_STRIDE
+
+
+def _agreed(path: Path | None) -> Path | None:
+    """Rank 0's choice of checkpoint, on every rank (a replica resuming from another
+    epoch than the others would train out of step with them)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return path
+    choice = [str(path) if path is not None else None]
+    dist.broadcast_object_list(choice, src=0)
+    return Path(choice[0]) if choice[0] is not None else None
 
 
 class RNGState:
@@ -70,6 +98,21 @@ def latest_checkpoint(folder: str | Path, prefix: str = "checkpoint") -> Path | 
     return max(found)[1] if found else None
 
 
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` writing atomically (temporary file, then rename).
+
+    MONAI writes in place (``atomic=False``, for group-readable files); a run killed
+    mid-write then leaves a truncated checkpoint and loses the previous one. Ignite's
+    atomic path also makes the file group/other-readable, so nothing is given up.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler._atomic = True
+
+
 class SaveLatest:
     """Every epoch, replace ``<folder>/checkpoint_epoch=<n>.pt`` with everything needed to
     continue: ``save_dict`` plus the trainer engine it is attached to (added at attach
@@ -82,7 +125,7 @@ class SaveLatest:
     def attach(self, engine: Engine) -> None:
         if self.enabled:
             save_dict = {**self.save_dict, "trainer": engine}
-            CheckpointSaver(self.folder, save_dict, file_prefix="", save_interval=1, epoch_level=True,
+            AtomicCheckpointSaver(self.folder, save_dict, file_prefix="", save_interval=1, epoch_level=True,
                             n_saved=1).attach(engine)
 
 
@@ -99,9 +142,14 @@ class ResumeFromLatest:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        path = latest_checkpoint(self.folder) if self.enabled else None
+        path = _agreed(latest_checkpoint(self.folder) if self.enabled else None)
         if path is None:
             return
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: rank 0 resumes from this checkpoint but rank {_rank()} cannot see it; "
+                "in multi-node runs the output folder must be on storage shared by all nodes"
+            )
         try:
             CheckpointLoader(str(path), self.load_dict, map_location=self.map_location)(engine)
         except Exception as err:
@@ -117,7 +165,10 @@ class EpochSeed:
     ``seed + epoch`` when each epoch starts, and tell ``epoch_aware`` objects (on-the-fly
     datasets, distributed samplers: anything with ``set_epoch``) the epoch, so that an
     epoch's data, shuffle and augmentation depend on (seed, epoch) only: a resumed run
-    repeats them exactly."""
+    repeats them exactly. Under ``torch.distributed`` rank ``r`` adds ``r`` times a large
+    stride, so that the replicas draw different augmentations and masks (rank 0 draws
+    those of a single-process run); samplers shuffle by their own seed and epoch, the
+    same on every rank, as sharding requires."""
 
     def __init__(self, seed: int | None = 0, transforms=None, epoch_aware=()):
         self.seed, self.transforms = seed, transforms
@@ -131,7 +182,7 @@ class EpochSeed:
             obj.set_epoch(int(engine.state.epoch))
         if self.seed is None:
             return
-        seed = int(self.seed) + int(engine.state.epoch)
+        seed = rank_seed(self.seed, engine.state.epoch)
         set_determinism(seed=seed)
         if self.transforms is not None and hasattr(self.transforms, "set_random_state"):
             self.transforms.set_random_state(seed=seed)

@@ -18,17 +18,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-import mlflow
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 from monai.utils import evenly_divisible_all_gather
 
-__all__ = ["tracking_uri", "artifact_location", "ResilientMLFlowHandler", "ValidationArtifacts", "RegisterModel"]
+__all__ = ["tracking_uri", "artifact_location", "sqlite_path", "ResilientMLFlowHandler", "ValidationArtifacts", "RegisterModel"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,11 @@ _ARTIFACT_DIR = "mlartifacts"
 
 def tracking_uri(output_dir: str | os.PathLike) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<absolute output_dir>/mlruns.db``."""
-    return os.environ.get(_ENV_URI) or f"sqlite:///{Path(output_dir).resolve() / _DB_NAME}"
+    return os.environ.get(_ENV_URI) or _sqlite_uri(output_dir)
+
+
+def _sqlite_uri(folder: str | os.PathLike) -> str:
+    return f"sqlite:///{Path(folder).resolve() / _DB_NAME}"
 
 
 def sqlite_path(uri: str | None) -> Path | None:
@@ -58,6 +62,32 @@ def artifact_location(uri: str | None) -> str | None:
     return (db.parent.resolve() / _ARTIFACT_DIR).as_uri() if db is not None else None
 
 
+@contextmanager
+def _hidden_env(name: str):
+    value = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ[name] = value
+
+
+def _unreachable(uri: str, timeout: float) -> Exception | None:
+    """The connection error of an HTTP(S) tracking server that does not answer, else None
+    (any HTTP answer, even an error status, means the server is there)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.exceptions.SSLError:
+        return None  # reachable; MLflow has its own TLS settings (MLFLOW_TRACKING_INSECURE_TLS ...)
+    except (requests.ConnectionError, requests.Timeout) as err:
+        return err
+    return None
+
+
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
@@ -65,15 +95,18 @@ def _rank() -> int:
 class ResilientMLFlowHandler(MLFlowHandler):
     """:class:`monai.handlers.MLFlowHandler` that degrades to a warning.
 
-    Same arguments, with two differences: an explicit ``tracking_uri`` wins over the
+    Same arguments plus ``enabled`` (False: attaches nothing, the bundle's tracking switch),
+    with three differences: an explicit ``tracking_uri`` wins over the
     ``MLFLOW_TRACKING_URI`` variable (the bundle resolves the variable itself through
-    :func:`tracking_uri`, so an explicit ``--tracking_uri`` must not be overruled), and a
-    local SQLite store gets its artifacts in ``mlartifacts`` beside the database unless
-    ``artifact_location`` is given.
+    :func:`tracking_uri`, so an explicit ``--tracking_uri`` must not be overruled); with
+    neither, the store is ``./mlruns.db``; and a local SQLite store gets its artifacts in
+    ``mlartifacts`` beside the database unless ``artifact_location`` is given.
 
     Any exception of the tracking backend, in the constructor or in any event
     (start, iteration, epoch, complete, close), is reported once as a warning naming the
-    URI and the error, and disables the handler: tracking stops, training goes on. A
+    URI and the error, and disables the handler: tracking stops, training goes on. An HTTP
+    server is probed first (``probe_timeout`` seconds) so that a dead one costs seconds, not
+    MLflow's minutes of retries. A
     failed URI is remembered for the process, so the other handlers of the same run
     (validation, registration) stay quiet instead of waiting for the same dead server.
     """
@@ -81,28 +114,35 @@ class ResilientMLFlowHandler(MLFlowHandler):
     #: tracking URIs that failed in this process -> the error
     _failed: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, tracking_uri: str | None = None, *args: Any, **kwargs: Any):
-        self.disabled = False
+    def __init__(self, tracking_uri: str | None = None, *args: Any, enabled: bool = True,
+                 probe_timeout: float = 5.0, **kwargs: Any):
+        self.probe_timeout, self._probed = probe_timeout, False
         env_uri = os.environ.get(_ENV_URI)
-        uri = tracking_uri or env_uri
+        #: the store this handler writes to
+        self.tracking_uri = uri = tracking_uri or env_uri or _sqlite_uri(os.getcwd())
+        self.enabled, self.disabled = bool(enabled), not enabled
         if kwargs.get("artifact_location") is None:
             kwargs["artifact_location"] = artifact_location(uri)
-        self.tracking_uri = uri or "<MONAI default>"
+        if not enabled:
+            self._fallback_attributes(kwargs)
+            return
         try:
             if (db := sqlite_path(uri)) is not None:
                 db.parent.mkdir(parents=True, exist_ok=True)  # SQLite cannot create folders
-            super().__init__(uri, *args, **kwargs)
-            if tracking_uri and env_uri and tracking_uri != env_uri:
-                self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)  # MONAI let the variable win
-            self.tracking_uri = str(getattr(self.client, "tracking_uri", uri))
+            with _hidden_env(_ENV_URI):  # MONAI would let the variable win over the argument
+                super().__init__(uri, *args, **kwargs)
         except Exception as err:  # noqa: BLE001 - the point of this class
             self._fallback_attributes(kwargs)
             self.disable(err, "setting up")
             return
-        if self.tracking_uri in self._failed:
+        if uri in self._failed:
             self.disabled = True
             logger.info("MLflow tracking to %s stays off (it failed earlier in this process: %s)",
-                        self.tracking_uri, self._failed[self.tracking_uri])
+                        uri, self._failed[uri])
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            super().attach(engine)
 
     def _fallback_attributes(self, kwargs: dict) -> None:
         """Attributes ``attach`` and the event methods read, when MONAI's constructor failed."""
@@ -140,6 +180,12 @@ class ResilientMLFlowHandler(MLFlowHandler):
             self.disable(err, during)
 
     def start(self, engine: Engine) -> None:
+        if not self._probed and not self.disabled:
+            # MLflow retries a refused connection for minutes (7 retries, exponential backoff)
+            # before failing: one quick probe first keeps a dead server from stalling training
+            self._probed = True
+            if (err := _unreachable(self.tracking_uri, self.probe_timeout)) is not None:
+                self.disable(err, "connecting")
         self._guarded("starting the run", super().start, engine)
 
     def iteration_completed(self, engine: Engine) -> None:
@@ -290,7 +336,7 @@ class ValidationArtifacts:
         rec = torch.stack([c[1] for c in chosen]).to(image)
         return visualize.image_grid(
             [image, rec, visualize.difference_map(image, rec)],
-            [f"input ({n_norm} normal | {n_abn} abnormal)", "student reconstruction", "|difference|"],
+            ["input", "reconstruction", "|difference|"],  # columns: normals first, then abnormals
             path, max_images=n, value_ranges=[(0.0, 1.0), (0.0, 1.0), None],
         )
 
@@ -372,21 +418,24 @@ class RegisterModel:
         from squid_monai.mlflow_model import register_model
 
         self._remember_run(engine)
-        uri = self.uri
-        if self.handler is not None:
-            if getattr(self.handler, "disabled", False):
-                logger.warning("model not registered: MLflow tracking to %s is disabled after an error; "
-                               "the model stays in %s", getattr(self.handler, "tracking_uri", "?"), self.model_dir)
-                return
+        uri, run_id = self.uri, self._run_id
+        if isinstance(self.handler, ResilientMLFlowHandler):
+            uri = self.handler.tracking_uri  # a new run there if tracking was switched off
+        elif self.handler is not None:
             uri = getattr(self.handler.client, "tracking_uri", None) or uri
+        uri = uri or tracking_uri(self.model_dir)
+        if uri in ResilientMLFlowHandler._failed:
+            logger.warning("model not registered: MLflow at %s failed earlier in this run (%s); the model "
+                           "stays in %s", uri, ResilientMLFlowHandler._failed[uri], self.model_dir)
+            return
         metadata: dict[str, Any] = {"epochs": engine.state.epoch}
         if self.evaluator is not None:
             for key in ("best_metric", "best_metric_epoch"):
                 if getattr(self.evaluator.state, key, None) is not None:
                     metadata[f"validation_{key}"] = getattr(self.evaluator.state, key)
         try:
-            self.version = register_model(self.model_dir, uri or tracking_uri(self.model_dir), self.name,
-                                          self.alias, run_id=self._run_id, metadata=metadata, weights=self.weights)
+            self.version = register_model(self.model_dir, uri, self.name, self.alias, run_id=run_id,
+                                          metadata=metadata, weights=self.weights)
         except Exception as err:  # noqa: BLE001 - registration never fails a finished training
             logger.warning("model not registered in MLflow at %s (%s: %s); the model stays in %s",
                            uri, type(err).__name__, err, self.model_dir)

@@ -52,7 +52,8 @@ class LoadRadiograph(Transform):
                 name, apply_voi=self.apply_voi, reorient=self.reorient, dicom_modalities=self.dicom_modalities
             )
         elif isinstance(source, (np.ndarray, torch.Tensor)):
-            name = str(source.meta.get("filename_or_obj", ARRAY_SOURCE)) if isinstance(source, MetaTensor) else ARRAY_SOURCE
+            meta = source.meta if isinstance(source, MetaTensor) else {}
+            name = str(meta.get("filename_or_obj", ARRAY_SOURCE))
             image = validate_image(_array_to_2d(source, name), name)
         else:
             raise RadiographError(None, f"cannot load an object of type {type(source).__name__} as an image")

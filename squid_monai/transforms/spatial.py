@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import Affine, MapTransform, RandomizableTransform, Transform
+from monai.transforms import MapTransform, RandomizableTransform, Transform
 
 #: The paper's augmentation ranges: translation as a fraction of the image size,
 #: and the half-width of the scaling interval around 1.
@@ -42,7 +42,9 @@ class ResizeRadiograph(Transform):
             return img.float()
         tensor = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
         tensor = tensor.float()
-        out = F.interpolate(tensor[None], size=self.spatial_size, mode="bilinear", antialias=True, align_corners=False)[0]
+        out = F.interpolate(
+            tensor[None], size=self.spatial_size, mode="bilinear", antialias=True, align_corners=False
+        )[0]
         # interpolation is convex: clamp away float round-off outside the input's range
         out = out.clamp_(tensor.min(), tensor.max())
         if isinstance(img, MetaTensor):
@@ -104,14 +106,7 @@ class RandScaleTranslate(RandomizableTransform):
             self.randomize(img.shape[1:])
         if not self._do_transform:
             return img.float()
-        affine = Affine(
-            translate_params=tuple(float(t) for t in self.translation),
-            scale_params=(self.scale_factor, self.scale_factor),
-            mode="bilinear",
-            padding_mode=self.padding_mode,
-            image_only=True,
-        )
-        return affine(img)
+        return _scale_translate(img, self.scale_factor, self.translation, self.padding_mode)
 
 
 class RandScaleTranslated(RandomizableTransform, MapTransform):
@@ -146,6 +141,21 @@ class RandScaleTranslated(RandomizableTransform, MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.augment(d[key], randomize=False) if self._do_transform else d[key].float()
         return d
+
+
+def _scale_translate(img: torch.Tensor, scale: float, translation: np.ndarray, padding_mode: str) -> torch.Tensor:
+    """Scale (C, H, W) content by ``scale`` about the image centre, then shift it by
+    ``translation`` pixels (rows, cols); bilinear. A direct ``affine_grid`` / ``grid_sample``
+    call: MONAI's generic ``Affine`` costs several times more per 128 px image."""
+    tensor = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+    tensor = tensor.float()
+    height, width = tensor.shape[-2:]
+    # output pixel p (normalised, x then y) samples the input at (p - t) / s
+    shift = torch.tensor([2.0 * translation[1] / width, 2.0 * translation[0] / height]) / scale
+    theta = torch.cat([torch.eye(2) / scale, -shift[:, None]], dim=1)[None].float()
+    grid = F.affine_grid(theta, [1, *tensor.shape], align_corners=False)
+    out = F.grid_sample(tensor[None], grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)[0]
+    return MetaTensor(out, meta=dict(img.meta)) if isinstance(img, MetaTensor) else out
 
 
 def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:

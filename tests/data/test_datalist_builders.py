@@ -21,11 +21,11 @@ SMALL = dict(n_val_normal=4, n_val_abnormal=3)
 
 @pytest.fixture
 def zhanglab(tmp_path, write_image):
-    """train: 20 normal images of 14 patients (some with 2-3 images), 15 pneumonia of 10 patients; test: 3 + 4."""
+    """train: 20 normal images of 16 patients (some with 2), 15 pneumonia of 10 patients; test: 3 + 4."""
     root = tmp_path / "zhanglab"
     names = [f"IM-{p:04d}-0001.jpeg" for p in range(10)]
     names += [f"IM-{p:04d}-0001-000{k}.jpeg" for p in range(10, 13) for k in (1, 2)]
-    names += ["NORMAL2-IM-0100-0001.jpeg", "NORMAL2-IM-0100-0002.jpeg", "NORMAL2-IM-0101-0001.jpeg", "NORMAL2-IM-0102-0001.jpeg"]
+    names += [f"NORMAL2-IM-{p}.jpeg" for p in ("0100-0001", "0100-0002", "0101-0001", "0102-0001")]
     for i, name in enumerate(names):
         write_image(root / "train" / "NORMAL" / name, seed=i)
     for i in range(15):
@@ -52,7 +52,8 @@ def test_zhanglab_paper_protocol(zhanglab):
     assert not {it["patient"] for it in train} & {it["patient"] for it in val}  # patient-disjoint
     first = train[0]
     assert set(first) == {"image", "label", "source", "class_name", "patient"}
-    assert first["source"] == "zhanglab" and first["class_name"] == "NORMAL" and first["patient"].startswith(("IM-", "NORMAL2"))
+    assert first["source"] == "zhanglab" and first["class_name"] == "NORMAL"
+    assert first["patient"].startswith(("IM-", "NORMAL2"))
     assert {it["patient"] for it in val if it["label"] == 1} <= {f"person{i}" for i in range(10)}
 
 
@@ -105,7 +106,8 @@ def test_folders_layout_flat_and_split(tmp_path, write_image):
 
 def test_chexpert_csv(tmp_path, write_image):
     root = tmp_path / "chex"
-    header = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Cardiomegaly", "Edema", "Support Devices"]
+    header = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Cardiomegaly", "Edema"]
+    header.append("Support Devices")
     rows = []
     for p in range(12):
         path = f"CheXpert-v1.0-small/train/patient{p:05d}/study1/view1_frontal.jpg"
@@ -117,8 +119,9 @@ def test_chexpert_csv(tmp_path, write_image):
         else:
             labels = ["", "-1.0", "", "1.0"]  # uncertain finding, devices only: left out
         rows.append([path, "F", "50", "Frontal", "PA", *labels])
-    rows.append(["CheXpert-v1.0-small/train/patient00000/study1/view2_lateral.jpg", "F", "50", "Lateral", "", "1.0", "", "", ""])
-    rows.append(["CheXpert-v1.0-small/train/patient00001/study2/view1_frontal.jpg", "F", "50", "Frontal", "AP", "1.0", "", "", ""])
+    base = "CheXpert-v1.0-small/train"
+    rows.append([f"{base}/patient00000/study1/view2_lateral.jpg", "F", "50", "Lateral", "", "1.0", "", "", ""])
+    rows.append([f"{base}/patient00001/study2/view1_frontal.jpg", "F", "50", "Frontal", "AP", "1.0", "", "", ""])
     csv_path = root / "CheXpert-v1.0-small" / "train.csv"
     with open(csv_path, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
@@ -138,14 +141,18 @@ def test_written_datalist_is_relative_and_loads_with_monai(zhanglab, tmp_path):
     assert raw["training"][0]["image"].startswith("../zhanglab/")
     assert raw["counts"]["validation"] == {"normal": 4, "abnormal": 3}
     loaded = load_datalist(path, "validation")
-    assert [os.path.realpath(p) for p in _images(loaded)] == [os.path.realpath(p) for p in _images(datalist["validation"])]
+    real = lambda items: [os.path.realpath(p) for p in _images(items)]  # noqa: E731
+    assert real(loaded) == real(datalist["validation"])
     absolute = json.loads(write_datalist(datalist, tmp_path / "abs.json", absolute=True).read_text())
     assert os.path.isabs(absolute["test"][0]["image"])
+    no_test = write_datalist({**datalist, "test": []}, tmp_path / "no_test.json")
+    assert load_datalist(no_test, "test") == []
 
 
 def test_command_line_builds_and_checks(zhanglab, tmp_path, capsys):
     out = tmp_path / "dl.json"
-    assert main(["zhanglab", str(zhanglab), "-o", str(out), "--n_val_normal", "4", "--n_val_abnormal", "3", "--check"]) == 0
+    args = ["zhanglab", str(zhanglab), "-o", str(out), "--n_val_normal", "4", "--n_val_abnormal", "3", "--check"]
+    assert main(args) == 0
     assert "checked 30 images: 0 bad" in capsys.readouterr().out
     bad = zhanglab / "train" / "NORMAL" / "IM-0003-0001.jpeg"
     bad.write_bytes(bad.read_bytes()[:40])

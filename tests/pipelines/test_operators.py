@@ -37,16 +37,21 @@ def test_selector_keeps_frontal_chest_radiographs_only(tmp_path):
     write_dicom(tmp_path / "lat.dcm", pixels, view_position="LL", study_uid=lateral_study)
     write_dicom(tmp_path / "pa.dcm", pixels, view_position="PA", study_uid=lateral_study)
     write_dicom(tmp_path / "knee.dcm", pixels, modality="DX", body_part="KNEE", view_position="AP", study_uid="1.2.3.2")
-    write_dicom(tmp_path / "untagged.dcm", pixels, modality="DX", body_part=None, view_position=None, study_uid="1.2.3.3")
+    write_dicom(
+        tmp_path / "untagged.dcm", pixels, modality="DX", body_part=None, view_position=None, study_uid="1.2.3.3"
+    )
     write_dicom(tmp_path / "ct.dcm", pixels, modality="CT", view_position=None, study_uid="1.2.3.4")
+    write_dicom(tmp_path / "a_cine.dcm", np.stack([pixels] * 2), study_uid="1.2.3.5")
+    write_dicom(tmp_path / "b_single.dcm", pixels, study_uid="1.2.3.5")
     studies, selected = _select(tmp_path)
-    assert len(studies) == 4
+    assert len(studies) == 5
     chosen = {
         str(s.study.StudyInstanceUID): s.selected_series[0].series.get_sop_instances()[0].get_native_sop_instance()
         for s in selected
     }
-    assert set(chosen) == {lateral_study, "1.2.3.3"}  # knee and CT studies have nothing suitable
+    assert set(chosen) == {lateral_study, "1.2.3.3", "1.2.3.5"}  # knee and CT studies have nothing suitable
     assert chosen[lateral_study].ViewPosition == "PA"  # the lateral series of the same study is passed over
+    assert "NumberOfFrames" not in chosen["1.2.3.5"]  # a single-frame image wins over a multi-frame one
 
 
 def test_loader_reports_unreadable_files_and_keeps_the_rest(tmp_path):

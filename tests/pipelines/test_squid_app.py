@@ -43,6 +43,16 @@ def _expected_score(model_path: Path, file: Path) -> float:
     return float(model(preprocess(file, model.card.image_size)[None])["score"][0])
 
 
+def _model_input(output: Path, case: dict) -> np.ndarray:
+    """The model input the app used, as saved in input.png, in [0, 1] (8-bit quantised)."""
+    return np.asarray(Image.open(output / case["outputs"]["input"]), dtype=np.float32) / 255.0
+
+
+def _assert_bundle_preprocessing(output: Path, case: dict, expected: torch.Tensor) -> None:
+    """The app's pixels are the bundle's ``preprocess`` output (up to the PNG's 8-bit rounding)."""
+    assert np.abs(_model_input(output, case) - expected[0].numpy()).max() <= 0.5 / 255 + 1e-6, case["case_id"]
+
+
 @pytest.fixture
 def synthetic_inputs(tmp_path) -> Path:
     """One folder, one study per situation the app must handle (study UID = what it holds)."""
@@ -53,7 +63,7 @@ def synthetic_inputs(tmp_path) -> Path:
     write_dicom(folder / "cr_mono1.dcm", mono1, photometric="MONOCHROME1", bits=BITS, study_uid="1.2.826.1.1",
                 slope=2.0, intercept=-100.0)
     write_dicom(folder / "cr_mono2.dcm", pixels, bits=BITS, study_uid="1.2.826.1.2", slope=2.0, intercept=-100.0)
-    write_dicom(folder / "ct.dcm", pixels, modality="CT", view_position=None, body_part="CHEST", study_uid="1.2.826.1.3")
+    write_dicom(folder / "ct.dcm", pixels, modality="CT", view_position=None, study_uid="1.2.826.1.3")
     write_dicom(folder / "multiframe.dcm", np.stack([pixels, pixels]), study_uid="1.2.826.1.4")
     cut = write_dicom(folder / "cut_pixels.dcm", pixels, study_uid="1.2.826.1.5")
     cut.write_bytes(cut.read_bytes()[:-1000])  # truncated inside the pixel data
@@ -77,7 +87,11 @@ def test_app_scores_reports_and_skips(synthetic_inputs, tmp_path, standin_model)
     }
     assert "CT" in cases["1.2.826.1.3"]["message"]
     # MONOCHROME1 with slope/intercept gives the picture of its MONOCHROME2 twin, hence its score
-    assert cases["1.2.826.1.1"]["score"] == pytest.approx(cases["1.2.826.1.2"]["score"], abs=1e-5)
+    mono1, mono2 = cases["1.2.826.1.1"], cases["1.2.826.1.2"]
+    assert np.array_equal(_model_input(output, mono1), _model_input(output, mono2))
+    assert _model_input(output, mono1).std() > 0.1  # a picture, not a blank
+    assert mono1["score"] == pytest.approx(mono2["score"], abs=1e-5)
+    _assert_bundle_preprocessing(output, mono1, preprocess(synthetic_inputs / "cr_mono1.dcm", STANDIN_SIZE))
     assert cases["1.2.826.1.1"]["score"] == pytest.approx(
         _expected_score(standin_model, synthetic_inputs / "cr_mono1.dcm"), abs=1e-6
     )
@@ -110,11 +124,14 @@ def test_png_and_jpeg_input_without_dicom_output(tmp_path, standin_model):
     assert status == {"chest": "scored", "chest_rgb": "scored", "broken": "unreadable"}
     assert app.exit_code is ExitCode.PARTIAL
     assert not list((tmp_path / "out").rglob("*.dcm"))
-    assert _cases(app)["chest"]["score"] == pytest.approx(_expected_score(standin_model, folder / "chest.png"), abs=1e-6)
+    expected = _expected_score(standin_model, folder / "chest.png")
+    assert _cases(app)["chest"]["score"] == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_command_line_exit_codes_and_log(tmp_path, standin_model):
-    """The documented command on a mixed folder (DICOM + PNG): exit 0, no patient identifier logged."""
+    """The documented command on a mixed folder (DICOM + PNG): exit 0, no patient identifier
+    logged even at DEBUG level."""
     folder = tmp_path / "in"
     folder.mkdir()
     write_dicom(folder / "cr.dcm", chest_pixels(), study_uid="1.2.826.2.1")
@@ -122,7 +139,8 @@ def test_command_line_exit_codes_and_log(tmp_path, standin_model):
     output = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-m", "pipelines.squid_app", "-i", str(folder), "-o", str(output), "-m", str(standin_model)],
+        [sys.executable, "-m", "pipelines.squid_app", "-i", str(folder), "-o", str(output), "-m", str(standin_model),
+         "-l", "DEBUG"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     log = done.stdout + done.stderr
@@ -166,8 +184,8 @@ def real_dicom() -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_squid_model(tmp_path_factory) -> Path:
-    """A real (untrained) tiny SQUIDScorer exported as TorchScript with its card."""
+def tiny_squid_model(tmp_path_factory):
+    """A real (untrained) tiny SQUIDScorer, eager and exported as TorchScript with its card."""
     from squid_monai.networks import get_config
     from squid_monai.scoring import build_scorer
 
@@ -175,45 +193,54 @@ def tiny_squid_model(tmp_path_factory) -> Path:
     size = get_config("tiny")["image_size"]
     scorer = build_scorer("tiny")
     scorer.set_calibration(mean=0.0, std=1.0, threshold=0.5)
-    traced = torch.jit.trace(scorer, torch.rand(1, 1, size, size), strict=False)
+    traced = torch.jit.trace(scorer, torch.rand(1, 1, size, size), strict=False, check_trace=False)
     card = {"image_size": size, "mean": 0.0, "std": 1.0, "threshold": 0.5, "model_name": "squid-tiny",
             "model_version": "test"}
     path = tmp_path_factory.mktemp("tiny") / "squid_tiny.ts"
     torch.jit.save(traced, str(path), _extra_files={"squid.json": json.dumps(card)})
-    return path
+    return path, scorer, size
 
 
+@pytest.mark.slow
 def test_real_dicoms_sr_per_study_and_bundle_scores(real_dicom, tmp_path, tiny_squid_model):
-    """The shared real radiographs: every study scored, an SR each, scores equal to the bundle's path;
-    the MONOCHROME1 copy of the SIIM image (same study UID, so run on its own) scores as the original."""
+    """The shared real radiographs: every study scored, an SR each, the bundle's pixels and score
+    (eager SQUIDScorer on ``preprocess(file)``)."""
+    model_path, scorer, size = tiny_squid_model
     files = sorted(real_dicom.glob("*.dcm"))
     fake_mono1 = [f for f in files if "FAKE_mono1" in f.name]
     assert fake_mono1, "the MONOCHROME1 copy listed in the data README is missing"
+    # the SIIM image and its MONOCHROME1 copy share their UIDs (one study): run the copy on its own
     main_in, mono1_in = tmp_path / "in", tmp_path / "in_mono1"
     main_in.mkdir()
     mono1_in.mkdir()
     for f in files:
         (mono1_in if f in fake_mono1 else main_in).joinpath(f.name).symlink_to(f.resolve())
-    app = _run(main_in, tmp_path / "out", tiny_squid_model)
+    output = tmp_path / "out"
+    app = _run(main_in, output, model_path)
     assert app.exit_code is ExitCode.OK
     cases = app.summary["cases"]
-    assert len(cases) == len(files) - 1
-    by_study = {}
-    for f in files:
-        if f not in fake_mono1:
-            by_study[str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID)] = f
+    by_study = {str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID): f for f in main_in.iterdir()}
+    assert sorted(case["case_id"] for case in cases) == sorted(by_study)
     for case in cases:
-        sr = pydicom.dcmread(tmp_path / "out" / case["outputs"]["sr"])
+        source = by_study[case["case_id"]]
+        sr = pydicom.dcmread(output / case["outputs"]["sr"])
         assert sr.StudyInstanceUID == case["case_id"]
         assert f"{case['score']:.6f}" in sr.ContentSequence[0].TextValue
-        source = by_study[case["case_id"]]
-        assert case["score"] == pytest.approx(_expected_score(tiny_squid_model, source), abs=1e-5), source.name
-    mono1 = _cases(_run(mono1_in, tmp_path / "out_mono1", tiny_squid_model))
-    (mono1_case,) = mono1.values()
+        bundle_input = preprocess(source, size)
+        _assert_bundle_preprocessing(output, case, bundle_input)
+        bundle_score = float(scorer(bundle_input[None])["score"][0])
+        assert case["score"] == pytest.approx(bundle_score, abs=1e-5), source.name
+
+    (mono1_case,) = _run(mono1_in, tmp_path / "out_mono1", model_path).summary["cases"]
     mono2_case = next(c for c in cases if c["case_id"] == mono1_case["case_id"])
-    assert mono1_case["source"]["PhotometricInterpretation"] == "MONOCHROME1"
-    assert mono2_case["source"]["PhotometricInterpretation"] == "MONOCHROME2"
-    assert mono1_case["score"] == pytest.approx(mono2_case["score"], abs=1e-5)
+    assert (mono1_case["source"]["PhotometricInterpretation"], mono2_case["source"]["PhotometricInterpretation"]) == (
+        "MONOCHROME1", "MONOCHROME2"
+    )
+    # The copy stores the very same pixel values under a MONOCHROME1 header, so the standard's
+    # display rule makes it the *inverted* picture (bone dark): the app must show exactly that.
+    mono1_input = _model_input(tmp_path / "out_mono1", mono1_case)
+    assert np.abs(mono1_input + _model_input(output, mono2_case) - 1.0).max() <= 1.5 / 255
+    _assert_bundle_preprocessing(tmp_path / "out_mono1", mono1_case, preprocess(fake_mono1[0], size))
 
 
 def test_sidecar_card_drives_the_app(tmp_path):

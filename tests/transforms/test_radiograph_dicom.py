@@ -57,6 +57,10 @@ def test_voi_window_is_applied_and_can_be_turned_off(tmp_path, make_dicom, ramp_
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless])
 def test_compressed_pixel_data_decodes_like_uncompressed(tmp_path, make_dicom, ramp_image, syntax):
+    from pydicom.pixels import get_encoder
+
+    if not get_encoder(syntax).is_available:  # writing needs an encoder plugin; reading is what we test
+        pytest.skip(f"no pydicom encoder plugin installed for {syntax.name}")
     pixels = ramp_image(32, 32, high=4095)
     path = make_dicom(tmp_path / "c.dcm", pixels, compress=syntax)
     np.testing.assert_array_equal(read_radiograph(path), pixels.astype(np.float32))

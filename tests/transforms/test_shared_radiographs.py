@@ -1,7 +1,6 @@
 """The real radiographs in ../shared/data (skipped when absent): every one preprocesses cleanly."""
 
 import numpy as np
-import pytest
 import torch
 
 from squid_monai.transforms import SUPPORTED_EXTENSIONS, preprocess
@@ -32,7 +31,8 @@ def test_monochrome1_pair_follows_the_photometric_interpretation(shared_data):
     folder = shared_data / "dicom"
     mono1 = folder / "siim_cr_chest_pa_FAKE_mono1_jpeg8.dcm"
     mono2 = folder / "siim_cr_chest_pa_mono2_jpeg8.dcm"
-    differing = np.flatnonzero(np.frombuffer(mono1.read_bytes(), np.uint8) != np.frombuffer(mono2.read_bytes(), np.uint8))
+    bytes1, bytes2 = (np.frombuffer(p.read_bytes(), np.uint8) for p in (mono1, mono2))
+    differing = np.flatnonzero(bytes1 != bytes2)
     assert len(differing) == 1  # the premise: only the photometric tag differs
     assert torch.allclose(preprocess(mono1, SIZE), 1.0 - preprocess(mono2, SIZE), atol=1e-5)
 
@@ -40,7 +40,8 @@ def test_monochrome1_pair_follows_the_photometric_interpretation(shared_data):
 def test_real_monochrome1_radiographs_show_bright_bone(shared_data):
     """Genuine MONOCHROME1 chests: after inversion the lung fields (upper middle of each
     half) are darker than the spine/mediastinum band in the centre, as in MONOCHROME2."""
-    for name in ("gdcm_CR-MONO1-10-chest.dcm", "nema_RG1_cr_chest_pa_mono1_15bit_j2k.dcm", "siim_cr_chest_pa_mono2_jpeg8.dcm"):
+    names = ("gdcm_CR-MONO1-10-chest.dcm", "nema_RG1_cr_chest_pa_mono1_15bit_j2k.dcm", "siim_cr_chest_pa_mono2_jpeg8.dcm")
+    for name in names:
         image = preprocess(shared_data / "dicom" / name, SIZE)[0]
         lungs = torch.cat([image[40:80, 25:45].flatten(), image[40:80, 83:103].flatten()]).mean()
         mediastinum = image[40:80, 58:70].mean()

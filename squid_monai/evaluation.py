@@ -1,0 +1,166 @@
+"""The evaluation report of ``evaluate.json``: per-image scores, metrics and figures of one
+labelled split, with the sharpness shortcut beside SQUID.
+
+:class:`EvaluationReport` is attached to the :class:`~squid_monai.engines.SQUIDEvaluator`
+that scores the split; at the end of the run it writes into ``output_dir``:
+
+* ``scores.csv``: image, label, logit, score, decision (at the model's validation
+  threshold), the sharpness baseline score, and the DigitAnatomy anomaly type when known;
+* ``metrics.json``: AUC; accuracy, F1, sensitivity, specificity (and counts) at the
+  threshold chosen on validation and at the normal-only threshold stored in the model; the
+  same at the best threshold on this very set, labelled as optimistic (for comparison with
+  the paper only); and the AUC of the sharpness baseline on the same images;
+* ``roc.png``, ``score_histogram.png``, ``confusion_matrix.png`` (validation threshold),
+  ``confusion_matrix_normal_threshold.png``.
+
+The metrics also go into ``engine.state.metrics`` as ``<split>/...`` so that an MLflow
+handler attached after this one logs them; everything is computed from the rows of the
+CSV, so the files agree with each other exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+
+from .baselines import sharpness_score
+from .metrics import evaluate_scores, roc_auc
+from .scoring import SQUIDScorer
+
+__all__ = ["EvaluationReport", "SCORE_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+#: columns of the evaluation ``scores.csv`` (``anomaly`` only when the data has it)
+SCORE_COLUMNS = ("image", "label", "logit", "score", "decision", "sharpness_score")
+_OPTIMISTIC = "best_on_this_set"
+
+
+class EvaluationReport:
+    """Collect every scored image of an evaluation run and write the report (see module
+    docstring).
+
+    Args:
+        scorer: the evaluated scorer (its ``threshold`` and ``normal_threshold`` are used).
+        output_dir: folder of the report files.
+        split: name of the evaluated split, used in metric names and figure titles.
+        best_criterion: criterion of the optimistic best-threshold figures.
+        model_path: recorded in ``metrics.json``.
+    """
+
+    def __init__(self, scorer: SQUIDScorer, output_dir: str | os.PathLike, split: str = "test",
+                 best_criterion: str = "f1", model_path: str | os.PathLike | None = None):
+        self.scorer, self.output_dir, self.split = scorer, Path(output_dir), split
+        self.best_criterion = best_criterion
+        self.model_path = None if model_path is None else str(model_path)
+        self.rows: list[dict[str, Any]] = []
+        self.metrics: dict[str, Any] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine: Engine | None = None) -> None:
+        self.rows, self.metrics = [], {}
+        self._running: list[float] = []
+
+    def _collect(self, engine: Engine) -> None:
+        out, batch = engine.state.output, engine.state.batch
+        scores = out["score"].detach().reshape(-1).double().cpu()
+        logits = out["logit"].detach().reshape(-1).double().cpu()
+        labels = out["label"].detach().reshape(-1).long().cpu()
+        sharp = sharpness_score(out["image"].detach().cpu()).double()
+        if "score_running" in out:
+            self._running.extend(out["score_running"].detach().reshape(-1).double().cpu().tolist())
+        names = _image_names(batch, len(scores), self.split, len(self.rows))
+        anomalies = batch.get("anomaly") if isinstance(batch, dict) else None
+        threshold = float(self.scorer.threshold)
+        for i in range(len(scores)):
+            row = {"image": names[i], "label": int(labels[i]), "logit": float(logits[i]), "score": float(scores[i]),
+                   "decision": int(float(scores[i]) > threshold), "sharpness_score": float(sharp[i])}
+            if anomalies is not None:
+                row["anomaly"] = str(anomalies[i])
+            self.rows.append(row)
+
+    def _write(self, engine: Engine) -> None:
+        from . import visualize  # matplotlib only when writing
+
+        if not self.rows:
+            raise ValueError(f"evaluation of the {self.split!r} split scored no image")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        labels = np.array([r["label"] for r in self.rows])
+        scores = np.array([r["score"] for r in self.rows])
+        thr_val, thr_normal = float(self.scorer.threshold), float(self.scorer.normal_threshold)
+        self._write_csv()
+        flat = evaluate_scores(labels, scores, thr_val, thr_normal, self.best_criterion)
+        self.metrics = self._report(flat, labels)
+        (self.output_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+
+        tag = f"{self.split} split"
+        visualize.plot_roc(labels, scores, self.output_dir / "roc.png", title=f"SQUID ROC, {tag}")
+        visualize.plot_score_histogram(labels, scores, self.output_dir / "score_histogram.png",
+                                       thresholds={"validation": thr_val, "normal-only": thr_normal},
+                                       title=f"SQUID scores by class, {tag}")
+        visualize.plot_confusion_matrix(labels, scores, thr_val, self.output_dir / "confusion_matrix.png")
+        visualize.plot_confusion_matrix(labels, scores, thr_normal,
+                                        self.output_dir / "confusion_matrix_normal_threshold.png")
+        for key, value in flat.items():
+            engine.state.metrics[f"{self.split}/{key}"] = value
+        engine.state.metrics[f"{self.split}/baseline_sharpness/auc"] = self.metrics["baseline_sharpness"]["auc"]
+        if "auc_running_stats" in self.metrics["squid"]:
+            engine.state.metrics[f"{self.split}/auc_running_stats"] = self.metrics["squid"]["auc_running_stats"]
+        logger.info("%s: SQUID AUC %.4f (sharpness baseline %.4f) on %d images; report in %s", self.split,
+                    flat["auc"], self.metrics["baseline_sharpness"]["auc"], len(self.rows), self.output_dir)
+
+    def _write_csv(self) -> None:
+        columns = list(SCORE_COLUMNS) + (["anomaly"] if "anomaly" in self.rows[0] else [])
+        with open(self.output_dir / "scores.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
+
+    def _report(self, flat: dict, labels: np.ndarray) -> dict:
+        def section(prefix: str) -> dict:
+            return {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(prefix + "/")}
+
+        squid = {"auc": flat["auc"], "at_validation_threshold": section("at_val_threshold"),
+                 "at_normal_threshold": section("at_normal_threshold"),
+                 _OPTIMISTIC: {"note": f"threshold maximising {self.best_criterion} on this very set: optimistic, "
+                                       "for comparison with the paper only", **section("best_on_set")}}
+        if len(self._running) == len(self.rows):
+            squid["auc_running_stats"] = roc_auc(labels, self._running)
+        sharp = np.array([r["sharpness_score"] for r in self.rows])
+        return {
+            "split": self.split,
+            "model": self.model_path,
+            "n": flat["n"], "n_normal": flat["n_normal"], "n_abnormal": flat["n_abnormal"],
+            "calibration": {"mean": float(self.scorer.mean), "std": float(self.scorer.std)},
+            "squid": squid,
+            "baseline_sharpness": {
+                "auc": roc_auc(labels, sharp),
+                "note": "negated Laplacian energy of the preprocessed image (no learning): the known "
+                        "smoothness shortcut; a SQUID gain must be judged against it",
+            },
+        }
+
+
+def _image_names(batch: Any, n: int, split: str, offset: int) -> list[str]:
+    """File names of a batch from the image's MONAI metadata; generated images (no file)
+    are named ``<split>#<running index>``."""
+    image = batch.get("image") if isinstance(batch, dict) else None
+    meta = getattr(image, "meta", None) or {}
+    names = meta.get("filename_or_obj")
+    if isinstance(names, str):
+        names = [names]
+    names = list(names) if names is not None else []
+    return [str(names[i]) if i < len(names) and not str(names[i]).startswith("<") else f"{split}#{offset + i}"
+            for i in range(n)]

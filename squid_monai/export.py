@@ -1,0 +1,157 @@
+"""TorchScript export of the scoring path, and the checks that it is the same model.
+
+The export itself is MONAI's ``ckpt_export`` run on ``inference.json``'s ``network_def``
+(a :class:`~squid_monai.scoring.SQUIDScorer`), traced because ``forward`` switches the
+networks to eval mode, which scripting cannot compile; the traced graph takes any batch
+size. This module adds what ``ckpt_export`` cannot:
+
+* :class:`ScoreHead`: the scorer seen as a ``(B, 1, H, W) -> (B, 1)`` score network, the
+  shape ``verify_net_in_out`` checks against ``metadata.json``;
+* :func:`embed_model_card`: the deployment card (input size, calibration, threshold, name,
+  version) as the TorchScript extra file ``squid.json`` that ``pipelines`` reads; the
+  calibration lives in the checkpoint, not in a config, so ``ckpt_export`` cannot write it;
+* :func:`parity`: the largest difference between the TorchScript and the PyTorch scorer.
+
+``python -m squid_monai.export --bundle_root bundles/squid`` runs all three steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .inference import network_recipe, recipe_image_size
+from .scoring import SQUIDScorer, load_scorer
+
+__all__ = ["CARD_FILE", "ScoreHead", "model_card", "embed_model_card", "parity", "export_bundle", "main"]
+
+logger = logging.getLogger(__name__)
+
+#: TorchScript extra file with the deployment card (read by ``pipelines.exported_model``)
+CARD_FILE = "squid.json"
+
+
+class ScoreHead(nn.Module):
+    """``scorer(image)["score"]`` as a (B, 1) tensor: the network output ``metadata.json``
+    declares (``outputs.pred``, one channel), for ``verify_net_in_out``."""
+
+    def __init__(self, scorer: SQUIDScorer):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.scorer(image)["score"].unsqueeze(1)
+
+
+def _load_torchscript(path: str | os.PathLike, extra_files: dict | None = None) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():  # TorchScript is the agreed deploy format; torch flags it as legacy
+        warnings.filterwarnings("ignore", message=".*torch.jit.*", category=DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files or {})
+
+
+def _extra_file_names(path: str | os.PathLike) -> list[str]:
+    with zipfile.ZipFile(path) as archive:
+        return [n.split("/extra/", 1)[1] for n in archive.namelist() if "/extra/" in n]
+
+
+def model_card(module: nn.Module, image_size: int, metadata: dict) -> dict:
+    """The card of a scorer (PyTorch or TorchScript: both carry the calibration buffers)."""
+    return {
+        "image_size": int(image_size),
+        "mean": float(module.mean),
+        "std": float(module.std),
+        "threshold": float(module.threshold),
+        "normal_threshold": float(module.normal_threshold),
+        "model_name": str(metadata.get("name", "squid")),
+        "model_version": str(metadata.get("version", "0")),
+        "score": "1 - sigmoid((logit - mean) / std); decision: score > threshold",
+    }
+
+
+def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict | None = None) -> dict:
+    """Write :func:`model_card` into the TorchScript file as ``squid.json`` (the other extra
+    files, e.g. MONAI's ``metadata.json`` and the configs, are kept). Returns the card."""
+    ts_path = Path(ts_path)
+    extra = {name: "" for name in _extra_file_names(ts_path)}
+    module = _load_torchscript(ts_path, extra)
+    if metadata is None and extra.get("metadata.json"):
+        metadata = json.loads(extra["metadata.json"])
+    card = model_card(module, image_size, metadata or {})
+    extra[CARD_FILE] = json.dumps(card, indent=2).encode()
+    torch.jit.save(module, str(ts_path), _extra_files=extra)
+    return card
+
+
+@torch.no_grad()
+def parity(ts_path: str | os.PathLike, scorer: SQUIDScorer, image_size: int, batch_size: int = 4,
+           seed: int = 0) -> dict[str, float]:
+    """Largest absolute difference of each output between the TorchScript file and
+    ``scorer`` on a random batch (batch size other than the traced one on purpose)."""
+    module = _load_torchscript(ts_path).eval()
+    x = torch.rand(batch_size, 1, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    scorer = scorer.cpu()
+    expected, got = scorer(x), module(x)
+    return {key: float((expected[key] - got[key]).abs().max()) for key in expected}
+
+
+def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike | None = None,
+                  filepath: str | os.PathLike | None = None, config_file: str | os.PathLike | None = None,
+                  meta_file: str | os.PathLike | None = None, tolerance: float = 1e-5) -> dict:
+    """``ckpt_export`` of ``<output_dir>/models/model.pt`` to ``models/model.ts`` (traced),
+    then the card and the parity check; raises if the export drifts beyond ``tolerance``."""
+    from monai.bundle import ckpt_export
+
+    bundle_root = Path(bundle_root).resolve()
+    output_dir = Path(output_dir).resolve() if output_dir else bundle_root
+    models = output_dir / "models"
+    filepath = Path(filepath) if filepath else models / "model.ts"
+    config_file = Path(config_file) if config_file else bundle_root / "configs" / "inference.json"
+    meta_file = Path(meta_file) if meta_file else bundle_root / "configs" / "metadata.json"
+    recipe = network_recipe(models, preset="")
+    if not recipe["preset"]:
+        raise FileNotFoundError(f"{models / 'network.json'}: no trained model to export (train the bundle first)")
+    size = recipe_image_size(recipe)
+    metadata = json.loads(meta_file.read_text())
+    declared = metadata.get("network_data_format", {}).get("inputs", {}).get("image", {}).get("spatial_shape")
+    overrides = {}
+    if declared and list(declared) != [size, size]:
+        logger.warning("metadata.json declares input %s but the trained network takes %s: the exported "
+                       "metadata says %s", declared, [size, size], [size, size])
+        overrides["_meta_#network_data_format#inputs#image#spatial_shape"] = [size, size]
+    ckpt_export(
+        net_id="network_def", filepath=str(filepath), ckpt_file=str(models / "model.pt"), meta_file=str(meta_file),
+        config_file=str(config_file), bundle_root=str(bundle_root), output_dir=str(output_dir), use_trace=True,
+        input_shape=[1, 1, size, size], converter_kwargs={"strict": False}, **overrides,
+    )
+    card = embed_model_card(filepath, size)
+    diff = parity(filepath, load_scorer(models / "model.pt"), size)
+    if max(diff.values()) > tolerance:
+        raise RuntimeError(f"{filepath}: TorchScript differs from the PyTorch scorer by {diff} (> {tolerance})")
+    return {"filepath": str(filepath), "card": card, "max_abs_diff": diff}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m squid_monai.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle_root", default=None, help="bundle folder (default: found from the current folder)")
+    parser.add_argument("--output_dir", default=None, help="training output folder holding models/ (default: bundle_root)")
+    parser.add_argument("--filepath", default=None, help="TorchScript file (default: <output_dir>/models/model.ts)")
+    parser.add_argument("--tolerance", type=float, default=1e-5, help="largest accepted |TorchScript - PyTorch|")
+    args = parser.parse_args(argv)
+    from .workflow import bundle_root
+
+    result = export_bundle(args.bundle_root or bundle_root(), args.output_dir, args.filepath, tolerance=args.tolerance)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""``evaluate.json``: the evaluation command's files, and that they agree with each other,
+with the model and with the MLflow run (metric formulas themselves: tests/test_metrics.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from squid_monai.baselines import laplacian_energy, sharpness_score
+from squid_monai.metrics import binary_metrics, roc_auc
+from squid_monai.scoring import load_scorer
+from squid_monai.workflow import validation_dataset
+
+from .trained_bundle import CONFIGS, IMAGE_SIZE, TINY, VAL_SIZE, run_command, trained_bundle
+
+EVAL_CONFIGS = "['bundles/squid/configs/train.json','bundles/squid/configs/evaluate.json']"
+FIGURES = ("roc.png", "score_histogram.png", "confusion_matrix.png", "confusion_matrix_normal_threshold.png")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return trained_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def evaluation(bundle):
+    """The user's command, as the issue spells it, on the default (test) split."""
+    result = run_command(["run", "evaluating", "--config_file", EVAL_CONFIGS, "--output_dir", str(bundle.output_dir),
+                          *TINY])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    folder = bundle.output_dir / "eval" / "test"
+    with open(folder / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return folder, rows, json.loads((folder / "metrics.json").read_text()), result.stdout
+
+
+def _column(rows, key, kind=float):
+    return np.array([kind(r[key]) for r in rows])
+
+
+def test_evaluate_writes_scores_metrics_and_figures(evaluation):
+    folder, rows, metrics, stdout = evaluation
+    for name in FIGURES:
+        assert (folder / name).stat().st_size > 1000, name
+    assert list(rows[0]) == ["image", "label", "logit", "score", "decision", "sharpness_score", "anomaly"]
+    assert len(rows) == 2 * VAL_SIZE and metrics["n"] == 2 * VAL_SIZE
+    assert metrics["n_normal"] == metrics["n_abnormal"] == VAL_SIZE
+    assert set(_column(rows, "label", int)) == {0, 1}
+    assert re.search(r"SQUID test: AUC \d\.\d{4} \(sharpness baseline \d\.\d{4}\)", stdout)
+
+
+def test_metrics_are_those_of_the_csv_scores_at_the_model_thresholds(evaluation, bundle):
+    _, rows, metrics, _ = evaluation
+    scorer = load_scorer(bundle.model)
+    labels, scores = _column(rows, "label", int), _column(rows, "score")
+    squid = metrics["squid"]
+    assert squid["auc"] == pytest.approx(roc_auc(labels, scores), abs=1e-12)
+    assert (_column(rows, "decision", int) == (scores > scorer.threshold.item())).all()
+    for section, threshold in (("at_validation_threshold", scorer.threshold), ("at_normal_threshold",
+                                                                                scorer.normal_threshold)):
+        assert squid[section]["threshold"] == pytest.approx(threshold.item())
+        expected = binary_metrics(labels, scores, threshold.item())
+        for key in ("accuracy", "f1", "sensitivity", "specificity", "tp", "fp", "tn", "fn"):
+            assert squid[section][key] == pytest.approx(expected[key]), (section, key)
+    optimistic = squid["best_on_this_set"]
+    assert "paper" in optimistic["note"] and "optimistic" in optimistic["note"]
+    assert optimistic["f1"] >= squid["at_validation_threshold"]["f1"] - 1e-12  # best on the set cannot lose
+    # calibrated score and logit are the same ranking (the score falls as the logit rises)
+    assert roc_auc(labels, -_column(rows, "logit")) == pytest.approx(squid["auc"], abs=1e-9)
+
+
+def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bundle):
+    _, rows, metrics, _ = evaluation
+    data = validation_dataset(None, IMAGE_SIZE, split="test", n_normal=VAL_SIZE, n_abnormal=VAL_SIZE)
+    images = torch.stack([data[i]["image"].as_tensor() for i in range(len(data))])
+    out = load_scorer(bundle.model)(images)
+    np.testing.assert_allclose(_column(rows, "logit"), out["logit"].numpy(), atol=1e-5)
+    assert (_column(rows, "label", int) == [int(data[i]["label"]) for i in range(len(data))]).all()
+    # the sharpness baseline is computed on the same preprocessed images
+    np.testing.assert_allclose(_column(rows, "sharpness_score"), sharpness_score(images).numpy(), rtol=1e-6)
+    labels = _column(rows, "label", int)
+    assert metrics["baseline_sharpness"]["auc"] == pytest.approx(roc_auc(labels, _column(rows, "sharpness_score")))
+
+
+def test_sharpness_baseline_scores_smooth_images_as_more_abnormal():
+    rng = np.random.default_rng(0)
+    sharp = torch.from_numpy(rng.random((1, 1, 16, 16))).float()
+    smooth = torch.nn.functional.avg_pool2d(sharp, 3, 1, 1)
+    assert laplacian_energy(torch.zeros(1, 1, 8, 8)).item() == 0.0  # flat image: no edges
+    s = sharpness_score(torch.cat([sharp, smooth]))
+    assert s[1] > s[0]
+    with pytest.raises(ValueError, match="B, 1, H, W"):
+        sharpness_score(torch.zeros(4, 4))
+
+
+def test_evaluation_is_tracked_in_mlflow(evaluation, bundle):
+    folder, _, metrics, _ = evaluation
+    client = mlflow.MlflowClient(f"sqlite:///{bundle.output_dir / 'mlruns.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs(e.experiment_id)
+            if r.info.run_name == "evaluate-test"]
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.metrics["test/auc"] == pytest.approx(metrics["squid"]["auc"])
+    assert run.data.metrics["test/baseline_sharpness/auc"] == pytest.approx(metrics["baseline_sharpness"]["auc"])
+    assert run.data.params["split"] == "test"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"scores.csv", "metrics.json", *FIGURES} <= logged
+
+
+def test_validation_split_gives_the_auc_training_reported(bundle):
+    """``--eval_split validation`` re-scores the validation set: same AUC as the training's best."""
+    from monai.bundle import run
+
+    run("evaluating", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], logging_file=False,
+        output_dir=str(bundle.output_dir), eval_split="validation", eval_tracking=False, preset="tiny",
+        digitanatomy_val_size=VAL_SIZE)
+    metrics = json.loads((bundle.output_dir / "eval" / "validation" / "metrics.json").read_text())
+    reported = float(re.search(r"best validation AUC (\d\.\d+)", bundle.stdout).group(1))
+    assert metrics["split"] == "validation"
+    assert metrics["squid"]["auc"] == pytest.approx(reported, abs=5e-5)
+
