@@ -8,12 +8,15 @@ last operator can report each study, and a failure in one study never hides the 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 import torch
 
 __all__ = ["CaseStatus", "ExitCode", "SQUIDCase", "exit_code_for"]
+
+_UNSAFE = re.compile(r"[^0-9A-Za-z._-]")
 
 
 class CaseStatus(str, enum.Enum):
@@ -23,7 +26,8 @@ class CaseStatus(str, enum.Enum):
     SCORED = "scored"
     NO_SUITABLE_SERIES = "no_suitable_series"  # no CR/DX/DR frontal chest series (e.g. CT, MR, lateral)
     MULTI_FRAME = "multi_frame"  # the selected radiograph has several frames
-    UNREADABLE = "unreadable"  # not DICOM/PNG/JPEG, truncated, undecodable pixel data
+    UNREADABLE = "unreadable"  # a DICOM (by name or marker) or image file that is truncated or undecodable
+    IGNORED = "ignored"  # neither DICOM nor PNG/JPEG by name and content (e.g. a manifest .csv): listed only
     ERROR = "error"  # anything else (the message says what)
 
 
@@ -63,6 +67,12 @@ class SQUIDCase:
     problems: list[str] = field(default_factory=list)  # output steps that failed for a scored case
 
     @property
+    def folder(self) -> str:
+        """``case_id`` as a safe folder name (UIDs and file stems come from the input: never trust them)."""
+        name = _UNSAFE.sub("_", self.case_id)
+        return name if name.strip(".") else "_" + name
+
+    @property
     def complete(self) -> bool:
         """Scored and every output written."""
         return self.status is CaseStatus.SCORED and not self.problems
@@ -93,8 +103,8 @@ class SQUIDCase:
 
 
 def exit_code_for(cases: Iterable[SQUIDCase]) -> ExitCode:
-    """Exit status of a run from its cases: OK, PARTIAL or NOTHING_SCORED."""
-    cases = list(cases)
+    """Exit status of a run from its cases (ignored files do not count): OK, PARTIAL or NOTHING_SCORED."""
+    cases = [case for case in cases if case.status is not CaseStatus.IGNORED]
     scored = sum(case.status is CaseStatus.SCORED for case in cases)
     if cases and all(case.complete for case in cases):
         return ExitCode.OK

@@ -127,11 +127,17 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
         logger.warning("metadata.json declares input %s but the trained network takes %s: the exported "
                        "metadata says %s", declared, [size, size], [size, size])
         overrides["_meta_#network_data_format#inputs#image#spatial_shape"] = [size, size]
-    ckpt_export(
-        net_id="network_def", filepath=str(filepath), ckpt_file=str(models / "model.pt"), meta_file=str(meta_file),
-        config_file=str(config_file), bundle_root=str(bundle_root), output_dir=str(output_dir), use_trace=True,
-        input_shape=[1, 1, size, size], converter_kwargs={"strict": False}, **overrides,
-    )
+    with warnings.catch_warnings():
+        # the tracer flags shape checks (tile grid, top-k size) as constants: true for a fixed input
+        # size, and the parity check below runs another batch size than the traced one
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*torch.jit.*", category=DeprecationWarning)
+        ckpt_export(
+            net_id="network_def", filepath=str(filepath), ckpt_file=str(models / "model.pt"),
+            meta_file=str(meta_file), config_file=str(config_file), bundle_root=str(bundle_root),
+            output_dir=str(output_dir), use_trace=True, input_shape=[1, 1, size, size],
+            converter_kwargs={"strict": False}, **overrides,
+        )
     card = embed_model_card(filepath, size)
     diff = parity(filepath, load_scorer(models / "model.pt"), size)
     if max(diff.values()) > tolerance:
@@ -142,7 +148,8 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m squid_monai.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle_root", default=None, help="bundle folder (default: found from the current folder)")
-    parser.add_argument("--output_dir", default=None, help="training output folder holding models/ (default: bundle_root)")
+    parser.add_argument("--output_dir", default=None,
+                        help="training output folder holding models/ (default: bundle_root)")
     parser.add_argument("--filepath", default=None, help="TorchScript file (default: <output_dir>/models/model.ts)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="largest accepted |TorchScript - PyTorch|")
     args = parser.parse_args(argv)

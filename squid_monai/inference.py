@@ -211,7 +211,8 @@ class SQUIDInference:
         maps = None
         if good:
             images = torch.stack([b["image"] for b in good]).to(self.device, torch.float32)
-            out = {k: v.detach().float().cpu() for k, v in score_batch(self.scorer, images, self.per_image_forward).items()}
+            scored = score_batch(self.scorer, images, self.per_image_forward)
+            out = {k: v.detach().float().cpu() for k, v in scored.items()}
             if gradcam is not None:
                 maps = gradcam(out["reconstruction"].to(self.device))
             images = images.cpu()

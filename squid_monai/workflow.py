@@ -55,12 +55,14 @@ def is_main_process() -> bool:
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
 
 
-def data_splits(dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0) -> dict | None:
+def data_splits(dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0,
+                val_per_class: int = 100) -> dict | None:
     """Training / validation / test items of a real data set, or ``None`` for DigitAnatomy.
 
     ``datalist``: a MONAI datalist JSON (``python -m squid_monai.data.datalist``).
     ``dataset_dir``: a ZhangLab layout (``train|test/NORMAL|PNEUMONIA``) or generic
-    ``normal/`` and ``abnormal/`` folders, split by the paper's protocol with ``seed``.
+    ``normal/`` and ``abnormal/`` folders, split by the paper's protocol with ``seed``
+    (``val_per_class`` normal and abnormal validation images; the paper uses 100).
     """
     if datalist:
         path = Path(datalist)
@@ -79,9 +81,10 @@ def data_splits(dataset_dir: str | None = None, datalist: str | None = None, see
         root = Path(dataset_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: dataset_dir is not a folder")
+        protocol = dict(seed=seed, n_val_normal=val_per_class, n_val_abnormal=val_per_class)
         if (root / "train" / "NORMAL").is_dir():
-            return build_zhanglab(root, seed=seed)
-        return build_folders(root, seed=seed)
+            return build_zhanglab(root, **protocol)
+        return build_folders(root, **protocol)
     return None
 
 

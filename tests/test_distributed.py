@@ -30,11 +30,11 @@ WORLD = 2
 BATCH = 3  # per rank: global batch 6 against 16 queue slots, so the pointer moves visibly
 N_VAL = 5  # 5 normal + 4 abnormal validation images: 9, split 5 / 4 over the ranks
 TINY = {"preset": "tiny", "digitanatomy_length": 24, "batch_size": BATCH, "n_critic": 2,
-        "calibration_images": 8, "digitanatomy_val_size": N_VAL, "progress": False}
+        "calibration_images": 8, "val_per_class": N_VAL, "progress": False}
 # the validation set made odd, so that the ranks hold different numbers of images
 TEST_OVERRIDE = {
     "validate#dataset": "$squid_monai.workflow.validation_dataset(@splits, @image_size, seed=@seed, "
-                        "n_normal=@digitanatomy_val_size, n_abnormal=@digitanatomy_val_size - 1)",
+                        "n_normal=@val_per_class, n_abnormal=@val_per_class - 1)",
     "+train#handlers": [{
         "_target_": "tests.test_distributed._RecordReplica",
         "folder": "$os.path.join(@output_dir, 'replicas', str(@epochs))",
@@ -52,7 +52,8 @@ class _RecordReplica:
     and the handlers attached, in ``<folder>/rank<r>.pt``."""
 
     def __init__(self, folder, generator, discriminator, evaluator):
-        self.folder, self.generator, self.discriminator, self.evaluator = Path(folder), generator, discriminator, evaluator
+        self.folder, self.evaluator = Path(folder), evaluator
+        self.generator, self.discriminator = generator, discriminator
         self.steps: list[dict] = []
         self.start_epoch = None
 
@@ -195,6 +196,7 @@ def ddp_runs(tmp_path_factory):
     command its log and the replicas' records; and what the first command left."""
     out = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the store of the output folder
     result = subprocess.run([sys.executable, "-m", "tests.test_distributed", str(out)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     log = result.stdout
@@ -275,11 +277,12 @@ def test_validation_covers_the_whole_set_once(ddp_runs):
 
 def test_only_rank0_logs_and_saves(ddp_runs):
     out, (first_log, first), _, after_first = ddp_runs
-    rank0_only = {"CheckpointSaver", "StatsHandler", "MLFlowHandler", "ResilientMLFlowHandler"}
-    assert {"CheckpointSaver", "StatsHandler"} <= set(first[0]["trainer_handlers"])
-    assert {"CheckpointSaver", "StatsHandler"} <= set(first[0]["evaluator_handlers"])
+    def rank0_only(names):  # handler classes that save, log or track
+        return {n for n in names if n.endswith(("CheckpointSaver", "StatsHandler", "MLFlowHandler"))}
+
+    assert len(rank0_only(first[0]["trainer_handlers"])) >= 2 and len(rank0_only(first[0]["evaluator_handlers"])) >= 2
     for names in (first[1]["trainer_handlers"], first[1]["evaluator_handlers"]):
-        assert not rank0_only & set(names), names
+        assert not rank0_only(names), names
     assert first_log.count("SQUID training finished") == 1
     assert first_log.count("Epoch[1] Complete") == 2  # trainer and evaluator, rank 0 only
     assert after_first["checkpoints"] == ["checkpoint_epoch=1.pt", "model.pt", "model_final.pt"]

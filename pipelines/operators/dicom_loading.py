@@ -18,6 +18,7 @@ __all__ = ["CheckedDICOMDataLoaderOperator"]
 logger = logging.getLogger(__name__)
 
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+_PREAMBLE = 128  # bytes before the "DICM" marker of a DICOM Part 10 file
 
 
 class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
@@ -32,13 +33,15 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         input_folder: optional, as in the SDK loader.
     Named outputs:
         dicom_study_list: ``List[DICOMStudy]``, exactly as the SDK loader emits it.
-        unreadable_cases: ``List[SQUIDCase]``, one per unreadable file (``case_id`` is the file's
-            path relative to the input folder); connect it to ``SQUIDPreprocessOperator`` so that
-            the files are reported, or leave it unconnected.
+        unreadable_cases: ``List[SQUIDCase]``, one per file not loaded (``case_id`` is the file's
+            path relative to the input folder): ``unreadable`` for a DICOM file (by name or by
+            its marker) that cannot be parsed, ``ignored`` for any other file (a manifest, notes);
+            connect it to ``SQUIDPreprocessOperator`` so that they are reported, or leave it unconnected.
 
     Args:
         skip_suffixes: file name endings that are not DICOM candidates here (PNG/JPEG go
             through ``ImageFileLoaderOperator``); they are neither loaded nor reported.
+        dicom_suffixes: name endings taken as DICOM even without the ``DICM`` marker ("" = none).
         other args: see ``DICOMDataLoaderOperator`` (``must_load`` defaults to False here so
             that a folder without DICOM is reported rather than an exception).
     """
@@ -51,10 +54,12 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         fragment: Fragment,
         *args,
         skip_suffixes: Iterable[str] = (".png", ".jpg", ".jpeg"),
+        dicom_suffixes: Iterable[str] = ("", ".dcm", ".dicom"),
         must_load: bool = False,
         **kwargs,
     ):
         self.skip_suffixes = tuple(s.lower() for s in skip_suffixes)
+        self.dicom_suffixes = tuple(s.lower() for s in dicom_suffixes)
         self.unreadable: list[SQUIDCase] = []
         super().__init__(fragment, *args, must_load=must_load, **kwargs)
 
@@ -76,24 +81,39 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         for file in _list_files(input_path):
             if file.name.lower().endswith(self.skip_suffixes):
                 continue
+            name = str(file.relative_to(input_path))
+            if not _is_dicom_candidate(file, self.dicom_suffixes):
+                logger.info("Ignored input file %s: neither a DICOM name nor the DICOM marker", name)
+                self.unreadable.append(_file_case(name, CaseStatus.IGNORED, "not a DICOM file (name and content)"))
+                continue
             reason = _unreadable_reason(file, self._CHECK_DEFER_SIZE, self.SOP_CLASSES_TO_IGNORE)
             if reason is None:
                 readable.append(str(file))
-                continue
-            if not reason:  # a DICOMDIR or another class the SDK loader ignores by design
-                continue
-            name = str(file.relative_to(input_path))
-            logger.warning("Unreadable input file %s: %s", name, reason)
-            self.unreadable.append(
-                SQUIDCase(case_id=name, kind="file", source={"file": name}).fail(CaseStatus.UNREADABLE, reason)
-            )
+            elif reason:  # "" is a DICOMDIR or another class the SDK loader ignores by design
+                logger.warning("Unreadable input file %s: %s", name, reason)
+                self.unreadable.append(_file_case(name, CaseStatus.UNREADABLE, reason))
         studies = self._load_data(readable)
         if self._must_load and not studies:
             raise ValueError(f"{input_path}: no DICOM study found")
         logger.info(
-            "Loaded %d DICOM studies from %d files (%d unreadable)", len(studies), len(readable), len(self.unreadable)
+            "Loaded %d DICOM studies from %d files (%d not loaded)", len(studies), len(readable), len(self.unreadable)
         )
         return studies
+
+
+def _file_case(name: str, status: CaseStatus, reason: str) -> SQUIDCase:
+    return SQUIDCase(case_id=name, kind="file", source={"file": name}).fail(status, reason)
+
+
+def _is_dicom_candidate(file: Path, dicom_suffixes: tuple[str, ...]) -> bool:
+    """A DICOM name (``.dcm``, no extension: PACS exports often have none) or the ``DICM`` marker."""
+    if file.suffix.lower() in dicom_suffixes:
+        return True
+    try:
+        with open(file, "rb") as f:
+            return f.read(_PREAMBLE + 4)[_PREAMBLE:] == b"DICM"
+    except OSError:
+        return True  # let the check report why it cannot be read
 
 
 def _list_files(folder: Path) -> list[Path]:

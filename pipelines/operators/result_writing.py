@@ -124,7 +124,7 @@ class SQUIDTextSRWriterOperator(DICOMTextSRWriterOperator):
 
     def write_case(self, case: SQUIDCase) -> None:
         """Write the SR of one scored study and record its path (relative to the output folder)."""
-        folder = self.output_folder / case.case_id
+        folder = self.output_folder / case.folder
         self.model_info = self._fixed_model_info or model_info_for(case.model)
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ class SQUIDResultWriterOperator(Operator):
         logger.info("Run finished: %s; exit code %d (%s)", counts, self.exit_code, self.exit_code.name)
 
     def write_case(self, case: SQUIDCase) -> None:
-        folder = self.output_folder / case.case_id
+        folder = self.output_folder / case.folder
         folder.mkdir(parents=True, exist_ok=True)
         if case.status is CaseStatus.SCORED:
             try:

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_CONFIG = "bundles/squid/configs/train.json"
 # toy sizes: 2 iterations per epoch, 40 validation images, 16 calibration images
-TINY = ["--preset", "tiny", "--digitanatomy_length", "32", "--digitanatomy_val_size", "20",
+TINY = ["--preset", "tiny", "--digitanatomy_length", "32", "--val_per_class", "20",
         "--calibration_images", "16", "--progress", "false"]
 
 
@@ -27,8 +27,9 @@ def run(cmd, cwd=REPO, timeout=600, **kw):
 
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory):
-    """Output folder of a finished 2-epoch tiny run (models/, eval/, mlruns.db)."""
+    """Output folder of a finished 2-epoch tiny run (models/, eval/, mlruns.db), its model
+    registered in the run's MLflow registry."""
     out = tmp_path_factory.mktemp("trained")
-    result = run(train_command(out))
+    result = run(train_command(out, 2, "--register_model", "true"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result

@@ -1,6 +1,7 @@
 """Loading the exported model and its card: embedded extra file, sidecar, and clear errors."""
 
 import json
+from typing import Dict
 
 import pytest
 import torch
@@ -54,3 +55,24 @@ def test_malformed_sidecar(tmp_path):
     path.with_suffix(".json").write_text(json.dumps({"std": -1}))
     with pytest.raises(ModelLoadError, match="std > 0"):
         load_exported_model(path)
+
+
+class _FlatScorer(torch.nn.Module):
+    """Only works at 8 x 8 (a linear layer on the flattened image)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 1)
+
+    def forward(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        logit = self.fc(image.flatten(1))[:, 0]
+        return {"score": torch.sigmoid(-logit), "logit": logit, "reconstruction": image}
+
+
+def test_card_image_size_the_model_rejects_fails_at_load(tmp_path):
+    path = tmp_path / "flat.ts"
+    torch.jit.save(torch.jit.script(_FlatScorer()), str(path), _extra_files={"squid.json": json.dumps(STANDIN_CARD)})
+    with pytest.raises(ModelLoadError, match=r"flat\.ts: the model fails on a \(1, 1, 32, 32\) image"):
+        load_exported_model(path, device="cpu")
+    path.with_suffix(".json").write_text(json.dumps({"image_size": 8}))
+    assert load_exported_model(path, device="cpu").card.image_size == 8

@@ -62,8 +62,9 @@ def test_loader_reports_unreadable_files_and_keeps_the_rest(tmp_path):
     loader = CheckedDICOMDataLoaderOperator(Fragment(), input_folder=tmp_path)
     studies = loader.load_data_to_studies(tmp_path)
     assert len(studies) == 1
-    assert sorted(case.case_id for case in loader.unreadable) == ["cut.dcm", "notes.txt"]
-    assert all(case.status is CaseStatus.UNREADABLE and case.message for case in loader.unreadable)
+    status = {case.case_id: case.status for case in loader.unreadable}
+    assert status == {"cut.dcm": CaseStatus.UNREADABLE, "notes.txt": CaseStatus.IGNORED}
+    assert all(case.message for case in loader.unreadable)
 
 
 def test_exit_codes():
@@ -75,6 +76,15 @@ def test_exit_codes():
     assert exit_code_for([]) is ExitCode.NOTHING_SCORED
     flawed = SQUIDCase("c", "dicom", status=CaseStatus.SCORED, problems=["SR not written"])
     assert exit_code_for([flawed]) is ExitCode.PARTIAL
+    manifest = SQUIDCase("MANIFEST.csv", "file", status=CaseStatus.IGNORED)
+    assert exit_code_for([scored, manifest]) is ExitCode.OK
+
+
+def test_case_folders_stay_inside_the_output_folder():
+    for hostile in ("..", ".", "../../etc/cron.d", "a/b\\c"):
+        folder = SQUIDCase(hostile, "image").folder
+        assert "/" not in folder and "\\" not in folder and folder.strip(".")
+    assert SQUIDCase("1.2.840.113619.2", "dicom").folder == "1.2.840.113619.2"
 
 
 class _HospitalSink(Operator):

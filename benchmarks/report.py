@@ -1,0 +1,44 @@
+"""Shared plumbing of the benchmark commands: what machine ran them, and writing one
+``## section`` of BENCHMARKS.md without touching the others."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "BENCHMARKS.md"
+
+__all__ = ["REPO", "BENCHMARKS", "cpu_name", "load_average", "write_section"]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load_average() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def write_section(heading: str, body: str, path: Path = BENCHMARKS) -> None:
+    """Replace the section titled ``heading`` (``## ...``) with ``body``, or append it."""
+    text = f"{heading}\n\n{body.strip()}\n"
+    content = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = content.find(heading + "\n")
+    if start < 0:
+        content = content.rstrip("\n") + "\n\n" + text
+    else:
+        end = content.find("\n## ", start + len(heading))
+        content = content[:start] + text + (content[end:] if end >= 0 else "")
+    path.write_text(content.rstrip("\n") + "\n")
