@@ -15,7 +15,7 @@ half of it each (the global batch of the single process, split over two workers)
 
     python benchmarks/ddp_scaling.py --preset small --iterations 30 --write
 
-``--write`` replaces the "## Distributed training" section of BENCHMARKS.md.
+``--write`` replaces the "## Distributed training" section of BENCHMARKS.md (and only it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # report.py, the shared plumbing of the benchmarks
 CONFIGS = REPO / "bundles" / "squid" / "configs"
 SECTION = "## Distributed training"
 
@@ -115,17 +115,13 @@ def _uptime() -> str:
 
 
 def _section(rows: list[dict], args: argparse.Namespace, load_before: str, load_after: str) -> str:
+    """The body of the BENCHMARKS.md section (without its heading)."""
     import torch
+    from report import cpu_name
 
     base = rows[0]["images_per_s"]
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     lines = [
-        SECTION, "",
         f"Measured {date.today().isoformat()} on this {os.cpu_count()}-core {cpu} (no GPU), torch "
         f"{torch.__version__}, Gloo backend; preset `{args.preset}`, embedded DigitAnatomy data, "
         f"{args.iterations} timed steady-state iterations per setting after {args.warmup} warm-up iterations "
@@ -160,18 +156,6 @@ def _section(rows: list[dict], args: argparse.Namespace, load_before: str, load_
     return "\n".join(lines)
 
 
-def _write_section(text: str, path: Path = REPO / "BENCHMARKS.md") -> None:
-    """Replace (or append) the distributed-training section, leaving the others untouched."""
-    content = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = content.find(SECTION + "\n")
-    if start < 0:
-        content = content.rstrip("\n") + "\n\n" + text
-    else:
-        end = content.find("\n## ", start + len(SECTION))
-        content = content[:start] + text.rstrip("\n") + ("\n\n" + content[end + 1:] if end >= 0 else "")
-    path.write_text(content.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small", help="network preset (default: small)")
@@ -191,10 +175,12 @@ def main(argv: list[str] | None = None) -> None:
             _measure("2 processes, same batch per process", 2, args.batch_size, args, Path(tmp)),
             _measure("2 processes, same global batch", 2, args.batch_size // 2, args, Path(tmp)),
         ]
-    text = _section(rows, args, load_before, _uptime())
-    print(text)
+    body = _section(rows, args, load_before, _uptime())
+    print(f"{SECTION}\n\n{body}")
     if args.write:
-        _write_section(text)
+        from report import write_section
+
+        write_section(SECTION, body)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from monai.data import MetaTensor
 
 from .networks import SQUIDDiscriminator, SQUIDGenerator, build, get_config
 
@@ -66,6 +67,8 @@ class SQUIDScorer(nn.Module):
             self.threshold.fill_(float(threshold))
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        if isinstance(image, MetaTensor):  # plain tensors: MetaTensor slows every op down
+            image = image.as_tensor()
         was_training = self.generator.training, self.discriminator.training
         self.generator.eval()
         self.discriminator.eval()

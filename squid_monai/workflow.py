@@ -7,6 +7,7 @@ fly", "ZhangLab layout or normal/abnormal folders") live here, once, with tests.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -132,7 +133,8 @@ def calibration_dataset(splits: dict | None, image_size: int, seed: int = 0, max
 
 def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
     """Print (and return) what a finished run reached: best validation AUC and where the
-    models are."""
+    models are; also written to ``<ckpt_dir>/training_summary.json`` (with the validation
+    AUC of every epoch of this process) for scripts."""
     state = evaluator.state
     summary = {
         "epochs": int(trainer.state.epoch),
@@ -142,7 +144,9 @@ def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
         "skipped_steps": int(getattr(trainer.state, "skipped_steps", 0)),
         "best_model": str(Path(ckpt_dir) / "model.pt"),
     }
+    summary["val_auc_per_epoch"] = getattr(evaluator, "auc_history", {})
     if is_main_process():
+        Path(ckpt_dir, "training_summary.json").write_text(json.dumps(summary, indent=2))
         print(f"SQUID training finished: best validation AUC {summary['best_val_auc']:.4f} at epoch "
               f"{summary['best_epoch']} of {summary['epochs']}; best model {summary['best_model']}", flush=True)
     return summary

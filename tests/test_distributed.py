@@ -28,13 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "squid" / "configs"
 WORLD = 2
 BATCH = 3  # per rank: global batch 6 against 16 queue slots, so the pointer moves visibly
-N_VAL = 5  # 5 normal + 4 abnormal validation images: 9, split 5 / 4 over the ranks
+N_VAL = 5  # validation: 5 normal + 5 abnormal images (5 / 5 per rank), then 5 + 4 (5 / 4)
 TINY = {"preset": "tiny", "digitanatomy_length": 24, "batch_size": BATCH, "n_critic": 2,
         "calibration_images": 8, "val_per_class": N_VAL, "progress": False}
-# the validation set made odd, so that the ranks hold different numbers of images
+# the second run's validation set is odd, so that the ranks hold different numbers of images
 TEST_OVERRIDE = {
+    "validate#dataloader#batch_size": 2,  # several validation batches per rank, as in real runs
     "validate#dataset": "$squid_monai.workflow.validation_dataset(@splits, @image_size, seed=@seed, "
-                        "n_normal=@val_per_class, n_abnormal=@val_per_class - 1)",
+                        "n_normal=@val_per_class, n_abnormal=@test_val_abnormal)",
     "+train#handlers": [{
         "_target_": "tests.test_distributed._RecordReplica",
         "folder": "$os.path.join(@output_dir, 'replicas', str(@epochs))",
@@ -164,7 +165,8 @@ def _launch(output_dir: str) -> None:
     test_config.write_text(json.dumps(TEST_OVERRIDE))
     for epochs in (1, 2):
         print(f"{_MARK} {epochs} epochs", flush=True)
-        overrides = {**TINY, "epochs": epochs, "output_dir": output_dir, "_test_config": str(test_config)}
+        overrides = {**TINY, "epochs": epochs, "output_dir": output_dir, "_test_config": str(test_config),
+                     "test_val_abnormal": N_VAL if epochs == 1 else N_VAL - 1}
         torch.multiprocessing.start_processes(_rank_main, args=(WORLD, _free_port(), overrides), nprocs=WORLD,
                                               start_method="fork")
         if epochs == 1:
@@ -257,13 +259,16 @@ def test_nonfinite_loss_on_one_rank_skips_the_step_on_all(ddp_runs):
 
 
 def test_validation_covers_the_whole_set_once(ddp_runs):
-    """The gathered metrics equal those of one process scoring all images with the
-    final weights, although the ranks hold 5 and 4 images (no padding duplicate)."""
+    """The gathered metrics count every image once (10 images split 5 / 5, then 9 split
+    5 / 4: no padding duplicate), and equal those of one process scoring all images with
+    the final weights."""
     from squid_monai.metrics import roc_auc
     from squid_monai.scoring import load_scorer
     from squid_monai.workflow import validation_dataset
 
-    out, _, (_, second), _ = ddp_runs
+    out, (_, first), (_, second), _ = ddp_runs
+    assert first[0]["val_metrics"] == first[1]["val_metrics"]
+    assert (first[0]["val_metrics"]["val/n"], first[0]["val_metrics"]["val/n_abnormal"]) == (2 * N_VAL, N_VAL)
     metrics = second[0]["val_metrics"]
     assert metrics == second[1]["val_metrics"]
     assert (metrics["val/n"], metrics["val/n_normal"], metrics["val/n_abnormal"]) == (2 * N_VAL - 1, N_VAL, N_VAL - 1)

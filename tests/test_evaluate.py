@@ -118,8 +118,8 @@ def test_validation_split_gives_the_auc_training_reported(bundle):
     from monai.bundle import run
 
     run("evaluating", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], logging_file=False,
-        output_dir=str(bundle.output_dir), eval_split="validation", eval_tracking=False, preset="tiny",
-        digitanatomy_val_size=VAL_SIZE)
+        output_dir=str(bundle.output_dir), eval_split="validation", mlflow_tracking=False, preset="tiny",
+        val_per_class=VAL_SIZE)
     metrics = json.loads((bundle.output_dir / "eval" / "validation" / "metrics.json").read_text())
     reported = float(re.search(r"best validation AUC (\d\.\d+)", bundle.stdout).group(1))
     assert metrics["split"] == "validation"

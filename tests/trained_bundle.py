@@ -17,7 +17,7 @@ CONFIGS = BUNDLE / "configs"
 #: toy run: 2 iterations per epoch, 20 + 20 validation (and test) images, 16 calibration images
 VAL_SIZE = 20
 IMAGE_SIZE = 32  # the tiny preset
-TINY = ["--preset", "tiny", "--digitanatomy_length", "32", "--digitanatomy_val_size", str(VAL_SIZE),
+TINY = ["--preset", "tiny", "--digitanatomy_length", "32", "--val_per_class", str(VAL_SIZE),
         "--calibration_images", "16", "--progress", "false"]
 
 

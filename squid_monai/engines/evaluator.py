@@ -13,10 +13,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+from ignite.engine import Events
 from monai.engines import Evaluator
 from monai.engines.utils import IterationEvents
 
 from ..scoring import SQUIDScorer, calibrated_score
+from .trainer import plain_tensor
 
 __all__ = ["SQUIDEvaluator"]
 
@@ -59,12 +61,20 @@ class SQUIDEvaluator(Evaluator):
         self.scorer, self.running_stats = scorer, running_stats
         self.image_key, self.label_key = image_key, label_key
         self.amp_device = torch.device(device).type
+        #: key metric of every validation run by this process, by (trainer) epoch
+        self.auc_history: dict[int, float] = {}
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._record_key_metric)
+
+    def _record_key_metric(self, engine: SQUIDEvaluator) -> None:
+        name = engine.state.key_metric_name
+        if name is not None and name in engine.state.metrics:
+            self.auc_history[int(engine.state.epoch)] = float(engine.state.metrics[name])
 
     def _iteration(self, engine: SQUIDEvaluator, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
-        image = torch.as_tensor(batchdata[self.image_key]).to(engine.state.device, non_blocking=engine.non_blocking).float()
-        label = torch.as_tensor(batchdata[self.label_key]).reshape(-1).to(engine.state.device)
+        image = plain_tensor(batchdata[self.image_key]).to(engine.state.device, non_blocking=engine.non_blocking).float()
+        label = plain_tensor(batchdata[self.label_key]).reshape(-1).to(engine.state.device)
         with torch.autocast(device_type=self.amp_device, enabled=self.amp and self.amp_device == "cuda"):
             out = self.scorer(image)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
