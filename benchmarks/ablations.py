@@ -57,6 +57,8 @@ def _common(args, out: Path, overrides: dict) -> list[str]:
         cmd += ["--preset", args.preset]
     if args.dataset_dir:
         cmd += ["--dataset_dir", str(Path(args.dataset_dir).resolve())]
+    else:
+        cmd += ["--digitanatomy_length", str(args.digitanatomy_length)]
     return cmd
 
 
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval_split", default=None, help="default: test on DigitAnatomy, validation on real data")
     parser.add_argument("--only", nargs="*", help="variants to run (names of ABLATIONS)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--digitanatomy_length", type=int, default=1024, help="DigitAnatomy images per epoch")
     parser.add_argument("--output_root", default="/tmp/squid_ablations")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)

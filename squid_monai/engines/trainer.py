@@ -231,7 +231,9 @@ def _average_running_stats(*modules: torch.nn.Module) -> None:
     """Average BatchNorm running statistics over the ranks (one all-reduce). DDP reduces
     gradients, not buffers: without this each replica keeps the statistics of its own
     shard and the replicas (and the scores computed with running statistics) drift
-    apart. The mean of the per-rank running means is the running mean of the global batch."""
+    apart. With equal per-rank batches the mean of the running means is the running mean
+    of the global batch; the averaged variances leave out the spread between the ranks'
+    batch means (what SyncBatchNorm would include)."""
     if not _distributed():
         return
     stats = [buf for module in modules for m in unwrap(module).modules()

@@ -174,7 +174,7 @@ class SQUIDGenerator(nn.Module):
             )
         if inpaint_level not in ("feature", "pixel"):
             raise ValueError(f"inpaint_level must be 'feature' or 'pixel', got {inpaint_level!r}")
-        self.grid, self.stop_gradient = tiles, stop_gradient
+        self.image_size, self.grid, self.stop_gradient = image_size, tiles, stop_gradient
         self.pixel_inpainting = inpainting and inpaint_level == "pixel"
         self.encoder = SQUIDEncoder(in_channels, channels)
         self.inpainting = None
