@@ -15,7 +15,8 @@ MONAI's iteration events fire in order (``FORWARD_COMPLETED``, ``LOSS_COMPLETED`
 ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED``) and ``engine.state.output`` holds ``loss`` and
 every loss term as floats, so the standard handlers (``StatsHandler``, ``MLFlowHandler``,
 ``--tracking mlflow``) work unchanged. A non-finite loss is never back-propagated: the
-step is skipped, counted in ``engine.state.skipped_steps`` and logged; too many in a row
+step is skipped, the normalisation statistics it touched are restored, the step is
+counted in ``engine.state.skipped_steps`` and logged; too many in a row
 stop the run with a clear error instead of silently training on garbage.
 
 Under ``torch.distributed`` (networks wrapped in ``DistributedDataParallel``) every
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.modules.batchnorm import _BatchNorm
 from monai.data import MetaTensor
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
@@ -47,6 +49,12 @@ logger = logging.getLogger(__name__)
 #: keys of ``engine.state.output`` that hold loss values (floats)
 LOSS_KEYS = ("loss", "loss_generator", "loss_discriminator", "loss_teacher", "loss_student",
              "loss_distillation", "loss_adversarial")
+
+
+def _norm_buffers(*modules: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(buffer, copy) of every BatchNorm running statistic: a few KB, cheap to keep."""
+    return [(b, b.clone()) for m in modules for layer in m.modules() if isinstance(layer, _BatchNorm)
+            for b in (layer.running_mean, layer.running_var, layer.num_batches_tracked) if b is not None]
 
 
 def plain_tensor(data) -> torch.Tensor:
@@ -164,6 +172,7 @@ class SQUIDTrainer(Trainer):
         gen, disc = self.generator, self.discriminator
         gen.train()
         disc.train()
+        norm_state = _norm_buffers(gen, disc)  # restored if this iteration turns out non-finite
 
         with self._autocast(), torch.set_grad_enabled(update_g):
             out = gen(image)
@@ -189,6 +198,9 @@ class SQUIDTrainer(Trainer):
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if d_ok and (g_ok or not update_g):
             self._nonfinite_run = 0
+        else:  # a non-finite forward also wrote its statistics into the norm layers: undo that
+            for buffer, saved in norm_state:
+                buffer.copy_(saved)
         if g_ok and "tokens" in out:
             tokens = self._gather(out["tokens"])  # identical on every rank, and so is the decision
             if torch.isfinite(tokens).all():
