@@ -42,11 +42,12 @@ def run_command(args: list[str], timeout: int = 600) -> subprocess.CompletedProc
 
 
 def trained_bundle(tmp_path_factory) -> TrainedBundle:
-    """The session's tiny trained bundle (trained on first use)."""
+    """The session's tiny trained bundle (trained on first use; its best model registered as
+    ``squid@champion`` in the run's MLflow store)."""
     if "bundle" not in _CACHE:
         out = tmp_path_factory.mktemp("tiny_bundle")
         result = run_command(["run", "training", "--config_file", str(CONFIGS / "train.json"), "--epochs", "2",
-                              "--output_dir", str(out), *TINY])
+                              "--output_dir", str(out), *TINY, "--register_model", "true"])
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         _CACHE["bundle"] = TrainedBundle(out, result.stdout)
     return _CACHE["bundle"]

@@ -4,15 +4,14 @@ the embedded DigitAnatomy data with a toy network."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from ..trained_bundle import REPO
+from ..trained_bundle import TINY
+from ..trained_bundle import trained_bundle as shared_trained_bundle
+
 TRAIN_CONFIG = "bundles/squid/configs/train.json"
-# toy sizes: 2 iterations per epoch, 40 validation images, 16 calibration images
-TINY = ["--preset", "tiny", "--digitanatomy_length", "32", "--val_per_class", "20",
-        "--calibration_images", "16", "--progress", "false"]
 
 
 def train_command(output_dir, epochs=2, *extra):
@@ -27,9 +26,7 @@ def run(cmd, cwd=REPO, timeout=600, **kw):
 
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory):
-    """Output folder of a finished 2-epoch tiny run (models/, eval/, mlruns.db), its model
-    registered in the run's MLflow registry."""
-    out = tmp_path_factory.mktemp("trained")
-    result = run(train_command(out, 2, "--register_model", "true"))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out, result
+    """Output folder of the session's finished 2-epoch tiny run (models/, eval/, mlruns.db,
+    model registered) and its command-line output."""
+    bundle = shared_trained_bundle(tmp_path_factory)
+    return bundle.output_dir, bundle
