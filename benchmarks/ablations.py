@@ -136,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     args.load_before = load_average()
     names = args.only or list(ABLATIONS)
     rows = []
-    for name in names:
+    heading = HEADING + (" (ZhangLab)" if args.dataset_dir else " (DigitAnatomy)")
+    for i, name in enumerate(names):
         rows.append(_run_one(name, ABLATIONS[name][0], args))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "command"}), flush=True)
-    table = _table(rows, args)
-    print(table)
-    if args.write:
-        write_section(HEADING + (" (ZhangLab)" if args.dataset_dir else " (DigitAnatomy)"), table)
+        if args.write:  # after every variant, so that an interrupted study still reports what ran
+            pending = names[i + 1:]
+            note = f"\n\nNot run yet (same command resumes): {', '.join(pending)}." if pending else ""
+            write_section(heading, _table(rows, args) + note)
+    print(_table(rows, args))
     return 0
 
 

@@ -126,7 +126,16 @@ class SaveLatest:
         if self.enabled:
             save_dict = {**self.save_dict, "trainer": engine}
             AtomicCheckpointSaver(self.folder, save_dict, file_prefix="", save_interval=1, epoch_level=True,
-                            n_saved=1).attach(engine)
+                                  n_saved=1).attach(engine)
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._remove_stale)
+
+    def _remove_stale(self, engine: Engine) -> None:
+        """Older epochs' checkpoints, e.g. the one a resumed run started from (the saver only
+        knows the files of its own process). Runs after the new one is written."""
+        current = latest_checkpoint(self.folder)
+        for path in Path(self.folder).glob("checkpoint_epoch=*.pt"):
+            if current is not None and path != current:
+                path.unlink(missing_ok=True)
 
 
 class ResumeFromLatest:

@@ -58,6 +58,7 @@ def test_killed_run_resumes_to_the_same_weights(trained_bundle, tmp_path):
     result = run(cmd)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stdout + result.stderr
+    assert [p.name for p in (tmp_path / "models").glob("checkpoint_epoch=*.pt")] == ["checkpoint_epoch=2.pt"]
     a = torch.load(reference / "models" / "model_final.pt", weights_only=True)
     b = torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
     assert a.keys() == b.keys()
