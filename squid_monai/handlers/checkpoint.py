@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.data.utils import set_rnd
 from monai.utils import set_determinism
 
 __all__ = ["AtomicCheckpointSaver", "RNGState", "BestMetricState", "SaveLatest", "ResumeFromLatest", "EpochSeed", "latest_checkpoint",
@@ -170,7 +171,7 @@ class ResumeFromLatest:
 
 
 class EpochSeed:
-    """Re-seed torch, numpy, Python and the given MONAI random transforms from
+    """Re-seed torch, numpy, Python and the random transforms of ``datasets`` from
     ``seed + epoch`` when each epoch starts, and tell ``epoch_aware`` objects (on-the-fly
     datasets, distributed samplers: anything with ``set_epoch``) the epoch, so that an
     epoch's data, shuffle and augmentation depend on (seed, epoch) only: a resumed run
@@ -179,8 +180,8 @@ class EpochSeed:
     those of a single-process run); samplers shuffle by their own seed and epoch, the
     same on every rank, as sharding requires."""
 
-    def __init__(self, seed: int | None = 0, transforms=None, epoch_aware=()):
-        self.seed, self.transforms = seed, transforms
+    def __init__(self, seed: int | None = 0, datasets=(), epoch_aware=()):
+        self.seed, self.datasets = seed, list(datasets)
         self.epoch_aware = [obj for obj in epoch_aware if hasattr(obj, "set_epoch")]
 
     def attach(self, engine: Engine) -> None:
@@ -193,5 +194,7 @@ class EpochSeed:
             return
         seed = rank_seed(self.seed, engine.state.epoch)
         set_determinism(seed=seed)
-        if self.transforms is not None and hasattr(self.transforms, "set_random_state"):
-            self.transforms.set_random_state(seed=seed)
+        for dataset in self.datasets:
+            # MONAI random transforms own a RandomState, seeded once when a DataLoader is built
+            # (num_workers=0) and never by set_determinism: re-seed them from (seed, epoch) too
+            set_rnd(dataset, seed)
