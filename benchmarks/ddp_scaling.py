@@ -30,8 +30,9 @@ import time
 from datetime import date
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))  # report.py, the shared plumbing of the benchmarks
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import REPO, cpu_name, load_average, write_section  # noqa: E402
+
 CONFIGS = REPO / "bundles" / "squid" / "configs"
 SECTION = "## Distributed training"
 
@@ -107,17 +108,9 @@ def _measure(name: str, nproc: int, batch: int, args: argparse.Namespace, tmp: P
             "images_per_s": batch * nproc / per_iteration}
 
 
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "uptime unavailable"
-
-
 def _section(rows: list[dict], args: argparse.Namespace, load_before: str, load_after: str) -> str:
     """The body of the BENCHMARKS.md section (without its heading)."""
     import torch
-    from report import cpu_name
 
     base = rows[0]["images_per_s"]
     cpu = cpu_name()
@@ -149,7 +142,7 @@ def _section(rows: list[dict], args: argparse.Namespace, load_before: str, load_
     else:
         threading = f"One process gains {1 / one_thread:.2f}x from its threads beyond the first."
     lines += [
-        "", f"Load (`uptime`) before: `{load_before}`; after: `{load_after}`. The machine is shared with "
+        "", f"Load average before: `{load_before}`; after: `{load_after}`. The machine is shared with "
         "other jobs: compare the rows of one run, not runs of different days.", "",
         f"Reading: the fair comparison (the same cores: one process with {args.threads} threads against two "
         f"processes with {max(1, args.threads // 2)} each) gives {doubled:.2f}x the images per second with the "
@@ -175,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.batch_size % 2:
         raise SystemExit(f"--batch_size must be even (it is halved for one setting), got {args.batch_size}")
-    load_before = _uptime()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="ddp_scaling_") as tmp:
         rows = [
             _measure("1 process", 1, args.batch_size, args, Path(tmp)),
@@ -183,11 +176,9 @@ def main(argv: list[str] | None = None) -> None:
             _measure("2 processes, same batch per process", 2, args.batch_size, args, Path(tmp)),
             _measure("2 processes, same global batch", 2, args.batch_size // 2, args, Path(tmp)),
         ]
-    body = _section(rows, args, load_before, _uptime())
+    body = _section(rows, args, load_before, load_average())
     print(f"{SECTION}\n\n{body}")
     if args.write:
-        from report import write_section
-
         write_section(SECTION, body)
 
 

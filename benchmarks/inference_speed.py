@@ -21,7 +21,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import shlex
 import statistics
 import sys
@@ -34,7 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import BENCHMARKS, cpu_name, load_average, write_section  # noqa: E402
+
 SECTION = "## Inference speed"
 _SYNTHETIC_SIZE = 224
 
@@ -106,7 +107,8 @@ def measure(presets: list[str], batch_sizes: list[int], files: list[Path], repea
     return rows
 
 
-def write_section(rows: list[dict], command: str, load: tuple[str, str], path: Path, images: str) -> None:
+def _section(rows: list[dict], command: str, load: tuple[str, str], images: str) -> str:
+    """The body of the BENCHMARKS.md section (without its heading)."""
     import monai
 
     table = ["| preset (input) | backend | batch | preprocessing | latency, s (wall) | images / s (wall) "
@@ -115,11 +117,9 @@ def write_section(rows: list[dict], command: str, load: tuple[str, str], path: P
         table.append(f"| {r['preset']} ({r['size']} px) | {r['backend']} | {r['batch']} | {r['preprocessing']} | "
                      f"{r['latency_s']:.3f} | {r['images_per_s']:.2f} | {r['cpu_s_per_image']:.3f} |")
     lines = [
-        SECTION,
-        "",
-        f"Measured {datetime.date.today().isoformat()} on {_cpu_name()} ({os.cpu_count()} cores, shared), "
+        f"Measured {datetime.date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores, shared), "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, MONAI {monai.__version__}, Python "
-        f"{platform.python_version()}; no GPU was lent to this task. Load (`uptime`) before: `{load[0]}`; "
+        f"{platform.python_version()}; no GPU was lent to this task. Load average before: `{load[0]}`; "
         f"after: `{load[1]}`. Other jobs shared the two cores, so wall-clock figures are pessimistic and the "
         "CPU-seconds per image (all threads of the process) are the steadier figure. Random weights. "
         f"Images: {images}. Median of the timed repetitions after warm-up. Command (from the repository root):",
@@ -136,31 +136,8 @@ def write_section(rows: list[dict], command: str, load: tuple[str, str], path: P
         "throughput is the batch-1 row whatever `--batch_size`; `--per_image_forward false` gives the batch-64 "
         "throughput with scores equal to float rounding. Grad-CAM heat maps (a backward pass per batch) and "
         "PNG writing come on top (`--heatmaps false`, `--save_images false` skip them).",
-        "",
     ]
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    block = "\n".join(lines) + "\n"
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-
-
-def _uptime() -> str:
-    try:
-        load = os.getloadavg()
-    except OSError:
-        return "unknown"
-    return f"load average: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions at larger batches")
     parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (TorchScript needs 2)")
     parser.add_argument("--images_dir", type=Path, default=None, help="real image files (default: synthetic JPEGs)")
-    parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--output", type=Path, default=BENCHMARKS)
     parser.add_argument("--no_write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    before = _uptime()
+    before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         if args.images_dir:
             from squid_monai.inference import collect_inputs
@@ -186,13 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             images = f"{len(files)} synthetic 8-bit greyscale JPEGs of {_SYNTHETIC_SIZE} x {_SYNTHETIC_SIZE}"
         repeats = {b: args.repeats_batch1 if b == 1 else args.repeats for b in args.batch_sizes}
         rows = measure(args.presets, args.batch_sizes, files, repeats, args.warmup)
-    after = _uptime()
+    after = load_average()
     for r in rows:
         print(f"{r['preset']:8s} {r['backend']:11s} batch {r['batch']:3d} preprocessing {r['preprocessing']:8s}: "
               f"{r['latency_s']:.3f} s, {r['images_per_s']:.2f} img/s, {r['cpu_s_per_image']:.3f} CPU-s/img")
     if not args.no_write:
         command = "python benchmarks/inference_speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        write_section(rows, command.strip(), (before, after), args.output, images)
+        write_section(SECTION, _section(rows, command.strip(), (before, after), images), args.output)
         print(f"updated {args.output}")
     return 0
 

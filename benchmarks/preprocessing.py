@@ -22,7 +22,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import shlex
 import sys
 import time
@@ -30,7 +29,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import BENCHMARKS, cpu_name, load_average, write_section  # noqa: E402
+
 SECTION = "## Preprocessing throughput"
 
 
@@ -78,16 +79,15 @@ def measure(zhanglab_dir: Path, dicom_dir: Path | None, n_images: int, image_siz
     return results
 
 
-def write_section(results: list[tuple[str, tuple]], command: str, image_size: int, path: Path) -> None:
+def _section(results: list[tuple[str, tuple]], command: str, image_size: int) -> str:
+    """The body of the BENCHMARKS.md section (without its heading)."""
     import monai
     import PIL
     import pydicom
 
     lines = [
-        SECTION,
-        "",
         f"Measured {datetime.date.today().isoformat()} on one core (`torch.set_num_threads(1)`, no DataLoader "
-        f"workers) of {_cpu_name()}; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"workers) of {cpu_name()}; Python {platform.python_version()}, torch {torch.__version__}, "
         f"MONAI {monai.__version__}, Pillow {PIL.__version__}, pydicom {pydicom.__version__}. Output "
         f"{image_size} x {image_size}. Command (from the repository root):",
         "",
@@ -99,7 +99,7 @@ def write_section(results: list[tuple[str, tuple]], command: str, image_size: in
         "",
         "The first column divides by the CPU time of the benchmark process (one thread), which is what "
         "one dedicated core delivers; the wall-clock column also counts time lost to other processes on "
-        f"this shared machine (load average {_load():.1f} on {_cores()} cores during the run).",
+        f"this shared machine (load average {load_average()} on {os.cpu_count() or 1} cores during the run).",
         "",
         "Reading: with the default `make_dataset(..., cache=True)` each file is decoded once, when the cache "
         "fills; an epoch then costs only the copy and augmentation of cached tensors (last ZhangLab row), "
@@ -107,34 +107,8 @@ def write_section(results: list[tuple[str, tuple]], command: str, image_size: in
         "needs 16 of these per step. Large DICOMs are decode-bound (JPEG 2000 in particular; "
         "the percentile computation dominates for uncompressed 1024 px images); they matter for "
         "inference and the one-off cache fill only.",
-        "",
     ]
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    block = "\n".join(lines) + "\n"
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-
-
-def _load() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
-
-
-def _cores() -> int:
-    return os.cpu_count() or 1
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -143,7 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dicom_dir", type=Path, default=None, help="folder of .dcm files to time as well")
     parser.add_argument("--n_images", type=int, default=200)
     parser.add_argument("--image_size", type=int, default=128)
-    parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--output", type=Path, default=BENCHMARKS)
     parser.add_argument("--no_write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -152,7 +126,7 @@ def main(argv=None) -> int:
         print(f"{cpu:8.1f} img/CPU-s {wall:8.1f} img/wall-s  {name}")
     if not args.no_write:
         command = "python benchmarks/preprocessing.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        write_section(results, command, args.image_size, args.output)
+        write_section(SECTION, _section(results, command, args.image_size), args.output)
         print(f"updated {args.output}")
     return 0
 

@@ -1,0 +1,101 @@
+"""Report a finished (or stopped) training run in BENCHMARKS.md: wall time, the validation
+AUC of every epoch (from the run's MLflow store), and the evaluation of its best model
+beside the trivial sharpness baseline (from ``evaluate.json``'s ``metrics.json``).
+
+    python benchmarks/training_runs.py --output_dir /tmp/zhanglab_small --title "ZhangLab, small preset" \
+        --command "python -m monai.bundle run training ..." --wall "31 min" --eval_split validation
+
+Run the training command, then ``monai.bundle run evaluating`` with the same ``--output_dir``,
+then this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import cpu_name, write_section  # noqa: E402
+
+HEADING = "## Training runs"
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+
+def _training_run(output_dir: Path):
+    client = MlflowClient(f"sqlite:///{output_dir.resolve() / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("squid")
+    runs = [r for r in client.search_runs([experiment.experiment_id])
+            if not r.data.tags.get("mlflow.runName", "").startswith("evaluate")]
+    return client, runs[0]
+
+
+def section(args) -> str:
+    out = Path(args.output_dir)
+    client, run = _training_run(out)
+    auc = _history(client, run.info.run_id, "val_auc")
+    running = _history(client, run.info.run_id, "val_auc_running_stats")
+    params = run.data.params
+    best = max(auc, key=auc.get)
+    lines = [
+        f"### {args.title}",
+        "",
+        f"Measured {date.today().isoformat()} on {cpu_name()} (2 cores). Command (from the repository root):",
+        "",
+        f"    {args.command}",
+        "",
+        f"Preset `{params.get('preset')}`, {params.get('epochs')} epochs planned, {len(auc)} validated; "
+        f"wall time {args.wall}. Best validation AUC {auc[best]:.3f} at epoch {best}; last {auc[max(auc)]:.3f}.",
+    ]
+    metrics_file = out / "eval" / args.eval_split / "metrics.json"
+    if metrics_file.exists():
+        m = json.loads(metrics_file.read_text())
+        squid, base = m["squid"], m["baseline_sharpness"]
+        at_val = squid.get("at_val_threshold") or squid.get("at_validation_threshold") or {}
+        lines += [
+            "",
+            f"Best model on the `{args.eval_split}` split (`monai.bundle run evaluating`, {m.get('n', '?')} images): "
+            f"SQUID AUC **{squid['auc']:.3f}**"
+            + (f", accuracy {at_val['accuracy']:.3f}, F1 {at_val['f1']:.3f} at the stored threshold" if at_val else "")
+            + f"; trivial sharpness baseline (negated Laplacian energy, no learning) AUC **{base['auc']:.3f}** "
+            "on the same images.",
+        ]
+        if args.eval_split == "validation":
+            lines += ["(The validation split also chose the checkpoint and the threshold: these figures are "
+                      "optimistic; the official test split is held out and not in this repository's data.)"]
+    lines += [
+        "",
+        "| epoch | " + " | ".join(str(e) for e in sorted(auc)) + " |",
+        "|---|" + "---:|" * len(auc),
+        "| val AUC (per-image norm.) | " + " | ".join(f"{auc[e]:.3f}" for e in sorted(auc)) + " |",
+        "| val AUC (running stats) | " + " | ".join(f"{running.get(e, float('nan')):.3f}" for e in sorted(auc)) + " |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--title", required=True)
+    parser.add_argument("--command", required=True)
+    parser.add_argument("--wall", required=True, help="measured wall time, e.g. '9 min 40 s'")
+    parser.add_argument("--eval_split", default="test")
+    parser.add_argument("--print_only", action="store_true")
+    args = parser.parse_args(argv)
+    text = section(args)
+    print(text)
+    if not args.print_only:
+        heading = f"{HEADING}: {args.title}"
+        write_section(heading, text.split("\n", 2)[2])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
