@@ -74,8 +74,11 @@ class SQUIDScorer(nn.Module):
         self.discriminator.eval()
         with torch.no_grad():
             reconstruction = self.generator(image)["student"]
-            logit = self.discriminator(reconstruction).reshape(-1)
-            score = calibrated_score(logit, self.mean, self.std)
+            # the logit and the score in fp32 also under autocast: the calibration is fp32, and
+            # fp16 would quantise scores near the threshold
+            with torch.autocast(device_type=image.device.type, enabled=False):
+                logit = self.discriminator(reconstruction.float()).reshape(-1)
+                score = calibrated_score(logit, self.mean, self.std)
         self.generator.train(was_training[0])
         self.discriminator.train(was_training[1])
         return {"score": score, "logit": logit, "reconstruction": reconstruction}

@@ -81,12 +81,12 @@ class SQUIDEvaluator(Evaluator):
         output = {"image": image, "label": label, **{k: v.float() for k, v in out.items()}}
         if self.running_stats:
             disc = self.scorer.discriminator
-            disc.per_image_norm = False
+            previous, disc.per_image_norm = disc.per_image_norm, False
             try:
                 with torch.no_grad():
                     logit = disc.eval()(output["reconstruction"]).reshape(-1)
             finally:
-                disc.per_image_norm = True
+                disc.per_image_norm = previous
             output["logit_running"] = logit
             output["score_running"] = calibrated_score(logit, self.scorer.mean, self.scorer.std)
         engine.state.output = output

@@ -57,6 +57,11 @@ def _norm_buffers(*modules: torch.nn.Module) -> list[tuple[torch.Tensor, torch.T
             for b in (layer.running_mean, layer.running_var, layer.num_batches_tracked) if b is not None]
 
 
+def _restore(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for buffer, value in saved:
+        buffer.copy_(value)
+
+
 def plain_tensor(data) -> torch.Tensor:
     """A plain tensor: MONAI's MetaTensor would route every network op through its
     ``__torch_function__`` (several times slower on small CPU convolutions)."""
@@ -172,7 +177,8 @@ class SQUIDTrainer(Trainer):
         gen, disc = self.generator, self.discriminator
         gen.train()
         disc.train()
-        norm_state = _norm_buffers(gen, disc)  # restored if this iteration turns out non-finite
+        # norm-layer statistics, restored if a pass turns out non-finite (it wrote them anyway)
+        g_norm, d_norm = _norm_buffers(gen), _norm_buffers(disc)
 
         with self._autocast(), torch.set_grad_enabled(update_g):
             out = gen(image)
@@ -181,26 +187,35 @@ class SQUIDTrainer(Trainer):
         # discriminator: real images vs the detached student reconstruction
         self.d_optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            d_loss = discriminator_loss(disc(image), disc(out["student"].detach()), self.loss_weights)
+            real_logit = disc(image)
+            fake_logit = disc(out["student"].detach())
+            d_loss = discriminator_loss(real_logit, fake_logit, self.loss_weights)
         d_ok = self._finite(engine, "discriminator", d_loss)
         if d_ok:
             self._step(d_loss, self.d_optimizer, self.d_scaler)
+            d_norm = _norm_buffers(disc)
+        else:
+            _restore(d_norm)
 
-        # generator terms against the updated discriminator (back-propagated on generator iterations);
-        # the plain module: this gradient is the generator's, DDP must not reduce it into the discriminator
-        with self._autocast(), torch.set_grad_enabled(update_g):
-            terms = generator_losses(out, image, unwrap(disc)(out["student"]), self.loss_weights)
+        if update_g:
+            # against the updated discriminator; through the plain module: this gradient is the
+            # generator's, DDP must not reduce it into the discriminator
+            with self._autocast():
+                terms = generator_losses(out, image, unwrap(disc)(out["student"]), self.loss_weights)
+        else:
+            # logged only: reuse the discriminator step's logits (no extra pass through its norm layers)
+            with torch.no_grad():
+                terms = generator_losses(out, image, fake_logit.detach(), self.loss_weights)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         g_ok = update_g and self._finite(engine, "generator", terms["generator"])
         if g_ok:
             self.g_optimizer.zero_grad(set_to_none=True)
             self._step(terms["generator"], self.g_optimizer, self.g_scaler)
+        elif update_g:
+            _restore(g_norm + d_norm)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if d_ok and (g_ok or not update_g):
             self._nonfinite_run = 0
-        else:  # a non-finite forward also wrote its statistics into the norm layers: undo that
-            for buffer, saved in norm_state:
-                buffer.copy_(saved)
         if g_ok and "tokens" in out:
             tokens = self._gather(out["tokens"])  # identical on every rank, and so is the decision
             if torch.isfinite(tokens).all():

@@ -105,6 +105,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
     MONAI writes in place (``atomic=False``, for group-readable files); a run killed
     mid-write then leaves a truncated checkpoint and loses the previous one. Ignite's
     atomic path also makes the file group/other-readable, so nothing is given up.
+    The key-metric model is saved only when the engine's best metric improved.
     """
 
     def __init__(self, *args, **kwargs):
@@ -112,6 +113,14 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
                 checkpoint.save_handler._atomic = True
+
+    def metrics_completed(self, engine: Engine) -> None:
+        """Save the key-metric model only in an epoch that set a new best. Ignite's saver
+        keeps its record of saved scores in memory: after a resume it would overwrite the
+        best model with whatever the first validation gives (``BestMetricState`` restores
+        the best metric the engine compares against)."""
+        if getattr(engine.state, "best_metric_epoch", engine.state.epoch) == engine.state.epoch:
+            super().metrics_completed(engine)
 
 
 class SaveLatest:

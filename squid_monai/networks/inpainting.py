@@ -98,9 +98,11 @@ class NeighbourAttention(nn.Module):
         if self.mask_out_of_grid:
             # a tile with no neighbour at all (a 1 x 1 grid) attends to nothing: zero context
             mask = (valid | ~has_neighbour[:, None])[None, :, None, None, :]
-        else:
+        else:  # the authors' zero-padded tokens: their keys and values are the projection biases
             keep = valid[None, :, None, :, None].to(k.dtype)
-            k, v, mask = k * keep, v * keep, None
+            k = k * keep + (1 - keep) * self.k.bias.reshape(1, 1, h, 1, d // h)
+            v = v * keep + (1 - keep) * self.v.bias.reshape(1, 1, h, 1, d // h)
+            mask = None
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, T, h, 1, d/h)
         attn = self.out(attn.reshape(b, t, d))
         if self.mask_out_of_grid:

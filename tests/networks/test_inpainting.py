@@ -68,3 +68,23 @@ def test_position_code_makes_tiles_distinguishable():
     x = torch.zeros(9, 16, 2, 2)  # identical tiles
     y, _ = block(x)
     assert not torch.allclose(y[0], y[1])
+
+
+def test_authors_padding_gives_out_of_grid_neighbours_the_projection_biases():
+    """With mask_out_of_grid=False an out-of-grid neighbour is a zero *token*: after the
+    biased projections its key and value are the biases (as in the authors' code)."""
+    torch.manual_seed(2)
+    attn = NeighbourAttention(dim=8, heads=2, mlp_dim=8, grid=2, mask_out_of_grid=False).eval()
+    query, retrieved = torch.randn(1, 4, 8), torch.randn(1, 4, 8)
+    out = attn(query, retrieved)
+    # the same attention computed by hand from zero-padded tokens
+    idx, valid = attn.neighbour_index, attn.neighbour_valid
+    tokens = retrieved[:, idx] * valid[None, :, :, None]  # (1, 4, 8, D) zero tokens out of grid
+    q = attn.q(query).reshape(1, 4, 2, 1, 4)
+    k = attn.k(tokens).reshape(1, 4, 8, 2, 4).transpose(2, 3)
+    v = attn.v(tokens).reshape(1, 4, 8, 2, 4).transpose(2, 3)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    ref = attn.out(ref.reshape(1, 4, 8))
+    x = torch.relu(attn.norm1(ref) + retrieved)
+    ref = torch.relu(attn.norm2(attn.mlp(x)) + x)
+    assert torch.allclose(out, ref, atol=1e-5)
