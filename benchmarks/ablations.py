@@ -51,7 +51,8 @@ def _slug(name: str) -> str:
 
 
 def _common(args, out: Path, overrides: dict) -> list[str]:
-    cmd = ["--output_dir", str(out), "--network_overrides", json.dumps(overrides), "--mlflow_tracking", "false",
+    # Python literals: the CLI (python-fire) would read JSON's `false` as the string "false"
+    cmd = ["--output_dir", str(out), "--network_overrides", repr(overrides), "--mlflow_tracking", "false",
            "--seed", str(args.seed)]
     if args.preset:
         cmd += ["--preset", args.preset]

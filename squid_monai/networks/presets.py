@@ -18,6 +18,7 @@ Keys prefixed ``disc_`` go to :class:`SQUIDDiscriminator`, the others to
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 from .discriminator import SQUIDDiscriminator
@@ -82,12 +83,24 @@ def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     config = copy.deepcopy(PRESETS[preset])
-    gen_keys = set(SQUIDGenerator.__init__.__code__.co_varnames) - {"self"}
+    defaults = {k: p.default for k, p in inspect.signature(SQUIDGenerator.__init__).parameters.items() if k != "self"}
     for key, value in overrides.items():
-        if key not in config and key not in gen_keys:
+        if key not in config and key not in defaults:
             raise KeyError(f"unknown network setting {key!r}")
+        if isinstance(defaults.get(key), bool):
+            value = _switch(key, value)
         config[key] = tuple(value) if isinstance(value, list) else value
     return config
+
+
+def _switch(key: str, value: Any) -> bool:
+    """An ablation switch as a bool. Command lines deliver ``false`` as the string
+    ``"false"``, which Python would take as true and silently leave the switch on."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise TypeError(f"network setting {key!r} is a switch: use true or false, not {value!r}")
 
 
 def build(preset: str = "paper", **overrides: Any) -> tuple[SQUIDGenerator, SQUIDDiscriminator]:

@@ -117,3 +117,11 @@ def test_presets_and_overrides():
         get_config("paper", queue_size=3)
     with pytest.raises(ValueError, match="tiles"):
         build("tiny", image_size=30)
+
+
+def test_switches_from_the_command_line_are_real_bools():
+    """`--network_overrides '{"inpainting": false}'` arrives as the string "false"."""
+    assert get_config("tiny", inpainting="false")["inpainting"] is False
+    assert build("tiny", inpainting="false")[0].inpainting is None
+    with pytest.raises(TypeError, match="switch"):
+        get_config("tiny", space_aware="no thanks")
