@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .distributed import is_main_process
 from .data.datalist import build_folders, build_zhanglab, load_datalist
 from .data.datasets import make_dataset
 from .data.digitanatomy import DigitAnatomyDataset, digitanatomy_split
@@ -49,11 +50,6 @@ def as_bool(value) -> bool:
             return False
         raise ValueError(f"not a boolean flag value: {value!r} (use true or false)")
     return bool(value)
-
-
-def is_main_process() -> bool:
-    """Rank 0 (or a single process): the one that logs, tracks and saves."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
 
 
 def data_splits(dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0,
@@ -150,10 +146,3 @@ def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
         print(f"SQUID training finished: best validation AUC {summary['best_val_auc']:.4f} at epoch "
               f"{summary['best_epoch']} of {summary['epochs']}; best model {summary['best_model']}", flush=True)
     return summary
-
-
-def output_path(folder: str | os.PathLike, *parts: str) -> str:
-    """``folder/parts`` with the parent folders created."""
-    path = Path(folder, *parts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return str(path)

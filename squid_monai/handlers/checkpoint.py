@@ -27,6 +27,8 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.data.utils import set_rnd
 from monai.utils import set_determinism
 
+from ..distributed import rank
+
 __all__ = ["AtomicCheckpointSaver", "RNGState", "BestMetricState", "SaveLatest", "ResumeFromLatest", "EpochSeed", "latest_checkpoint",
            "rank_seed"]
 
@@ -37,14 +39,10 @@ _EPOCH = re.compile(r"epoch=(\d+)")
 _RANK_SEED_STRIDE = 1_000_003
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def rank_seed(seed: int, epoch: int = 0) -> int:
     """The seed of (seed, epoch) on this rank: ``seed + epoch`` on rank 0 and in a single
     process, offset by a stride larger than any epoch count on the other ranks."""
-    return int(seed) + int(epoch) + _rank() * _RANK_SEED_STRIDE
+    return int(seed) + int(epoch) + rank() * _RANK_SEED_STRIDE
 
 
 def _agreed(path: Path | None) -> Path | None:
@@ -166,7 +164,7 @@ class ResumeFromLatest:
             return
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path}: rank 0 resumes from this checkpoint but rank {_rank()} cannot see it; "
+                f"{path}: rank 0 resumes from this checkpoint but rank {rank()} cannot see it; "
                 "in multi-node runs the output folder must be on storage shared by all nodes"
             )
         try:

@@ -28,6 +28,8 @@ from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 from monai.utils import evenly_divisible_all_gather
 
+from ..distributed import is_main_process
+
 __all__ = ["tracking_uri", "artifact_location", "sqlite_path", "ResilientMLFlowHandler", "ValidationArtifacts", "RegisterModel"]
 
 logger = logging.getLogger(__name__)
@@ -86,10 +88,6 @@ def _unreachable(uri: str, timeout: float) -> Exception | None:
     except (requests.ConnectionError, requests.Timeout) as err:
         return err
     return None
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class ResilientMLFlowHandler(MLFlowHandler):
@@ -299,7 +297,7 @@ class ValidationArtifacts:
         from squid_monai import visualize  # matplotlib only when figures are drawn
 
         scores, labels = self._gathered()
-        if _rank() != 0:
+        if not is_main_process():
             return
         folder = self.output_dir / f"epoch_{engine.state.epoch}"
         written = []
@@ -413,7 +411,7 @@ class RegisterModel:
             self._run_id = run.info.run_id
 
     def __call__(self, engine: Engine) -> None:
-        if not self.enabled or _rank() != 0:
+        if not self.enabled or not is_main_process():
             return
         from squid_monai.mlflow_model import register_model
 

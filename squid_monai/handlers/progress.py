@@ -6,7 +6,7 @@ from ignite.engine import Engine
 from ignite.handlers import ProgressBar as _IgniteProgressBar
 
 from ..engines.trainer import loss_terms
-from ..workflow import is_main_process
+from ..distributed import is_main_process
 
 __all__ = ["LossProgressBar"]
 
