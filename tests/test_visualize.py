@@ -78,7 +78,7 @@ def test_image_grid_png_grows_with_rows(tmp_path):
     one = image_grid([x], ["input"], tmp_path / "one.png", max_images=4)
     three = image_grid([x, r, difference_map(x, r)], ["input", "student", "|difference|"],
                        tmp_path / "three.png", max_images=4, value_ranges=[(0, 1), (0, 1), None])
-    (w1, h1), (w3, h3) = _png_size(one), _png_size(three)
+    (_, h1), (w3, h3) = _png_size(one), _png_size(three)
     assert h3 > 2 * h1 and w3 > 100
     with pytest.raises(ValueError, match="row titles"):
         image_grid([x, r], ["input"], tmp_path / "bad.png")

@@ -41,13 +41,18 @@ def run_command(args: list[str], timeout: int = 600) -> subprocess.CompletedProc
                           text=True, timeout=timeout)
 
 
+def train_args(output_dir, epochs: int = 2, *extra: str) -> list[str]:
+    """``monai.bundle`` arguments of the tiny training run into ``output_dir``."""
+    return ["run", "training", "--config_file", str(CONFIGS / "train.json"), "--epochs", str(epochs),
+            "--output_dir", str(output_dir), *TINY, *extra]
+
+
 def trained_bundle(tmp_path_factory) -> TrainedBundle:
     """The session's tiny trained bundle (trained on first use; its best model registered as
     ``squid@champion`` in the run's MLflow store)."""
     if "bundle" not in _CACHE:
         out = tmp_path_factory.mktemp("tiny_bundle")
-        result = run_command(["run", "training", "--config_file", str(CONFIGS / "train.json"), "--epochs", "2",
-                              "--output_dir", str(out), *TINY, "--register_model", "true"])
+        result = run_command(train_args(out, 2, "--register_model", "true"))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         _CACHE["bundle"] = TrainedBundle(out, result.stdout)
     return _CACHE["bundle"]

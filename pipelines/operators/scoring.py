@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Union
 
-import torch
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from pipelines.cases import CaseStatus, SQUIDCase

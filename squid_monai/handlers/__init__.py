@@ -2,6 +2,7 @@
 
 from .calibration import Calibrate, StoreThreshold
 from .checkpoint import AtomicCheckpointSaver, BestMetricState, EpochSeed, ResumeFromLatest, RNGState, SaveLatest, latest_checkpoint
+from .validation import ValidateEveryAndLast
 
 __all__ = ["AtomicCheckpointSaver", "Calibrate", "StoreThreshold", "BestMetricState", "EpochSeed", "ResumeFromLatest", "RNGState", "SaveLatest",
-           "latest_checkpoint"]
+           "ValidateEveryAndLast", "latest_checkpoint"]

@@ -218,7 +218,7 @@ class ValidationArtifacts:
     ``<artifact_path>/epoch_<n>/``.
 
     Attach to the validation evaluator: its ``state.epoch`` is the trainer's epoch when
-    MONAI's ``ValidationHandler`` runs it. Reads batch tensors (``decollate=False``) from
+    the trainer's validation handler runs it. Reads batch tensors (``decollate=False``) from
     ``engine.state.output``. Under ``torch.distributed`` attach it on every rank: scores
     and labels are gathered (a collective), only rank 0 writes and logs. A figure that
     cannot be drawn (e.g. one class only) is skipped with a warning, never an error.

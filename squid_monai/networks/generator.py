@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from monai.networks.blocks import Convolution
 
 from .blocks import ResidualDoubleConv, UpBlock, tile, untile
 from .inpainting import InpaintingBlock, MaskedShortcut

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from .conftest import run, train_command
+from ..trained_bundle import run_command, train_args
 
 
 def _folder_dataset(root, n=12):
@@ -20,10 +20,10 @@ def test_corrupt_training_image_is_named_or_skipped(tmp_path):
     data = _folder_dataset(tmp_path / "data")
     protocol = ["--dataset_dir", str(data), "--mlflow_tracking", "false", "--calibration_images", "4",
                 "--val_per_class", "4"]
-    failed = run(train_command(tmp_path / "strict", 1, *protocol))
+    failed = run_command(train_args(tmp_path / "strict", 1, *protocol))
     assert failed.returncode != 0
     assert "broken.png" in failed.stdout + failed.stderr
-    skipped = run(train_command(tmp_path / "lenient", 1, *protocol, "--skip_bad_images", "true"))
+    skipped = run_command(train_args(tmp_path / "lenient", 1, *protocol, "--skip_bad_images", "true"))
     assert skipped.returncode == 0, skipped.stderr[-2000:]
     report = (tmp_path / "lenient" / "skipped_training_images.csv").read_text()
     assert "broken.png" in report

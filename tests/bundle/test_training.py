@@ -2,6 +2,7 @@
 
 import signal
 import subprocess
+import sys
 import time
 
 import torch
@@ -9,7 +10,7 @@ import torch
 from squid_monai.handlers import latest_checkpoint
 from squid_monai.scoring import load_scorer
 
-from .conftest import REPO, run, train_command
+from ..trained_bundle import REPO, run_command, train_args
 
 
 def test_training_command_end_to_end(trained_bundle):
@@ -48,14 +49,14 @@ def test_killed_run_resumes_to_the_same_weights(trained_bundle, tmp_path):
     """Kill a 2-epoch run as soon as its first epoch is saved, restart the same command:
     the final weights equal those of the uninterrupted run (CPU, same seed)."""
     reference, _ = trained_bundle
-    cmd = train_command(tmp_path)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = train_args(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "monai.bundle", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for("checkpoint_epoch=1.pt", tmp_path / "models", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (tmp_path / "models" / "checkpoint_epoch=1.pt").exists()
     assert not (tmp_path / "models" / "model_final.pt").exists()  # really killed mid-run
-    result = run(cmd)
+    result = run_command(args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stdout + result.stderr
     assert [p.name for p in (tmp_path / "models").glob("checkpoint_epoch=*.pt")] == ["checkpoint_epoch=2.pt"]
