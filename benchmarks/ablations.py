@@ -2,8 +2,12 @@
 ablation switch with the bundle's own commands, and write the table beside the paper's
 Table 2 into BENCHMARKS.md.
 
-    python benchmarks/ablations.py --epochs 6 --write                       # DigitAnatomy
-    python benchmarks/ablations.py --dataset_dir ../shared/data/zhanglab224 --preset small --epochs 10 --write
+    python benchmarks/ablations.py --epochs 5 --digitanatomy_length 512 --write
+    python benchmarks/ablations.py --dataset_dir ../shared/data/zhanglab224 --preset small --epochs 16 --only "full SQUID" "no in-painting block" --write
+
+Two invocations may share an ``--output_root`` (e.g. one per core, each with ``--only``);
+a last one with ``--write`` and every name then tabulates the finished rows without
+re-running them.
 
 Each run: ``monai.bundle run training`` (model selection on the validation split), then
 ``monai.bundle run evaluating`` on the held-out split (DigitAnatomy: its fixed-seed test
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import subprocess
 import sys
 import time
@@ -99,12 +105,12 @@ def _table(rows: list[dict], args) -> str:
     data = f"ZhangLab (`{args.dataset_dir}`)" if args.dataset_dir else "DigitAnatomy (embedded, generated on the fly)"
     full = rows[0]["eval_auc"]
     lines = [
-        f"Measured {date.today().isoformat()} on {cpu_name()} (2 cores, shared; load before {args.load_before}, "
-        f"after {load_average()}). Data: {data}; preset `{args.preset or 'bundle default'}`, {args.epochs} epochs "
+        f"Measured {date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores; "
+        f"{args.machine_note or f'load before {args.load_before}, after {load_average()}'}). Data: {data}; preset `{args.preset or 'bundle default'}`, {args.epochs} epochs "
         f"per run, seed {args.seed}; model selected on the validation split; AUC on the `{args.eval_split}` split. "
         "Command (from the repository root):",
         "",
-        f"    python benchmarks/ablations.py {' '.join(args.argv)}",
+        f"    python benchmarks/ablations.py {shlex.join(args.argv)}",
         "",
         "Each row's training command is `python -m monai.bundle run training --config_file "
         f"{TRAIN} --epochs {args.epochs} --network_overrides '<switch>' ...`, then `run evaluating` with "
@@ -123,6 +129,9 @@ def _table(rows: list[dict], args) -> str:
             f"{100 * r['best_val_auc']:.1f} ({r['best_epoch']}) | {100 * r['eval_auc']:.1f} | {100 * delta:+.1f} | "
             f"{same} | {100 * r['baseline_auc']:.1f} | {r['total_s']:.0f} |"
         )
+    if args.eval_split == "validation":
+        lines += ["", "The validation split also chose each run's checkpoint and threshold, so these AUCs are optimistic; "
+                  "they compare variants with one another and with the baseline, not with the paper's test-split figures."]
     lines += ["", "\"direction as paper?\": the paper reports every ablation below the full model; **no** marks a "
               "variant that scored at or above our full model here. One seed and few epochs per run: differences of "
               "a few points are within the epoch-to-epoch swings of validation AUC (SQUID.md section 5)."]
@@ -140,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--digitanatomy_length", type=int, default=1024, help="DigitAnatomy images per epoch")
     parser.add_argument("--output_root", default="/tmp/squid_ablations")
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--machine_note", default="", help="how the machine was shared, for the table's preface")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     args.eval_split = args.eval_split or ("validation" if args.dataset_dir else "test")
