@@ -19,6 +19,7 @@ last checkpoint.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shlex
@@ -30,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import REPO, cpu_name, load_average, write_section  # noqa: E402
+
+from squid_monai.metrics import bootstrap_auc  # noqa: E402
 
 HEADING = "## Ablation study"
 TRAIN = "bundles/squid/configs/train.json"
@@ -101,9 +104,24 @@ def _run_one(name: str, overrides: dict, args) -> dict:
     return row
 
 
+def _scores(row: dict, args) -> dict[str, tuple[int, float]]:
+    """image -> (label, score) of one variant's evaluation ``scores.csv``."""
+    path = Path(args.output_root) / _slug(row["name"]) / "eval" / args.eval_split / "scores.csv"
+    with open(path, newline="") as f:
+        return {r["image"]: (int(r["label"]), float(r["score"])) for r in csv.DictReader(f)}
+
+
+def _paired_delta(full: dict, variant: dict) -> dict:
+    """AUC(variant) - AUC(full) on the same images, with its paired bootstrap interval."""
+    if full.keys() != variant.keys():
+        raise ValueError("the variants were evaluated on different images")
+    names = sorted(full)
+    labels = [full[n][0] for n in names]
+    return bootstrap_auc(labels, [variant[n][1] for n in names], reference=[full[n][1] for n in names])
+
+
 def _table(rows: list[dict], args) -> str:
     data = f"ZhangLab (`{args.dataset_dir}`)" if args.dataset_dir else "DigitAnatomy (embedded, generated on the fly)"
-    full = rows[0]["eval_auc"]
     lines = [
         f"Measured {date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores; "
         f"{args.machine_note or f'load before {args.load_before}, after {load_average()}'}). Data: {data}; preset `{args.preset or 'bundle default'}`, {args.epochs} epochs "
@@ -116,25 +134,38 @@ def _table(rows: list[dict], args) -> str:
         f"{TRAIN} --epochs {args.epochs} --network_overrides '<switch>' ...`, then `run evaluating` with "
         "`evaluate.json`. The sharpness baseline (no learning) is the same for every row.",
         "",
-        f"| variant | switch | paper AUC (ZhangLab, Table 2) | our best val AUC (epoch) | our {args.eval_split} AUC "
-        f"| vs full | direction as paper? | sharpness baseline AUC | wall time (s) |",
+        f"| variant | switch | paper AUC (ZhangLab, Table 2) | our best val AUC (epoch) | our {args.eval_split} AUC [95% CI] "
+        f"| vs full [95% CI] | direction as paper? | sharpness baseline AUC | wall time (s) |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
+    full_scores = _scores(rows[0], args)
     for r in rows:
         paper = ABLATIONS[r["name"]][1]
-        delta = r["eval_auc"] - full
-        same = "—" if r is rows[0] or paper != paper else ("yes" if delta < 0 else "**no**")
+        own = _scores(r, args)
+        auc = bootstrap_auc([v[0] for v in own.values()], [v[1] for v in own.values()])
+        if r is rows[0]:
+            delta, same = "—", "—"
+        else:
+            d = _paired_delta(full_scores, own)
+            delta = f"{100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+            resolved = d["high"] < 0 or d["low"] > 0
+            same = "—" if paper != paper else (("yes" if d["value"] < 0 else "**no**") + ("" if resolved else " (n.s.)"))
         lines.append(
             f"| {r['name']} | `{json.dumps(r['overrides'])}` | {'—' if paper != paper else f'{paper:.1f}'} | "
-            f"{100 * r['best_val_auc']:.1f} ({r['best_epoch']}) | {100 * r['eval_auc']:.1f} | {100 * delta:+.1f} | "
+            f"{100 * r['best_val_auc']:.1f} ({r['best_epoch']}) | {100 * r['eval_auc']:.1f} "
+            f"[{100 * auc['low']:.1f}, {100 * auc['high']:.1f}] | {delta} | "
             f"{same} | {100 * r['baseline_auc']:.1f} | {r['total_s']:.0f} |"
         )
     if args.eval_split == "validation":
         lines += ["", "The validation split also chose each run's checkpoint and threshold, so these AUCs are optimistic; "
                   "they compare variants with one another and with the baseline, not with the paper's test-split figures."]
-    lines += ["", "\"direction as paper?\": the paper reports every ablation below the full model; **no** marks a "
-              "variant that scored at or above our full model here. One seed and few epochs per run: differences of "
-              "a few points are within the epoch-to-epoch swings of validation AUC (SQUID.md section 5)."]
+    lines += ["", "\"vs full\": AUC difference to the full model on the same images, with its 95 % paired, "
+              "class-stratified bootstrap interval (2000 resamples; `squid_monai.metrics.bootstrap_auc`). "
+              "\"direction as paper?\": the paper reports every ablation below the full model; **no** marks a "
+              "variant that scored at or above our full model here; (n.s.) marks a difference whose interval "
+              "contains 0, i.e. not resolved by this many images. The interval covers the sampling of the images "
+              "only: one seed and few epochs per run, and validation AUC swings from epoch to epoch (SQUID.md "
+              "section 5), so even a resolved difference may not survive another seed."]
     return "\n".join(lines)
 
 

@@ -9,7 +9,8 @@ that scores the split; at the end of the run it writes into ``output_dir``:
 * ``metrics.json``: AUC; accuracy, F1, sensitivity, specificity (and counts) at the
   threshold chosen on validation and at the normal-only threshold stored in the model; the
   same at the best threshold on this very set, labelled as optimistic (for comparison with
-  the paper only); and the AUC of the sharpness baseline on the same images;
+  the paper only); the AUC of the sharpness baseline on the same images; 95 % bootstrap
+  intervals of both AUCs and of their paired difference;
 * ``roc.png``, ``score_histogram.png``, ``confusion_matrix.png`` (validation threshold),
   ``confusion_matrix_normal_threshold.png``.
 
@@ -31,7 +32,7 @@ import numpy as np
 from ignite.engine import Engine, Events
 
 from .baselines import sharpness_score
-from .metrics import evaluate_scores, roc_auc
+from .metrics import bootstrap_auc, evaluate_scores, roc_auc
 from .scoring import SQUIDScorer
 
 __all__ = ["EvaluationReport", "SCORE_COLUMNS"]
@@ -115,6 +116,13 @@ class EvaluationReport:
         for key, value in flat.items():
             engine.state.metrics[f"{self.split}/{key}"] = value
         engine.state.metrics[f"{self.split}/baseline_sharpness/auc"] = self.metrics["baseline_sharpness"]["auc"]
+        interval, gain = self.metrics["squid"]["auc_95ci"], self.metrics["squid_minus_baseline_auc"]
+        engine.state.metrics.update({
+            f"{self.split}/auc_95ci_low": interval[0], f"{self.split}/auc_95ci_high": interval[1],
+            f"{self.split}/squid_minus_baseline_auc": gain["value"],
+            f"{self.split}/squid_minus_baseline_auc_95ci_low": gain["low"],
+            f"{self.split}/squid_minus_baseline_auc_95ci_high": gain["high"],
+        })
         if "auc_running_stats" in self.metrics["squid"]:
             engine.state.metrics[f"{self.split}/auc_running_stats"] = self.metrics["squid"]["auc_running_stats"]
         logger.info("%s: SQUID AUC %.4f (sharpness baseline %.4f) on %d images; report in %s", self.split,
@@ -136,9 +144,11 @@ class EvaluationReport:
                  "at_normal_threshold": section("at_normal_threshold"),
                  _OPTIMISTIC: {"note": f"threshold maximising {self.best_criterion} on this very set: optimistic, "
                                        "for comparison with the paper only", **section("best_on_set")}}
+        scores = np.array([r["score"] for r in self.rows])
+        sharp = np.array([r["sharpness_score"] for r in self.rows])
+        squid["auc_95ci"] = _interval(bootstrap_auc(labels, scores))
         if len(self._running) == len(self.rows):
             squid["auc_running_stats"] = roc_auc(labels, self._running)
-        sharp = np.array([r["sharpness_score"] for r in self.rows])
         return {
             "split": self.split,
             "model": self.model_path,
@@ -147,10 +157,21 @@ class EvaluationReport:
             "squid": squid,
             "baseline_sharpness": {
                 "auc": roc_auc(labels, sharp),
+                "auc_95ci": _interval(bootstrap_auc(labels, sharp)),
                 "note": "negated Laplacian energy of the preprocessed image (no learning): the known "
                         "smoothness shortcut; a SQUID gain must be judged against it",
             },
+            "squid_minus_baseline_auc": {
+                **bootstrap_auc(labels, scores, reference=sharp),
+                "note": "paired stratified bootstrap over these images; an interval above 0 is a gain "
+                        "over the shortcut that the sample size supports",
+            },
         }
+
+
+def _interval(result: dict) -> list[float]:
+    """``[low, high]`` of a :func:`~squid_monai.metrics.bootstrap_auc` result."""
+    return [result["low"], result["high"]]
 
 
 def _image_names(batch: Any, n: int, split: str, offset: int) -> list[str]:

@@ -86,6 +86,13 @@ def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bund
     np.testing.assert_allclose(_column(rows, "sharpness_score"), sharpness_score(images).numpy(), rtol=1e-6)
     labels = _column(rows, "label", int)
     assert metrics["baseline_sharpness"]["auc"] == pytest.approx(roc_auc(labels, _column(rows, "sharpness_score")))
+    # intervals: of each AUC around it, and of the paired SQUID - baseline difference around that
+    for section in (metrics["squid"], metrics["baseline_sharpness"]):
+        low, high = section["auc_95ci"]
+        assert low <= section["auc"] <= high and high - low > 0.01  # 40 images: a wide interval
+    gain = metrics["squid_minus_baseline_auc"]
+    assert gain["value"] == pytest.approx(metrics["squid"]["auc"] - metrics["baseline_sharpness"]["auc"])
+    assert gain["low"] <= gain["value"] <= gain["high"]
 
 
 def test_sharpness_baseline_scores_smooth_images_as_more_abnormal():
@@ -108,6 +115,9 @@ def test_evaluation_is_tracked_in_mlflow(evaluation, bundle):
     run = runs[0]
     assert run.data.metrics["test/auc"] == pytest.approx(metrics["squid"]["auc"])
     assert run.data.metrics["test/baseline_sharpness/auc"] == pytest.approx(metrics["baseline_sharpness"]["auc"])
+    assert run.data.metrics["test/auc_95ci_low"] == pytest.approx(metrics["squid"]["auc_95ci"][0])
+    assert run.data.metrics["test/squid_minus_baseline_auc_95ci_high"] == pytest.approx(
+        metrics["squid_minus_baseline_auc"]["high"])
     assert run.data.params["split"] == "test"
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"scores.csv", "metrics.json", *FIGURES} <= logged
