@@ -67,6 +67,12 @@ def section(args) -> str:
             + f"; trivial sharpness baseline (negated Laplacian energy, no learning) AUC **{base['auc']:.3f}** "
             "on the same images.",
         ]
+        if "squid_minus_baseline_auc" in m:  # reports written before the intervals existed lack them
+            gain, (lo, hi), (blo, bhi) = m["squid_minus_baseline_auc"], squid["auc_95ci"], base["auc_95ci"]
+            lines += [f"95 % bootstrap intervals: SQUID [{lo:.3f}, {hi:.3f}], baseline [{blo:.3f}, {bhi:.3f}]; "
+                      f"paired difference SQUID - baseline {gain['value']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}]"
+                      + (" (resolved: the interval excludes 0)." if gain["low"] > 0 or gain["high"] < 0 else
+                         " (not resolved by this many images: the interval contains 0).")]
         if args.eval_split == "validation":
             lines += ["(The validation split also chose the checkpoint and the threshold: these figures are "
                       "optimistic; the official test split is held out and not in this repository's data.)"]
