@@ -182,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--machine_note", default="", help="how the machine was shared, for the table's preface")
     args = parser.parse_args(argv)
-    args.argv = argv if argv is not None else sys.argv[1:]
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    if "--machine_note" in args.argv:  # a description, not part of the command to re-run
+        i = args.argv.index("--machine_note")
+        del args.argv[i:i + 2]
     args.eval_split = args.eval_split or ("validation" if args.dataset_dir else "test")
     args.load_before = load_average()
     names = args.only or list(ABLATIONS)
