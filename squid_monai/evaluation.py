@@ -102,7 +102,7 @@ class EvaluationReport:
         thr_val, thr_normal = float(self.scorer.threshold), float(self.scorer.normal_threshold)
         self._write_csv()
         flat = evaluate_scores(labels, scores, thr_val, thr_normal, self.best_criterion)
-        self.metrics = self._report(flat, labels)
+        self.metrics = self._report(flat, labels, scores)
         (self.output_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
 
         tag = f"{self.split} split"
@@ -136,7 +136,7 @@ class EvaluationReport:
             for row in self.rows:
                 writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
 
-    def _report(self, flat: dict, labels: np.ndarray) -> dict:
+    def _report(self, flat: dict, labels: np.ndarray, scores: np.ndarray) -> dict:
         def section(prefix: str) -> dict:
             return {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(prefix + "/")}
 
@@ -144,7 +144,6 @@ class EvaluationReport:
                  "at_normal_threshold": section("at_normal_threshold"),
                  _OPTIMISTIC: {"note": f"threshold maximising {self.best_criterion} on this very set: optimistic, "
                                        "for comparison with the paper only", **section("best_on_set")}}
-        scores = np.array([r["score"] for r in self.rows])
         sharp = np.array([r["sharpness_score"] for r in self.rows])
         squid["auc_95ci"] = _interval(bootstrap_auc(labels, scores))
         if len(self._running) == len(self.rows):

@@ -129,21 +129,13 @@ def bootstrap_auc(labels: Any, scores: Any, reference: Any = None, n_resamples: 
         raise ValueError(f"level must be in (0, 1), got {level}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be positive, got {n_resamples}")
-    sets = [s]
-    if reference is not None:
-        _, r = check_labels_scores(labels, reference, both_classes=True)
-        if r.shape != s.shape:
-            raise ValueError(f"reference has {r.size} scores, scores has {s.size}")
-        sets.append(r)
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     idx = np.concatenate([rng.choice(pos, (n_resamples, pos.size)), rng.choice(neg, (n_resamples, neg.size))], axis=1)
-    y_b = y[idx]
-    stats = _auc_rows(y_b, sets[0][idx])
-    value = roc_auc(y, sets[0])
+    stats, value = _auc_rows(y[idx], s[idx]), roc_auc(y, s)
     if reference is not None:
-        stats = stats - _auc_rows(y_b, sets[1][idx])
-        value -= roc_auc(y, sets[1])
+        _, r = check_labels_scores(y, reference, both_classes=True)
+        stats, value = stats - _auc_rows(y[idx], r[idx]), value - roc_auc(y, r)
     alpha = (1 - level) / 2
     low, high = np.quantile(stats, [alpha, 1 - alpha])
     return {"value": float(value), "low": float(low), "high": float(high), "level": level,
