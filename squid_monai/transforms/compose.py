@@ -1,11 +1,20 @@
 """The training and inference preprocessing: one definition for every consumer.
 
-``inference_transforms`` is load -> robust scaling to [0, 1] -> resize. ``train_transforms``
+``inference_transforms`` is load -> intensity scaling to [0, 1] -> resize. ``train_transforms``
 is exactly that followed by the paper's random translation/scaling, so that a
 ``CacheDataset`` caches the deterministic part (each file is decoded once) and only the
 augmentation runs per epoch. ``preprocess`` is the array-level twin of
 ``inference_transforms`` for scripts, the MLflow model and the deploy operators; a test
 checks that the two agree exactly.
+
+Switches (SQUID.md section 7; the defaults are the first build's behaviour):
+
+- ``intensity``: ``"percentile"`` (0.5-99.5 percentile stretch) or ``"raw"`` (value / full
+  range of the stored bit depth: pixel / 255 on 8-bit images, the authors' rule); see
+  :mod:`squid_monai.transforms.intensity`. It must be the same for training, validation
+  and inference: every pipeline here takes it, and the bundle passes one config key to all.
+- ``augment_resampling`` (training only): ``"bilinear"`` or ``"nearest"`` (the authors'
+  torchvision resampling, whole-pixel shifts); see :mod:`squid_monai.transforms.spatial`.
 """
 
 from __future__ import annotations
@@ -22,8 +31,8 @@ from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES
 from squid_monai.transforms.intensity import (
     DEFAULT_LOWER_PERCENTILE,
     DEFAULT_UPPER_PERCENTILE,
-    RobustScaleIntensity,
-    RobustScaleIntensityd,
+    intensity_transform,
+    intensity_transformd,
 )
 from squid_monai.transforms.loading import LoadRadiograph, LoadRadiographd
 from squid_monai.transforms.spatial import (
@@ -43,8 +52,10 @@ def inference_transforms(
     apply_voi: bool = True,
     dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
     allow_missing_keys: bool = False,
+    intensity: str = "percentile",
 ) -> Compose:
-    """Deterministic preprocessing of dict items ``{"image": path or array, ...}``.
+    """Deterministic preprocessing of dict items ``{"image": path or array, ...}``;
+    ``intensity``: ``"percentile"`` or ``"raw"`` (module docstring).
 
     Output: ``item["image"]`` a float32 ``MetaTensor`` (1, S, S) in [0, 1] with
     ``meta["filename_or_obj"]``; other keys (label, metadata) pass through unchanged.
@@ -54,8 +65,8 @@ def inference_transforms(
             LoadRadiographd(
                 keys, apply_voi=apply_voi, dicom_modalities=dicom_modalities, allow_missing_keys=allow_missing_keys
             ),
-            RobustScaleIntensityd(
-                keys, lower=lower_percentile, upper=upper_percentile, allow_missing_keys=allow_missing_keys
+            intensity_transformd(
+                keys, intensity, lower=lower_percentile, upper=upper_percentile, allow_missing_keys=allow_missing_keys
             ),
             ResizeRadiographd(keys, image_size=image_size, allow_missing_keys=allow_missing_keys),
         ]
@@ -74,8 +85,11 @@ def train_transforms(
     apply_voi: bool = True,
     dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
     allow_missing_keys: bool = False,
+    intensity: str = "percentile",
+    augment_resampling: str = "bilinear",
 ) -> Compose:
-    """``inference_transforms`` followed by the paper's random translation and scaling."""
+    """``inference_transforms`` followed by the paper's random translation and scaling
+    (``augment_resampling``: ``"bilinear"`` or ``"nearest"``; module docstring)."""
     deterministic = inference_transforms(
         image_size,
         keys,
@@ -84,6 +98,7 @@ def train_transforms(
         apply_voi=apply_voi,
         dicom_modalities=dicom_modalities,
         allow_missing_keys=allow_missing_keys,
+        intensity=intensity,
     )
     augment = RandScaleTranslated(
         keys,
@@ -91,6 +106,7 @@ def train_transforms(
         scale=scale,
         prob=augment_prob,
         padding_mode=padding_mode,
+        mode=augment_resampling,
         allow_missing_keys=allow_missing_keys,
     )
     return Compose([*deterministic.transforms, augment])
@@ -103,13 +119,15 @@ def preprocess(
     upper_percentile: float = DEFAULT_UPPER_PERCENTILE,
     apply_voi: bool = True,
     dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
+    intensity: str = "percentile",
 ) -> torch.Tensor:
-    """The inference preprocessing of one image: a plain float32 tensor (1, S, S) in [0, 1].
+    """The inference preprocessing of one image: a plain float32 tensor (1, S, S) in [0, 1]
+    (``intensity``: ``"percentile"`` or ``"raw"``, as the model was trained).
 
     ``image`` is a file path or an in-memory (H, W) / (1, H, W) array. Bad input raises
     ``RadiographError`` itself (a MONAI ``Compose`` would wrap it in a RuntimeError).
     """
     out = LoadRadiograph(apply_voi=apply_voi, dicom_modalities=dicom_modalities)(image)
-    out = RobustScaleIntensity(lower=lower_percentile, upper=upper_percentile)(out)
+    out = intensity_transform(intensity, lower=lower_percentile, upper=upper_percentile)(out)
     out = ResizeRadiograph(image_size)(out)  # called directly: errors stay RadiographError
     return out.as_tensor() if isinstance(out, MetaTensor) else out
