@@ -20,8 +20,10 @@ from .data.datalist import build_folders, build_zhanglab, load_datalist
 from .data.datasets import make_dataset
 from .data.digitanatomy import DigitAnatomyDataset, digitanatomy_split
 from .transforms import train_transforms
+from .transforms.compose import check_switches
 
 __all__ = ["as_bool", "bundle_root", "data_splits", "training_dataset", "validation_dataset", "calibration_dataset",
+           "save_preprocessing", "trained_intensity",
            "is_main_process", "report_training"]
 
 logger = logging.getLogger(__name__)
@@ -53,20 +55,24 @@ def as_bool(value) -> bool:
 
 
 def data_splits(dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0,
-                val_per_class: int = 100) -> dict | None:
-    """Training / validation / test items of a real data set, or ``None`` for DigitAnatomy.
+                val_per_class: int = 100, report_per_class: int = 100) -> dict | None:
+    """Training / validation / report / test items of a real data set, or ``None`` for
+    DigitAnatomy.
 
-    ``datalist``: a MONAI datalist JSON (``python -m squid_monai.data.datalist``).
+    ``datalist``: a MONAI datalist JSON (``python -m squid_monai.data.datalist``); its
+    ``report`` and ``test`` lists may be absent (empty).
     ``dataset_dir``: a ZhangLab layout (``train|test/NORMAL|PNEUMONIA``) or generic
     ``normal/`` and ``abnormal/`` folders, split by the paper's protocol with ``seed``
-    (``val_per_class`` normal and abnormal validation images; the paper uses 100).
+    (``val_per_class`` normal and abnormal validation images; the paper uses 100), plus
+    the report split of ``report_per_class`` normal and abnormal images drawn after them
+    and removed from training (:mod:`squid_monai.data.datalist`; 0: none).
     """
     if datalist:
         path = Path(datalist)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: datalist not found")
         splits = {}
-        for split in ("training", "validation", "test"):
+        for split in ("training", "validation", "report", "test"):
             try:
                 splits[split] = load_datalist(path, split)
             except (KeyError, ValueError):
@@ -78,7 +84,8 @@ def data_splits(dataset_dir: str | None = None, datalist: str | None = None, see
         root = Path(dataset_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: dataset_dir is not a folder")
-        protocol = dict(seed=seed, n_val_normal=val_per_class, n_val_abnormal=val_per_class)
+        protocol = dict(seed=seed, n_val_normal=val_per_class, n_val_abnormal=val_per_class,
+                        n_report_normal=report_per_class, n_report_abnormal=report_per_class)
         if (root / "train" / "NORMAL").is_dir():
             return build_zhanglab(root, **protocol)
         return build_folders(root, **protocol)
@@ -87,33 +94,42 @@ def data_splits(dataset_dir: str | None = None, datalist: str | None = None, see
 
 def training_dataset(splits: dict | None, image_size: int, seed: int = 0, digitanatomy_length: int = 1024,
                      cache: bool = True, skip_bad: bool = False, report_path: str | None = None,
-                     num_workers: int | None = None) -> torch.utils.data.Dataset:
+                     num_workers: int | None = None, intensity: str = "percentile",
+                     augment_resampling: str = "bilinear") -> torch.utils.data.Dataset:
     """Augmented training set: the real data's training split, or DigitAnatomy normals
-    generated on the fly (``digitanatomy_length`` fresh images per epoch)."""
+    generated on the fly (``digitanatomy_length`` fresh images per epoch). ``intensity``
+    and ``augment_resampling``: the preprocessing switches of
+    :mod:`squid_monai.transforms.compose`."""
+    options = check_switches(intensity=intensity, augment_resampling=augment_resampling)
     if splits is None:
-        return DigitAnatomyDataset(digitanatomy_length, seed=seed, transform=train_transforms(image_size))
+        return DigitAnatomyDataset(digitanatomy_length, seed=seed, transform=train_transforms(image_size, **options))
     items = [it for it in splits["training"] if "image" in it]
     logger.info("training on %d images (%d normal)", len(items), sum(int(it.get("label", 0)) == 0 for it in items))
     return make_dataset(items, image_size, train=True, cache=cache, skip_bad=skip_bad, report_path=report_path,
-                        num_workers=num_workers)
+                        num_workers=num_workers, **options)
 
 
 def validation_dataset(splits: dict | None, image_size: int, seed: int = 0, split: str = "validation",
                        n_normal: int = 100, n_abnormal: int = 100, cache: bool = True, skip_bad: bool = False,
-                       report_path: str | None = None) -> torch.utils.data.Dataset:
-    """Un-augmented labelled set: a split of the real data, or fixed-seed DigitAnatomy
-    images (unseen handwriting) with ``n_normal`` normals and ``n_abnormal`` anomalies."""
+                       report_path: str | None = None, intensity: str = "percentile") -> torch.utils.data.Dataset:
+    """Un-augmented labelled set: a split of the real data (``validation``, ``report`` or
+    ``test``), or fixed-seed DigitAnatomy images (unseen handwriting) with ``n_normal``
+    normals and ``n_abnormal`` anomalies (its ``validation``, ``report`` or ``test`` set;
+    any other name: ``test``)."""
+    options = check_switches(intensity=intensity)
     if splits is None:
-        items = digitanatomy_split(n_normal, n_abnormal, seed=seed, split="validation" if split == "validation" else "test")
+        which = split if split in ("validation", "report") else "test"
+        items = digitanatomy_split(n_normal, n_abnormal, seed=seed, split=which)
     else:
         items = splits.get(split) or []
         if not items:
             raise ValueError(f"the data set has no {split!r} split")
-    return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path)
+    return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path,
+                        **options)
 
 
 def calibration_dataset(splits: dict | None, image_size: int, seed: int = 0, max_images: int = 256,
-                        cache: bool = True) -> torch.utils.data.Dataset:
+                        cache: bool = True, intensity: str = "percentile") -> torch.utils.data.Dataset:
     """Un-augmented normal training images for the score calibration (at most
     ``max_images``, drawn with ``seed``)."""
     if splits is None:
@@ -124,7 +140,27 @@ def calibration_dataset(splits: dict | None, image_size: int, seed: int = 0, max
             raise ValueError("calibration needs normal training images; the training split has none")
         pick = np.random.default_rng(seed).permutation(len(normals))[:max_images]
         items = [normals[i] for i in sorted(pick)]
-    return make_dataset(items, image_size, train=False, cache=cache)
+    return make_dataset(items, image_size, train=False, cache=cache, **check_switches(intensity=intensity))
+
+
+def save_preprocessing(ckpt_dir: str | os.PathLike, intensity: str = "percentile") -> Path:
+    """Record the intensity rule a model was trained with in ``<ckpt_dir>/preprocessing.json``,
+    so that evaluation and inference preprocess exactly as training did."""
+    path = Path(ckpt_dir, "preprocessing.json")
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(check_switches(intensity=intensity), indent=2))
+    return path
+
+
+def trained_intensity(ckpt_dir: str | os.PathLike, default: str = "percentile") -> str:
+    """The intensity rule recorded beside a trained model (:func:`save_preprocessing`), or
+    ``default`` for a model folder without the record (trained before the switch existed:
+    ``"percentile"``)."""
+    path = Path(ckpt_dir, "preprocessing.json")
+    if not path.is_file():
+        return check_switches(intensity=default)["intensity"]
+    return check_switches(intensity=json.loads(path.read_text()).get("intensity", default))["intensity"]
 
 
 def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:

@@ -39,7 +39,7 @@ def test_folder_dataset_follows_the_paper_protocol(tmp_path):
         (tmp_path / cls).mkdir()
         for i in range(n):
             Image.fromarray(np.full((8, 8), i * 20 + 5, np.uint8)).save(tmp_path / cls / f"{i}.png")
-    splits = data_splits(str(tmp_path), None, seed=1, val_per_class=3)
+    splits = data_splits(str(tmp_path), None, seed=1, val_per_class=3, report_per_class=0)
     assert len(splits["validation"]) == 6 and len(splits["training"]) == 7
     assert all(item["label"] == 0 for item in splits["training"])
     assert not {i["image"] for i in splits["training"]} & {i["image"] for i in splits["validation"]}

@@ -31,6 +31,7 @@ from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES
 from squid_monai.transforms.intensity import (
     DEFAULT_LOWER_PERCENTILE,
     DEFAULT_UPPER_PERCENTILE,
+    check_intensity_rule,
     intensity_transform,
     intensity_transformd,
 )
@@ -41,7 +42,18 @@ from squid_monai.transforms.spatial import (
     RandScaleTranslated,
     ResizeRadiograph,
     ResizeRadiographd,
+    check_resampling,
 )
+
+
+def check_switches(**switches: str) -> dict:
+    """The given preprocessing switches (``intensity``, ``augment_resampling``), checked:
+    a ``ValueError`` names an unknown key or value. For the configs' ``**options``."""
+    checks = {"intensity": check_intensity_rule, "augment_resampling": check_resampling}
+    unknown = set(switches) - set(checks)
+    if unknown:
+        raise ValueError(f"unknown preprocessing switch(es) {sorted(unknown)}; known: {sorted(checks)}")
+    return {key: checks[key](value) for key, value in switches.items()}
 
 
 def inference_transforms(
