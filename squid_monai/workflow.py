@@ -22,7 +22,7 @@ from .data.digitanatomy import DigitAnatomyDataset, digitanatomy_split
 from .transforms import train_transforms
 from .transforms.compose import check_switches
 
-__all__ = ["as_bool", "bundle_root", "data_splits", "training_dataset", "validation_dataset", "calibration_dataset",
+__all__ = ["as_bool", "bundle_root", "curve_stability", "data_splits", "training_dataset", "validation_dataset", "calibration_dataset",
            "save_preprocessing", "trained_intensity",
            "is_main_process", "report_training"]
 
@@ -163,20 +163,41 @@ def trained_intensity(ckpt_dir: str | os.PathLike, default: str = "percentile") 
     return check_switches(intensity=json.loads(path.read_text()).get("intensity", default))["intensity"]
 
 
+def curve_stability(auc_per_epoch: dict, warmup_fraction: float = 0.3) -> dict:
+    """How steady a validation curve is: the standard deviation of the AUC from epoch to
+    epoch after warm-up (the first ``warmup_fraction`` of the validated epochs, at least
+    one, are left out) and how far the last AUC lies below the peak."""
+    epochs = sorted(auc_per_epoch, key=int)
+    values = np.array([auc_per_epoch[e] for e in epochs], dtype=float)
+    if values.size == 0:
+        return {}
+    start = max(1, int(round(warmup_fraction * values.size))) if values.size > 2 else 0
+    return {"val_auc_std_after_warmup": round(float(values[start:].std()), 4),
+            "val_auc_last": round(float(values[-1]), 4), "val_auc_peak": round(float(values.max()), 4),
+            "val_auc_drop_from_peak": round(float(values.max() - values[-1]), 4)}
+
+
 def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
     """Print (and return) what a finished run reached: best validation AUC and where the
     models are; also written to ``<ckpt_dir>/training_summary.json`` (with the validation
     AUC of every epoch of this process) for scripts."""
     state = evaluator.state
+    history = getattr(evaluator, "auc_history", {})
+    best_epoch = int(state.best_metric_epoch)
     summary = {
         "epochs": int(trainer.state.epoch),
-        "best_val_auc": float(state.best_metric),
-        "best_epoch": int(state.best_metric_epoch),
+        # the selection metric (e.g. the smoothed AUC) and the plain AUC of the chosen epoch
+        "selection_metric": state.key_metric_name,
+        "best_selection_value": float(state.best_metric),
+        "best_val_auc": float(history.get(best_epoch, state.best_metric)),
+        "best_epoch": best_epoch,
         "last_val_metrics": {k: round(float(v), 4) for k, v in state.metrics.items() if np.isscalar(v)},
         "skipped_steps": int(getattr(trainer.state, "skipped_steps", 0)),
         "best_model": str(Path(ckpt_dir) / "model.pt"),
     }
-    summary["val_auc_per_epoch"] = getattr(evaluator, "auc_history", {})
+    summary["val_auc_per_epoch"] = history
+    summary["selection_metric_per_epoch"] = getattr(evaluator, "key_metric_history", {})
+    summary.update(curve_stability(summary["val_auc_per_epoch"]))
     if is_main_process():
         Path(ckpt_dir, "training_summary.json").write_text(json.dumps(summary, indent=2))
         print(f"SQUID training finished: best validation AUC {summary['best_val_auc']:.4f} at epoch "

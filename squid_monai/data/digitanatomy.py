@@ -49,7 +49,7 @@ DEFAULT_MAX_CELLS = 3
 # Random streams are keyed by (seed, split, purpose, ...), so the on-the-fly training set,
 # the fixed sets and the preview never share images by accident.
 _SPLIT_STREAM = {split: i for i, split in enumerate(SPLITS)}
-_ON_THE_FLY, _FIXED_SET, _PREVIEW = 0, 1, 2
+_ON_THE_FLY, _FIXED_SET, _PREVIEW, _INPAINTING = 0, 1, 2, 3
 
 
 class DigitAnatomy:
@@ -233,6 +233,33 @@ def digitanatomy_split(
         generator.sample(np.random.default_rng([seed, _SPLIT_STREAM[bank], purpose, i]), kind)
         for i, kind in enumerate(kinds)
     ]
+
+
+def inpainting_set(
+    n_per_type: int,
+    seed: int = 0,
+    split: str = "validation",
+    mnist_dir: str | os.PathLike | None = None,
+    max_cells: int = DEFAULT_MAX_CELLS,
+) -> list[dict]:
+    """Anomalous images with their *normal counterpart*: the same handwriting samples
+    before the anomaly was applied, i.e. what a perfect in-painting would reconstruct.
+
+    Each item: ``image`` and ``normal`` (1, 96, 96), ``anomaly`` and ``cells`` (the affected
+    cells as a list of ints); ``n_per_type`` items of each anomaly type, in type order. A
+    normal image renders its nine cells before the anomaly touches the random stream, so
+    re-sampling the same stream as ``"normal"`` gives the counterpart exactly.
+    """
+    generator = DigitAnatomy(load_digit_bank(split, mnist_dir), max_cells=max_cells)
+    items = []
+    for t, kind in enumerate(ANOMALY_TYPES):
+        for i in range(n_per_type):
+            key = [seed, _SPLIT_STREAM[split], _INPAINTING, t, i]
+            item = generator.sample(np.random.default_rng(key), kind)
+            normal = generator.sample(np.random.default_rng(key), NORMAL)
+            items.append({"image": item["image"], "normal": normal["image"], "anomaly": kind,
+                          "cells": [int(c) for c in item["cells"].split(",")]})
+    return items
 
 
 def render_preview(path: str | os.PathLike, seed: int = 0, columns: int = 4, split: str = "validation") -> Path:

@@ -61,14 +61,20 @@ class SQUIDEvaluator(Evaluator):
         self.scorer, self.running_stats = scorer, running_stats
         self.image_key, self.label_key = image_key, label_key
         self.amp_device = torch.device(device).type
-        #: key metric of every validation run by this process, by (trainer) epoch
+        #: AUC of every validation run by this process, by (trainer) epoch: the metric
+        #: ``val_auc`` when there is one (the key metric may be its smoothed version)
         self.auc_history: dict[int, float] = {}
+        #: the key metric (what selects the checkpoint) of every validation, by epoch
+        self.key_metric_history: dict[int, float] = {}
         self.add_event_handler(Events.EPOCH_COMPLETED, self._record_key_metric)
 
     def _record_key_metric(self, engine: SQUIDEvaluator) -> None:
-        name = engine.state.key_metric_name
-        if name is not None and name in engine.state.metrics:
-            self.auc_history[int(engine.state.epoch)] = float(engine.state.metrics[name])
+        name, metrics, epoch = engine.state.key_metric_name, engine.state.metrics, int(engine.state.epoch)
+        if name is not None and name in metrics:
+            self.key_metric_history[epoch] = float(metrics[name])
+        auc = "val_auc" if "val_auc" in metrics else name
+        if auc is not None and auc in metrics:
+            self.auc_history[epoch] = float(metrics[auc])
 
     def _iteration(self, engine: SQUIDEvaluator, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         if batchdata is None:

@@ -45,21 +45,28 @@ class DecoderMemory(nn.Module):
     Each tile map is split into ``windows x windows`` windows; each window position has
     its own memory of ``items`` entries, read with the same shrinkage as the queue. A
     training-only masked shortcut keeps some positions' original features.
+
+    ``grid > 1`` makes the memory *space-aware* like the queue: one memory per (tile
+    position, window position), so a window can only be rebuilt from the normal patterns
+    seen at that place of the image. With ``grid = 1`` (the authors' network) all tiles
+    share the window memories, and an anomalous pattern (a blank cell, a 0) that is normal
+    *somewhere* in the image is reproduced wherever it appears.
     """
 
     def __init__(self, channels: int, spatial_size: int, windows: int, items: int, top_k: int,
-                 shrinkage: bool = True, shortcut: str = "hard", mask_prob: float = 0.95):
+                 shrinkage: bool = True, shortcut: str = "hard", mask_prob: float = 0.95, grid: int = 1):
         super().__init__()
         if spatial_size % windows:
             raise ValueError(f"decoder map of size {spatial_size} cannot be split into {windows}x{windows} windows")
-        self.windows = windows
+        self.windows, self.grid = windows, grid
         dim = channels * (spatial_size // windows) ** 2
-        self.memory = MemoryMatrix(windows * windows, items, dim, top_k, shrinkage)
+        self.memory = MemoryMatrix(grid * grid * windows * windows, items, dim, top_k, shrinkage)
         self.shortcut = MaskedShortcut(shortcut, mask_prob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        windows = tile(x, self.windows).reshape(n, self.windows**2, -1)
+        regions = self.grid**2 * self.windows**2  # tiles are batch-major: (image, tile) rows
+        windows = tile(x, self.windows).reshape(n // self.grid**2, regions, -1)
         read = self.memory.read(windows).reshape(n * self.windows**2, c, h // self.windows, w // self.windows)
         return self.shortcut(untile(read, self.windows), x)
 
@@ -118,6 +125,9 @@ class SQUIDGenerator(nn.Module):
         queue_slots, top_k, heads, mlp_dim: in-painting memory and transformer settings.
         mask_prob: keep probability of every masked shortcut.
         decoder_memory_items, decoder_memory_windows: decoder memory size and windows per side.
+        decoder_memory_space_aware: one decoder memory per tile position as well as per
+            window (False: the windows' memories are shared by all tiles, as in the authors'
+            network).
         space_aware: one queue per tile position (False: one shared queue).
         inpainting: use the in-painting block (False: the student decodes the raw bottleneck).
         shrinkage: Gumbel shrinkage on every memory read (False: plain softmax).
@@ -152,6 +162,7 @@ class SQUIDGenerator(nn.Module):
         mask_prob: float = 0.95,
         decoder_memory_items: int = 200,
         decoder_memory_windows: int = 2,
+        decoder_memory_space_aware: bool = False,
         space_aware: bool = True,
         inpainting: bool = True,
         shrinkage: bool = True,
@@ -189,7 +200,8 @@ class SQUIDGenerator(nn.Module):
         dec_memory = None
         if decoder_memory:
             dec_memory = dict(windows=decoder_memory_windows, items=decoder_memory_items, top_k=top_k,
-                              shrinkage=shrinkage, shortcut=shortcut, mask_prob=mask_prob)
+                              shrinkage=shrinkage, shortcut=shortcut, mask_prob=mask_prob,
+                              grid=tiles if decoder_memory_space_aware else 1)
         self.student = SQUIDDecoder(in_channels, channels, tiles, tile_size, skip_levels, dec_memory)
         self.teacher = SQUIDDecoder(in_channels, channels, tiles, tile_size, skip_levels) if distillation else None
 
