@@ -33,7 +33,7 @@ from squid_monai.metrics import inpainting_rates
 from squid_monai.networks.blocks import tile
 from squid_monai.networks.memory import gumbel_shrinkage
 from squid_monai.scoring import load_scorer
-from squid_monai.visualize import image_grid
+from squid_monai.handlers.inpainting import figure6
 
 
 @torch.no_grad()
@@ -94,12 +94,7 @@ def main(argv=None) -> dict:
         a, n = queue_usage(gen, image), queue_usage(gen, normal)
         report["queue"] = {"items_used_per_tile": a["items_used_per_tile"], "top_weight": a["top_weight"],
                            "same_top_item_as_normal": float((a["top_item"] == n["top_item"]).float().mean())}
-    blank = torch.zeros(1, *image.shape[1:])
-    picks = [kinds.index(k) + j for k in dict.fromkeys(kinds) for j in range(2)]
-    shown = torch.cat([image[picks], blank])
-    recon = torch.cat([variants["as trained"][picks], gen.reconstruct(blank)])
-    image_grid([shown, recon], ["input", "reconstruction"], out / "figure6.png", max_images=len(shown),
-               value_ranges=[(0, 1), (0, 1)])
+    figure6(gen, image, kinds, out / "figure6.png")
     (out / "inpainting.json").write_text(json.dumps(report, indent=2))
     for name, rates in report.items():
         print(f"{name:28s}", "  ".join(f"{k.split('/')[-1]}={v:.2f}" for k, v in rates.items()
