@@ -134,3 +134,19 @@ def test_curve_stability_leaves_out_the_warm_up():
     assert report["val_auc_drop_from_peak"] == pytest.approx(0.1)
     # 5 validations: the first round(0.3 * 5) = 2 are warm-up
     assert report["val_auc_std_after_warmup"] == pytest.approx(float(np.std([0.8, 0.8, 0.7])), abs=1e-4)
+
+
+def test_queue_decoder_memory_holds_real_window_features_after_a_training_step():
+    gen, _ = build("tiny", decoder_memory_space_aware=True, decoder_memory_kind="queue")
+    gen.train()
+    x = torch.rand(3, 1, 32, 32)
+    out = gen(x)
+    assert len(out["decoder_tokens"]) == 2
+    gen.enqueue(out.get("tokens"), out["decoder_tokens"])
+    for memory, tokens in zip(gen.student.memories, out["decoder_tokens"]):
+        queue = memory.memory
+        assert not list(memory.parameters())  # real features, not learnt items
+        assert queue.size.item() == 3
+        assert torch.equal(queue.memory[:, :3], tokens.transpose(0, 1))
+    gen.eval()
+    assert gen(x)["student"].shape == x.shape

@@ -223,10 +223,12 @@ class SQUIDTrainer(Trainer):
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if d_ok and (g_ok or not update_g):
             self._nonfinite_run = 0
-        if g_ok and "tokens" in out:
-            tokens = self._gather(out["tokens"])  # identical on every rank, and so is the decision
-            if torch.isfinite(tokens).all():
-                unwrap(gen).enqueue(tokens)
+        if g_ok and ("tokens" in out or "decoder_tokens" in out):
+            # identical on every rank, and so is the decision
+            tokens = self._gather(out["tokens"]) if "tokens" in out else None
+            decoder = [self._gather(t) for t in out.get("decoder_tokens", [])]
+            if all(torch.isfinite(t).all() for t in [tokens, *decoder] if t is not None):
+                unwrap(gen).enqueue(tokens, decoder)
         _average_running_stats(gen, disc)
 
         engine.state.output = {
