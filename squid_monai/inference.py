@@ -2,77 +2,42 @@
 
 Input is a folder (searched recursively), a list of files, a text file with one path per
 line, a MONAI datalist JSON, or a single image, in any format the transforms read (PNG,
-JPEG, DICOM, NIfTI). Every image goes through the shared inference preprocessing and
-:class:`~squid_monai.scoring.SQUIDScorer` (the one scoring path). Written per run:
+JPEG, DICOM, NIfTI). This module only turns ``--input`` into items and batches; the
+scoring, the records and the files are :mod:`squid_monai.scoring`'s:
 
-* ``scores.csv``: one row per input, in input order: image, label (if the datalist has
-  one), score, logit, decision (1 = likely abnormal), threshold, error, and the paths of the
-  three PNGs below. A file that cannot be read is a row with its error and no score; the
-  other images are still scored.
-* per image ``<n>_<name>_reconstruction.png`` (the student reconstruction),
-  ``..._difference.png`` (|input - reconstruction|, 0..1 mapped to 0..255, no
-  per-image stretching, so images compare) and ``..._heatmap.png`` (Grad-CAM of the
-  discriminator on the reconstruction, explaining the anomaly score; colour map, hot =
-  drives the score up).
+* ``scores.csv`` in the one layout of :mod:`squid_monai.scoring.writer` (image, label if
+  the datalist has one, score, logit, decision, threshold, error, image file paths); a
+  file that cannot be read is a row with its error and no score;
+* per image ``images/<n>_<name>_reconstruction.png``, ``..._difference.png`` and
+  ``..._heatmap.png`` (Grad-CAM of the discriminator).
 
-Batch-size invariance: CPU (and GPU) kernels choose their blocking by batch size, so a
-batched forward differs from a single-image forward in the last bits, and the calibration
-(a division by the std of normal logits, often small) magnifies that. With
-``per_image_forward`` (default) the network runs on one image at a time while loading,
-preprocessing and writing stay batched, so an image's score is a pure function of the
-image: bitwise identical whatever the batch size. Turn it off for throughput; scores then
-agree to float rounding.
+Batch-size invariance: with ``per_image_forward`` (default) the network runs on one image
+at a time while loading, preprocessing and writing stay batched, so an image's score is
+bitwise identical whatever the batch size (:func:`squid_monai.scoring.forward`). Turn it
+off for throughput; scores then agree to float rounding.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.data import load_decathlon_datalist
 
-from .networks import get_config
-from .scoring import SQUIDScorer
-from .transforms import SUPPORTED_EXTENSIONS, RadiographError, preprocess
+from .scoring import ScoreRecord, ScoreWriter, explainer_for, read_image, score_images, unique_stems
+from .transforms import SUPPORTED_EXTENSIONS
 
-__all__ = ["CSV_COLUMNS", "SQUIDInference", "collect_inputs", "network_recipe", "recipe_image_size", "score_batch"]
+__all__ = ["SQUIDInference", "collect_inputs"]
 
 logger = logging.getLogger(__name__)
 
-#: columns of ``scores.csv``
-CSV_COLUMNS = ("image", "label", "score", "logit", "decision", "threshold", "error",
-               "reconstruction", "difference", "heatmap")
 _LIST_SUFFIXES = (".txt", ".lst")
 _DATALIST_SUFFIXES = (".json",)
-
-
-def network_recipe(model_dir: str | os.PathLike, preset: str, overrides: dict | None = None) -> dict:
-    """The network recipe of the trained model (``network.json`` in ``model_dir``), or
-    ``{"preset": preset, "overrides": overrides}`` when there is none yet (an untrained
-    bundle: ``verify_net_in_out`` and other checks still need a network)."""
-    path = Path(model_dir) / "network.json"
-    if path.is_file():
-        try:
-            recipe = json.loads(path.read_text())
-        except ValueError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
-        if "preset" not in recipe:
-            raise ValueError(f"{path}: network recipe without 'preset'")
-        return {"preset": recipe["preset"], "overrides": dict(recipe.get("overrides") or {})}
-    return {"preset": preset, "overrides": dict(overrides or {})}
-
-
-def recipe_image_size(recipe: dict) -> int:
-    """Side of the square model input of a network recipe."""
-    return int(get_config(recipe["preset"], **recipe.get("overrides", {}))["image_size"])
 
 
 def collect_inputs(source: Any, datalist_key: str = "test") -> list[dict]:
@@ -104,17 +69,9 @@ def collect_inputs(source: Any, datalist_key: str = "test") -> list[dict]:
     return [{"image": str(path)}]
 
 
-def score_batch(scorer: SQUIDScorer, images: torch.Tensor, per_image: bool = True) -> dict[str, torch.Tensor]:
-    """``scorer(images)``, one image at a time when ``per_image`` (see module docstring)."""
-    if not per_image or images.shape[0] <= 1:
-        return scorer(images)
-    outs = [scorer(images[i:i + 1]) for i in range(images.shape[0])]
-    return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
-
-
 class _PreprocessedItems(torch.utils.data.Dataset):
-    """Items -> ``{"index", "image" (1, S, S) or None, "error"}``: a bad file is an error
-    string, not an exception, so that one file cannot stop a run."""
+    """Items -> ``{"index", "image" (1, S, S) or None, "error"}`` (the scoring package's
+    bad-file policy, :func:`~squid_monai.scoring.read_image`)."""
 
     def __init__(self, items: Sequence[dict], image_size: int, transform_options: dict | None = None):
         self.items, self.image_size, self.options = list(items), image_size, dict(transform_options or {})
@@ -123,10 +80,7 @@ class _PreprocessedItems(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
-        try:
-            image, error = preprocess(self.items[index]["image"], self.image_size, **self.options), None
-        except RadiographError as err:
-            image, error = None, err.reason
+        image, error = read_image(self.items[index]["image"], self.image_size, **self.options)
         return {"index": index, "image": image, "error": error}
 
 
@@ -134,9 +88,9 @@ class SQUIDInference:
     """Score items and write ``scores.csv`` and the per-image PNGs (see module docstring).
 
     Args:
-        scorer: the trained :class:`SQUIDScorer`.
+        scorer: the trained scorer.
         output_dir: folder of ``scores.csv`` and ``images/``.
-        image_size: model input side (``recipe_image_size``).
+        image_size: model input side (``Recipe.image_size``).
         device: where the scorer runs.
         batch_size: images loaded, scored and explained together.
         num_workers: DataLoader processes for reading and preprocessing.
@@ -150,7 +104,7 @@ class SQUIDInference:
 
     def __init__(
         self,
-        scorer: SQUIDScorer,
+        scorer: torch.nn.Module,
         output_dir: str | os.PathLike,
         image_size: int,
         device: str | torch.device = "cpu",
@@ -178,88 +132,40 @@ class SQUIDInference:
 
     def run(self, items: Sequence[dict]) -> dict:
         items = list(items)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        csv_path = self.output_dir / "scores.csv"
-        stems = _unique_stems([it["image"] for it in items])
+        stems = unique_stems([it["image"] for it in items])
         loader = torch.utils.data.DataLoader(
             _PreprocessedItems(items, self.image_size, self.transform_options), batch_size=self.batch_size,
             shuffle=False, num_workers=self.num_workers, collate_fn=list,
         )
-        gradcam = None
-        if self.images and self.heatmaps:
-            from .visualize import DiscriminatorGradCAM
-
-            gradcam = DiscriminatorGradCAM(self.scorer.discriminator)
-        counts = {"images": len(items), "scored": 0, "errors": 0, "abnormal": 0}
-        with open(csv_path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
+        explainer = explainer_for(self.scorer) if self.images and self.heatmaps else None
+        with ScoreWriter(self.output_dir, images=self.images, heatmap_colormap=self.heatmap_colormap) as writer:
             for batch in loader:
-                for row in self._score(batch, items, stems, gradcam):
-                    counts["scored" if not row["error"] else "errors"] += 1
-                    counts["abnormal"] += row["decision"] == 1
-                    writer.writerow(row)
-                f.flush()
-        summary = {**counts, "threshold": self.threshold, "csv": str(csv_path)}
+                records = self._score(batch, items, explainer)
+                writer.write_all(records, [stems[b["index"]] for b in batch])
+        counts = writer.counts
+        summary = {**counts, "threshold": self.threshold, "csv": str(writer.path)}
         logger.info("scored %d of %d images (%d flagged abnormal, %d unreadable): %s", counts["scored"],
-                    counts["images"], counts["abnormal"], counts["errors"], csv_path)
+                    counts["images"], counts["abnormal"], counts["errors"], writer.path)
         return summary
 
-    def _score(self, batch: list[dict], items: list[dict], stems: list[str], gradcam) -> Iterable[dict]:
+    def _score(self, batch: list[dict], items: list[dict], explainer) -> list[ScoreRecord]:
         good = [b for b in batch if b["image"] is not None]
-        out: dict[str, torch.Tensor] = {}
-        maps = None
+        scored = {}
         if good:
             images = torch.stack([b["image"] for b in good]).to(self.device, torch.float32)
-            scored = score_batch(self.scorer, images, self.per_image_forward)
-            out = {k: v.detach().float().cpu() for k, v in scored.items()}
-            if gradcam is not None:
-                maps = gradcam(out["reconstruction"].to(self.device))
-            images = images.cpu()
-        position = {b["index"]: i for i, b in enumerate(good)}
+            records = score_images(self.scorer, images, names=[items[b["index"]]["image"] for b in good],
+                                   threshold=self.threshold, labels=[items[b["index"]].get("label") for b in good],
+                                   per_image=self.per_image_forward, explainer=explainer, pixels=self.images)
+            scored = {b["index"]: r for b, r in zip(good, records)}
+        out = []
         for b in batch:
-            index = b["index"]
-            item = items[index]
-            row = {"image": str(item["image"]), "label": item.get("label", ""), "threshold": self.threshold,
-                   "error": b["error"] or "", "score": "", "logit": "", "decision": "",
-                   "reconstruction": "", "difference": "", "heatmap": ""}
+            item = items[b["index"]]
             if b["image"] is None:
                 logger.warning("not scored: %s: %s", item["image"], b["error"])
-                yield row
-                continue
-            i = position[index]
-            score = float(out["score"][i])
-            row.update(score=repr(score), logit=repr(float(out["logit"][i])), decision=int(score > self.threshold))
-            if self.images:
-                row.update(self._write_pngs(stems[index], images[i, 0].numpy(), out["reconstruction"][i, 0].numpy(),
-                                            None if maps is None else maps[i]))
-            yield row
-
-    def _write_pngs(self, stem: str, image: np.ndarray, reconstruction: np.ndarray, heatmap: np.ndarray | None) -> dict:
-        folder = self.output_dir / "images"
-        folder.mkdir(exist_ok=True)
-        paths = {"reconstruction": folder / f"{stem}_reconstruction.png",
-                 "difference": folder / f"{stem}_difference.png"}
-        _save_grey(paths["reconstruction"], reconstruction)
-        _save_grey(paths["difference"], np.abs(image - reconstruction))
-        if heatmap is not None:
-            paths["heatmap"] = folder / f"{stem}_heatmap.png"
-            _save_colour(paths["heatmap"], heatmap, self.heatmap_colormap)
-        return {k: str(v) for k, v in paths.items()}
-
-
-def _save_grey(path: Path, values: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8), mode="L").save(path)
-
-
-def _save_colour(path: Path, values: np.ndarray, colormap: str) -> None:
-    from matplotlib import colormaps
-    from PIL import Image
-
-    rgba = colormaps[colormap](np.clip(values, 0.0, 1.0))
-    Image.fromarray(np.round(rgba[..., :3] * 255.0).astype(np.uint8), mode="RGB").save(path)
+                out.append(ScoreRecord.unreadable(item["image"], b["error"], item.get("label"), self.threshold))
+            else:
+                out.append(scored[b["index"]])
+        return out
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -297,18 +203,3 @@ def _as_item(entry: Any) -> dict:
 def _relative_to(base: Path, name: str) -> Path:
     p = Path(name).expanduser()
     return p if p.is_absolute() else base / p
-
-
-def _unique_stems(paths: Sequence[Any]) -> list[str]:
-    """``<row number>_<file name>`` made file-system safe: unique even when two inputs
-    share a name (``a/x.png``, ``b/x.png``) and sortable in input order."""
-    width = max(4, len(str(len(paths))))
-    stems = []
-    for i, p in enumerate(paths):
-        name = Path(str(p)).name
-        for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
-            if name.lower().endswith(ext):
-                name = name[: -len(ext)]
-                break
-        stems.append(f"{i:0{width}d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:80] or 'image'}")
-    return stems

@@ -1,0 +1,27 @@
+"""THE scoring path: preprocessed image -> scorer (reconstruction, logit, calibrated score)
+-> decision -> explanation -> one record per image -> one writer.
+
+Everything that scores (the validation evaluator, ``evaluate.json``, ``inference.json``,
+the MLflow model, the TorchScript export and the deploy operators) goes through this
+package, so they cannot drift apart:
+
+* :mod:`.scorer`: :class:`SQUIDScorer`, the calibration and :func:`decide`;
+* :mod:`.explain`: the ``heatmap``, Grad-CAM of the discriminator;
+* :mod:`.record`: :class:`ScoreRecord` and :func:`score_images`, the bad-file policy
+  (:func:`read_image`) and the ``difference``;
+* :mod:`.writer`: the one ``scores.csv`` layout and the image files;
+* :mod:`.loading`: a scorer from a trained-model folder (:mod:`squid_monai.artifact`).
+"""
+
+from .explain import DiscriminatorGradCAM, explainer_for, gradcam_heatmap, last_conv_layer
+from .loading import build_scorer, load_scorer, save_network_config
+from .record import ScoreRecord, difference_map, forward, read_image, score_images
+from .scorer import SQUIDScorer, calibrate, calibrated_score, decide
+from .writer import CSV_COLUMNS, IMAGE_FILES, ScoreWriter, csv_row, save_images, unique_stems
+
+__all__ = [
+    "CSV_COLUMNS", "IMAGE_FILES", "DiscriminatorGradCAM", "SQUIDScorer", "ScoreRecord", "ScoreWriter",
+    "build_scorer", "calibrate", "calibrated_score", "csv_row", "decide", "difference_map", "explainer_for",
+    "forward", "gradcam_heatmap", "last_conv_layer", "load_scorer", "read_image", "save_images", "save_network_config",
+    "score_images", "unique_stems",
+]
