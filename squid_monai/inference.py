@@ -2,8 +2,13 @@
 
 Input is a folder (searched recursively), a list of files, a text file with one path per
 line, a MONAI datalist JSON, or a single image, in any format the transforms read (PNG,
-JPEG, DICOM, NIfTI). This module only turns ``--input`` into items and batches; the
-scoring, the records and the files are :mod:`squid_monai.scoring`'s:
+JPEG, DICOM, NIfTI). ``inference.json`` has MONAI's inference shape: ``preprocessing``
+(``inference_transforms``), ``dataset`` (:class:`~squid_monai.scoring.ScoringItems` over
+:func:`collect_inputs`), ``inferer`` (``PerImageInferer``), ``evaluator``
+(:class:`ScoringEvaluator`) and the ``writer`` handler
+(:class:`~squid_monai.scoring.ScoreWriterHandler`). This module only turns ``--input``
+into items and adapts the engine; the scoring, the records and the files are
+:mod:`squid_monai.scoring`'s:
 
 * ``scores.csv`` in the one layout of :mod:`squid_monai.scoring.writer` (image, label if
   the datalist has one, score, logit, decision, threshold, error, image file paths); a
@@ -27,12 +32,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.data import load_decathlon_datalist
+from monai.data import DataLoader, load_decathlon_datalist
+from monai.engines import Evaluator
+from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
 
-from .scoring import ScoreRecord, ScoreWriter, explainer_for, read_image, score_images, unique_stems
-from .transforms import SUPPORTED_EXTENSIONS
+from .scoring import (
+    PerImageInferer,
+    ScoreRecord,
+    ScoreWriterHandler,
+    ScoringItems,
+    explainer_for,
+    score_images,
+)
+from .transforms import SUPPORTED_EXTENSIONS, inference_transforms
 
-__all__ = ["SQUIDInference", "collect_inputs"]
+__all__ = ["SQUIDInference", "ScoringEvaluator", "collect_inputs", "report"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,23 +84,59 @@ def collect_inputs(source: Any, datalist_key: str = "test") -> list[dict]:
     return [{"image": str(path)}]
 
 
-class _PreprocessedItems(torch.utils.data.Dataset):
-    """Items -> ``{"index", "image" (1, S, S) or None, "error"}`` (the scoring package's
-    bad-file policy, :func:`~squid_monai.scoring.read_image`)."""
+class ScoringEvaluator(Evaluator):
+    """Scores every batch of a :class:`~squid_monai.scoring.ScoringItems` loader into
+    :class:`~squid_monai.scoring.ScoreRecord` s (``engine.state.output["records"]``, in input
+    order, unreadable files included), for a writer handler to write: the ``evaluator`` of
+    ``inference.json``.
 
-    def __init__(self, items: Sequence[dict], image_size: int, transform_options: dict | None = None):
-        self.items, self.image_size, self.options = list(items), image_size, dict(transform_options or {})
+    Args:
+        device: where the scorer runs.
+        val_data_loader: batches of ``ScoringItems`` items (``collate_fn=list``).
+        network: the trained scorer.
+        inferer: ``PerImageInferer`` (bitwise batch-size invariance) or ``SimpleInferer``.
+        threshold: decision threshold; None: the one stored in the model.
+        explainer: heat maps of the reconstructions (``scoring.explainer_for``); None: none.
+        pixels: keep reconstruction and difference in the records (for the image files).
+        val_handlers: e.g. a :class:`~squid_monai.scoring.ScoreWriterHandler`.
+    """
 
-    def __len__(self) -> int:
-        return len(self.items)
+    def __init__(self, device: str | torch.device, val_data_loader, network: torch.nn.Module,
+                 inferer: Inferer | None = None, threshold: float | None = None, explainer=None,
+                 pixels: bool = True, val_handlers: Sequence | None = None, amp: bool = False):
+        super().__init__(device=torch.device(device), val_data_loader=val_data_loader, val_handlers=val_handlers,
+                         amp=amp, decollate=False)
+        self.network, self.inferer = network, inferer or PerImageInferer()
+        self.threshold = float(network.threshold) if threshold is None else float(threshold)
+        self.explainer, self.pixels = explainer, pixels
 
-    def __getitem__(self, index: int) -> dict:
-        image, error = read_image(self.items[index]["image"], self.image_size, **self.options)
-        return {"index": index, "image": image, "error": error}
+    def _iteration(self, engine: ScoringEvaluator, batchdata: list[dict]) -> dict[str, list[ScoreRecord]]:
+        good = [b for b in batchdata if b["image"] is not None]
+        scored = {}
+        if good:
+            images = torch.stack([b["image"] for b in good]).to(engine.state.device, torch.float32)
+            output = self.inferer(images, self.network)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            records = score_images(self.network, images, [b["name"] for b in good], self.threshold,
+                                   [b["label"] for b in good], explainer=self.explainer, pixels=self.pixels,
+                                   output=output)
+            scored = {b["index"]: r for b, r in zip(good, records)}
+        records = []
+        for b in batchdata:
+            if b["image"] is None:
+                logger.warning("not scored: %s: %s", b["name"], b["error"])
+                records.append(ScoreRecord.unreadable(b["name"], b["error"], b["label"], self.threshold))
+            else:
+                records.append(scored[b["index"]])
+        engine.state.output = {"records": records}
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
 
 
 class SQUIDInference:
-    """Score items and write ``scores.csv`` and the per-image PNGs (see module docstring).
+    """Score items and write ``scores.csv`` and the per-image PNGs: the pieces of
+    ``inference.json`` (``inference_transforms`` -> ``ScoringItems`` -> ``ScoringEvaluator``
+    -> ``ScoreWriterHandler``) assembled in Python.
 
     Args:
         scorer: the trained scorer.
@@ -99,7 +150,7 @@ class SQUIDInference:
         threshold: decision threshold; None: the one stored in the model.
         per_image_forward: network forward one image at a time (batch-size invariance).
         heatmap_colormap: matplotlib colour map of the heat map PNGs.
-        transform_options: passed to :func:`squid_monai.transforms.preprocess`.
+        transform_options: passed to :func:`squid_monai.transforms.inference_transforms`.
     """
 
     def __init__(
@@ -131,41 +182,23 @@ class SQUIDInference:
         return self.run(collect_inputs(source, datalist_key))
 
     def run(self, items: Sequence[dict]) -> dict:
-        items = list(items)
-        stems = unique_stems([it["image"] for it in items])
-        loader = torch.utils.data.DataLoader(
-            _PreprocessedItems(items, self.image_size, self.transform_options), batch_size=self.batch_size,
-            shuffle=False, num_workers=self.num_workers, collate_fn=list,
-        )
-        explainer = explainer_for(self.scorer) if self.images and self.heatmaps else None
-        with ScoreWriter(self.output_dir, images=self.images, heatmap_colormap=self.heatmap_colormap) as writer:
-            for batch in loader:
-                records = self._score(batch, items, explainer)
-                writer.write_all(records, [stems[b["index"]] for b in batch])
-        counts = writer.counts
-        summary = {**counts, "threshold": self.threshold, "csv": str(writer.path)}
-        logger.info("scored %d of %d images (%d flagged abnormal, %d unreadable): %s", counts["scored"],
-                    counts["images"], counts["abnormal"], counts["errors"], writer.path)
-        return summary
+        dataset = ScoringItems(items, inference_transforms(self.image_size, **(self.transform_options or {})))
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                            collate_fn=list)
+        writer = ScoreWriterHandler(self.output_dir, images=self.images, heatmap_colormap=self.heatmap_colormap)
+        evaluator = ScoringEvaluator(
+            self.device, loader, self.scorer, PerImageInferer() if self.per_image_forward else SimpleInferer(),
+            self.threshold, explainer_for(self.scorer) if self.images and self.heatmaps else None,
+            pixels=self.images, val_handlers=[writer])
+        evaluator.run()
+        return writer.summary
 
-    def _score(self, batch: list[dict], items: list[dict], explainer) -> list[ScoreRecord]:
-        good = [b for b in batch if b["image"] is not None]
-        scored = {}
-        if good:
-            images = torch.stack([b["image"] for b in good]).to(self.device, torch.float32)
-            records = score_images(self.scorer, images, names=[items[b["index"]]["image"] for b in good],
-                                   threshold=self.threshold, labels=[items[b["index"]].get("label") for b in good],
-                                   per_image=self.per_image_forward, explainer=explainer, pixels=self.images)
-            scored = {b["index"]: r for b, r in zip(good, records)}
-        out = []
-        for b in batch:
-            item = items[b["index"]]
-            if b["image"] is None:
-                logger.warning("not scored: %s: %s", item["image"], b["error"])
-                out.append(ScoreRecord.unreadable(item["image"], b["error"], item.get("label"), self.threshold))
-            else:
-                out.append(scored[b["index"]])
-        return out
+
+def report(summary: dict) -> dict:
+    """Log (and return) the summary of an inference run."""
+    logger.info("scored %d of %d images (%d flagged abnormal, %d unreadable): %s", summary["scored"],
+                summary["images"], summary["abnormal"], summary["errors"], summary["csv"])
+    return summary
 
 
 def _image_files(folder: Path) -> list[Path]:

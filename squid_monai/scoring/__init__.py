@@ -15,12 +15,22 @@ package, so they cannot drift apart:
 
 from .explain import DiscriminatorGradCAM, explainer_for, gradcam_heatmap, last_conv_layer
 from .loading import build_scorer, load_scorer, save_network_config
-from .record import ScoreRecord, difference_map, forward, read_image, score_images
+from .record import (
+    PerImageInferer,
+    ScoreRecord,
+    ScoringItems,
+    difference_map,
+    forward,
+    read_image,
+    score_images,
+    source_name,
+)
 from .scorer import SQUIDScorer, calibrate, calibrated_score, decide
-from .writer import CSV_COLUMNS, IMAGE_FILES, ScoreWriter, csv_row, save_images, unique_stems
+from .writer import CSV_COLUMNS, IMAGE_FILES, ScoreWriter, ScoreWriterHandler, csv_row, save_images, stem, unique_stems
 
 __all__ = [
-    "CSV_COLUMNS", "IMAGE_FILES", "DiscriminatorGradCAM", "SQUIDScorer", "ScoreRecord", "ScoreWriter",
+    "CSV_COLUMNS", "IMAGE_FILES", "DiscriminatorGradCAM", "PerImageInferer", "SQUIDScorer", "ScoreRecord",
+    "ScoreWriter", "ScoreWriterHandler", "ScoringItems", "source_name", "stem",
     "build_scorer", "calibrate", "calibrated_score", "csv_row", "decide", "difference_map", "explainer_for",
     "forward", "gradcam_heatmap", "last_conv_layer", "load_scorer", "read_image", "save_images", "save_network_config",
     "score_images", "unique_stems",

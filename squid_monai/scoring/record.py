@@ -14,6 +14,7 @@ bad-file policy and the meaning of each field are the same everywhere:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +23,14 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from ..transforms import RadiographError, preprocess
+from monai.inferers import Inferer
+
+from ..transforms import RadiographError, find_radiograph_error, preprocess
+from ..transforms.dicom import dataset_name, is_dicom_dataset
 from .scorer import decide
 
-__all__ = ["ScoreRecord", "difference_map", "forward", "read_image", "score_images"]
+__all__ = ["PerImageInferer", "ScoreRecord", "ScoringItems", "difference_map", "forward", "read_image",
+           "score_images", "source_name"]
 
 
 @dataclass
@@ -76,6 +81,52 @@ def read_image(source: Any, image_size: int, **options: Any) -> tuple[torch.Tens
         return preprocess(source, image_size, **options).float(), None
     except RadiographError as err:
         return None, err.reason
+
+
+def source_name(source: Any) -> str:
+    """How a record names its input: the path, the file of a DICOM dataset, or ``<array>``."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if is_dicom_dataset(source):
+        return dataset_name(source)
+    return str(getattr(source, "meta", {}).get("filename_or_obj", "<array>"))
+
+
+class ScoringItems(torch.utils.data.Dataset):
+    """A datalist through a preprocessing (the bundle's ``preprocessing``) with the bad-file
+    policy of :func:`read_image`: item ``i`` is ``{"index", "name", "label", "image" (1, S, S)
+    plain float32 tensor or None, "error" (reason) or None}``. Batch with ``collate_fn=list``.
+    Any error other than a :class:`~squid_monai.transforms.RadiographError` is a bug and
+    propagates."""
+
+    def __init__(self, data: Sequence[dict], transform: Callable[[dict], dict], image_key: str = "image"):
+        self.data, self.transform, self.image_key = list(data), transform, image_key
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.data[index])
+        out = {"index": index, "name": source_name(item[self.image_key]), "label": item.get("label"),
+               "image": None, "error": None}
+        try:
+            image = self.transform(item)[self.image_key]
+        except Exception as err:  # noqa: BLE001 - MONAI wraps the transform's error in a RuntimeError
+            found = find_radiograph_error(err)
+            if found is None:
+                raise
+            out["error"] = found.reason
+            return out
+        out["image"] = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).float()
+        return out
+
+
+class PerImageInferer(Inferer):
+    """MONAI inferer running the network on one image at a time (:func:`forward`): scores
+    bitwise independent of the batch size. ``SimpleInferer`` is the batched alternative."""
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return forward(network, inputs, per_image=True)
 
 
 def forward(scorer: Callable[[torch.Tensor], dict], images: torch.Tensor, per_image: bool = True) -> dict[str, torch.Tensor]:

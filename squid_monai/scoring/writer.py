@@ -32,7 +32,8 @@ import numpy as np
 from ..transforms import SUPPORTED_EXTENSIONS
 from .record import ScoreRecord
 
-__all__ = ["CSV_COLUMNS", "IMAGE_FILES", "ScoreWriter", "csv_row", "save_images", "unique_stems"]
+__all__ = ["CSV_COLUMNS", "IMAGE_FILES", "ScoreWriter", "ScoreWriterHandler", "csv_row", "save_images", "stem",
+           "unique_stems"]
 
 #: the common columns of every ``scores.csv``
 CSV_COLUMNS = ("image", "label", "score", "logit", "decision", "threshold", "error",
@@ -128,19 +129,63 @@ class ScoreWriter:
         self._file.flush()
 
 
-def unique_stems(paths: Sequence[Any]) -> list[str]:
+def stem(row: int, name: Any, rows: int = 0) -> str:
     """``<row number>_<file name>`` made file-system safe: unique even when two inputs
-    share a name (``a/x.png``, ``b/x.png``) and sortable in input order."""
-    width = max(4, len(str(len(paths))))
-    stems = []
-    for i, p in enumerate(paths):
-        name = Path(str(p)).name
-        for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
-            if name.lower().endswith(ext):
-                name = name[: -len(ext)]
-                break
-        stems.append(f"{i:0{width}d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:80] or 'image'}")
-    return stems
+    share a name (``a/x.png``, ``b/x.png``) and sortable in input order (``rows``: how many
+    rows the file has, for the width of the number)."""
+    width = max(4, len(str(rows)))
+    name = Path(str(name)).name
+    for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return f"{row:0{width}d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:80] or 'image'}"
+
+
+def unique_stems(paths: Sequence[Any]) -> list[str]:
+    """:func:`stem` of every input."""
+    return [stem(i, p, len(paths)) for i, p in enumerate(paths)]
+
+
+class ScoreWriterHandler:
+    """:class:`ScoreWriter` as an Ignite handler (the ``writer`` of ``inference.json``):
+    writes the records of ``engine.state.output[output_key]`` after every iteration, in
+    order; ``summary`` holds the counts and the CSV path when the run completes.
+
+    Args: as :class:`ScoreWriter`, plus ``output_key``.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, images: bool = True, extra_columns: Sequence[str] = (),
+                 heatmap_colormap: str = _HEATMAP_COLORMAP, output_key: str = "records"):
+        self.writer = ScoreWriter(output_dir, images=images, extra_columns=extra_columns,
+                                  heatmap_colormap=heatmap_colormap)
+        self.output_key = output_key
+        self.summary: dict[str, Any] = {}
+        self._rows = 0
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._open)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._write)
+        engine.add_event_handler(Events.COMPLETED, self._close)
+
+    def _open(self, engine) -> None:
+        self.writer.counts = dict.fromkeys(self.writer.counts, 0)
+        self._rows, self._threshold = 0, None
+        self._total = len(getattr(engine.state.dataloader, "dataset", ()) or ())
+        self.writer.__enter__()
+
+    def _write(self, engine) -> None:
+        records = engine.state.output[self.output_key]
+        stems = [stem(self._rows + i, r.image, self._total) for i, r in enumerate(records)]
+        self._rows += len(records)
+        self.writer.write_all(records, stems)
+        self._threshold = next((r.threshold for r in records if r.threshold is not None), self._threshold)
+
+    def _close(self, engine) -> None:
+        self.writer.__exit__()
+        self.summary = {**self.writer.counts, "threshold": self._threshold, "csv": str(self.writer.path)}
 
 
 def _plane(values: Any) -> np.ndarray:
