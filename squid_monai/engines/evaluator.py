@@ -35,7 +35,8 @@ class SQUIDEvaluator(Evaluator):
         scorer: the :class:`SQUIDScorer` sharing the trained networks.
         key_val_metric, additional_metrics, val_handlers, epoch_length, non_blocking, amp:
             as in :class:`monai.engines.SupervisedEvaluator`.
-        running_stats: also compute ``score_running``.
+        running_stats: also compute ``score_running`` (scorers whose discriminator has a
+            ``per_image_norm`` switch, i.e. SQUID's; other families skip it).
     """
 
     def __init__(
@@ -79,7 +80,7 @@ class SQUIDEvaluator(Evaluator):
             out = self.scorer(image)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         output = {"image": image, "label": label, **{k: v.float() for k, v in out.items()}}
-        if self.running_stats:
+        if self.running_stats and hasattr(getattr(self.scorer, "discriminator", None), "per_image_norm"):
             disc = self.scorer.discriminator
             previous, disc.per_image_norm = disc.per_image_norm, False
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -79,8 +80,10 @@ class ModelFamily(Protocol):
 
 
 def family_names() -> list[str]:
-    """The families installed as folders of ``squid_monai.methods``."""
-    return sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.ispkg)
+    """The families installed as folders of ``squid_monai.methods`` (its package path: this
+    module's own package, already imported, looked up rather than imported again)."""
+    path = getattr(sys.modules.get(__package__), "__path__", None) or [str(Path(__file__).parent)]
+    return sorted(m.name for m in pkgutil.iter_modules(path) if m.ispkg)
 
 
 def get_family(name: str) -> ModelFamily:
