@@ -14,6 +14,8 @@ from typing import Any, Iterable, Optional
 
 import torch
 
+from squid_monai.scoring import ScoreRecord
+
 __all__ = ["CaseStatus", "ExitCode", "SQUIDCase", "exit_code_for"]
 
 _UNSAFE = re.compile(r"[^0-9A-Za-z._-]")
@@ -60,8 +62,7 @@ class SQUIDCase:
     logit: Optional[float] = None
     threshold: Optional[float] = None
     anomalous: Optional[bool] = None
-    reconstruction: Optional[torch.Tensor] = None  # (1, H, W)
-    heatmap_vmax: Optional[float] = None  # |input - reconstruction| at the top of the heat map's colour scale
+    record: Optional[ScoreRecord] = None  # the scoring result (reconstruction, difference, ...)
     model: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # name -> file written, relative to the output folder
     problems: list[str] = field(default_factory=list)  # output steps that failed for a scored case
@@ -80,7 +81,7 @@ class SQUIDCase:
     def fail(self, status: CaseStatus, message: str) -> "SQUIDCase":
         """Mark the case as not scorable, dropping pixel data it no longer needs."""
         self.status, self.message = status, message
-        self.image = self.reconstruction = None
+        self.image = self.record = None
         return self
 
     def summary(self) -> dict[str, Any]:
@@ -96,7 +97,6 @@ class SQUIDCase:
             "threshold": self.threshold,
             "decision": None if self.anomalous is None else ("anomalous" if self.anomalous else "normal"),
             "model": self.model,
-            "heatmap_vmax": self.heatmap_vmax,
             "outputs": self.outputs,
             "problems": self.problems,
         }

@@ -3,13 +3,13 @@
 The exported model is the TorchScript of ``squid_monai.scoring.SQUIDScorer``: ``forward(image)``
 takes ``(B, 1, H, W)`` float32 in [0, 1] and returns a dict with ``score`` (B,), ``logit`` (B,)
 and ``reconstruction`` (B, 1, H, W). The calibration (mean, std) is already inside the scorer;
-the *model card* carries what the deployment needs besides the weights: the input size the
-preprocessing must produce, the decision threshold, and the name and version that go into the
-DICOM SR. It is read from two places, so that the same ``.ts`` works both as a single file and
-beside a reviewable JSON:
+the *model card* (:class:`squid_monai.artifact.ModelCard`) carries what the deployment needs
+besides the weights: the input size the preprocessing must produce, the decision threshold,
+and the name and version that go into the DICOM SR. It is read from two places, so that the
+same ``.ts`` works both as a single file and beside a reviewable JSON:
 
-1. the TorchScript extra file ``squid.json`` (written by ``monai.bundle ckpt_export`` when a
-   config file named ``squid.json`` is passed with ``--config_file``), and
+1. the TorchScript extra file ``squid.json`` (``squid_monai.artifact.CARD_FILE``, written by
+   ``python -m squid_monai.export``), and
 2. a sidecar ``<model stem>.json`` next to the model file, whose keys win.
 
 Keys missing from both are an error naming the model file and the keys.
@@ -17,13 +17,14 @@ Keys missing from both are an error naming the model file and the keys.
 
 from __future__ import annotations
 
-import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from squid_monai.artifact import CARD_FILE, ModelCard
 
 __all__ = [
     "MODEL_CARD_KEYS",
@@ -35,32 +36,14 @@ __all__ = [
     "load_exported_model",
 ]
 
-MODEL_CARD_KEYS = ("image_size", "mean", "std", "threshold", "model_name", "model_version")
-EXTRA_FILE_NAME = "squid.json"
+MODEL_CARD_KEYS = ModelCard.REQUIRED
+EXTRA_FILE_NAME = CARD_FILE
 _MODEL_SUFFIXES = (".ts", ".pt")
 _WARM_UP_CALLS = 2  # the profiling executor's profiling run, then its first optimised run
 
 
 class ModelLoadError(ValueError):
     """The exported model or its card is missing or malformed; the message names the file."""
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """What a deployment must know about an exported SQUID model besides its weights."""
-
-    image_size: int
-    mean: float
-    std: float
-    threshold: float
-    model_name: str
-    model_version: str
-    source: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready description (used in the per-study summaries)."""
-        return {key: getattr(self, key) for key in MODEL_CARD_KEYS} | {"card_source": self.source}
 
 
 @dataclass
@@ -147,35 +130,16 @@ def _read_card(model_file: Path, embedded: str | bytes) -> ModelCard:
     if sidecar.is_file():
         values.update(_parse_json(sidecar.read_bytes(), str(sidecar)))
         sources.append(sidecar.name)
-    missing = [key for key in MODEL_CARD_KEYS if key not in values]
-    if missing:
-        raise ModelLoadError(
-            f"{model_file}: model card incomplete, missing {missing}; put them in the TorchScript extra file "
-            f"'{EXTRA_FILE_NAME}' or in the sidecar {sidecar.name}"
-        )
     try:
-        card = ModelCard(
-            image_size=int(values["image_size"]),
-            mean=float(values["mean"]),
-            std=float(values["std"]),
-            threshold=float(values["threshold"]),
-            model_name=str(values["model_name"]),
-            model_version=str(values["model_version"]),
-            source=" + ".join(sources),
-            extra={k: v for k, v in values.items() if k not in MODEL_CARD_KEYS},
-        )
-    except (TypeError, ValueError) as exc:
-        raise ModelLoadError(f"{model_file}: model card has a malformed value ({exc})") from exc
-    if card.image_size <= 0 or card.std <= 0:
-        raise ModelLoadError(f"{model_file}: model card needs image_size > 0 and std > 0, got {values}")
-    return card
+        return ModelCard.from_dict(values, source=" + ".join(sources))
+    except ValueError as exc:
+        hint = (f"; put them in the TorchScript extra file '{EXTRA_FILE_NAME}' or in the sidecar {sidecar.name}"
+                if "missing" in str(exc) else "")
+        raise ModelLoadError(f"{model_file}: {exc}{hint}") from exc
 
 
 def _parse_json(raw: str | bytes, where: str) -> dict[str, Any]:
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{where}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    return data
+        return ModelCard.parse(raw)
+    except ValueError as exc:
+        raise ModelLoadError(f"{where}: {exc}") from exc

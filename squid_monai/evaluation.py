@@ -4,8 +4,9 @@ labelled split, with the sharpness shortcut beside SQUID.
 :class:`EvaluationReport` is attached to the :class:`~squid_monai.engines.SQUIDEvaluator`
 that scores the split; at the end of the run it writes into ``output_dir``:
 
-* ``scores.csv``: image, label, logit, score, decision (at the model's validation
-  threshold), the sharpness baseline score, and the DigitAnatomy anomaly type when known;
+* ``scores.csv``: the one layout of :mod:`squid_monai.scoring.writer` (image, label,
+  score, logit, decision at the model's validation threshold, threshold, ...), followed by
+  the sharpness baseline score and the DigitAnatomy anomaly type when known;
 * ``metrics.json``: AUC; accuracy, F1, sensitivity, specificity (and counts) at the
   threshold chosen on validation and at the normal-only threshold stored in the model; the
   same at the best threshold on this very set, labelled as optimistic (for comparison with
@@ -21,7 +22,6 @@ CSV, so the files agree with each other exactly.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -33,14 +33,14 @@ from ignite.engine import Engine, Events
 
 from .baselines import sharpness_score
 from .metrics import bootstrap_auc, evaluate_scores, roc_auc
-from .scoring import SQUIDScorer
+from .scoring import ScoreRecord, ScoreWriter, SQUIDScorer, score_images
 
-__all__ = ["EvaluationReport", "SCORE_COLUMNS"]
+__all__ = ["EvaluationReport", "EXTRA_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
-#: columns of the evaluation ``scores.csv`` (``anomaly`` only when the data has it)
-SCORE_COLUMNS = ("image", "label", "logit", "score", "decision", "sharpness_score")
+#: columns the evaluation adds to ``scores.csv`` (``anomaly`` only when the data has it)
+EXTRA_COLUMNS = ("sharpness_score", "anomaly")
 _OPTIMISTIC = "best_on_this_set"
 
 
@@ -61,7 +61,7 @@ class EvaluationReport:
         self.scorer, self.output_dir, self.split = scorer, Path(output_dir), split
         self.best_criterion = best_criterion
         self.model_path = None if model_path is None else str(model_path)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[ScoreRecord] = []
         self.metrics: dict[str, Any] = {}
 
     def attach(self, engine: Engine) -> None:
@@ -75,21 +75,18 @@ class EvaluationReport:
 
     def _collect(self, engine: Engine) -> None:
         out, batch = engine.state.output, engine.state.batch
-        scores = out["score"].detach().reshape(-1).double().cpu()
-        logits = out["logit"].detach().reshape(-1).double().cpu()
-        labels = out["label"].detach().reshape(-1).long().cpu()
-        sharp = sharpness_score(out["image"].detach().cpu()).double()
         if "score_running" in out:
             self._running.extend(out["score_running"].detach().reshape(-1).double().cpu().tolist())
-        names = _image_names(batch, len(scores), self.split, len(self.rows))
+        n = out["score"].numel()
+        records = score_images(self.scorer, out["image"], names=_image_names(batch, n, self.split, len(self.rows)),
+                               labels=out["label"].detach().reshape(-1).cpu(), pixels=False, output=out)
+        sharp = sharpness_score(out["image"].detach().cpu()).double()
         anomalies = batch.get("anomaly") if isinstance(batch, dict) else None
-        threshold = float(self.scorer.threshold)
-        for i in range(len(scores)):
-            row = {"image": names[i], "label": int(labels[i]), "logit": float(logits[i]), "score": float(scores[i]),
-                   "decision": int(float(scores[i]) > threshold), "sharpness_score": float(sharp[i])}
+        for i, record in enumerate(records):
+            record.extra["sharpness_score"] = float(sharp[i])
             if anomalies is not None:
-                row["anomaly"] = str(anomalies[i])
-            self.rows.append(row)
+                record.extra["anomaly"] = str(anomalies[i])
+        self.rows.extend(records)
 
     def _write(self, engine: Engine) -> None:
         from . import visualize  # matplotlib only when writing
@@ -97,8 +94,8 @@ class EvaluationReport:
         if not self.rows:
             raise ValueError(f"evaluation of the {self.split!r} split scored no image")
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        labels = np.array([r["label"] for r in self.rows])
-        scores = np.array([r["score"] for r in self.rows])
+        labels = np.array([r.label for r in self.rows])
+        scores = np.array([r.score for r in self.rows])
         thr_val, thr_normal = float(self.scorer.threshold), float(self.scorer.normal_threshold)
         self._write_csv()
         flat = evaluate_scores(labels, scores, thr_val, thr_normal, self.best_criterion)
@@ -129,12 +126,9 @@ class EvaluationReport:
                     flat["auc"], self.metrics["baseline_sharpness"]["auc"], len(self.rows), self.output_dir)
 
     def _write_csv(self) -> None:
-        columns = list(SCORE_COLUMNS) + (["anomaly"] if "anomaly" in self.rows[0] else [])
-        with open(self.output_dir / "scores.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
+        extra = [c for c in EXTRA_COLUMNS if c in self.rows[0].extra]
+        with ScoreWriter(self.output_dir, images=False, extra_columns=extra) as writer:
+            writer.write_all(self.rows)
 
     def _report(self, flat: dict, labels: np.ndarray, scores: np.ndarray) -> dict:
         def section(prefix: str) -> dict:
@@ -144,7 +138,7 @@ class EvaluationReport:
                  "at_normal_threshold": section("at_normal_threshold"),
                  _OPTIMISTIC: {"note": f"threshold maximising {self.best_criterion} on this very set: optimistic, "
                                        "for comparison with the paper only", **section("best_on_set")}}
-        sharp = np.array([r["sharpness_score"] for r in self.rows])
+        sharp = np.array([r.extra["sharpness_score"] for r in self.rows])
         squid["auc_95ci"] = _interval(bootstrap_auc(labels, scores))
         if len(self._running) == len(self.rows):
             squid["auc_running_stats"] = roc_auc(labels, self._running)

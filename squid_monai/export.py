@@ -7,10 +7,12 @@ size. This module adds what ``ckpt_export`` cannot:
 
 * :class:`ScoreHead`: the scorer seen as a ``(B, 1, H, W) -> (B, 1)`` score network, the
   shape ``verify_net_in_out`` checks against ``metadata.json``;
-* :func:`embed_model_card`: the deployment card (input size, calibration, threshold, name,
-  version) as the TorchScript extra file ``squid.json`` that ``pipelines`` reads; the
-  calibration lives in the checkpoint, not in a config, so ``ckpt_export`` cannot write it;
-* :func:`parity`: the largest difference between the TorchScript and the PyTorch scorer.
+* :func:`embed_model_card`: the :class:`~squid_monai.artifact.ModelCard` (input size,
+  calibration, thresholds, name, version) as the TorchScript extra file ``squid.json`` that
+  ``pipelines`` reads; the calibration lives in the checkpoint, not in a config, so
+  ``ckpt_export`` cannot write it;
+* :func:`parity`: the largest difference between the TorchScript and the PyTorch scorer,
+  both run through :func:`squid_monai.scoring.forward`.
 
 ``python -m squid_monai.export --bundle_root bundles/squid`` runs all three steps.
 """
@@ -29,15 +31,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .inference import network_recipe, recipe_image_size
-from .scoring import SQUIDScorer, load_scorer
+from .artifact import CARD_FILE, MODELS_DIR, TORCHSCRIPT_FILE, WEIGHTS_FILE, ModelCard, Recipe
+from .scoring import SQUIDScorer, forward, load_scorer
 
 __all__ = ["CARD_FILE", "ScoreHead", "model_card", "embed_model_card", "parity", "export_bundle", "main"]
 
 logger = logging.getLogger(__name__)
-
-#: TorchScript extra file with the deployment card (read by ``pipelines.exported_model``)
-CARD_FILE = "squid.json"
 
 
 class ScoreHead(nn.Module):
@@ -64,17 +63,8 @@ def _extra_file_names(path: str | os.PathLike) -> list[str]:
 
 
 def model_card(module: nn.Module, image_size: int, metadata: dict) -> dict:
-    """The card of a scorer (PyTorch or TorchScript: both carry the calibration buffers)."""
-    return {
-        "image_size": int(image_size),
-        "mean": float(module.mean),
-        "std": float(module.std),
-        "threshold": float(module.threshold),
-        "normal_threshold": float(module.normal_threshold),
-        "model_name": str(metadata.get("name", "squid")),
-        "model_version": str(metadata.get("version", "0")),
-        "score": "1 - sigmoid((logit - mean) / std); decision: score > threshold",
-    }
+    """The card of a scorer as JSON content (:meth:`ModelCard.from_scorer`)."""
+    return ModelCard.from_scorer(module, image_size, metadata).to_dict()
 
 
 def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict | None = None) -> dict:
@@ -85,10 +75,10 @@ def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict
     module = _load_torchscript(ts_path, extra)
     if metadata is None and extra.get("metadata.json"):
         metadata = json.loads(extra["metadata.json"])
-    card = model_card(module, image_size, metadata or {})
-    extra[CARD_FILE] = json.dumps(card, indent=2).encode()
+    card = ModelCard.from_scorer(module, image_size, metadata)
+    extra[CARD_FILE] = card.to_json().encode()
     torch.jit.save(module, str(ts_path), _extra_files=extra)
-    return card
+    return card.to_dict()
 
 
 @torch.no_grad()
@@ -99,7 +89,7 @@ def parity(ts_path: str | os.PathLike, scorer: SQUIDScorer, image_size: int, bat
     module = _load_torchscript(ts_path).eval()
     x = torch.rand(batch_size, 1, image_size, image_size, generator=torch.Generator().manual_seed(seed))
     scorer = scorer.cpu()
-    expected, got = scorer(x), module(x)
+    expected, got = forward(scorer, x, per_image=False), forward(module, x, per_image=False)
     return {key: float((expected[key] - got[key]).abs().max()) for key in expected}
 
 
@@ -112,14 +102,14 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
 
     bundle_root = Path(bundle_root).resolve()
     output_dir = Path(output_dir).resolve() if output_dir else bundle_root
-    models = output_dir / "models"
-    filepath = Path(filepath) if filepath else models / "model.ts"
+    models = output_dir / MODELS_DIR
+    filepath = Path(filepath) if filepath else models / TORCHSCRIPT_FILE
     config_file = Path(config_file) if config_file else bundle_root / "configs" / "inference.json"
     meta_file = Path(meta_file) if meta_file else bundle_root / "configs" / "metadata.json"
-    recipe = network_recipe(models, preset="")
-    if not recipe["preset"]:
-        raise FileNotFoundError(f"{models / 'network.json'}: no trained model to export (train the bundle first)")
-    size = recipe_image_size(recipe)
+    recipe = Recipe.in_folder(models)
+    if not recipe.preset:
+        raise FileNotFoundError(f"{models}: no trained model (network recipe) to export (train the bundle first)")
+    size = recipe.image_size
     metadata = json.loads(meta_file.read_text())
     declared = metadata.get("network_data_format", {}).get("inputs", {}).get("image", {}).get("spatial_shape")
     overrides = {}
@@ -133,13 +123,13 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*torch.jit.*", category=DeprecationWarning)
         ckpt_export(
-            net_id="network_def", filepath=str(filepath), ckpt_file=str(models / "model.pt"),
+            net_id="network_def", filepath=str(filepath), ckpt_file=str(models / WEIGHTS_FILE),
             meta_file=str(meta_file), config_file=str(config_file), bundle_root=str(bundle_root),
             output_dir=str(output_dir), use_trace=True, input_shape=[1, 1, size, size],
             converter_kwargs={"strict": False}, **overrides,
         )
     card = embed_model_card(filepath, size)
-    diff = parity(filepath, load_scorer(models / "model.pt"), size)
+    diff = parity(filepath, load_scorer(models / WEIGHTS_FILE), size)
     if max(diff.values()) > tolerance:
         raise RuntimeError(f"{filepath}: TorchScript differs from the PyTorch scorer by {diff} (> {tolerance})")
     return {"filepath": str(filepath), "card": card, "max_abs_diff": diff}

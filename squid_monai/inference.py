@@ -2,77 +2,57 @@
 
 Input is a folder (searched recursively), a list of files, a text file with one path per
 line, a MONAI datalist JSON, or a single image, in any format the transforms read (PNG,
-JPEG, DICOM, NIfTI). Every image goes through the shared inference preprocessing and
-:class:`~squid_monai.scoring.SQUIDScorer` (the one scoring path). Written per run:
+JPEG, DICOM, NIfTI). ``inference.json`` has MONAI's inference shape: ``preprocessing``
+(``inference_transforms``), ``dataset`` (:class:`~squid_monai.scoring.ScoringItems` over
+:func:`collect_inputs`), ``inferer`` (``PerImageInferer``), ``evaluator``
+(:class:`ScoringEvaluator`) and the ``writer`` handler
+(:class:`~squid_monai.scoring.ScoreWriterHandler`). This module only turns ``--input``
+into items and adapts the engine; the scoring, the records and the files are
+:mod:`squid_monai.scoring`'s:
 
-* ``scores.csv``: one row per input, in input order: image, label (if the datalist has
-  one), score, logit, decision (1 = likely abnormal), threshold, error, and the paths of the
-  three PNGs below. A file that cannot be read is a row with its error and no score; the
-  other images are still scored.
-* per image ``<n>_<name>_reconstruction.png`` (the student reconstruction),
-  ``..._difference.png`` (|input - reconstruction|, 0..1 mapped to 0..255, no
-  per-image stretching, so images compare) and ``..._heatmap.png`` (Grad-CAM of the
-  discriminator on the reconstruction, explaining the anomaly score; colour map, hot =
-  drives the score up).
+* ``scores.csv`` in the one layout of :mod:`squid_monai.scoring.writer` (image, label if
+  the datalist has one, score, logit, decision, threshold, error, image file paths); a
+  file that cannot be read is a row with its error and no score;
+* per image ``images/<n>_<name>_reconstruction.png``, ``..._difference.png`` and
+  ``..._heatmap.png`` (Grad-CAM of the discriminator).
 
-Batch-size invariance: CPU (and GPU) kernels choose their blocking by batch size, so a
-batched forward differs from a single-image forward in the last bits, and the calibration
-(a division by the std of normal logits, often small) magnifies that. With
-``per_image_forward`` (default) the network runs on one image at a time while loading,
-preprocessing and writing stay batched, so an image's score is a pure function of the
-image: bitwise identical whatever the batch size. Turn it off for throughput; scores then
-agree to float rounding.
+Batch-size invariance: with ``per_image_forward`` (default) the network runs on one image
+at a time while loading, preprocessing and writing stay batched, so an image's score is
+bitwise identical whatever the batch size (:func:`squid_monai.scoring.forward`). Turn it
+off for throughput; scores then agree to float rounding.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from monai.data import load_decathlon_datalist
+from monai.data import DataLoader, load_decathlon_datalist
+from monai.engines import Evaluator
+from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
 
-from .networks import get_config
-from .scoring import SQUIDScorer
-from .transforms import SUPPORTED_EXTENSIONS, RadiographError, preprocess
+from .scoring import (
+    PerImageInferer,
+    ScoreRecord,
+    ScoreWriterHandler,
+    ScoringItems,
+    explainer_for,
+    score_images,
+)
+from .transforms import SUPPORTED_EXTENSIONS, inference_transforms
 
-__all__ = ["CSV_COLUMNS", "SQUIDInference", "collect_inputs", "network_recipe", "recipe_image_size", "score_batch"]
+__all__ = ["SQUIDInference", "ScoringEvaluator", "collect_inputs", "report"]
 
 logger = logging.getLogger(__name__)
 
-#: columns of ``scores.csv``
-CSV_COLUMNS = ("image", "label", "score", "logit", "decision", "threshold", "error",
-               "reconstruction", "difference", "heatmap")
 _LIST_SUFFIXES = (".txt", ".lst")
 _DATALIST_SUFFIXES = (".json",)
-
-
-def network_recipe(model_dir: str | os.PathLike, preset: str, overrides: dict | None = None) -> dict:
-    """The network recipe of the trained model (``network.json`` in ``model_dir``), or
-    ``{"preset": preset, "overrides": overrides}`` when there is none yet (an untrained
-    bundle: ``verify_net_in_out`` and other checks still need a network)."""
-    path = Path(model_dir) / "network.json"
-    if path.is_file():
-        try:
-            recipe = json.loads(path.read_text())
-        except ValueError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
-        if "preset" not in recipe:
-            raise ValueError(f"{path}: network recipe without 'preset'")
-        return {"preset": recipe["preset"], "overrides": dict(recipe.get("overrides") or {})}
-    return {"preset": preset, "overrides": dict(overrides or {})}
-
-
-def recipe_image_size(recipe: dict) -> int:
-    """Side of the square model input of a network recipe."""
-    return int(get_config(recipe["preset"], **recipe.get("overrides", {}))["image_size"])
 
 
 def collect_inputs(source: Any, datalist_key: str = "test") -> list[dict]:
@@ -104,39 +84,64 @@ def collect_inputs(source: Any, datalist_key: str = "test") -> list[dict]:
     return [{"image": str(path)}]
 
 
-def score_batch(scorer: SQUIDScorer, images: torch.Tensor, per_image: bool = True) -> dict[str, torch.Tensor]:
-    """``scorer(images)``, one image at a time when ``per_image`` (see module docstring)."""
-    if not per_image or images.shape[0] <= 1:
-        return scorer(images)
-    outs = [scorer(images[i:i + 1]) for i in range(images.shape[0])]
-    return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
+class ScoringEvaluator(Evaluator):
+    """Scores every batch of a :class:`~squid_monai.scoring.ScoringItems` loader into
+    :class:`~squid_monai.scoring.ScoreRecord` s (``engine.state.output["records"]``, in input
+    order, unreadable files included), for a writer handler to write: the ``evaluator`` of
+    ``inference.json``.
 
+    Args:
+        device: where the scorer runs.
+        val_data_loader: batches of ``ScoringItems`` items (``collate_fn=list``).
+        network: the trained scorer.
+        inferer: ``PerImageInferer`` (bitwise batch-size invariance) or ``SimpleInferer``.
+        threshold: decision threshold; None: the one stored in the model.
+        explainer: heat maps of the reconstructions (``scoring.explainer_for``); None: none.
+        pixels: keep reconstruction and difference in the records (for the image files).
+        val_handlers: e.g. a :class:`~squid_monai.scoring.ScoreWriterHandler`.
+    """
 
-class _PreprocessedItems(torch.utils.data.Dataset):
-    """Items -> ``{"index", "image" (1, S, S) or None, "error"}``: a bad file is an error
-    string, not an exception, so that one file cannot stop a run."""
+    def __init__(self, device: str | torch.device, val_data_loader, network: torch.nn.Module,
+                 inferer: Inferer | None = None, threshold: float | None = None, explainer=None,
+                 pixels: bool = True, val_handlers: Sequence | None = None, amp: bool = False):
+        super().__init__(device=torch.device(device), val_data_loader=val_data_loader, val_handlers=val_handlers,
+                         amp=amp, decollate=False)
+        self.network, self.inferer = network, inferer or PerImageInferer()
+        self.threshold = float(network.threshold) if threshold is None else float(threshold)
+        self.explainer, self.pixels = explainer, pixels
 
-    def __init__(self, items: Sequence[dict], image_size: int, transform_options: dict | None = None):
-        self.items, self.image_size, self.options = list(items), image_size, dict(transform_options or {})
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        try:
-            image, error = preprocess(self.items[index]["image"], self.image_size, **self.options), None
-        except RadiographError as err:
-            image, error = None, err.reason
-        return {"index": index, "image": image, "error": error}
+    def _iteration(self, engine: ScoringEvaluator, batchdata: list[dict]) -> dict[str, list[ScoreRecord]]:
+        good = [b for b in batchdata if b["image"] is not None]
+        scored = {}
+        if good:
+            images = torch.stack([b["image"] for b in good]).to(engine.state.device, torch.float32)
+            output = self.inferer(images, self.network)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            records = score_images(self.network, images, [b["name"] for b in good], self.threshold,
+                                   [b["label"] for b in good], explainer=self.explainer, pixels=self.pixels,
+                                   output=output)
+            scored = {b["index"]: r for b, r in zip(good, records)}
+        records = []
+        for b in batchdata:
+            if b["image"] is None:
+                logger.warning("not scored: %s: %s", b["name"], b["error"])
+                records.append(ScoreRecord.unreadable(b["name"], b["error"], b["label"], self.threshold))
+            else:
+                records.append(scored[b["index"]])
+        engine.state.output = {"records": records}
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
 
 
 class SQUIDInference:
-    """Score items and write ``scores.csv`` and the per-image PNGs (see module docstring).
+    """Score items and write ``scores.csv`` and the per-image PNGs: the pieces of
+    ``inference.json`` (``inference_transforms`` -> ``ScoringItems`` -> ``ScoringEvaluator``
+    -> ``ScoreWriterHandler``) assembled in Python.
 
     Args:
-        scorer: the trained :class:`SQUIDScorer`.
+        scorer: the trained scorer.
         output_dir: folder of ``scores.csv`` and ``images/``.
-        image_size: model input side (``recipe_image_size``).
+        image_size: model input side (``Recipe.image_size``).
         device: where the scorer runs.
         batch_size: images loaded, scored and explained together.
         num_workers: DataLoader processes for reading and preprocessing.
@@ -145,12 +150,12 @@ class SQUIDInference:
         threshold: decision threshold; None: the one stored in the model.
         per_image_forward: network forward one image at a time (batch-size invariance).
         heatmap_colormap: matplotlib colour map of the heat map PNGs.
-        transform_options: passed to :func:`squid_monai.transforms.preprocess`.
+        transform_options: passed to :func:`squid_monai.transforms.inference_transforms`.
     """
 
     def __init__(
         self,
-        scorer: SQUIDScorer,
+        scorer: torch.nn.Module,
         output_dir: str | os.PathLike,
         image_size: int,
         device: str | torch.device = "cpu",
@@ -177,89 +182,23 @@ class SQUIDInference:
         return self.run(collect_inputs(source, datalist_key))
 
     def run(self, items: Sequence[dict]) -> dict:
-        items = list(items)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        csv_path = self.output_dir / "scores.csv"
-        stems = _unique_stems([it["image"] for it in items])
-        loader = torch.utils.data.DataLoader(
-            _PreprocessedItems(items, self.image_size, self.transform_options), batch_size=self.batch_size,
-            shuffle=False, num_workers=self.num_workers, collate_fn=list,
-        )
-        gradcam = None
-        if self.images and self.heatmaps:
-            from .visualize import DiscriminatorGradCAM
-
-            gradcam = DiscriminatorGradCAM(self.scorer.discriminator)
-        counts = {"images": len(items), "scored": 0, "errors": 0, "abnormal": 0}
-        with open(csv_path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            for batch in loader:
-                for row in self._score(batch, items, stems, gradcam):
-                    counts["scored" if not row["error"] else "errors"] += 1
-                    counts["abnormal"] += row["decision"] == 1
-                    writer.writerow(row)
-                f.flush()
-        summary = {**counts, "threshold": self.threshold, "csv": str(csv_path)}
-        logger.info("scored %d of %d images (%d flagged abnormal, %d unreadable): %s", counts["scored"],
-                    counts["images"], counts["abnormal"], counts["errors"], csv_path)
-        return summary
-
-    def _score(self, batch: list[dict], items: list[dict], stems: list[str], gradcam) -> Iterable[dict]:
-        good = [b for b in batch if b["image"] is not None]
-        out: dict[str, torch.Tensor] = {}
-        maps = None
-        if good:
-            images = torch.stack([b["image"] for b in good]).to(self.device, torch.float32)
-            scored = score_batch(self.scorer, images, self.per_image_forward)
-            out = {k: v.detach().float().cpu() for k, v in scored.items()}
-            if gradcam is not None:
-                maps = gradcam(out["reconstruction"].to(self.device))
-            images = images.cpu()
-        position = {b["index"]: i for i, b in enumerate(good)}
-        for b in batch:
-            index = b["index"]
-            item = items[index]
-            row = {"image": str(item["image"]), "label": item.get("label", ""), "threshold": self.threshold,
-                   "error": b["error"] or "", "score": "", "logit": "", "decision": "",
-                   "reconstruction": "", "difference": "", "heatmap": ""}
-            if b["image"] is None:
-                logger.warning("not scored: %s: %s", item["image"], b["error"])
-                yield row
-                continue
-            i = position[index]
-            score = float(out["score"][i])
-            row.update(score=repr(score), logit=repr(float(out["logit"][i])), decision=int(score > self.threshold))
-            if self.images:
-                row.update(self._write_pngs(stems[index], images[i, 0].numpy(), out["reconstruction"][i, 0].numpy(),
-                                            None if maps is None else maps[i]))
-            yield row
-
-    def _write_pngs(self, stem: str, image: np.ndarray, reconstruction: np.ndarray, heatmap: np.ndarray | None) -> dict:
-        folder = self.output_dir / "images"
-        folder.mkdir(exist_ok=True)
-        paths = {"reconstruction": folder / f"{stem}_reconstruction.png",
-                 "difference": folder / f"{stem}_difference.png"}
-        _save_grey(paths["reconstruction"], reconstruction)
-        _save_grey(paths["difference"], np.abs(image - reconstruction))
-        if heatmap is not None:
-            paths["heatmap"] = folder / f"{stem}_heatmap.png"
-            _save_colour(paths["heatmap"], heatmap, self.heatmap_colormap)
-        return {k: str(v) for k, v in paths.items()}
+        dataset = ScoringItems(items, inference_transforms(self.image_size, **(self.transform_options or {})))
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                            collate_fn=list)
+        writer = ScoreWriterHandler(self.output_dir, images=self.images, heatmap_colormap=self.heatmap_colormap)
+        evaluator = ScoringEvaluator(
+            self.device, loader, self.scorer, PerImageInferer() if self.per_image_forward else SimpleInferer(),
+            self.threshold, explainer_for(self.scorer) if self.images and self.heatmaps else None,
+            pixels=self.images, val_handlers=[writer])
+        evaluator.run()
+        return writer.summary
 
 
-def _save_grey(path: Path, values: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8), mode="L").save(path)
-
-
-def _save_colour(path: Path, values: np.ndarray, colormap: str) -> None:
-    from matplotlib import colormaps
-    from PIL import Image
-
-    rgba = colormaps[colormap](np.clip(values, 0.0, 1.0))
-    Image.fromarray(np.round(rgba[..., :3] * 255.0).astype(np.uint8), mode="RGB").save(path)
+def report(summary: dict) -> dict:
+    """Log (and return) the summary of an inference run."""
+    logger.info("scored %d of %d images (%d flagged abnormal, %d unreadable): %s", summary["scored"],
+                summary["images"], summary["abnormal"], summary["errors"], summary["csv"])
+    return summary
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -297,18 +236,3 @@ def _as_item(entry: Any) -> dict:
 def _relative_to(base: Path, name: str) -> Path:
     p = Path(name).expanduser()
     return p if p.is_absolute() else base / p
-
-
-def _unique_stems(paths: Sequence[Any]) -> list[str]:
-    """``<row number>_<file name>`` made file-system safe: unique even when two inputs
-    share a name (``a/x.png``, ``b/x.png``) and sortable in input order."""
-    width = max(4, len(str(len(paths))))
-    stems = []
-    for i, p in enumerate(paths):
-        name = Path(str(p)).name
-        for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
-            if name.lower().endswith(ext):
-                name = name[: -len(ext)]
-                break
-        stems.append(f"{i:0{width}d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:80] or 'image'}")
-    return stems

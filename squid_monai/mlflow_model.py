@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -31,6 +30,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from .artifact import RECIPE_FILE, WEIGHTS_FILE, ModelCard, Recipe
+from .tracking import artifact_location, mlflow_client, sqlite_path
+
 __all__ = ["SQUIDPyfuncModel", "save_pyfunc", "register_model", "load_registered", "DEFAULT_BATCH_SIZE"]
 
 #: images scored per forward pass when ``params={"batch_size": ...}`` is not given
@@ -40,7 +42,6 @@ MODEL_ARTIFACT_PATH = "model"
 #: distributions the scoring path imports (pinned to the versions of the logging process)
 _RUNTIME_DISTRIBUTIONS = ("mlflow", "torch", "monai", "numpy", "pandas", "pillow", "pydicom", "nibabel",
                           "cloudpickle")
-_PENDING = "PENDING_REGISTRATION"
 
 SIGNATURE = ModelSignature(
     # no input schema: the model takes a DataFrame of file paths or a (B, 1, H, W) array,
@@ -70,63 +71,56 @@ class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context) -> None:
+        from squid_monai.artifact import Recipe
         from squid_monai.scoring import load_scorer
 
-        recipe = json.loads(Path(context.artifacts["network"]).read_text())
+        recipe = Recipe.load(context.artifacts["network"])
         config = dict(context.model_config or {})
         self.device = torch.device(config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.scorer = load_scorer(context.artifacts["weights"], recipe, map_location=self.device)
-        self.image_size = _image_size(recipe)
+        self.image_size = recipe.image_size
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        from squid_monai.scoring import ScoreRecord, read_image, score_images
+
         batch_size = int((params or {}).get("batch_size") or DEFAULT_BATCH_SIZE)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(model_input, pd.DataFrame):
-            images, errors = self._read(model_input)
+            if "image" not in model_input.columns:
+                raise ValueError(f"input DataFrame needs an 'image' column of file paths, got columns "
+                                 f"{list(model_input.columns)}")
+            names = [str(p) for p in model_input["image"]]
+            read = [read_image(name, self.image_size) for name in names]
             index = model_input.index
         else:
             images = self._check_array(model_input)
-            errors = [None] * len(images)
+            names = [f"#{i}" for i in range(len(images))]
+            read = [(image, None) for image in images]
             index = pd.RangeIndex(len(images))
-        n = len(errors)
-        score, logit = np.full(n, np.nan), np.full(n, np.nan)
-        decision = np.full(n, -1, dtype=np.int64)
-        rows = [i for i, e in enumerate(errors) if e is None]
+        records: list = [ScoreRecord.unreadable(name, error) if error else None
+                         for name, (_, error) in zip(names, read)]
+        rows = [i for i, (_, error) in enumerate(read) if error is None]
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            batch = torch.stack([torch.as_tensor(images[i]) for i in chunk]).float().to(self.device)
-            out = self.scorer(batch)
-            score[chunk] = out["score"].double().cpu().numpy()
-            logit[chunk] = out["logit"].double().cpu().numpy()
-            decision[chunk] = self.scorer.decide(out["score"]).cpu().numpy()
-        return pd.DataFrame({"score": score, "logit": logit, "decision": decision,
-                             "error": pd.Series(errors, dtype=object).to_numpy()}, index=index)
-
-    def _read(self, frame: pd.DataFrame) -> tuple[list[torch.Tensor | None], list[str | None]]:
-        from squid_monai.transforms import RadiographError, preprocess
-
-        if "image" not in frame.columns:
-            raise ValueError(f"input DataFrame needs an 'image' column of file paths, got columns "
-                             f"{list(frame.columns)}")
-        images: list[torch.Tensor | None] = []
-        errors: list[str | None] = []
-        for path in frame["image"]:
-            try:
-                images.append(preprocess(str(path), self.image_size))
-                errors.append(None)
-            except RadiographError as err:
-                images.append(None)
-                errors.append(str(err))
-        return images, errors
+            batch = torch.stack([torch.as_tensor(read[i][0]) for i in chunk]).float().to(self.device)
+            for i, record in zip(chunk, score_images(self.scorer, batch, [names[i] for i in chunk], per_image=False,
+                                                     pixels=False)):
+                records[i] = record
+        return pd.DataFrame({
+            "score": np.array([np.nan if r.score is None else r.score for r in records], dtype=np.float64),
+            "logit": np.array([np.nan if r.logit is None else r.logit for r in records], dtype=np.float64),
+            "decision": np.array([-1 if r.decision is None else r.decision for r in records], dtype=np.int64),
+            "error": pd.Series([r.error for r in records], dtype=object).to_numpy(),
+        }, index=index)
 
     def _check_array(self, data: Any) -> torch.Tensor:
         array = torch.as_tensor(np.asarray(data, dtype=np.float32))
-        if array.ndim != 4 or array.shape[1] != 1 or tuple(array.shape[2:]) != self.image_size:
+        size = self.image_size
+        if array.ndim != 4 or array.shape[1] != 1 or tuple(array.shape[2:]) != (size, size):
             raise ValueError(
-                f"array input must be preprocessed images of shape (B, 1, {self.image_size[0]}, "
-                f"{self.image_size[1]}), got {tuple(array.shape)}; pass a DataFrame with an 'image' "
-                "column of file paths to have them preprocessed"
+                f"array input must be preprocessed images of shape (B, 1, {size}, {size}), got "
+                f"{tuple(array.shape)}; pass a DataFrame with an 'image' column of file paths to have them preprocessed"
             )
         return array
 
@@ -144,35 +138,27 @@ def _requirements() -> list[str]:
 
 def _model_files(model_dir: str | os.PathLike, weights: str) -> tuple[Path, Path]:
     model_dir = Path(model_dir)
-    files = model_dir / weights, model_dir / "network.json"
+    files = model_dir / weights, model_dir / RECIPE_FILE
     for f in files:
         if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing; a SQUID model folder holds {weights} and network.json")
+            raise FileNotFoundError(f"{f}: missing; a trained model folder holds {weights} and {RECIPE_FILE}")
     return files
 
 
-def _describe(weights: Path, network: Path) -> tuple[dict[str, str], tuple[int, int]]:
+def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int]:
     """Tags (calibration, thresholds, recipe) and image size of a saved model; loading it
     also validates the files before anything is logged."""
     from squid_monai.scoring import load_scorer
 
-    scorer = load_scorer(weights, network)
-    recipe = json.loads(network.read_text())
-    tags = {k: f"{getattr(scorer, k).item():.9g}" for k in ("threshold", "normal_threshold")}
-    tags.update(calibration_mean=f"{scorer.mean.item():.9g}", calibration_std=f"{scorer.std.item():.9g}",
-                preset=str(recipe["preset"]), network_overrides=json.dumps(recipe.get("overrides", {})))
-    return tags, _image_size(recipe)
+    recipe = Recipe.load(network)
+    card = ModelCard.from_scorer(load_scorer(weights, recipe), recipe.image_size)
+    tags = {k: f"{getattr(card, k):.9g}" for k in ("threshold", "normal_threshold")}
+    tags.update(calibration_mean=f"{card.mean:.9g}", calibration_std=f"{card.std:.9g}", method=recipe.method,
+                preset=recipe.preset, network_overrides=json.dumps(dict(recipe.overrides)))
+    return tags, recipe.image_size
 
 
-def _image_size(recipe: Mapping[str, Any]) -> tuple[int, int]:
-    """(H, W) the network of a ``network.json`` recipe was built for."""
-    from squid_monai.networks import get_config
-
-    size = get_config(recipe["preset"], **recipe.get("overrides", {}))["image_size"]
-    return (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
-
-
-def save_pyfunc(path: str | os.PathLike, model_dir: str | os.PathLike, weights: str = "model.pt",
+def save_pyfunc(path: str | os.PathLike, model_dir: str | os.PathLike, weights: str = WEIGHTS_FILE,
                 metadata: Mapping[str, Any] | None = None) -> Path:
     """Write the MLflow model of ``model_dir`` (``model.pt`` + ``network.json``) to ``path``
     (which must not exist or be empty); ``mlflow models serve -m <path>`` serves it."""
@@ -185,7 +171,7 @@ def _strings(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in (metadata or {}).items()}
 
 
-def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], image_size: tuple[int, int]) -> Path:
+def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], image_size: int) -> Path:
     import squid_monai
 
     mlflow.pyfunc.save_model(
@@ -196,7 +182,7 @@ def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], im
         pip_requirements=_requirements(),
         signature=SIGNATURE,
         # documents the array input for serving ({"inputs": ...}); a DataFrame example would need a file
-        input_example=np.zeros((1, 1, *image_size), dtype=np.float32),
+        input_example=np.zeros((1, 1, image_size, image_size), dtype=np.float32),
         metadata=metadata,
     )
     for cache in path.rglob("__pycache__"):  # copied with the package, useless and version-bound
@@ -204,33 +190,11 @@ def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], im
     return path
 
 
-def _client(tracking_uri: str) -> mlflow.MlflowClient:
-    from squid_monai.handlers.mlflow import sqlite_path
-
-    if (db := sqlite_path(tracking_uri)) is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
 def _new_run(client: mlflow.MlflowClient, tracking_uri: str, experiment_name: str, run_name: str) -> str:
-    from squid_monai.handlers.mlflow import artifact_location
-
     experiment = client.get_experiment_by_name(experiment_name)
     experiment_id = (experiment.experiment_id if experiment is not None else
                      client.create_experiment(experiment_name, artifact_location=artifact_location(tracking_uri)))
     return client.create_run(experiment_id, run_name=run_name).info.run_id
-
-
-def _await_ready(client: mlflow.MlflowClient, version: ModelVersion, timeout_s: float) -> ModelVersion:
-    """A remote registry may copy the files asynchronously: wait until the version is usable."""
-    deadline = time.monotonic() + timeout_s
-    while version.status == _PENDING and time.monotonic() < deadline:
-        time.sleep(1.0)
-        version = client.get_model_version(version.name, version.version)
-    if version.status != "READY":
-        raise MlflowException(f"model version {version.name}/{version.version} is {version.status}: "
-                              f"{version.status_message}")
-    return version
 
 
 def register_model(
@@ -240,7 +204,7 @@ def register_model(
     alias: str = "champion",
     run_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
-    weights: str = "model.pt",
+    weights: str = WEIGHTS_FILE,
     experiment_name: str = "squid",
     await_registration_s: float = 300.0,
 ) -> ModelVersion:
@@ -248,14 +212,14 @@ def register_model(
     ``experiment_name``), register it as a new version of ``name``, point ``alias`` at it
     and tag the version with its calibration, thresholds, recipe and ``metadata``.
 
-    Uses an explicit client, never MLflow's global tracking URI (``mlflow.set_tracking_uri``
-    also sets ``MLFLOW_TRACKING_URI``, which would redirect every later MONAI handler).
+    Uses an explicit client (:func:`squid_monai.tracking.mlflow_client`), never MLflow's
+    global tracking URI.
     Returns the :class:`~mlflow.entities.model_registry.ModelVersion`.
     """
     weights_path, network_path = _model_files(model_dir, weights)
     tags, size = _describe(weights_path, network_path)
     tags.update(_strings(metadata))
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     created = run_id is None
     if created:
         run_id = _new_run(client, tracking_uri, experiment_name, run_name=f"register_{name}")
@@ -272,8 +236,9 @@ def register_model(
         client.create_registered_model(name, description="SQUID anomaly scorer of chest radiographs "
                                                          "(score > threshold = abnormal)")
     source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
-    version = client.create_model_version(name, source, run_id=run_id, tags=tags)
-    version = _await_ready(client, version, await_registration_s)
+    # a remote registry may copy the files asynchronously: MLflow waits until the version is READY
+    version = client.create_model_version(name, source, run_id=run_id, tags=tags,
+                                          await_creation_for=int(await_registration_s))
     client.set_registered_model_alias(name, alias, version.version)
     return client.get_model_version(name, version.version)
 
@@ -286,11 +251,9 @@ def load_registered(name: str = "squid", alias: str = "champion", tracking_uri: 
     if tracking_uri is not None:
         # MLflow resolves models:/ URIs with its global registry URI only (download_artifacts'
         # registry_uri is ignored there): resolve the alias with an explicit client instead
-        from squid_monai.handlers.mlflow import sqlite_path
-
         if (db := sqlite_path(tracking_uri)) is not None and not db.is_file():
             raise FileNotFoundError(f"{db}: no MLflow store there (tracking URI {tracking_uri})")
-        client = _client(tracking_uri)
+        client = mlflow_client(tracking_uri)
         version = client.get_model_version_by_alias(name, alias)
         uri = mlflow.artifacts.download_artifacts(
             artifact_uri=client.get_model_version_download_uri(name, version.version),

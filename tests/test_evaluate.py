@@ -14,7 +14,7 @@ import torch
 
 from squid_monai.baselines import laplacian_energy, sharpness_score
 from squid_monai.metrics import binary_metrics, roc_auc
-from squid_monai.scoring import load_scorer
+from squid_monai.scoring import CSV_COLUMNS, load_scorer
 from squid_monai.workflow import validation_dataset
 
 from .trained_bundle import CONFIGS, IMAGE_SIZE, TINY, VAL_SIZE, run_command, trained_bundle
@@ -49,7 +49,8 @@ def test_evaluate_writes_scores_metrics_and_figures(evaluation):
     folder, rows, metrics, stdout = evaluation
     for name in FIGURES:
         assert (folder / name).stat().st_size > 1000, name
-    assert list(rows[0]) == ["image", "label", "logit", "score", "decision", "sharpness_score", "anomaly"]
+    assert tuple(rows[0]) == (*CSV_COLUMNS, "sharpness_score", "anomaly")  # the one layout, then its extras
+    assert all(r["threshold"] and not r["error"] and not r["heatmap"] for r in rows)
     assert len(rows) == 2 * VAL_SIZE and metrics["n"] == 2 * VAL_SIZE
     assert metrics["n_normal"] == metrics["n_abnormal"] == VAL_SIZE
     assert set(_column(rows, "label", int)) == {0, 1}

@@ -12,10 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from squid_monai.inference import CSV_COLUMNS, SQUIDInference, collect_inputs, score_batch
-from squid_monai.scoring import load_scorer
+from squid_monai.inference import SQUIDInference, collect_inputs
+from squid_monai.scoring import CSV_COLUMNS, DiscriminatorGradCAM, forward, load_scorer
 from squid_monai.transforms import preprocess
-from squid_monai.visualize import DiscriminatorGradCAM
 
 from .pipelines.factories import chest_pixels, write_dicom
 from .trained_bundle import CONFIGS, IMAGE_SIZE, trained_bundle
@@ -131,8 +130,8 @@ def test_scores_are_identical_whatever_the_batch_size(scorer, mixed_folder, tmp_
 
 def test_batched_forward_agrees_to_float_rounding(scorer):
     images = torch.rand(5, 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
-    one_by_one = score_batch(scorer, images, per_image=True)
-    batched = score_batch(scorer, images, per_image=False)
+    one_by_one = forward(scorer, images, per_image=True)
+    batched = forward(scorer, images, per_image=False)
     torch.testing.assert_close(batched["logit"], one_by_one["logit"], atol=1e-5, rtol=0)
     torch.testing.assert_close(batched["reconstruction"], one_by_one["reconstruction"], atol=1e-5, rtol=0)
 

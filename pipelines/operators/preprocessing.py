@@ -1,33 +1,33 @@
 """Selected radiograph -> model input, with exactly the bundle's preprocessing.
 
-Both operators call ``squid_monai.transforms.preprocess`` on the file itself: the DICOM display
-rules (MONOCHROME1, bit depth, slope/intercept, VOI, orientation), the intensity scaling and the
-resize are the ones training and the bundle's inference use, not a re-implementation.
+Both operators go through ``squid_monai.scoring.read_image``, i.e. the bundle's ``preprocessing``
+(``squid_monai.transforms.inference_transforms``) with the scoring package's bad-file policy: the
+DICOM display rules (MONOCHROME1, bit depth, slope/intercept, VOI, orientation), the intensity
+scaling and the resize are the ones training and the bundle's inference use. The DICOM operator
+hands the in-memory ``pydicom.Dataset`` over as it is: no temporary file.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
-import torch
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
-from pydicom import dcmwrite
 
 from pipelines.cases import CaseStatus, SQUIDCase
 from pipelines.operators.series_selection import SELECTED_INSTANCE_KEY, sorted_image_instances
-from squid_monai.transforms import RadiographError, preprocess
+from squid_monai.scoring import read_image
+from squid_monai.transforms import RadiographError
 
 __all__ = ["SQUIDPreprocessOperator", "ImageFileLoaderOperator", "IMAGE_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# errors that mean "this input cannot be read", as opposed to a defect of the app
-_READ_ERRORS = (RadiographError, ValueError, OSError, EOFError, AttributeError, KeyError)
+# errors that mean "this input cannot be read", as opposed to a defect of the app (read_image turns
+# a RadiographError into a reason; pydicom may still raise these on a malformed in-memory dataset)
+_READ_ERRORS = (ValueError, OSError, EOFError, AttributeError, KeyError)
 
 
 class SQUIDPreprocessOperator(Operator):
@@ -99,13 +99,16 @@ class SQUIDPreprocessOperator(Operator):
             message = f"selected image has {frames} frames; SQUID scores single 2D radiographs"
             return case.fail(CaseStatus.MULTI_FRAME, message)
         try:
-            case.image = _preprocess_dataset(ds, self.image_size)
+            case.image, reason = read_image(ds, self.image_size)
         except _READ_ERRORS as exc:
             logger.warning("Study %s: image unreadable: %s", study_uid, _without_path(exc))
             return case.fail(CaseStatus.UNREADABLE, _without_path(exc))
         except Exception as exc:  # keep the other studies going; the case says what happened
             logger.exception("Study %s: preprocessing failed", study_uid)
             return case.fail(CaseStatus.ERROR, f"preprocessing failed: {type(exc).__name__}: {exc}")
+        if reason is not None:
+            logger.warning("Study %s: image unreadable: %s", study_uid, reason)
+            return case.fail(CaseStatus.UNREADABLE, reason)
         return case
 
 
@@ -168,25 +171,17 @@ class ImageFileLoaderOperator(Operator):
         name = str(path.relative_to(self.input_folder))
         case = SQUIDCase(case_id=case_id, kind="image", source={"file": name})
         try:
-            case.image = preprocess(path, self.image_size).float()
+            case.image, reason = read_image(path, self.image_size)
         except _READ_ERRORS as exc:
             logger.warning("Image %s unreadable: %s", name, _without_path(exc))
             return case.fail(CaseStatus.UNREADABLE, _without_path(exc))
         except Exception as exc:
             logger.exception("Image %s: preprocessing failed", name)
             return case.fail(CaseStatus.ERROR, f"preprocessing failed: {type(exc).__name__}: {exc}")
+        if reason is not None:
+            logger.warning("Image %s unreadable: %s", name, reason)
+            return case.fail(CaseStatus.UNREADABLE, reason)
         return case
-
-
-def _preprocess_dataset(ds, image_size: int) -> torch.Tensor:
-    """The bundle's preprocessing of a loaded dataset: on its file, or a temporary copy if in memory."""
-    filename = getattr(ds, "filename", None)
-    if isinstance(filename, (str, os.PathLike)) and os.path.isfile(filename):
-        return preprocess(filename, image_size).float()
-    with tempfile.TemporaryDirectory(prefix="squid_") as tmp:
-        copy = Path(tmp) / "instance.dcm"
-        dcmwrite(copy, ds, enforce_file_format=True)
-        return preprocess(copy, image_size).float()
 
 
 def _no_suitable_series(study) -> SQUIDCase:

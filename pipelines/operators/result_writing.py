@@ -6,8 +6,12 @@ Output layout under ``output_folder``::
     <case_id>/squid_result.json   one study (StudyInstanceUID) or image file (its stem)
     <case_id>/input.png           the model input (S x S, after the bundle's preprocessing)
     <case_id>/reconstruction.png  SQUID's reconstruction of it
-    <case_id>/heatmap.png         |input - reconstruction| over the input (colour = difference)
+    <case_id>/difference.png      |input - reconstruction| (grey, absolute scale)
     <case_id>/<SOPInstanceUID>.dcm  the SR (DICOM studies only)
+
+The image files are written by ``squid_monai.scoring.save_images``, so each name means what it
+means in the bundle's inference output. There is no ``heatmap.png`` (the Grad-CAM of the
+discriminator): the TorchScript export takes no hooks, so it cannot be explained here.
 """
 
 from __future__ import annotations
@@ -18,14 +22,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-import torch
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 from monai.deploy.operators import DICOMTextSRWriterOperator, EquipmentInfo, ModelInfo
-from PIL import Image
 from pydicom.uid import generate_uid
 
 from pipelines.cases import CaseStatus, ExitCode, SQUIDCase, exit_code_for
+from squid_monai.scoring import save_images
 
 __all__ = [
     "SQUIDTextSRWriterOperator",
@@ -147,26 +149,10 @@ class SQUIDResultWriterOperator(Operator):
 
     Args:
         output_folder: where the files go.
-        heatmap_vmax: difference mapped to the top of the colour scale; None (default) scales each
-            heat map to its own maximum, recorded as ``heatmap_vmax`` in the case's JSON.
-        colormap: matplotlib colour map of the heat map.
-        heatmap_alpha: opacity of the heat map over the grey input.
     """
 
-    def __init__(
-        self,
-        fragment: Fragment,
-        *args,
-        output_folder: str | Path,
-        heatmap_vmax: Optional[float] = None,
-        colormap: str = "inferno",
-        heatmap_alpha: float = 0.6,
-        **kwargs,
-    ):
+    def __init__(self, fragment: Fragment, *args, output_folder: str | Path, **kwargs):
         self.output_folder = Path(output_folder)
-        self.heatmap_vmax = heatmap_vmax
-        self.colormap = colormap
-        self.heatmap_alpha = float(heatmap_alpha)
         self.exit_code: Optional[ExitCode] = None
         self.summary: dict = {}
         super().__init__(fragment, *args, **kwargs)
@@ -199,23 +185,8 @@ class SQUIDResultWriterOperator(Operator):
         (folder / RESULT_FILE).write_text(json.dumps(case.summary(), indent=2))
 
     def _write_images(self, case: SQUIDCase, folder: Path) -> None:
-        image = _to_numpy(case.image)
-        reconstruction = _to_numpy(case.reconstruction)
-        difference = np.abs(image - reconstruction)
-        vmax = self.heatmap_vmax or float(difference.max()) or 1.0
-        case.heatmap_vmax = vmax
-        _save_grey(image, folder / "input.png")
-        _save_grey(reconstruction, folder / "reconstruction.png")
-        _save_rgb(self._overlay(image, difference / vmax), folder / "heatmap.png")
-        for name in ("input", "reconstruction", "heatmap"):
-            case.outputs[name] = str((folder / f"{name}.png").relative_to(self.output_folder))
-
-    def _overlay(self, image: np.ndarray, heat: np.ndarray) -> np.ndarray:
-        from matplotlib import colormaps
-
-        colour = colormaps[self.colormap](np.clip(heat, 0.0, 1.0))[..., :3]
-        grey = np.repeat(np.clip(image, 0.0, 1.0)[..., None], 3, axis=-1)
-        return (1.0 - self.heatmap_alpha) * grey + self.heatmap_alpha * colour
+        for name, path in save_images(case.record, folder, image=case.image).items():
+            case.outputs[name] = str(path.relative_to(self.output_folder))
 
 
 def _run_summary(cases: list[SQUIDCase], exit_code: ExitCode) -> dict:
@@ -228,15 +199,3 @@ def _run_summary(cases: list[SQUIDCase], exit_code: ExitCode) -> dict:
         "model": models[0] if models else None,
         "cases": [case.summary() for case in cases],
     }
-
-
-def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().float().cpu().numpy().reshape(tensor.shape[-2:])
-
-
-def _save_grey(image: np.ndarray, path: Path) -> None:
-    Image.fromarray((np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)).save(path)  # 2D uint8 -> "L"
-
-
-def _save_rgb(image: np.ndarray, path: Path) -> None:
-    Image.fromarray((np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)).save(path)  # (H, W, 3) uint8 -> "RGB"

@@ -1,4 +1,5 @@
-"""SQUID scoring with the exported TorchScript model: score, decision, reconstruction."""
+"""SQUID scoring with the exported TorchScript model: a thin adapter over
+``squid_monai.scoring.score_images`` (the one scoring path: score, decision, difference)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from pipelines.cases import CaseStatus, SQUIDCase
 from pipelines.exported_model import ExportedSQUIDModel, load_exported_model
+from squid_monai.scoring import score_images
 
 __all__ = ["SQUIDScoringOperator"]
 
@@ -22,14 +24,16 @@ class SQUIDScoringOperator(Operator):
 
     The exported model is ``SQUIDScorer`` as TorchScript, so the calibration (mean, std of the
     normal validation logits) is applied inside it: ``score = 1 - sigmoid((logit - mean) / std)``,
-    higher = more anomalous. The decision is ``score > threshold`` with the card's threshold.
+    higher = more anomalous. The decision is ``squid_monai.scoring.decide`` (``score > threshold``)
+    with the card's threshold.
 
     Named input:
         cases: ``List[SQUIDCase]``; those with status ``pending`` carry ``image`` (1, S, S).
     Named output:
-        cases: the same list; pending ones become ``scored`` with ``score``, ``logit``,
-            ``threshold``, ``anomalous``, ``reconstruction`` (1, S, S) and ``model`` set (or ``error``
-            if the model fails on them); the others pass unchanged.
+        cases: the same list; pending ones become ``scored`` with their ``record``
+            (``squid_monai.scoring.ScoreRecord``: score, logit, decision, threshold, reconstruction,
+            difference), ``score``, ``logit``, ``threshold``, ``anomalous`` and ``model`` set (or
+            ``error`` if the model fails on them); the others pass unchanged.
 
     Args:
         model: an ``ExportedSQUIDModel`` or the path of the ``.ts`` file / its folder.
@@ -67,21 +71,19 @@ class SQUIDScoringOperator(Operator):
             return case.fail(CaseStatus.ERROR, f"model input has shape {shape}, the model expects {expected}")
         start = time.perf_counter()
         try:
-            out = self.model(case.image[None])
-            score, logit = float(out["score"][0]), float(out["logit"][0])
-            reconstruction = out["reconstruction"][0]
+            (record,) = score_images(self.model, case.image[None], [case.case_id], threshold=card.threshold)
         except Exception as exc:
             logger.exception("Case %s: model failed", case.case_id)
             return case.fail(CaseStatus.ERROR, f"model failed: {type(exc).__name__}: {exc}")
         case.status = CaseStatus.SCORED
-        case.score, case.logit, case.threshold = score, logit, card.threshold
-        case.anomalous = score > card.threshold
-        case.reconstruction = reconstruction
-        case.model = card.as_dict()
+        case.record = record
+        case.score, case.logit, case.threshold = record.score, record.logit, record.threshold
+        case.anomalous = record.decision == 1
+        case.model = {**card.to_dict(), "card_source": card.source}
         logger.info(
             "Case %s: score %.4f (%s, threshold %.4f) in %.3f s",
             case.case_id,
-            score,
+            record.score,
             "anomalous" if case.anomalous else "normal",
             card.threshold,
             time.perf_counter() - start,

@@ -57,9 +57,10 @@ class SQUIDEvaluator(Evaluator):
         scorer: the :class:`SQUIDScorer` sharing the trained networks.
         key_val_metric, additional_metrics, val_handlers, epoch_length, non_blocking, amp:
             as in :class:`monai.engines.SupervisedEvaluator`.
-        running_stats: also compute ``score_running``.
+        running_stats: also compute ``score_running`` (scorers whose discriminator has a
+            ``per_image_norm`` switch, i.e. SQUID's; other families skip it).
         residual_scores: also compute the source documents' other scores on the same
-            reconstruction (:func:`residual_scores`): ``score_residual`` and ``score_feature``.
+            reconstruction (:func:`residual_scores`; scorers with a discriminator): ``score_residual`` and ``score_feature``.
     """
 
     def __init__(
@@ -110,7 +111,7 @@ class SQUIDEvaluator(Evaluator):
             out = self.scorer(image)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         output = {"image": image, "label": label, **{k: v.float() for k, v in out.items()}}
-        if self.running_stats:
+        if self.running_stats and hasattr(getattr(self.scorer, "discriminator", None), "per_image_norm"):
             disc = self.scorer.discriminator
             previous, disc.per_image_norm = disc.per_image_norm, False
             try:
@@ -120,7 +121,7 @@ class SQUIDEvaluator(Evaluator):
                 disc.per_image_norm = previous
             output["logit_running"] = logit
             output["score_running"] = calibrated_score(logit, self.scorer.mean, self.scorer.std)
-        if self.residual_scores:
+        if self.residual_scores and hasattr(getattr(self.scorer, "discriminator", None), "features"):
             output.update(residual_scores(self.scorer.discriminator, image, output["reconstruction"]))
         engine.state.output = output
         engine.fire_event(IterationEvents.MODEL_COMPLETED)

@@ -3,9 +3,9 @@
 ``inference_transforms`` is load -> intensity scaling to [0, 1] -> resize. ``train_transforms``
 is exactly that followed by the paper's random translation/scaling, so that a
 ``CacheDataset`` caches the deterministic part (each file is decoded once) and only the
-augmentation runs per epoch. ``preprocess`` is the array-level twin of
-``inference_transforms`` for scripts, the MLflow model and the deploy operators; a test
-checks that the two agree exactly.
+augmentation runs per epoch. ``preprocess`` runs ``inference_transforms`` on one image (a
+path, an array or an in-memory DICOM dataset) for scripts, the MLflow model and the deploy
+operators: one definition, not a twin.
 
 Switches (SQUID.md section 7; the defaults are the first build's behaviour):
 
@@ -28,19 +28,18 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES
+from squid_monai.transforms.errors import find_radiograph_error
 from squid_monai.transforms.intensity import (
     DEFAULT_LOWER_PERCENTILE,
     DEFAULT_UPPER_PERCENTILE,
     check_intensity_rule,
-    intensity_transform,
     intensity_transformd,
 )
-from squid_monai.transforms.loading import LoadRadiograph, LoadRadiographd
+from squid_monai.transforms.loading import LoadRadiographd
 from squid_monai.transforms.spatial import (
     PAPER_SCALE_DELTA,
     PAPER_TRANSLATE_FRACTION,
     RandScaleTranslated,
-    ResizeRadiograph,
     ResizeRadiographd,
     check_resampling,
 )
@@ -133,13 +132,20 @@ def preprocess(
     dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
     intensity: str = "percentile",
 ) -> torch.Tensor:
-    """The inference preprocessing of one image: a plain float32 tensor (1, S, S) in [0, 1]
+    """``inference_transforms`` of one image: a plain float32 tensor (1, S, S) in [0, 1]
     (``intensity``: ``"percentile"`` or ``"raw"``, as the model was trained).
 
-    ``image`` is a file path or an in-memory (H, W) / (1, H, W) array. Bad input raises
-    ``RadiographError`` itself (a MONAI ``Compose`` would wrap it in a RuntimeError).
+    ``image`` is a file path, an in-memory ``pydicom.Dataset`` or an (H, W) / (1, H, W)
+    array. Bad input raises ``RadiographError`` itself (MONAI's ``Compose`` wraps it in a
+    RuntimeError, which is unwrapped here).
     """
-    out = LoadRadiograph(apply_voi=apply_voi, dicom_modalities=dicom_modalities)(image)
-    out = intensity_transform(intensity, lower=lower_percentile, upper=upper_percentile)(out)
-    out = ResizeRadiograph(image_size)(out)  # called directly: errors stay RadiographError
+    transforms = inference_transforms(image_size, lower_percentile=lower_percentile, upper_percentile=upper_percentile,
+                                      apply_voi=apply_voi, dicom_modalities=dicom_modalities, intensity=intensity)
+    try:
+        out = transforms({"image": image})["image"]
+    except RuntimeError as err:
+        found = find_radiograph_error(err)
+        if found is None:
+            raise
+        raise found from None
     return out.as_tensor() if isinstance(out, MetaTensor) else out

@@ -44,8 +44,24 @@ SECONDARY_CAPTURE_MODALITIES = ("OT", "")
 _SECONDARY_CAPTURE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 
 
+def is_dicom_dataset(source) -> bool:
+    """Whether ``source`` is an in-memory ``pydicom.Dataset`` (e.g. what MONAI Deploy's DICOM
+    loader hands over)."""
+    try:
+        from pydicom import Dataset
+    except ImportError:  # pragma: no cover - pydicom is a dependency
+        return False
+    return isinstance(source, Dataset)
+
+
+def dataset_name(ds) -> str:
+    """How messages name an in-memory dataset: its file when it came from one."""
+    filename = getattr(ds, "filename", None)
+    return os.fspath(filename) if isinstance(filename, (str, os.PathLike)) and filename else "<DICOM dataset>"
+
+
 def read_dicom(
-    path: str | os.PathLike,
+    path,
     apply_voi: bool = True,
     reorient: bool = True,
     modalities: tuple[str, ...] | None = RADIOGRAPH_MODALITIES,
@@ -54,7 +70,8 @@ def read_dicom(
     """Decode a single-frame DICOM radiograph to a (rows, cols) float32 array, bone bright.
 
     Args:
-        path: the DICOM file.
+        path: the DICOM file, or an in-memory ``pydicom.Dataset`` (decoded as it is: no
+            temporary file).
         apply_voi: apply the VOI LUT or window stored in the file (step 3 above).
         reorient: honour ``PatientOrientation`` (step 5 above).
         modalities: accepted modalities (Secondary Capture always accepted);
@@ -65,10 +82,13 @@ def read_dicom(
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except Exception as err:  # pydicom raises many types for damaged files
-        raise RadiographError(path, f"not a readable DICOM file ({type(err).__name__}: {err})") from err
+    if is_dicom_dataset(path):
+        ds, path = path, dataset_name(path)
+    else:
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception as err:  # pydicom raises many types for damaged files
+            raise RadiographError(path, f"not a readable DICOM file ({type(err).__name__}: {err})") from err
     if "PixelData" not in ds:
         raise RadiographError(path, "DICOM file has no pixel data (not an image, or not DICOM)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)

@@ -11,7 +11,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES
+from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES, dataset_name, is_dicom_dataset, read_dicom
 from squid_monai.transforms.errors import RadiographError
 from squid_monai.transforms.reading import array_value_range, read_radiograph, validate_image
 
@@ -22,9 +22,10 @@ ARRAY_SOURCE = "<array>"
 class LoadRadiograph(Transform):
     """Load a radiograph as a channel-first float32 ``MetaTensor`` of shape (1, H, W).
 
-    The input is a path (PNG, JPEG, DICOM, NIfTI; see :mod:`squid_monai.transforms.reading`)
-    or an image already in memory (numpy array or tensor of shape (H, W) or (1, H, W)), so
-    that generated data such as DigitAnatomy flows through the same pipeline as files.
+    The input is a path (PNG, JPEG, DICOM, NIfTI; see :mod:`squid_monai.transforms.reading`),
+    an in-memory ``pydicom.Dataset`` (the same DICOM rules, no temporary file), or an image
+    already in memory (numpy array or tensor of shape (H, W) or (1, H, W)), so that
+    generated data such as DigitAnatomy flows through the same pipeline as files.
     Values stay in the file's own units; scaling to [0, 1] is a separate step.
     ``meta["filename_or_obj"]`` records the source file (MONAI's convention), and
     ``meta["spatial_shape"]`` the original (H, W), and ``meta["value_range"]`` the stored
@@ -54,6 +55,12 @@ class LoadRadiograph(Transform):
             image, value_range = read_radiograph(
                 name, apply_voi=self.apply_voi, reorient=self.reorient, dicom_modalities=self.dicom_modalities,
                 return_value_range=True,
+            )
+        elif is_dicom_dataset(source):
+            name = dataset_name(source)
+            image = validate_image(
+                read_dicom(source, apply_voi=self.apply_voi, reorient=self.reorient, modalities=self.dicom_modalities),
+                name,
             )
         elif isinstance(source, (np.ndarray, torch.Tensor)):
             meta = source.meta if isinstance(source, MetaTensor) else {}

@@ -141,3 +141,23 @@ def test_multi_frame_is_reported_not_scored(tmp_path):
     _, selected = _select(tmp_path)
     (case,) = [SQUIDPreprocessOperator(Fragment(), image_size=STANDIN_SIZE).prepare(s) for s in selected]
     assert case.status is CaseStatus.MULTI_FRAME and "3 frames" in case.message and case.image is None
+
+
+def test_preprocessing_is_the_bundles_on_the_in_memory_dataset_without_temporary_files(tmp_path, monkeypatch):
+    import tempfile
+
+    from squid_monai.transforms import preprocess
+
+    write_dicom(tmp_path / "cr.dcm", chest_pixels())
+    _, selected = _select(tmp_path)
+    (tmp_path / "cr.dcm").unlink()  # only the loaded dataset is left: nothing may read a file
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a temporary file was written")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", refuse)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    (case,) = [SQUIDPreprocessOperator(Fragment(), image_size=STANDIN_SIZE).prepare(s) for s in selected]
+    assert case.status is CaseStatus.PENDING, case.message
+    ds = selected[0].selected_series[0].series.get_sop_instances()[0].get_native_sop_instance()
+    assert np.array_equal(case.image.numpy(), preprocess(ds, STANDIN_SIZE).numpy())

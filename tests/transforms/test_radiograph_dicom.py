@@ -117,3 +117,19 @@ def test_constant_dicom_is_refused(tmp_path, make_dicom):
     path = make_dicom(tmp_path / "flat.dcm", np.full((8, 8), 100, dtype=np.uint16))
     with pytest.raises(RadiographError, match=r"flat\.dcm: constant image"):
         preprocess(path, SIZE)
+
+
+def test_in_memory_dataset_reads_like_its_file(tmp_path, make_dicom, ramp_image):
+    """MONAI Deploy hands over a ``pydicom.Dataset``: the same display rules, no temporary file."""
+    import pydicom
+
+    from squid_monai.transforms import LoadRadiograph
+
+    path = make_dicom(tmp_path / "m1.dcm", ramp_image(high=4095), photometric="MONOCHROME1", slope=2.0)
+    ds = pydicom.dcmread(path)
+    ds.filename = None  # as if it never came from a file
+    np.testing.assert_array_equal(preprocess(ds, SIZE), preprocess(path, SIZE))
+    assert LoadRadiograph()(ds).meta["filename_or_obj"] == "<DICOM dataset>"
+    ds.Modality = "CT"
+    with pytest.raises(RadiographError, match=r"<DICOM dataset>: modality 'CT'"):
+        preprocess(ds, SIZE)

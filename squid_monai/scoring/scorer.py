@@ -1,30 +1,30 @@
-"""THE scoring path: preprocessed image -> student reconstruction -> discriminator logit
--> calibrated score -> decision.
-
-Everything that scores (the validation evaluator, ``evaluate.json``, ``inference.json``,
-the MLflow model, the TorchScript export and the deploy operators) calls
-:class:`SQUIDScorer`, so they cannot drift apart.
+"""The SQUID scorer: preprocessed image -> student reconstruction -> discriminator logit
+-> calibrated score, and the decision rule every consumer applies.
 
 Score (SQUID.md section 5): ``s = 1 - sigmoid((logit - mean) / std)`` where ``mean`` and
 ``std`` are those of the discriminator's logit on un-augmented normal training images.
-Higher is more anomalous; the decision is ``s > threshold``.
+Higher is more anomalous; the decision is ``s > threshold`` (:func:`decide`).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
 from monai.data import MetaTensor
 
-from .networks import SQUIDDiscriminator, SQUIDGenerator, build, get_config
+from ..networks import SQUIDDiscriminator, SQUIDGenerator
 
-__all__ = ["SQUIDScorer", "calibrate", "calibrated_score", "build_scorer", "load_scorer", "save_network_config"]
+__all__ = ["SQUIDScorer", "calibrate", "calibrated_score", "decide"]
+
+
+def decide(score: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
+    """THE decision rule: 1 = "likely abnormal, look closer" when ``score > threshold``,
+    compared in float64 (a threshold read from JSON is not rounded to the score's dtype)."""
+    score = torch.as_tensor(score).double()
+    limit = threshold.to(score) if isinstance(threshold, torch.Tensor) else torch.tensor(float(threshold), dtype=score.dtype)
+    return (score > limit).long()
 
 
 def calibrated_score(logit: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float) -> torch.Tensor:
@@ -84,8 +84,8 @@ class SQUIDScorer(nn.Module):
         return {"score": score, "logit": logit, "reconstruction": reconstruction}
 
     def decide(self, score: torch.Tensor) -> torch.Tensor:
-        """1 = "likely abnormal, look closer"."""
-        return (score > self.threshold).long()
+        """1 = "likely abnormal, look closer" (:func:`decide` at the stored threshold)."""
+        return decide(score, self.threshold)
 
 
 @torch.no_grad()
@@ -109,42 +109,3 @@ def calibrate(scorer: SQUIDScorer, batches: Iterable, device: torch.device | str
     scores = calibrated_score(values, scorer.mean.cpu(), scorer.std.cpu())
     scorer.normal_threshold.fill_(torch.quantile(scores, quantile).item())
     return mean, scorer.std.item()
-
-
-def save_network_config(path: str | os.PathLike, preset: str, **overrides: Any) -> Path:
-    """Write the recipe of a network (``{"preset", "overrides"}``) beside its weights, so
-    that every consumer rebuilds exactly the trained architecture."""
-    get_config(preset, **overrides)  # fail now, not at load time
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"preset": preset, "overrides": overrides}, indent=2))
-    return path
-
-
-def build_scorer(preset: str = "paper", **overrides: Any) -> SQUIDScorer:
-    """An untrained scorer of a preset (bundle configs use it as ``network_def``)."""
-    return SQUIDScorer(*build(preset, **overrides))
-
-
-def load_scorer(weights: str | os.PathLike, network_config: str | os.PathLike | dict | None = None,
-                map_location: str | torch.device = "cpu") -> SQUIDScorer:
-    """Rebuild a trained scorer from ``model.pt`` (a :class:`SQUIDScorer` state dict) and its
-    ``network.json`` (default: beside the weights). Loads with ``weights_only=True``."""
-    weights = Path(weights)
-    if network_config is None:
-        network_config = weights.with_name("network.json")
-    if not isinstance(network_config, dict):
-        try:
-            network_config = json.loads(Path(network_config).read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{network_config}: cannot read the network recipe ({err})") from err
-    scorer = build_scorer(network_config["preset"], **network_config.get("overrides", {}))
-    try:
-        state = torch.load(weights, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise ValueError(f"{weights}: not a readable SQUID checkpoint ({err})") from err
-    state = state.get("model", state) if isinstance(state, dict) else state
-    missing, unexpected = scorer.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{weights}: does not match the network recipe (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return scorer.to(map_location)

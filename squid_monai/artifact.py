@@ -1,0 +1,206 @@
+"""The trained-model folder: its file names, its recipe and its model card, in one place.
+
+A trained model is a folder (``<output_dir>/models/``) holding
+
+* ``model.pt``: the scorer's state dict (weights, calibration and thresholds as buffers);
+* ``network.json``: the :class:`Recipe` that rebuilds exactly the trained architecture
+  (model family, preset, overrides);
+* after export, ``model.ts``: the TorchScript scorer with the :class:`ModelCard` embedded as
+  the extra file ``squid.json`` (a sidecar ``model.json`` beside it may override keys).
+
+Every reader and writer of these files (training, evaluation, inference, the MLflow model,
+the export and the deploy app) goes through this module, so the names, the JSON layout and
+the derived facts (the image size) cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["MODELS_DIR", "WEIGHTS_FILE", "RECIPE_FILE", "CARD_FILE", "TORCHSCRIPT_FILE", "SCORE_RULE",
+           "Recipe", "ModelCard"]
+
+#: folder of the trained model under a run's output folder
+MODELS_DIR = "models"
+#: the scorer's state dict (best validation epoch)
+WEIGHTS_FILE = "model.pt"
+#: the network recipe beside the weights
+RECIPE_FILE = "network.json"
+#: TorchScript extra file (and sidecar content) with the model card
+CARD_FILE = "squid.json"
+#: the TorchScript export
+TORCHSCRIPT_FILE = "model.ts"
+#: how the card's numbers turn a logit into a decision
+SCORE_RULE = "1 - sigmoid((logit - mean) / std); decision: score > threshold"
+_DEFAULT_FAMILY = "squid"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What rebuilds a trained network: its model family, preset and preset overrides.
+
+    ``network.json`` is ``{"method": ..., "preset": ..., "overrides": {...}}`` (files written
+    before the method field existed are SQUID).
+    """
+
+    preset: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    method: str = _DEFAULT_FAMILY
+
+    @property
+    def family(self):
+        """The :class:`~squid_monai.methods.base.ModelFamily` that builds this recipe."""
+        from .methods.base import get_family
+
+        return get_family(self.method)
+
+    def config(self) -> dict[str, Any]:
+        """The preset's settings with the overrides applied (unknown keys are an error)."""
+        return self.family.get_config(self.preset, **dict(self.overrides))
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square model input."""
+        size = self.config()["image_size"]
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+    def build(self):
+        """An untrained scorer of this recipe (load a state dict into it)."""
+        return self.family.build_scorer(self.preset, **dict(self.overrides))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "preset": self.preset, "overrides": dict(self.overrides)}
+
+    @classmethod
+    def from_dict(cls, content: Mapping[str, Any], where: str = "network recipe") -> Recipe:
+        if not isinstance(content, Mapping) or "preset" not in content:
+            raise ValueError(f"{where}: network recipe without 'preset'")
+        return cls(preset=str(content["preset"]), overrides=dict(content.get("overrides") or {}),
+                   method=str(content.get("method") or _DEFAULT_FAMILY))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``network.json`` (``path`` is the file or its folder); the recipe is checked
+        first, so a bad one fails now, not when the model is loaded."""
+        self.config()
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            path = path / RECIPE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.as_dict(), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Recipe:
+        """Read ``network.json`` (``path`` is the file or the model folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / RECIPE_FILE
+        try:
+            content = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: cannot read the network recipe ({err})") from err
+        return cls.from_dict(content, str(path))
+
+    @classmethod
+    def of(cls, recipe: Recipe | Mapping[str, Any] | str | os.PathLike) -> Recipe:
+        """A recipe from a recipe, its dict, or the path of its file / folder."""
+        if isinstance(recipe, Recipe):
+            return recipe
+        if isinstance(recipe, Mapping):
+            return cls.from_dict(recipe)
+        return cls.load(recipe)
+
+    @classmethod
+    def in_folder(cls, model_dir: str | os.PathLike, preset: str = "", overrides: Mapping | None = None,
+                  method: str = _DEFAULT_FAMILY) -> Recipe:
+        """The trained model's recipe in ``model_dir``, or the given one when there is none
+        yet (an untrained bundle: ``verify_net_in_out`` and other checks still need a network)."""
+        path = Path(model_dir) / RECIPE_FILE
+        if path.is_file():
+            return cls.load(path)
+        return cls(preset=preset, overrides=dict(overrides or {}), method=method)
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"model card needs image_size > 0 and std > 0, got {name}={value}")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a deployment must know about a trained scorer besides its weights: the input
+    size the preprocessing must produce, the calibration, the thresholds, and the name and
+    version that go into reports. ``source`` says where it was read from; ``extra`` keeps
+    unknown keys."""
+
+    image_size: int
+    mean: float
+    std: float
+    threshold: float
+    model_name: str
+    model_version: str
+    normal_threshold: float | None = None
+    source: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    #: keys a card must have
+    REQUIRED = ("image_size", "mean", "std", "threshold", "model_name", "model_version")
+
+    @classmethod
+    def from_scorer(cls, scorer: Any, image_size: int, metadata: Mapping[str, Any] | None = None) -> ModelCard:
+        """The card of a scorer (PyTorch or TorchScript: both carry the calibration buffers);
+        name and version from the bundle's ``metadata.json``."""
+        metadata = metadata or {}
+        return cls(image_size=int(image_size), mean=float(scorer.mean), std=float(scorer.std),
+                   threshold=float(scorer.threshold), normal_threshold=float(scorer.normal_threshold),
+                   model_name=str(metadata.get("name", "squid")), model_version=str(metadata.get("version", "0")))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "") -> ModelCard:
+        """Check and convert; a missing key or a bad value is a ``ValueError`` saying which."""
+        missing = [key for key in cls.REQUIRED if key not in values]
+        if missing:
+            raise ValueError(f"model card incomplete, missing {missing}")
+        try:
+            normal = values.get("normal_threshold")
+            card = cls(image_size=int(values["image_size"]), mean=float(values["mean"]), std=float(values["std"]),
+                       threshold=float(values["threshold"]), model_name=str(values["model_name"]),
+                       model_version=str(values["model_version"]),
+                       normal_threshold=None if normal is None else float(normal), source=source,
+                       extra={k: v for k, v in values.items() if k not in cls.REQUIRED
+                              and k not in ("normal_threshold", "score")})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model card has a malformed value ({err})") from err
+        _positive("image_size", card.image_size)
+        _positive("std", card.std)
+        return card
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON content of the card (``squid.json``)."""
+        content = {key: getattr(self, key) for key in self.REQUIRED}
+        if self.normal_threshold is not None:
+            content["normal_threshold"] = self.normal_threshold
+        return {**content, **dict(self.extra), "score": SCORE_RULE}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @staticmethod
+    def parse(text: str | bytes) -> dict[str, Any]:
+        """The JSON object of a card file, unchecked (cards from several files are merged
+        before :meth:`from_dict` checks them)."""
+        try:
+            values = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"not valid JSON ({err})") from err
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a JSON object, got {type(values).__name__}")
+        return values
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "") -> ModelCard:
+        return cls.from_dict(cls.parse(text), source)

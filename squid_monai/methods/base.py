@@ -1,0 +1,96 @@
+"""What a model family provides, and how the rest of the house finds one by name.
+
+A *model family* (SQUID is the first; the seed baselines come next) is a folder
+``squid_monai/methods/<name>/`` whose ``__init__.py`` defines ``FAMILY``, an object with the
+attributes and methods of :class:`ModelFamily`. Nothing else in the package names a
+family: the trained-model recipe (``network.json``) stores the family's name, and
+:func:`get_family` imports ``squid_monai.methods.<name>`` when a recipe is built. So adding a
+family means adding a folder; the scoring path, the writer, the handlers and the bundle
+configs' wiring stay as they are (see ``docs/METHODS.md``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+__all__ = ["ModelFamily", "Scorer", "get_family", "family_names"]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """The trained model as every consumer sees it (an ``nn.Module``).
+
+    ``forward(image)`` takes (B, 1, H, W) preprocessed in [0, 1] and returns a dict with
+    ``score`` (B,) (higher = more anomalous, calibrated), ``logit`` (B,) (the raw output
+    the score is calibrated from) and ``reconstruction`` (B, 1, H, W) (what the model
+    thinks a normal image would look like; the writer derives the ``difference`` from it).
+    The buffers ``mean``, ``std``, ``threshold`` and ``normal_threshold`` are the calibration
+    and the decision thresholds, saved with the weights. A scorer may have a
+    ``discriminator`` (a (B, 1, H, W) -> (B, 1) logit network): the explanation
+    (:mod:`squid_monai.scoring.explain`) is the Grad-CAM of it.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    threshold: torch.Tensor
+    normal_threshold: torch.Tensor
+
+    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+@runtime_checkable
+class ModelFamily(Protocol):
+    """What a model family provides.
+
+    Attributes:
+        name: the folder name under ``squid_monai/methods`` (stored in ``network.json``).
+        network_presets: named architectures, ``{preset: {setting: value}}``; every preset
+            has an ``image_size``.
+        recipe_presets: named training recipes (loss weights, critic steps, optimiser
+            settings) ``{recipe: {setting: value}}``, beside the network presets.
+        loss_weights: the class of the weighted loss terms (a dataclass with defaults).
+        trainer: the :class:`monai.engines.Trainer` subclass whose ``_iteration`` is one
+            training step of the family.
+        scorer: the :class:`Scorer` class.
+    """
+
+    name: str
+    network_presets: Mapping[str, Mapping[str, Any]]
+    recipe_presets: Mapping[str, Mapping[str, Any]]
+    loss_weights: type
+    trainer: type
+    scorer: type
+
+    def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
+        """The network preset's settings with ``overrides`` applied (unknown keys: error)."""
+
+    def build_networks(self, preset: str, **overrides: Any) -> tuple[nn.Module, ...]:
+        """The family's untrained networks (plain ``nn.Module`` s, what the trainer takes)."""
+
+    def build_scorer(self, preset: str, **overrides: Any) -> Scorer:
+        """An untrained scorer wrapping freshly built networks."""
+
+
+def family_names() -> list[str]:
+    """The families installed as folders of ``squid_monai.methods`` (its package path: this
+    module's own package, already imported, looked up rather than imported again)."""
+    path = getattr(sys.modules.get(__package__), "__path__", None) or [str(Path(__file__).parent)]
+    return sorted(m.name for m in pkgutil.iter_modules(path) if m.ispkg)
+
+
+def get_family(name: str) -> ModelFamily:
+    """The ``FAMILY`` of ``squid_monai.methods.<name>`` (imported on first use)."""
+    if name not in family_names():
+        raise KeyError(f"unknown model family {name!r}; installed: {family_names()}")
+    family = importlib.import_module(f"squid_monai.methods.{name}").FAMILY
+    if not isinstance(family, ModelFamily):
+        raise TypeError(f"squid_monai.methods.{name}.FAMILY does not provide the ModelFamily interface")
+    return family

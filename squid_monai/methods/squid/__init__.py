@@ -1,0 +1,46 @@
+"""SQUID as a model family: the first one on :class:`~squid_monai.methods.base.ModelFamily`.
+
+Its pieces live where the data flow puts them; this folder only names them:
+
+* networks: :mod:`squid_monai.networks` (generator, discriminator, ``PRESETS``);
+* training iteration: :class:`squid_monai.engines.SQUIDTrainer`;
+* losses: :mod:`squid_monai.losses` (:class:`~squid_monai.losses.SQUIDLossWeights`);
+* score: :class:`squid_monai.scoring.SQUIDScorer` (student reconstruction -> discriminator
+  logit -> calibrated score);
+* presets: the network presets and the training recipes of :mod:`.recipes`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...engines.trainer import SQUIDTrainer
+from ...losses import SQUIDLossWeights
+from ...networks import PRESETS, build, get_config
+from ...scoring.scorer import SQUIDScorer
+from .recipes import RECIPES
+
+__all__ = ["FAMILY", "SQUIDFamily"]
+
+
+class SQUIDFamily:
+    """See the module docstring."""
+
+    name = "squid"
+    network_presets = PRESETS
+    recipe_presets = RECIPES
+    loss_weights = SQUIDLossWeights
+    trainer = SQUIDTrainer
+    scorer = SQUIDScorer
+
+    def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
+        return get_config(preset, **overrides)
+
+    def build_networks(self, preset: str, **overrides: Any):
+        return build(preset, **overrides)
+
+    def build_scorer(self, preset: str, **overrides: Any) -> SQUIDScorer:
+        return SQUIDScorer(*build(preset, **overrides))
+
+
+FAMILY = SQUIDFamily()

@@ -1,0 +1,31 @@
+"""SQUID's training recipes, beside its network presets: the one home of the loss weights
+and the critic schedule of each data regime (SQUID.md section 4).
+
+``chest``          the paper's chest X-ray recipe: student weight 10, two discriminator
+                   steps per generator step.
+``digitanatomy``   the paper's DigitAnatomy recipe: student weight 1, one step each.
+
+The bundle picks one from the data source (``squid_monai.workflow.DataSource.recipe``) and
+each setting can still be overridden on the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from ...losses import SQUIDLossWeights
+
+__all__ = ["RECIPES", "get_recipe"]
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "chest": {"n_critic": 2, "loss_weights": asdict(SQUIDLossWeights())},
+    "digitanatomy": {"n_critic": 1, "loss_weights": asdict(SQUIDLossWeights(student=1.0))},
+}
+
+
+def get_recipe(name: str) -> dict[str, Any]:
+    """A copy of the named recipe (unknown names are an error)."""
+    if name not in RECIPES:
+        raise KeyError(f"unknown training recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return {key: dict(value) if isinstance(value, dict) else value for key, value in RECIPES[name].items()}

@@ -1,0 +1,37 @@
+"""THE scoring path: preprocessed image -> scorer (reconstruction, logit, calibrated score)
+-> decision -> explanation -> one record per image -> one writer.
+
+Everything that scores (the validation evaluator, ``evaluate.json``, ``inference.json``,
+the MLflow model, the TorchScript export and the deploy operators) goes through this
+package, so they cannot drift apart:
+
+* :mod:`.scorer`: :class:`SQUIDScorer`, the calibration and :func:`decide`;
+* :mod:`.explain`: the ``heatmap``, Grad-CAM of the discriminator;
+* :mod:`.record`: :class:`ScoreRecord` and :func:`score_images`, the bad-file policy
+  (:func:`read_image`) and the ``difference``;
+* :mod:`.writer`: the one ``scores.csv`` layout and the image files;
+* :mod:`.loading`: a scorer from a trained-model folder (:mod:`squid_monai.artifact`).
+"""
+
+from .explain import DiscriminatorGradCAM, explainer_for, gradcam_heatmap, last_conv_layer
+from .loading import build_scorer, load_scorer, save_network_config
+from .record import (
+    PerImageInferer,
+    ScoreRecord,
+    ScoringItems,
+    difference_map,
+    forward,
+    read_image,
+    score_images,
+    source_name,
+)
+from .scorer import SQUIDScorer, calibrate, calibrated_score, decide
+from .writer import CSV_COLUMNS, IMAGE_FILES, ScoreWriter, ScoreWriterHandler, csv_row, save_images, stem, unique_stems
+
+__all__ = [
+    "CSV_COLUMNS", "IMAGE_FILES", "DiscriminatorGradCAM", "PerImageInferer", "SQUIDScorer", "ScoreRecord",
+    "ScoreWriter", "ScoreWriterHandler", "ScoringItems", "source_name", "stem",
+    "build_scorer", "calibrate", "calibrated_score", "csv_row", "decide", "difference_map", "explainer_for",
+    "forward", "gradcam_heatmap", "last_conv_layer", "load_scorer", "read_image", "save_images", "save_network_config",
+    "score_images", "unique_stems",
+]

@@ -1,0 +1,98 @@
+"""The explanation: Grad-CAM of a discriminator (``heatmap`` everywhere), moved here from
+``visualize`` with the rest of the scoring path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from squid_monai.scoring import DiscriminatorGradCAM, explainer_for, gradcam_heatmap, last_conv_layer
+from squid_monai.visualize import overlay_heatmap
+
+
+def _png_size(path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
+class _StandInDiscriminator(nn.Module):
+    """Small stand-in for SQUID's discriminator: conv-BN-LeakyReLU blocks, flatten, linear."""
+
+    def __init__(self, size: int = 32) -> None:
+        super().__init__()
+        layers, ch = [], 1
+        for out in (8, 16, 16):
+            layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.BatchNorm2d(out), nn.LeakyReLU(0.2, inplace=True)]
+            ch = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(ch * (size // 8) ** 2, 1)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+def _trained_bn_discriminator():
+    torch.manual_seed(0)
+    disc = _StandInDiscriminator()
+    disc.train()
+    with torch.no_grad():
+        disc(torch.rand(8, 1, 32, 32))  # non-trivial running statistics
+    return disc
+
+
+def test_gradcam_shape_range_and_model_untouched(tmp_path):
+    disc = _trained_bn_discriminator()  # left in train mode on purpose
+    state = {k: v.clone() for k, v in disc.state_dict().items()}  # weights, running stats, counters
+    n_hooks = sum(len(m._forward_hooks) + len(m._backward_hooks) for m in disc.modules())
+    image = torch.rand(3, 1, 32, 32)
+
+    heat = gradcam_heatmap(disc, image)
+    assert last_conv_layer(disc) == "features.6"
+    assert isinstance(heat, np.ndarray) and heat.shape == (3, 32, 32)
+    assert heat.min() >= 0.0 and heat.max() <= 1.0
+    assert all(h.std() > 1e-3 for h in heat)  # not constant
+    for k, v in disc.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert disc.training and all(m.training for m in disc.modules())
+    assert all(p.grad is None for p in disc.parameters())
+    assert sum(len(m._forward_hooks) + len(m._backward_hooks) for m in disc.modules()) == n_hooks
+    assert disc.features[2].inplace  # MONAI's hook set-up would switch this off on the original
+
+    # eval-mode scoring path: each map depends on its own image only, and is reproducible
+    single = gradcam_heatmap(disc.eval(), image[1:2], target_layer="features.3")
+    batch = DiscriminatorGradCAM(disc, target_layer="features.3")(image)
+    np.testing.assert_allclose(single[0], batch[1], atol=1e-5)
+
+    png = overlay_heatmap(image[0], heat[0], tmp_path / "overlay.png")
+    assert _png_size(png)[0] > 100
+    with pytest.raises(ValueError, match="not found"):
+        gradcam_heatmap(disc, image, target_layer="nope")
+
+
+def test_gradcam_localises_what_lowers_the_logit():
+    # a discriminator whose logit falls with brightness: a bright square makes the image look abnormal
+    disc = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(2 * 24 * 24, 1))
+    with torch.no_grad():
+        disc[0].weight.fill_(1.0)
+        disc[2].weight.fill_(-1.0)
+        disc[2].bias.zero_()
+    image = torch.zeros(1, 1, 24, 24)
+    image[..., 4:10, 14:20] = 1.0
+    heat = gradcam_heatmap(disc, image)[0]
+    peak = np.unravel_index(heat.argmax(), heat.shape)
+    assert 4 <= peak[0] < 10 and 14 <= peak[1] < 20
+    assert heat[18:, :8].max() == 0.0
+    # the "normal" direction has no positive evidence here: an all-zero map, not NaN
+    normal = gradcam_heatmap(disc, image, target="normal")
+    assert np.isfinite(normal).all() and normal.max() == 0.0
+
+
+def test_explainer_for_a_scorer_and_none_for_torchscript():
+    from squid_monai.scoring import build_scorer
+
+    scorer = build_scorer("tiny")
+    assert isinstance(explainer_for(scorer), DiscriminatorGradCAM)
+    assert explainer_for(torch.jit.script(nn.Linear(2, 2))) is None

@@ -1,0 +1,66 @@
+"""The trained-model folder: recipe and model card round trips, file names, image size."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from squid_monai.artifact import CARD_FILE, RECIPE_FILE, WEIGHTS_FILE, ModelCard, Recipe
+from squid_monai.scoring import SQUIDScorer, build_scorer, load_scorer, save_network_config
+
+
+def test_recipe_round_trip_build_and_image_size(tmp_path):
+    recipe = Recipe("tiny", {"space_aware": False})
+    path = recipe.save(tmp_path)
+    assert path == tmp_path / RECIPE_FILE
+    assert json.loads(path.read_text()) == {"method": "squid", "preset": "tiny", "overrides": {"space_aware": False}}
+    assert Recipe.load(tmp_path) == Recipe.load(path) == Recipe.of(recipe.as_dict()) == recipe
+    assert recipe.image_size == 32 and isinstance(recipe.image_size, int)
+    assert isinstance(recipe.build(), SQUIDScorer)
+    # a recipe written before the method field existed is SQUID
+    path.write_text(json.dumps({"preset": "tiny", "overrides": {}}))
+    assert Recipe.load(path).method == "squid"
+
+
+def test_recipe_errors(tmp_path):
+    with pytest.raises(KeyError, match="unknown network setting"):
+        Recipe("tiny", {"nope": 1}).save(tmp_path)
+    assert not (tmp_path / RECIPE_FILE).exists()
+    with pytest.raises(KeyError, match="unknown model family"):
+        Recipe("tiny", method="nope").image_size
+    (tmp_path / RECIPE_FILE).write_text("{}")
+    with pytest.raises(ValueError, match="without 'preset'"):
+        Recipe.load(tmp_path)
+    assert Recipe.in_folder(tmp_path / "untrained", "tiny") == Recipe("tiny")
+
+
+def test_weights_and_recipe_round_trip(tmp_path):
+    torch.manual_seed(0)
+    scorer = build_scorer("tiny")
+    scorer.set_calibration(0.25, 2.0, threshold=0.625)
+    torch.save(scorer.state_dict(), tmp_path / WEIGHTS_FILE)
+    save_network_config(tmp_path / RECIPE_FILE, "tiny")
+    loaded = load_scorer(tmp_path / WEIGHTS_FILE)
+    x = torch.rand(2, 1, 32, 32)
+    torch.testing.assert_close(loaded(x)["score"], scorer(x)["score"])
+    assert loaded.threshold.item() == 0.625
+
+
+def test_model_card_json_round_trip_and_checks():
+    scorer = build_scorer("tiny")
+    scorer.set_calibration(0.5, 1.5, threshold=0.75)
+    card = ModelCard.from_scorer(scorer, 32, {"name": "squid", "version": "1.2.0"})
+    content = json.loads(card.to_json())
+    assert content["model_version"] == "1.2.0" and content["threshold"] == 0.75 and "score" in content
+    again = ModelCard.from_json(card.to_json(), source=CARD_FILE)
+    assert (again.image_size, again.mean, again.std, again.threshold, again.normal_threshold) == (
+        32, 0.5, 1.5, 0.75, card.normal_threshold)
+    assert again.to_dict() == card.to_dict() and again.source == CARD_FILE
+    with pytest.raises(ValueError, match=r"missing \['threshold'"):
+        ModelCard.from_dict({k: v for k, v in content.items() if k not in ("threshold", "model_name")})
+    with pytest.raises(ValueError, match="std > 0"):
+        ModelCard.from_dict({**content, "std": 0})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ModelCard.from_json("{oops")
