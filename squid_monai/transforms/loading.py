@@ -58,10 +58,9 @@ class LoadRadiograph(Transform):
             )
         elif is_dicom_dataset(source):
             name = dataset_name(source)
-            image = validate_image(
-                read_dicom(source, apply_voi=self.apply_voi, reorient=self.reorient, modalities=self.dicom_modalities),
-                name,
-            )
+            image, value_range = read_dicom(source, apply_voi=self.apply_voi, reorient=self.reorient,
+                                            modalities=self.dicom_modalities, return_value_range=True)
+            image = validate_image(image, name)
         elif isinstance(source, (np.ndarray, torch.Tensor)):
             meta = source.meta if isinstance(source, MetaTensor) else {}
             name = str(meta.get("filename_or_obj", ARRAY_SOURCE))
