@@ -150,3 +150,28 @@ def test_queue_decoder_memory_holds_real_window_features_after_a_training_step()
         assert torch.equal(queue.memory[:, :3], tokens.transpose(0, 1))
     gen.eval()
     assert gen(x)["student"].shape == x.shape
+
+
+def test_residual_score_source_ranks_by_the_residual_batch_independently_and_persists():
+    from squid_monai.scoring import SQUIDScorer, calibrate
+
+    torch.manual_seed(0)
+    scorer = SQUIDScorer(*build("tiny"), score_source="residual")
+    x = torch.rand(4, 1, 32, 32)
+    x[2] = 1.0  # far from any reconstruction: the largest residual
+    out = scorer(x)
+    assert torch.equal(torch.argsort(out["score"]), torch.argsort(out["residual"]))
+    assert out["score"].argmax() == 2
+    alone = scorer(x[1:2])
+    assert torch.allclose(alone["score"], out["score"][1:2], atol=1e-6)  # batch-independent
+    mean, std = calibrate(scorer, [x[:2]])
+    assert mean == pytest.approx(float(-out["residual"][:2].mean()), rel=1e-5)
+    reloaded = SQUIDScorer(*build("tiny"))
+    reloaded.load_state_dict(scorer.state_dict())
+    assert reloaded.score_source == "residual"
+    old = {k: v for k, v in scorer.state_dict().items() if k != "score_source_code"}
+    legacy = SQUIDScorer(*build("tiny"), score_source="residual")
+    legacy.load_state_dict(old)  # a model saved before the switch scored the logit
+    assert legacy.score_source == "logit"
+    with pytest.raises(ValueError, match="score_source"):
+        SQUIDScorer(*build("tiny"), score_source="sharpness")

@@ -8,7 +8,9 @@
                    half the widths; one training iteration at batch 16 costs well under a
                    tenth of ``paper`` (see BENCHMARKS.md).
 ``digitanatomy_small``  DigitAnatomy at 96 px, 3 x 3 tiles and a quarter of the widths:
-                   the embedded default of the training bundle, trained in minutes on a CPU.
+                   the embedded default of the training bundle, trained in minutes on a CPU;
+                   its decoder memories are space-aware (one per tile and window), which
+                   the paper's network is not.
 ``tiny``           a toy size for tests and smoke runs only.
 
 Keys prefixed ``disc_`` go to :class:`SQUIDDiscriminator`, the others to
@@ -63,6 +65,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "token_channels": 32,
         "mlp_dim": 128,
         "disc_channels": (8, 16, 32, 64, 64),
+        # beyond the paper, measured (BENCHMARKS.md, "Make SQUID detect"): with the decoder
+        # memories shared by all tiles the student copies every anomaly through the skips
+        "decoder_memory_space_aware": True,
     },
     "tiny": {
         **_PAPER,

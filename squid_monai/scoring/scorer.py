@@ -4,6 +4,11 @@
 Score (SQUID.md section 5): ``s = 1 - sigmoid((logit - mean) / std)`` where ``mean`` and
 ``std`` are those of the discriminator's logit on un-augmented normal training images.
 Higher is more anomalous; the decision is ``s > threshold`` (:func:`decide`).
+
+``score_source="residual"`` calibrates the negated mean squared reconstruction residual
+instead of the logit (the auto-encoder / MemAE / DAAD score on SQUID's in-painted
+reconstruction): once the student in-paints anomalies away, the residual is large
+exactly where the input is abnormal. The source is a buffer, saved with the weights.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from monai.data import MetaTensor
 
 from ..networks import SQUIDDiscriminator, SQUIDGenerator
 
-__all__ = ["SQUIDScorer", "calibrate", "calibrated_score", "decide"]
+__all__ = ["SCORE_SOURCES", "SQUIDScorer", "calibrate", "calibrated_score", "decide"]
+
+#: What the calibrated score is computed from (index = the ``score_source_code`` buffer).
+SCORE_SOURCES = ("logit", "residual")
 
 
 def decide(score: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
@@ -38,15 +46,19 @@ class SQUIDScorer(nn.Module):
     (per-image normalisation in the discriminator, see :class:`SQUIDDiscriminator`).
 
     ``forward(image)`` with image (B, 1, H, W) preprocessed in [0, 1] returns
-    ``{"score": (B,), "logit": (B,), "reconstruction": (B, 1, H, W)}``. The calibration
-    (``mean``, ``std``) and the decision ``threshold`` are buffers, saved with the weights.
+    ``{"score": (B,), "logit": (B,), "residual": (B,), "reconstruction": (B, 1, H, W)}``.
+    The calibration (``mean``, ``std``), the decision ``threshold`` and the score source
+    (``"logit"``, the paper's, or ``"residual"``) are buffers, saved with the weights.
     """
 
     def __init__(self, generator: SQUIDGenerator, discriminator: SQUIDDiscriminator,
-                 mean: float = 0.0, std: float = 1.0, threshold: float = 0.5):
+                 mean: float = 0.0, std: float = 1.0, threshold: float = 0.5, score_source: str = "logit"):
         super().__init__()
+        if score_source not in SCORE_SOURCES:
+            raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
         self.generator = generator
         self.discriminator = discriminator
+        self.register_buffer("score_source_code", torch.tensor(SCORE_SOURCES.index(score_source)))
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
         self.register_buffer("threshold", torch.tensor(float(threshold)))
@@ -57,6 +69,21 @@ class SQUIDScorer(nn.Module):
     def train(self, mode: bool = True) -> SQUIDScorer:
         """A scorer is always in eval mode; training happens on the networks themselves."""
         return super().train(False)
+
+    @property
+    def score_source(self) -> str:
+        return SCORE_SOURCES[int(self.score_source_code)]
+
+    def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The calibrated quantity of a forward's output (high = normal)."""
+        return out["logit"] if self.score_source == "logit" else -out["residual"]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # models saved before the score source existed scored the logit
+        state_dict.setdefault(prefix + "score_source_code", torch.tensor(0))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def set_calibration(self, mean: float, std: float, threshold: float | None = None) -> None:
         if not std > 0:
@@ -78,10 +105,12 @@ class SQUIDScorer(nn.Module):
             # fp16 would quantise scores near the threshold
             with torch.autocast(device_type=image.device.type, enabled=False):
                 logit = self.discriminator(reconstruction.float()).reshape(-1)
-                score = calibrated_score(logit, self.mean, self.std)
+                residual = (image.float() - reconstruction.float()).pow(2).flatten(1).mean(1)
+                out = {"logit": logit, "residual": residual}
+                score = calibrated_score(self.normality(out), self.mean, self.std)
         self.generator.train(was_training[0])
         self.discriminator.train(was_training[1])
-        return {"score": score, "logit": logit, "reconstruction": reconstruction}
+        return {"score": score, **out, "reconstruction": reconstruction}
 
     def decide(self, score: torch.Tensor) -> torch.Tensor:
         """1 = "likely abnormal, look closer" (:func:`decide` at the stored threshold)."""
@@ -91,7 +120,8 @@ class SQUIDScorer(nn.Module):
 @torch.no_grad()
 def calibrate(scorer: SQUIDScorer, batches: Iterable, device: torch.device | str = "cpu",
               key: str = "image", quantile: float = 0.95) -> tuple[float, float]:
-    """Mean and std of the logit over un-augmented normal images, stored in ``scorer``,
+    """Mean and std of the scored quantity (:meth:`SQUIDScorer.normality`: the logit, or the
+    negated residual) over un-augmented normal images, stored in ``scorer``,
     together with the normal-only threshold (the ``quantile`` of their calibrated scores).
 
     ``batches`` yields dicts with ``key`` (B, 1, H, W) or tensors. Returns (mean, std).
@@ -99,7 +129,7 @@ def calibrate(scorer: SQUIDScorer, batches: Iterable, device: torch.device | str
     logits = []
     for batch in batches:
         image = batch[key] if isinstance(batch, dict) else batch
-        logits.append(scorer(torch.as_tensor(image).to(device))["logit"].float().cpu())
+        logits.append(scorer.normality(scorer(torch.as_tensor(image).to(device))).float().cpu())
     if not logits:
         raise ValueError("calibration needs at least one normal image")
     values = torch.cat(logits)
