@@ -13,7 +13,7 @@ import torch
 
 from squid_monai.export import CARD_FILE, export_bundle
 from squid_monai.scoring import load_scorer
-from squid_monai.workflow import validation_dataset
+from squid_monai.workflow import DigitAnatomySource
 
 from .trained_bundle import BUNDLE, CONFIGS, IMAGE_SIZE, trained_bundle
 
@@ -52,7 +52,7 @@ def test_torchscript_matches_pytorch_within_1e_5(exported, bundle):
     result, path = exported
     assert max(result["max_abs_diff"].values()) <= 1e-5
     scorer, module = load_scorer(bundle.model), _load(path)
-    data = validation_dataset(None, IMAGE_SIZE, split="test", n_normal=3, n_abnormal=3)
+    data = DigitAnatomySource().validation(IMAGE_SIZE, split="test", n_normal=3, n_abnormal=3)
     real = torch.stack([data[i]["image"].as_tensor() for i in range(len(data))])
     for images in (real, torch.rand(1, 1, IMAGE_SIZE, IMAGE_SIZE)):  # traced at batch 1; any batch works
         expected, got = scorer(images), module(images)
