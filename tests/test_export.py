@@ -81,10 +81,16 @@ def test_export_embeds_configs_metadata_and_the_deploy_card(exported, bundle):
 def test_exported_model_loads_in_the_deploy_app(exported):
     from pipelines.exported_model import load_exported_model
 
+    from squid_monai.transforms import preprocess
+
     _, path = exported
     model = load_exported_model(path, device="cpu")
     assert model.card.image_size == IMAGE_SIZE
     assert model(torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE))["score"].shape == (2,)
+    # the bundle's preprocessing, read from the embedded inference.json (MONAI Deploy's convention)
+    assert model.preprocessing_source == "extra file inference.json"
+    image = torch.rand(50, 40)
+    assert torch.equal(model.preprocessing({"image": image})["image"].as_tensor(), preprocess(image, IMAGE_SIZE))
 
 
 def test_verify_net_in_out_passes(bundle):
