@@ -112,7 +112,8 @@ def load_exported_model(
         raise ModelLoadError(f"{model_file}: not a loadable TorchScript model ({exc})") from exc
     module.eval()
     card = _read_card(model_file, extra_files[EXTRA_FILE_NAME])
-    preprocessing, source = _preprocessing(model_file, extra_files[BUNDLE_CONFIG_FILE], card.image_size)
+    preprocessing, source = _preprocessing(model_file, extra_files[BUNDLE_CONFIG_FILE], card.image_size,
+                                           str(card.extra.get("intensity", "percentile")))
     model = ExportedSQUIDModel(module=module, card=card, path=model_file, device=device, preprocessing=preprocessing,
                                preprocessing_source=source)
     if warm_up:
@@ -132,15 +133,19 @@ def _warm_up(model: ExportedSQUIDModel) -> None:
         ) from exc
 
 
-def _preprocessing(model_file: Path, config: str | bytes, image_size: int) -> tuple[Callable[[dict], dict], str]:
+def _preprocessing(model_file: Path, config: str | bytes, image_size: int,
+                   intensity: str = "percentile") -> tuple[Callable[[dict], dict], str]:
     """The embedded bundle config's ``preprocessing`` at ``image_size``, or ``inference_transforms``."""
     content = _parse_json(config, f"{model_file} (extra file {BUNDLE_CONFIG_FILE})") if config else {}
     if "preprocessing" not in content:
-        return inference_transforms(image_size), "squid_monai.transforms.inference_transforms"
+        return inference_transforms(image_size, intensity=intensity), "squid_monai.transforms.inference_transforms"
     from monai.bundle import ConfigParser
 
     parser = ConfigParser(content)
-    parser["image_size"] = image_size  # the card's: the bundle derives it from files the export does not carry
+    # the card's facts: the bundle derives them from files the export does not carry
+    parser["image_size"] = image_size
+    if "intensity" in content:
+        parser["intensity"] = intensity
     try:
         return parser.get_parsed_content("preprocessing"), f"extra file {BUNDLE_CONFIG_FILE}"
     except Exception as exc:

@@ -4,8 +4,10 @@
 |---|---|
 | ``teacher``       | MSE(teacher reconstruction, image) |
 | ``student``       | MSE(student reconstruction, image) |
-| ``distillation``  | sum over decoder levels of MSE(student level, teacher level); the teacher
-                      side is detached: knowledge flows from teacher to student only |
+| ``distillation``  | sum over decoder levels of MSE(student level, teacher level); by default
+                      the teacher side is detached: knowledge flows from teacher to student
+                      only (``detach_teacher=False``: the authors' code, where the teacher
+                      also learns from this term; SQUID.md section 7, U3) |
 | ``adversarial``   | BCE-with-logits(D(student), real) |
 | ``discriminator`` | BCE(D(image), real) + BCE(D(student detached), fake) |
 """
@@ -32,18 +34,20 @@ class SQUIDLossWeights:
 
 
 def generator_losses(out: dict, image: torch.Tensor, fake_logit: torch.Tensor,
-                     weights: SQUIDLossWeights) -> dict[str, torch.Tensor]:
+                     weights: SQUIDLossWeights, detach_teacher: bool = True) -> dict[str, torch.Tensor]:
     """Unweighted terms plus ``generator``, their weighted sum (what is back-propagated).
 
     A missing teacher (the "no distillation" ablation) gives zero teacher and
-    distillation terms.
+    distillation terms. ``detach_teacher``: the distillation target (the teacher's level
+    outputs) is detached, so the term trains the student only (default); ``False`` lets
+    its gradient reach the teacher as well, as in the authors' code.
     """
     zero = image.new_zeros(())
     terms = {"student": F.mse_loss(out["student"].float(), image.float())}
     if "teacher" in out:
         terms["teacher"] = F.mse_loss(out["teacher"].float(), image.float())
         terms["distillation"] = sum(
-            (F.mse_loss(s.float(), t.detach().float()) for s, t in zip(out["student_features"], out["teacher_features"])),
+            (F.mse_loss(s.float(), (t.detach() if detach_teacher else t).float()) for s, t in zip(out["student_features"], out["teacher_features"])),
             zero,
         )
     else:

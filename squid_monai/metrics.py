@@ -30,11 +30,13 @@ from sklearn.metrics import roc_auc_score
 __all__ = [
     "CRITERIA",
     "AnomalyMetrics",
+    "SmoothedAUC",
     "best_threshold",
     "binary_metrics",
     "bootstrap_auc",
     "check_labels_scores",
     "evaluate_scores",
+    "inpainting_rates",
     "normal_only_threshold",
     "roc_auc",
 ]
@@ -350,3 +352,89 @@ class AnomalyMetrics(Metric):
         result: Mapping[str, float | int] = self.compute()
         for key, value in result.items():
             engine.state.metrics[f"{name}/{key}"] = value
+
+
+def inpainting_rates(reconstruction: Any, normal: Any, anomalous: Any, cells: Sequence[Sequence[int]],
+                     anomaly: Sequence[str], grid: int = 3) -> dict[str, float]:
+    """Does the reconstruction in-paint anomalous cells (DigitAnatomy, SQUID Figure 6)?
+
+    For every affected cell of every image, the reconstructed cell is compared by mean
+    squared error with the cell of the normal counterpart (what should be there) and with
+    the anomalous input's cell (what is there). A cell counts as *in-painted* when it is
+    closer to the normal content *and* closer to it than the normal cell's own mean grey
+    level is (so a blank or uniformly grey guess never counts as in-painting). Returns, per anomaly type and ``"all"``, the fraction of
+    in-painted cells (``inpainted/<type>``) and the mean margin ``(d_anom - d_norm) /
+    (d_anom + d_norm)`` in [-1, 1] (``inpainting_margin/<type>``; +1 = perfect in-painting,
+    -1 = a perfect copy of the anomaly).
+    """
+    rec, nor, ano = (np.asarray(torch.as_tensor(x).detach().float().cpu()).reshape(len(cells), -1, *np.shape(x)[-2:])
+                     for x in (reconstruction, normal, anomalous))
+    if not rec.shape == nor.shape == ano.shape:
+        raise ValueError(f"reconstruction, normal and anomalous shapes differ: {rec.shape}, {nor.shape}, {ano.shape}")
+    if len(anomaly) != len(cells):
+        raise ValueError(f"{len(cells)} cell lists but {len(anomaly)} anomaly types")
+    ch, cw = rec.shape[-2] // grid, rec.shape[-1] // grid
+    per_type: dict[str, list[tuple[bool, float]]] = {}
+    for i, (kind, affected) in enumerate(zip(anomaly, cells)):
+        for c in affected:
+            r, q = divmod(int(c), grid)
+            window = np.s_[..., r * ch:(r + 1) * ch, q * cw:(q + 1) * cw]
+            d_norm = float(np.mean((rec[i][window] - nor[i][window]) ** 2))
+            d_anom = float(np.mean((rec[i][window] - ano[i][window]) ** 2))
+            margin = (d_anom - d_norm) / (d_anom + d_norm) if d_anom + d_norm > 0 else 0.0
+            d_flat = float(np.var(nor[i][window]))
+            per_type.setdefault(str(kind), []).append((d_norm < d_anom and d_norm < d_flat, margin))
+    per_type["all"] = [v for values in per_type.values() for v in values]
+    out = {}
+    for kind, values in per_type.items():
+        if values:
+            out[f"inpainted/{kind}"] = float(np.mean([v[0] for v in values]))
+            out[f"inpainting_margin/{kind}"] = float(np.mean([v[1] for v in values]))
+    return out
+
+
+class SmoothedAUC(Metric):
+    """Ignite metric: the ROC AUC of this validation averaged with the ``window - 1``
+    validations before it, for model selection that is not fooled by one lucky epoch.
+
+    One validation's AUC on 200 images swings by several points from epoch to epoch
+    (SQUID.md section 5); a checkpoint chosen on the mean of the last few validations is
+    one whose neighbours score well too. The per-validation AUCs are kept in
+    ``history``, saved by :meth:`state_dict` (put the metric in the checkpoint), so a
+    resumed run smooths over the same values. ``output_transform`` returns ``(scores,
+    labels)`` as for :class:`AnomalyMetrics`.
+    """
+
+    def __init__(self, window: int = 3, output_transform: Callable = lambda x: x, device: str | torch.device = "cpu"):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = int(window)
+        self.history: list[float] = []
+        super().__init__(output_transform=output_transform, device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+
+    @reinit__is_reduced
+    def update(self, output: Sequence[Any]) -> None:
+        scores, labels = output
+        self._scores.append(_as_1d(scores, "scores"))
+        self._labels.append(_as_1d(labels, "labels"))
+
+    def compute(self) -> float:
+        if not self._scores:
+            raise ValueError("SmoothedAUC: no scores were accumulated in this epoch")
+        s, y = np.concatenate(self._scores), np.concatenate(self._labels)
+        if idist.get_world_size() > 1:
+            s = np.concatenate(idist.all_gather(s))
+            y = np.concatenate(idist.all_gather(y))
+        self.history.append(roc_auc(y, s))
+        return float(np.mean(self.history[-self.window:]))
+
+    def state_dict(self) -> dict:
+        return {"history": list(self.history), "window": self.window}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.history = [float(v) for v in state["history"]]

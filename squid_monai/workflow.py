@@ -23,9 +23,10 @@ from .data.datalist import build_folders, build_zhanglab, load_datalist
 from .data.datasets import make_dataset
 from .data.digitanatomy import DigitAnatomyDataset, digitanatomy_split
 from .transforms import train_transforms
+from .transforms.compose import check_switches
 
-__all__ = ["DataSource", "DatalistSource", "DigitAnatomySource", "bundle_root", "choose_data", "is_main_process",
-           "report_training"]
+__all__ = ["DataSource", "DatalistSource", "DigitAnatomySource", "bundle_root", "choose_data", "curve_stability",
+           "is_main_process", "report_training", "save_preprocessing", "trained_intensity"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +64,20 @@ class DataSource:
         self.seed = seed
 
     def training(self, image_size: int, digitanatomy_length: int = 1024, cache: bool = True, skip_bad: bool = False,
-                 report_path: str | None = None, num_workers: int | None = None) -> torch.utils.data.Dataset:
-        """The augmented training set."""
+                 report_path: str | None = None, num_workers: int | None = None, intensity: str = "percentile",
+                 augment_resampling: str = "bilinear") -> torch.utils.data.Dataset:
+        """The augmented training set (``intensity`` and ``augment_resampling``: the
+        preprocessing switches of :mod:`squid_monai.transforms.compose`)."""
         raise NotImplementedError
 
     def validation(self, image_size: int, split: str = "validation", n_normal: int = 100, n_abnormal: int = 100,
-                   cache: bool = True, skip_bad: bool = False, report_path: str | None = None) -> torch.utils.data.Dataset:
-        """An un-augmented labelled split (``validation`` or ``test``)."""
+                   cache: bool = True, skip_bad: bool = False, report_path: str | None = None,
+                   intensity: str = "percentile") -> torch.utils.data.Dataset:
+        """An un-augmented labelled split (``validation``, ``report`` or ``test``)."""
         raise NotImplementedError
 
-    def calibration(self, image_size: int, max_images: int = 256, cache: bool = True) -> torch.utils.data.Dataset:
+    def calibration(self, image_size: int, max_images: int = 256, cache: bool = True,
+                    intensity: str = "percentile") -> torch.utils.data.Dataset:
         """Un-augmented normal training images for the score calibration (at most ``max_images``)."""
         raise NotImplementedError
 
@@ -84,18 +89,20 @@ class DigitAnatomySource(DataSource):
     name, preset, recipe = "digitanatomy", "digitanatomy_small", "digitanatomy"
 
     def training(self, image_size, digitanatomy_length=1024, cache=True, skip_bad=False, report_path=None,
-                 num_workers=None):
-        return DigitAnatomyDataset(digitanatomy_length, seed=self.seed, transform=train_transforms(image_size))
+                 num_workers=None, intensity="percentile", augment_resampling="bilinear"):
+        options = check_switches(intensity=intensity, augment_resampling=augment_resampling)
+        return DigitAnatomyDataset(digitanatomy_length, seed=self.seed, transform=train_transforms(image_size, **options))
 
     def validation(self, image_size, split="validation", n_normal=100, n_abnormal=100, cache=True, skip_bad=False,
-                   report_path=None):
-        items = digitanatomy_split(n_normal, n_abnormal, seed=self.seed,
-                                   split="validation" if split == "validation" else "test")
-        return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path)
+                   report_path=None, intensity="percentile"):
+        which = split if split in ("validation", "report") else "test"
+        items = digitanatomy_split(n_normal, n_abnormal, seed=self.seed, split=which)
+        return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path,
+                            **check_switches(intensity=intensity))
 
-    def calibration(self, image_size, max_images=256, cache=True):
+    def calibration(self, image_size, max_images=256, cache=True, intensity="percentile"):
         return make_dataset(digitanatomy_split(max_images, 0, seed=self.seed, split="training"), image_size,
-                            train=False, cache=cache)
+                            train=False, cache=cache, **check_switches(intensity=intensity))
 
 
 class DatalistSource(DataSource):
@@ -108,39 +115,45 @@ class DatalistSource(DataSource):
         self.splits = splits
 
     def training(self, image_size, digitanatomy_length=1024, cache=True, skip_bad=False, report_path=None,
-                 num_workers=None):
+                 num_workers=None, intensity="percentile", augment_resampling="bilinear"):
+        options = check_switches(intensity=intensity, augment_resampling=augment_resampling)
         items = [it for it in self.splits["training"] if "image" in it]
         logger.info("training on %d images (%d normal)", len(items), sum(int(it.get("label", 0)) == 0 for it in items))
         return make_dataset(items, image_size, train=True, cache=cache, skip_bad=skip_bad, report_path=report_path,
-                            num_workers=num_workers)
+                            num_workers=num_workers, **options)
 
     def validation(self, image_size, split="validation", n_normal=100, n_abnormal=100, cache=True, skip_bad=False,
-                   report_path=None):
+                   report_path=None, intensity="percentile"):
         items = self.splits.get(split) or []
         if not items:
             raise ValueError(f"the data set has no {split!r} split")
-        return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path)
+        return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path,
+                            **check_switches(intensity=intensity))
 
-    def calibration(self, image_size, max_images=256, cache=True):
+    def calibration(self, image_size, max_images=256, cache=True, intensity="percentile"):
         normals = [it for it in self.splits["training"] if int(it.get("label", 0)) == 0]
         if not normals:
             raise ValueError("calibration needs normal training images; the training split has none")
         pick = np.random.default_rng(self.seed).permutation(len(normals))[:max_images]
-        return make_dataset([normals[i] for i in sorted(pick)], image_size, train=False, cache=cache)
+        return make_dataset([normals[i] for i in sorted(pick)], image_size, train=False, cache=cache,
+                            **check_switches(intensity=intensity))
 
 
 def choose_data(dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0,
-                val_per_class: int = 100) -> DataSource:
+                val_per_class: int = 100, report_per_class: int = 100) -> DataSource:
     """The run's :class:`DataSource`: a MONAI datalist JSON (``python -m squid_monai.data.datalist``),
     else ``dataset_dir`` (a ZhangLab layout ``train|test/NORMAL|PNEUMONIA`` or generic ``normal/``
     and ``abnormal/`` folders, split by the paper's protocol with ``seed`` and ``val_per_class``
-    normal and abnormal validation images; the paper uses 100), else DigitAnatomy."""
+    normal and abnormal validation images; the paper uses 100, plus the report split of
+    ``report_per_class`` normal and abnormal images drawn after them and removed from
+    training; 0: none), else DigitAnatomy. A datalist's ``report`` and ``test`` lists may be
+    absent (empty)."""
     if datalist:
         path = Path(datalist)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: datalist not found")
         splits = {}
-        for split in ("training", "validation", "test"):
+        for split in ("training", "validation", "report", "test"):
             try:
                 splits[split] = load_datalist(path, split)
             except (KeyError, ValueError):
@@ -152,10 +165,45 @@ def choose_data(dataset_dir: str | None = None, datalist: str | None = None, see
         root = Path(dataset_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: dataset_dir is not a folder")
-        protocol = dict(seed=seed, n_val_normal=val_per_class, n_val_abnormal=val_per_class)
+        protocol = dict(seed=seed, n_val_normal=val_per_class, n_val_abnormal=val_per_class,
+                        n_report_normal=report_per_class, n_report_abnormal=report_per_class)
         build = build_zhanglab if (root / "train" / "NORMAL").is_dir() else build_folders
         return DatalistSource(build(root, **protocol), seed)
     return DigitAnatomySource(seed)
+
+
+def save_preprocessing(ckpt_dir: str | os.PathLike, intensity: str = "percentile") -> Path:
+    """Record the intensity rule a model was trained with in ``<ckpt_dir>/preprocessing.json``,
+    so that evaluation and inference preprocess exactly as training did."""
+    path = Path(ckpt_dir, "preprocessing.json")
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(check_switches(intensity=intensity), indent=2))
+    return path
+
+
+def trained_intensity(ckpt_dir: str | os.PathLike, default: str = "percentile") -> str:
+    """The intensity rule recorded beside a trained model (:func:`save_preprocessing`), or
+    ``default`` for a model folder without the record (trained before the switch existed:
+    ``"percentile"``)."""
+    path = Path(ckpt_dir, "preprocessing.json")
+    if not path.is_file():
+        return check_switches(intensity=default)["intensity"]
+    return check_switches(intensity=json.loads(path.read_text()).get("intensity", default))["intensity"]
+
+
+def curve_stability(auc_per_epoch: dict, warmup_fraction: float = 0.3) -> dict:
+    """How steady a validation curve is: the standard deviation of the AUC from epoch to
+    epoch after warm-up (the first ``warmup_fraction`` of the validated epochs, at least
+    one, are left out) and how far the last AUC lies below the peak."""
+    epochs = sorted(auc_per_epoch, key=int)
+    values = np.array([auc_per_epoch[e] for e in epochs], dtype=float)
+    if values.size == 0:
+        return {}
+    start = max(1, int(round(warmup_fraction * values.size))) if values.size > 2 else 0
+    return {"val_auc_std_after_warmup": round(float(values[start:].std()), 4),
+            "val_auc_last": round(float(values[-1]), 4), "val_auc_peak": round(float(values.max()), 4),
+            "val_auc_drop_from_peak": round(float(values.max() - values[-1]), 4)}
 
 
 def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
@@ -163,15 +211,22 @@ def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
     models are; also written to ``<ckpt_dir>/training_summary.json`` (with the validation
     AUC of every epoch of this process) for scripts."""
     state = evaluator.state
+    history = getattr(evaluator, "auc_history", {})
+    best_epoch = int(state.best_metric_epoch)
     summary = {
         "epochs": int(trainer.state.epoch),
-        "best_val_auc": float(state.best_metric),
-        "best_epoch": int(state.best_metric_epoch),
+        # the selection metric (e.g. the smoothed AUC) and the plain AUC of the chosen epoch
+        "selection_metric": state.key_metric_name,
+        "best_selection_value": float(state.best_metric),
+        "best_val_auc": float(history.get(best_epoch, state.best_metric)),
+        "best_epoch": best_epoch,
         "last_val_metrics": {k: round(float(v), 4) for k, v in state.metrics.items() if np.isscalar(v)},
         "skipped_steps": int(getattr(trainer.state, "skipped_steps", 0)),
         "best_model": str(Path(ckpt_dir) / "model.pt"),
     }
-    summary["val_auc_per_epoch"] = getattr(evaluator, "auc_history", {})
+    summary["val_auc_per_epoch"] = history
+    summary["selection_metric_per_epoch"] = getattr(evaluator, "key_metric_history", {})
+    summary.update(curve_stability(summary["val_auc_per_epoch"]))
     if is_main_process():
         Path(ckpt_dir, "training_summary.json").write_text(json.dumps(summary, indent=2))
         print(f"SQUID training finished: best validation AUC {summary['best_val_auc']:.4f} at epoch "

@@ -33,7 +33,7 @@ def test_folder_dataset_follows_the_paper_protocol(tmp_path):
         (tmp_path / cls).mkdir()
         for i in range(n):
             Image.fromarray(np.full((8, 8), i * 20 + 5, np.uint8)).save(tmp_path / cls / f"{i}.png")
-    data = choose_data(str(tmp_path), None, seed=1, val_per_class=3)
+    data = choose_data(str(tmp_path), None, seed=1, val_per_class=3, report_per_class=0)
     assert isinstance(data, DatalistSource) and (data.preset, data.recipe) == ("small", "chest")
     splits = data.splits
     assert len(splits["validation"]) == 6 and len(splits["training"]) == 7
@@ -67,7 +67,7 @@ def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
             Image.fromarray(np.full((8, 8), i * 20 + 5, np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
     parser = ConfigParser()
     parser.read_config(config)
-    parser.update({"output_dir": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "val_per_class": 2,
+    parser.update({"output_dir": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "val_per_class": 2, "report_per_class": 0,
                    "loss_weights#student": 3.0})
     assert parser.get_parsed_content("preset") == "small"
     assert parser.get_parsed_content("n_critic") == RECIPES["chest"]["n_critic"]

@@ -13,7 +13,7 @@ _EXPORTS = {
     ),
     "squid_monai.data.datasets": ("SafeCacheDataset", "SkipBadItems", "make_dataset", "read_skip_report"),
     "squid_monai.data.digitanatomy": (
-        "ANOMALY_TYPES", "DigitAnatomy", "DigitAnatomyDataset", "digitanatomy_split",
+        "ANOMALY_TYPES", "DigitAnatomy", "DigitAnatomyDataset", "digitanatomy_split", "inpainting_set",
         "render_preview", "write_digitanatomy",
     ),
     "squid_monai.data.digits": ("DigitBank", "load_digit_bank"),

@@ -1,4 +1,4 @@
-"""MONAI datalists (``training`` / ``validation`` / ``test``) from real chest X-ray collections.
+"""MONAI datalists (``training`` / ``validation`` / ``report`` / ``test``) from real chest X-ray collections.
 
 Layouts:
 
@@ -19,8 +19,17 @@ Paper protocol (default): training = normal images only; validation = 100 normal
 abnormal images carved from the training split with a fixed seed, never trained on;
 test = the official test split when present. Validation is patient-disjoint from
 training where patient ids are known: whole patients are drawn until the counts are met
-exactly. ``--abnormal_fraction f`` adds abnormal images (from patients not in validation)
-so that they make up the fraction ``f`` of the training set (the paper's robustness study).
+exactly. ``--abnormal_fraction f`` adds abnormal images (from patients not in validation
+or report) so that they make up the fraction ``f`` of the training set (the paper's
+robustness study).
+
+Report split (``report``, not in the paper): a second labelled set of ``--report_per_class``
+normal + abnormal images (default 100 each) carved out of the training split the same way,
+drawn with the same seed *after* the validation images (so the validation split is exactly
+the one of the protocol without it), patient-disjoint from training and validation and
+removed from training. It is never used to choose a checkpoint, threshold or setting: it
+reports an unbiased AUC of whatever validation chose, where the official test split is
+kept for the final word. ``--report_per_class 0`` gives the protocol without it.
 
 Items: ``{"image", "label" (0 normal, 1 abnormal), "source", "class_name", "patient"}``
 (``patient`` is "" when unknown: every item has every key, so batches collate). Image
@@ -50,10 +59,12 @@ from monai.data import load_decathlon_datalist
 
 from squid_monai.transforms import SUPPORTED_EXTENSIONS, RadiographError, preprocess
 
-SPLITS = ("training", "validation", "test")
+SPLITS = ("training", "validation", "report", "test")
 #: The paper's validation set: 100 normal + 100 abnormal images from the training split.
 PAPER_VALIDATION_NORMAL = 100
 PAPER_VALIDATION_ABNORMAL = 100
+#: The report split: this many normal and abnormal images, also from the training split.
+REPORT_PER_CLASS = 100
 DEFAULT_SEED = 0
 #: Size used by ``check``: a problem that shows at any size shows at this one.
 CHECK_IMAGE_SIZE = 128
@@ -126,8 +137,11 @@ def apply_protocol(
     n_val_abnormal: int = PAPER_VALIDATION_ABNORMAL,
     seed: int = DEFAULT_SEED,
     abnormal_fraction: float = 0.0,
+    n_report_normal: int = REPORT_PER_CLASS,
+    n_report_abnormal: int = REPORT_PER_CLASS,
 ) -> dict:
-    """Split a labelled training pool by the paper's protocol (see the module docstring)."""
+    """Split a labelled training pool by the paper's protocol plus the report split (see the
+    module docstring)."""
     if not 0.0 <= abnormal_fraction < 1.0:
         raise ValueError(f"abnormal_fraction must be in [0, 1), got {abnormal_fraction}")
     rng = np.random.default_rng(seed)
@@ -136,11 +150,21 @@ def apply_protocol(
     val_normal, rest_normal = _draw_patients(normals, n_val_normal, rng, "normal")
     val_abnormal, rest_abnormal = _draw_patients(abnormals, n_val_abnormal, rng, "abnormal")
     val_patients = {it["patient"] for it in val_normal + val_abnormal if it["patient"]}
-    rest_normal = [it for it in rest_normal if not it["patient"] or it["patient"] not in val_patients]
+    rest_normal = _without_patients(rest_normal, val_patients)
+    # the report split: drawn after validation, so validation is that of the protocol without
+    # it; with no report images the random stream is untouched (the protocol without it exactly)
+    report_normal, report_abnormal = [], []
+    if n_report_normal or n_report_abnormal:
+        report_normal, rest_normal = _draw_patients(rest_normal, n_report_normal, rng, "normal", "report")
+        report_abnormal, rest_abnormal = _draw_patients(
+            _without_patients(rest_abnormal, val_patients), n_report_abnormal, rng, "abnormal", "report"
+        )
+    held_out = val_patients | {it["patient"] for it in report_normal + report_abnormal if it["patient"]}
+    rest_normal = _without_patients(rest_normal, held_out)
     training = list(rest_normal)
     if abnormal_fraction > 0:
         n_extra = int(round(abnormal_fraction / (1.0 - abnormal_fraction) * len(rest_normal)))
-        pool = [it for it in rest_abnormal if not it["patient"] or it["patient"] not in val_patients]
+        pool = _without_patients(rest_abnormal, held_out)
         if n_extra > len(pool):
             raise ValueError(
                 f"abnormal_fraction {abnormal_fraction} needs {n_extra} abnormal training images, only {len(pool)} left"
@@ -148,11 +172,12 @@ def apply_protocol(
         training += [pool[i] for i in sorted(rng.choice(len(pool), size=n_extra, replace=False))]
     return {
         "description": "SQUID paper protocol: training = normals (plus abnormal_fraction abnormals), "
-        "validation carved from the training split, test = official test split",
+        "validation and report carved from the training split, test = official test split",
         "seed": seed,
         "abnormal_fraction": abnormal_fraction,
         "training": _sorted(training),
         "validation": _sorted(val_normal + val_abnormal),
+        "report": _sorted(report_normal + report_abnormal),
         "test": _sorted(test),
     }
 
@@ -209,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     protocol = dict(
         n_val_normal=args.n_val_normal, n_val_abnormal=args.n_val_abnormal,
         seed=args.seed, abnormal_fraction=args.abnormal_fraction,
+        n_report_normal=args.report_per_class, n_report_abnormal=args.report_per_class,
     )
     if args.command == "zhanglab":
         datalist = build_zhanglab(args.root, **protocol)
@@ -229,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m squid_monai.data.datalist",
-        description="Write a MONAI datalist JSON (training / validation / test) by the SQUID paper protocol, "
+        description="Write a MONAI datalist JSON (training / validation / report / test) by the SQUID paper protocol, "
         "or check an existing one.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -238,6 +264,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--n_val_normal", type=int, default=PAPER_VALIDATION_NORMAL)
     common.add_argument("--n_val_abnormal", type=int, default=PAPER_VALIDATION_ABNORMAL)
     common.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    common.add_argument("--report_per_class", type=int, default=REPORT_PER_CLASS,
+                        help="normal and abnormal images of the report split (default %(default)s; 0: none)")
     common.add_argument("--abnormal_fraction", type=float, default=0.0,
                         help="fraction of the training set made of abnormal images (default 0: normals only)")
     common.add_argument("--absolute", action="store_true", help="write absolute image paths")
@@ -286,10 +314,15 @@ def _image_files(folder: Path, recursive: bool = False) -> list[Path]:
     return sorted(p for p in candidates if p.is_file() and p.name.lower().endswith(exts) and not p.name.startswith("."))
 
 
-def _draw_patients(items: list[dict], n: int, rng: np.random.Generator, what: str) -> tuple[list[dict], list[dict]]:
+def _without_patients(items: list[dict], patients: set) -> list[dict]:
+    return [it for it in items if not it["patient"] or it["patient"] not in patients]
+
+
+def _draw_patients(items: list[dict], n: int, rng: np.random.Generator, what: str,
+                   split: str = "validation") -> tuple[list[dict], list[dict]]:
     """Draw exactly ``n`` items made of whole patients (an unknown patient is its own group)."""
     if n > len(items):
-        raise ValueError(f"validation needs {n} {what} images, the training split has only {len(items)}")
+        raise ValueError(f"{split} needs {n} {what} images, the training split has only {len(items)} left")
     groups: dict[str, list[int]] = defaultdict(list)
     for i, it in enumerate(items):
         groups[it["patient"] or f"#item{i}"].append(i)
@@ -300,7 +333,7 @@ def _draw_patients(items: list[dict], n: int, rng: np.random.Generator, what: st
         if len(chosen) + len(groups[key]) <= n:
             chosen.extend(groups[key])
     if len(chosen) != n:
-        raise ValueError(f"cannot draw exactly {n} {what} validation images from whole patients")
+        raise ValueError(f"cannot draw exactly {n} {what} {split} images from whole patients")
     picked = set(chosen)
     return [items[i] for i in sorted(picked)], [it for i, it in enumerate(items) if i not in picked]
 

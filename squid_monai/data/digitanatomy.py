@@ -49,7 +49,7 @@ DEFAULT_MAX_CELLS = 3
 # Random streams are keyed by (seed, split, purpose, ...), so the on-the-fly training set,
 # the fixed sets and the preview never share images by accident.
 _SPLIT_STREAM = {split: i for i, split in enumerate(SPLITS)}
-_ON_THE_FLY, _FIXED_SET, _PREVIEW = 0, 1, 2
+_ON_THE_FLY, _FIXED_SET, _PREVIEW, _INPAINTING = 0, 1, 2, 3
 
 
 class DigitAnatomy:
@@ -200,6 +200,13 @@ class DigitAnatomyDataset(torch.utils.data.Dataset):
         return apply_transform(self.transform, item) if self.transform is not None else item
 
 
+#: The report split (a second labelled set, never used for any choice): fresh images of the
+#: test split's handwriting, from a random stream of their own, so they are none of the
+#: validation or test images; adding it leaves those sets unchanged.
+REPORT_SPLIT = "report"
+_REPORT_SET = 4  # purpose key of the report split's stream (after 0-3 above)
+
+
 def digitanatomy_split(
     n_normal: int,
     n_abnormal: int,
@@ -214,16 +221,45 @@ def digitanatomy_split(
 
     The anomaly types take turns (missing, misordered, flipped, zero, missing, ...), so
     every type is present once ``n_abnormal >= 4``. Images use the handwriting samples of
-    ``split``; the same (seed, split) always gives the same list.
+    ``split`` (``"report"``: see :data:`REPORT_SPLIT`); the same (seed, split) always gives
+    the same list.
     """
+    bank, purpose = ("test", _REPORT_SET) if split == REPORT_SPLIT else (split, _FIXED_SET)
     generator = DigitAnatomy(
-        load_digit_bank(split, mnist_dir), cell_size=cell_size, crop_range=crop_range, max_cells=max_cells
+        load_digit_bank(bank, mnist_dir), cell_size=cell_size, crop_range=crop_range, max_cells=max_cells
     )
     kinds = [NORMAL] * n_normal + [ANOMALY_TYPES[i % len(ANOMALY_TYPES)] for i in range(n_abnormal)]
     return [
-        generator.sample(np.random.default_rng([seed, _SPLIT_STREAM[split], _FIXED_SET, i]), kind)
+        generator.sample(np.random.default_rng([seed, _SPLIT_STREAM[bank], purpose, i]), kind)
         for i, kind in enumerate(kinds)
     ]
+
+
+def inpainting_set(
+    n_per_type: int,
+    seed: int = 0,
+    split: str = "validation",
+    mnist_dir: str | os.PathLike | None = None,
+    max_cells: int = DEFAULT_MAX_CELLS,
+) -> list[dict]:
+    """Anomalous images with their *normal counterpart*: the same handwriting samples
+    before the anomaly was applied, i.e. what a perfect in-painting would reconstruct.
+
+    Each item: ``image`` and ``normal`` (1, 96, 96), ``anomaly`` and ``cells`` (the affected
+    cells as a list of ints); ``n_per_type`` items of each anomaly type, in type order. A
+    normal image renders its nine cells before the anomaly touches the random stream, so
+    re-sampling the same stream as ``"normal"`` gives the counterpart exactly.
+    """
+    generator = DigitAnatomy(load_digit_bank(split, mnist_dir), max_cells=max_cells)
+    items = []
+    for t, kind in enumerate(ANOMALY_TYPES):
+        for i in range(n_per_type):
+            key = [seed, _SPLIT_STREAM[split], _INPAINTING, t, i]
+            item = generator.sample(np.random.default_rng(key), kind)
+            normal = generator.sample(np.random.default_rng(key), NORMAL)
+            items.append({"image": item["image"], "normal": normal["image"], "anomaly": kind,
+                          "cells": [int(c) for c in item["cells"].split(",")]})
+    return items
 
 
 def render_preview(path: str | os.PathLike, seed: int = 0, columns: int = 4, split: str = "validation") -> Path:

@@ -20,7 +20,29 @@ from monai.engines.utils import IterationEvents
 from ..scoring import SQUIDScorer, calibrated_score
 from .trainer import plain_tensor
 
-__all__ = ["SQUIDEvaluator"]
+__all__ = ["SQUIDEvaluator", "residual_scores"]
+
+
+@torch.no_grad()
+def residual_scores(discriminator: torch.nn.Module, image: torch.Tensor, reconstruction: torch.Tensor) -> dict:
+    """Per-image anomaly scores of the source documents, besides the discriminator logit:
+
+    - ``score_residual``: mean squared reconstruction residual ``(x - x_hat)^2`` (the
+      auto-encoder / MemAE score, DAAD's R);
+    - ``score_feature``: mean squared difference of the discriminator's last convolutional
+      features of ``x`` and ``x_hat`` (f-AnoGAN's kappa term, DAAD's alignment error L),
+      with per-image normalisation, so that no image's score depends on its batch.
+    """
+    disc = discriminator
+    was_training = disc.training
+    disc.eval()
+    try:
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            x, r = image.float(), reconstruction.float()
+            feature = (disc.features(x) - disc.features(r)).pow(2).flatten(1).mean(1)
+    finally:
+        disc.train(was_training)
+    return {"score_residual": (x - r).pow(2).flatten(1).mean(1), "score_feature": feature}
 
 
 class SQUIDEvaluator(Evaluator):
@@ -37,6 +59,8 @@ class SQUIDEvaluator(Evaluator):
             as in :class:`monai.engines.SupervisedEvaluator`.
         running_stats: also compute ``score_running`` (scorers whose discriminator has a
             ``per_image_norm`` switch, i.e. SQUID's; other families skip it).
+        residual_scores: also compute the source documents' other scores on the same
+            reconstruction (:func:`residual_scores`; scorers with a discriminator): ``score_residual`` and ``score_feature``.
     """
 
     def __init__(
@@ -51,6 +75,7 @@ class SQUIDEvaluator(Evaluator):
         non_blocking: bool = False,
         amp: bool = False,
         running_stats: bool = True,
+        residual_scores: bool = True,
         image_key: str = "image",
         label_key: str = "label",
     ):
@@ -59,17 +84,23 @@ class SQUIDEvaluator(Evaluator):
             key_val_metric=key_val_metric, additional_metrics=additional_metrics, val_handlers=val_handlers,
             amp=amp, decollate=False,
         )
-        self.scorer, self.running_stats = scorer, running_stats
+        self.scorer, self.running_stats, self.residual_scores = scorer, running_stats, residual_scores
         self.image_key, self.label_key = image_key, label_key
         self.amp_device = torch.device(device).type
-        #: key metric of every validation run by this process, by (trainer) epoch
+        #: AUC of every validation run by this process, by (trainer) epoch: the metric
+        #: ``val_auc`` when there is one (the key metric may be its smoothed version)
         self.auc_history: dict[int, float] = {}
+        #: the key metric (what selects the checkpoint) of every validation, by epoch
+        self.key_metric_history: dict[int, float] = {}
         self.add_event_handler(Events.EPOCH_COMPLETED, self._record_key_metric)
 
     def _record_key_metric(self, engine: SQUIDEvaluator) -> None:
-        name = engine.state.key_metric_name
-        if name is not None and name in engine.state.metrics:
-            self.auc_history[int(engine.state.epoch)] = float(engine.state.metrics[name])
+        name, metrics, epoch = engine.state.key_metric_name, engine.state.metrics, int(engine.state.epoch)
+        if name is not None and name in metrics:
+            self.key_metric_history[epoch] = float(metrics[name])
+        auc = "val_auc" if "val_auc" in metrics else name
+        if auc is not None and auc in metrics:
+            self.auc_history[epoch] = float(metrics[auc])
 
     def _iteration(self, engine: SQUIDEvaluator, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         if batchdata is None:
@@ -90,6 +121,8 @@ class SQUIDEvaluator(Evaluator):
                 disc.per_image_norm = previous
             output["logit_running"] = logit
             output["score_running"] = calibrated_score(logit, self.scorer.mean, self.scorer.std)
+        if self.residual_scores and hasattr(getattr(self.scorer, "discriminator", None), "features"):
+            output.update(residual_scores(self.scorer.discriminator, image, output["reconstruction"]))
         engine.state.output = output
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return output

@@ -83,6 +83,9 @@ class SQUIDTrainer(Trainer):
         generator, discriminator: the networks (optionally DDP-wrapped).
         g_optimizer, d_optimizer: their optimisers.
         loss_weights: :class:`SQUIDLossWeights` or a dict of its fields.
+        distillation_detach: detach the teacher side of the distillation loss (default:
+            the term trains the student only); ``False``: the teacher learns from it too, as
+            in the authors' code (SQUID.md section 7, U3).
         n_critic: the generator is updated every ``n_critic``-th iteration (paper: 2 on
             chest X-rays, 1 on DigitAnatomy); the discriminator every iteration.
         amp: mixed precision; on CUDA float16 with one ``GradScaler`` per optimiser, on
@@ -105,6 +108,7 @@ class SQUIDTrainer(Trainer):
         g_optimizer: torch.optim.Optimizer,
         d_optimizer: torch.optim.Optimizer,
         loss_weights: SQUIDLossWeights | dict | None = None,
+        distillation_detach: bool = True,
         n_critic: int = 1,
         amp: bool = False,
         max_nonfinite: int = 20,
@@ -133,6 +137,7 @@ class SQUIDTrainer(Trainer):
         if isinstance(loss_weights, dict):
             loss_weights = SQUIDLossWeights(**loss_weights)
         self.loss_weights = loss_weights or SQUIDLossWeights()
+        self.distillation_detach = bool(distillation_detach)
         self.n_critic, self.max_nonfinite, self.image_key = n_critic, max_nonfinite, image_key
         self.amp_device = torch.device(device).type
         self.amp_dtype = torch.float16 if self.amp_device == "cuda" else torch.bfloat16
@@ -201,11 +206,13 @@ class SQUIDTrainer(Trainer):
             # against the updated discriminator; through the plain module: this gradient is the
             # generator's, DDP must not reduce it into the discriminator
             with self._autocast():
-                terms = generator_losses(out, image, unwrap(disc)(out["student"]), self.loss_weights)
+                terms = generator_losses(out, image, unwrap(disc)(out["student"]), self.loss_weights,
+                                         detach_teacher=self.distillation_detach)
         else:
             # logged only: reuse the discriminator step's logits (no extra pass through its norm layers)
             with torch.no_grad():
-                terms = generator_losses(out, image, fake_logit.detach(), self.loss_weights)
+                terms = generator_losses(out, image, fake_logit.detach(), self.loss_weights,
+                                         detach_teacher=self.distillation_detach)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         g_ok = update_g and self._finite(engine, "generator", terms["generator"])
         if g_ok:
@@ -216,10 +223,12 @@ class SQUIDTrainer(Trainer):
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if d_ok and (g_ok or not update_g):
             self._nonfinite_run = 0
-        if g_ok and "tokens" in out:
-            tokens = self._gather(out["tokens"])  # identical on every rank, and so is the decision
-            if torch.isfinite(tokens).all():
-                unwrap(gen).enqueue(tokens)
+        if g_ok and ("tokens" in out or "decoder_tokens" in out):
+            # identical on every rank, and so is the decision
+            tokens = self._gather(out["tokens"]) if "tokens" in out else None
+            decoder = [self._gather(t) for t in out.get("decoder_tokens", [])]
+            if all(torch.isfinite(t).all() for t in [tokens, *decoder] if t is not None):
+                unwrap(gen).enqueue(tokens, decoder)
         _average_running_stats(gen, disc)
 
         engine.state.output = {

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from .blocks import ResidualDoubleConv, UpBlock, tile, untile
 from .inpainting import InpaintingBlock, MaskedShortcut
-from .memory import MemoryMatrix
+from .memory import MemoryMatrix, MemoryQueue
 
 __all__ = ["SQUIDEncoder", "DecoderMemory", "SQUIDDecoder", "SQUIDGenerator"]
 
@@ -45,23 +45,47 @@ class DecoderMemory(nn.Module):
     Each tile map is split into ``windows x windows`` windows; each window position has
     its own memory of ``items`` entries, read with the same shrinkage as the queue. A
     training-only masked shortcut keeps some positions' original features.
+
+    ``grid > 1`` makes the memory *space-aware* like the queue: one memory per (tile
+    position, window position), so a window can only be rebuilt from the normal patterns
+    seen at that place of the image. With ``grid = 1`` (the authors' network) all tiles
+    share the window memories, and an anomalous pattern (a blank cell, a 0) that is normal
+    *somewhere* in the image is reproduced wherever it appears.
+
+    ``kind="queue"`` holds *real* detached window features of normal training images
+    (first in, first out, like the in-painting queue) instead of learnable items: a
+    learnable matrix can learn items whose top-k mixtures rebuild almost any pattern,
+    anomalies included, while a mixture of a few real normal windows stays normal. The
+    training forward leaves the batch's window features in ``last_tokens`` for
+    :meth:`enqueue`, called after the optimiser step.
     """
 
     def __init__(self, channels: int, spatial_size: int, windows: int, items: int, top_k: int,
-                 shrinkage: bool = True, shortcut: str = "hard", mask_prob: float = 0.95):
+                 shrinkage: bool = True, shortcut: str = "hard", mask_prob: float = 0.95, grid: int = 1,
+                 kind: str = "matrix"):
         super().__init__()
         if spatial_size % windows:
             raise ValueError(f"decoder map of size {spatial_size} cannot be split into {windows}x{windows} windows")
-        self.windows = windows
+        self.windows, self.grid = windows, grid
         dim = channels * (spatial_size // windows) ** 2
-        self.memory = MemoryMatrix(windows * windows, items, dim, top_k, shrinkage)
+        if kind not in ("matrix", "queue"):
+            raise ValueError(f"decoder memory kind must be 'matrix' or 'queue', got {kind!r}")
+        memory = MemoryQueue if kind == "queue" else MemoryMatrix
+        self.memory = memory(grid * grid * windows * windows, items, dim, top_k, shrinkage)
         self.shortcut = MaskedShortcut(shortcut, mask_prob)
+        self.last_tokens: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        windows = tile(x, self.windows).reshape(n, self.windows**2, -1)
+        regions = self.grid**2 * self.windows**2  # tiles are batch-major: (image, tile) rows
+        windows = tile(x, self.windows).reshape(n // self.grid**2, regions, -1)
+        if self.training and isinstance(self.memory, MemoryQueue):
+            self.last_tokens = windows.detach()
         read = self.memory.read(windows).reshape(n * self.windows**2, c, h // self.windows, w // self.windows)
         return self.shortcut(untile(read, self.windows), x)
+
+    def enqueue(self, tokens: torch.Tensor) -> None:
+        self.memory.enqueue(tokens)
 
 
 class SQUIDDecoder(nn.Module):
@@ -118,6 +142,11 @@ class SQUIDGenerator(nn.Module):
         queue_slots, top_k, heads, mlp_dim: in-painting memory and transformer settings.
         mask_prob: keep probability of every masked shortcut.
         decoder_memory_items, decoder_memory_windows: decoder memory size and windows per side.
+        decoder_memory_space_aware: one decoder memory per tile position as well as per
+            window (False: the windows' memories are shared by all tiles, as in the authors'
+            network).
+        decoder_memory_kind: ``"matrix"`` (learnable, the paper's) or ``"queue"`` (real
+            normal window features, see :class:`DecoderMemory`).
         space_aware: one queue per tile position (False: one shared queue).
         inpainting: use the in-painting block (False: the student decodes the raw bottleneck).
         shrinkage: Gumbel shrinkage on every memory read (False: plain softmax).
@@ -152,6 +181,8 @@ class SQUIDGenerator(nn.Module):
         mask_prob: float = 0.95,
         decoder_memory_items: int = 200,
         decoder_memory_windows: int = 2,
+        decoder_memory_space_aware: bool = False,
+        decoder_memory_kind: str = "matrix",
         space_aware: bool = True,
         inpainting: bool = True,
         shrinkage: bool = True,
@@ -189,7 +220,8 @@ class SQUIDGenerator(nn.Module):
         dec_memory = None
         if decoder_memory:
             dec_memory = dict(windows=decoder_memory_windows, items=decoder_memory_items, top_k=top_k,
-                              shrinkage=shrinkage, shortcut=shortcut, mask_prob=mask_prob)
+                              shrinkage=shrinkage, shortcut=shortcut, mask_prob=mask_prob,
+                              grid=tiles if decoder_memory_space_aware else 1, kind=decoder_memory_kind)
         self.student = SQUIDDecoder(in_channels, channels, tiles, tile_size, skip_levels, dec_memory)
         self.teacher = SQUIDDecoder(in_channels, channels, tiles, tile_size, skip_levels) if distillation else None
 
@@ -212,6 +244,9 @@ class SQUIDGenerator(nn.Module):
         if self.training:
             if tokens is not None:
                 out["tokens"] = tokens
+            queues = [m.last_tokens for m in self.student.memories if getattr(m, "last_tokens", None) is not None]
+            if queues:
+                out["decoder_tokens"] = queues
         else:
             out = {"student": out["student"]}
         return out
@@ -223,9 +258,14 @@ class SQUIDGenerator(nn.Module):
             raise RuntimeError("reconstruct() is the inference path: call .eval() first")
         return self.forward(x)["student"]
 
-    def enqueue(self, tokens: torch.Tensor | None) -> None:
-        """Write the batch's detached tokens (``forward(x)["tokens"]``) into the memory
-        queues. Call after the generator's optimiser step (the queue is read before it is
-        written within one iteration)."""
+    def enqueue(self, tokens: torch.Tensor | None, decoder_tokens: list[torch.Tensor] | None = None) -> None:
+        """Write the batch's detached tokens (``forward(x)["tokens"]``, and
+        ``forward(x)["decoder_tokens"]`` for queue decoder memories) into the memory queues.
+        Call after the generator's optimiser step (a queue is read before it is written
+        within one iteration)."""
         if self.inpainting is not None and tokens is not None:
             self.inpainting.enqueue(tokens)
+        if decoder_tokens:
+            queues = [m for m in self.student.memories if isinstance(getattr(m, "memory", None), MemoryQueue)]
+            for memory, window_tokens in zip(queues, decoder_tokens):
+                memory.enqueue(window_tokens)

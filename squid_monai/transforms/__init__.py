@@ -4,10 +4,17 @@ train / inference pipelines every part of the project shares."""
 from squid_monai.transforms.compose import inference_transforms, preprocess, train_transforms
 from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES, read_dicom
 from squid_monai.transforms.errors import RadiographError, find_radiograph_error
-from squid_monai.transforms.intensity import RobustScaleIntensity, RobustScaleIntensityd
+from squid_monai.transforms.intensity import (
+    INTENSITY_RULES,
+    RawScaleIntensity,
+    RawScaleIntensityd,
+    RobustScaleIntensity,
+    RobustScaleIntensityd,
+)
 from squid_monai.transforms.loading import LoadRadiograph, LoadRadiographd
 from squid_monai.transforms.reading import SUPPORTED_EXTENSIONS, image_format, read_radiograph, validate_image
 from squid_monai.transforms.spatial import (
+    AUGMENT_RESAMPLINGS,
     RandScaleTranslate,
     RandScaleTranslated,
     ResizeRadiograph,
@@ -15,6 +22,8 @@ from squid_monai.transforms.spatial import (
 )
 
 __all__ = [
+    "AUGMENT_RESAMPLINGS",
+    "INTENSITY_RULES",
     "RADIOGRAPH_MODALITIES",
     "SUPPORTED_EXTENSIONS",
     "LoadRadiograph",
@@ -22,6 +31,8 @@ __all__ = [
     "RadiographError",
     "RandScaleTranslate",
     "RandScaleTranslated",
+    "RawScaleIntensity",
+    "RawScaleIntensityd",
     "ResizeRadiograph",
     "ResizeRadiographd",
     "RobustScaleIntensity",

@@ -1,11 +1,20 @@
 """The training and inference preprocessing: one definition for every consumer.
 
-``inference_transforms`` is load -> robust scaling to [0, 1] -> resize. ``train_transforms``
+``inference_transforms`` is load -> intensity scaling to [0, 1] -> resize. ``train_transforms``
 is exactly that followed by the paper's random translation/scaling, so that a
 ``CacheDataset`` caches the deterministic part (each file is decoded once) and only the
 augmentation runs per epoch. ``preprocess`` runs ``inference_transforms`` on one image (a
 path, an array or an in-memory DICOM dataset) for scripts, the MLflow model and the deploy
 operators: one definition, not a twin.
+
+Switches (SQUID.md section 7; the defaults are the first build's behaviour):
+
+- ``intensity``: ``"percentile"`` (0.5-99.5 percentile stretch) or ``"raw"`` (value / full
+  range of the stored bit depth: pixel / 255 on 8-bit images, the authors' rule); see
+  :mod:`squid_monai.transforms.intensity`. It must be the same for training, validation
+  and inference: every pipeline here takes it, and the bundle passes one config key to all.
+- ``augment_resampling`` (training only): ``"bilinear"`` or ``"nearest"`` (the authors'
+  torchvision resampling, whole-pixel shifts); see :mod:`squid_monai.transforms.spatial`.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ from squid_monai.transforms.errors import find_radiograph_error
 from squid_monai.transforms.intensity import (
     DEFAULT_LOWER_PERCENTILE,
     DEFAULT_UPPER_PERCENTILE,
-    RobustScaleIntensityd,
+    check_intensity_rule,
+    intensity_transformd,
 )
 from squid_monai.transforms.loading import LoadRadiographd
 from squid_monai.transforms.spatial import (
@@ -31,7 +41,18 @@ from squid_monai.transforms.spatial import (
     PAPER_TRANSLATE_FRACTION,
     RandScaleTranslated,
     ResizeRadiographd,
+    check_resampling,
 )
+
+
+def check_switches(**switches: str) -> dict:
+    """The given preprocessing switches (``intensity``, ``augment_resampling``), checked:
+    a ``ValueError`` names an unknown key or value. For the configs' ``**options``."""
+    checks = {"intensity": check_intensity_rule, "augment_resampling": check_resampling}
+    unknown = set(switches) - set(checks)
+    if unknown:
+        raise ValueError(f"unknown preprocessing switch(es) {sorted(unknown)}; known: {sorted(checks)}")
+    return {key: checks[key](value) for key, value in switches.items()}
 
 
 def inference_transforms(
@@ -42,8 +63,10 @@ def inference_transforms(
     apply_voi: bool = True,
     dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
     allow_missing_keys: bool = False,
+    intensity: str = "percentile",
 ) -> Compose:
-    """Deterministic preprocessing of dict items ``{"image": path or array, ...}``.
+    """Deterministic preprocessing of dict items ``{"image": path or array, ...}``;
+    ``intensity``: ``"percentile"`` or ``"raw"`` (module docstring).
 
     Output: ``item["image"]`` a float32 ``MetaTensor`` (1, S, S) in [0, 1] with
     ``meta["filename_or_obj"]``; other keys (label, metadata) pass through unchanged.
@@ -53,8 +76,8 @@ def inference_transforms(
             LoadRadiographd(
                 keys, apply_voi=apply_voi, dicom_modalities=dicom_modalities, allow_missing_keys=allow_missing_keys
             ),
-            RobustScaleIntensityd(
-                keys, lower=lower_percentile, upper=upper_percentile, allow_missing_keys=allow_missing_keys
+            intensity_transformd(
+                keys, intensity, lower=lower_percentile, upper=upper_percentile, allow_missing_keys=allow_missing_keys
             ),
             ResizeRadiographd(keys, image_size=image_size, allow_missing_keys=allow_missing_keys),
         ]
@@ -73,8 +96,11 @@ def train_transforms(
     apply_voi: bool = True,
     dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
     allow_missing_keys: bool = False,
+    intensity: str = "percentile",
+    augment_resampling: str = "bilinear",
 ) -> Compose:
-    """``inference_transforms`` followed by the paper's random translation and scaling."""
+    """``inference_transforms`` followed by the paper's random translation and scaling
+    (``augment_resampling``: ``"bilinear"`` or ``"nearest"``; module docstring)."""
     deterministic = inference_transforms(
         image_size,
         keys,
@@ -83,6 +109,7 @@ def train_transforms(
         apply_voi=apply_voi,
         dicom_modalities=dicom_modalities,
         allow_missing_keys=allow_missing_keys,
+        intensity=intensity,
     )
     augment = RandScaleTranslated(
         keys,
@@ -90,6 +117,7 @@ def train_transforms(
         scale=scale,
         prob=augment_prob,
         padding_mode=padding_mode,
+        mode=augment_resampling,
         allow_missing_keys=allow_missing_keys,
     )
     return Compose([*deterministic.transforms, augment])
@@ -102,15 +130,17 @@ def preprocess(
     upper_percentile: float = DEFAULT_UPPER_PERCENTILE,
     apply_voi: bool = True,
     dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
+    intensity: str = "percentile",
 ) -> torch.Tensor:
-    """``inference_transforms`` of one image: a plain float32 tensor (1, S, S) in [0, 1].
+    """``inference_transforms`` of one image: a plain float32 tensor (1, S, S) in [0, 1]
+    (``intensity``: ``"percentile"`` or ``"raw"``, as the model was trained).
 
     ``image`` is a file path, an in-memory ``pydicom.Dataset`` or an (H, W) / (1, H, W)
     array. Bad input raises ``RadiographError`` itself (MONAI's ``Compose`` wraps it in a
     RuntimeError, which is unwrapped here).
     """
     transforms = inference_transforms(image_size, lower_percentile=lower_percentile, upper_percentile=upper_percentile,
-                                      apply_voi=apply_voi, dicom_modalities=dicom_modalities)
+                                      apply_voi=apply_voi, dicom_modalities=dicom_modalities, intensity=intensity)
     try:
         out = transforms({"image": image})["image"]
     except RuntimeError as err:

@@ -15,6 +15,15 @@ applies, in the order the standard's display pipeline does:
    mirrored, so that every chest ends up in the standard radiographic display
    (patient's right on the viewer's left, head at the top).
 
+The *stored value range* of the result (:func:`stored_value_range`) is what the ``"raw"``
+intensity rule divides by (:mod:`squid_monai.transforms.intensity`): the full range of
+the stored bit depth, ``[0, 2**BitsStored - 1]`` for unsigned pixels (signed:
+``[-2**(BitsStored-1), 2**(BitsStored-1) - 1]``), mapped through the rescale slope and
+intercept (a Modality LUT Sequence: ``[0, 2**bits - 1]`` of its descriptor), the same
+output range pydicom's windowing maps to, so it holds with or without the VOI window (a
+VOI LUT Sequence: ``[0, 2**bits - 1]`` of its descriptor). The MONOCHROME1 inversion
+(step 4) keeps values inside that range.
+
 Only projection radiographs are accepted: modalities CR, DX, DR and RG, plus Secondary
 Capture files (modality OT or absent, or a Secondary Capture SOP class) that carry a
 digitised radiograph. Multi-frame objects are refused.
@@ -56,7 +65,8 @@ def read_dicom(
     apply_voi: bool = True,
     reorient: bool = True,
     modalities: tuple[str, ...] | None = RADIOGRAPH_MODALITIES,
-) -> np.ndarray:
+    return_value_range: bool = False,
+) -> np.ndarray | tuple[np.ndarray, tuple[float, float]]:
     """Decode a single-frame DICOM radiograph to a (rows, cols) float32 array, bone bright.
 
     Args:
@@ -66,6 +76,8 @@ def read_dicom(
         reorient: honour ``PatientOrientation`` (step 5 above).
         modalities: accepted modalities (Secondary Capture always accepted);
             ``None`` accepts any single-frame 2D image.
+        return_value_range: also return the stored value range ``(low, high)`` of the
+            result (module docstring).
     """
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -103,6 +115,7 @@ def read_dicom(
 
     image = apply_modality_lut(pixels, ds)
     has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    voi_lut = apply_voi and has_voi and samples == 1 and "VOILUTSequence" in ds
     if apply_voi and has_voi and samples == 1:
         try:
             image = apply_voi_lut(image, ds, index=0, prefer_lut=True)
@@ -116,7 +129,33 @@ def read_dicom(
             image = np.float32(finite.max() + finite.min()) - image
     if reorient:
         image = _to_display_orientation(image, ds)
-    return np.ascontiguousarray(image)
+    image = np.ascontiguousarray(image)
+    if return_value_range:
+        return image, stored_value_range(ds, voi_lut=voi_lut)
+    return image
+
+
+def stored_value_range(ds, voi_lut: bool = False) -> tuple[float, float]:
+    """``(low, high)``: the full range of the stored bit depth of ``ds`` after the Modality
+    LUT (rescale slope / intercept), or of the VOI LUT Sequence's output when ``voi_lut``
+    (module docstring)."""
+    if voi_lut:
+        return 0.0, float(2 ** _lut_bits(ds.VOILUTSequence[0]) - 1)
+    if "ModalityLUTSequence" in ds:
+        return 0.0, float(2 ** _lut_bits(ds.ModalityLUTSequence[0]) - 1)
+    bits = int(ds.get("BitsStored", 0) or ds.get("BitsAllocated", 8) or 8)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 0:
+        low, high = 0.0, float(2**bits - 1)
+    else:
+        low, high = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    if ds.get("RescaleSlope", None) is not None:
+        slope, intercept = float(ds.RescaleSlope), float(ds.get("RescaleIntercept", 0) or 0)
+        low, high = sorted((low * slope + intercept, high * slope + intercept))
+    return low, high
+
+
+def _lut_bits(item) -> int:
+    return int(list(item.LUTDescriptor)[2])
 
 
 def _check_is_radiograph(path, ds, modalities) -> None:

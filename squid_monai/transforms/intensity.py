@@ -1,6 +1,6 @@
-"""Robust intensity scaling of a radiograph to [0, 1].
+"""Intensity scaling of a radiograph to [0, 1]: two rules (SQUID.md section 7, U2).
 
-Default: clip at the 0.5th and 99.5th percentiles of the image and map that range
+``"percentile"`` (default, :class:`RobustScaleIntensity`): clip at the 0.5th and 99.5th percentiles of the image and map that range
 linearly to [0, 1]. Why percentiles rather than min-max: radiographs routinely carry a
 few extreme pixels that say nothing about anatomy (burned-in text and side markers,
 collimator edges, dead detector pixels, padding values in 12/16-bit DICOMs). With
@@ -12,6 +12,26 @@ it also keeps an inverted image exactly inverted (scale(-x) = 1 - scale(x)).
 
 Images whose percentile window is empty (almost all pixels equal) fall back to min-max;
 a constant image raises :class:`RadiographError`.
+
+``"raw"`` (:class:`RawScaleIntensity`): the authors' rule, torchvision ``ToTensor()`` on
+an 8-bit image, i.e. pixel / 255, generalised to any bit depth: the value divided by the
+full range of the *stored* bit depth, ``(value - low) / (high - low)`` with ``[low, high]``
+the range the pixel type can hold (``meta["value_range"]``, set by
+:class:`~squid_monai.transforms.loading.LoadRadiograph`). So
+
+- 8-bit PNG / JPEG (and 8-bit DICOM): exactly pixel / 255;
+- 16-bit PNG: value / 65535;
+- DICOM: value / (2**BitsStored - 1) for unsigned pixels without rescaling (a 12-bit
+  detector: / 4095), taken after the reader's Modality LUT (rescale slope / intercept:
+  ``[low, high]`` is the stored range mapped through them), VOI window (pydicom maps it to
+  that same range) and MONOCHROME1 inversion (which stays within the image's own range);
+  see :func:`squid_monai.transforms.dicom.stored_value_range`;
+- in-memory arrays: by data type (``uint8`` / 255, ``uint16`` / 65535); floating-point
+  arrays are taken as already in [0, 1] (DigitAnatomy), unchanged.
+
+No contrast stretch: the global brightness and contrast of the acquisition stay in the
+image (on ZhangLab they differ between classes). Results are clamped to [0, 1]. An image
+whose stored range is unknown (floating-point NIfTI) raises :class:`RadiographError`.
 """
 
 from __future__ import annotations
@@ -26,6 +46,8 @@ from monai.transforms import MapTransform, Transform
 
 from squid_monai.transforms.errors import RadiographError
 
+#: The intensity rules (see the module docstring).
+INTENSITY_RULES = ("percentile", "raw")
 #: Default clipping percentiles (see the module docstring for why).
 DEFAULT_LOWER_PERCENTILE = 0.5
 DEFAULT_UPPER_PERCENTILE = 99.5
@@ -71,3 +93,54 @@ class RobustScaleIntensityd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.scaler(d[key])
         return d
+
+
+class RawScaleIntensity(Transform):
+    """The ``"raw"`` rule: ``(value - low) / (high - low)`` with ``[low, high]`` the stored
+    value range in ``img.meta["value_range"]`` (module docstring), clamped to [0, 1]."""
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        meta = img.meta if isinstance(img, MetaTensor) else {}
+        if "value_range" not in meta:
+            raise RadiographError(
+                meta.get("filename_or_obj"), 'the "raw" intensity rule needs the stored bit depth of the image, '
+                "which is not known here (floating-point data?): use the \"percentile\" rule"
+            )
+        low, high = (float(v) for v in np.asarray(meta["value_range"], dtype=np.float64).reshape(-1)[:2])
+        if not high > low:
+            raise RadiographError(meta.get("filename_or_obj"), f"empty stored value range [{low:g}, {high:g}]")
+        # float32 arithmetic; low = 0 gives exactly value / full scale (8-bit: pixel / 255)
+        return ((img.float() - low) / (high - low)).clamp_(0.0, 1.0)
+
+
+class RawScaleIntensityd(MapTransform):
+    """Dictionary version of :class:`RawScaleIntensity`."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.scaler = RawScaleIntensity()
+
+    __call__ = RobustScaleIntensityd.__call__
+
+
+def check_intensity_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`INTENSITY_RULES`, else a ``ValueError``."""
+    if rule not in INTENSITY_RULES:
+        raise ValueError(f"intensity rule must be one of {INTENSITY_RULES}, got {rule!r}")
+    return rule
+
+
+def intensity_transform(rule: str = "percentile", lower: float = DEFAULT_LOWER_PERCENTILE,
+                        upper: float = DEFAULT_UPPER_PERCENTILE) -> Transform:
+    """The array transform of an intensity ``rule`` (percentiles only concern ``"percentile"``)."""
+    if check_intensity_rule(rule) == "raw":
+        return RawScaleIntensity()
+    return RobustScaleIntensity(lower=lower, upper=upper)
+
+
+def intensity_transformd(keys: KeysCollection, rule: str = "percentile", lower: float = DEFAULT_LOWER_PERCENTILE,
+                         upper: float = DEFAULT_UPPER_PERCENTILE, allow_missing_keys: bool = False) -> MapTransform:
+    """The dictionary transform of an intensity ``rule``."""
+    if check_intensity_rule(rule) == "raw":
+        return RawScaleIntensityd(keys, allow_missing_keys=allow_missing_keys)
+    return RobustScaleIntensityd(keys, lower=lower, upper=upper, allow_missing_keys=allow_missing_keys)

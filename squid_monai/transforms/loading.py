@@ -13,7 +13,7 @@ from monai.transforms import MapTransform, Transform
 
 from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES, dataset_name, is_dicom_dataset, read_dicom
 from squid_monai.transforms.errors import RadiographError
-from squid_monai.transforms.reading import read_radiograph, validate_image
+from squid_monai.transforms.reading import array_value_range, read_radiograph, validate_image
 
 #: ``meta["filename_or_obj"]`` of images that did not come from a file.
 ARRAY_SOURCE = "<array>"
@@ -28,7 +28,10 @@ class LoadRadiograph(Transform):
     generated data such as DigitAnatomy flows through the same pipeline as files.
     Values stay in the file's own units; scaling to [0, 1] is a separate step.
     ``meta["filename_or_obj"]`` records the source file (MONAI's convention), and
-    ``meta["spatial_shape"]`` the original (H, W).
+    ``meta["spatial_shape"]`` the original (H, W), and ``meta["value_range"]`` the stored
+    value range ``[low, high]`` of the pixel type (for the ``"raw"`` intensity rule; see
+    :func:`squid_monai.transforms.reading.read_radiograph`; arrays: by their data type, see
+    :func:`~squid_monai.transforms.reading.array_value_range`), absent when unknown.
 
     Args:
         apply_voi: DICOM only: apply the stored VOI LUT / window.
@@ -49,22 +52,26 @@ class LoadRadiograph(Transform):
     def __call__(self, source) -> MetaTensor:
         if isinstance(source, (str, os.PathLike)):
             name = os.fspath(source)
-            image = read_radiograph(
-                name, apply_voi=self.apply_voi, reorient=self.reorient, dicom_modalities=self.dicom_modalities
+            image, value_range = read_radiograph(
+                name, apply_voi=self.apply_voi, reorient=self.reorient, dicom_modalities=self.dicom_modalities,
+                return_value_range=True,
             )
         elif is_dicom_dataset(source):
             name = dataset_name(source)
-            image = validate_image(
-                read_dicom(source, apply_voi=self.apply_voi, reorient=self.reorient, modalities=self.dicom_modalities),
-                name,
-            )
+            image, value_range = read_dicom(source, apply_voi=self.apply_voi, reorient=self.reorient,
+                                            modalities=self.dicom_modalities, return_value_range=True)
+            image = validate_image(image, name)
         elif isinstance(source, (np.ndarray, torch.Tensor)):
             meta = source.meta if isinstance(source, MetaTensor) else {}
             name = str(meta.get("filename_or_obj", ARRAY_SOURCE))
-            image = validate_image(_array_to_2d(source, name), name)
+            array = _array_to_2d(source, name)
+            value_range = meta.get("value_range", array_value_range(array))
+            image = validate_image(array, name)
         else:
             raise RadiographError(None, f"cannot load an object of type {type(source).__name__} as an image")
         meta = {"filename_or_obj": name, "spatial_shape": np.asarray(image.shape)}
+        if value_range is not None:
+            meta["value_range"] = np.asarray(value_range, dtype=np.float64).reshape(2)
         return MetaTensor(torch.from_numpy(image)[None], meta=meta)
 
 

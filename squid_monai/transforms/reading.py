@@ -15,6 +15,14 @@ it carries the ``DICM`` marker):
 
 Every image is then checked: non-empty, finite, not constant. Failures raise
 :class:`RadiographError` naming the file and the problem.
+
+``return_value_range=True`` also gives the *stored value range* ``(low, high)`` of the
+file's pixel type, which the ``"raw"`` intensity rule divides by
+(:mod:`squid_monai.transforms.intensity`): PNG / JPEG ``[0, 255]`` for 8-bit modes,
+``[0, 65535]`` for 16-bit greyscale, ``[0, 1]`` for 1-bit; DICOM see
+:func:`squid_monai.transforms.dicom.stored_value_range`; NIfTI the range of its integer
+data type through its scaling slope / intercept (``None`` for floating-point data, which
+has no stored bit depth).
 """
 
 from __future__ import annotations
@@ -58,11 +66,13 @@ def read_radiograph(
     apply_voi: bool = True,
     reorient: bool = True,
     dicom_modalities: tuple[str, ...] | None = RADIOGRAPH_MODALITIES,
-) -> np.ndarray:
+    return_value_range: bool = False,
+) -> np.ndarray | tuple[np.ndarray, tuple[float, float] | None]:
     """Read ``path`` into a validated (rows, cols) float32 array in the file's own units.
 
     ``apply_voi``, ``reorient`` and ``dicom_modalities`` only concern DICOM files
-    (see :func:`squid_monai.transforms.dicom.read_dicom`).
+    (see :func:`squid_monai.transforms.dicom.read_dicom`). ``return_value_range``: return
+    ``(image, (low, high) or None)``, the stored value range (module docstring).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -73,12 +83,26 @@ def read_radiograph(
         raise RadiographError(path, "empty file (0 bytes)")
     kind = image_format(path)
     if kind == "pil":
-        image = _read_pil(path)
+        image, value_range = _read_pil(path)
     elif kind == "nifti":
-        image = _read_nifti(path)
+        image, value_range = _read_nifti(path)
     else:
-        image = read_dicom(path, apply_voi=apply_voi, reorient=reorient, modalities=dicom_modalities)
-    return validate_image(image, path)
+        image, value_range = read_dicom(
+            path, apply_voi=apply_voi, reorient=reorient, modalities=dicom_modalities, return_value_range=True
+        )
+    image = validate_image(image, path)
+    return (image, value_range) if return_value_range else image
+
+
+def array_value_range(array: np.ndarray) -> tuple[float, float]:
+    """The stored value range of an in-memory image by its data type: the full range of an
+    integer type (``uint8``: ``[0, 255]``), ``[0, 1]`` for bool and floating point (an
+    image already in [0, 1], such as DigitAnatomy)."""
+    dtype = np.asarray(array).dtype
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return 0.0, 1.0
 
 
 def validate_image(image: np.ndarray, path: str | os.PathLike | None = None) -> np.ndarray:
@@ -107,7 +131,7 @@ def _has_dicom_marker(path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _read_pil(path: str) -> np.ndarray:
+def _read_pil(path: str) -> tuple[np.ndarray, tuple[float, float] | None]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -117,7 +141,7 @@ def _read_pil(path: str) -> np.ndarray:
                 raise RadiographError(path, f"multi-frame image ({frames} frames): only single 2D radiographs")
             img.load()  # decode now: truncated files fail here, not later
             img = ImageOps.exif_transpose(img)
-            return _pil_to_grey(img)
+            return _pil_to_grey(img), _pil_value_range(img.mode)
     except RadiographError:
         raise
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
@@ -132,14 +156,30 @@ def _pil_to_grey(img) -> np.ndarray:
     if mode == "LA":
         return np.asarray(img.getchannel("L"), dtype=np.float32)
     rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return np.ascontiguousarray(rgb[..., 0])  # R = G = B: exactly (the float32 luma is off by ~1e-5)
     return rgb @ _LUMA
 
 
-def _read_nifti(path: str) -> np.ndarray:
+def _pil_value_range(mode: str) -> tuple[float, float] | None:
+    """Stored range of a Pillow mode: 16-bit greyscale (``I;16*``, and ``I``, which is how
+    16-bit PNGs may open), 1-bit, floating point (none), else 8 bits per channel."""
+    if mode.startswith("I"):
+        return 0.0, 65535.0
+    if mode == "1":
+        return 0.0, 1.0
+    if mode == "F":
+        return None
+    return 0.0, 255.0
+
+
+def _read_nifti(path: str) -> tuple[np.ndarray, tuple[float, float] | None]:
     import nibabel as nib
 
     try:
-        data = np.asarray(nib.load(path).get_fdata(dtype=np.float32))
+        nifti = nib.load(path)
+        data = np.asarray(nifti.get_fdata(dtype=np.float32))
+        value_range = _nifti_value_range(nifti)
     except Exception as err:  # nibabel raises many types for damaged files
         raise RadiographError(path, f"cannot read NIfTI ({type(err).__name__}: {err})") from err
     axes = [n for n in data.shape if n != 1]
@@ -148,4 +188,16 @@ def _read_nifti(path: str) -> np.ndarray:
             path, f"NIfTI image of shape {tuple(data.shape)} is not 2D (a 3D volume or several channels): "
             "only 2D radiographs are supported"
         )
-    return data.reshape(axes).T  # (x, y) -> (rows, cols)
+    return data.reshape(axes).T, value_range  # (x, y) -> (rows, cols)
+
+
+def _nifti_value_range(nifti) -> tuple[float, float] | None:
+    dtype = nifti.get_data_dtype()
+    if not np.issubdtype(dtype, np.integer):
+        return None
+    low, high = array_value_range(np.empty(0, dtype))
+    slope, inter = (getattr(nifti.dataobj, name, None) for name in ("slope", "inter"))
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    low, high = sorted((low * slope + inter, high * slope + inter))
+    return low, high

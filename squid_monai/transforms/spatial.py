@@ -8,8 +8,18 @@ interpolation with antialiasing (a triangle filter as wide as the scale factor),
 
 Augmentation (SQUID.md section 4): a random translation within +-5 % of the image size
 on each axis and one random isotropic scaling factor in [0.95, 1.05], around the image
-centre, bilinear, with zeros outside the image (as torchvision's ``RandomAffine``, which
-the authors' code uses). Sampling goes through MONAI's ``Randomizable`` state, so
+centre, with zeros outside the image (as torchvision's ``RandomAffine``, which the
+authors' code uses). Two resamplings (SQUID.md section 7, U1):
+
+- ``"bilinear"`` (default): bilinear ``grid_sample`` with sub-pixel shifts. A sub-pixel
+  bilinear shift is a low-pass filter, so training images come out slightly blurrier
+  than un-augmented ones.
+- ``"nearest"``: what the authors' torchvision ``RandomAffine`` on a PIL image does:
+  nearest-neighbour resampling and translations rounded to whole pixels (the same random
+  draws, rounded), so every output value is an input value or the zero fill, and a
+  whole-pixel shift at scale 1 is an exact shift with zero fill.
+
+Sampling goes through MONAI's ``Randomizable`` state, so
 ``set_random_state(seed)`` (or ``Compose.set_random_state``, or ``monai.utils.set_determinism``)
 makes it reproducible.
 """
@@ -29,6 +39,8 @@ from monai.transforms import MapTransform, RandomizableTransform, Transform
 #: and the half-width of the scaling interval around 1.
 PAPER_TRANSLATE_FRACTION = 0.05
 PAPER_SCALE_DELTA = 0.05
+#: Resamplings of the augmentation (see the module docstring).
+AUGMENT_RESAMPLINGS = ("bilinear", "nearest")
 
 
 class ResizeRadiograph(Transform):
@@ -74,6 +86,8 @@ class RandScaleTranslate(RandomizableTransform):
         scale: the scaling factor is drawn uniformly from [1 - scale, 1 + scale].
         prob: probability of augmenting at all.
         padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"`` outside the image.
+        mode: ``"bilinear"`` (sub-pixel shifts) or ``"nearest"`` (whole-pixel shifts,
+            nearest-neighbour resampling: the authors' torchvision augmentation).
     """
 
     def __init__(
@@ -82,10 +96,12 @@ class RandScaleTranslate(RandomizableTransform):
         scale: float = PAPER_SCALE_DELTA,
         prob: float = 1.0,
         padding_mode: str = "zeros",
+        mode: str = "bilinear",
     ) -> None:
         RandomizableTransform.__init__(self, prob)
         if translate < 0 or not 0 <= scale < 1:
             raise ValueError(f"need translate >= 0 and 0 <= scale < 1, got {translate}, {scale}")
+        self.mode = check_resampling(mode)
         self.translate = float(translate)
         self.scale = float(scale)
         self.padding_mode = padding_mode
@@ -99,6 +115,8 @@ class RandScaleTranslate(RandomizableTransform):
             return
         limits = self.translate * np.asarray(spatial_size, dtype=float)
         self.translation = self.R.uniform(-limits, limits)
+        if self.mode == "nearest":  # torchvision: round(uniform(-max_dx, max_dx)) pixels
+            self.translation = np.round(self.translation)
         self.scale_factor = float(self.R.uniform(1.0 - self.scale, 1.0 + self.scale))
 
     def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
@@ -106,7 +124,7 @@ class RandScaleTranslate(RandomizableTransform):
             self.randomize(img.shape[1:])
         if not self._do_transform:
             return img.float()
-        return _scale_translate(img, self.scale_factor, self.translation, self.padding_mode)
+        return _scale_translate(img, self.scale_factor, self.translation, self.padding_mode, self.mode)
 
 
 class RandScaleTranslated(RandomizableTransform, MapTransform):
@@ -119,11 +137,14 @@ class RandScaleTranslated(RandomizableTransform, MapTransform):
         scale: float = PAPER_SCALE_DELTA,
         prob: float = 1.0,
         padding_mode: str = "zeros",
+        mode: str = "bilinear",
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        self.augment = RandScaleTranslate(translate=translate, scale=scale, prob=1.0, padding_mode=padding_mode)
+        self.augment = RandScaleTranslate(
+            translate=translate, scale=scale, prob=1.0, padding_mode=padding_mode, mode=mode
+        )
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         super().set_random_state(seed, state)
@@ -143,9 +164,17 @@ class RandScaleTranslated(RandomizableTransform, MapTransform):
         return d
 
 
-def _scale_translate(img: torch.Tensor, scale: float, translation: np.ndarray, padding_mode: str) -> torch.Tensor:
+def check_resampling(mode: str) -> str:
+    """``mode`` if it is one of :data:`AUGMENT_RESAMPLINGS`, else a ``ValueError``."""
+    if mode not in AUGMENT_RESAMPLINGS:
+        raise ValueError(f"augmentation resampling must be one of {AUGMENT_RESAMPLINGS}, got {mode!r}")
+    return mode
+
+
+def _scale_translate(img: torch.Tensor, scale: float, translation: np.ndarray, padding_mode: str,
+                     mode: str = "bilinear") -> torch.Tensor:
     """Scale (C, H, W) content by ``scale`` about the image centre, then shift it by
-    ``translation`` pixels (rows, cols); bilinear. A direct ``affine_grid`` / ``grid_sample``
+    ``translation`` pixels (rows, cols); ``mode`` bilinear or nearest. A direct ``affine_grid`` / ``grid_sample``
     call: MONAI's generic ``Affine`` costs several times more per 128 px image."""
     tensor = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
     tensor = tensor.float()
@@ -154,7 +183,7 @@ def _scale_translate(img: torch.Tensor, scale: float, translation: np.ndarray, p
     shift = torch.tensor([2.0 * translation[1] / width, 2.0 * translation[0] / height]) / scale
     theta = torch.cat([torch.eye(2) / scale, -shift[:, None]], dim=1)[None].float()
     grid = F.affine_grid(theta, [1, *tensor.shape], align_corners=False)
-    out = F.grid_sample(tensor[None], grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)[0]
+    out = F.grid_sample(tensor[None], grid, mode=mode, padding_mode=padding_mode, align_corners=False)[0]
     return MetaTensor(out, meta=dict(img.meta)) if isinstance(img, MetaTensor) else out
 
 

@@ -19,7 +19,7 @@ def _folder_dataset(root, n=12):
 def test_corrupt_training_image_is_named_or_skipped(tmp_path):
     data = _folder_dataset(tmp_path / "data")
     protocol = ["--dataset_dir", str(data), "--mlflow_tracking", "false", "--calibration_images", "4",
-                "--val_per_class", "4"]
+                "--val_per_class", "4", "--report_per_class", "2"]
     failed = run_command(train_args(tmp_path / "strict", 1, *protocol))
     assert failed.returncode != 0
     assert "broken.png" in failed.stdout + failed.stderr

@@ -16,7 +16,8 @@ from squid_monai.data import (
 )
 from squid_monai.data.datalist import main
 
-SMALL = dict(n_val_normal=4, n_val_abnormal=3)
+NO_REPORT = dict(n_report_normal=0, n_report_abnormal=0)  # the protocol without the report split
+SMALL = dict(n_val_normal=4, n_val_abnormal=3, **NO_REPORT)
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_folders_layout_flat_and_split(tmp_path, write_image):
     for i in range(5):
         write_image(flat / "abnormal" / f"a{i}.png", seed=50 + i)
     (flat / "normal" / "notes.txt").write_text("not an image")
-    datalist = build_folders(flat, n_val_normal=2, n_val_abnormal=2, seed=0)
+    datalist = build_folders(flat, n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT)
     assert len(datalist["training"]) == 6 and len(datalist["validation"]) == 4 and datalist["test"] == []
     assert all(it["source"] == "folders" and it["patient"] == "" for it in datalist["training"])
 
@@ -98,7 +99,7 @@ def test_folders_layout_flat_and_split(tmp_path, write_image):
     for i in range(3):
         write_image(split / "train" / "abnormal" / f"a{i}.png", seed=10 + i)
         write_image(split / "test" / ("normal" if i else "abnormal") / f"t{i}.png", seed=20 + i)
-    datalist = build_folders(split, n_val_normal=1, n_val_abnormal=1)
+    datalist = build_folders(split, n_val_normal=1, n_val_abnormal=1, **NO_REPORT)
     assert (len(datalist["training"]), len(datalist["validation"]), len(datalist["test"])) == (5, 2, 3)
     with pytest.raises(FileNotFoundError, match="normal/ and abnormal/"):
         build_folders(tmp_path / "nothing")
@@ -125,12 +126,12 @@ def test_chexpert_csv(tmp_path, write_image):
     csv_path = root / "CheXpert-v1.0-small" / "train.csv"
     with open(csv_path, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
-    datalist = build_chexpert(csv_path, n_val_normal=2, n_val_abnormal=2, seed=0)
+    datalist = build_chexpert(csv_path, n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT)
     assert len(datalist["training"]) == 4 and len(datalist["validation"]) == 4
     assert all(os.path.isfile(it["image"]) for it in datalist["training"] + datalist["validation"])
     assert {it["class_name"] for it in datalist["validation"] if it["label"]} <= {"Cardiomegaly", "Edema"}
     assert datalist["training"][0]["patient"].startswith("patient")
-    frontal = build_chexpert(csv_path, view="frontal", n_val_normal=2, n_val_abnormal=2, seed=0)
+    frontal = build_chexpert(csv_path, view="frontal", n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT)
     assert len(frontal["training"]) == 5  # the AP image joins
 
 
@@ -151,7 +152,8 @@ def test_written_datalist_is_relative_and_loads_with_monai(zhanglab, tmp_path):
 
 def test_command_line_builds_and_checks(zhanglab, tmp_path, capsys):
     out = tmp_path / "dl.json"
-    args = ["zhanglab", str(zhanglab), "-o", str(out), "--n_val_normal", "4", "--n_val_abnormal", "3", "--check"]
+    args = ["zhanglab", str(zhanglab), "-o", str(out), "--n_val_normal", "4", "--n_val_abnormal", "3", "--check",
+            "--report_per_class", "0"]
     assert main(args) == 0
     assert "checked 30 images: 0 bad" in capsys.readouterr().out
     bad = zhanglab / "train" / "NORMAL" / "IM-0003-0001.jpeg"
@@ -168,9 +170,9 @@ def test_command_line_builds_and_checks(zhanglab, tmp_path, capsys):
 def test_protocol_keeps_patients_whole(tmp_path):
     pool = [{"image": f"p{p}_{k}.png", "label": 0, "patient": f"p{p}"} for p in range(6) for k in range(3)]
     pool += [{"image": f"a{i}.png", "label": 1, "patient": ""} for i in range(4)]
-    datalist = apply_protocol(pool, n_val_normal=6, n_val_abnormal=2, seed=3)
+    datalist = apply_protocol(pool, n_val_normal=6, n_val_abnormal=2, seed=3, **NO_REPORT)
     val_patients = {it["patient"] for it in datalist["validation"] if it["label"] == 0}
     assert len(val_patients) == 2
     assert not val_patients & {it["patient"] for it in datalist["training"]}
     with pytest.raises(ValueError, match="whole patients"):
-        apply_protocol(pool, n_val_normal=5, n_val_abnormal=2)
+        apply_protocol(pool, n_val_normal=5, n_val_abnormal=2, **NO_REPORT)

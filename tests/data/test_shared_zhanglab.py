@@ -7,11 +7,16 @@ SIZE = 128
 
 def test_zhanglab224_gives_the_paper_split(shared_data):
     datalist = build_zhanglab(shared_data / "zhanglab224", seed=0)
-    train, val = datalist["training"], datalist["validation"]
-    assert len(train) == 1241 and all(it["label"] == 0 for it in train)
-    assert sum(it["label"] == 0 for it in val) == 100 and sum(it["label"] == 1 for it in val) == 100
-    assert not {it["image"] for it in train} & {it["image"] for it in val}
-    assert not {it["patient"] for it in train} & {it["patient"] for it in val}
+    train, val, report = datalist["training"], datalist["validation"], datalist["report"]
+    assert len(train) == 1341 - 100 - 100 and all(it["label"] == 0 for it in train)
+    for split in (val, report):
+        assert sum(it["label"] == 0 for it in split) == 100 and sum(it["label"] == 1 for it in split) == 100
+    for a, b in ((train, val), (train, report), (val, report)):
+        assert not {it["image"] for it in a} & {it["image"] for it in b}
+        assert not {it["patient"] for it in a} & {it["patient"] for it in b}
+    # the validation split of the protocol without the report split: earlier results stay comparable
+    without = build_zhanglab(shared_data / "zhanglab224", seed=0, n_report_normal=0, n_report_abnormal=0)
+    assert without["validation"] == val and len(without["training"]) == 1241
     assert datalist["test"] == []  # the official test split is not in this folder
 
 

@@ -1,0 +1,245 @@
+"""Run one bundle training over several seeds, evaluate every seed on the validation and
+report splits, and tabulate per seed and as mean +- std over seeds (the way the paper
+reports its results).
+
+    python benchmarks/seeds.py --output_root runs/seeds --seeds 0 1 2 --parallel 2 -- \\
+        --dataset_dir ../shared/data/zhanglab224 --preset small --epochs 16 \\
+        --network_overrides "{'skip_levels': 1}"
+
+Everything after ``--`` is passed unchanged to both the training and the evaluation
+command (bundle overrides). Each seed trains with ``--seed k --output_dir
+<output_root>/seed<k>``, in its own process with ``OMP_NUM_THREADS=1``, at most
+``--parallel`` at a time, then runs ``evaluate.json`` with ``--eval_split`` for each of
+``--splits`` (default ``validation report``). A ``python -m monai.bundle ...`` training
+command runs in the same process as the evaluations (one start-up per seed, parsed exactly
+as ``python -m monai.bundle`` parses it); any other command runs on its own first. A seed
+whose ``models/training_summary.json`` exists is not trained again (``--rerun`` forces
+it; an interrupted one resumes from its last checkpoint as the bundle does); evaluation
+always runs. Log: ``seed<k>/run.log``.
+
+Writes ``<output_root>/seeds.json`` (commands, per-seed rows, aggregates) and
+``<output_root>/seeds.md`` (the table). Per seed: the best epoch and its validation AUC
+(training), the AUC of the best model on each split with its 95 % bootstrap interval, the
+sharpness baseline's AUC on the same images and the paired bootstrap interval of SQUID
+minus the baseline (``metrics.json`` of the evaluation), accuracy and F1 at the validation
+threshold, and the standard deviation of the validation AUC from epoch to epoch after
+warm-up (``training_summary.json``'s ``val_auc_per_epoch``; see
+:func:`squid_monai.workflow.curve_stability`). Aggregates: mean and sample standard
+deviation (ddof 1) over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_COMMAND = "python -m monai.bundle run training --config_file bundles/squid/configs/train.json"
+EVALUATE_CONFIGS = "['bundles/squid/configs/train.json','bundles/squid/configs/evaluate.json']"
+#: Runs ``python -m monai.bundle <argv>`` for each argument list in one process (one start-up
+#: for all of them), each parsed exactly as ``python -m monai.bundle`` parses its command line.
+_BUNDLE_COMMANDS_IN_ONE_PROCESS = (
+    "import json, sys, fire\n"
+    "from monai.bundle import run\n"
+    "for argv in json.loads(sys.argv[1]):\n"
+    "    fire.Fire({'run': run}, command=argv)\n"
+)
+_BUNDLE_MODULE = ["-m", "monai.bundle"]
+#: Columns of the per-split part of a row, and their headings in seeds.md.
+SPLIT_COLUMNS = {"auc": "AUC", "baseline_auc": "sharpness AUC", "gain": "SQUID - sharpness",
+                 "accuracy": "Acc", "f1": "F1"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    root = Path(args.output_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    train = shlex.split(args.train_command)
+    failures = []
+
+    bundle_train = _bundle_argv(train)
+
+    def run_seed(seed: int) -> None:
+        out = root / f"seed{seed}"
+        out.mkdir(parents=True, exist_ok=True)
+        log = out / "run.log"
+        seeded = ["--seed", str(seed), "--output_dir", str(out), *overrides]
+        bundle_commands = [["run", "evaluating", "--config_file", args.evaluate_configs, *seeded,
+                            "--eval_split", split] for split in args.splits]
+        if not (out / "models" / "training_summary.json").is_file() or args.rerun:
+            if bundle_train is not None:
+                bundle_commands.insert(0, [*bundle_train, *seeded])
+            elif _run([*_python(train), *seeded], log) != 0:
+                failures.append(f"seed {seed}: training failed, see {log}")
+                return
+        cmd = [sys.executable, "-c", _BUNDLE_COMMANDS_IN_ONE_PROCESS, json.dumps(bundle_commands)]
+        if _run(cmd, log, append=bundle_train is None) != 0:
+            failures.append(f"seed {seed}: training or evaluation failed, see {log}")
+
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        list(pool.map(run_seed, args.seeds))
+
+    rows = [row for row in (collect_seed(root / f"seed{s}", s, args.splits, args.warmup_fraction)
+                            for s in args.seeds) if row is not None]
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "train_command": [*train, "--seed", "<k>", "--output_dir", str(root / "seed<k>"), *overrides],
+        "evaluate_command": ["python", "-m", "monai.bundle", "run", "evaluating", "--config_file",
+                             args.evaluate_configs, "--seed", "<k>", "--output_dir", str(root / "seed<k>"),
+                             "--eval_split", "<split>", *overrides],
+        "splits": list(args.splits),
+        "warmup_fraction": args.warmup_fraction,
+        "seeds": rows,
+        "aggregate": aggregate(rows),
+        "failures": failures,
+    }
+    (root / "seeds.json").write_text(json.dumps(result, indent=2))
+    (root / "seeds.md").write_text(markdown(result))
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    print(f"{len(rows)} of {len(args.seeds)} seeds done; {root / 'seeds.md'}")
+    return 1 if failures else 0
+
+
+def collect_seed(out: Path, seed: int, splits, warmup_fraction: float = 0.3) -> dict | None:
+    """The row of one seed from its ``training_summary.json`` and evaluation ``metrics.json``
+    files; ``None`` if it has not finished training."""
+    from squid_monai.workflow import curve_stability
+
+    summary_file = out / "models" / "training_summary.json"
+    if not summary_file.is_file():
+        return None
+    summary = json.loads(summary_file.read_text())
+    curve = summary.get("val_auc_per_epoch", {})
+    row = {"seed": seed, "best_epoch": summary.get("best_epoch"), "best_val_auc": summary.get("best_val_auc"),
+           "epochs": summary.get("epochs"),
+           "val_auc_std_after_warmup": curve_stability(curve, warmup_fraction).get("val_auc_std_after_warmup")}
+    for split in splits:
+        metrics_file = out / "eval" / split / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        m = json.loads(metrics_file.read_text())
+        gain, at_val = m["squid_minus_baseline_auc"], m["squid"]["at_validation_threshold"]
+        row[split] = {"n": m.get("n"), "auc": m["squid"]["auc"], "auc_95ci": m["squid"].get("auc_95ci"),
+                      "baseline_auc": m["baseline_sharpness"]["auc"],
+                      "gain": gain["value"], "gain_95ci": [gain["low"], gain["high"]],
+                      "accuracy": at_val["accuracy"], "f1": at_val["f1"]}
+    return row
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """Mean and sample standard deviation over seeds of every number in the rows."""
+
+    def stats(values):
+        values = np.array([v for v in values if v is not None], dtype=float)
+        if values.size == 0:
+            return None
+        std = float(values.std(ddof=1)) if values.size > 1 else None
+        return {"mean": float(values.mean()), "std": std, "n": int(values.size)}
+
+    out = {key: stats(r.get(key) for r in rows) for key in ("best_epoch", "best_val_auc", "val_auc_std_after_warmup")}
+    splits = {key for r in rows for key, value in r.items() if isinstance(value, dict)}
+    for split in sorted(splits):
+        out[split] = {col: stats(r.get(split, {}).get(col) for r in rows) for col in SPLIT_COLUMNS}
+    return out
+
+
+def markdown(result: dict) -> str:
+    splits = [s for s in result["splits"] if any(s in r for r in result["seeds"])]
+    head = ["seed", "best epoch", "best val AUC (training)", "val AUC std after warm-up"]
+    head += [f"{split} {SPLIT_COLUMNS[c]}" for split in splits for c in SPLIT_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["seeds"]:
+        cells = [str(r["seed"]), str(r["best_epoch"]), _num(r["best_val_auc"]), _num(r["val_auc_std_after_warmup"])]
+        for split in splits:
+            s = r.get(split)
+            cells += ([_with_ci(s["auc"], s["auc_95ci"]), _num(s["baseline_auc"]), _with_ci(s["gain"], s["gain_95ci"]),
+                       _num(s["accuracy"]), _num(s["f1"])] if s else ["-"] * len(SPLIT_COLUMNS))
+        lines.append("| " + " | ".join(cells) + " |")
+    agg = result["aggregate"]
+    cells = ["mean +- std", _mean_std(agg.get("best_epoch"), 1), _mean_std(agg.get("best_val_auc")),
+             _mean_std(agg.get("val_auc_std_after_warmup"))]
+    cells += [_mean_std((agg.get(split) or {}).get(c)) for split in splits for c in SPLIT_COLUMNS]
+    lines.append("| " + " | ".join(f"**{c}**" for c in cells) + " |")
+    n = len(result["seeds"])
+    return "\n".join([
+        f"# Seeds: {n} run(s), {result['date']}", "",
+        "Training: `" + shlex.join(result["train_command"]) + "`", "",
+        "Evaluation: `" + shlex.join(result["evaluate_command"]) + "`", "",
+        "Model selection on the validation split; the report split is never used for any choice. "
+        "AUC with its 95 % bootstrap interval; the sharpness baseline (negated Laplacian energy, no learning) "
+        "on the same images, and the paired bootstrap interval of SQUID minus it; accuracy and F1 at the "
+        f"threshold chosen on validation. Std after warm-up: of the validation AUC over epochs, the first "
+        f"{result['warmup_fraction']:.0%} of the validated epochs left out. Last row: mean +- sample std over seeds.",
+        "", *lines, "",
+        *(f"Failed: {f}" for f in result["failures"]),
+    ]) + "\n"
+
+
+def _bundle_argv(cmd: list[str]) -> list[str] | None:
+    """The ``monai.bundle`` arguments of a ``python -m monai.bundle ...`` command, else None."""
+    if len(cmd) > 3 and cmd[0] in ("python", "python3", sys.executable) and cmd[1:3] == _BUNDLE_MODULE:
+        return cmd[3:]
+    return None
+
+
+def _python(cmd: list[str]) -> list[str]:
+    """A command starting with ``python`` runs with this interpreter."""
+    return [sys.executable, *cmd[1:]] if cmd and cmd[0] in ("python", "python3") else cmd
+
+
+def _run(cmd: list[str], log: Path, append: bool = False) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    with open(log, "a" if append else "w") as f:
+        f.write("$ " + shlex.join(cmd) + "\n")
+        f.flush()
+        return subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+
+
+def _num(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _with_ci(value, interval) -> str:
+    if value is None:
+        return "-"
+    return _num(value) + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def _mean_std(stats: dict | None, digits: int = 4) -> str:
+    if not stats:
+        return "-"
+    std = "n/a" if stats["std"] is None else f"{stats['std']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f} +- {std}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/seeds.py", description=__doc__.split("\n\n")[0],
+        epilog="Bundle overrides for training and evaluation go after `--`.")
+    parser.add_argument("--output_root", required=True, help="folder of the seed<k>/ runs and the tables")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--parallel", type=int, default=1, help="processes at a time (each OMP_NUM_THREADS=1)")
+    parser.add_argument("--splits", nargs="+", default=["validation", "report"], help="evaluated splits")
+    parser.add_argument("--train_command", default=TRAIN_COMMAND,
+                        help="the bundle training command (default: %(default)s)")
+    parser.add_argument("--evaluate_configs", default=EVALUATE_CONFIGS, help="config files of the evaluation")
+    parser.add_argument("--warmup_fraction", type=float, default=0.3,
+                        help="leading fraction of the validated epochs left out of the std (default %(default)s)")
+    parser.add_argument("--rerun", action="store_true", help="train again even when a seed has finished")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The SQUID.md section 7 switches as train.json wires them: defaults are the first
+build's behaviour, and each value reaches the object it decides."""
+
+import json
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from squid_monai.transforms import RandScaleTranslated, RawScaleIntensityd, RobustScaleIntensityd
+from squid_monai.workflow import save_preprocessing, trained_intensity
+
+from ..trained_bundle import CONFIGS
+
+DEFAULTS = {"intensity": "percentile", "augment_resampling": "bilinear", "distillation_detach": True,
+            "lr_schedule": "paper", "adam_eps": 1e-08, "report_per_class": 100}
+
+
+def _parser(tmp_path, **overrides):
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"output_dir": str(tmp_path), "preset": "tiny", "digitanatomy_length": 4, "epochs": 8,
+                   "mlflow_tracking": False, **overrides})
+    return parser
+
+
+def test_defaults_are_the_first_build():
+    config = json.loads((CONFIGS / "train.json").read_text())
+    assert {key: config[key] for key in DEFAULTS} == DEFAULTS
+    assert {key: config["mlflow_params"][key] for key in DEFAULTS} == {key: f"@{key}" for key in DEFAULTS}
+
+
+@pytest.mark.parametrize("switches", [
+    {},
+    {"intensity": "raw", "augment_resampling": "nearest", "lr_schedule": "authors", "adam_eps": 1e-7},
+])
+def test_switches_reach_their_objects(tmp_path, switches):
+    parser = _parser(tmp_path, **switches)
+    expect = {**DEFAULTS, **switches}
+    g_opt, d_opt = parser.get_parsed_content("g_optimizer"), parser.get_parsed_content("d_optimizer")
+    assert g_opt.defaults["eps"] == expect["adam_eps"] and d_opt.defaults["eps"] == 1e-08
+    g_sched, d_sched = parser.get_parsed_content("g_scheduler"), parser.get_parsed_content("d_scheduler")
+    if expect["lr_schedule"] == "paper":
+        assert g_sched.T_max == d_sched.T_max == 8 and g_sched.eta_min == pytest.approx(1e-4 * 0.2)
+    else:
+        assert g_sched.T_max == 12 and g_sched.eta_min == 0
+        assert isinstance(d_sched, torch.optim.lr_scheduler.ConstantLR)
+    train = parser.get_parsed_content("train#dataset").transform.transforms
+    assert isinstance(train[-1], RandScaleTranslated) and train[-1].augment.mode == expect["augment_resampling"]
+    scaler = RawScaleIntensityd if expect["intensity"] == "raw" else RobustScaleIntensityd
+    assert isinstance(train[1], scaler)
+    assert isinstance(parser.get_parsed_content("validate#dataset").transform.transforms[1], scaler)
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), ("false", False)])
+def test_distillation_detach_reaches_the_trainer(value, expected):
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser["distillation_detach"] = value
+    assert parser.get_parsed_content("train#trainer#distillation_detach") is expected
+
+
+def test_the_trained_intensity_rule_is_recorded_for_evaluation_and_inference(tmp_path):
+    assert trained_intensity(tmp_path) == "percentile"  # a model folder from before the switch
+    save_preprocessing(tmp_path, intensity="raw")
+    assert json.loads((tmp_path / "preprocessing.json").read_text()) == {"intensity": "raw"}
+    assert trained_intensity(tmp_path) == "raw"
+    with pytest.raises(ValueError, match="intensity rule"):
+        save_preprocessing(tmp_path, intensity="minmax")
+    for name in ("evaluate.json", "inference.json"):
+        assert "trained_intensity(@ckpt_dir" in json.loads((CONFIGS / name).read_text())["intensity"]
