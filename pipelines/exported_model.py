@@ -13,6 +13,11 @@ same ``.ts`` works both as a single file and beside a reviewable JSON:
 2. a sidecar ``<model stem>.json`` next to the model file, whose keys win.
 
 Keys missing from both are an error naming the model file and the keys.
+
+The preprocessing is the bundle's, as MONAI Deploy's bundle convention has it: the
+``preprocessing`` of the ``inference.json`` that ``ckpt_export`` embeds, at the card's image
+size; a model without it (e.g. traced by hand) gets the same function,
+``squid_monai.transforms.inference_transforms``.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from squid_monai.artifact import CARD_FILE, ModelCard
+from squid_monai.transforms import inference_transforms
 
 __all__ = [
     "MODEL_CARD_KEYS",
@@ -38,6 +44,7 @@ __all__ = [
 
 MODEL_CARD_KEYS = ModelCard.REQUIRED
 EXTRA_FILE_NAME = CARD_FILE
+BUNDLE_CONFIG_FILE = "inference.json"  # the bundle config ckpt_export embeds
 _MODEL_SUFFIXES = (".ts", ".pt")
 _WARM_UP_CALLS = 2  # the profiling executor's profiling run, then its first optimised run
 
@@ -48,12 +55,15 @@ class ModelLoadError(ValueError):
 
 @dataclass
 class ExportedSQUIDModel:
-    """A loaded TorchScript scorer and its card; ``path`` is the ``.ts``/``.pt`` file."""
+    """A loaded TorchScript scorer, its card and its preprocessing (a dictionary transform of
+    ``{"image": path | pydicom.Dataset | array}``); ``path`` is the ``.ts``/``.pt`` file."""
 
     module: torch.jit.ScriptModule
     card: ModelCard
     path: Path
     device: torch.device
+    preprocessing: Callable[[dict], dict] | None = None
+    preprocessing_source: str = ""
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -93,7 +103,7 @@ def load_exported_model(
     """
     model_file = find_model_file(path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    extra_files = {EXTRA_FILE_NAME: ""}
+    extra_files = {EXTRA_FILE_NAME: "", BUNDLE_CONFIG_FILE: ""}
     try:
         with warnings.catch_warnings():  # TorchScript is the agreed deploy format; torch >= 2.10 flags it as legacy
             warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=DeprecationWarning)
@@ -102,7 +112,10 @@ def load_exported_model(
         raise ModelLoadError(f"{model_file}: not a loadable TorchScript model ({exc})") from exc
     module.eval()
     card = _read_card(model_file, extra_files[EXTRA_FILE_NAME])
-    model = ExportedSQUIDModel(module=module, card=card, path=model_file, device=device)
+    preprocessing, source = _preprocessing(model_file, extra_files[BUNDLE_CONFIG_FILE], card.image_size,
+                                           str(card.extra.get("intensity", "percentile")))
+    model = ExportedSQUIDModel(module=module, card=card, path=model_file, device=device, preprocessing=preprocessing,
+                               preprocessing_source=source)
     if warm_up:
         _warm_up(model)
     return model
@@ -118,6 +131,25 @@ def _warm_up(model: ExportedSQUIDModel) -> None:
         raise ModelLoadError(
             f"{model.path}: the model fails on a (1, 1, {size}, {size}) image, the size its card gives ({exc})"
         ) from exc
+
+
+def _preprocessing(model_file: Path, config: str | bytes, image_size: int,
+                   intensity: str = "percentile") -> tuple[Callable[[dict], dict], str]:
+    """The embedded bundle config's ``preprocessing`` at ``image_size``, or ``inference_transforms``."""
+    content = _parse_json(config, f"{model_file} (extra file {BUNDLE_CONFIG_FILE})") if config else {}
+    if "preprocessing" not in content:
+        return inference_transforms(image_size, intensity=intensity), "squid_monai.transforms.inference_transforms"
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(content)
+    # the card's facts: the bundle derives them from files the export does not carry
+    parser["image_size"] = image_size
+    if "intensity" in content:
+        parser["intensity"] = intensity
+    try:
+        return parser.get_parsed_content("preprocessing"), f"extra file {BUNDLE_CONFIG_FILE}"
+    except Exception as exc:
+        raise ModelLoadError(f"{model_file}: the bundle's preprocessing cannot be built ({exc})") from exc
 
 
 def _read_card(model_file: Path, embedded: str | bytes) -> ModelCard:

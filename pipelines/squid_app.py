@@ -80,7 +80,9 @@ class SQUIDChestXRayApp(Application):
                 self, CountCondition(self, 1), input_folder=self.input_folder, name="dicom_loader"
             )
             selector = RadiographSeriesSelectorOperator(self, name="series_selector")
-            preprocess = SQUIDPreprocessOperator(self, image_size=image_size, name="squid_preprocess")
+            preprocess = SQUIDPreprocessOperator(
+                self, image_size=image_size, preprocessing=self.model.preprocessing, name="squid_preprocess"
+            )
             sr_writer = SQUIDTextSRWriterOperator(self, output_folder=self.output_folder, name="squid_sr_writer")
             self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
             self.add_flow(selector, preprocess, {("study_selected_series_list", "study_selected_series_list")})
@@ -91,7 +93,7 @@ class SQUIDChestXRayApp(Application):
             if has_images:  # mixed folder: the image cases join the DICOM ones before scoring
                 images = ImageFileLoaderOperator(
                     self, input_folder=self.input_folder, image_size=image_size, receives_cases=True,
-                    name="image_loader",
+                    preprocessing=self.model.preprocessing, name="image_loader",
                 )
                 self.add_flow(preprocess, images, {("cases", "cases")})
                 upstream = images
@@ -101,7 +103,7 @@ class SQUIDChestXRayApp(Application):
         else:
             images = ImageFileLoaderOperator(
                 self, CountCondition(self, 1), input_folder=self.input_folder, image_size=image_size,
-                name="image_loader",
+                preprocessing=self.model.preprocessing, name="image_loader",
             )
             self.add_flow(images, scorer, {("cases", "cases")})
             self.add_flow(scorer, writer, {("cases", "cases")})
@@ -126,8 +128,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.error("Unusable model: %s", exc)
         return int(ExitCode.USAGE)
     card = model.card
-    logger.info("Model %s version %s (image size %d, threshold %.4f, card from %s) on %s",
-                card.model_name, card.model_version, card.image_size, card.threshold, card.source, model.device)
+    logger.info("Model %s version %s (image size %d, threshold %.4f, card from %s, preprocessing from %s) on %s",
+                card.model_name, card.model_version, card.image_size, card.threshold, card.source,
+                model.preprocessing_source, model.device)
     loaded, loaded_cpu = time.perf_counter(), time.process_time()
     app = SQUIDChestXRayApp(input_folder, output_folder, model)
     try:

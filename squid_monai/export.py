@@ -20,6 +20,7 @@ size. This module adds what ``ckpt_export`` cannot:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from torch import nn
 
 from .artifact import CARD_FILE, MODELS_DIR, TORCHSCRIPT_FILE, WEIGHTS_FILE, ModelCard, Recipe
 from .scoring import SQUIDScorer, forward, load_scorer
+from .workflow import trained_intensity
 
 __all__ = ["CARD_FILE", "ScoreHead", "model_card", "embed_model_card", "parity", "export_bundle", "main"]
 
@@ -67,7 +69,8 @@ def model_card(module: nn.Module, image_size: int, metadata: dict) -> dict:
     return ModelCard.from_scorer(module, image_size, metadata).to_dict()
 
 
-def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict | None = None) -> dict:
+def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict | None = None,
+                     intensity: str | None = None) -> dict:
     """Write :func:`model_card` into the TorchScript file as ``squid.json`` (the other extra
     files, e.g. MONAI's ``metadata.json`` and the configs, are kept). Returns the card."""
     ts_path = Path(ts_path)
@@ -76,6 +79,8 @@ def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict
     if metadata is None and extra.get("metadata.json"):
         metadata = json.loads(extra["metadata.json"])
     card = ModelCard.from_scorer(module, image_size, metadata)
+    if intensity is not None:  # the intensity rule the model was trained with, for the deploy preprocessing
+        card = dataclasses.replace(card, extra={**card.extra, "intensity": intensity})
     extra[CARD_FILE] = card.to_json().encode()
     torch.jit.save(module, str(ts_path), _extra_files=extra)
     return card.to_dict()
@@ -128,7 +133,7 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
             output_dir=str(output_dir), use_trace=True, input_shape=[1, 1, size, size],
             converter_kwargs={"strict": False}, **overrides,
         )
-    card = embed_model_card(filepath, size)
+    card = embed_model_card(filepath, size, intensity=trained_intensity(models))
     diff = parity(filepath, load_scorer(models / WEIGHTS_FILE), size)
     if max(diff.values()) > tolerance:
         raise RuntimeError(f"{filepath}: TorchScript differs from the PyTorch scorer by {diff} (> {tolerance})")

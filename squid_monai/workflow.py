@@ -2,7 +2,10 @@
 and its outputs live, which data a run uses, and the per-data-set defaults.
 
 The configs stay the wiring; the decisions ("no data set given -> DigitAnatomy on the
-fly", "ZhangLab layout or normal/abnormal folders") live here, once, with tests.
+fly", "ZhangLab layout or normal/abnormal folders") live here, once, with tests: the
+:class:`DataSource` chosen by :func:`choose_data` gives every dataset of a run and the
+data's default network preset and training recipe. Command-line flags become bools with
+``monai.utils.str2bool`` in the configs.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from .data.digitanatomy import DigitAnatomyDataset, digitanatomy_split
 from .transforms import train_transforms
 from .transforms.compose import check_switches
 
-__all__ = ["as_bool", "bundle_root", "curve_stability", "data_splits", "training_dataset", "validation_dataset", "calibration_dataset",
-           "save_preprocessing", "trained_intensity",
-           "is_main_process", "report_training"]
+__all__ = ["DataSource", "DatalistSource", "DigitAnatomySource", "bundle_root", "choose_data", "curve_stability",
+           "is_main_process", "report_training", "save_preprocessing", "trained_intensity"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,32 +43,111 @@ def bundle_root() -> str:
     raise FileNotFoundError(f"cannot find the {_BUNDLE_NAME} bundle from {cwd}: pass --bundle_root")
 
 
-def as_bool(value) -> bool:
-    """A command-line flag as a bool: python-fire passes ``--amp false`` as the string
-    ``"false"``, which Python would take as true."""
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off", "none", ""):
-            return False
-        raise ValueError(f"not a boolean flag value: {value!r} (use true or false)")
-    return bool(value)
+class DataSource:
+    """The one decision "which data does this run use", taken by :func:`choose_data`; every
+    dataset of a run and the data-dependent defaults (network preset, training recipe) come
+    from it, so no config or function tests "no data given" again.
 
-
-def data_splits(dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0,
-                val_per_class: int = 100, report_per_class: int = 100) -> dict | None:
-    """Training / validation / report / test items of a real data set, or ``None`` for
-    DigitAnatomy.
-
-    ``datalist``: a MONAI datalist JSON (``python -m squid_monai.data.datalist``); its
-    ``report`` and ``test`` lists may be absent (empty).
-    ``dataset_dir``: a ZhangLab layout (``train|test/NORMAL|PNEUMONIA``) or generic
-    ``normal/`` and ``abnormal/`` folders, split by the paper's protocol with ``seed``
-    (``val_per_class`` normal and abnormal validation images; the paper uses 100), plus
-    the report split of ``report_per_class`` normal and abnormal images drawn after them
-    and removed from training (:mod:`squid_monai.data.datalist`; 0: none).
+    Attributes:
+        name: ``"digitanatomy"`` or ``"datalist"``.
+        preset: the default network preset for this data.
+        recipe: the training recipe (:mod:`squid_monai.methods.squid.recipes`) for this data.
+        splits: the training / validation / test items (None for DigitAnatomy, generated).
     """
+
+    name = ""
+    preset = ""
+    recipe = ""
+    splits: dict | None = None
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def training(self, image_size: int, digitanatomy_length: int = 1024, cache: bool = True, skip_bad: bool = False,
+                 report_path: str | None = None, num_workers: int | None = None, intensity: str = "percentile",
+                 augment_resampling: str = "bilinear") -> torch.utils.data.Dataset:
+        """The augmented training set (``intensity`` and ``augment_resampling``: the
+        preprocessing switches of :mod:`squid_monai.transforms.compose`)."""
+        raise NotImplementedError
+
+    def validation(self, image_size: int, split: str = "validation", n_normal: int = 100, n_abnormal: int = 100,
+                   cache: bool = True, skip_bad: bool = False, report_path: str | None = None,
+                   intensity: str = "percentile") -> torch.utils.data.Dataset:
+        """An un-augmented labelled split (``validation``, ``report`` or ``test``)."""
+        raise NotImplementedError
+
+    def calibration(self, image_size: int, max_images: int = 256, cache: bool = True,
+                    intensity: str = "percentile") -> torch.utils.data.Dataset:
+        """Un-augmented normal training images for the score calibration (at most ``max_images``)."""
+        raise NotImplementedError
+
+
+class DigitAnatomySource(DataSource):
+    """No data given: DigitAnatomy, generated on the fly (normals for training, fixed-seed
+    unseen handwriting with anomalies for validation and test)."""
+
+    name, preset, recipe = "digitanatomy", "digitanatomy_small", "digitanatomy"
+
+    def training(self, image_size, digitanatomy_length=1024, cache=True, skip_bad=False, report_path=None,
+                 num_workers=None, intensity="percentile", augment_resampling="bilinear"):
+        options = check_switches(intensity=intensity, augment_resampling=augment_resampling)
+        return DigitAnatomyDataset(digitanatomy_length, seed=self.seed, transform=train_transforms(image_size, **options))
+
+    def validation(self, image_size, split="validation", n_normal=100, n_abnormal=100, cache=True, skip_bad=False,
+                   report_path=None, intensity="percentile"):
+        which = split if split in ("validation", "report") else "test"
+        items = digitanatomy_split(n_normal, n_abnormal, seed=self.seed, split=which)
+        return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path,
+                            **check_switches(intensity=intensity))
+
+    def calibration(self, image_size, max_images=256, cache=True, intensity="percentile"):
+        return make_dataset(digitanatomy_split(max_images, 0, seed=self.seed, split="training"), image_size,
+                            train=False, cache=cache, **check_switches(intensity=intensity))
+
+
+class DatalistSource(DataSource):
+    """Real radiographs: the ``training`` / ``validation`` / ``test`` items of a datalist."""
+
+    name, preset, recipe = "datalist", "small", "chest"
+
+    def __init__(self, splits: dict, seed: int = 0):
+        super().__init__(seed)
+        self.splits = splits
+
+    def training(self, image_size, digitanatomy_length=1024, cache=True, skip_bad=False, report_path=None,
+                 num_workers=None, intensity="percentile", augment_resampling="bilinear"):
+        options = check_switches(intensity=intensity, augment_resampling=augment_resampling)
+        items = [it for it in self.splits["training"] if "image" in it]
+        logger.info("training on %d images (%d normal)", len(items), sum(int(it.get("label", 0)) == 0 for it in items))
+        return make_dataset(items, image_size, train=True, cache=cache, skip_bad=skip_bad, report_path=report_path,
+                            num_workers=num_workers, **options)
+
+    def validation(self, image_size, split="validation", n_normal=100, n_abnormal=100, cache=True, skip_bad=False,
+                   report_path=None, intensity="percentile"):
+        items = self.splits.get(split) or []
+        if not items:
+            raise ValueError(f"the data set has no {split!r} split")
+        return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path,
+                            **check_switches(intensity=intensity))
+
+    def calibration(self, image_size, max_images=256, cache=True, intensity="percentile"):
+        normals = [it for it in self.splits["training"] if int(it.get("label", 0)) == 0]
+        if not normals:
+            raise ValueError("calibration needs normal training images; the training split has none")
+        pick = np.random.default_rng(self.seed).permutation(len(normals))[:max_images]
+        return make_dataset([normals[i] for i in sorted(pick)], image_size, train=False, cache=cache,
+                            **check_switches(intensity=intensity))
+
+
+def choose_data(dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0,
+                val_per_class: int = 100, report_per_class: int = 100) -> DataSource:
+    """The run's :class:`DataSource`: a MONAI datalist JSON (``python -m squid_monai.data.datalist``),
+    else ``dataset_dir`` (a ZhangLab layout ``train|test/NORMAL|PNEUMONIA`` or generic ``normal/``
+    and ``abnormal/`` folders, split by the paper's protocol with ``seed`` and ``val_per_class``
+    normal and abnormal validation images; the paper uses 100, plus the report split of
+    ``report_per_class`` normal and abnormal images drawn after them and removed from
+    training; 0: none), else DigitAnatomy. A datalist's ``report`` and ``test`` lists may be
+    absent (empty)."""
     if datalist:
         path = Path(datalist)
         if not path.is_file():
@@ -79,68 +160,16 @@ def data_splits(dataset_dir: str | None = None, datalist: str | None = None, see
                 splits[split] = []
         if not splits["training"] or not splits["validation"]:
             raise ValueError(f"{path}: the datalist needs non-empty 'training' and 'validation' lists")
-        return splits
+        return DatalistSource(splits, seed)
     if dataset_dir:
         root = Path(dataset_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: dataset_dir is not a folder")
         protocol = dict(seed=seed, n_val_normal=val_per_class, n_val_abnormal=val_per_class,
                         n_report_normal=report_per_class, n_report_abnormal=report_per_class)
-        if (root / "train" / "NORMAL").is_dir():
-            return build_zhanglab(root, **protocol)
-        return build_folders(root, **protocol)
-    return None
-
-
-def training_dataset(splits: dict | None, image_size: int, seed: int = 0, digitanatomy_length: int = 1024,
-                     cache: bool = True, skip_bad: bool = False, report_path: str | None = None,
-                     num_workers: int | None = None, intensity: str = "percentile",
-                     augment_resampling: str = "bilinear") -> torch.utils.data.Dataset:
-    """Augmented training set: the real data's training split, or DigitAnatomy normals
-    generated on the fly (``digitanatomy_length`` fresh images per epoch). ``intensity``
-    and ``augment_resampling``: the preprocessing switches of
-    :mod:`squid_monai.transforms.compose`."""
-    options = check_switches(intensity=intensity, augment_resampling=augment_resampling)
-    if splits is None:
-        return DigitAnatomyDataset(digitanatomy_length, seed=seed, transform=train_transforms(image_size, **options))
-    items = [it for it in splits["training"] if "image" in it]
-    logger.info("training on %d images (%d normal)", len(items), sum(int(it.get("label", 0)) == 0 for it in items))
-    return make_dataset(items, image_size, train=True, cache=cache, skip_bad=skip_bad, report_path=report_path,
-                        num_workers=num_workers, **options)
-
-
-def validation_dataset(splits: dict | None, image_size: int, seed: int = 0, split: str = "validation",
-                       n_normal: int = 100, n_abnormal: int = 100, cache: bool = True, skip_bad: bool = False,
-                       report_path: str | None = None, intensity: str = "percentile") -> torch.utils.data.Dataset:
-    """Un-augmented labelled set: a split of the real data (``validation``, ``report`` or
-    ``test``), or fixed-seed DigitAnatomy images (unseen handwriting) with ``n_normal``
-    normals and ``n_abnormal`` anomalies (its ``validation``, ``report`` or ``test`` set;
-    any other name: ``test``)."""
-    options = check_switches(intensity=intensity)
-    if splits is None:
-        which = split if split in ("validation", "report") else "test"
-        items = digitanatomy_split(n_normal, n_abnormal, seed=seed, split=which)
-    else:
-        items = splits.get(split) or []
-        if not items:
-            raise ValueError(f"the data set has no {split!r} split")
-    return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path,
-                        **options)
-
-
-def calibration_dataset(splits: dict | None, image_size: int, seed: int = 0, max_images: int = 256,
-                        cache: bool = True, intensity: str = "percentile") -> torch.utils.data.Dataset:
-    """Un-augmented normal training images for the score calibration (at most
-    ``max_images``, drawn with ``seed``)."""
-    if splits is None:
-        items = digitanatomy_split(max_images, 0, seed=seed, split="training")
-    else:
-        normals = [it for it in splits["training"] if int(it.get("label", 0)) == 0]
-        if not normals:
-            raise ValueError("calibration needs normal training images; the training split has none")
-        pick = np.random.default_rng(seed).permutation(len(normals))[:max_images]
-        items = [normals[i] for i in sorted(pick)]
-    return make_dataset(items, image_size, train=False, cache=cache, **check_switches(intensity=intensity))
+        build = build_zhanglab if (root / "train" / "NORMAL").is_dir() else build_folders
+        return DatalistSource(build(root, **protocol), seed)
+    return DigitAnatomySource(seed)
 
 
 def save_preprocessing(ckpt_dir: str | os.PathLike, intensity: str = "percentile") -> Path:

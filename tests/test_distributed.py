@@ -34,7 +34,7 @@ TINY = {"preset": "tiny", "digitanatomy_length": 24, "batch_size": BATCH, "n_cri
 # the second run's validation set is odd, so that the ranks hold different numbers of images
 TEST_OVERRIDE = {
     "validate#dataloader#batch_size": 2,  # several validation batches per rank, as in real runs
-    "validate#dataset": "$squid_monai.workflow.validation_dataset(@splits, @image_size, seed=@seed, "
+    "validate#dataset": "$@data.validation(@image_size, "
                         "n_normal=@val_per_class, n_abnormal=@test_val_abnormal)",
     "+train#handlers": [{
         "_target_": "tests.test_distributed._RecordReplica",
@@ -264,7 +264,7 @@ def test_validation_covers_the_whole_set_once(ddp_runs):
     the final weights."""
     from squid_monai.metrics import roc_auc
     from squid_monai.scoring import load_scorer
-    from squid_monai.workflow import validation_dataset
+    from squid_monai.workflow import DigitAnatomySource
 
     out, (_, first), (_, second), _ = ddp_runs
     assert first[0]["val_metrics"] == first[1]["val_metrics"]
@@ -273,7 +273,7 @@ def test_validation_covers_the_whole_set_once(ddp_runs):
     assert metrics == second[1]["val_metrics"]
     assert (metrics["val/n"], metrics["val/n_normal"], metrics["val/n_abnormal"]) == (2 * N_VAL - 1, N_VAL, N_VAL - 1)
     scorer = load_scorer(out / "models" / "model_final.pt")
-    data = validation_dataset(None, 32, seed=0, n_normal=N_VAL, n_abnormal=N_VAL - 1)
+    data = DigitAnatomySource(seed=0).validation(32, n_normal=N_VAL, n_abnormal=N_VAL - 1)
     images = torch.stack([torch.as_tensor(item["image"]) for item in data])
     labels = [int(item["label"]) for item in data]
     scores = scorer(images.float())["score"]

@@ -15,7 +15,7 @@ import torch
 from squid_monai.baselines import laplacian_energy, sharpness_score
 from squid_monai.metrics import binary_metrics, roc_auc
 from squid_monai.scoring import CSV_COLUMNS, load_scorer
-from squid_monai.workflow import validation_dataset
+from squid_monai.workflow import DigitAnatomySource
 
 from .trained_bundle import CONFIGS, IMAGE_SIZE, TINY, VAL_SIZE, run_command, trained_bundle
 
@@ -79,7 +79,7 @@ def test_metrics_are_those_of_the_csv_scores_at_the_model_thresholds(evaluation,
 
 def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bundle):
     _, rows, metrics, _ = evaluation
-    data = validation_dataset(None, IMAGE_SIZE, split="test", n_normal=VAL_SIZE, n_abnormal=VAL_SIZE)
+    data = DigitAnatomySource().validation(IMAGE_SIZE, split="test", n_normal=VAL_SIZE, n_abnormal=VAL_SIZE)
     images = torch.stack([data[i]["image"].as_tensor() for i in range(len(data))])
     out = load_scorer(bundle.model)(images)
     np.testing.assert_allclose(_column(rows, "logit"), out["logit"].numpy(), atol=1e-5)

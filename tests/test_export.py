@@ -13,7 +13,7 @@ import torch
 
 from squid_monai.export import CARD_FILE, export_bundle
 from squid_monai.scoring import load_scorer
-from squid_monai.workflow import validation_dataset
+from squid_monai.workflow import DigitAnatomySource
 
 from .trained_bundle import BUNDLE, CONFIGS, IMAGE_SIZE, trained_bundle
 
@@ -52,7 +52,7 @@ def test_torchscript_matches_pytorch_within_1e_5(exported, bundle):
     result, path = exported
     assert max(result["max_abs_diff"].values()) <= 1e-5
     scorer, module = load_scorer(bundle.model), _load(path)
-    data = validation_dataset(None, IMAGE_SIZE, split="test", n_normal=3, n_abnormal=3)
+    data = DigitAnatomySource().validation(IMAGE_SIZE, split="test", n_normal=3, n_abnormal=3)
     real = torch.stack([data[i]["image"].as_tensor() for i in range(len(data))])
     for images in (real, torch.rand(1, 1, IMAGE_SIZE, IMAGE_SIZE)):  # traced at batch 1; any batch works
         expected, got = scorer(images), module(images)
@@ -81,10 +81,16 @@ def test_export_embeds_configs_metadata_and_the_deploy_card(exported, bundle):
 def test_exported_model_loads_in_the_deploy_app(exported):
     from pipelines.exported_model import load_exported_model
 
+    from squid_monai.transforms import preprocess
+
     _, path = exported
     model = load_exported_model(path, device="cpu")
     assert model.card.image_size == IMAGE_SIZE
     assert model(torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE))["score"].shape == (2,)
+    # the bundle's preprocessing, read from the embedded inference.json (MONAI Deploy's convention)
+    assert model.preprocessing_source == "extra file inference.json"
+    image = torch.rand(50, 40)
+    assert torch.equal(model.preprocessing({"image": image})["image"].as_tensor(), preprocess(image, IMAGE_SIZE))
 
 
 def test_verify_net_in_out_passes(bundle):

@@ -6,19 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from squid_monai.workflow import as_bool, bundle_root, data_splits
+from squid_monai.workflow import DatalistSource, DigitAnatomySource, bundle_root, choose_data
 
-
-
-@pytest.mark.parametrize("value, expected", [("true", True), ("False", False), ("1", True), ("no", False),
-                                             (True, True), (0, False)])
-def test_command_line_flags_become_bools(value, expected):
-    assert as_bool(value) is expected
-
-
-def test_an_unclear_flag_is_an_error():
-    with pytest.raises(ValueError, match="boolean"):
-        as_bool("maybe")
 
 
 def test_bundle_root_from_repository_root_and_from_inside_the_bundle(monkeypatch, tmp_path):
@@ -30,8 +19,13 @@ def test_bundle_root_from_repository_root_and_from_inside_the_bundle(monkeypatch
     assert bundle_root() == repo_bundle
 
 
-def test_no_data_means_digitanatomy():
-    assert data_splits(None, None) is None
+def test_no_data_means_digitanatomy_and_its_recipe():
+    data = choose_data(None, None, seed=3)
+    assert isinstance(data, DigitAnatomySource) and data.splits is None and data.seed == 3
+    assert (data.name, data.preset, data.recipe) == ("digitanatomy", "digitanatomy_small", "digitanatomy")
+    validation = data.validation(32, n_normal=2, n_abnormal=3)
+    assert sorted(int(validation[i]["label"]) for i in range(len(validation))) == [0, 0, 1, 1, 1]
+    assert len(data.calibration(32, max_images=4)) == 4 and len(data.training(32, digitanatomy_length=5)) == 5
 
 
 def test_folder_dataset_follows_the_paper_protocol(tmp_path):
@@ -39,7 +33,9 @@ def test_folder_dataset_follows_the_paper_protocol(tmp_path):
         (tmp_path / cls).mkdir()
         for i in range(n):
             Image.fromarray(np.full((8, 8), i * 20 + 5, np.uint8)).save(tmp_path / cls / f"{i}.png")
-    splits = data_splits(str(tmp_path), None, seed=1, val_per_class=3, report_per_class=0)
+    data = choose_data(str(tmp_path), None, seed=1, val_per_class=3, report_per_class=0)
+    assert isinstance(data, DatalistSource) and (data.preset, data.recipe) == ("small", "chest")
+    splits = data.splits
     assert len(splits["validation"]) == 6 and len(splits["training"]) == 7
     assert all(item["label"] == 0 for item in splits["training"])
     assert not {i["image"] for i in splits["training"]} & {i["image"] for i in splits["validation"]}
@@ -47,6 +43,32 @@ def test_folder_dataset_follows_the_paper_protocol(tmp_path):
 
 def test_missing_data_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        data_splits(str(tmp_path / "nowhere"), None)
+        choose_data(str(tmp_path / "nowhere"), None)
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        data_splits(None, str(tmp_path / "missing.json"))
+        choose_data(None, str(tmp_path / "missing.json"))
+
+
+def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
+    """The data source is chosen once; preset, critic steps and loss weights follow from it."""
+    from monai.bundle import ConfigParser
+
+    from squid_monai.methods.squid.recipes import RECIPES
+
+    config = os.path.join(bundle_root(), "configs", "train.json")
+    parser = ConfigParser()
+    parser.read_config(config)
+    parser["output_dir"] = str(tmp_path)
+    assert parser.get_parsed_content("preset") == "digitanatomy_small"
+    assert parser.get_parsed_content("n_critic") == RECIPES["digitanatomy"]["n_critic"]
+    assert parser.get_parsed_content("loss_weights") == RECIPES["digitanatomy"]["loss_weights"]
+    for cls, n in (("normal", 8), ("abnormal", 4)):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), i * 20 + 5, np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    parser = ConfigParser()
+    parser.read_config(config)
+    parser.update({"output_dir": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "val_per_class": 2, "report_per_class": 0,
+                   "loss_weights#student": 3.0})
+    assert parser.get_parsed_content("preset") == "small"
+    assert parser.get_parsed_content("n_critic") == RECIPES["chest"]["n_critic"]
+    assert parser.get_parsed_content("loss_weights") == {**RECIPES["chest"]["loss_weights"], "student": 3.0}

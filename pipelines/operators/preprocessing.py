@@ -1,7 +1,8 @@
 """Selected radiograph -> model input, with exactly the bundle's preprocessing.
 
-Both operators go through ``squid_monai.scoring.read_image``, i.e. the bundle's ``preprocessing``
-(``squid_monai.transforms.inference_transforms``) with the scoring package's bad-file policy: the
+Both operators go through ``squid_monai.scoring.read_image`` with the bundle's ``preprocessing``
+(read from the exported model's embedded ``inference.json``; else the same
+``squid_monai.transforms.inference_transforms``) and the scoring package's bad-file policy: the
 DICOM display rules (MONOCHROME1, bit depth, slope/intercept, VOI, orientation), the intensity
 scaling and the resize are the ones training and the bundle's inference use. The DICOM operator
 hands the in-memory ``pydicom.Dataset`` over as it is: no temporary file.
@@ -48,10 +49,12 @@ class SQUIDPreprocessOperator(Operator):
 
     Args:
         image_size: S, from the exported model's card.
+        preprocessing: the bundle's preprocessing (``ExportedSQUIDModel.preprocessing``); default
+            ``squid_monai.transforms.preprocess`` at ``image_size`` (the same transforms).
     """
 
-    def __init__(self, fragment: Fragment, *args, image_size: int, **kwargs):
-        self.image_size = int(image_size)
+    def __init__(self, fragment: Fragment, *args, image_size: int, preprocessing=None, **kwargs):
+        self.image_size, self.preprocessing = int(image_size), preprocessing
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec):
@@ -99,7 +102,7 @@ class SQUIDPreprocessOperator(Operator):
             message = f"selected image has {frames} frames; SQUID scores single 2D radiographs"
             return case.fail(CaseStatus.MULTI_FRAME, message)
         try:
-            case.image, reason = read_image(ds, self.image_size)
+            case.image, reason = read_image(ds, self.image_size, self.preprocessing)
         except _READ_ERRORS as exc:
             logger.warning("Study %s: image unreadable: %s", study_uid, _without_path(exc))
             return case.fail(CaseStatus.UNREADABLE, _without_path(exc))
@@ -125,6 +128,7 @@ class ImageFileLoaderOperator(Operator):
     Args:
         input_folder: searched recursively for ``suffixes``.
         image_size: S, from the exported model's card.
+        preprocessing: as in ``SQUIDPreprocessOperator``.
         receives_cases: declare the (then required) ``cases`` input.
     """
 
@@ -136,10 +140,11 @@ class ImageFileLoaderOperator(Operator):
         image_size: int,
         suffixes: Iterable[str] = IMAGE_SUFFIXES,
         receives_cases: bool = False,
+        preprocessing=None,
         **kwargs,
     ):
         self.input_folder = Path(input_folder)
-        self.image_size = int(image_size)
+        self.image_size, self.preprocessing = int(image_size), preprocessing
         self.suffixes = tuple(s.lower() for s in suffixes)
         self.receives_cases = receives_cases
         super().__init__(fragment, *args, **kwargs)
@@ -171,7 +176,7 @@ class ImageFileLoaderOperator(Operator):
         name = str(path.relative_to(self.input_folder))
         case = SQUIDCase(case_id=case_id, kind="image", source={"file": name})
         try:
-            case.image, reason = read_image(path, self.image_size)
+            case.image, reason = read_image(path, self.image_size, self.preprocessing)
         except _READ_ERRORS as exc:
             logger.warning("Image %s unreadable: %s", name, _without_path(exc))
             return case.fail(CaseStatus.UNREADABLE, _without_path(exc))

@@ -1,4 +1,7 @@
-"""Small Ignite attachables: resume, calibration, MLflow artifacts and registry."""
+"""Small Ignite attachables: resume, checkpoints, validation schedule, calibration; the MLflow
+jobs live in their own modules (imported on use, so MLflow stays optional here):
+:mod:`.tracking` (ResilientMLFlowHandler), :mod:`.figures` (ValidationArtifacts) and
+:mod:`.registry` (RegisterModel); where runs are stored is :mod:`squid_monai.tracking`."""
 
 from .calibration import Calibrate, StoreThreshold
 from .checkpoint import AtomicCheckpointSaver, BestMetricState, EpochSeed, ResumeFromLatest, RNGState, SaveLatest, latest_checkpoint

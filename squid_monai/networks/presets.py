@@ -23,6 +23,8 @@ import copy
 import inspect
 from typing import Any
 
+from monai.utils import str2bool
+
 from .discriminator import SQUIDDiscriminator
 from .generator import SQUIDGenerator
 
@@ -101,11 +103,10 @@ def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
 def _switch(key: str, value: Any) -> bool:
     """An ablation switch as a bool. Command lines deliver ``false`` as the string
     ``"false"``, which Python would take as true and silently leave the switch on."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise TypeError(f"network setting {key!r} is a switch: use true or false, not {value!r}")
+    try:
+        return str2bool(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise TypeError(f"network setting {key!r} is a switch: use true or false, not {value!r}") from None
 
 
 def build(preset: str = "paper", **overrides: Any) -> tuple[SQUIDGenerator, SQUIDDiscriminator]:

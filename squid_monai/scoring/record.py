@@ -72,15 +72,25 @@ def difference_map(image: Any, reconstruction: Any) -> Any:
     return np.abs(np.asarray(image) - np.asarray(reconstruction))
 
 
-def read_image(source: Any, image_size: int, **options: Any) -> tuple[torch.Tensor | None, str | None]:
+def read_image(source: Any, image_size: int | None = None, transform: Callable[[dict], dict] | None = None,
+               **options: Any) -> tuple[torch.Tensor | None, str | None]:
     """``(preprocessed image (1, S, S), None)`` or ``(None, reason)``: the bad-file policy
     of every consumer (a :class:`~squid_monai.transforms.RadiographError` is a reason, not
-    an exception, so one file cannot stop a run). ``source``: a path, an array or an
-    in-memory ``pydicom.Dataset``."""
+    an exception, so one file cannot stop a run; any other error is a bug and propagates).
+
+    ``source``: a path, an array or an in-memory ``pydicom.Dataset``. ``transform``: a
+    dictionary preprocessing (the bundle's ``preprocessing``, e.g. read from an exported
+    model); default :func:`~squid_monai.transforms.preprocess` at ``image_size`` with
+    ``options``, the same ``inference_transforms``.
+    """
     try:
-        return preprocess(source, image_size, **options).float(), None
-    except RadiographError as err:
-        return None, err.reason
+        image = preprocess(source, image_size, **options) if transform is None else transform({"image": source})["image"]
+    except Exception as err:  # noqa: BLE001 - MONAI wraps a transform's error in a RuntimeError
+        found = find_radiograph_error(err)
+        if found is None:
+            raise
+        return None, found.reason
+    return (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).float(), None
 
 
 def source_name(source: Any) -> str:
@@ -93,32 +103,25 @@ def source_name(source: Any) -> str:
 
 
 class ScoringItems(torch.utils.data.Dataset):
-    """A datalist through a preprocessing (the bundle's ``preprocessing``) with the bad-file
-    policy of :func:`read_image`: item ``i`` is ``{"index", "name", "label", "image" (1, S, S)
+    """A datalist (items with ``image`` and optionally ``label``) through a preprocessing (the
+    bundle's ``preprocessing``, applied to ``{"image": ...}``) with the bad-file policy of
+    :func:`read_image`: item ``i`` is ``{"index", "name", "label", "image" (1, S, S)
     plain float32 tensor or None, "error" (reason) or None}``. Batch with ``collate_fn=list``.
     Any error other than a :class:`~squid_monai.transforms.RadiographError` is a bug and
     propagates."""
 
-    def __init__(self, data: Sequence[dict], transform: Callable[[dict], dict], image_key: str = "image"):
-        self.data, self.transform, self.image_key = list(data), transform, image_key
+    def __init__(self, data: Sequence[dict], transform: Callable[[dict], dict]):
+        self.data, self.transform = list(data), transform
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict:
-        item = dict(self.data[index])
-        out = {"index": index, "name": source_name(item[self.image_key]), "label": item.get("label"),
-               "image": None, "error": None}
-        try:
-            image = self.transform(item)[self.image_key]
-        except Exception as err:  # noqa: BLE001 - MONAI wraps the transform's error in a RuntimeError
-            found = find_radiograph_error(err)
-            if found is None:
-                raise
-            out["error"] = found.reason
-            return out
-        out["image"] = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).float()
-        return out
+        item = self.data[index]
+        source = item["image"]
+        image, error = read_image(source, transform=self.transform)
+        return {"index": index, "name": source_name(source), "label": item.get("label"), "image": image,
+                "error": error}
 
 
 class PerImageInferer(Inferer):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from squid_monai.data import build_folders, build_zhanglab, digitanatomy_split, load_datalist, write_datalist
-from squid_monai.workflow import data_splits, validation_dataset
+from squid_monai.workflow import DigitAnatomySource, choose_data
 
 
 @pytest.fixture
@@ -74,8 +74,8 @@ def test_folders_report_split_and_datalist_json(tmp_path):
     assert json.loads(path.read_text())["counts"]["report"] == {"normal": 4, "abnormal": 4}
     assert len(load_datalist(path, "report")) == 8
     # the workflow reads it from the datalist file and from the folder alike
-    for splits in (data_splits(None, str(path)),
-                   data_splits(str(root), None, seed=2, val_per_class=5, report_per_class=4)):
+    for splits in (choose_data(None, str(path)).splits,
+                   choose_data(str(root), None, seed=2, val_per_class=5, report_per_class=4).splits):
         assert len(splits["report"]) == 8
         assert not _paths(splits["report"]) & (_paths(splits["training"]) | _paths(splits["validation"]))
     with pytest.raises(ValueError, match="report needs 100"):
@@ -98,9 +98,9 @@ def test_digitanatomy_report_split_is_fixed_and_disjoint_from_validation_and_tes
 
 
 def test_validation_dataset_reads_the_report_split():
-    report = validation_dataset(None, 96, seed=0, split="report", n_normal=2, n_abnormal=2, cache=False)
+    report = DigitAnatomySource(seed=0).validation(96, split="report", n_normal=2, n_abnormal=2, cache=False)
     expected = digitanatomy_split(2, 2, seed=0, split="report")
     assert len(report) == 4
     assert np.allclose(np.asarray(report[3]["image"]), expected[3]["image"])
-    validation = validation_dataset(None, 96, seed=0, n_normal=2, n_abnormal=2, cache=False)
+    validation = DigitAnatomySource(seed=0).validation(96, n_normal=2, n_abnormal=2, cache=False)
     assert np.allclose(np.asarray(validation[0]["image"]), digitanatomy_split(2, 2, seed=0)[0]["image"])
