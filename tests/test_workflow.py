@@ -61,6 +61,7 @@ def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
     assert parser.get_parsed_content("preset") == "digitanatomy_small"
     assert parser.get_parsed_content("n_critic") == RECIPES["digitanatomy"]["n_critic"]
     assert parser.get_parsed_content("loss_weights") == RECIPES["digitanatomy"]["loss_weights"]
+    assert parser.get_parsed_content("score_source") == "residual"
     for cls, n in (("normal", 8), ("abnormal", 4)):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for i in range(n):
@@ -72,3 +73,4 @@ def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
     assert parser.get_parsed_content("preset") == "small"
     assert parser.get_parsed_content("n_critic") == RECIPES["chest"]["n_critic"]
     assert parser.get_parsed_content("loss_weights") == {**RECIPES["chest"]["loss_weights"], "student": 3.0}
+    assert parser.get_parsed_content("score_source") == "logit"
