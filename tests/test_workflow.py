@@ -74,3 +74,20 @@ def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
     assert parser.get_parsed_content("n_critic") == RECIPES["chest"]["n_critic"]
     assert parser.get_parsed_content("loss_weights") == {**RECIPES["chest"]["loss_weights"], "student": 3.0}
     assert parser.get_parsed_content("score_source") == "logit"
+
+
+def test_chest_cpu_recipe_overlays_the_training_config(tmp_path):
+    from monai.bundle import ConfigParser
+
+    from tests.trained_bundle import CONFIGS
+
+    for cls, n in (("normal", 8), ("abnormal", 4)):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), i * 20 + 5, np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "chest_cpu.json")])
+    parser.update({"output_dir": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "val_per_class": 2,
+                   "report_per_class": 0})
+    assert parser.get_parsed_content("preset") == "small" and parser.get_parsed_content("epochs") == 24
+    assert parser.get_parsed_content("score_source") == "logit" and parser.get_parsed_content("ema") is True
