@@ -30,7 +30,7 @@ from squid_monai.baselines import sharpness_score
 from squid_monai.engines.evaluator import residual_scores
 from squid_monai.metrics import bootstrap_auc, roc_auc
 from squid_monai.scoring import load_scorer
-from squid_monai.workflow import calibration_dataset, data_splits, trained_intensity, validation_dataset
+from squid_monai.workflow import choose_data, trained_intensity
 
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]
 
@@ -71,11 +71,11 @@ def main(argv=None) -> dict:
     scorer = load_scorer(model_dir / args.model)
     size = scorer.generator.image_size
     intensity = trained_intensity(model_dir, "percentile")
-    splits = data_splits(args.dataset_dir, args.datalist, seed=args.seed, val_per_class=args.per_class,
-                         report_per_class=args.per_class)
-    normal = score_set(scorer, calibration_dataset(splits, size, seed=args.seed, intensity=intensity))
-    sets = {split: score_set(scorer, validation_dataset(splits, size, seed=args.seed, split=split, n_normal=args.per_class,
-                                                        n_abnormal=args.per_class, intensity=intensity))
+    data = choose_data(args.dataset_dir, args.datalist, seed=args.seed, val_per_class=args.per_class,
+                       report_per_class=args.per_class)
+    normal = score_set(scorer, data.calibration(size, intensity=intensity))
+    sets = {split: score_set(scorer, data.validation(size, split=split, n_normal=args.per_class,
+                                                     n_abnormal=args.per_class, intensity=intensity))
             for split in ("validation", "report")}
     val = sets["validation"]
     gamma = max(GAMMAS, key=lambda g: roc_auc(val["label"], fused(val, normal, g)))
