@@ -5,6 +5,8 @@ A trained model is a folder (``<output_dir>/models/``) holding
 * ``model.pt``: the scorer's state dict (weights, calibration and thresholds as buffers);
 * ``network.json``: the :class:`Recipe` that rebuilds exactly the trained architecture
   (model family, preset, overrides);
+* ``preprocessing.json``: the preprocessing switches it was trained with (the intensity
+  rule), :func:`save_preprocessing` / :func:`trained_intensity`;
 * after export, ``model.ts``: the TorchScript scorer with the :class:`ModelCard` embedded as
   the extra file ``squid.json`` (a sidecar ``model.json`` beside it may override keys).
 
@@ -21,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["MODELS_DIR", "WEIGHTS_FILE", "RECIPE_FILE", "CARD_FILE", "TORCHSCRIPT_FILE", "SCORE_RULE",
-           "Recipe", "ModelCard"]
+from .distributed import is_main_process
+from .transforms.compose import check_switches
+
+__all__ = ["MODELS_DIR", "WEIGHTS_FILE", "RECIPE_FILE", "PREPROCESSING_FILE", "CARD_FILE", "TORCHSCRIPT_FILE",
+           "SCORE_RULE", "Recipe", "ModelCard", "save_preprocessing", "trained_intensity"]
 
 #: folder of the trained model under a run's output folder
 MODELS_DIR = "models"
@@ -30,6 +35,8 @@ MODELS_DIR = "models"
 WEIGHTS_FILE = "model.pt"
 #: the network recipe beside the weights
 RECIPE_FILE = "network.json"
+#: the preprocessing switches the model was trained with
+PREPROCESSING_FILE = "preprocessing.json"
 #: TorchScript extra file (and sidecar content) with the model card
 CARD_FILE = "squid.json"
 #: the TorchScript export
@@ -204,3 +211,24 @@ class ModelCard:
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "") -> ModelCard:
         return cls.from_dict(cls.parse(text), source)
+
+
+def save_preprocessing(ckpt_dir: str | os.PathLike, intensity: str = "percentile") -> Path:
+    """Record the intensity rule a model was trained with in ``<ckpt_dir>/preprocessing.json``
+    (:data:`PREPROCESSING_FILE`), so that evaluation and inference preprocess exactly as
+    training did."""
+    path = Path(ckpt_dir, PREPROCESSING_FILE)
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(check_switches(intensity=intensity), indent=2))
+    return path
+
+
+def trained_intensity(ckpt_dir: str | os.PathLike, default: str = "percentile") -> str:
+    """The intensity rule recorded beside a trained model (:func:`save_preprocessing`), or
+    ``default`` for a model folder without the record (trained before the switch existed:
+    ``"percentile"``)."""
+    path = Path(ckpt_dir, PREPROCESSING_FILE)
+    if not path.is_file():
+        return check_switches(intensity=default)["intensity"]
+    return check_switches(intensity=json.loads(path.read_text()).get("intensity", default))["intensity"]

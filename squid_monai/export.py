@@ -32,9 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifact import CARD_FILE, MODELS_DIR, TORCHSCRIPT_FILE, WEIGHTS_FILE, ModelCard, Recipe
+from .artifact import CARD_FILE, MODELS_DIR, TORCHSCRIPT_FILE, WEIGHTS_FILE, ModelCard, Recipe, trained_intensity
 from .scoring import SQUIDScorer, forward, load_scorer
-from .workflow import trained_intensity
 
 __all__ = ["CARD_FILE", "ScoreHead", "model_card", "embed_model_card", "parity", "export_bundle", "main"]
 

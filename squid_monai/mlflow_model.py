@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from .artifact import RECIPE_FILE, WEIGHTS_FILE, ModelCard, Recipe
+from .artifact import PREPROCESSING_FILE, RECIPE_FILE, WEIGHTS_FILE, ModelCard, Recipe, trained_intensity
 from .tracking import artifact_location, mlflow_client, sqlite_path
 
 __all__ = ["SQUIDPyfuncModel", "save_pyfunc", "register_model", "load_registered", "DEFAULT_BATCH_SIZE"]
@@ -79,6 +79,9 @@ class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
         self.device = torch.device(config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.scorer = load_scorer(context.artifacts["weights"], recipe, map_location=self.device)
         self.image_size = recipe.image_size
+        # the intensity rule the model was trained with: its preprocessing.json sits beside the
+        # weights among the model's artifacts (models logged without one: the default rule)
+        self.intensity = trained_intensity(Path(context.artifacts["weights"]).parent)
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         from squid_monai.scoring import ScoreRecord, read_image, score_images
@@ -91,7 +94,7 @@ class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
                 raise ValueError(f"input DataFrame needs an 'image' column of file paths, got columns "
                                  f"{list(model_input.columns)}")
             names = [str(p) for p in model_input["image"]]
-            read = [read_image(name, self.image_size) for name in names]
+            read = [read_image(name, self.image_size, intensity=self.intensity) for name in names]
             index = model_input.index
         else:
             images = self._check_array(model_input)
@@ -174,10 +177,13 @@ def _strings(metadata: Mapping[str, Any] | None) -> dict[str, str]:
 def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], image_size: int) -> Path:
     import squid_monai
 
+    artifacts = {"weights": str(weights), "network": str(network)}
+    if (record := weights.with_name(PREPROCESSING_FILE)).is_file():
+        artifacts["preprocessing"] = str(record)
     mlflow.pyfunc.save_model(
         path=str(path),
         python_model=SQUIDPyfuncModel(),
-        artifacts={"weights": str(weights), "network": str(network)},
+        artifacts=artifacts,
         code_paths=[str(Path(squid_monai.__file__).parent)],
         pip_requirements=_requirements(),
         signature=SIGNATURE,

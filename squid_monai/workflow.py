@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .artifact import WEIGHTS_FILE, save_preprocessing, trained_intensity
 from .distributed import is_main_process
 from .data.datalist import build_folders, build_zhanglab, load_datalist
 from .data.datasets import make_dataset
@@ -172,26 +173,6 @@ def choose_data(dataset_dir: str | None = None, datalist: str | None = None, see
     return DigitAnatomySource(seed)
 
 
-def save_preprocessing(ckpt_dir: str | os.PathLike, intensity: str = "percentile") -> Path:
-    """Record the intensity rule a model was trained with in ``<ckpt_dir>/preprocessing.json``,
-    so that evaluation and inference preprocess exactly as training did."""
-    path = Path(ckpt_dir, "preprocessing.json")
-    if is_main_process():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(check_switches(intensity=intensity), indent=2))
-    return path
-
-
-def trained_intensity(ckpt_dir: str | os.PathLike, default: str = "percentile") -> str:
-    """The intensity rule recorded beside a trained model (:func:`save_preprocessing`), or
-    ``default`` for a model folder without the record (trained before the switch existed:
-    ``"percentile"``)."""
-    path = Path(ckpt_dir, "preprocessing.json")
-    if not path.is_file():
-        return check_switches(intensity=default)["intensity"]
-    return check_switches(intensity=json.loads(path.read_text()).get("intensity", default))["intensity"]
-
-
 def curve_stability(auc_per_epoch: dict, warmup_fraction: float = 0.3) -> dict:
     """How steady a validation curve is: the standard deviation of the AUC from epoch to
     epoch after warm-up (the first ``warmup_fraction`` of the validated epochs, at least
@@ -222,7 +203,7 @@ def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
         "best_epoch": best_epoch,
         "last_val_metrics": {k: round(float(v), 4) for k, v in state.metrics.items() if np.isscalar(v)},
         "skipped_steps": int(getattr(trainer.state, "skipped_steps", 0)),
-        "best_model": str(Path(ckpt_dir) / "model.pt"),
+        "best_model": str(Path(ckpt_dir) / WEIGHTS_FILE),
     }
     summary["val_auc_per_epoch"] = history
     summary["selection_metric_per_epoch"] = getattr(evaluator, "key_metric_history", {})

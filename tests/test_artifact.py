@@ -64,3 +64,11 @@ def test_model_card_json_round_trip_and_checks():
         ModelCard.from_dict({**content, "std": 0})
     with pytest.raises(ValueError, match="not valid JSON"):
         ModelCard.from_json("{oops")
+
+
+def test_preprocessing_record_round_trip(tmp_path):
+    from squid_monai.artifact import PREPROCESSING_FILE, save_preprocessing, trained_intensity
+
+    assert trained_intensity(tmp_path) == "percentile"  # a model folder from before the record
+    assert save_preprocessing(tmp_path, intensity="raw") == tmp_path / PREPROCESSING_FILE
+    assert trained_intensity(tmp_path) == "raw"

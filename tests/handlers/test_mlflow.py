@@ -291,3 +291,25 @@ def test_register_model_disabled_is_a_no_op(store, model_dir):
     RegisterModel(model_dir, store, enabled=False).attach(engine)
     _run(engine, epochs=1)
     assert mlflow.MlflowClient(store).search_registered_models() == []
+
+
+def test_pyfunc_model_preprocesses_with_the_trained_intensity_rule(model_dir, tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    from squid_monai.artifact import save_preprocessing
+    from squid_monai.mlflow_model import save_pyfunc
+    from squid_monai.transforms import preprocess
+
+    folder = tmp_path / "raw_model"
+    shutil.copytree(model_dir, folder)
+    save_preprocessing(folder, intensity="raw")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(40, 90, (48, 40), dtype=np.uint8)).save(image)
+    model = mlflow.pyfunc.load_model(str(save_pyfunc(tmp_path / "pyfunc", folder)))
+    out = model.predict(pd.DataFrame({"image": [str(image)]}))
+    scorer = build_scorer("tiny")
+    scorer.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    expected = scorer(preprocess(image, SIZE, intensity="raw")[None])["score"].item()
+    assert out["score"][0] == pytest.approx(expected, abs=1e-6)
+    assert expected != pytest.approx(scorer(preprocess(image, SIZE)[None])["score"].item(), abs=1e-6)
