@@ -91,3 +91,19 @@ def test_chest_cpu_recipe_overlays_the_training_config(tmp_path):
                    "report_per_class": 0})
     assert parser.get_parsed_content("preset") == "small" and parser.get_parsed_content("epochs") == 24
     assert parser.get_parsed_content("score_source") == "logit" and parser.get_parsed_content("ema") is True
+
+
+def test_the_bundle_validates_calibrates_and_saves_the_ema_weights(tmp_path):
+    from monai.bundle import ConfigParser
+
+    from tests.trained_bundle import CONFIGS
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"output_dir": str(tmp_path), "preset": "tiny", "val_per_class": 2, "calibration_images": 2})
+    ema = parser.get_parsed_content("ema_handler")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    assert ema.enabled and evaluator.scorer is ema.ema_model is parser.get_parsed_content("score_model")
+    assert evaluator.scorer is not parser.get_parsed_content("scorer")  # the live weights are trained, not scored
+    savers = [h for h in parser.get_parsed_content("validate#handlers") if hasattr(h, "save_dict")]
+    assert savers and all(saver.save_dict["model"] is ema.ema_model for saver in savers)
