@@ -60,7 +60,7 @@ def test_squid_is_the_first_family():
     assert get_family("squid") is SQUID and isinstance(SQUID, ModelFamily)
     scorer = SQUID.build_scorer("tiny")
     assert isinstance(scorer, SQUID.scorer) and isinstance(scorer, Scorer)
-    assert set(scorer(torch.rand(1, 1, 32, 32))) == {"score", "logit", "reconstruction"}
+    assert {"score", "logit", "reconstruction"} <= set(scorer(torch.rand(1, 1, 32, 32)))  # at least these
     assert SQUID.recipe_presets["chest"]["loss_weights"]["student"] == 10.0
     assert SQUID.recipe_presets["digitanatomy"]["n_critic"] == 1
     with pytest.raises(KeyError, match="unknown model family"):
