@@ -73,8 +73,10 @@ def test_metrics_are_those_of_the_csv_scores_at_the_model_thresholds(evaluation,
     optimistic = squid["best_on_this_set"]
     assert "paper" in optimistic["note"] and "optimistic" in optimistic["note"]
     assert optimistic["f1"] >= squid["at_validation_threshold"]["f1"] - 1e-12  # best on the set cannot lose
-    # calibrated score and logit are the same ranking (the score falls as the logit rises)
-    assert roc_auc(labels, -_column(rows, "logit")) == pytest.approx(squid["auc"], abs=1e-9)
+    # the calibrated score ranks like its source (it falls as the logit, or the negated residual, rises)
+    source = -_column(rows, "logit") if scorer.score_source == "logit" else None
+    if source is not None:
+        assert roc_auc(labels, source) == pytest.approx(squid["auc"], abs=1e-9)
 
 
 def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bundle):
@@ -83,10 +85,14 @@ def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bund
     images = torch.stack([data[i]["image"].as_tensor() for i in range(len(data))])
     out = load_scorer(bundle.model)(images)
     np.testing.assert_allclose(_column(rows, "logit"), out["logit"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(_column(rows, "score"), out["score"].numpy(), atol=1e-5)  # whatever its source
+    # the score ranks like its source quantity (the logit, or the negated residual)
+    labels = _column(rows, "label", int)
+    normality = load_scorer(bundle.model).normality(out).numpy()
+    assert roc_auc(labels, -normality) == pytest.approx(roc_auc(labels, out["score"].numpy()), abs=1e-9)
     assert (_column(rows, "label", int) == [int(data[i]["label"]) for i in range(len(data))]).all()
     # the sharpness baseline is computed on the same preprocessed images
     np.testing.assert_allclose(_column(rows, "sharpness_score"), sharpness_score(images).numpy(), rtol=1e-6)
-    labels = _column(rows, "label", int)
     assert metrics["baseline_sharpness"]["auc"] == pytest.approx(roc_auc(labels, _column(rows, "sharpness_score")))
     # intervals: of each AUC around it, and of the paired SQUID - baseline difference around that
     for section in (metrics["squid"], metrics["baseline_sharpness"]):
