@@ -42,7 +42,7 @@ CARD_FILE = "squid.json"
 #: the TorchScript export
 TORCHSCRIPT_FILE = "model.ts"
 #: how the card's numbers turn a logit into a decision
-SCORE_RULE = "1 - sigmoid((logit - mean) / std); decision: score > threshold"
+SCORE_RULE = "1 - sigmoid((x - mean) / std), x the logit or the negated residual (score_source); decision: score > threshold"
 _DEFAULT_FAMILY = "squid"
 
 

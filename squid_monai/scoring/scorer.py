@@ -36,8 +36,10 @@ def decide(score: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor
 
 
 def calibrated_score(logit: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float) -> torch.Tensor:
-    """Map discriminator logits (real = high) to anomaly scores in (0, 1) (abnormal = high)."""
-    return 1.0 - torch.sigmoid((logit - mean) / std)
+    """Map discriminator logits (real = high) to anomaly scores in (0, 1) (abnormal = high):
+    ``1 - sigmoid(z)``, computed as ``sigmoid(-z)``, which keeps very normal images above 0
+    in float32 (``1 - sigmoid(20)`` rounds to exactly 0)."""
+    return torch.sigmoid(-(logit - mean) / std)
 
 
 class SQUIDScorer(nn.Module):
