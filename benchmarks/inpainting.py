@@ -31,7 +31,6 @@ import torch
 from squid_monai.data.digitanatomy import inpainting_set
 from squid_monai.metrics import inpainting_rates
 from squid_monai.networks.blocks import tile
-from squid_monai.networks.memory import gumbel_shrinkage
 from squid_monai.scoring import load_scorer
 from squid_monai.handlers.inpainting import figure6
 
@@ -52,15 +51,7 @@ def queue_usage(gen, images: torch.Tensor, threshold: float = 0.01) -> dict:
     block = gen.inpainting
     bottleneck, _ = gen.encoder(tile(images, gen.grid))
     z = block.project_in(bottleneck)
-    t = gen.grid ** 2
-    tokens = z.reshape(-1, t, z[0].numel())
-    memory = block.memory
-    bank = memory.memory.float().expand(t, *memory.memory.shape[1:])
-    logits = torch.einsum("btd,tsd->bts", tokens.float(), bank)
-    valid = memory._valid_slots()
-    if valid is not None:
-        logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
-    weights = gumbel_shrinkage(logits, memory.top_k) if memory.shrinkage else torch.softmax(logits, -1)
+    weights = block.memory.weights(z.reshape(-1, gen.grid ** 2, z[0].numel()))
     return {"items_used_per_tile": float((weights > threshold).float().sum(-1).mean()),
             "top_weight": float(weights.max(-1).values.mean()),
             "top_item": weights.argmax(-1)}
@@ -90,11 +81,11 @@ def main(argv=None) -> dict:
         "normal image (reference)": _student(gen, normal, normal),
     }
     report = {name: inpainting_rates(rec, normal, image, cells, kinds, grid=gen.grid) for name, rec in variants.items()}
-    if gen.inpainting is not None and not gen.pixel_inpainting and hasattr(gen.inpainting.memory, "_valid_slots"):
+    if gen.inpainting is not None and not gen.pixel_inpainting:
         a, n = queue_usage(gen, image), queue_usage(gen, normal)
         report["queue"] = {"items_used_per_tile": a["items_used_per_tile"], "top_weight": a["top_weight"],
                            "same_top_item_as_normal": float((a["top_item"] == n["top_item"]).float().mean())}
-    figure6(gen, image, kinds, out / "figure6.png")
+    figure6(gen, image, variants["as trained"], kinds, out / "figure6.png")
     (out / "inpainting.json").write_text(json.dumps(report, indent=2))
     for name, rates in report.items():
         print(f"{name:28s}", "  ".join(f"{k.split('/')[-1]}={v:.2f}" for k, v in rates.items()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from squid_monai.baselines import sharpness_score
-from squid_monai.engines.evaluator import residual_scores
+from squid_monai.engines.evaluator import feature_residual
 from squid_monai.metrics import bootstrap_auc, roc_auc
 from squid_monai.scoring import load_scorer
 from squid_monai.workflow import choose_data, trained_intensity
@@ -42,8 +42,9 @@ def score_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
     for batch in loader:
         image = torch.as_tensor(batch["image"]).float()
         out = scorer(image)
-        values = {"logit": out["score"], **{k.replace("score_", ""): v for k, v in
-                                            residual_scores(scorer.discriminator, image, out["reconstruction"]).items()},
+        values = {"logit": -out["logit"],  # ranks as the calibrated logit score, whatever the model's score source
+                  "residual": out["residual"],
+                  "feature": feature_residual(scorer.discriminator, image, out["reconstruction"]),
                   "sharpness": sharpness_score(image)}
         if "label" in batch:
             values["label"] = torch.as_tensor(batch["label"]).reshape(-1)

@@ -292,7 +292,35 @@ def _resolve(threshold: ThresholdSource) -> float | None:
     return threshold() if callable(threshold) else threshold
 
 
-class AnomalyMetrics(Metric):
+class _EpochScores(Metric):
+    """Accumulates ``(scores, labels)`` batches over an epoch and hands back all of them,
+    gathered from every rank under torch.distributed (variable per-rank counts allowed)."""
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+
+    @reinit__is_reduced
+    def update(self, output: Sequence[Any]) -> None:
+        scores, labels = output
+        s, y = _as_1d(scores, "scores"), _as_1d(labels, "labels")
+        if s.shape != y.shape:
+            raise ValueError(f"scores and labels differ in length in a batch: {s.size} vs {y.size}")
+        self._scores.append(s)
+        self._labels.append(y)
+
+    def _epoch_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._scores:
+            raise ValueError(f"{type(self).__name__}: no scores were accumulated in this epoch")
+        s, y = np.concatenate(self._scores), np.concatenate(self._labels)
+        if idist.get_world_size() > 1:
+            s = np.concatenate(idist.all_gather(s))
+            y = np.concatenate(idist.all_gather(y))
+        return s, y
+
+
+class AnomalyMetrics(_EpochScores):
     """Ignite metric: :func:`evaluate_scores` over an epoch, written as flat entries.
 
     Attached under ``name``, it writes ``engine.state.metrics[f"{name}/{key}"]`` for every
@@ -323,27 +351,8 @@ class AnomalyMetrics(Metric):
         self.best_criterion = best_criterion
         super().__init__(output_transform=output_transform, device=device)
 
-    @reinit__is_reduced
-    def reset(self) -> None:
-        self._scores: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
-
-    @reinit__is_reduced
-    def update(self, output: Sequence[Any]) -> None:
-        scores, labels = output
-        s, y = _as_1d(scores, "scores"), _as_1d(labels, "labels")
-        if s.shape != y.shape:
-            raise ValueError(f"scores and labels differ in length in a batch: {s.size} vs {y.size}")
-        self._scores.append(s)
-        self._labels.append(y)
-
     def compute(self) -> dict[str, float | int]:
-        if not self._scores:
-            raise ValueError("AnomalyMetrics: no scores were accumulated in this epoch")
-        s, y = np.concatenate(self._scores), np.concatenate(self._labels)
-        if idist.get_world_size() > 1:
-            s = np.concatenate(idist.all_gather(s))
-            y = np.concatenate(idist.all_gather(y))
+        s, y = self._epoch_scores()
         return evaluate_scores(
             y, s, _resolve(self.threshold_val), _resolve(self.threshold_normal), self.best_criterion
         )
@@ -393,7 +402,7 @@ def inpainting_rates(reconstruction: Any, normal: Any, anomalous: Any, cells: Se
     return out
 
 
-class SmoothedAUC(Metric):
+class SmoothedAUC(_EpochScores):
     """Ignite metric: the ROC AUC of this validation averaged with the ``window - 1``
     validations before it, for model selection that is not fooled by one lucky epoch.
 
@@ -412,24 +421,8 @@ class SmoothedAUC(Metric):
         self.history: list[float] = []
         super().__init__(output_transform=output_transform, device=device)
 
-    @reinit__is_reduced
-    def reset(self) -> None:
-        self._scores: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
-
-    @reinit__is_reduced
-    def update(self, output: Sequence[Any]) -> None:
-        scores, labels = output
-        self._scores.append(_as_1d(scores, "scores"))
-        self._labels.append(_as_1d(labels, "labels"))
-
     def compute(self) -> float:
-        if not self._scores:
-            raise ValueError("SmoothedAUC: no scores were accumulated in this epoch")
-        s, y = np.concatenate(self._scores), np.concatenate(self._labels)
-        if idist.get_world_size() > 1:
-            s = np.concatenate(idist.all_gather(s))
-            y = np.concatenate(idist.all_gather(y))
+        s, y = self._epoch_scores()
         self.history.append(roc_auc(y, s))
         return float(np.mean(self.history[-self.window:]))
 

@@ -20,29 +20,23 @@ from monai.engines.utils import IterationEvents
 from ..scoring import SQUIDScorer, calibrated_score
 from .trainer import plain_tensor
 
-__all__ = ["SQUIDEvaluator", "residual_scores"]
+__all__ = ["SQUIDEvaluator", "feature_residual"]
 
 
 @torch.no_grad()
-def residual_scores(discriminator: torch.nn.Module, image: torch.Tensor, reconstruction: torch.Tensor) -> dict:
-    """Per-image anomaly scores of the source documents, besides the discriminator logit:
-
-    - ``score_residual``: mean squared reconstruction residual ``(x - x_hat)^2`` (the
-      auto-encoder / MemAE score, DAAD's R);
-    - ``score_feature``: mean squared difference of the discriminator's last convolutional
-      features of ``x`` and ``x_hat`` (f-AnoGAN's kappa term, DAAD's alignment error L),
-      with per-image normalisation, so that no image's score depends on its batch.
-    """
-    disc = discriminator
-    was_training = disc.training
-    disc.eval()
+def feature_residual(discriminator: torch.nn.Module, image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """Per image, the mean squared difference of the discriminator's last convolutional
+    features of ``x`` and ``x_hat`` (f-AnoGAN's kappa term, DAAD's alignment error L), with
+    per-image normalisation, so that no image's score depends on its batch. (The pixel
+    residual, DAAD's R, is the scorer's own ``residual`` output.)"""
+    was_training = discriminator.training
+    discriminator.eval()
     try:
         with torch.autocast(device_type=image.device.type, enabled=False):
-            x, r = image.float(), reconstruction.float()
-            feature = (disc.features(x) - disc.features(r)).pow(2).flatten(1).mean(1)
+            diff = discriminator.features(image.float()) - discriminator.features(reconstruction.float())
     finally:
-        disc.train(was_training)
-    return {"score_residual": (x - r).pow(2).flatten(1).mean(1), "score_feature": feature}
+        discriminator.train(was_training)
+    return diff.pow(2).flatten(1).mean(1)
 
 
 class SQUIDEvaluator(Evaluator):
@@ -59,8 +53,9 @@ class SQUIDEvaluator(Evaluator):
             as in :class:`monai.engines.SupervisedEvaluator`.
         running_stats: also compute ``score_running`` (scorers whose discriminator has a
             ``per_image_norm`` switch, i.e. SQUID's; other families skip it).
-        residual_scores: also compute the source documents' other scores on the same
-            reconstruction (:func:`residual_scores`; scorers with a discriminator): ``score_residual`` and ``score_feature``.
+        residual_scores: also output the source documents' other scores of the same
+            reconstruction: ``score_residual`` (the scorer's pixel residual) and
+            ``score_feature`` (:func:`feature_residual`; scorers with a discriminator).
     """
 
     def __init__(
@@ -121,8 +116,10 @@ class SQUIDEvaluator(Evaluator):
                 disc.per_image_norm = previous
             output["logit_running"] = logit
             output["score_running"] = calibrated_score(logit, self.scorer.mean, self.scorer.std)
+        if self.residual_scores and "residual" in output:
+            output["score_residual"] = output["residual"]
         if self.residual_scores and hasattr(getattr(self.scorer, "discriminator", None), "features"):
-            output.update(residual_scores(self.scorer.discriminator, image, output["reconstruction"]))
+            output["score_feature"] = feature_residual(self.scorer.discriminator, image, output["reconstruction"])
         engine.state.output = output
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return output

@@ -30,12 +30,14 @@ __all__ = ["InpaintingReport", "figure6"]
 logger = logging.getLogger(__name__)
 
 
-def figure6(generator: torch.nn.Module, images: torch.Tensor, kinds: list[str], path: str | Path) -> Path:
+def figure6(generator: torch.nn.Module, images: torch.Tensor, reconstructions: torch.Tensor, kinds: list[str],
+            path: str | Path) -> Path:
     """Two inputs of each anomaly type and a blank image (top) with their student
-    reconstructions (bottom)."""
+    reconstructions (bottom); only the blank image is reconstructed here."""
     picks = [kinds.index(k) + j for k in dict.fromkeys(kinds) for j in range(2) if kinds.count(k) > j]
-    shown = torch.cat([images[picks], torch.zeros(1, *images.shape[1:], device=images.device)])
-    recon = generator.reconstruct(shown)
+    blank = torch.zeros(1, *images.shape[1:], device=images.device)
+    shown = torch.cat([images[picks], blank])
+    recon = torch.cat([reconstructions[picks], generator.reconstruct(blank)])
     return image_grid([shown.cpu(), recon.cpu()], ["input", "reconstruction"], path, max_images=len(shown),
                       value_ranges=[(0, 1), (0, 1)])
 
@@ -81,7 +83,7 @@ class InpaintingReport:
             epoch = int(engine.state.epoch)
             if is_main_process():
                 self.output_dir.mkdir(parents=True, exist_ok=True)
-                figure6(generator, image, kinds, self.output_dir / f"inpainting_epoch={epoch}.png")
+                figure6(generator, image, recon, kinds, self.output_dir / f"inpainting_epoch={epoch}.png")
             logger.info("in-painted cells at epoch %d: %s", epoch,
                         ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in rates.items() if k.startswith("inpainted/")))
         finally:

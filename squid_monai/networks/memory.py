@@ -48,19 +48,25 @@ class _Memory(nn.Module):
     def read(self, query: torch.Tensor) -> torch.Tensor:
         """(B, T, D) tokens -> (B, T, D) memory-retrieved tokens; token ``t`` reads bank ``t``
         (or the single shared bank). Computed in fp32, also under autocast."""
-        b, t, d = query.shape
-        regions, slots, _ = self.memory.shape
+        t = query.shape[1]
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            out = torch.einsum("bts,tsd->btd", self.weights(query), self._bank(t))
+        return out.to(query.dtype)
+
+    def _bank(self, t: int) -> torch.Tensor:
+        regions, slots, d = self.memory.shape
         if regions not in (1, t):
             raise ValueError(f"memory has {regions} regions but the query has {t} tokens per image")
-        bank = self.memory.float().expand(t, slots, d)
+        return self.memory.float().expand(t, slots, d)
+
+    def weights(self, query: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) tokens -> (B, T, S) read weights over each token's bank (fp32)."""
         with torch.autocast(device_type=query.device.type, enabled=False):
-            logits = torch.einsum("btd,tsd->bts", query.float(), bank)
+            logits = torch.einsum("btd,tsd->bts", query.float(), self._bank(query.shape[1]))
             valid = self._valid_slots()
             if valid is not None:
                 logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
-            weights = gumbel_shrinkage(logits, self.top_k) if self.shrinkage else torch.softmax(logits, -1)
-            out = torch.einsum("bts,tsd->btd", weights, bank)
-        return out.to(query.dtype)
+            return gumbel_shrinkage(logits, self.top_k) if self.shrinkage else torch.softmax(logits, -1)
 
 
 class MemoryQueue(_Memory):
