@@ -15,7 +15,8 @@ command runs in the same process as the evaluations (one start-up per seed, pars
 as ``python -m monai.bundle`` parses it); any other command runs on its own first. A seed
 whose ``models/training_summary.json`` exists is not trained again (``--rerun`` forces
 it; an interrupted one resumes from its last checkpoint as the bundle does); evaluation
-always runs. Log: ``seed<k>/run.log``.
+always runs (``--collect`` only tabulates what separate calls trained and evaluated). Log:
+``seed<k>/run.log``.
 
 Writes ``<output_root>/seeds.json`` (commands, per-seed rows, aggregates) and
 ``<output_root>/seeds.md`` (the table). Per seed: the best epoch and its validation AUC
@@ -87,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         if _run(cmd, log, append=bundle_train is None) != 0:
             failures.append(f"seed {seed}: training or evaluation failed, see {log}")
 
-    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        list(pool.map(run_seed, args.seeds))
+    if not args.collect:
+        with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+            list(pool.map(run_seed, args.seeds))
 
     rows = [row for row in (collect_seed(root / f"seed{s}", s, args.splits, args.warmup_fraction)
                             for s in args.seeds) if row is not None]
@@ -238,6 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup_fraction", type=float, default=0.3,
                         help="leading fraction of the validated epochs left out of the std (default %(default)s)")
     parser.add_argument("--rerun", action="store_true", help="train again even when a seed has finished")
+    parser.add_argument("--collect", action="store_true",
+                        help="only tabulate the seeds already trained and evaluated (seeds run by separate calls)")
     return parser
 
 
