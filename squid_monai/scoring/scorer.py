@@ -21,7 +21,7 @@ from monai.data import MetaTensor
 
 from ..networks import SQUIDDiscriminator, SQUIDGenerator
 
-__all__ = ["SCORE_SOURCES", "SQUIDScorer", "calibrate", "calibrated_score", "decide"]
+__all__ = ["SCORE_SOURCES", "CalibratedScorer", "SQUIDScorer", "pixel_residual", "calibrate", "calibrated_score", "decide"]
 
 #: What the calibrated score is computed from (index = the ``score_source_code`` buffer).
 SCORE_SOURCES = ("logit", "residual")
@@ -42,25 +42,19 @@ def calibrated_score(logit: torch.Tensor, mean: torch.Tensor | float, std: torch
     return torch.sigmoid(-(logit - mean) / std)
 
 
-class SQUIDScorer(nn.Module):
-    """Inference wrapper of a trained SQUID: the teacher is never computed, no autograd
-    graph is built, and each image is scored independently of the others in its batch
-    (per-image normalisation in the discriminator, see :class:`SQUIDDiscriminator`).
+class CalibratedScorer(nn.Module):
+    """What every family's scorer shares: the calibration and threshold buffers, the
+    eval-only mode, the decision, and the score ``sigmoid(-(normality - mean) / std)``.
 
-    ``forward(image)`` with image (B, 1, H, W) preprocessed in [0, 1] returns
-    ``{"score": (B,), "logit": (B,), "residual": (B,), "reconstruction": (B, 1, H, W)}``.
-    The calibration (``mean``, ``std``), the decision ``threshold`` and the score source
-    (``"logit"``, the paper's, or ``"residual"``) are buffers, saved with the weights.
+    A family implements :meth:`raw` (the network outputs of one batch, at least
+    ``reconstruction``; with ``residual`` (B,) when a pixel residual is meaningful) and
+    :meth:`normality` (the calibrated quantity, high = normal). ``forward`` runs ``raw``
+    under ``no_grad`` with every sub-module in eval mode and returns
+    ``{"score", "logit", **raw}``, ``logit`` being the normality unless ``raw`` gives one.
     """
 
-    def __init__(self, generator: SQUIDGenerator, discriminator: SQUIDDiscriminator,
-                 mean: float = 0.0, std: float = 1.0, threshold: float = 0.5, score_source: str = "logit"):
+    def __init__(self, mean: float = 0.0, std: float = 1.0, threshold: float = 0.5):
         super().__init__()
-        if score_source not in SCORE_SOURCES:
-            raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
-        self.generator = generator
-        self.discriminator = discriminator
-        self.register_buffer("score_source_code", torch.tensor(SCORE_SOURCES.index(score_source)))
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
         self.register_buffer("threshold", torch.tensor(float(threshold)))
@@ -68,24 +62,17 @@ class SQUIDScorer(nn.Module):
         self.register_buffer("normal_threshold", torch.tensor(float(threshold)))
         self.eval()
 
-    def train(self, mode: bool = True) -> SQUIDScorer:
+    def train(self, mode: bool = True) -> CalibratedScorer:
         """A scorer is always in eval mode; training happens on the networks themselves."""
         return super().train(False)
 
-    @property
-    def score_source(self) -> str:
-        return SCORE_SOURCES[int(self.score_source_code)]
+    def raw(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The family's outputs for a (B, 1, H, W) batch in [0, 1] (no_grad, eval mode)."""
+        raise NotImplementedError
 
     def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The calibrated quantity of a forward's output (high = normal)."""
-        return out["logit"] if self.score_source == "logit" else -out["residual"]
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        # models saved before the score source existed scored the logit
-        state_dict.setdefault(prefix + "score_source_code", torch.tensor(0))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        """The calibrated quantity of a forward's output (B,), high = normal."""
+        raise NotImplementedError
 
     def set_calibration(self, mean: float, std: float, threshold: float | None = None) -> None:
         if not std > 0:
@@ -98,25 +85,73 @@ class SQUIDScorer(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         if isinstance(image, MetaTensor):  # plain tensors: MetaTensor slows every op down
             image = image.as_tensor()
-        was_training = self.generator.training, self.discriminator.training
-        self.generator.eval()
-        self.discriminator.eval()
-        with torch.no_grad():
-            reconstruction = self.generator(image)["student"]
-            # the logit and the score in fp32 also under autocast: the calibration is fp32, and
-            # fp16 would quantise scores near the threshold
-            with torch.autocast(device_type=image.device.type, enabled=False):
-                logit = self.discriminator(reconstruction.float()).reshape(-1)
-                residual = (image.float() - reconstruction.float()).pow(2).flatten(1).mean(1)
-                out = {"logit": logit, "residual": residual}
-                score = calibrated_score(self.normality(out), self.mean, self.std)
-        self.generator.train(was_training[0])
-        self.discriminator.train(was_training[1])
-        return {"score": score, **out, "reconstruction": reconstruction}
+        modes = [(m, m.training) for m in self.modules() if m is not self]
+        for m, _ in modes:
+            m.training = False
+        try:
+            with torch.no_grad():
+                out = self.raw(image)
+                # the score in fp32 also under autocast: the calibration is fp32, and fp16
+                # would quantise scores near the threshold
+                with torch.autocast(device_type=image.device.type, enabled=False):
+                    normality = self.normality(out).float()
+                    score = calibrated_score(normality, self.mean, self.std)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        out.setdefault("logit", normality)
+        return {"score": score, **out}
 
     def decide(self, score: torch.Tensor) -> torch.Tensor:
         """1 = "likely abnormal, look closer" (:func:`decide` at the stored threshold)."""
         return decide(score, self.threshold)
+
+
+def pixel_residual(image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """Per image, the mean squared difference (B,), in fp32."""
+    return (image.float() - reconstruction.float()).pow(2).flatten(1).mean(1)
+
+
+class SQUIDScorer(CalibratedScorer):
+    """Inference wrapper of a trained SQUID: the teacher is never computed, no autograd
+    graph is built, and each image is scored independently of the others in its batch
+    (per-image normalisation in the discriminator, see :class:`SQUIDDiscriminator`).
+
+    ``forward(image)`` with image (B, 1, H, W) preprocessed in [0, 1] returns
+    ``{"score": (B,), "logit": (B,), "residual": (B,), "reconstruction": (B, 1, H, W)}``.
+    The calibration (``mean``, ``std``), the decision ``threshold`` and the score source
+    (``"logit"``, the paper's, or ``"residual"``) are buffers, saved with the weights.
+    """
+
+    def __init__(self, generator: SQUIDGenerator, discriminator: SQUIDDiscriminator,
+                 mean: float = 0.0, std: float = 1.0, threshold: float = 0.5, score_source: str = "logit"):
+        if score_source not in SCORE_SOURCES:
+            raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
+        super().__init__(mean, std, threshold)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.register_buffer("score_source_code", torch.tensor(SCORE_SOURCES.index(score_source)))
+
+    @property
+    def score_source(self) -> str:
+        return SCORE_SOURCES[int(self.score_source_code)]
+
+    def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        return out["logit"] if self.score_source == "logit" else -out["residual"]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # models saved before the score source existed scored the logit
+        state_dict.setdefault(prefix + "score_source_code", torch.tensor(0))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def raw(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        reconstruction = self.generator(image)["student"]
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            logit = self.discriminator(reconstruction.float()).reshape(-1)
+            residual = pixel_residual(image, reconstruction)
+        return {"logit": logit, "residual": residual, "reconstruction": reconstruction}
 
 
 @torch.no_grad()
