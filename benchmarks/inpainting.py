@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
         a, n = queue_usage(gen, image), queue_usage(gen, normal)
         report["queue"] = {"items_used_per_tile": a["items_used_per_tile"], "top_weight": a["top_weight"],
                            "same_top_item_as_normal": float((a["top_item"] == n["top_item"]).float().mean())}
-    figure6(gen, image, variants["as trained"], kinds, out / "figure6.png")
+    figure6(gen.reconstruct, image, variants["as trained"], kinds, out / "figure6.png")
     (out / "inpainting.json").write_text(json.dumps(report, indent=2))
     for name, rates in report.items():
         print(f"{name:28s}", "  ".join(f"{k.split('/')[-1]}={v:.2f}" for k, v in rates.items()

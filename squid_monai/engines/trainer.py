@@ -287,6 +287,8 @@ def _average_running_stats(*modules: torch.nn.Module) -> None:
 
 
 def loss_terms(output: dict) -> dict[str, float]:
-    """``output_transform`` for StatsHandler / MLFlowHandler that logs every loss term."""
-    return {k: output[k] for k in LOSS_KEYS if k in output}
+    """``output_transform`` for StatsHandler / MLFlowHandler that logs every loss term: the
+    float entries whose key starts with ``loss`` (SQUID's are :data:`LOSS_KEYS`; every
+    family's trainer follows the same naming)."""
+    return {k: v for k, v in output.items() if k.startswith("loss") and isinstance(v, (int, float))}
 

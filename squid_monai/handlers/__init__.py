@@ -6,7 +6,8 @@ jobs live in their own modules (imported on use, so MLflow stays optional here):
 from .calibration import Calibrate, StoreThreshold
 from .checkpoint import AtomicCheckpointSaver, BestMetricState, EpochSeed, ResumeFromLatest, RNGState, SaveLatest, latest_checkpoint
 from .ema import WeightEMA
+from .schedules import LrSchedules
 from .validation import ValidateEveryAndLast
 
-__all__ = ["AtomicCheckpointSaver", "Calibrate", "StoreThreshold", "BestMetricState", "EpochSeed", "ResumeFromLatest", "RNGState", "SaveLatest",
+__all__ = ["AtomicCheckpointSaver", "Calibrate", "LrSchedules", "StoreThreshold", "BestMetricState", "EpochSeed", "ResumeFromLatest", "RNGState", "SaveLatest",
            "ValidateEveryAndLast", "WeightEMA", "latest_checkpoint"]

@@ -13,13 +13,13 @@ anomaly type and a blank image, with their reconstructions.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from ..data.digitanatomy import inpainting_set
+from ..data.digitanatomy import GRID, inpainting_set
 from ..distributed import is_main_process
 from ..metrics import inpainting_rates
 from ..transforms.spatial import ResizeRadiograph
@@ -30,14 +30,15 @@ __all__ = ["InpaintingReport", "figure6"]
 logger = logging.getLogger(__name__)
 
 
-def figure6(generator: torch.nn.Module, images: torch.Tensor, reconstructions: torch.Tensor, kinds: list[str],
-            path: str | Path) -> Path:
-    """Two inputs of each anomaly type and a blank image (top) with their student
-    reconstructions (bottom); only the blank image is reconstructed here."""
+def figure6(reconstruct: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, reconstructions: torch.Tensor,
+            kinds: list[str], path: str | Path) -> Path:
+    """Two inputs of each anomaly type and a blank image (top) with their reconstructions
+    (bottom); only the blank image is reconstructed here, by ``reconstruct`` (a batch of
+    images -> their reconstructions, e.g. a SQUID generator's ``reconstruct``)."""
     picks = [kinds.index(k) + j for k in dict.fromkeys(kinds) for j in range(2) if kinds.count(k) > j]
     blank = torch.zeros(1, *images.shape[1:], device=images.device)
     shown = torch.cat([images[picks], blank])
-    recon = torch.cat([reconstructions[picks], generator.reconstruct(blank)])
+    recon = torch.cat([reconstructions[picks], reconstruct(blank)])
     return image_grid([shown.cpu(), recon.cpu()], ["input", "reconstruction"], path, max_images=len(shown),
                       value_ranges=[(0, 1), (0, 1)])
 
@@ -47,15 +48,16 @@ class InpaintingReport:
     ``inpainted/<type>`` and ``inpainting_margin/<type>`` metrics are logged with the rest).
 
     Args:
-        scorer: the scored model (its ``generator`` reconstructs).
+        scorer: the scored model (any family: its ``reconstruction`` output is checked).
+        image_size: the side the model takes (the validation images' resizing).
         output_dir: where ``inpainting_epoch=<n>.png`` is written.
         n_per_type: anomalous images per type (fixed-seed validation handwriting).
         enabled: off on data sets without known normal counterparts (real radiographs).
     """
 
-    def __init__(self, scorer: torch.nn.Module, output_dir: str | Path, n_per_type: int = 16,
+    def __init__(self, scorer: torch.nn.Module, image_size: int, output_dir: str | Path, n_per_type: int = 16,
                  enabled: bool = True, seed: int = 0):
-        self.scorer, self.output_dir, self.enabled = scorer, Path(output_dir), bool(enabled)
+        self.scorer, self.image_size, self.output_dir, self.enabled = scorer, int(image_size), Path(output_dir), bool(enabled)
         self.n_per_type, self.seed = n_per_type, seed
         self._items: list[dict] | None = None
 
@@ -63,28 +65,24 @@ class InpaintingReport:
         if self.enabled:
             engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
+    def reconstruct(self, image: torch.Tensor) -> torch.Tensor:
+        return self.scorer(image)["reconstruction"]
+
     @torch.no_grad()
     def __call__(self, engine: Engine) -> None:
         if self._items is None:
             self._items = inpainting_set(self.n_per_type, seed=self.seed, split="validation")
-        generator = self.scorer.generator
-        device = next(generator.parameters()).device
-        was_training = generator.training
-        generator.eval()
-        try:
-            resize = ResizeRadiograph(generator.image_size)  # the validation images' resizing
-            image = torch.stack([resize(torch.as_tensor(it["image"])) for it in self._items]).to(device)
-            normal = torch.stack([resize(torch.as_tensor(it["normal"])) for it in self._items])
-            kinds = [it["anomaly"] for it in self._items]
-            recon = generator.reconstruct(image)
-            rates = inpainting_rates(recon, normal, image, [it["cells"] for it in self._items], kinds,
-                                     grid=generator.grid)
-            engine.state.metrics.update(rates)
-            epoch = int(engine.state.epoch)
-            if is_main_process():
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-                figure6(generator, image, recon, kinds, self.output_dir / f"inpainting_epoch={epoch}.png")
-            logger.info("in-painted cells at epoch %d: %s", epoch,
-                        ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in rates.items() if k.startswith("inpainted/")))
-        finally:
-            generator.train(was_training)
+        device = next(self.scorer.parameters()).device
+        resize = ResizeRadiograph(self.image_size)  # the validation images' resizing
+        image = torch.stack([resize(torch.as_tensor(it["image"])) for it in self._items]).to(device)
+        normal = torch.stack([resize(torch.as_tensor(it["normal"])) for it in self._items])
+        kinds = [it["anomaly"] for it in self._items]
+        recon = self.reconstruct(image)
+        rates = inpainting_rates(recon, normal, image, [it["cells"] for it in self._items], kinds, grid=GRID)
+        engine.state.metrics.update(rates)
+        epoch = int(engine.state.epoch)
+        if is_main_process():
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            figure6(self.reconstruct, image, recon, kinds, self.output_dir / f"inpainting_epoch={epoch}.png")
+        logger.info("in-painted cells at epoch %d: %s", epoch,
+                    ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in rates.items() if k.startswith("inpainted/")))

@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["ModelFamily", "Scorer", "get_family", "family_names"]
+__all__ = ["ModelFamily", "Scorer", "get_family", "get_recipe", "family_names"]
 
 
 @runtime_checkable
@@ -94,3 +94,12 @@ def get_family(name: str) -> ModelFamily:
     if not isinstance(family, ModelFamily):
         raise TypeError(f"squid_monai.methods.{name}.FAMILY does not provide the ModelFamily interface")
     return family
+
+
+def get_recipe(family: ModelFamily, name: str) -> dict[str, Any]:
+    """A copy of the family's training recipe ``name`` (the bundle picks ``chest`` or
+    ``digitanatomy`` from the data source); unknown names are an error."""
+    if name not in family.recipe_presets:
+        raise KeyError(f"{family.name} has no training recipe {name!r}; choose one of {sorted(family.recipe_presets)}")
+    return {key: dict(value) if isinstance(value, Mapping) else value
+            for key, value in family.recipe_presets[name].items()}

@@ -15,15 +15,15 @@ from ..artifact import RECIPE_FILE, Recipe
 __all__ = ["build_scorer", "load_scorer", "save_network_config"]
 
 
-def save_network_config(path: str | os.PathLike, preset: str, **overrides: Any) -> Path:
-    """Write the recipe of a SQUID network beside its weights (:meth:`Recipe.save`), so that
-    every consumer rebuilds exactly the trained architecture."""
-    return Recipe(preset, overrides).save(path)
+def save_network_config(path: str | os.PathLike, preset: str, method: str = "squid", **overrides: Any) -> Path:
+    """Write the recipe of a trained network (family, preset, overrides) beside its weights
+    (:meth:`Recipe.save`), so that every consumer rebuilds exactly the trained architecture."""
+    return Recipe(preset, overrides, method=method).save(path)
 
 
-def build_scorer(preset: str = "paper", **overrides: Any):
-    """An untrained SQUID scorer of a preset (bundle configs use it as ``network_def``)."""
-    return Recipe(preset, overrides).build()
+def build_scorer(preset: str = "paper", method: str = "squid", **overrides: Any):
+    """An untrained scorer of a family's preset (bundle configs use it as ``network_def``)."""
+    return Recipe(preset, overrides, method=method).build()
 
 
 def load_scorer(weights: str | os.PathLike, network_config: Recipe | Mapping | str | os.PathLike | None = None,

@@ -27,7 +27,8 @@ def _parser(tmp_path, **overrides):
 def test_defaults_are_the_first_build():
     config = json.loads((CONFIGS / "train.json").read_text())
     assert {key: config[key] for key in DEFAULTS} == DEFAULTS
-    assert {key: config["mlflow_params"][key] for key in DEFAULTS} == {key: f"@{key}" for key in DEFAULTS}
+    logged = {**config["mlflow_params"], **config["method_params"]}
+    assert {key: logged[key] for key in DEFAULTS} == {key: f"@{key}" for key in DEFAULTS}
 
 
 @pytest.mark.parametrize("switches", [
@@ -37,9 +38,9 @@ def test_defaults_are_the_first_build():
 def test_switches_reach_their_objects(tmp_path, switches):
     parser = _parser(tmp_path, **switches)
     expect = {**DEFAULTS, **switches}
-    g_opt, d_opt = parser.get_parsed_content("g_optimizer"), parser.get_parsed_content("d_optimizer")
+    g_opt, d_opt = parser.get_parsed_content("optimizers#g_optimizer"), parser.get_parsed_content("optimizers#d_optimizer")
     assert g_opt.defaults["eps"] == expect["adam_eps"] and d_opt.defaults["eps"] == 1e-08
-    g_sched, d_sched = parser.get_parsed_content("g_scheduler"), parser.get_parsed_content("d_scheduler")
+    g_sched, d_sched = parser.get_parsed_content("lr_schedulers#g_scheduler"), parser.get_parsed_content("lr_schedulers#d_scheduler")
     if expect["lr_schedule"] == "paper":
         assert g_sched.T_max == d_sched.T_max == 8 and g_sched.eta_min == pytest.approx(1e-4 * 0.2)
     else:

@@ -19,16 +19,10 @@ from typing import Any
 
 from ...losses import SQUIDLossWeights
 
-__all__ = ["RECIPES", "get_recipe"]
+__all__ = ["RECIPES"]
 
 RECIPES: dict[str, dict[str, Any]] = {
     "chest": {"n_critic": 2, "loss_weights": asdict(SQUIDLossWeights()), "score_source": "logit"},
     "digitanatomy": {"n_critic": 1, "loss_weights": asdict(SQUIDLossWeights(student=1.0)), "score_source": "residual"},
 }
 
-
-def get_recipe(name: str) -> dict[str, Any]:
-    """A copy of the named recipe (unknown names are an error)."""
-    if name not in RECIPES:
-        raise KeyError(f"unknown training recipe {name!r}; choose one of {sorted(RECIPES)}")
-    return {key: dict(value) if isinstance(value, dict) else value for key, value in RECIPES[name].items()}
