@@ -125,7 +125,7 @@ def collect_seed(out: Path, seed: int, splits, warmup_fraction: float = 0.3) -> 
     summary = json.loads(summary_file.read_text())
     curve = summary.get("val_auc_per_epoch", {})
     row = {"seed": seed, "best_epoch": summary.get("best_epoch"), "best_val_auc": summary.get("best_val_auc"),
-           "epochs": summary.get("epochs"),
+           "epochs": summary.get("epochs"), "train_time_s": summary.get("train_time_s"),
            "val_auc_std_after_warmup": curve_stability(curve, warmup_fraction).get("val_auc_std_after_warmup")}
     for split in splits:
         metrics_file = out / "eval" / split / "metrics.json"
@@ -150,7 +150,8 @@ def aggregate(rows: list[dict]) -> dict:
         std = float(values.std(ddof=1)) if values.size > 1 else None
         return {"mean": float(values.mean()), "std": std, "n": int(values.size)}
 
-    out = {key: stats(r.get(key) for r in rows) for key in ("best_epoch", "best_val_auc", "val_auc_std_after_warmup")}
+    out = {key: stats(r.get(key) for r in rows) for key in ("best_epoch", "best_val_auc", "val_auc_std_after_warmup",
+                                                  "train_time_s")}
     splits = {key for r in rows for key, value in r.items() if isinstance(value, dict)}
     for split in sorted(splits):
         out[split] = {col: stats(r.get(split, {}).get(col) for r in rows) for col in SPLIT_COLUMNS}

@@ -203,6 +203,9 @@ def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
         "best_epoch": best_epoch,
         "last_val_metrics": {k: round(float(v), 4) for k, v in state.metrics.items() if np.isscalar(v)},
         "skipped_steps": int(getattr(trainer.state, "skipped_steps", 0)),
+        # Ignite's wall time of this process's run (training and validation; a resumed run
+        # counts from the resume)
+        "train_time_s": round(float(trainer.state.times.get("COMPLETED") or 0.0), 1),
         "best_model": str(Path(ckpt_dir) / WEIGHTS_FILE),
     }
     summary["val_auc_per_epoch"] = history

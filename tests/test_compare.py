@@ -1,0 +1,72 @@
+"""``benchmarks/compare.py`` (methods side by side) and ``benchmarks/figure6.py`` (one
+reconstruction row per model)."""
+
+import importlib.util
+import json
+import shlex
+
+import pytest
+from PIL import Image
+
+from .trained_bundle import REPO, trained_bundle
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+compare, figure6 = _load("compare"), _load("figure6")
+
+
+def test_each_method_trains_with_its_config_merged_after_train_json():
+    squid, memae = (shlex.split(compare.train_command(m)) for m in ("squid", "memae"))
+    assert squid[:5] == ["python", "-m", "monai.bundle", "run", "training"]
+    assert squid[-2:] == ["--config_file", "['bundles/squid/configs/train.json']"]
+    assert memae[-1] == "['bundles/squid/configs/train.json','bundles/squid/configs/methods/memae.json']"
+
+
+def _fake_run(out, seed, auc, gain, time_s):
+    (out / "models").mkdir(parents=True)
+    summary = {"epochs": 2, "best_epoch": 1, "best_val_auc": auc, "val_auc_per_epoch": {"1": auc, "2": auc},
+               "train_time_s": time_s}
+    (out / "models" / "training_summary.json").write_text(json.dumps(summary))
+    metrics = {"n": 200, "squid": {"auc": auc, "auc_95ci": [auc - 0.1, auc + 0.1],
+                                   "at_validation_threshold": {"accuracy": 0.6, "f1": 0.7}},
+               "baseline_sharpness": {"auc": auc - gain},
+               "squid_minus_baseline_auc": {"value": gain, "low": gain - 0.1, "high": gain + 0.1}}
+    (out / "eval" / "test").mkdir(parents=True)
+    (out / "eval" / "test" / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_table_gives_mean_and_std_over_seeds_beside_the_paper(tmp_path):
+    for seed, auc in ((0, 0.70), (1, 0.80)):
+        _fake_run(tmp_path / "digitanatomy" / "memae" / f"seed{seed}", seed, auc, 0.1, 100 + seed * 20)
+    assert compare.main(["--data", "digitanatomy", "--output_root", str(tmp_path), "--methods", "memae",
+                         "--seeds", "0", "1", "--collect", "--", "--epochs", "2"]) == 0
+    table = (tmp_path / "digitanatomy" / "compare.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| memae"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:7] == ["memae", "2", "75.0 +- 7.1", "60.0 +- 0.0", "70.0 +- 0.0", "65.0 +- 7.1", "+10.0 +- 0.0"]
+    assert cells[7] == "110" and cells[8] == compare.PAPER_ZHANGLAB["memae"]
+    assert "--epochs 2" in table
+
+
+def test_figure6_has_one_row_per_model_and_the_inpainting_rates(tmp_path_factory, tmp_path):
+    bundle = trained_bundle(tmp_path_factory)
+    out = tmp_path / "figure6.png"
+    report = figure6.main(["--out", str(out), "--n_per_type", "2",
+                           "--model", f"a={bundle.output_dir / 'models'}", "--model", f"b={bundle.output_dir / 'models'}"])
+    assert set(report) == {"a", "b"} and report["a"] == report["b"]
+    assert all(0.0 <= v <= 1.0 for k, v in report["a"].items() if k.startswith("inpainted/"))
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["columns"][-1] == "blank" and len(saved["columns"]) == 5
+    with Image.open(out) as png:
+        assert png.size[1] > png.size[0] / 6  # four rows: input, normal, a, b
+
+
+def test_figure6_needs_a_named_model(tmp_path):
+    with pytest.raises(SystemExit):
+        figure6.main(["--out", str(tmp_path / "f.png"), "--model", "no-folder-given"])
