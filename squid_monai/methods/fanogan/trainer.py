@@ -43,8 +43,10 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
+from monai.handlers import CheckpointSaver
 
 from ...engines.trainer import _all_ranks, _average_running_stats, _norm_buffers, _restore, plain_tensor, unwrap
 from .losses import FAnoGANLossWeights, critic_loss, generator_loss, gradient_penalty, izi_f
@@ -97,9 +99,9 @@ def restart_selection(evaluator: Engine, metrics: Mapping | Iterable | None = No
     evaluator.state.best_metric_epoch = -1
     for handlers in getattr(evaluator, "_event_handlers", {}).values():
         for handler, *_ in handlers:
-            checkpoint = getattr(getattr(handler, "__self__", None), "_key_metric_checkpoint", None)
-            if checkpoint is not None:
-                checkpoint.reset()
+            saver = getattr(handler, "__self__", None)
+            if isinstance(saver, CheckpointSaver) and isinstance(saver._key_metric_checkpoint, Checkpoint):
+                saver._key_metric_checkpoint.reset()
     values = metrics.values() if isinstance(metrics, Mapping) else (metrics or ())
     for metric in values:
         history = getattr(metric, "history", None)
