@@ -25,6 +25,11 @@ Choices where the documents are silent (and why):
 * ``f``, the critic's "features in the intermediate layer" (Step 2), is the output of its
   last convolutional stage (after the activation), flattened: what feeds the final linear
   layer.
+
+Preset keys: ``image_size``; ``latent_dim``; ``generator_channels`` (the start map's channels,
+then each upsampling stage's; a last one-channel convolution is added), ``critic_channels`` and
+``encoder_channels`` (one stride-2 stage each); ``num_res_units`` (0: plain convolutions,
+> 0: MONAI residual units); ``generator_norm`` / ``critic_norm`` / ``encoder_norm``.
 """
 
 from __future__ import annotations
@@ -55,14 +60,16 @@ def _norm(name: str | None, what: str, allowed: tuple) -> Any:
 
 class FAnoGANGenerator(Generator):
     """G: z (B, latent_dim) -> image (B, 1, H, W) in [0, 1] (MONAI ``Generator``: a linear
-    layer to a (C, s, s) start map, then stride-2 transposed convolutions, then a sigmoid)."""
+    layer to a (channels[0], s, s) start map, then one stride-2 transposed convolution per
+    entry of ``channels``, to ``channels[1:]`` and finally to the one image channel, then a
+    sigmoid; s = image_size / 2**len(channels))."""
 
     def __init__(self, latent_dim: int, image_size: int, channels, num_res_units: int = 0, norm: str | None = "batch"):
         channels = tuple(int(c) for c in channels)
         up = len(channels)
-        if image_size % 2 ** up:
+        if up < 1 or image_size % 2 ** up:
             raise ValueError(f"image_size {image_size} is not divisible by 2**{up} (generator_channels {channels})")
-        start = channels[0] if len(channels) > 1 else 1
+        start = channels[0]
         super().__init__(latent_shape=(int(latent_dim),), start_shape=(start, image_size // 2 ** up, image_size // 2 ** up),
                          channels=channels[1:] + (1,), strides=(2,) * up, kernel_size=3, num_res_units=num_res_units,
                          act=Act.RELU, norm=_norm(norm, "generator", (None, "none", "batch", "instance")))
