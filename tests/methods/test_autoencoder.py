@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-
 from ignite.engine import Events
 
 from squid_monai.engines.reconstruction import ReconstructionLossWeights, ReconstructionTrainer, reconstruction_losses
