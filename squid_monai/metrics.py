@@ -30,6 +30,7 @@ from sklearn.metrics import roc_auc_score
 __all__ = [
     "CRITERIA",
     "AnomalyMetrics",
+    "OptionalAUC",
     "SmoothedAUC",
     "best_threshold",
     "binary_metrics",
@@ -431,3 +432,29 @@ class SmoothedAUC(_EpochScores):
 
     def load_state_dict(self, state: Mapping) -> None:
         self.history = [float(v) for v in state["history"]]
+
+
+class OptionalAUC(_EpochScores):
+    """Ignite metric: the ROC AUC of an evaluator output that not every family produces
+    (``score_feature`` needs a discriminator, ``score_running`` a discriminator with
+    running statistics). Batches without ``key`` are skipped, and a validation where no
+    batch had it writes no metric at all, so one metrics list serves every family.
+    """
+
+    def __init__(self, key: str, label_key: str = "label", device: str | torch.device = "cpu"):
+        self.key, self.label_key = key, label_key
+        super().__init__(output_transform=lambda output: (output.get(self.key), output[self.label_key]),
+                         device=device)
+
+    @reinit__is_reduced
+    def update(self, output: Sequence[Any]) -> None:
+        if output[0] is not None:
+            super().update(output)
+
+    def compute(self) -> float:
+        s, y = self._epoch_scores()
+        return roc_auc(y, s)
+
+    def completed(self, engine: Engine, name: str) -> None:
+        if self._scores:  # a family has the output on every rank or on none
+            super().completed(engine, name)

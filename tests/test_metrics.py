@@ -244,3 +244,22 @@ def test_paired_bootstrap_difference():
 def test_bootstrap_auc_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bootstrap_auc([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], **kwargs)
+
+
+def test_optional_auc_scores_the_key_when_present_and_writes_nothing_without_it():
+    from ignite.engine import Engine
+
+    from squid_monai.metrics import OptionalAUC
+
+    def run(batches):
+        engine = Engine(lambda e, b: b)
+        OptionalAUC("score_feature").attach(engine, "val_auc_feature")
+        engine.run(batches)
+        return engine.state.metrics
+
+    label = torch.tensor([0, 1, 0, 1])
+    with_key = [{"label": label, "score_feature": torch.tensor([0.1, 0.9, 0.2, 0.3])},
+                {"label": label, "score_feature": torch.tensor([0.5, 0.4, 0.0, 0.8])}]
+    expected = roc_auc(torch.cat([label, label]).numpy(), np.array([0.1, 0.9, 0.2, 0.3, 0.5, 0.4, 0.0, 0.8]))
+    assert run(with_key)["val_auc_feature"] == pytest.approx(expected)
+    assert run([{"label": label, "score": torch.rand(4)}]) == {}
