@@ -26,6 +26,16 @@ from ..trained_bundle import CONFIGS, VAL_SIZE
 E = math.exp
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these tiny convolutions only lose from more (on a shared
+    two-core machine two threads made the bundle run several times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- the block-wise memory (section 3.1.2) -------------------------------------------------
 
 def test_a_map_is_cut_into_rh_rw_rc_blocks_of_the_right_shape():
