@@ -5,16 +5,18 @@ largest rate <= 8 dividing the map's side; block = side / rate):
 
 | preset | px | levels (map sides) | rates r_h = r_w | blocks (px) |
 |---|---|---|---|---|
-| ``paper``, and the paper's 256 px for reference | 128 | 64, 32, 16, 8 | 8, 8, 8, 8 | 8, 4, 2, 1 |
+| ``paper`` | 128 | 64, 32, 16, 8 | 8, 8, 8, 8 | 8, 4, 2, 1 |
 | ``digitanatomy`` | 96 | 48, 24, 12, 6 | 8, 8, 6, 6 | 6, 3, 2, 1 |
 | ``small`` | 64 | 32, 16, 8, 4 | 8, 8, 8, 4 | 4, 2, 1, 1 |
 | ``digitanatomy_small`` | 96 | 48, 24, 12, 6 | 8, 8, 6, 6 | 6, 3, 2, 1 |
 | ``tiny`` | 32 | 16, 8, 4 | 8, 8, 4 | 2, 1, 1 |
 
 (The paper's 256 px network would have maps 128 to 16 and blocks 16 to 2 px.) Where a map is
-smaller than 8 (or 8 does not divide it) the rate falls to the largest divisor, which at the
-coarsest level means one-pixel blocks, i.e. MemAE's per-pixel memory (the paper's own MemAE*
-baseline is r = 16 on a 16 x 16 map). ``r_c = 1`` and ``N = 500`` everywhere.
+smaller than 8 or 8 does not divide it, the rate falls to the largest divisor <= 8 (the 4 px
+map of ``small`` and ``tiny``: 4; the 12 and 6 px maps of the 96 px presets: 6). Below 256 px
+the coarsest levels therefore have one-pixel blocks, i.e. MemAE's per-pixel memory (the
+paper's own MemAE* baseline is r = 16 on a 16 x 16 map). ``r_c = 1`` and ``N = 500``
+everywhere; ``divisions`` sets the rates per level explicitly.
 
 ``adversarial``: false = DAAD (generator only), true = DAAD+ (plus the DCGAN
 discriminator; ``bundles/squid/configs/methods/daad_plus.json`` sets it). ``gamma``: the
