@@ -254,6 +254,13 @@ def test_daad_is_a_model_family_with_the_required_presets():
 
 # --- end to end through the bundle ----------------------------------------------------------
 
+def test_daad_plus_is_daad_with_the_adversarial_switch_and_the_papers_learning_rate():
+    daad, plus = (json.loads((CONFIGS / "methods" / f).read_text()) for f in ("daad.json", "daad_plus.json"))
+    assert {k for k in {**daad, **plus} if daad.get(k) != plus.get(k)} == {"network_overrides", "lr"}
+    assert plus["network_overrides"] == {"adversarial": True} and (daad["lr"], plus["lr"]) == (1e-4, 2e-4)
+    assert daad["method"] == plus["method"] == "daad" and daad["lr_schedulers"] == {}  # a fixed rate (section 4.1)
+
+
 @pytest.mark.parametrize("config, adversarial", [("daad.json", False), ("daad_plus.json", True)])
 def test_train_evaluate_and_export_through_the_bundle(tmp_path, config, adversarial):
     from monai.bundle import run
