@@ -1,0 +1,85 @@
+"""DAAD (Divide-and-Assemble Anomaly Detection) and DAAD+ as one model family.
+
+Source: ``seeds/daad_paper.txt`` (Hou et al., ICCV 2021), section 3; BASELINES.md, "DAAD".
+
+* networks (:mod:`.networks`, :mod:`.memory`): a U-Net-like auto-encoder whose every
+  encoder-decoder connection passes through a block-wise memory (each level's map cut into an
+  ``r_h x r_w x r_c = 8 x 8 x 1`` grid of blocks, each block a query to the level's own bank
+  of ``N = 500`` items, cosine-softmax addressing, weights below ``1/N`` dropped); DAAD+ adds
+  a DCGAN discriminator;
+* training (:class:`.trainer.DAADTrainer`, :mod:`.losses`): ``L = 50 L_rec`` (DAAD),
+  ``+ 0.5 L_adv + 0.5 L_ali`` (DAAD+);
+* score (:class:`.scorer.DAADScorer`): ``A = gamma R_s + (1 - gamma) L_s``, ``gamma = 0.9``,
+  ``R`` and ``L`` scaled by their range on normal calibration images;
+* presets (:mod:`.presets`): ``tiny``, ``small``, ``digitanatomy_small``, ``paper``,
+  ``digitanatomy``; the recipes ``chest`` and ``digitanatomy``.
+
+DAAD vs DAAD+ is the network setting ``adversarial`` (false / true), so ``network.json``
+records which one was trained: ``configs/methods/daad.json`` trains DAAD,
+``configs/methods/daad_plus.json`` DAAD+ (it sets ``network_overrides = {"adversarial": true}``
+and the paper's DAAD+ learning rate; a command-line ``--network_overrides`` replaces that dict,
+so keep ``"adversarial": true`` in it). Both configs wire the optimisers and scalers from the
+networks built (:func:`build_optimizers`, :func:`build_scalers`), so either trains whichever
+variant the overrides ask for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .losses import DAADLossWeights, discriminator_loss, generator_losses
+from .memory import BlockMemory, division_rate, division_rates
+from .networks import DAADGenerator, DCGANDiscriminator
+from .presets import PRESETS, RECIPES, build, get_config
+from .scorer import DAADScorer, FitScoreScaling, calibrate_daad, fit_scaling
+from .trainer import DAADTrainer
+
+__all__ = ["FAMILY", "DAADFamily", "BlockMemory", "DAADGenerator", "DCGANDiscriminator", "DAADScorer", "DAADTrainer",
+           "DAADLossWeights", "FitScoreScaling", "build_optimizers", "build_scalers", "calibrate_daad", "fit_scaling",
+           "division_rate", "division_rates", "generator_losses", "discriminator_loss"]
+
+
+class DAADFamily:
+    """See the module docstring."""
+
+    name = "daad"
+    network_presets = PRESETS
+    recipe_presets = RECIPES
+    loss_weights = DAADLossWeights
+    trainer = DAADTrainer
+    scorer = DAADScorer
+
+    def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
+        return get_config(preset, **overrides)
+
+    def build_networks(self, preset: str, **overrides: Any):
+        return build(preset, **overrides)
+
+    def build_scorer(self, preset: str, **overrides: Any) -> DAADScorer:
+        return self.wrap(self.build_networks(preset, **overrides), preset, **overrides)
+
+    def wrap(self, networks: Sequence[torch.nn.Module], preset: str, **overrides: Any) -> DAADScorer:
+        """The scorer of already built networks (the training config's ``scorer``)."""
+        networks = list(networks)
+        return DAADScorer(networks[0], networks[1] if len(networks) > 1 else None,
+                          gamma=get_config(preset, **overrides)["gamma"])
+
+
+FAMILY = DAADFamily()
+
+
+def build_optimizers(networks: Sequence[torch.nn.Module], lr: float = 1e-4, betas: Sequence[float] = (0.9, 0.999),
+                     weight_decay: float = 0.0, eps: float = 1e-8) -> dict[str, torch.optim.Optimizer]:
+    """``{"g_optimizer": Adam(generator)}``, plus ``"d_optimizer"`` for DAAD+'s discriminator
+    (section 4.1: Adam, betas (0.9, 0.999), weight decay 0; lr 1e-4 DAAD, 2e-4 DAAD+)."""
+    names = ("g_optimizer", "d_optimizer")
+    return {name: torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+            for name, net in zip(names, networks)}
+
+
+def build_scalers(networks: Sequence[torch.nn.Module], enabled: bool) -> dict[str, torch.amp.GradScaler]:
+    """One ``GradScaler`` per optimiser (``g_scaler``, and ``d_scaler`` for DAAD+)."""
+    return {name: torch.amp.GradScaler("cuda", enabled=bool(enabled)) for name, _ in zip(("g_scaler", "d_scaler"), networks)}

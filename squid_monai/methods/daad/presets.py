@@ -1,0 +1,100 @@
+"""DAAD's network presets and training recipes, the one home of their hyper-parameters.
+
+Division rates per level (``division = 8`` fitted by :func:`~.memory.division_rate`, the
+largest rate <= 8 dividing the map's side; block = side / rate):
+
+| preset | px | levels (map sides) | rates r_h = r_w | blocks (px) |
+|---|---|---|---|---|
+| ``paper`` | 128 | 64, 32, 16, 8 | 8, 8, 8, 8 | 8, 4, 2, 1 |
+| ``digitanatomy`` | 96 | 48, 24, 12, 6 | 8, 8, 6, 6 | 6, 3, 2, 1 |
+| ``small`` | 64 | 32, 16, 8, 4 | 8, 8, 8, 4 | 4, 2, 1, 1 |
+| ``digitanatomy_small`` | 96 | 48, 24, 12, 6 | 8, 8, 6, 6 | 6, 3, 2, 1 |
+| ``tiny`` | 32 | 16, 8, 4 | 8, 8, 4 | 2, 1, 1 |
+
+(The paper's 256 px network would have maps 128 to 16 and blocks 16 to 2 px.) Where a map is
+smaller than 8 or 8 does not divide it, the rate falls to the largest divisor <= 8 (the 4 px
+map of ``small`` and ``tiny``: 4; the 12 and 6 px maps of the 96 px presets: 6). Below 256 px
+the coarsest levels therefore have one-pixel blocks, i.e. MemAE's per-pixel memory (the
+paper's own MemAE* baseline is r = 16 on a 16 x 16 map). ``r_c = 1`` and ``N = 500``
+everywhere; ``divisions`` sets the rates per level explicitly.
+
+``adversarial``: false = DAAD (generator only), true = DAAD+ (plus the DCGAN
+discriminator; ``bundles/squid/configs/methods/daad_plus.json`` sets it). ``gamma``: the
+weight of the reconstruction score in the fused score (eq. 7, paper: 0.9). Keys prefixed
+``disc_`` go to the discriminator. Widths are ours (the paper gives none).
+
+Recipes (``chest``, ``digitanatomy``): the loss weights of eq. (3), the paper's on both.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+from typing import Any
+
+from monai.utils import str2bool
+
+from .losses import DAADLossWeights
+from .networks import DAADGenerator, DCGANDiscriminator
+
+__all__ = ["PRESETS", "RECIPES", "get_config", "build"]
+
+_PAPER: dict[str, Any] = {
+    "image_size": 128,
+    "in_channels": 1,
+    "channels": (32, 64, 128, 256),
+    "division": 8,
+    "channel_division": 1,
+    "divisions": None,
+    "memory_items": 500,
+    "renormalise": True,
+    "norm": "batch",
+    "adversarial": False,
+    "gamma": 0.9,
+    "disc_channels": (32, 64, 128, 256, 512),
+    "disc_norm": "batch",
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": _PAPER,
+    "digitanatomy": {**_PAPER, "image_size": 96},
+    "small": {**_PAPER, "image_size": 64, "channels": (16, 32, 64, 128), "disc_channels": (16, 32, 64, 128)},
+    "digitanatomy_small": {**_PAPER, "image_size": 96, "channels": (16, 32, 64, 128), "disc_channels": (16, 32, 64, 128)},
+    "tiny": {**_PAPER, "image_size": 32, "channels": (8, 16, 32), "disc_channels": (8, 16, 32)},
+}
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "chest": {"loss_weights": asdict(DAADLossWeights())},
+    "digitanatomy": {"loss_weights": asdict(DAADLossWeights())},
+}
+
+_SWITCHES = ("adversarial", "renormalise")
+
+
+def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
+    """The preset's settings with ``overrides`` applied (unknown keys are an error; the
+    switches accept command-line strings such as ``"false"``)."""
+    if preset not in PRESETS:
+        raise KeyError(f"unknown DAAD preset {preset!r}; choose one of {sorted(PRESETS)}")
+    config = copy.deepcopy(PRESETS[preset])
+    for key, value in overrides.items():
+        if key not in config:
+            raise KeyError(f"unknown DAAD network setting {key!r}; known: {sorted(config)}")
+        if key in _SWITCHES:
+            value = str2bool(value.strip() if isinstance(value, str) else value)
+        config[key] = tuple(value) if isinstance(value, list) else value
+    if not 0.0 <= float(config["gamma"]) <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {config['gamma']}")
+    return config
+
+
+def build(preset: str = "paper", **overrides: Any) -> tuple[DAADGenerator] | tuple[DAADGenerator, DCGANDiscriminator]:
+    """``(generator,)`` for DAAD, ``(generator, discriminator)`` for DAAD+."""
+    config = get_config(preset, **overrides)
+    gen_keys = ("image_size", "in_channels", "channels", "division", "channel_division", "divisions",
+                "memory_items", "renormalise", "norm")
+    generator = DAADGenerator(**{k: config[k] for k in gen_keys})
+    if not config["adversarial"]:
+        return (generator,)
+    disc = {k[len("disc_"):]: v for k, v in config.items() if k.startswith("disc_")}
+    return generator, DCGANDiscriminator(image_size=config["image_size"], in_channels=config["in_channels"], **disc)
