@@ -31,6 +31,15 @@ FANOGAN_CONFIGS = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'methods' / 'fanogan
 EVAL_CONFIGS = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these tiny convolutions only lose from more on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- the family -------------------------------------------------------------------------------
 
 def test_fanogan_is_a_model_family():
