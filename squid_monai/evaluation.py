@@ -57,8 +57,8 @@ class EvaluationReport:
     """
 
     def __init__(self, scorer: SQUIDScorer, output_dir: str | os.PathLike, split: str = "test",
-                 best_criterion: str = "f1", model_path: str | os.PathLike | None = None):
-        self.scorer, self.output_dir, self.split = scorer, Path(output_dir), split
+                 best_criterion: str = "f1", model_path: str | os.PathLike | None = None, method: str = "squid"):
+        self.scorer, self.output_dir, self.split, self.method = scorer, Path(output_dir), split, method
         self.best_criterion = best_criterion
         self.model_path = None if model_path is None else str(model_path)
         self.rows: list[ScoreRecord] = []
@@ -103,10 +103,10 @@ class EvaluationReport:
         (self.output_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
 
         tag = f"{self.split} split"
-        visualize.plot_roc(labels, scores, self.output_dir / "roc.png", title=f"SQUID ROC, {tag}")
+        visualize.plot_roc(labels, scores, self.output_dir / "roc.png", title=f"{self.method} ROC, {tag}")
         visualize.plot_score_histogram(labels, scores, self.output_dir / "score_histogram.png",
                                        thresholds={"validation": thr_val, "normal-only": thr_normal},
-                                       title=f"SQUID scores by class, {tag}")
+                                       title=f"{self.method} scores by class, {tag}")
         visualize.plot_confusion_matrix(labels, scores, thr_val, self.output_dir / "confusion_matrix.png")
         visualize.plot_confusion_matrix(labels, scores, thr_normal,
                                         self.output_dir / "confusion_matrix_normal_threshold.png")
@@ -122,8 +122,8 @@ class EvaluationReport:
         })
         if "auc_running_stats" in self.metrics["squid"]:
             engine.state.metrics[f"{self.split}/auc_running_stats"] = self.metrics["squid"]["auc_running_stats"]
-        logger.info("%s: SQUID AUC %.4f (sharpness baseline %.4f) on %d images; report in %s", self.split,
-                    flat["auc"], self.metrics["baseline_sharpness"]["auc"], len(self.rows), self.output_dir)
+        logger.info("%s: %s AUC %.4f (sharpness baseline %.4f) on %d images; report in %s", self.split,
+                    self.method, flat["auc"], self.metrics["baseline_sharpness"]["auc"], len(self.rows), self.output_dir)
 
     def _write_csv(self) -> None:
         extra = [c for c in EXTRA_COLUMNS if c in self.rows[0].extra]

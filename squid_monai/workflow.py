@@ -187,7 +187,7 @@ def curve_stability(auc_per_epoch: dict, warmup_fraction: float = 0.3) -> dict:
             "val_auc_drop_from_peak": round(float(values.max() - values[-1]), 4)}
 
 
-def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
+def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike, method: str = "squid") -> dict:
     """Print (and return) what a finished run reached: best validation AUC and where the
     models are; also written to ``<ckpt_dir>/training_summary.json`` (with the validation
     AUC of every epoch of this process) for scripts."""
@@ -213,6 +213,6 @@ def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike) -> dict:
     summary.update(curve_stability(summary["val_auc_per_epoch"]))
     if is_main_process():
         Path(ckpt_dir, "training_summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"SQUID training finished: best validation AUC {summary['best_val_auc']:.4f} at epoch "
+        print(f"{method} training finished: best validation AUC {summary['best_val_auc']:.4f} at epoch "
               f"{summary['best_epoch']} of {summary['epochs']}; best model {summary['best_model']}", flush=True)
     return summary

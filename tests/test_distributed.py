@@ -288,7 +288,7 @@ def test_only_rank0_logs_and_saves(ddp_runs):
     assert len(rank0_only(first[0]["trainer_handlers"])) >= 2 and len(rank0_only(first[0]["evaluator_handlers"])) >= 2
     for names in (first[1]["trainer_handlers"], first[1]["evaluator_handlers"]):
         assert not rank0_only(names), names
-    assert first_log.count("SQUID training finished") == 1
+    assert first_log.count("training finished: best validation AUC") == 1
     assert first_log.count("Epoch[1] Complete") == 2  # trainer and evaluator, rank 0 only
     assert after_first["checkpoints"] == ["checkpoint_epoch=1.pt", "model.pt", "model_final.pt"]
     if after_first["mlflow_runs"] is not None:  # the bundle tracks: one run, none from rank 1

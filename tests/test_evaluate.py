@@ -54,7 +54,7 @@ def test_evaluate_writes_scores_metrics_and_figures(evaluation):
     assert len(rows) == 2 * VAL_SIZE and metrics["n"] == 2 * VAL_SIZE
     assert metrics["n_normal"] == metrics["n_abnormal"] == VAL_SIZE
     assert set(_column(rows, "label", int)) == {0, 1}
-    assert re.search(r"SQUID test: AUC \d\.\d{4} \(sharpness baseline \d\.\d{4}\)", stdout)
+    assert re.search(r"squid test: AUC \d\.\d{4} \(sharpness baseline \d\.\d{4}\)", stdout)
 
 
 def test_metrics_are_those_of_the_csv_scores_at_the_model_thresholds(evaluation, bundle):
