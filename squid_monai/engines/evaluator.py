@@ -18,7 +18,7 @@ from monai.engines import Evaluator
 from monai.engines.utils import IterationEvents
 
 from ..scoring import SQUIDScorer, calibrated_score
-from .trainer import plain_tensor
+from .utils import plain_tensor
 
 __all__ = ["SQUIDEvaluator", "feature_residual"]
 

@@ -16,8 +16,8 @@ network that holds ``num_models`` independent models on equal parts of the image
 exactly the gradient of its own objective, and one Adam step over all of them is one
 step of each model trained alone (the paper trains them separately, App. B.2).
 
-The iteration follows :class:`~squid_monai.engines.trainer.SQUIDTrainer` (its non-finite
-guard, AMP step and ``run`` are reused, not copied): MONAI's iteration events fire in
+The non-finite guard, the AMP step and ``run`` are :class:`~squid_monai.engines.base.GuardedTrainer`'s,
+as for :class:`~squid_monai.engines.trainer.SQUIDTrainer`: MONAI's iteration events fire in
 order, ``engine.state.output`` holds floats ``loss``, ``loss_reconstruction`` and (memory
 networks) ``loss_entropy``; a non-finite loss skips the step and restores the
 normalisation statistics the forward pass wrote.
@@ -25,15 +25,15 @@ normalisation statistics the forward pass wrote.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
 
-from .trainer import SQUIDTrainer, _average_running_stats, _norm_buffers, _restore, plain_tensor, unwrap
+from .base import GuardedTrainer
+from .utils import average_running_stats, norm_buffers, unwrap
 
 __all__ = ["ReconstructionLossWeights", "ReconstructionTrainer", "addressing_entropy", "reconstruction_losses"]
 
@@ -75,86 +75,47 @@ def reconstruction_losses(out: dict[str, torch.Tensor], image: torch.Tensor,
     return terms
 
 
-class ReconstructionTrainer(Trainer):
+class ReconstructionTrainer(GuardedTrainer):
     """Trains one reconstruction network (its ``forward(image)`` returns a dict with
     ``reconstruction`` and, for memory networks, the addressing ``weights``).
 
     Args:
-        device, max_epochs, train_data_loader, train_handlers, amp, max_nonfinite,
-        image_key, epoch_length, non_blocking, key_train_metric, additional_metrics,
-        event_names, event_to_attr: as in :class:`~squid_monai.engines.SQUIDTrainer`.
+        device, max_epochs, train_data_loader, amp, max_nonfinite: as in
+            :class:`~squid_monai.engines.base.GuardedTrainer`.
         network: the network (optionally DDP-wrapped); its ``num_models`` (default 1) is
             the number of independent models it holds (module docstring).
         optimizer: its optimiser.
         loss_weights: :class:`ReconstructionLossWeights` or a dict of its fields.
         scaler: ``torch.amp.GradScaler`` (default: enabled for AMP on CUDA); pass it to
             save it in checkpoints.
+        engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~.base.GuardedTrainer`.
     """
 
-    # the SQUID trainer's guard and step, shared rather than rewritten
-    run = SQUIDTrainer.run
-    _autocast = SQUIDTrainer._autocast
-    _finite = SQUIDTrainer._finite
-    _step = SQUIDTrainer._step
-
-    def __init__(
-        self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        network: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        loss_weights: ReconstructionLossWeights | dict | None = None,
-        amp: bool = False,
-        max_nonfinite: int = 20,
-        scaler: torch.amp.GradScaler | None = None,
-        image_key: str = "image",
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        train_handlers: Sequence | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
-    ):
-        super().__init__(
-            device=device, max_epochs=max_epochs, data_loader=train_data_loader, epoch_length=epoch_length,
-            non_blocking=non_blocking, key_metric=key_train_metric, additional_metrics=additional_metrics,
-            handlers=train_handlers, amp=amp, event_names=event_names, event_to_attr=event_to_attr, decollate=False,
-        )
-        self.network, self.optimizer = network, optimizer  # `optimizer`: the rate MLflow / StatsHandler log
-        if isinstance(loss_weights, dict):
-            loss_weights = ReconstructionLossWeights(**loss_weights)
-        self.loss_weights = loss_weights or ReconstructionLossWeights()
-        self.max_nonfinite, self.image_key = max_nonfinite, image_key
-        self.amp_device = torch.device(device).type
-        self.amp_dtype = torch.float16 if self.amp_device == "cuda" else torch.bfloat16
-        self.scaler = scaler or torch.amp.GradScaler("cuda", enabled=amp and self.amp_device == "cuda")
-        self.state.skipped_steps = 0
-        self._nonfinite_run = 0
+    def __init__(self, device: str | torch.device, max_epochs: int, train_data_loader: Iterable,
+                 network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_weights: ReconstructionLossWeights | dict | None = None, amp: bool = False,
+                 max_nonfinite: int = 20, scaler: torch.amp.GradScaler | None = None, **engine_args):
+        super().__init__(device, max_epochs, train_data_loader, amp=amp, max_nonfinite=max_nonfinite,
+                         optimizer=optimizer, **engine_args)
+        self.network = network
+        self.loss_weights = self._loss_weights(loss_weights, ReconstructionLossWeights)
+        self.scaler = self.grad_scaler(scaler)
 
     def _iteration(self, engine: ReconstructionTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        image = batchdata[self.image_key] if isinstance(batchdata, dict) else batchdata
-        image = plain_tensor(image).to(engine.state.device, non_blocking=engine.non_blocking).float()
+        image = self._image(engine, batchdata)
         net = self.network
         net.train()
-        saved = _norm_buffers(net)  # restored if the loss turns out non-finite
+        saved = norm_buffers(net)  # restored if the loss turns out non-finite
         with self._autocast():
             out = net(image)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         terms = reconstruction_losses(out, image, self.loss_weights, getattr(unwrap(net), "num_models", 1))
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        ok = self._finite(engine, "reconstruction", terms["total"])
+        ok = self._guarded_step(engine, "reconstruction", terms["total"], self.optimizer, self.scaler, saved)
         if ok:
-            self.optimizer.zero_grad(set_to_none=True)
-            self._step(terms["total"], self.optimizer, self.scaler)
             self._nonfinite_run = 0
-        else:
-            _restore(saved)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        _average_running_stats(net)
+        average_running_stats(net)
         engine.state.output = {
             "loss": float(terms["total"].detach()),
             **{f"loss_{k}": float(v.detach()) for k, v in terms.items() if k != "total"},

@@ -30,7 +30,8 @@ the encoder is trained against).
 ``loss_generator``, ``loss_wasserstein`` (the critic's distance estimate), ``loss_gradient_penalty``;
 stage 2 ``loss`` = ``loss_encoder`` (mean izi_f), ``loss_image``, ``loss_feature``; both
 ``stage``. Non-finite losses are skipped as in :class:`~squid_monai.engines.SQUIDTrainer`
-(the generator's BatchNorm statistics restored). Distributed data parallelism is not wired
+(the guard of their shared base, :class:`~squid_monai.engines.base.GuardedTrainer`; the
+generator's BatchNorm statistics restored). Distributed data parallelism is not wired
 for this family (the bundle's multi-GPU config wraps only a generator and a discriminator).
 """
 
@@ -44,11 +45,11 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
-from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
 from monai.handlers import CheckpointSaver
 
-from ...engines.trainer import _all_ranks, _average_running_stats, _norm_buffers, _restore, plain_tensor, unwrap
+from ...engines.base import GuardedTrainer
+from ...engines.utils import average_running_stats, norm_buffers, unwrap
 from .losses import FAnoGANLossWeights, critic_loss, generator_loss, gradient_penalty, izi_f
 
 __all__ = ["FAnoGANTrainer", "StartEncoderStage", "resolve_gan_epochs", "restart_selection"]
@@ -137,7 +138,7 @@ class StartEncoderStage:
         logger.info("f-AnoGAN: encoder stage from epoch %d (generator and critic frozen)", engine.state.epoch)
 
 
-class FAnoGANTrainer(Trainer):
+class FAnoGANTrainer(GuardedTrainer):
     """WGAN-GP, then izi_f encoder training (module docstring).
 
     Args:
@@ -157,44 +158,19 @@ class FAnoGANTrainer(Trainer):
         on_encoder_stage: callables ``f(engine)`` run when the first stage-2 epoch starts
             (again after a resume into that epoch), e.g. :class:`StartEncoderStage`.
         max_nonfinite: consecutive non-finite steps tolerated before the run is stopped.
-        image_key, epoch_length, non_blocking, train_handlers, key_train_metric,
-        additional_metrics, event_names, event_to_attr: as in MONAI's trainers.
+        engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~squid_monai.engines.base.GuardedTrainer`.
     """
 
-    def __init__(
-        self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        generator: torch.nn.Module,
-        discriminator: torch.nn.Module,
-        encoder: torch.nn.Module,
-        g_optimizer: torch.optim.Optimizer,
-        d_optimizer: torch.optim.Optimizer,
-        e_optimizer: torch.optim.Optimizer,
-        loss_weights: FAnoGANLossWeights | dict | None = None,
-        n_critic: int = 5,
-        gan_epochs: float = 0.8,
-        amp: bool = False,
-        g_scaler: torch.amp.GradScaler | None = None,
-        d_scaler: torch.amp.GradScaler | None = None,
-        e_scaler: torch.amp.GradScaler | None = None,
-        on_encoder_stage: Sequence[Callable[[Engine], Any]] = (),
-        max_nonfinite: int = 20,
-        image_key: str = "image",
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        train_handlers: Sequence | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
-    ):
-        super().__init__(
-            device=device, max_epochs=max_epochs, data_loader=train_data_loader, epoch_length=epoch_length,
-            non_blocking=non_blocking, key_metric=key_train_metric, additional_metrics=additional_metrics,
-            handlers=train_handlers, amp=amp, event_names=event_names, event_to_attr=event_to_attr, decollate=False,
-        )
+    def __init__(self, device: str | torch.device, max_epochs: int, train_data_loader: Iterable,
+                 generator: torch.nn.Module, discriminator: torch.nn.Module, encoder: torch.nn.Module,
+                 g_optimizer: torch.optim.Optimizer, d_optimizer: torch.optim.Optimizer,
+                 e_optimizer: torch.optim.Optimizer, loss_weights: FAnoGANLossWeights | dict | None = None,
+                 n_critic: int = 5, gan_epochs: float = 0.8, amp: bool = False,
+                 g_scaler: torch.amp.GradScaler | None = None, d_scaler: torch.amp.GradScaler | None = None,
+                 e_scaler: torch.amp.GradScaler | None = None, on_encoder_stage: Sequence[Callable[[Engine], Any]] = (),
+                 max_nonfinite: int = 20, **engine_args):
+        super().__init__(device, max_epochs, train_data_loader, amp=amp, max_nonfinite=max_nonfinite,
+                         optimizer=g_optimizer, **engine_args)
         if int(n_critic) < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
         encoder_params = {id(p) for p in encoder.parameters()}
@@ -202,25 +178,13 @@ class FAnoGANTrainer(Trainer):
             raise ValueError("e_optimizer must hold the encoder's parameters only (G and D are frozen in stage 2)")
         self.generator, self.discriminator, self.encoder = generator, discriminator, encoder
         self.g_optimizer, self.d_optimizer, self.e_optimizer = g_optimizer, d_optimizer, e_optimizer
-        self.optimizer = g_optimizer  # the learning rate MLFlowHandler / StatsHandler log
-        if isinstance(loss_weights, dict):
-            loss_weights = FAnoGANLossWeights(**loss_weights)
-        self.loss_weights = loss_weights or FAnoGANLossWeights()
-        self.n_critic, self.max_nonfinite, self.image_key = int(n_critic), int(max_nonfinite), image_key
+        self.loss_weights = self._loss_weights(loss_weights, FAnoGANLossWeights)
+        self.n_critic, self.max_nonfinite = int(n_critic), int(max_nonfinite)
         self.gan_epochs = resolve_gan_epochs(gan_epochs, max_epochs)
         self.on_encoder_stage = list(on_encoder_stage or ())
-        self.amp_device = torch.device(device).type
-        self.amp_dtype = torch.float16 if self.amp_device == "cuda" else torch.bfloat16
-        use_scaler = amp and self.amp_device == "cuda"
-        self.g_scaler = g_scaler or torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.d_scaler = d_scaler or torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.e_scaler = e_scaler or torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.state.skipped_steps = 0
-        self._nonfinite_run = 0
+        self.g_scaler, self.d_scaler = self.grad_scaler(g_scaler), self.grad_scaler(d_scaler)
+        self.e_scaler = self.grad_scaler(e_scaler)
         self.add_event_handler(Events.EPOCH_STARTED, self._begin_epoch)
-
-    def run(self) -> None:  # MONAI's Trainer.run builds a deprecated single scaler: not used here
-        super(Trainer, self).run()
 
     def stage(self, epoch: int | None = None) -> int:
         """1 (WGAN-GP) or 2 (encoder) for a 1-based ``epoch`` (default: the current one)."""
@@ -232,35 +196,8 @@ class FAnoGANTrainer(Trainer):
             for callback in self.on_encoder_stage:
                 callback(engine)
 
-    def _autocast(self):
-        return torch.autocast(device_type=self.amp_device, dtype=self.amp_dtype, enabled=self.amp)
-
-    def _finite(self, engine: FAnoGANTrainer, what: str, loss: torch.Tensor) -> bool:
-        if _all_ranks(torch.isfinite(loss).all()):
-            return True
-        engine.state.skipped_steps += 1
-        self._nonfinite_run += 1
-        logger.warning("non-finite %s loss at iteration %d: step skipped, weights untouched", what, engine.state.iteration)
-        if self._nonfinite_run >= self.max_nonfinite:
-            raise RuntimeError(
-                f"{self._nonfinite_run} consecutive non-finite losses (last: {what} at iteration "
-                f"{engine.state.iteration}): training diverged; lower the learning rate or disable AMP, "
-                "then resume from the latest checkpoint"
-            )
-        return False
-
-    @staticmethod
-    def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)  # skips the step itself if AMP produced inf/NaN gradients
-        scaler.update()
-
     def _iteration(self, engine: FAnoGANTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        image = batchdata[self.image_key] if isinstance(batchdata, dict) else batchdata
-        image = plain_tensor(image).to(engine.state.device, non_blocking=engine.non_blocking).float()
+        image = self._image(engine, batchdata)
         if self.stage(engine.state.epoch) == 1:
             output = self._gan_iteration(engine, image)
         else:
@@ -279,7 +216,7 @@ class FAnoGANTrainer(Trainer):
         self.encoder.eval()
         update_g = engine.state.iteration % self.n_critic == 0
         batch = image.shape[0]
-        g_norm = _norm_buffers(gen)  # the fake pass writes G's BatchNorm statistics: restored if skipped
+        g_norm = norm_buffers(gen)  # the fake pass writes G's BatchNorm statistics: restored if skipped
         with self._autocast(), torch.no_grad():
             fake = gen(self._latent(batch, image.device))
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
@@ -289,12 +226,9 @@ class FAnoGANTrainer(Trainer):
             values = disc(torch.cat([image, fake.to(image.dtype)]))
         penalty = gradient_penalty(disc, image, fake)
         d_terms = critic_loss(values[:batch], values[batch:], penalty, self.loss_weights)
-        d_ok = self._finite(engine, "critic", d_terms["critic"])
+        d_ok = self._guarded_step(engine, "critic", d_terms["critic"], self.d_optimizer, self.d_scaler, g_norm)
         if d_ok:
-            self._step(d_terms["critic"], self.d_optimizer, self.d_scaler)
-            g_norm = _norm_buffers(gen)
-        else:
-            _restore(g_norm)
+            g_norm = norm_buffers(gen)
 
         if update_g:
             plain = unwrap(disc)  # G's gradient through D; D's own parameters stay out of it
@@ -303,15 +237,11 @@ class FAnoGANTrainer(Trainer):
         else:  # logged only: the critic step's fake values
             g_loss = generator_loss(values[batch:].detach())
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        g_ok = update_g and self._finite(engine, "generator", g_loss)
-        if g_ok:
-            self._step(g_loss, self.g_optimizer, self.g_scaler)
-        elif update_g:
-            _restore(g_norm)
+        g_ok = update_g and self._guarded_step(engine, "generator", g_loss, self.g_optimizer, self.g_scaler, g_norm)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if d_ok and (g_ok or not update_g):
             self._nonfinite_run = 0
-        _average_running_stats(gen)
+        average_running_stats(gen)
         return {
             "loss": float(d_terms["critic"].detach()) + float(g_loss.detach()),
             "loss_critic": float(d_terms["critic"].detach()),
@@ -339,8 +269,7 @@ class FAnoGANTrainer(Trainer):
                               self.loss_weights.kappa)
                 loss = terms["izi_f"].mean()
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
-            if self._finite(engine, "encoder", loss):
-                self._step(loss, self.e_optimizer, self.e_scaler)
+            if self._guarded_step(engine, "encoder", loss, self.e_optimizer, self.e_scaler):
                 self._nonfinite_run = 0
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         return {
