@@ -93,6 +93,23 @@ def test_chest_cpu_recipe_overlays_the_training_config(tmp_path):
     assert parser.get_parsed_content("score_source") == "logit" and parser.get_parsed_content("ema") is True
 
 
+
+def test_chest_cpu_recipe_trains_any_family_merged_before_it(tmp_path):
+    """The README's best-CPU chest command: GANomaly's method config, then the chest recipe."""
+    from monai.bundle import ConfigParser
+
+    from squid_monai.methods.ganomaly.trainer import GANomalyTrainer
+    from tests.trained_bundle import CONFIGS
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "methods" / "ganomaly.json"),
+                        str(CONFIGS / "chest_cpu.json")])
+    parser.update({"output_dir": str(tmp_path), "val_per_class": 2, "calibration_images": 2})
+    assert parser.get_parsed_content("method") == "ganomaly" and parser.get_parsed_content("preset") == "small"
+    assert parser.get_parsed_content("epochs") == 12
+    trainer = parser.get_parsed_content("train#trainer")
+    assert isinstance(trainer, GANomalyTrainer) and trainer.state.max_epochs == 12
+
 def test_the_bundle_validates_calibrates_and_saves_the_ema_weights(tmp_path):
     from monai.bundle import ConfigParser
 
