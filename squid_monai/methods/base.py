@@ -11,6 +11,7 @@ configs' wiring stay as they are (see ``docs/METHODS.md``).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import pkgutil
 import sys
@@ -21,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["ModelFamily", "Scorer", "get_family", "get_recipe", "family_names"]
+__all__ = ["ModelFamily", "Scorer", "get_family", "get_recipe", "family_names", "preset_config"]
 
 
 @runtime_checkable
@@ -103,3 +104,23 @@ def get_recipe(family: ModelFamily, name: str) -> dict[str, Any]:
         raise KeyError(f"{family.name} has no training recipe {name!r}; choose one of {sorted(family.recipe_presets)}")
     return {key: dict(value) if isinstance(value, Mapping) else value
             for key, value in family.recipe_presets[name].items()}
+
+
+def preset_config(presets: Mapping[str, Mapping[str, Any]], preset: str, overrides: Mapping[str, Any],
+                  setting: str = "network setting", switches: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A copy of ``presets[preset]`` with ``overrides`` applied, the one way families resolve
+    a preset: unknown presets and settings are an error (``setting`` names them in the
+    message), JSON / command-line lists become tuples, and the ``switches`` accept
+    command-line strings such as ``"false"``."""
+    from monai.utils import str2bool
+
+    if preset not in presets:
+        raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
+    config = copy.deepcopy(dict(presets[preset]))
+    for key, value in overrides.items():
+        if key not in config:
+            raise KeyError(f"unknown {setting} {key!r}; known: {sorted(config)}")
+        if key in switches:
+            value = str2bool(value.strip() if isinstance(value, str) else value)
+        config[key] = tuple(value) if isinstance(value, list) else value
+    return config

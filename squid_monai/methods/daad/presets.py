@@ -28,12 +28,11 @@ Recipes (``chest``, ``digitanatomy``): the loss weights of eq. (3), the paper's 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict
 from typing import Any
 
-from monai.utils import str2bool
 
+from ..base import preset_config
 from .losses import DAADLossWeights
 from .networks import DAADGenerator, DCGANDiscriminator
 
@@ -74,18 +73,7 @@ _SWITCHES = ("adversarial", "renormalise")
 def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
     """The preset's settings with ``overrides`` applied (unknown keys are an error; the
     switches accept command-line strings such as ``"false"``)."""
-    if preset not in PRESETS:
-        raise KeyError(f"unknown DAAD preset {preset!r}; choose one of {sorted(PRESETS)}")
-    config = copy.deepcopy(PRESETS[preset])
-    for key, value in overrides.items():
-        if key not in config:
-            raise KeyError(f"unknown DAAD network setting {key!r}; known: {sorted(config)}")
-        if key in _SWITCHES:
-            value = str2bool(value.strip() if isinstance(value, str) else value)
-        config[key] = tuple(value) if isinstance(value, list) else value
-    if not 0.0 <= float(config["gamma"]) <= 1.0:
-        raise ValueError(f"gamma must be in [0, 1], got {config['gamma']}")
-    return config
+    return preset_config(PRESETS, preset, overrides, "DAAD network setting", _SWITCHES)
 
 
 def build(preset: str = "paper", **overrides: Any) -> tuple[DAADGenerator] | tuple[DAADGenerator, DCGANDiscriminator]:

@@ -34,13 +34,14 @@ then each upsampling stage's; a last one-channel convolution is added), ``critic
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from monai.networks.layers import Act, Norm
 from monai.networks.nets import Generator, Regressor
 from torch import nn
+
+from ..base import preset_config
 
 __all__ = ["FAnoGANGenerator", "FAnoGANCritic", "FAnoGANEncoder", "PRESETS", "get_config", "build"]
 
@@ -147,14 +148,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
     """The preset's settings with ``overrides`` applied (unknown keys are an error; lists,
     as JSON and command lines give them, become tuples)."""
-    if preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    config = copy.deepcopy(PRESETS[preset])
-    for key, value in overrides.items():
-        if key not in config:
-            raise KeyError(f"unknown network setting {key!r}; f-AnoGAN's are {sorted(config)}")
-        config[key] = tuple(value) if isinstance(value, list) else value
-    return config
+    return preset_config(PRESETS, preset, overrides, "network setting of f-AnoGAN")
 
 
 def build(preset: str = "paper", **overrides: Any) -> tuple[FAnoGANGenerator, FAnoGANCritic, FAnoGANEncoder]:

@@ -34,13 +34,14 @@ Choices where the documents are silent (see also the family docstring):
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from monai.networks.blocks import Convolution
 from monai.networks.utils import normal_init
 from torch import nn
+
+from ..base import preset_config
 
 __all__ = ["PRESETS", "GANomalyDiscriminator", "GANomalyEncoder", "GANomalyDecoder", "GANomalyGenerator",
            "get_config", "build", "pyramid", "reinitialise"]
@@ -200,14 +201,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
     """The preset's settings with ``overrides`` applied (unknown keys are an error)."""
-    if preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    config = copy.deepcopy(PRESETS[preset])
-    for key, value in overrides.items():
-        if key not in config:
-            raise KeyError(f"unknown network setting {key!r}; GANomaly has {sorted(config)}")
-        config[key] = value
-    return config
+    return preset_config(PRESETS, preset, overrides, "network setting of GANomaly")
 
 
 def build(preset: str = "paper", **overrides: Any) -> tuple[GANomalyGenerator, GANomalyDiscriminator]:
