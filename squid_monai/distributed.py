@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import torch.distributed as dist
 
-__all__ = ["rank", "is_main_process"]
+__all__ = ["rank", "is_main_process", "DDP_METHODS", "require_ddp_support"]
+
+#: families whose trainer the multi-GPU config wraps (its generator and discriminator) and that
+#: tests/test_distributed.py checks replica for replica
+DDP_METHODS = ("squid",)
 
 
 def rank() -> int:
@@ -16,3 +20,12 @@ def rank() -> int:
 def is_main_process() -> bool:
     """Rank 0 (or a single process): the one that logs, tracks and saves."""
     return rank() == 0
+
+
+def require_ddp_support(method: str) -> None:
+    """Refuse, before any process group or network exists, a family the multi-GPU config does
+    not wire: the others' trainers take other networks (one auto-encoder, f-AnoGAN's
+    encoder stage) or have not been checked replica for replica."""
+    if method not in DDP_METHODS:
+        raise ValueError(f"multi_gpu_train.json: multi-GPU training is wired and tested for {', '.join(DDP_METHODS)} "
+                         f"only, not for method {method!r}; train it on one device (drop multi_gpu_train.json)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -305,3 +306,16 @@ def test_resume_loads_the_same_checkpoint_on_every_rank(ddp_runs):
 
 if __name__ == "__main__":
     _launch(sys.argv[1])
+
+
+@pytest.mark.parametrize("method", ["memae", "fanogan"])
+def test_a_family_the_multi_gpu_config_does_not_wire_is_refused_up_front(method, tmp_path):
+    """Before any process group or network exists, naming the method and the way out."""
+    from monai.bundle import run
+
+    configs = [str(CONFIGS / name) for name in ("train.json", f"methods/{method}.json", "multi_gpu_train.json")]
+    with pytest.raises(RuntimeError) as failure:  # monai.bundle wraps the expression's error
+        run("training", config_file=configs, output_dir=str(tmp_path), logging_file=False, **TINY)
+    assert isinstance(failure.value.__cause__, ValueError)
+    assert re.search(rf"not for method '{method}'.*drop multi_gpu_train.json", str(failure.value.__cause__))
+    assert not (tmp_path / "models").exists()
