@@ -8,6 +8,10 @@ For a trained model folder, scores the validation and report splits with
 - ``fused``: DAAD's ``gamma * R + (1 - gamma) * L``, each term standardised by its mean and
   std on normal *training* images (so a score never depends on the other test images),
   with gamma chosen on validation (grid 0, 0.1, ..., 1) and applied unchanged to report;
+- ``memory_distance``, ``inpainting_shift``, ``teacher_student``: what inside SQUID an
+  anomaly should move (:meth:`SQUIDGenerator.probes`: a tile's distance to its nearest
+  memory-queue item, the in-painting's change of the bottleneck, the teacher-student
+  reconstruction difference), beyond the source documents;
 - ``sharpness``: the trivial negated-Laplacian-energy baseline on the same images,
 
 and prints each AUC with its 95 % bootstrap interval and the paired difference to the
@@ -33,6 +37,7 @@ from squid_monai.scoring import load_scorer
 from squid_monai.workflow import choose_data, trained_intensity
 
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]
+SCORES = ("logit", "residual", "feature", "fused", "memory_distance", "inpainting_shift", "teacher_student")
 
 
 @torch.no_grad()
@@ -45,7 +50,8 @@ def score_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
         values = {"logit": -out["logit"],  # ranks as the calibrated logit score, whatever the model's score source
                   "residual": out["residual"],
                   "feature": feature_residual(scorer.discriminator, image, out["reconstruction"]),
-                  "sharpness": sharpness_score(image)}
+                  "sharpness": sharpness_score(image),
+                  **scorer.generator.probes(image)}
         if "label" in batch:
             values["label"] = torch.as_tensor(batch["label"]).reshape(-1)
         for k, v in values.items():
@@ -84,7 +90,7 @@ def main(argv=None) -> dict:
     for split, s in sets.items():
         s["fused"] = fused(s, normal, gamma)
         rows = {}
-        for name in ("logit", "residual", "feature", "fused", "sharpness"):
+        for name in (*SCORES, "sharpness"):
             rows[name] = {"auc": bootstrap_auc(s["label"], s[name])}
             if name != "sharpness":
                 rows[name]["minus_sharpness"] = bootstrap_auc(s["label"], s[name], reference=s["sharpness"])
@@ -96,7 +102,7 @@ def main(argv=None) -> dict:
         for name, row in results[split].items():
             a, d = row["auc"], row.get("minus_sharpness")
             diff = f"  minus sharpness {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]" if d else ""
-            print(f"{split:10s} {name:9s} AUC {100 * a['value']:.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]{diff}")
+            print(f"{split:10s} {name:16s} AUC {100 * a['value']:.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]{diff}")
     return results
 
 

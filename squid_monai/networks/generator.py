@@ -252,6 +252,38 @@ class SQUIDGenerator(nn.Module):
         return out
 
     @torch.no_grad()
+    def probes(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per image (B,), in eval mode, the quantities inside SQUID that an anomaly should
+        move (candidate scores; ``benchmarks/scores.py`` compares them):
+
+        - ``memory_distance``: each tile's token to its nearest memory item (the queue holds
+          real normal tokens of that tile position), mean over tiles;
+        - ``inpainting_shift``: how much in-painting changes the bottleneck (a normal tile is
+          rebuilt from its memory almost unchanged);
+        - ``teacher_student``: pixel difference of the teacher's reconstruction (plain
+          encoding) and the student's (in-painted).
+
+        Feature-level in-painting only (the pixel-level ablation has no token memory).
+        """
+        if self.training:
+            raise RuntimeError("probes() is an inference path: call .eval() first")
+        if self.inpainting is None or self.pixel_inpainting:
+            raise ValueError("probes() needs feature-level in-painting (inpainting=True, inpaint_level='feature')")
+        t = self.grid * self.grid
+        bottleneck, skips = self.encoder(tile(x, self.grid))
+        tokens = self.inpainting.project_in(bottleneck).reshape(x.shape[0], t, -1)
+        painted, _ = self.inpainting(bottleneck)
+        out = {
+            "memory_distance": self.inpainting.memory.nearest_distance(tokens).mean(1),
+            "inpainting_shift": (painted - bottleneck).float().pow(2).reshape(x.shape[0], -1).mean(1),
+        }
+        if self.teacher is not None:
+            student, _ = self.student(painted, skips)
+            teacher, _ = self.teacher(bottleneck, skips)
+            out["teacher_student"] = (student - teacher).float().pow(2).flatten(1).mean(1)
+        return out
+
+    @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Inference: the student reconstruction in eval mode, with no autograd graph."""
         if self.training:

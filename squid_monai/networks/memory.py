@@ -59,6 +59,19 @@ class _Memory(nn.Module):
             raise ValueError(f"memory has {regions} regions but the query has {t} tokens per image")
         return self.memory.float().expand(t, slots, d)
 
+    def nearest_distance(self, query: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) tokens -> (B, T) squared distance to the nearest item of each token's
+        bank, per dimension (fp32): how far a region's feature is from every normal one the
+        memory holds (a queue holds real normal features, so this is a k=1 nearest-neighbour
+        distance in the encoder's space)."""
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            bank = self._bank(query.shape[1])
+            distance = torch.cdist(query.float().transpose(0, 1), bank).pow(2).transpose(0, 1)  # (B, T, S)
+            valid = self._valid_slots()
+            if valid is not None:
+                distance = distance.masked_fill(~valid, float("inf"))
+            return distance.min(-1).values / query.shape[-1]
+
     def weights(self, query: torch.Tensor) -> torch.Tensor:
         """(B, T, D) tokens -> (B, T, S) read weights over each token's bank (fp32)."""
         with torch.autocast(device_type=query.device.type, enabled=False):

@@ -125,3 +125,24 @@ def test_switches_from_the_command_line_are_real_bools():
     assert build("tiny", inpainting="false")[0].inpainting is None
     with pytest.raises(TypeError, match="switch"):
         get_config("tiny", space_aware="no thanks")
+
+
+def test_probes_are_per_image_and_move_with_the_input():
+    """The candidate scores inside SQUID: one value per image, the same alone as in a batch,
+    and not constant in the input."""
+    torch.manual_seed(0)
+    generator, _ = build("tiny")
+    generator.train()
+    images = torch.rand(4, 1, 32, 32)
+    generator.enqueue(generator(images)["tokens"])
+    generator.eval()
+    probes = generator.probes(images)
+    assert set(probes) == {"memory_distance", "inpainting_shift", "teacher_student"}
+    for i in range(4):
+        alone = generator.probes(images[i:i + 1])
+        for key, value in probes.items():
+            torch.testing.assert_close(alone[key][0], value[i], rtol=1e-5, atol=1e-7)
+    assert all(bool((v >= 0).all()) for v in probes.values())
+    assert not torch.allclose(probes["teacher_student"], generator.probes(torch.zeros(4, 1, 32, 32))["teacher_student"])
+    with pytest.raises(RuntimeError, match="eval"):
+        generator.train().probes(images)

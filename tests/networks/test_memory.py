@@ -116,3 +116,14 @@ def test_memory_matrix_is_learnt_and_not_written():
     assert torch.equal(m.memory, before)
     m.read(torch.randn(3, 2, 4)).pow(2).sum().backward()
     assert m.memory.grad is not None and m.memory.grad.abs().sum() > 0
+
+
+def test_nearest_distance_is_to_the_own_regions_nearest_written_item():
+    queue = MemoryQueue(regions=2, slots=3, dim=2, top_k=1)
+    queue.enqueue(torch.tensor([[[0.0, 0.0], [10.0, 10.0]], [[4.0, 0.0], [10.0, 14.0]]]))  # 2 of 3 slots
+    query = torch.tensor([[[3.0, 0.0], [10.0, 11.0]]])
+    # region 0 holds (0,0), (4,0): nearest (4,0), 1 / dim; region 1 holds (10,10), (10,14): 1 / dim
+    torch.testing.assert_close(queue.nearest_distance(query), torch.tensor([[0.5, 0.5]]))
+    # the unwritten third slot (zeros) is not an item: (0.1, 0) is nearest to (0, 0) in region 0 only
+    torch.testing.assert_close(queue.nearest_distance(torch.tensor([[[0.1, 0.0], [1.0, 0.0]]])),
+                               torch.tensor([[0.005, (9.0**2 + 10.0**2) / 2]]))
