@@ -11,7 +11,9 @@ For a trained model folder, scores the validation and report splits with
 - ``memory_distance``, ``inpainting_shift``, ``teacher_student``: what inside SQUID an
   anomaly should move (:meth:`SQUIDGenerator.probes`: a tile's distance to its nearest
   memory-queue item, the in-painting's change of the bottleneck, the teacher-student
-  reconstruction difference), beyond the source documents;
+  reconstruction difference), and ``normal_knn``: the same nearest-item distance to the
+  tokens of the normal *training* (calibration) images at the tile's position instead of the
+  queue; beyond the source documents;
 - ``sharpness``: the trivial negated-Laplacian-energy baseline on the same images,
 
 and prints each AUC with its 95 % bootstrap interval and the paired difference to the
@@ -37,12 +39,14 @@ from squid_monai.scoring import load_scorer
 from squid_monai.workflow import choose_data, trained_intensity
 
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]
-SCORES = ("logit", "residual", "feature", "fused", "memory_distance", "inpainting_shift", "teacher_student")
+SCORES = ("logit", "residual", "feature", "fused", "memory_distance", "inpainting_shift", "teacher_student",
+          "normal_knn")
 
 
 @torch.no_grad()
 def score_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    scorer.generator.eval()  # the probes run the generator directly, not through the scorer
     parts: dict[str, list] = {}
     for batch in loader:
         image = torch.as_tensor(batch["image"]).float()
@@ -57,6 +61,20 @@ def score_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
         for k, v in values.items():
             parts.setdefault(k, []).append(v.reshape(-1).cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def normal_knn(tokens: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
+    """Per image, mean over tiles of the squared distance (per dimension) of its token to the
+    nearest normal-training token at the same tile position; ``tokens`` (B, T, D), ``bank``
+    (N, T, D)."""
+    distance = torch.cdist(tokens.transpose(0, 1), bank.transpose(0, 1)).pow(2)  # (T, B, N)
+    return (distance.min(-1).values.mean(0) / tokens.shape[-1]).numpy()
+
+
+@torch.no_grad()
+def token_set(scorer, dataset, batch_size: int = 32) -> torch.Tensor:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    return torch.cat([scorer.generator.eval().tokens(torch.as_tensor(b["image"]).float()) for b in loader])
 
 
 def fused(scores: dict, normal: dict, gamma: float) -> np.ndarray:
@@ -80,10 +98,15 @@ def main(argv=None) -> dict:
     intensity = trained_intensity(model_dir, "percentile")
     data = choose_data(args.dataset_dir, args.datalist, seed=args.seed, val_per_class=args.per_class,
                        report_per_class=args.per_class)
-    normal = score_set(scorer, data.calibration(size, intensity=intensity))
-    sets = {split: score_set(scorer, data.validation(size, split=split, n_normal=args.per_class,
-                                                     n_abnormal=args.per_class, intensity=intensity))
-            for split in ("validation", "report")}
+    calibration = data.calibration(size, intensity=intensity)
+    normal = score_set(scorer, calibration)
+    bank = token_set(scorer, calibration)
+    sets = {}
+    for split in ("validation", "report"):
+        dataset = data.validation(size, split=split, n_normal=args.per_class, n_abnormal=args.per_class,
+                                  intensity=intensity)
+        sets[split] = score_set(scorer, dataset)
+        sets[split]["normal_knn"] = normal_knn(token_set(scorer, dataset), bank)
     val = sets["validation"]
     gamma = max(GAMMAS, key=lambda g: roc_auc(val["label"], fused(val, normal, g)))
     results: dict = {"gamma": gamma, "model": str(model_dir / args.model)}

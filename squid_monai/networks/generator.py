@@ -252,6 +252,12 @@ class SQUIDGenerator(nn.Module):
         return out
 
     @torch.no_grad()
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) the tiles' tokens as the memory sees them (eval mode, feature level)."""
+        bottleneck, _ = self.encoder(tile(x, self.grid))
+        return self.inpainting.project_in(bottleneck).reshape(x.shape[0], self.grid * self.grid, -1)
+
+    @torch.no_grad()
     def probes(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per image (B,), in eval mode, the quantities inside SQUID that an anomaly should
         move (candidate scores; ``benchmarks/scores.py`` compares them):
@@ -269,10 +275,8 @@ class SQUIDGenerator(nn.Module):
             raise RuntimeError("probes() is an inference path: call .eval() first")
         if self.inpainting is None or self.pixel_inpainting:
             raise ValueError("probes() needs feature-level in-painting (inpainting=True, inpaint_level='feature')")
-        t = self.grid * self.grid
         bottleneck, skips = self.encoder(tile(x, self.grid))
-        tokens = self.inpainting.project_in(bottleneck).reshape(x.shape[0], t, -1)
-        painted, _ = self.inpainting(bottleneck)
+        painted, tokens = self.inpainting(bottleneck)
         out = {
             "memory_distance": self.inpainting.memory.nearest_distance(tokens).mean(1),
             "inpainting_shift": (painted - bottleneck).float().pow(2).reshape(x.shape[0], -1).mean(1),
