@@ -215,7 +215,9 @@ def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], im
           model_config: Mapping[str, Any] | None) -> Path:
     import squid_monai
 
-    ServingConfig.of(model_config, resolve_root=False)  # a typo fails here, not when the server starts
+    # checked here (a typo fails now, not when a server starts), and saved with every key
+    config = {"device": dict(model_config or {}).get("device"),
+              **ServingConfig.of(model_config, resolve_root=False).as_model_config()}
     artifacts = {"weights": str(weights), "network": str(network)}
     if (record := weights.with_name(PREPROCESSING_FILE)).is_file():
         artifacts["preprocessing"] = str(record)
@@ -228,7 +230,7 @@ def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], im
         signature=SIGNATURE,
         input_example=_input_example(image_size),  # what a client sends, shown in the UI
         metadata=metadata,
-        model_config=dict(model_config) if model_config else None,
+        model_config=config,
     )
     for cache in path.rglob("__pycache__"):  # copied with the package, useless and version-bound
         shutil.rmtree(cache, ignore_errors=True)

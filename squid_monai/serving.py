@@ -75,6 +75,11 @@ class ServingConfig:
             values["allowed_root"] = root
         return cls(**values)
 
+    def as_model_config(self) -> dict[str, Any]:
+        """Every key, JSON-ready: saved with the model so that each can be overridden when it
+        is loaded (MLflow drops load-time keys that the saved ``model_config`` lacks)."""
+        return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v for f in fields(self)}
+
 
 def serving_environment() -> bool:
     """Whether this process is MLflow's scoring server, by the flag its app sets
