@@ -97,7 +97,7 @@ def check_request(frame: pd.DataFrame, config: ServingConfig) -> None:
     ``max_images`` rows or more than ``max_request_bytes`` of image data."""
     if IMAGE_COLUMN not in frame.columns and PATH_COLUMN not in frame.columns:
         raise _bad_request(f"the request needs an '{IMAGE_COLUMN}' column (base64-encoded PNG, JPEG or DICOM file "
-                           f"contents) or a '{PATH_COLUMN}' column; got columns {list(map(str, frame.columns))}")
+                           f"contents) or a '{PATH_COLUMN}' column; other columns are ignored")
     if len(frame) > config.max_images:
         raise _bad_request(f"the request has {len(frame)} images; this model accepts at most {config.max_images} per "
                            "request (model_config max_images): send them in several requests")
