@@ -164,15 +164,18 @@ def _path_source(path: str, name: str, config: ServingConfig, served: bool) -> s
             raise _RowError(f"this server does not read file paths; send the file's contents base64-encoded in "
                             f"the '{IMAGE_COLUMN}' column")
         return path
-    real = Path(os.path.realpath(root / path))  # an absolute path replaces the root
-    if real != root and root not in real.parents:
-        raise _RowError("path refused: outside the folder this model may read")
-    if not real.is_file():
-        raise _RowError("path not found under the allowed folder (or not a file)")
-    if (size := real.stat().st_size) > config.max_request_bytes:
-        raise _RowError(f"file of {size} bytes is larger than the limit of {config.max_request_bytes} bytes "
-                        "(model_config max_request_bytes)")
     try:
+        real = Path(os.path.realpath(root / path))  # an absolute path replaces the root
+    except (OSError, ValueError):  # e.g. a NUL byte, a symlink loop
+        real = None
+    if real is None or (real != root and root not in real.parents):
+        raise _RowError("path refused: outside the folder this model may read")
+    try:
+        if not real.is_file():
+            raise _RowError("path not found under the allowed folder (or not a file)")
+        if (size := real.stat().st_size) > config.max_request_bytes:
+            raise _RowError(f"file of {size} bytes is larger than the limit of {config.max_request_bytes} bytes "
+                            "(model_config max_request_bytes)")
         return EncodedImage(real.read_bytes(), name)
     except OSError as err:
         raise _RowError(f"file cannot be read ({type(err).__name__})") from None

@@ -175,13 +175,14 @@ def test_paths_inside_the_allowed_root_are_read_and_nothing_outside(saved_model,
     root = files["root"]
     with _serve(saved_model, allowed_root=str(root)) as url:
         out = _predictions(url, [{"path": "inside.png"}, {"path": str(root / "inside.png")}])
-        out += _predictions(url, [{"path": "../chest.png"}, {"path": "escape.png"}, {"path": "../missing.png"}])
+        out += _predictions(url, [{"path": "../chest.png"}, {"path": "escape.png"}, {"path": "../missing.png"},
+                                  {"path": "bad\u0000name"}])
         assert _predictions(url, [{"path": "missing.png"}])[0]["error"].startswith("row 0: path not found")
     # logits: the tiny calibration std magnifies the float rounding of a batch of 2 in the score
     expected = scorer(preprocess(root / "inside.png", SIZE)[None])["logit"].item()
     assert [row["logit"] for row in out[:2]] == pytest.approx([expected] * 2, abs=1e-5)
     refused = [row["error"] for row in out[2:]]  # outside, a symlink out, outside and missing: the same answer
-    assert refused == [f"row {n}: path refused: outside the folder this model may read" for n in (0, 1, 2)]
+    assert refused == [f"row {n}: path refused: outside the folder this model may read" for n in (0, 1, 2, 3)]
     assert not any(str(root) in row["error"] for row in out[2:])
 
 
