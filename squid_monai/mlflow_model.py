@@ -7,11 +7,15 @@ pyfunc model rather than an ``mlflow.pytorch`` one because MLflow 3 serialises P
 models with ``torch.export`` by default, which loses the preprocessing and the decision.
 
 The ``squid_monai`` package is shipped inside the model (``code_paths``), so it loads in a
-fresh process with no access to this repository or to a package index.
+fresh process with no access to this repository or to a package index. Served
+(``mlflow models serve``), it takes base64-encoded image files and never a server path it
+was not configured to read (:mod:`squid_monai.serving`).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import shutil
@@ -31,6 +35,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from .artifact import PREPROCESSING_FILE, RECIPE_FILE, WEIGHTS_FILE, ModelCard, Recipe, trained_intensity
+from .serving import IMAGE_COLUMN, PATH_COLUMN, ServingConfig
 from .tracking import artifact_location, mlflow_client, sqlite_path
 
 __all__ = ["SQUIDPyfuncModel", "save_pyfunc", "register_model", "load_registered", "DEFAULT_BATCH_SIZE"]
@@ -44,13 +49,14 @@ _RUNTIME_DISTRIBUTIONS = ("mlflow", "torch", "monai", "numpy", "pandas", "pillow
                           "cloudpickle")
 
 SIGNATURE = ModelSignature(
-    # no input schema: the model takes a DataFrame of file paths or a (B, 1, H, W) array,
-    # and one MLflow schema cannot describe both (it would reject the other)
-    inputs=None,
+    # one row per image, in one of the two columns (squid_monai.serving); MLflow refuses other
+    # input, so preprocessed arrays go through SQUIDPyfuncModel.predict_array instead
+    inputs=Schema([ColSpec("string", IMAGE_COLUMN, required=False), ColSpec("string", PATH_COLUMN, required=False)]),
+    # an unreadable image has no score, logit or decision (null), and an error
     outputs=Schema([
-        ColSpec("double", "score"),
-        ColSpec("double", "logit"),
-        ColSpec("long", "decision"),
+        ColSpec("double", "score", required=False),
+        ColSpec("double", "logit", required=False),
+        ColSpec("long", "decision", required=False),
         ColSpec("string", "error", required=False),
     ]),
     params=ParamSchema([ParamSpec("batch_size", "long", DEFAULT_BATCH_SIZE)]),
@@ -58,24 +64,31 @@ SIGNATURE = ModelSignature(
 
 
 class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
-    """``predict`` input: a DataFrame with an ``image`` column of file paths (PNG, JPEG,
-    DICOM ... as :func:`squid_monai.transforms.preprocess` reads them), or an array
-    (B, 1, H, W) already preprocessed to the model's image size.
+    """``predict`` input: a DataFrame, one row per image, with an ``image`` column of
+    base64-encoded file contents (PNG, JPEG, DICOM) or a ``path`` column of file paths
+    (:mod:`squid_monai.serving`: which paths are read, and the request limits). Images
+    already preprocessed to (B, 1, S, S): :meth:`predict_array`, in-process
+    (``model.unwrap_python_model().predict_array(x)``).
 
-    Output: a DataFrame with ``score`` (higher = more anomalous), ``logit``, ``decision``
-    (1 = abnormal, 0 = normal, -1 = not scored) and ``error`` (why a file could not be
-    read, None otherwise; the other rows are still scored).
+    Output, one row per input row: ``score`` (higher = more anomalous), ``logit``,
+    ``decision`` (1 = abnormal, 0 = normal) and ``error`` (``"row <n>: <why it could not be
+    read>"``); ``None`` where there is no value (JSON ``null`` when served): an unreadable
+    image has an error and no score, the other rows are still scored.
 
-    ``model_config={"device": "cuda"}`` at load time picks the device (default: CUDA if
-    available); ``params={"batch_size": n}`` at predict time the batch size.
+    ``model_config`` (saved with :func:`save_pyfunc`, or given at load time): ``device``
+    (default: CUDA if available) and the :class:`~squid_monai.serving.ServingConfig` keys
+    ``allowed_root``, ``max_images``, ``max_request_bytes``, ``max_pixels``;
+    ``params={"batch_size": n}`` at predict time the batch size.
     """
 
     def load_context(self, context) -> None:
         from squid_monai.artifact import Recipe
         from squid_monai.scoring import load_scorer
+        from squid_monai.serving import ServingConfig
 
         recipe = Recipe.load(context.artifacts["network"])
         config = dict(context.model_config or {})
+        self.serving = ServingConfig.of(config)  # a bad config stops the server at start, not at a request
         self.device = torch.device(config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.scorer = load_scorer(context.artifacts["weights"], recipe, map_location=self.device)
         self.image_size = recipe.image_size
@@ -84,24 +97,34 @@ class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
         self.intensity = trained_intensity(Path(context.artifacts["weights"]).parent)
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        from squid_monai.scoring import ScoreRecord, read_image, score_images
+        from squid_monai.scoring import read_image
+        from squid_monai.serving import check_request, request_sources, serving_environment
 
-        batch_size = int((params or {}).get("batch_size") or DEFAULT_BATCH_SIZE)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if isinstance(model_input, pd.DataFrame):
-            if "image" not in model_input.columns:
-                raise ValueError(f"input DataFrame needs an 'image' column of file paths, got columns "
-                                 f"{list(model_input.columns)}")
-            names = [str(p) for p in model_input["image"]]
-            read = [read_image(name, self.image_size, intensity=self.intensity) for name in names]
-            index = model_input.index
-        else:
-            images = self._check_array(model_input)
-            names = [f"#{i}" for i in range(len(images))]
-            read = [(image, None) for image in images]
-            index = pd.RangeIndex(len(images))
-        records: list = [ScoreRecord.unreadable(name, error) if error else None
+        batch_size = _batch_size(params)
+        if not isinstance(model_input, pd.DataFrame):
+            raise MlflowException.invalid_parameter_value(
+                f"input must be a DataFrame with an '{IMAGE_COLUMN}' or '{PATH_COLUMN}' column, got "
+                f"{type(model_input).__name__}; preprocessed arrays: unwrap_python_model().predict_array")
+        check_request(model_input, self.serving)
+        names, read = [], []
+        for name, source, reason in request_sources(model_input, self.serving, served=serving_environment()):
+            names.append(name)
+            read.append((None, reason) if reason is not None else
+                        read_image(source, self.image_size, intensity=self.intensity,
+                                   max_pixels=self.serving.max_pixels))
+        return self._score(names, read, batch_size, model_input.index)
+
+    def predict_array(self, images: Any, batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
+        """Score images already preprocessed to (B, 1, S, S) in [0, 1] (the in-process route
+        the request signature leaves out); the same output as :meth:`predict`."""
+        array = self._check_array(images)
+        return self._score([f"#{i}" for i in range(len(array))], [(image, None) for image in array],
+                           _batch_size({"batch_size": batch_size}), pd.RangeIndex(len(array)))
+
+    def _score(self, names: list[str], read: list, batch_size: int, index: pd.Index) -> pd.DataFrame:
+        from squid_monai.scoring import ScoreRecord, score_images
+
+        records: list = [ScoreRecord.unreadable(name, f"{name}: {error}") if error else None
                          for name, (_, error) in zip(names, read)]
         rows = [i for i, (_, error) in enumerate(read) if error is None]
         for start in range(0, len(rows), batch_size):
@@ -110,12 +133,7 @@ class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
             for i, record in zip(chunk, score_images(self.scorer, batch, [names[i] for i in chunk], per_image=False,
                                                      pixels=False)):
                 records[i] = record
-        return pd.DataFrame({
-            "score": np.array([np.nan if r.score is None else r.score for r in records], dtype=np.float64),
-            "logit": np.array([np.nan if r.logit is None else r.logit for r in records], dtype=np.float64),
-            "decision": np.array([-1 if r.decision is None else r.decision for r in records], dtype=np.int64),
-            "error": pd.Series([r.error for r in records], dtype=object).to_numpy(),
-        }, index=index)
+        return result_frame(records, index)
 
     def _check_array(self, data: Any) -> torch.Tensor:
         array = torch.as_tensor(np.asarray(data, dtype=np.float32))
@@ -123,9 +141,26 @@ class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
         if array.ndim != 4 or array.shape[1] != 1 or tuple(array.shape[2:]) != (size, size):
             raise ValueError(
                 f"array input must be preprocessed images of shape (B, 1, {size}, {size}), got "
-                f"{tuple(array.shape)}; pass a DataFrame with an 'image' column of file paths to have them preprocessed"
+                f"{tuple(array.shape)}; pass image files (an '{IMAGE_COLUMN}' or '{PATH_COLUMN}' column) to "
+                "predict to have them preprocessed"
             )
         return array
+
+
+def result_frame(records: list, index: pd.Index) -> pd.DataFrame:
+    """The output columns as objects, ``None`` where a value is missing: MLflow's scoring
+    server writes ``None`` as JSON ``null``, but a float column's NaN as a bare ``NaN``,
+    which strict JSON parsers refuse."""
+    columns = {key: [getattr(r, key) for r in records] for key in ("score", "logit", "decision", "error")}
+    return pd.DataFrame({key: pd.Series(values, index=index, dtype=object) for key, values in columns.items()})
+
+
+def _batch_size(params: Mapping[str, Any] | None) -> int:
+    batch_size = (params or {}).get("batch_size")
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise MlflowException.invalid_parameter_value(f"params batch_size must be an integer >= 1, got {batch_size!r}")
+    return int(batch_size)
 
 
 def _requirements() -> list[str]:
@@ -162,21 +197,27 @@ def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int]:
 
 
 def save_pyfunc(path: str | os.PathLike, model_dir: str | os.PathLike, weights: str = WEIGHTS_FILE,
-                metadata: Mapping[str, Any] | None = None) -> Path:
+                metadata: Mapping[str, Any] | None = None, model_config: Mapping[str, Any] | None = None) -> Path:
     """Write the MLflow model of ``model_dir`` (``model.pt`` + ``network.json``) to ``path``
-    (which must not exist or be empty); ``mlflow models serve -m <path>`` serves it."""
+    (which must not exist or be empty); ``mlflow models serve -m <path>`` serves it.
+    ``model_config``: the model's default configuration (:class:`SQUIDPyfuncModel`), e.g.
+    ``{"allowed_root": "/data/xrays", "max_images": 16}``."""
     weights_path, network_path = _model_files(model_dir, weights)
     tags, size = _describe(weights_path, network_path)
-    return _save(Path(path), weights_path, network_path, {**tags, **_strings(metadata)}, size)
+    return _save(Path(path), weights_path, network_path, {**tags, **_strings(metadata)}, size, model_config)
 
 
 def _strings(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in (metadata or {}).items()}
 
 
-def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], image_size: int) -> Path:
+def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], image_size: int,
+          model_config: Mapping[str, Any] | None) -> Path:
     import squid_monai
 
+    # checked here (a typo fails now, not when a server starts), and saved with every key
+    config = {"device": dict(model_config or {}).get("device"),
+              **ServingConfig.of(model_config, resolve_root=False).as_model_config()}
     artifacts = {"weights": str(weights), "network": str(network)}
     if (record := weights.with_name(PREPROCESSING_FILE)).is_file():
         artifacts["preprocessing"] = str(record)
@@ -187,13 +228,22 @@ def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], im
         code_paths=[str(Path(squid_monai.__file__).parent)],
         pip_requirements=_requirements(),
         signature=SIGNATURE,
-        # documents the array input for serving ({"inputs": ...}); a DataFrame example would need a file
-        input_example=np.zeros((1, 1, image_size, image_size), dtype=np.float32),
+        input_example=_input_example(image_size),  # what a client sends, shown in the UI
         metadata=metadata,
+        model_config=config,
     )
     for cache in path.rglob("__pycache__"):  # copied with the package, useless and version-bound
         shutil.rmtree(cache, ignore_errors=True)
     return path
+
+
+def _input_example(size: int) -> pd.DataFrame:
+    """One request row: a PNG ramp of the model's image size, base64-encoded."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.linspace(0, 255, size * size).reshape(size, size).astype(np.uint8)).save(buffer, format="PNG")
+    return pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buffer.getvalue()).decode("ascii")]})
 
 
 def _new_run(client: mlflow.MlflowClient, tracking_uri: str, experiment_name: str, run_name: str) -> str:
@@ -213,10 +263,12 @@ def register_model(
     weights: str = WEIGHTS_FILE,
     experiment_name: str = "squid",
     await_registration_s: float = 300.0,
+    model_config: Mapping[str, Any] | None = None,
 ) -> ModelVersion:
     """Log ``model_dir`` as a pyfunc model into run ``run_id`` (or a new run of
     ``experiment_name``), register it as a new version of ``name``, point ``alias`` at it
     and tag the version with its calibration, thresholds, recipe and ``metadata``.
+    ``model_config``: as for :func:`save_pyfunc`.
 
     Uses an explicit client (:func:`squid_monai.tracking.mlflow_client`), never MLflow's
     global tracking URI.
@@ -231,7 +283,7 @@ def register_model(
         run_id = _new_run(client, tracking_uri, experiment_name, run_name=f"register_{name}")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = _save(Path(tmp) / MODEL_ARTIFACT_PATH, weights_path, network_path, tags, size)
+            local = _save(Path(tmp) / MODEL_ARTIFACT_PATH, weights_path, network_path, tags, size, model_config)
             client.log_artifacts(run_id, str(local), artifact_path=MODEL_ARTIFACT_PATH)
     finally:
         if created:

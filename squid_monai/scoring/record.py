@@ -25,7 +25,7 @@ from monai.data import MetaTensor
 
 from monai.inferers import Inferer
 
-from ..transforms import RadiographError, find_radiograph_error, preprocess
+from ..transforms import EncodedImage, RadiographError, find_radiograph_error, preprocess
 from ..transforms.dicom import dataset_name, is_dicom_dataset
 from .scorer import decide
 
@@ -78,7 +78,8 @@ def read_image(source: Any, image_size: int | None = None, transform: Callable[[
     of every consumer (a :class:`~squid_monai.transforms.RadiographError` is a reason, not
     an exception, so one file cannot stop a run; any other error is a bug and propagates).
 
-    ``source``: a path, an array or an in-memory ``pydicom.Dataset``. ``transform``: a
+    ``source``: a path, a file's contents (``EncodedImage``), an array or an in-memory
+    ``pydicom.Dataset``. ``transform``: a
     dictionary preprocessing (the bundle's ``preprocessing``, e.g. read from an exported
     model); default :func:`~squid_monai.transforms.preprocess` at ``image_size`` with
     ``options``, the same ``inference_transforms``.
@@ -94,9 +95,12 @@ def read_image(source: Any, image_size: int | None = None, transform: Callable[[
 
 
 def source_name(source: Any) -> str:
-    """How a record names its input: the path, the file of a DICOM dataset, or ``<array>``."""
+    """How a record names its input: the path, the name of a file's contents, the file of a
+    DICOM dataset, or ``<array>``."""
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
+    if isinstance(source, EncodedImage):
+        return source.name
     if is_dicom_dataset(source):
         return dataset_name(source)
     return str(getattr(source, "meta", {}).get("filename_or_obj", "<array>"))

@@ -3,6 +3,7 @@ train / inference pipelines every part of the project shares."""
 
 from squid_monai.transforms.compose import inference_transforms, preprocess, train_transforms
 from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES, read_dicom
+from squid_monai.transforms.encoded import DEFAULT_MAX_PIXELS, ENCODED_FORMATS, EncodedImage
 from squid_monai.transforms.errors import RadiographError, find_radiograph_error
 from squid_monai.transforms.intensity import (
     INTENSITY_RULES,
@@ -23,6 +24,9 @@ from squid_monai.transforms.spatial import (
 
 __all__ = [
     "AUGMENT_RESAMPLINGS",
+    "DEFAULT_MAX_PIXELS",
+    "ENCODED_FORMATS",
+    "EncodedImage",
     "INTENSITY_RULES",
     "RADIOGRAPH_MODALITIES",
     "SUPPORTED_EXTENSIONS",

@@ -4,7 +4,7 @@
 is exactly that followed by the paper's random translation/scaling, so that a
 ``CacheDataset`` caches the deterministic part (each file is decoded once) and only the
 augmentation runs per epoch. ``preprocess`` runs ``inference_transforms`` on one image (a
-path, an array or an in-memory DICOM dataset) for scripts, the MLflow model and the deploy
+path, a file's contents, an array or an in-memory DICOM dataset) for scripts, the MLflow model and the deploy
 operators: one definition, not a twin.
 
 Switches (SQUID.md section 7; the defaults are the first build's behaviour):
@@ -28,6 +28,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES
+from squid_monai.transforms.encoded import DEFAULT_MAX_PIXELS
 from squid_monai.transforms.errors import find_radiograph_error
 from squid_monai.transforms.intensity import (
     DEFAULT_LOWER_PERCENTILE,
@@ -64,9 +65,11 @@ def inference_transforms(
     dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
     allow_missing_keys: bool = False,
     intensity: str = "percentile",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Compose:
     """Deterministic preprocessing of dict items ``{"image": path or array, ...}``;
-    ``intensity``: ``"percentile"`` or ``"raw"`` (module docstring).
+    ``intensity``: ``"percentile"`` or ``"raw"`` (module docstring); ``max_pixels``: larger
+    files are refused before decoding.
 
     Output: ``item["image"]`` a float32 ``MetaTensor`` (1, S, S) in [0, 1] with
     ``meta["filename_or_obj"]``; other keys (label, metadata) pass through unchanged.
@@ -74,7 +77,8 @@ def inference_transforms(
     return Compose(
         [
             LoadRadiographd(
-                keys, apply_voi=apply_voi, dicom_modalities=dicom_modalities, allow_missing_keys=allow_missing_keys
+                keys, apply_voi=apply_voi, dicom_modalities=dicom_modalities, allow_missing_keys=allow_missing_keys,
+                max_pixels=max_pixels,
             ),
             intensity_transformd(
                 keys, intensity, lower=lower_percentile, upper=upper_percentile, allow_missing_keys=allow_missing_keys
@@ -131,16 +135,18 @@ def preprocess(
     apply_voi: bool = True,
     dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
     intensity: str = "percentile",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> torch.Tensor:
     """``inference_transforms`` of one image: a plain float32 tensor (1, S, S) in [0, 1]
     (``intensity``: ``"percentile"`` or ``"raw"``, as the model was trained).
 
-    ``image`` is a file path, an in-memory ``pydicom.Dataset`` or an (H, W) / (1, H, W)
-    array. Bad input raises ``RadiographError`` itself (MONAI's ``Compose`` wraps it in a
-    RuntimeError, which is unwrapped here).
+    ``image`` is a file path, a file's contents (``EncodedImage``), an in-memory
+    ``pydicom.Dataset`` or an (H, W) / (1, H, W) array. Bad input raises ``RadiographError``
+    itself (MONAI's ``Compose`` wraps it in a RuntimeError, which is unwrapped here).
     """
     transforms = inference_transforms(image_size, lower_percentile=lower_percentile, upper_percentile=upper_percentile,
-                                      apply_voi=apply_voi, dicom_modalities=dicom_modalities, intensity=intensity)
+                                      apply_voi=apply_voi, dicom_modalities=dicom_modalities, intensity=intensity,
+                                      max_pixels=max_pixels)
     try:
         out = transforms({"image": image})["image"]
     except RuntimeError as err:

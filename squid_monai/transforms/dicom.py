@@ -26,7 +26,10 @@ VOI LUT Sequence: ``[0, 2**bits - 1]`` of its descriptor). The MONOCHROME1 inver
 
 Only projection radiographs are accepted: modalities CR, DX, DR and RG, plus Secondary
 Capture files (modality OT or absent, or a Secondary Capture SOP class) that carry a
-digitised radiograph. Multi-frame objects are refused.
+digitised radiograph. Multi-frame objects are refused, and so are images whose ``Rows`` x
+``Columns`` exceed a pixel limit, before their pixel data are decoded. File contents in
+memory (:class:`~squid_monai.transforms.encoded.EncodedImage`) in the Deflated transfer
+syntax are refused too: pydicom inflates the whole dataset at once, without a bound.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import os
 
 import numpy as np
 
+from squid_monai.transforms.encoded import DEFAULT_MAX_PIXELS, EncodedImage, check_pixels
 from squid_monai.transforms.errors import RadiographError
 
 #: Modalities that are projection radiographs.
@@ -66,18 +70,20 @@ def read_dicom(
     reorient: bool = True,
     modalities: tuple[str, ...] | None = RADIOGRAPH_MODALITIES,
     return_value_range: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray | tuple[np.ndarray, tuple[float, float]]:
     """Decode a single-frame DICOM radiograph to a (rows, cols) float32 array, bone bright.
 
     Args:
-        path: the DICOM file, or an in-memory ``pydicom.Dataset`` (decoded as it is: no
-            temporary file).
+        path: the DICOM file, an in-memory ``pydicom.Dataset`` (decoded as it is: no
+            temporary file) or a file's contents (:class:`EncodedImage`).
         apply_voi: apply the VOI LUT or window stored in the file (step 3 above).
         reorient: honour ``PatientOrientation`` (step 5 above).
         modalities: accepted modalities (Secondary Capture always accepted);
             ``None`` accepts any single-frame 2D image.
         return_value_range: also return the stored value range ``(low, high)`` of the
             result (module docstring).
+        max_pixels: ``Rows`` x ``Columns`` above it are refused before decoding (``None``: no limit).
     """
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -85,8 +91,15 @@ def read_dicom(
     if is_dicom_dataset(path):
         ds, path = path, dataset_name(path)
     else:
+        source = path
+        if isinstance(source, EncodedImage):
+            path = source.name
+            if _transfer_syntax(source) == pydicom.uid.DeflatedExplicitVRLittleEndian:
+                raise RadiographError(path, "deflated DICOM (transfer syntax Deflated Explicit VR Little Endian) "
+                                            "is not accepted from memory: it inflates without a bound")
+            source = source.open()
         try:
-            ds = pydicom.dcmread(path, force=True)
+            ds = pydicom.dcmread(source, force=True)
         except Exception as err:  # pydicom raises many types for damaged files
             raise RadiographError(path, f"not a readable DICOM file ({type(err).__name__}: {err})") from err
     if "PixelData" not in ds:
@@ -95,6 +108,7 @@ def read_dicom(
     if frames > 1:
         raise RadiographError(path, f"multi-frame DICOM ({frames} frames): only single 2D radiographs are supported")
     _check_is_radiograph(path, ds, modalities)
+    check_pixels(path, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), max_pixels)
 
     try:
         pixels = ds.pixel_array
@@ -152,6 +166,22 @@ def stored_value_range(ds, voi_lut: bool = False) -> tuple[float, float]:
         slope, intercept = float(ds.RescaleSlope), float(ds.get("RescaleIntercept", 0) or 0)
         low, high = sorted((low * slope + intercept, high * slope + intercept))
     return low, high
+
+
+def _transfer_syntax(image: EncodedImage) -> str | None:
+    """The transfer syntax UID of a DICOM file's contents, read from its file meta group
+    alone (always explicit VR little endian, right after the ``DICM`` marker)."""
+    from pydicom.filereader import data_element_generator
+
+    fp = image.open()
+    fp.seek(132)
+    try:
+        for element in data_element_generator(fp, False, True, stop_when=lambda tag, vr, length: tag.group != 2):
+            if element.tag == 0x00020010:
+                return element.value.decode("ascii", "replace").strip("\0 ")
+    except Exception:  # noqa: BLE001 - a damaged meta group: dcmread reports it
+        return None
+    return None
 
 
 def _lut_bits(item) -> int:

@@ -12,6 +12,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES, dataset_name, is_dicom_dataset, read_dicom
+from squid_monai.transforms.encoded import DEFAULT_MAX_PIXELS, EncodedImage
 from squid_monai.transforms.errors import RadiographError
 from squid_monai.transforms.reading import array_value_range, read_radiograph, validate_image
 
@@ -23,7 +24,8 @@ class LoadRadiograph(Transform):
     """Load a radiograph as a channel-first float32 ``MetaTensor`` of shape (1, H, W).
 
     The input is a path (PNG, JPEG, DICOM, NIfTI; see :mod:`squid_monai.transforms.reading`),
-    an in-memory ``pydicom.Dataset`` (the same DICOM rules, no temporary file), or an image
+    a file's contents in memory (:class:`~squid_monai.transforms.encoded.EncodedImage`: PNG,
+    JPEG, DICOM), an in-memory ``pydicom.Dataset`` (the same DICOM rules, no temporary file), or an image
     already in memory (numpy array or tensor of shape (H, W) or (1, H, W)), so that
     generated data such as DigitAnatomy flows through the same pipeline as files.
     Values stay in the file's own units; scaling to [0, 1] is a separate step.
@@ -37,6 +39,8 @@ class LoadRadiograph(Transform):
         apply_voi: DICOM only: apply the stored VOI LUT / window.
         reorient: DICOM only: honour ``PatientOrientation``.
         dicom_modalities: DICOM only: accepted modalities (``None``: any).
+        max_pixels: files (PNG, JPEG, DICOM) claiming more pixels are refused before
+            decoding (``None``: no limit).
     """
 
     def __init__(
@@ -44,22 +48,25 @@ class LoadRadiograph(Transform):
         apply_voi: bool = True,
         reorient: bool = True,
         dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.apply_voi = apply_voi
         self.reorient = reorient
         self.dicom_modalities = tuple(dicom_modalities) if dicom_modalities is not None else None
+        self.max_pixels = max_pixels
 
     def __call__(self, source) -> MetaTensor:
-        if isinstance(source, (str, os.PathLike)):
-            name = os.fspath(source)
+        if isinstance(source, (str, os.PathLike, EncodedImage)):
+            name = source.name if isinstance(source, EncodedImage) else os.fspath(source)
             image, value_range = read_radiograph(
-                name, apply_voi=self.apply_voi, reorient=self.reorient, dicom_modalities=self.dicom_modalities,
-                return_value_range=True,
+                source, apply_voi=self.apply_voi, reorient=self.reorient, dicom_modalities=self.dicom_modalities,
+                return_value_range=True, max_pixels=self.max_pixels,
             )
         elif is_dicom_dataset(source):
             name = dataset_name(source)
             image, value_range = read_dicom(source, apply_voi=self.apply_voi, reorient=self.reorient,
-                                            modalities=self.dicom_modalities, return_value_range=True)
+                                            modalities=self.dicom_modalities, return_value_range=True,
+                                            max_pixels=self.max_pixels)
             image = validate_image(image, name)
         elif isinstance(source, (np.ndarray, torch.Tensor)):
             meta = source.meta if isinstance(source, MetaTensor) else {}
@@ -85,9 +92,11 @@ class LoadRadiographd(MapTransform):
         reorient: bool = True,
         dicom_modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
         allow_missing_keys: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadRadiograph(apply_voi=apply_voi, reorient=reorient, dicom_modalities=dicom_modalities)
+        self.loader = LoadRadiograph(apply_voi=apply_voi, reorient=reorient, dicom_modalities=dicom_modalities,
+                                     max_pixels=max_pixels)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

@@ -1,7 +1,9 @@
 """Reading any supported radiograph file into one 2D float32 array, row 0 at the top.
 
 Formats (chosen by file name; a file without a known extension is read as DICOM when
-it carries the ``DICM`` marker):
+it carries the ``DICM`` marker; file contents in memory, an
+:class:`~squid_monai.transforms.encoded.EncodedImage`, by their signature: PNG, JPEG or
+DICOM):
 
 - PNG / JPEG through Pillow: 8- or 16-bit, greyscale, palette or RGB(A). Colour images
   become grey by ITU-R 601 luma (R = G = B images keep their values exactly). EXIF
@@ -13,8 +15,10 @@ it carries the ``DICM`` marker):
   image, so a PNG saved as NIfTI by MONAI comes back upright. The affine is not used to
   reorient (2D radiographs stored as NIfTI seldom carry a meaningful one).
 
-Every image is then checked: non-empty, finite, not constant. Failures raise
-:class:`RadiographError` naming the file and the problem.
+Every image is then checked: non-empty, finite, not constant. Before decoding, a PNG,
+JPEG or DICOM image whose header claims more than ``max_pixels`` pixels is refused (a
+decompression bomb).
+Failures raise :class:`RadiographError` naming the file and the problem.
 
 ``return_value_range=True`` also gives the *stored value range* ``(low, high)`` of the
 file's pixel type, which the ``"raw"`` intensity rule divides by
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES, read_dicom
+from squid_monai.transforms.encoded import DEFAULT_MAX_PIXELS, EncodedImage, check_pixels, encoded_format, has_dicom_marker
 from squid_monai.transforms.errors import RadiographError
 
 #: File name endings and the reader each one selects.
@@ -62,35 +67,48 @@ def image_format(path: str | os.PathLike) -> str:
 
 
 def read_radiograph(
-    path: str | os.PathLike,
+    source: str | os.PathLike | EncodedImage,
     apply_voi: bool = True,
     reorient: bool = True,
     dicom_modalities: tuple[str, ...] | None = RADIOGRAPH_MODALITIES,
     return_value_range: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray | tuple[np.ndarray, tuple[float, float] | None]:
-    """Read ``path`` into a validated (rows, cols) float32 array in the file's own units.
+    """Read ``source`` (a path, or file contents in memory) into a validated (rows, cols)
+    float32 array in the file's own units.
 
     ``apply_voi``, ``reorient`` and ``dicom_modalities`` only concern DICOM files
     (see :func:`squid_monai.transforms.dicom.read_dicom`). ``return_value_range``: return
     ``(image, (low, high) or None)``, the stored value range (module docstring).
+    ``max_pixels``: larger images are refused before decoding (``None``: no limit).
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise RadiographError(path, "file not found")
-    if os.path.isdir(path):
-        raise RadiographError(path, "is a directory, not an image file")
-    if os.path.getsize(path) == 0:
-        raise RadiographError(path, "empty file (0 bytes)")
-    kind = image_format(path)
-    if kind == "pil":
-        image, value_range = _read_pil(path)
-    elif kind == "nifti":
-        image, value_range = _read_nifti(path)
+    if isinstance(source, EncodedImage):
+        name, kind = source.name, encoded_format(source)
     else:
-        image, value_range = read_dicom(
-            path, apply_voi=apply_voi, reorient=reorient, modalities=dicom_modalities, return_value_range=True
-        )
-    image = validate_image(image, path)
+        name = source = os.fspath(source)
+        if not os.path.exists(name):
+            raise RadiographError(name, "file not found")
+        if os.path.isdir(name):
+            raise RadiographError(name, "is a directory, not an image file")
+        if os.path.getsize(name) == 0:
+            raise RadiographError(name, "empty file (0 bytes)")
+        kind = image_format(name)
+    try:
+        if kind == "pil":
+            image, value_range = _read_pil(source, max_pixels)
+        elif kind == "nifti":
+            image, value_range = _read_nifti(source)  # local files only: no pixel limit
+        else:
+            image, value_range = read_dicom(source, apply_voi=apply_voi, reorient=reorient, modalities=dicom_modalities,
+                                            return_value_range=True, max_pixels=max_pixels)
+    except RadiographError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        if not isinstance(source, EncodedImage):
+            raise
+        # bytes from a client: whatever a decoder trips over is a property of the data, not a bug here
+        raise RadiographError(name, f"cannot decode the image ({type(err).__name__}: {err})") from err
+    image = validate_image(image, name)
     return (image, value_range) if return_value_range else image
 
 
@@ -125,27 +143,32 @@ def validate_image(image: np.ndarray, path: str | os.PathLike | None = None) -> 
 def _has_dicom_marker(path) -> bool:
     try:
         with open(path, "rb") as f:
-            head = f.read(132)
+            return has_dicom_marker(f.read(132))
     except OSError:
         return False
-    return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _read_pil(path: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+def _read_pil(source: str | EncodedImage, max_pixels: int | None) -> tuple[np.ndarray, tuple[float, float] | None]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    name, fp = (source.name, source.open()) if isinstance(source, EncodedImage) else (source, source)
     try:
-        with Image.open(path) as img:
+        with Image.open(fp) as img:  # reads the header only
             frames = getattr(img, "n_frames", 1)
             if frames > 1:
-                raise RadiographError(path, f"multi-frame image ({frames} frames): only single 2D radiographs")
+                raise RadiographError(name, f"multi-frame image ({frames} frames): only single 2D radiographs")
+            check_pixels(name, img.height, img.width, max_pixels)
             img.load()  # decode now: truncated files fail here, not later
             img = ImageOps.exif_transpose(img)
             return _pil_to_grey(img), _pil_value_range(img.mode)
     except RadiographError:
         raise
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise RadiographError(path, f"cannot decode image ({type(err).__name__}: {err})") from err
+    except Image.DecompressionBombError as err:
+        raise RadiographError(name, f"refused before decoding: {err}") from err
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        # Pillow names an in-memory file by its object's repr: name it as the caller does
+        detail = str(err).replace(repr(fp), repr(name))
+        raise RadiographError(name, f"cannot decode image ({type(err).__name__}: {detail})") from err
 
 
 def _pil_to_grey(img) -> np.ndarray:

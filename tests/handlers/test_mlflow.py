@@ -21,7 +21,7 @@ from squid_monai.handlers.mlflow import (  # noqa: E402
     tracking_uri,
 )
 from squid_monai.mlflow_model import load_registered, register_model  # noqa: E402
-from squid_monai.scoring import build_scorer, calibrate, save_network_config  # noqa: E402
+from squid_monai.scoring import build_scorer  # noqa: E402
 
 LOGGER = "squid_monai.handlers"  # tracking, figures and registry log under it
 SIZE = 32  # image size of the "tiny" preset
@@ -42,19 +42,6 @@ def store(tmp_path, _empty_store, monkeypatch) -> str:
     monkeypatch.setattr(ResilientMLFlowHandler, "_failed", {})
     shutil.copy(_empty_store, tmp_path / "mlruns.db")
     return tracking_uri(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A calibrated tiny SQUID saved the way the bundle saves it."""
-    torch.manual_seed(0)
-    scorer = build_scorer("tiny")
-    calibrate(scorer, [torch.rand(4, 1, SIZE, SIZE), torch.rand(4, 1, SIZE, SIZE)])
-    scorer.threshold.fill_(0.5)
-    folder = tmp_path_factory.mktemp("model")
-    torch.save(scorer.state_dict(), folder / "model.pt")
-    save_network_config(folder / "network.json", "tiny")
-    return folder
 
 
 def _loss_engine() -> Engine:
@@ -210,21 +197,24 @@ def test_registry_round_trip_by_alias(store, model_dir, monkeypatch):
     expected = scorer(x)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # what a consumer does: the plain models:/ URI
     model = mlflow.pyfunc.load_model("models:/squid@champion")
-    out = model.predict(x.numpy())
-    np.testing.assert_allclose(out["score"].to_numpy(), expected["score"].numpy(), atol=1e-6)
-    np.testing.assert_allclose(out["logit"].to_numpy(), expected["logit"].numpy(), atol=1e-6)
+    # preprocessed arrays: the in-process route beside the request signature
+    out = model.unwrap_python_model().predict_array(x.numpy())
+    np.testing.assert_allclose(out["score"].astype(float), expected["score"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(out["logit"].astype(float), expected["logit"].numpy(), atol=1e-6)
     assert out["decision"].tolist() == scorer.decide(expected["score"]).tolist()
     assert out["error"].isna().all()
     # smaller batches: same logits up to float rounding (the untrained net's tiny calibration
     # std magnifies that rounding in the score, so compare logits here)
-    small = model.predict(x.numpy(), params={"batch_size": 2})
-    np.testing.assert_allclose(small["logit"].to_numpy(), expected["logit"].numpy(), atol=1e-5)
+    small = model.unwrap_python_model().predict_array(x.numpy(), batch_size=2)
+    np.testing.assert_allclose(small["logit"].astype(float), expected["logit"].numpy(), atol=1e-5)
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    again = load_registered("squid", "champion", store).predict(x.numpy())
-    np.testing.assert_allclose(again["score"].to_numpy(), expected["score"].numpy(), atol=1e-6)
+    again = load_registered("squid", "champion", store).unwrap_python_model().predict_array(x.numpy())
+    np.testing.assert_allclose(again["score"].astype(float), expected["score"].numpy(), atol=1e-6)
     with pytest.raises(ValueError, match=r"\(B, 1, 32, 32\)"):
-        model.predict(np.zeros((2, 1, 16, 16), np.float32))
+        model.unwrap_python_model().predict_array(np.zeros((2, 1, 16, 16), np.float32))
+    with pytest.raises(mlflow.exceptions.MlflowException, match="schema"):  # the signature takes file columns
+        model.predict(x.numpy())
 
 
 def test_registered_model_scores_files_and_reports_bad_ones(store, model_dir, tmp_path):
@@ -242,16 +232,16 @@ def test_registered_model_scores_files_and_reports_bad_ones(store, model_dir, tm
     paths.insert(1, corrupt)
 
     register_model(model_dir, store)
-    out = load_registered("squid", "champion", store).predict(pd.DataFrame({"image": [str(p) for p in paths]}))
+    out = load_registered("squid", "champion", store).predict(pd.DataFrame({"path": [str(p) for p in paths]}))
 
     assert out["error"].notna().tolist() == [False, True, False, False]
-    assert "cannot decode" in out["error"][1]  # the reason; the row is the input's
-    assert np.isnan(out["score"][1]) and out["decision"][1] == -1
+    assert out["error"][1].startswith("row 1: cannot decode")  # the row and the reason
+    assert out["score"][1] is None and out["decision"][1] is None
     good = [0, 2, 3]
     scorer = build_scorer("tiny")
     scorer.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True))
     expected = scorer(torch.stack([preprocess(paths[i], SIZE) for i in good]))["score"]
-    np.testing.assert_allclose(out["score"][good].to_numpy(), expected.numpy(), atol=1e-6)
+    np.testing.assert_allclose(out["score"][good].astype(float), expected.numpy(), atol=1e-6)
     assert set(out["decision"][good]) <= {0, 1}
 
 
@@ -307,7 +297,7 @@ def test_pyfunc_model_preprocesses_with_the_trained_intensity_rule(model_dir, tm
     image = tmp_path / "x.png"
     Image.fromarray(np.random.default_rng(0).integers(40, 90, (48, 40), dtype=np.uint8)).save(image)
     model = mlflow.pyfunc.load_model(str(save_pyfunc(tmp_path / "pyfunc", folder)))
-    out = model.predict(pd.DataFrame({"image": [str(image)]}))
+    out = model.predict(pd.DataFrame({"path": [str(image)]}))
     scorer = build_scorer("tiny")
     scorer.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
     expected = scorer(preprocess(image, SIZE, intensity="raw")[None])["score"].item()
