@@ -1,7 +1,8 @@
 """Every family ships through the same adapters, none of them method-specific: a calibrated
 tiny model folder of each family is exported to TorchScript (with parity), scored by the
 MONAI Deploy app from DICOM (SR and reconstruction out, the bundle's score), and registered
-in a real MLflow registry, from which the pyfunc model scores files with the bundle's score.
+in a real MLflow registry, from which the pyfunc model scores the files' bytes (base64, as a
+client sends them) with the bundle's score.
 
 The networks are untrained (calibrated on noise): what is tested is the plumbing, which
 must not depend on what the family learnt; the families' trained runs are in their own
@@ -9,6 +10,7 @@ test modules."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
@@ -97,11 +99,11 @@ def test_family_exports_deploys_and_serves_from_the_registry(method, tmp_path, s
     version = register_model(models, store, name=f"xray-{method}", alias="champion")
     assert version.tags["method"] == method and version.tags["preset"] == "tiny"
     files = sorted(expected)
-    out = load_registered(f"xray-{method}", "champion", store).predict(
-        pd.DataFrame({"image": [str(studies / f) for f in files]}))
+    encoded = [base64.b64encode((studies / f).read_bytes()).decode() for f in files]  # what a client sends
+    out = load_registered(f"xray-{method}", "champion", store).predict(pd.DataFrame({"image": encoded}))
     assert out["error"].isna().all(), out["error"].tolist()
     # the pyfunc model scores the files as one batch: the same logits up to float rounding, which
     # the untrained network's tiny calibration std magnifies in the score
     logits = eager(torch.cat([inputs[f] for f in files]))["logit"]
-    np.testing.assert_allclose(out["logit"].to_numpy(), logits.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out["score"].to_numpy(), [expected[f] for f in files], atol=1e-3)
+    np.testing.assert_allclose(out["logit"].to_numpy(float), logits.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["score"].to_numpy(float), [expected[f] for f in files], atol=1e-3)
