@@ -124,6 +124,13 @@ def build_folders(root: str | os.PathLike, **protocol) -> dict:
     return apply_protocol(train, test, **protocol)
 
 
+def build_from_folder(root: str | os.PathLike, **protocol) -> dict:
+    """Datalist of a ``--dataset_dir``: the ZhangLab layout if ``train/NORMAL`` is there, else
+    :func:`build_folders`."""
+    build = build_zhanglab if (Path(root) / "train" / "NORMAL").is_dir() else build_folders
+    return build(root, **protocol)
+
+
 def build_chexpert(
     csv_path: str | os.PathLike,
     image_root: str | os.PathLike | None = None,
