@@ -62,7 +62,7 @@ def train_command(method: str, recipe: str | None = None) -> str:
     """The bundle training command of a family, with ``recipe`` (a config file) merged last."""
     configs = [f"{CONFIGS}/train.json"] + ([] if method == "squid" else [f"{CONFIGS}/methods/{method}.json"])
     configs += [recipe] if recipe else []
-    return "python -m monai.bundle run training --config_file " + shlex.quote(str(configs).replace(" ", ""))
+    return 'python -m monai.bundle run training --config_file "' + str(configs).replace(" ", "") + '"'
 
 
 def run_variants(variants: dict[str, tuple[str, list[str]]], root: Path, seed_list, splits, parallel: int = 2,
@@ -119,8 +119,9 @@ def study_arguments(parser: argparse.ArgumentParser) -> None:
     runner_arguments(parser)
     parser.add_argument("--preset", default=None, help="network preset, e.g. paper on a GPU (default: the recipe's)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the recipe's)")
-    parser.add_argument("--recipe", default=CHEST_RECIPE,
-                        help="config merged last into every training (default: %(default)s; 'none': train.json alone)")
+    parser.add_argument("--recipe", default="auto",
+                        help=f"config merged last into every training (default: {CHEST_RECIPE} on chest X-rays, "
+                        "none on DigitAnatomy; 'none': train.json alone)")
     parser.add_argument("--write", action="store_true", help="also write the table into BENCHMARKS.md")
 
 
@@ -129,8 +130,11 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
     return [*(["--preset", args.preset] if args.preset else []), *(["--epochs", str(args.epochs)] if args.epochs else [])]
 
 
-def recipe(args: argparse.Namespace) -> str | None:
-    return None if args.recipe in (None, "", "none") else args.recipe
+def recipe(args: argparse.Namespace, chest: bool) -> str | None:
+    """The study's ``--recipe``: ``auto`` is the chest recipe on chest X-rays, none on DigitAnatomy."""
+    if args.recipe == "auto":
+        return CHEST_RECIPE if chest else None
+    return None if args.recipe in ("", "none") else args.recipe
 
 
 def split_headings(splits, columns=SPLIT_COLUMNS) -> list[str]:
@@ -142,6 +146,16 @@ def split_cells(aggregate: dict, splits, columns=SPLIT_COLUMNS) -> list[str]:
     return [pct((aggregate.get(split) or {}).get(key), signed=key == "gain") for split in splits for key in columns]
 
 
+def auc_series(aggregates: list[dict], splits) -> dict[str, tuple[list, list]]:
+    """Per split, the AUC means and stds (in %) of a list of aggregates, for ``curve_figure``."""
+    def stat(agg, split, key):
+        auc = (agg.get(split) or {}).get("auc")
+        return None if not auc or auc.get(key) is None else 100 * auc[key]
+
+    return {split: ([stat(a, split, "mean") for a in aggregates], [stat(a, split, "std") for a in aggregates])
+            for split in splits}
+
+
 def pct(stats: dict | None, signed: bool = False) -> str:
     if not stats:
         return "-"
@@ -150,9 +164,8 @@ def pct(stats: dict | None, signed: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    own, overrides = seeds.split_args(argv)
+    args = _parser().parse_args(own)
     if args.data == "zhanglab" and not args.dataset_dir:
         raise SystemExit("--data zhanglab needs --dataset_dir")
     root = Path(args.output_root).resolve() / args.data

@@ -61,9 +61,8 @@ SPLIT_COLUMNS = {"auc": "AUC", "baseline_auc": "sharpness AUC", "gain": "SQUID -
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    own, overrides = split_args(argv)
+    args = _parser().parse_args(own)
     root = Path(args.output_root).resolve()
     train = shlex.split(args.train_command)
     failures = []
@@ -118,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         print(failure, file=sys.stderr)
     print(f"{len(rows)} of {len(args.seeds)} seeds done; {root / 'seeds.md'}")
     return 1 if failures else 0
+
+
+def split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """A command's own arguments, and the bundle overrides after ``--``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
 
 
 def seed_commands(train: list[str], seed: int, out: Path, overrides: list[str], splits,
