@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seeds  # noqa: E402
+from report import markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = "bundles/squid/configs"
@@ -156,6 +157,11 @@ def auc_series(aggregates: list[dict], splits) -> dict[str, tuple[list, list]]:
             for split in splits}
 
 
+def train_time_cell(aggregate: dict) -> str:
+    t = aggregate.get("train_time_s")
+    return "-" if not t else f"{t['mean']:.0f}"
+
+
 def pct(stats: dict | None, signed: bool = False) -> str:
     if not stats:
         return "-"
@@ -189,12 +195,8 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(out: dict) -> str:
     head = ["method", "seeds", *split_headings(out["splits"]), "train time per run (s)",
             "paper Table 1, ZhangLab AUC / Acc / F1"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in out["rows"]:
-        t = row["aggregate"].get("train_time_s")
-        cells = [row["name"], str(len(row["seeds"])), *split_cells(row["aggregate"], out["splits"]),
-                 "-" if not t else f"{t['mean']:.0f}", row["paper_zhanglab"]]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = markdown_table(head, [[row["name"], str(len(row["seeds"])), *split_cells(row["aggregate"], out["splits"]),
+                                   train_time_cell(row["aggregate"]), row["paper_zhanglab"]] for row in out["rows"]])
     command = "python benchmarks/compare.py --data " + out["data"] + (
         f" --dataset_dir {out['dataset_dir']}" if out["dataset_dir"] else "") + " -- " + shlex.join(out["overrides"])
     return "\n".join([

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
 import seeds  # noqa: E402
-from report import curve_figure, provenance, write_section  # noqa: E402
+from report import curve_figure, markdown_table, provenance, publish  # noqa: E402
 
 HEADING = "## Hyper-parameter study (paper Figure 9)"
 #: setting -> (values, the paper's claim). The paper gives no top-k values in its text; these are ours.
@@ -109,28 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     figure = curve_figure([{"title": setting, "xlabel": setting, "x": [e["value"] for e in s["runs"]],
                             "series": compare.auc_series([e["aggregate"] for e in s["runs"]], splits)}
                            for setting, s in result["settings"].items()], root / "hyperparams.png")
-    body = markdown(result, figure, args.collect)
-    (root / "hyperparams.json").write_text(json.dumps(result, indent=2))
-    (root / "hyperparams.md").write_text(f"{HEADING}\n\n{body}")
-    if args.write:
-        write_section(HEADING, body)
-    print(body)
+    publish(root, "hyperparams", HEADING, markdown(result, figure, args.collect), result, args.write)
     return 0
 
 
 def markdown(result: dict, figure: Path, collected: bool) -> str:
     splits, primary = result["splits"], result["primary_split"]
     head = ["setting", "value", "run", "seeds", *compare.split_headings(splits), "train time per run (s)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for setting, s in result["settings"].items():
-        for e in s["runs"]:
-            t = e["aggregate"].get("train_time_s")
-            cells = [setting, str(e["value"]), e["run"], str(len(e["seeds"])),
-                     *compare.split_cells(e["aggregate"], splits), "-" if not t else f"{t['mean']:.0f}"]
-            lines.append("| " + " | ".join(cells) + " |")
-    claims = [f"| setting | the paper's claim | best on {primary} (ours) | worst | holds here? |", "|---|---|---|---|---|"]
-    claims += [f"| {setting} | {s['claim']} | {s['best']} | {s['worst']} | {s['holds']} |"
-               for setting, s in result["settings"].items()]
+    lines = markdown_table(head, [[setting, str(e["value"]), e["run"], str(len(e["seeds"])),
+                                   *compare.split_cells(e["aggregate"], splits), compare.train_time_cell(e["aggregate"])]
+                                  for setting, s in result["settings"].items() for e in s["runs"]])
+    claims = markdown_table(["setting", "the paper's claim", f"best on {primary} (ours)", "worst", "holds here?"],
+                            [[setting, s["claim"], str(s["best"]), str(s["worst"]), s["holds"]]
+                             for setting, s in result["settings"].items()])
     return "\n".join([
         *provenance(result["command"], result["wall_time_s"], collected),
         f"Every run: `{result['train_command']} {shlex.join(result['common_overrides'])}` with its "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from datetime import date
@@ -11,7 +12,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "BENCHMARKS.md"
 
-__all__ = ["REPO", "BENCHMARKS", "cpu_name", "curve_figure", "load_average", "provenance", "write_section"]
+__all__ = ["REPO", "BENCHMARKS", "cpu_name", "curve_figure", "load_average", "markdown_table", "provenance", "publish",
+           "write_section"]
 
 
 def cpu_name() -> str:
@@ -37,6 +39,20 @@ def provenance(command: str, wall_s: float, collected: bool = False) -> list[str
     how = "tabulated from finished runs (--collect)" if collected else "trained and evaluated"
     return [f"Measured {date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores; load {load_average()}); "
             f"{how} in {wall_s:.0f} s of wall time. Command (from the repository root):", "", f"    {command}", ""]
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def publish(root: Path, name: str, heading: str, body: str, result: dict, write: bool) -> None:
+    """A study's outputs: ``<root>/<name>.md`` and ``.json``, with ``write`` its section of
+    BENCHMARKS.md too, and the table on stdout."""
+    (root / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (root / f"{name}.md").write_text(f"{heading}\n\n{body}")
+    if write:
+        write_section(heading, body)
+    print(body)
 
 
 def write_section(heading: str, body: str, path: Path = BENCHMARKS) -> None:
