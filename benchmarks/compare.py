@@ -157,6 +157,11 @@ def auc_series(aggregates: list[dict], splits) -> dict[str, tuple[list, list]]:
             for split in splits}
 
 
+def how(args: argparse.Namespace) -> str:
+    """What a study's call did, for :func:`report.provenance`."""
+    return "tabulated from finished runs (--collect)" if args.collect else "trained and evaluated"
+
+
 def train_time_cell(aggregate: dict) -> str:
     t = aggregate.get("train_time_s")
     return "-" if not t else f"{t['mean']:.0f}"

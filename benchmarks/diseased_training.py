@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                "series": {m: compare.auc_series([e["aggregate"] for e in r["runs"]], [split])[split]
                           for m, r in result["methods"].items()}} for split in splits]
     figure = curve_figure(panels, root / "diseased_training.png")
-    publish(root, "diseased_training", HEADING, markdown(result, figure, args.collect), result, args.write)
+    publish(root, "diseased_training", HEADING, markdown(result, figure, compare.how(args)), result, args.write)
     return 0
 
 
-def markdown(result: dict, figure: Path, collected: bool) -> str:
+def markdown(result: dict, figure: Path, how: str) -> str:
     splits = result["splits"]
     head = ["method", "diseased in training", "seeds", *compare.split_headings(splits), "train time per run (s)"]
     lines = markdown_table(head, [[m, f"{100 * e['fraction']:g} %", str(len(e["seeds"])),
@@ -113,7 +113,7 @@ def markdown(result: dict, figure: Path, collected: bool) -> str:
             rows.append([m, split, cell, {None: "-", True: "yes", False: "no"}[c["resolved_drop"]]])
     changes = markdown_table(["method", "split", f"AUC change, 0 % -> {last} (points +- SE)", "resolved drop?"], rows)
     return "\n".join([
-        *provenance(result["command"], result["wall_time_s"], collected),
+        *provenance(result["command"], result["wall_time_s"], how),
         "Every run: its family's training command with `--datalist <output_root>/datalists/abnormal_<pct>.json "
         f"{shlex.join(result['common_overrides'])}`, then `evaluate.json` on each split; runs and `seeds.md` in "
         "`<output_root>/<method>_abnormal_<pct>/`. In %: mean +- sample std over seeds; accuracy and F1 at the "

@@ -109,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     figure = curve_figure([{"title": setting, "xlabel": setting, "x": [e["value"] for e in s["runs"]],
                             "series": compare.auc_series([e["aggregate"] for e in s["runs"]], splits)}
                            for setting, s in result["settings"].items()], root / "hyperparams.png")
-    publish(root, "hyperparams", HEADING, markdown(result, figure, args.collect), result, args.write)
+    publish(root, "hyperparams", HEADING, markdown(result, figure, compare.how(args)), result, args.write)
     return 0
 
 
-def markdown(result: dict, figure: Path, collected: bool) -> str:
+def markdown(result: dict, figure: Path, how: str) -> str:
     splits, primary = result["splits"], result["primary_split"]
     head = ["setting", "value", "run", "seeds", *compare.split_headings(splits), "train time per run (s)"]
     lines = markdown_table(head, [[setting, str(e["value"]), e["run"], str(len(e["seeds"])),
@@ -123,7 +123,7 @@ def markdown(result: dict, figure: Path, collected: bool) -> str:
                             [[setting, s["claim"], str(s["best"]), str(s["worst"]), s["holds"]]
                              for setting, s in result["settings"].items()])
     return "\n".join([
-        *provenance(result["command"], result["wall_time_s"], collected),
+        *provenance(result["command"], result["wall_time_s"], how),
         f"Every run: `{result['train_command']} {shlex.join(result['common_overrides'])}` with its "
         "`--network_overrides`, then `evaluate.json` on each split; runs and `seeds.md` in `<output_root>/<run>/`. "
         "In %: mean +- sample std over seeds; accuracy and F1 at the threshold chosen on validation.", "",

@@ -34,9 +34,9 @@ def load_average() -> str:
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
-def provenance(command: str, wall_s: float, collected: bool = False) -> list[str]:
-    """The markdown lines that say how a study's table was made: date, machine, command, wall time."""
-    how = "tabulated from finished runs (--collect)" if collected else "trained and evaluated"
+def provenance(command: str, wall_s: float, how: str) -> list[str]:
+    """The markdown lines that say how a study's table was made (``how``, e.g. "trained and
+    evaluated"): date, machine, command, wall time."""
     return [f"Measured {date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores; load {load_average()}); "
             f"{how} in {wall_s:.0f} s of wall time. Command (from the repository root):", "", f"    {command}", ""]
 
