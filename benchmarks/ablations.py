@@ -51,7 +51,7 @@ ABLATIONS: dict[str, tuple[dict, float]] = {
     "no decoder memory": ({"decoder_memory": False}, 82.9),
     "convolution instead of transformer": ({"context": "conv"}, 76.9),
     "soft masked shortcut": ({"shortcut": "soft"}, 79.7),
-    "pixel-level in-painting": ({"inpaint_level": "pixel"}, 79.1),
+    "pixel-level in-painting": ({"pixel_mask_ratio": 0.25}, 79.1),
     "out-of-grid neighbours as zero tokens (authors' code)": ({"mask_out_of_grid": False}, float("nan")),
 }
 

@@ -13,11 +13,17 @@ validation and on the report split (never used for any choice). Everything after
 to every training and evaluation command. A (method, seed) already trained is not trained
 again. Writes ``<output_root>/<data>/compare.md`` and ``compare.json``; each method's runs
 and ``seeds.md`` are in ``<output_root>/<data>/<method>/``.
+
+:func:`run_variants` is the runner of every study that trains several variants over seeds
+(the paper's hyper-parameter, diseased-training and memory studies use it too), and
+:func:`study_arguments` / :func:`budget_overrides` their shared options.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import shlex
 import subprocess
@@ -26,8 +32,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seeds  # noqa: E402
+from report import markdown_table  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = "bundles/squid/configs"
+#: The settled chest X-ray recipe (BENCHMARKS.md, "The chest CPU recipe"), merged last.
+CHEST_RECIPE = f"{CONFIGS}/chest_cpu.json"
 METHODS = ("squid", "autoencoder", "memae", "patch_memae", "fanogan", "ganomaly", "daad", "daad_plus")
 #: The SQUID paper's Table 1 (ZhangLab, AUC / Acc / F1 in %, mean +- std where given);
 #: Patch-MemAE from Table 7, printed there as the change against MemAE. DAAD is not in it.
@@ -42,45 +54,140 @@ PAPER_ZHANGLAB = {
     "daad_plus": "-",
 }
 SPLITS = {"digitanatomy": ["test"], "zhanglab": ["validation", "report"]}
+#: Per split, the columns of a table row: key of the seeds aggregate -> heading.
+SPLIT_COLUMNS = {"auc": "AUC", "accuracy": "Acc", "f1": "F1", "baseline_auc": "sharpness AUC",
+                 "gain": "method - sharpness"}
 
 
-def train_command(method: str) -> str:
+def train_command(method: str, recipe: str | None = None) -> str:
+    """The bundle training command of a family, with ``recipe`` (a config file) merged last."""
     configs = [f"{CONFIGS}/train.json"] + ([] if method == "squid" else [f"{CONFIGS}/methods/{method}.json"])
-    return "python -m monai.bundle run training --config_file " + shlex.quote(str(configs).replace(" ", ""))
+    configs += [recipe] if recipe else []
+    return 'python -m monai.bundle run training --config_file "' + str(configs).replace(" ", "") + '"'
+
+
+def run_variants(variants: dict[str, tuple[str, list[str]]], root: Path, seed_list, splits, parallel: int = 2,
+                 collect: bool = False, dry_run: bool = False) -> list[dict]:
+    """Train and evaluate every variant (folder name -> (training command, bundle overrides))
+    over ``seed_list`` with ``benchmarks/seeds.py`` into ``root/<name>/seed<k>``: one process
+    per (variant, seed), one thread each, ``parallel`` at a time; a (variant, seed) already
+    trained is not trained again. Returns one row per variant (``name``, ``command``,
+    ``overrides``, the seeds' rows and their ``aggregate``). ``collect``: only tabulate what
+    earlier calls ran; ``dry_run``: print the commands, run nothing, return no rows."""
+
+    def seeds_argv(name: str, which, *flags: str) -> list[str]:
+        train, overrides = variants[name]
+        return ["--output_root", str(root / name), "--seeds", *map(str, which), "--splits", *splits,
+                "--train_command", train, *flags, "--", *overrides]
+
+    if dry_run:
+        for name in variants:
+            print(f"# {name}")
+            seeds.main(seeds_argv(name, seed_list, "--dry_run"))
+        return []
+
+    def run(job) -> None:
+        name, seed = job
+        (root / name).mkdir(parents=True, exist_ok=True)
+        with open(root / name / f"compare_seed{seed}.log", "w") as log:
+            subprocess.run([sys.executable, str(REPO / "benchmarks" / "seeds.py"), *seeds_argv(name, [seed])],
+                           cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+    if not collect:
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            list(pool.map(run, [(name, s) for s in seed_list for name in variants]))
+    rows = []
+    for name, (train, overrides) in variants.items():
+        with contextlib.redirect_stdout(io.StringIO()):
+            seeds.main(seeds_argv(name, seed_list, "--collect"))
+        result = json.loads((root / name / "seeds.json").read_text())
+        rows.append({"name": name, "command": train, "overrides": overrides, "seeds": result["seeds"],
+                     "aggregate": result["aggregate"]})
+    return rows
+
+
+def runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :func:`run_variants`, shared by every command built on it."""
+    parser.add_argument("--output_root", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--parallel", type=int, default=2, help="(variant, seed) runs at a time, one thread each")
+    parser.add_argument("--collect", action="store_true", help="only tabulate what earlier calls ran")
+    parser.add_argument("--dry_run", action="store_true", help="print the training and evaluation commands only")
+
+
+def study_arguments(parser: argparse.ArgumentParser) -> None:
+    """:func:`runner_arguments` and the training budget and recipe of the paper's studies."""
+    runner_arguments(parser)
+    parser.add_argument("--preset", default=None, help="network preset, e.g. paper on a GPU (default: the recipe's)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the recipe's)")
+    parser.add_argument("--recipe", default="auto",
+                        help=f"config merged last into every training (default: {CHEST_RECIPE} on chest X-rays, "
+                        "none on DigitAnatomy; 'none': train.json alone)")
+    parser.add_argument("--write", action="store_true", help="also write the table into BENCHMARKS.md")
+
+
+def budget_overrides(args: argparse.Namespace) -> list[str]:
+    """``--preset`` and ``--epochs`` of a study as bundle overrides (only those given)."""
+    return [*(["--preset", args.preset] if args.preset else []), *(["--epochs", str(args.epochs)] if args.epochs else [])]
+
+
+def recipe(args: argparse.Namespace, chest: bool) -> str | None:
+    """The study's ``--recipe``: ``auto`` is the chest recipe on chest X-rays, none on DigitAnatomy."""
+    if args.recipe == "auto":
+        return CHEST_RECIPE if chest else None
+    return None if args.recipe in ("", "none") else args.recipe
+
+
+def split_headings(splits, columns=SPLIT_COLUMNS) -> list[str]:
+    return [f"{split} {heading}" for split in splits for heading in columns.values()]
+
+
+def split_cells(aggregate: dict, splits, columns=SPLIT_COLUMNS) -> list[str]:
+    """A row's cells for :func:`split_headings`: mean +- std over seeds, in %."""
+    return [pct((aggregate.get(split) or {}).get(key), signed=key == "gain") for split in splits for key in columns]
+
+
+def auc_series(aggregates: list[dict], splits) -> dict[str, tuple[list, list]]:
+    """Per split, the AUC means and stds (in %) of a list of aggregates, for ``curve_figure``."""
+    def stat(agg, split, key):
+        auc = (agg.get(split) or {}).get("auc")
+        return None if not auc or auc.get(key) is None else 100 * auc[key]
+
+    return {split: ([stat(a, split, "mean") for a in aggregates], [stat(a, split, "std") for a in aggregates])
+            for split in splits}
+
+
+def how(args: argparse.Namespace) -> str:
+    """What a study's call did, for :func:`report.provenance`."""
+    return "tabulated from finished runs (--collect)" if args.collect else "trained and evaluated"
+
+
+def train_time_cell(aggregate: dict) -> str:
+    t = aggregate.get("train_time_s")
+    return "-" if not t else f"{t['mean']:.0f}"
+
+
+def pct(stats: dict | None, signed: bool = False) -> str:
+    if not stats:
+        return "-"
+    mean = f"{100 * stats['mean']:+.1f}" if signed else f"{100 * stats['mean']:.1f}"
+    return mean + ("" if stats.get("std") is None else f" +- {100 * stats['std']:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    own, overrides = seeds.split_args(argv)
+    args = _parser().parse_args(own)
     if args.data == "zhanglab" and not args.dataset_dir:
         raise SystemExit("--data zhanglab needs --dataset_dir")
     root = Path(args.output_root).resolve() / args.data
     data = ["--dataset_dir", args.dataset_dir] if args.dataset_dir else []
     splits = SPLITS[args.data]
-
-    def seeds_cmd(method: str, seeds, collect: bool = False) -> list[str]:
-        return [sys.executable, str(REPO / "benchmarks" / "seeds.py"), "--output_root", str(root / method),
-                "--seeds", *map(str, seeds), "--splits", *splits, "--train_command", train_command(method),
-                *(["--collect"] if collect else []), "--", *data, "--progress", "false", *overrides]
-
-    def run(job) -> None:
-        method, seed = job
-        (root / method).mkdir(parents=True, exist_ok=True)
-        with open(root / method / f"compare_seed{seed}.log", "w") as log:
-            subprocess.run(seeds_cmd(method, [seed]), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-
-    if not args.collect:
-        jobs = [(m, s) for s in args.seeds for m in args.methods]
-        with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-            list(pool.map(run, jobs))
-    rows = []
-    for method in args.methods:
-        subprocess.run(seeds_cmd(method, args.seeds, collect=True), cwd=REPO, stdout=subprocess.DEVNULL)
-        result_file = root / method / "seeds.json"
-        result = json.loads(result_file.read_text()) if result_file.is_file() else {"seeds": [], "aggregate": {}}
-        rows.append({"method": method, "command": train_command(method), "seeds": result["seeds"],
-                     "aggregate": result["aggregate"], "paper_zhanglab": PAPER_ZHANGLAB.get(method, "-")})
+    variants = {m: (train_command(m), [*data, "--progress", "false", *overrides]) for m in args.methods}
+    rows = run_variants(variants, root, args.seeds, splits, args.parallel, args.collect, args.dry_run)
+    if args.dry_run:
+        return 0
+    for row in rows:
+        row["paper_zhanglab"] = PAPER_ZHANGLAB.get(row["name"], "-")
     out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "data": args.data, "splits": splits,
            "overrides": overrides, "dataset_dir": args.dataset_dir, "rows": rows}
     root.mkdir(parents=True, exist_ok=True)
@@ -91,21 +198,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(out: dict) -> str:
-    head = ["method", "seeds"]
-    for split in out["splits"]:
-        head += [f"{split} AUC", f"{split} Acc", f"{split} F1", f"{split} sharpness AUC", f"{split} method - sharpness"]
-    head += ["train time per run (s)", "paper Table 1, ZhangLab AUC / Acc / F1"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in out["rows"]:
-        agg = row["aggregate"]
-        cells = [row["method"], str(len(row["seeds"]))]
-        for split in out["splits"]:
-            a = agg.get(split) or {}
-            cells += [_pct(a.get("auc")), _pct(a.get("accuracy")), _pct(a.get("f1")), _pct(a.get("baseline_auc")),
-                      _pct(a.get("gain"), signed=True)]
-        t = agg.get("train_time_s")
-        cells += ["-" if not t else f"{t['mean']:.0f}", row["paper_zhanglab"]]
-        lines.append("| " + " | ".join(cells) + " |")
+    head = ["method", "seeds", *split_headings(out["splits"]), "train time per run (s)",
+            "paper Table 1, ZhangLab AUC / Acc / F1"]
+    lines = markdown_table(head, [[row["name"], str(len(row["seeds"])), *split_cells(row["aggregate"], out["splits"]),
+                                   train_time_cell(row["aggregate"]), row["paper_zhanglab"]] for row in out["rows"]])
     command = "python benchmarks/compare.py --data " + out["data"] + (
         f" --dataset_dir {out['dataset_dir']}" if out["dataset_dir"] else "") + " -- " + shlex.join(out["overrides"])
     return "\n".join([
@@ -116,22 +212,12 @@ def markdown(out: dict) -> str:
         "chosen on validation; the sharpness baseline (no learning) on the same images.", "", *lines, ""])
 
 
-def _pct(stats: dict | None, signed: bool = False) -> str:
-    if not stats:
-        return "-"
-    mean = f"{100 * stats['mean']:+.1f}" if signed else f"{100 * stats['mean']:.1f}"
-    return mean + ("" if stats.get("std") is None else f" +- {100 * stats['std']:.1f}")
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python benchmarks/compare.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=sorted(SPLITS), required=True)
     parser.add_argument("--dataset_dir", default=None, help="the chest X-ray folder (for --data zhanglab)")
-    parser.add_argument("--output_root", required=True)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--parallel", type=int, default=2, help="(method, seed) runs at a time, one thread each")
-    parser.add_argument("--collect", action="store_true", help="only tabulate what earlier calls ran")
+    runner_arguments(parser)
     return parser
 
 

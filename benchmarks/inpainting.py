@@ -38,7 +38,7 @@ from squid_monai.handlers.inpainting import figure6
 @torch.no_grad()
 def _student(gen, bottleneck_from: torch.Tensor, skips_from: torch.Tensor) -> torch.Tensor:
     bottleneck, _ = gen.encoder(tile(bottleneck_from, gen.grid))
-    if gen.inpainting is not None and not gen.pixel_inpainting:
+    if gen.inpainting is not None:
         bottleneck, _ = gen.inpainting(bottleneck)
     _, skips = gen.encoder(tile(skips_from, gen.grid))
     return gen.student(bottleneck, skips)[0]
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
         "normal image (reference)": _student(gen, normal, normal),
     }
     report = {name: inpainting_rates(rec, normal, image, cells, kinds, grid=gen.grid) for name, rec in variants.items()}
-    if gen.inpainting is not None and not gen.pixel_inpainting:
+    if gen.inpainting is not None:
         a, n = queue_usage(gen, image), queue_usage(gen, normal)
         report["queue"] = {"items_used_per_tile": a["items_used_per_tile"], "top_weight": a["top_weight"],
                            "same_top_item_as_normal": float((a["top_item"] == n["top_item"]).float().mean())}

@@ -1,16 +1,19 @@
-"""Shared plumbing of the benchmark commands: what machine ran them, and writing one
-``## section`` of BENCHMARKS.md without touching the others."""
+"""Shared plumbing of the benchmark commands: what machine ran them, writing one
+``## section`` of BENCHMARKS.md without touching the others, and the curves of a study."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "BENCHMARKS.md"
 
-__all__ = ["REPO", "BENCHMARKS", "cpu_name", "load_average", "write_section"]
+__all__ = ["REPO", "BENCHMARKS", "cpu_name", "curve_figure", "load_average", "markdown_table", "provenance", "publish",
+           "write_section"]
 
 
 def cpu_name() -> str:
@@ -31,6 +34,27 @@ def load_average() -> str:
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
+def provenance(command: str, wall_s: float, how: str) -> list[str]:
+    """The markdown lines that say how a study's table was made (``how``, e.g. "trained and
+    evaluated"): date, machine, command, wall time."""
+    return [f"Measured {date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores; load {load_average()}); "
+            f"{how} in {wall_s:.0f} s of wall time. Command (from the repository root):", "", f"    {command}", ""]
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def publish(root: Path, name: str, heading: str, body: str, result: dict, write: bool) -> None:
+    """A study's outputs: ``<root>/<name>.md`` and ``.json``, with ``write`` its section of
+    BENCHMARKS.md too, and the table on stdout."""
+    (root / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (root / f"{name}.md").write_text(f"{heading}\n\n{body}")
+    if write:
+        write_section(heading, body)
+    print(body)
+
+
 def write_section(heading: str, body: str, path: Path = BENCHMARKS) -> None:
     """Replace the section titled ``heading`` (``## ...``) with ``body``, or append it."""
     text = f"{heading}\n\n{body.strip()}\n"
@@ -42,3 +66,30 @@ def write_section(heading: str, body: str, path: Path = BENCHMARKS) -> None:
         end = content.find("\n## ", start + len(heading))
         content = content[:start] + text + (content[end:] if end >= 0 else "")
     path.write_text(content.rstrip("\n") + "\n")
+
+
+def curve_figure(panels: list[dict], path: Path, ylabel: str = "AUC (%)") -> Path:
+    """One panel per dict (``title``, ``xlabel``, ``x``: the values, drawn evenly spaced as
+    categories; ``series``: label -> (means, stds), None where missing), mean +- std bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        xs = list(range(len(panel["x"])))
+        for label, (means, stds) in panel["series"].items():
+            nan = float("nan")
+            ax.errorbar(xs, [nan if m is None else m for m in means], yerr=[0 if s is None else s for s in stds],
+                        marker="o", capsize=3, label=label)
+        ax.set_xticks(xs, [str(v) for v in panel["x"]])
+        ax.set_title(panel["title"], fontsize=9)
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -15,8 +15,8 @@ command runs in the same process as the evaluations (one start-up per seed, pars
 as ``python -m monai.bundle`` parses it); any other command runs on its own first. A seed
 whose ``models/training_summary.json`` exists is not trained again (``--rerun`` forces
 it; an interrupted one resumes from its last checkpoint as the bundle does); evaluation
-always runs (``--collect`` only tabulates what separate calls trained and evaluated). Log:
-``seed<k>/run.log``.
+always runs (``--collect`` only tabulates what separate calls trained and evaluated;
+``--dry_run`` prints every command and runs none). Log: ``seed<k>/run.log``.
 
 Writes ``<output_root>/seeds.json`` (commands, per-seed rows, aggregates) and
 ``<output_root>/seeds.md`` (the table). Per seed: the best epoch and its validation AUC
@@ -61,27 +61,32 @@ SPLIT_COLUMNS = {"auc": "AUC", "baseline_auc": "sharpness AUC", "gain": "SQUID -
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    own, overrides = split_args(argv)
+    args = _parser().parse_args(own)
     root = Path(args.output_root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     train = shlex.split(args.train_command)
     failures = []
-
     bundle_train = _bundle_argv(train)
+
+    def commands(seed: int) -> tuple[list[str], list[list[str]]]:
+        return seed_commands(train, seed, root / f"seed{seed}", overrides, args.splits, args.evaluate_configs)
+
+    if args.dry_run:
+        for seed in args.seeds:
+            train_cmd, evaluations = commands(seed)
+            print("\n".join(command_line(c) for c in [train_cmd, *(["python", *_BUNDLE_MODULE, *e] for e in evaluations)]))
+        return 0
+    root.mkdir(parents=True, exist_ok=True)
 
     def run_seed(seed: int) -> None:
         out = root / f"seed{seed}"
         out.mkdir(parents=True, exist_ok=True)
         log = out / "run.log"
-        seeded = ["--seed", str(seed), "--output_dir", str(out), *overrides]
-        bundle_commands = [["run", "evaluating", "--config_file", args.evaluate_configs, *seeded,
-                            "--eval_split", split] for split in args.splits]
+        train_cmd, bundle_commands = commands(seed)
         if not (out / "models" / "training_summary.json").is_file() or args.rerun:
             if bundle_train is not None:
-                bundle_commands.insert(0, [*bundle_train, *seeded])
-            elif _run([*_python(train), *seeded], log) != 0:
+                bundle_commands.insert(0, _bundle_argv(train_cmd))
+            elif _run(_python(train_cmd), log) != 0:
                 failures.append(f"seed {seed}: training failed, see {log}")
                 return
         cmd = [sys.executable, "-c", _BUNDLE_COMMANDS_IN_ONE_PROCESS, json.dumps(bundle_commands)]
@@ -112,6 +117,27 @@ def main(argv: list[str] | None = None) -> int:
         print(failure, file=sys.stderr)
     print(f"{len(rows)} of {len(args.seeds)} seeds done; {root / 'seeds.md'}")
     return 1 if failures else 0
+
+
+def split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """A command's own arguments, and the bundle overrides after ``--``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+
+
+def seed_commands(train: list[str], seed: int, out: Path, overrides: list[str], splits,
+                  evaluate_configs: str = EVALUATE_CONFIGS) -> tuple[list[str], list[list[str]]]:
+    """One seed's training command and the ``monai.bundle`` arguments of its evaluations (one
+    per split): the overrides go to both, so training and evaluation see the same data."""
+    seeded = ["--seed", str(seed), "--output_dir", str(out), *overrides]
+    evaluations = [["run", "evaluating", "--config_file", evaluate_configs, *seeded, "--eval_split", split]
+                   for split in splits]
+    return [*train, *seeded], evaluations
+
+
+def command_line(cmd: list[str]) -> str:
+    """``cmd`` as a shell line to copy, a config list such as ``['a.json','b.json']`` in double quotes."""
+    return " ".join(f'"{a}"' if "'" in a and not set('"$`\\') & set(a) else shlex.quote(a) for a in cmd)
 
 
 def collect_seed(out: Path, seed: int, splits, warmup_fraction: float = 0.3) -> dict | None:
@@ -243,6 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rerun", action="store_true", help="train again even when a seed has finished")
     parser.add_argument("--collect", action="store_true",
                         help="only tabulate the seeds already trained and evaluated (seeds run by separate calls)")
+    parser.add_argument("--dry_run", action="store_true", help="print the training and evaluation commands only")
     return parser
 
 

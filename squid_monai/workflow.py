@@ -20,7 +20,7 @@ import torch
 
 from .artifact import WEIGHTS_FILE, save_preprocessing, trained_intensity
 from .distributed import is_main_process
-from .data.datalist import build_folders, build_zhanglab, load_datalist
+from .data.datalist import build_from_folder, load_datalist
 from .data.datasets import make_dataset
 from .data.digitanatomy import DigitAnatomyDataset, digitanatomy_split
 from .transforms import train_transforms
@@ -78,8 +78,10 @@ class DataSource:
         raise NotImplementedError
 
     def calibration(self, image_size: int, max_images: int = 256, cache: bool = True,
-                    intensity: str = "percentile") -> torch.utils.data.Dataset:
-        """Un-augmented normal training images for the score calibration (at most ``max_images``)."""
+                    intensity: str = "percentile", on: str = "normals") -> torch.utils.data.Dataset:
+        """Un-augmented training images for the score calibration (at most ``max_images``):
+        ``on="normals"`` the normal ones; ``on="training"`` the training images as they are,
+        labels unread, for training data nobody has sorted (the paper's Figure 10 study)."""
         raise NotImplementedError
 
 
@@ -101,7 +103,8 @@ class DigitAnatomySource(DataSource):
         return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path,
                             **check_switches(intensity=intensity))
 
-    def calibration(self, image_size, max_images=256, cache=True, intensity="percentile"):
+    def calibration(self, image_size, max_images=256, cache=True, intensity="percentile", on="normals"):
+        _check_calibrate_on(on)  # its training images are all normal
         return make_dataset(digitanatomy_split(max_images, 0, seed=self.seed, split="training"), image_size,
                             train=False, cache=cache, **check_switches(intensity=intensity))
 
@@ -131,13 +134,21 @@ class DatalistSource(DataSource):
         return make_dataset(items, image_size, train=False, cache=cache, skip_bad=skip_bad, report_path=report_path,
                             **check_switches(intensity=intensity))
 
-    def calibration(self, image_size, max_images=256, cache=True, intensity="percentile"):
-        normals = [it for it in self.splits["training"] if int(it.get("label", 0)) == 0]
-        if not normals:
+    def calibration(self, image_size, max_images=256, cache=True, intensity="percentile", on="normals"):
+        items = self.splits["training"]
+        if _check_calibrate_on(on) == "normals":
+            items = [it for it in items if int(it.get("label", 0)) == 0]
+        if not items:
             raise ValueError("calibration needs normal training images; the training split has none")
-        pick = np.random.default_rng(self.seed).permutation(len(normals))[:max_images]
-        return make_dataset([normals[i] for i in sorted(pick)], image_size, train=False, cache=cache,
+        pick = np.random.default_rng(self.seed).permutation(len(items))[:max_images]
+        return make_dataset([items[i] for i in sorted(pick)], image_size, train=False, cache=cache,
                             **check_switches(intensity=intensity))
+
+
+def _check_calibrate_on(on: str) -> str:
+    if on not in ("normals", "training"):
+        raise ValueError(f"calibrate_on must be 'normals' or 'training', got {on!r}")
+    return on
 
 
 def choose_data(dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0,
@@ -168,8 +179,7 @@ def choose_data(dataset_dir: str | None = None, datalist: str | None = None, see
             raise FileNotFoundError(f"{root}: dataset_dir is not a folder")
         protocol = dict(seed=seed, n_val_normal=val_per_class, n_val_abnormal=val_per_class,
                         n_report_normal=report_per_class, n_report_abnormal=report_per_class)
-        build = build_zhanglab if (root / "train" / "NORMAL").is_dir() else build_folders
-        return DatalistSource(build(root, **protocol), seed)
+        return DatalistSource(build_from_folder(root, **protocol), seed)
     return DigitAnatomySource(seed)
 
 

@@ -8,6 +8,7 @@ import shlex
 import pytest
 from PIL import Image
 
+from .fake_runs import fake_run
 from .trained_bundle import REPO, trained_bundle
 
 
@@ -21,6 +22,17 @@ def _load(name):
 compare, figure6 = _load("compare"), _load("figure6")
 
 
+def test_dry_run_prints_every_training_and_evaluation_and_runs_nothing(tmp_path, capsys):
+    assert compare.main(["--data", "digitanatomy", "--output_root", str(tmp_path / "runs"), "--methods", "squid",
+                         "memae", "--seeds", "0", "1", "--dry_run", "--", "--epochs", "2"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    trainings = [line for line in lines if " run training " in line]
+    assert len(trainings) == 4 and len(lines) == 8  # (method, seed): training + the test-split evaluation
+    assert sum("methods/memae.json" in line for line in trainings) == 2
+    assert all(line.endswith("--eval_split test") for line in lines if " run evaluating " in line)
+    assert all("--epochs 2" in line for line in lines) and not (tmp_path / "runs").exists()
+
+
 def test_each_method_trains_with_its_config_merged_after_train_json():
     squid, memae = (shlex.split(compare.train_command(m)) for m in ("squid", "memae"))
     assert squid[:5] == ["python", "-m", "monai.bundle", "run", "training"]
@@ -28,22 +40,9 @@ def test_each_method_trains_with_its_config_merged_after_train_json():
     assert memae[-1] == "['bundles/squid/configs/train.json','bundles/squid/configs/methods/memae.json']"
 
 
-def _fake_run(out, seed, auc, gain, time_s):
-    (out / "models").mkdir(parents=True)
-    summary = {"epochs": 2, "best_epoch": 1, "best_val_auc": auc, "val_auc_per_epoch": {"1": auc, "2": auc},
-               "train_time_s": time_s}
-    (out / "models" / "training_summary.json").write_text(json.dumps(summary))
-    metrics = {"n": 200, "squid": {"auc": auc, "auc_95ci": [auc - 0.1, auc + 0.1],
-                                   "at_validation_threshold": {"accuracy": 0.6, "f1": 0.7}},
-               "baseline_sharpness": {"auc": auc - gain},
-               "squid_minus_baseline_auc": {"value": gain, "low": gain - 0.1, "high": gain + 0.1}}
-    (out / "eval" / "test").mkdir(parents=True)
-    (out / "eval" / "test" / "metrics.json").write_text(json.dumps(metrics))
-
-
 def test_table_gives_mean_and_std_over_seeds_beside_the_paper(tmp_path):
     for seed, auc in ((0, 0.70), (1, 0.80)):
-        _fake_run(tmp_path / "digitanatomy" / "memae" / f"seed{seed}", seed, auc, 0.1, 100 + seed * 20)
+        fake_run(tmp_path / "digitanatomy" / "memae" / f"seed{seed}", auc, 0.1, 100 + seed * 20)
     assert compare.main(["--data", "digitanatomy", "--output_root", str(tmp_path), "--methods", "memae",
                          "--seeds", "0", "1", "--collect", "--", "--epochs", "2"]) == 0
     table = (tmp_path / "digitanatomy" / "compare.md").read_text()

@@ -41,6 +41,18 @@ def test_folder_dataset_follows_the_paper_protocol(tmp_path):
     assert not {i["image"] for i in splits["training"]} & {i["image"] for i in splits["validation"]}
 
 
+def test_calibration_on_the_training_images_as_they_are_reads_no_label(tmp_path):
+    items = [{"image": str(tmp_path / f"{i}.png"), "label": int(i >= 6)} for i in range(8)]
+    for i, it in enumerate(items):
+        Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) + i).save(it["image"])
+    data = DatalistSource({"training": items, "validation": items})
+    labels = lambda dataset: sorted(int(dataset[i]["label"]) for i in range(len(dataset)))  # noqa: E731
+    assert labels(data.calibration(8, cache=False)) == [0] * 6
+    assert labels(data.calibration(8, cache=False, on="training")) == [0] * 6 + [1, 1]
+    with pytest.raises(ValueError, match="calibrate_on"):
+        data.calibration(8, on="everything")
+
+
 def test_missing_data_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         choose_data(str(tmp_path / "nowhere"), None)

@@ -8,7 +8,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "squid_monai.data.datalist": (
-        "apply_protocol", "build_chexpert", "build_folders", "build_zhanglab",
+        "apply_protocol", "build_chexpert", "build_folders", "build_from_folder", "build_zhanglab",
         "check_items", "load_datalist", "write_datalist",
     ),
     "squid_monai.data.datasets": ("SafeCacheDataset", "SkipBadItems", "make_dataset", "read_skip_report"),

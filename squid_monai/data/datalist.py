@@ -12,12 +12,17 @@ Layouts:
   and finding columns). Normal = ``No Finding`` is 1; abnormal = ``No Finding`` not 1 and at
   least one finding (other than ``Support Devices``) positive (1); uncertain-only rows are
   left out. ``--view pa`` (default, the paper's CheXpert setting) keeps frontal PA images,
-  ``--view frontal`` all frontal ones. Patient ids from ``patientNNNNN`` in the path. An
-  official test CSV (``--test_csv``, e.g. CheXpert's ``valid.csv``) becomes the test split.
+  ``--view frontal`` all frontal ones. Patient ids from ``patientNNNNN`` in the path. The
+  test split is the paper's (section 4.2), carved out of the training CSV before anything
+  else: 250 normal images (whole patients) and 250 abnormal ones of which at least 10 are
+  positive for each finding column (rarest finding first, then the rest at random), with
+  the seed's own random stream; every other image of a test patient is dropped, so the
+  test is patient-disjoint from the rest. ``--test_csv`` (e.g. CheXpert's ``valid.csv``)
+  gives an official test split instead, and nothing is carved.
 
 Paper protocol (default): training = normal images only; validation = 100 normal + 100
 abnormal images carved from the training split with a fixed seed, never trained on;
-test = the official test split when present. Validation is patient-disjoint from
+test = the official test split when present (CheXpert: carved, see above). Validation is patient-disjoint from
 training where patient ids are known: whole patients are drawn until the counts are met
 exactly. ``--abnormal_fraction f`` adds abnormal images (from patients not in validation
 or report) so that they make up the fraction ``f`` of the training set (the paper's
@@ -73,6 +78,10 @@ _ZHANGLAB_CLASSES = {"NORMAL": 0, "PNEUMONIA": 1}
 _FOLDER_CLASSES = {"normal": 0, "abnormal": 1}
 _ZHANGLAB_PATIENT = re.compile(r"^((?:NORMAL2-)?IM-\d+|person\d+)", re.IGNORECASE)
 _CHEXPERT_PATIENT = re.compile(r"(patient\d+)")
+#: The paper's CheXpert test set (section 4.2), carved out of the training CSV.
+CHEXPERT_TEST_NORMAL = 250
+CHEXPERT_TEST_ABNORMAL = 250
+CHEXPERT_TEST_PER_FINDING = 10
 _CHEXPERT_NOT_FINDINGS = {"Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Support Devices"}
 
 
@@ -115,19 +124,40 @@ def build_folders(root: str | os.PathLike, **protocol) -> dict:
     return apply_protocol(train, test, **protocol)
 
 
+def build_from_folder(root: str | os.PathLike, **protocol) -> dict:
+    """Datalist of a ``--dataset_dir``: the ZhangLab layout if ``train/NORMAL`` is there, else
+    :func:`build_folders`."""
+    build = build_zhanglab if (Path(root) / "train" / "NORMAL").is_dir() else build_folders
+    return build(root, **protocol)
+
+
 def build_chexpert(
     csv_path: str | os.PathLike,
     image_root: str | os.PathLike | None = None,
     view: str = "pa",
     test_csv: str | os.PathLike | None = None,
+    n_test_normal: int = CHEXPERT_TEST_NORMAL,
+    n_test_abnormal: int = CHEXPERT_TEST_ABNORMAL,
+    test_per_finding: int = CHEXPERT_TEST_PER_FINDING,
     **protocol,
 ) -> dict:
     """Datalist from a CheXpert-style CSV; ``image_root`` is the folder the CSV paths start from
     (default: the CSV's folder if the first path exists there, else its parent, as in the
-    official release where paths start with ``CheXpert-v1.0-small/``)."""
-    train = _read_chexpert(Path(csv_path), image_root, view)
-    test = _read_chexpert(Path(test_csv), image_root, view) if test_csv else []
-    return apply_protocol(train, test, **protocol)
+    official release where paths start with ``CheXpert-v1.0-small/``). The test split is
+    carved out of the CSV by the paper's rule (module docstring) unless ``test_csv`` is given."""
+    train, findings = _read_chexpert(Path(csv_path), image_root, view)
+    if test_csv:
+        test, carved = _read_chexpert(Path(test_csv), image_root, view)[0], None
+    else:
+        rng = np.random.default_rng([protocol.get("seed", DEFAULT_SEED), 1])  # its own stream of the seed
+        test, train = _carve_chexpert_test(train, findings, n_test_normal, n_test_abnormal, test_per_finding, rng)
+        carved = {f: sum(f in it["class_name"].split("|") for it in test) for f in findings}
+    datalist = apply_protocol(train, test, **protocol)
+    if carved is not None:
+        datalist["description"] = datalist["description"].replace(
+            "test = official test split", "test = carved from the training CSV (paper section 4.2)")
+        datalist["test_positives_per_finding"] = carved
+    return datalist
 
 
 def apply_protocol(
@@ -242,7 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         datalist = build_folders(args.root, **protocol)
     else:
         datalist = build_chexpert(
-            args.csv, image_root=args.image_root, view=args.view, test_csv=args.test_csv, **protocol
+            args.csv, image_root=args.image_root, view=args.view, test_csv=args.test_csv,
+            n_test_normal=args.test_normal, n_test_abnormal=args.test_abnormal,
+            test_per_finding=args.test_per_finding, **protocol,
         )
     path = write_datalist(datalist, args.output, absolute=args.absolute)
     counts = {split: _counts(datalist[split]) for split in SPLITS}
@@ -279,7 +311,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("csv")
     p.add_argument("--image_root", default=None, help="folder the CSV's paths are relative to")
     p.add_argument("--view", choices=("pa", "frontal"), default="pa")
-    p.add_argument("--test_csv", default=None, help="official test CSV (e.g. CheXpert valid.csv)")
+    p.add_argument("--test_csv", default=None,
+                   help="official test CSV (e.g. CheXpert valid.csv) instead of the test carved from the CSV")
+    p.add_argument("--test_normal", type=int, default=CHEXPERT_TEST_NORMAL, help="carved normal test images")
+    p.add_argument("--test_abnormal", type=int, default=CHEXPERT_TEST_ABNORMAL, help="carved abnormal test images")
+    p.add_argument("--test_per_finding", type=int, default=CHEXPERT_TEST_PER_FINDING,
+                   help="carved abnormal test images positive for each finding, at least")
     p = sub.add_parser("check", help="load every image of an existing datalist; exit 1 if any is bad")
     p.add_argument("datalist")
     p.add_argument("--workers", type=int, default=None)
@@ -338,7 +375,38 @@ def _draw_patients(items: list[dict], n: int, rng: np.random.Generator, what: st
     return [items[i] for i in sorted(picked)], [it for i, it in enumerate(items) if i not in picked]
 
 
-def _read_chexpert(csv_path: Path, image_root, view: str) -> list[dict]:
+def _carve_chexpert_test(pool: list[dict], findings: Sequence[str], n_normal: int, n_abnormal: int,
+                         per_finding: int, rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
+    """``(test, rest)``: the paper's CheXpert test set out of ``pool`` (module docstring); the
+    rest holds no image of a test patient."""
+    normals = [it for it in pool if it["label"] == 0]
+    abnormals = [it for it in pool if it["label"] == 1]
+    test, _ = _draw_patients(normals, n_normal, rng, "normal", "test")
+    has = [set(it["class_name"].split("|")) for it in abnormals]
+    chosen: list[int] = []
+    rarest_first = sorted(findings, key=lambda f: (sum(f in h for h in has), f)) if n_abnormal else []
+    for finding in rarest_first:
+        taken = set(chosen)
+        left = [i for i, h in enumerate(has) if finding in h and i not in taken]
+        need = per_finding - sum(finding in has[i] for i in chosen)
+        if need > len(left):
+            raise ValueError(f"test needs {per_finding} images positive for {finding!r}, "
+                             f"the training CSV has only {sum(finding in h for h in has)}")
+        chosen += [left[j] for j in rng.permutation(len(left))[:max(need, 0)]]
+    taken = set(chosen)
+    others = [i for i in range(len(abnormals)) if i not in taken]
+    if not len(chosen) <= n_abnormal <= len(chosen) + len(others):
+        raise ValueError(f"cannot carve {n_abnormal} abnormal test images with {per_finding} per finding "
+                         f"({len(chosen)} needed for the findings, {len(abnormals)} abnormal images)")
+    chosen += [others[j] for j in rng.permutation(len(others))[:n_abnormal - len(chosen)]]
+    test += [abnormals[i] for i in sorted(chosen)]
+    images, patients = {it["image"] for it in test}, {it["patient"] for it in test if it["patient"]}
+    rest = [it for it in _without_patients(pool, patients) if it["image"] not in images]
+    return test, rest
+
+
+def _read_chexpert(csv_path: Path, image_root, view: str) -> tuple[list[dict], list[str]]:
+    """The kept images of a CheXpert-style CSV, and its finding columns."""
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows or "Path" not in rows[0] or "No Finding" not in rows[0]:
@@ -360,7 +428,7 @@ def _read_chexpert(csv_path: Path, image_root, view: str) -> list[dict]:
             label, class_name = 1, "|".join(positive)
         match = _CHEXPERT_PATIENT.search(row["Path"])
         items.append(_item(root / row["Path"], label, "chexpert", class_name, match.group(1) if match else ""))
-    return items
+    return items, findings
 
 
 def _chexpert_root(csv_path: Path, first: str) -> Path:

@@ -1,6 +1,6 @@
 """SQUID networks: plain ``nn.Module`` s with no I/O and no training logic."""
 
-from .blocks import ResidualDoubleConv, UpBlock, position_code, tile, untile
+from .blocks import ResidualDoubleConv, UpBlock, position_code, tile, untile, zero_tiles
 from .discriminator import PerImageBatchNorm2d, SQUIDDiscriminator
 from .generator import DecoderMemory, SQUIDDecoder, SQUIDEncoder, SQUIDGenerator
 from .inpainting import ConvContext, InpaintingBlock, MaskedShortcut, NeighbourAttention
@@ -12,5 +12,5 @@ __all__ = [
     "SQUIDGenerator", "SQUIDDiscriminator", "SQUIDEncoder", "SQUIDDecoder", "DecoderMemory",
     "InpaintingBlock", "NeighbourAttention", "ConvContext", "MaskedShortcut",
     "MemoryQueue", "MemoryMatrix", "gumbel_shrinkage", "PerImageBatchNorm2d",
-    "ResidualDoubleConv", "UpBlock", "tile", "untile", "position_code",
+    "ResidualDoubleConv", "UpBlock", "tile", "untile", "zero_tiles", "position_code",
 ]

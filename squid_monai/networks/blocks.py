@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 
-__all__ = ["ResidualDoubleConv", "UpBlock", "tile", "untile", "position_code"]
+__all__ = ["ResidualDoubleConv", "UpBlock", "tile", "untile", "zero_tiles", "position_code"]
 
 
 class ResidualDoubleConv(nn.Module):
@@ -65,6 +65,19 @@ def untile(x: torch.Tensor, grid: int) -> torch.Tensor:
     b = n // (grid * grid)
     x = x.reshape(b, grid, grid, c, th, tw).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(b, c, grid * th, grid * tw)
+
+
+def zero_tiles(x: torch.Tensor, grid: int, count: int) -> torch.Tensor:
+    """Zero ``count`` tiles of the ``grid x grid`` grid of every image, drawn at random per
+    image (``torch``'s global generator), the others left as they are: the input corruption of
+    the paper's pixel-level in-painting ablation (App. B.1)."""
+    b, _, h, w = x.shape
+    if not 0 <= count <= grid * grid:
+        raise ValueError(f"cannot zero {count} of {grid * grid} tiles")
+    chosen = torch.rand(b, grid * grid, device=x.device).argsort(dim=1)[:, :count]
+    keep = torch.ones(b, grid * grid, device=x.device, dtype=x.dtype).scatter(1, chosen, 0.0)
+    keep = keep.reshape(b, 1, grid, grid).repeat_interleave(h // grid, 2).repeat_interleave(w // grid, 3)
+    return x * keep
 
 
 def position_code(num_tiles: int) -> torch.Tensor:

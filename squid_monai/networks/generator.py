@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from .blocks import ResidualDoubleConv, UpBlock, tile, untile
+from .blocks import ResidualDoubleConv, UpBlock, tile, untile, zero_tiles
 from .inpainting import InpaintingBlock, MaskedShortcut
 from .memory import MemoryMatrix, MemoryQueue
 
@@ -156,7 +156,10 @@ class SQUIDGenerator(nn.Module):
         shortcut: ``"hard"``, ``"soft"`` or ``"none"`` masked shortcuts.
         decoder_memory: use the student's decoder memory blocks.
         context: ``"transformer"`` or ``"conv"`` in-painting.
-        inpaint_level: ``"feature"`` (bottleneck) or ``"pixel"`` (image tiles) in-painting.
+        pixel_mask_ratio: fraction of the N x N input tiles zeroed at random in every
+            training image (the nearest whole number of tiles; inference never masks); the
+            network, its targets (the clean image) and its losses are unchanged. 0.25 is the
+            paper's pixel-level in-painting ablation (App. B.1), 0 the full model.
         mask_out_of_grid: mask out-of-grid neighbours from the attention.
 
     ``forward(x)`` with x (B, C, H, W) in [0, 1] returns a dict. Training mode:
@@ -192,7 +195,7 @@ class SQUIDGenerator(nn.Module):
         shortcut: str = "hard",
         decoder_memory: bool = True,
         context: str = "transformer",
-        inpaint_level: str = "feature",
+        pixel_mask_ratio: float = 0.0,
         mask_out_of_grid: bool = True,
     ):
         super().__init__()
@@ -202,20 +205,18 @@ class SQUIDGenerator(nn.Module):
             raise ValueError(
                 f"image_size {image_size} must split into {tiles}x{tiles} tiles whose side is divisible by {2**levels}"
             )
-        if inpaint_level not in ("feature", "pixel"):
-            raise ValueError(f"inpaint_level must be 'feature' or 'pixel', got {inpaint_level!r}")
+        self.masked_tiles = round(pixel_mask_ratio * tiles * tiles)
+        if not 0.0 <= pixel_mask_ratio < 1.0 or (pixel_mask_ratio > 0 and self.masked_tiles == 0):
+            raise ValueError(f"pixel_mask_ratio {pixel_mask_ratio} masks no tile or every tile of {tiles}x{tiles}")
         self.image_size, self.grid, self.stop_gradient = image_size, tiles, stop_gradient
-        self.pixel_inpainting = inpainting and inpaint_level == "pixel"
         self.encoder = SQUIDEncoder(in_channels, channels)
         self.inpainting = None
         if inpainting:
-            pixel = self.pixel_inpainting
             self.inpainting = InpaintingBlock(
-                in_channels=in_channels if pixel else channels[-1],
-                spatial_size=tile_size if pixel else tile_size >> levels,
+                in_channels=channels[-1], spatial_size=tile_size >> levels,
                 token_channels=token_channels, grid=tiles, slots=queue_slots, top_k=top_k, heads=heads,
                 mlp_dim=mlp_dim, memory=memory, space_aware=space_aware, shrinkage=shrinkage, context=context,
-                mask_out_of_grid=mask_out_of_grid, shortcut=shortcut, mask_prob=mask_prob, project=not pixel,
+                mask_out_of_grid=mask_out_of_grid, shortcut=shortcut, mask_prob=mask_prob,
             )
         dec_memory = None
         if decoder_memory:
@@ -226,6 +227,8 @@ class SQUIDGenerator(nn.Module):
         self.teacher = SQUIDDecoder(in_channels, channels, tiles, tile_size, skip_levels) if distillation else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        if self.training and self.masked_tiles:
+            x = zero_tiles(x, self.grid, self.masked_tiles)
         tiles = tile(x, self.grid)
         bottleneck, skips = self.encoder(tiles)
         out: dict = {}
@@ -235,10 +238,7 @@ class SQUIDGenerator(nn.Module):
                 t_in, t_skips = bottleneck.detach(), [s.detach() for s in skips]
             out["teacher"], out["teacher_features"] = self.teacher(t_in, t_skips)
         tokens = None
-        if self.pixel_inpainting:
-            painted, tokens = self.inpainting(tiles)
-            bottleneck, skips = self.encoder(painted)
-        elif self.inpainting is not None:
+        if self.inpainting is not None:
             bottleneck, tokens = self.inpainting(bottleneck)
         out["student"], out["student_features"] = self.student(bottleneck, skips)
         if self.training:
@@ -253,7 +253,7 @@ class SQUIDGenerator(nn.Module):
 
     @torch.no_grad()
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) the tiles' tokens as the memory sees them (eval mode, feature level)."""
+        """(B, T, D) the tiles' tokens as the memory sees them (eval mode)."""
         bottleneck, _ = self.encoder(tile(x, self.grid))
         return self.inpainting.project_in(bottleneck).reshape(x.shape[0], self.grid * self.grid, -1)
 
@@ -269,12 +269,12 @@ class SQUIDGenerator(nn.Module):
         - ``teacher_student``: pixel difference of the teacher's reconstruction (plain
           encoding) and the student's (in-painted).
 
-        Feature-level in-painting only (the pixel-level ablation has no token memory).
+        Needs the in-painting block (the ``inpainting=False`` ablation has no memory).
         """
         if self.training:
             raise RuntimeError("probes() is an inference path: call .eval() first")
-        if self.inpainting is None or self.pixel_inpainting:
-            raise ValueError("probes() needs feature-level in-painting (inpainting=True, inpaint_level='feature')")
+        if self.inpainting is None:
+            raise ValueError("probes() needs the in-painting block (inpainting=True)")
         bottleneck, skips = self.encoder(tile(x, self.grid))
         painted, tokens = self.inpainting(bottleneck)
         out = {

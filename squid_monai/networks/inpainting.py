@@ -139,8 +139,6 @@ class InpaintingBlock(nn.Module):
         context: ``"transformer"`` or ``"conv"``.
         mask_out_of_grid: mask out-of-grid neighbours from the attention.
         shortcut, mask_prob: masked shortcut mode and keep probability.
-        project: 1x1 conv + BN + ReLU projections in and out (feature-level in-painting);
-            ``False`` works on the raw input (pixel-level in-painting ablation).
     """
 
     def __init__(
@@ -160,11 +158,8 @@ class InpaintingBlock(nn.Module):
         mask_out_of_grid: bool = True,
         shortcut: str = "hard",
         mask_prob: float = 0.95,
-        project: bool = True,
     ):
         super().__init__()
-        if not project:
-            token_channels = in_channels
         self.grid, self.token_channels = grid, token_channels
         dim = token_channels * spatial_size * spatial_size
         regions = grid * grid if space_aware else 1
@@ -182,12 +177,8 @@ class InpaintingBlock(nn.Module):
             raise ValueError(f"context must be 'transformer' or 'conv', got {context!r}")
         self.register_buffer("code", position_code(grid * grid), persistent=False)
         bits = self.code.shape[1]
-        if project:
-            self.project_in = Convolution(2, in_channels, token_channels, kernel_size=1, act="relu", norm="batch")
-            self.project_out = Convolution(2, token_channels + bits, in_channels, kernel_size=1, act="relu", norm="batch")
-        else:
-            self.project_in = nn.Identity()
-            self.project_out = nn.Conv2d(token_channels + bits, in_channels, kernel_size=1)
+        self.project_in = Convolution(2, in_channels, token_channels, kernel_size=1, act="relu", norm="batch")
+        self.project_out = Convolution(2, token_channels + bits, in_channels, kernel_size=1, act="relu", norm="batch")
         self.shortcut = MaskedShortcut(shortcut, mask_prob)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

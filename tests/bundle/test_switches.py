@@ -3,8 +3,10 @@ build's behaviour, and each value reaches the object it decides."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from monai.bundle import ConfigParser
 
 from squid_monai.transforms import RandScaleTranslated, RawScaleIntensityd, RobustScaleIntensityd
@@ -13,7 +15,7 @@ from squid_monai.workflow import save_preprocessing, trained_intensity
 from ..trained_bundle import CONFIGS
 
 DEFAULTS = {"intensity": "percentile", "augment_resampling": "bilinear", "distillation_detach": True,
-            "lr_schedule": "paper", "adam_eps": 1e-08, "report_per_class": 100}
+            "lr_schedule": "paper", "adam_eps": 1e-08, "report_per_class": 100, "calibrate_on": "normals"}
 
 
 def _parser(tmp_path, **overrides):
@@ -59,6 +61,18 @@ def test_distillation_detach_reaches_the_trainer(value, expected):
     parser.read_config(str(CONFIGS / "train.json"))
     parser["distillation_detach"] = value
     assert parser.get_parsed_content("train#trainer#distillation_detach") is expected
+
+
+@pytest.mark.parametrize("on, abnormal", [("normals", 0), ("training", 2)])
+def test_calibrate_on_reaches_the_calibration_set(tmp_path, on, abnormal):
+    items = [{"image": f"{i}.png", "label": int(i >= 6)} for i in range(8)]
+    for i, it in enumerate(items):
+        Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) + i).save(tmp_path / it["image"])
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": items, "validation": items}))
+    parser = _parser(tmp_path, datalist=str(tmp_path / "datalist.json"), calibrate_on=on)
+    calibration = parser.get_parsed_content("validate#calibration_dataloader").dataset
+    assert len(calibration) == 6 + abnormal
+    assert sum(int(calibration[i]["label"]) for i in range(len(calibration))) == abnormal
 
 
 def test_the_trained_intensity_rule_is_recorded_for_evaluation_and_inference(tmp_path):

@@ -22,7 +22,7 @@ def _write_image(path: Path, seed: int = 0, size: int = 12) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_image():
     """``write_image(path, seed=0, size=12)`` writes a small non-constant grey image."""
     return _write_image

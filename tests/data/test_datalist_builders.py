@@ -126,12 +126,14 @@ def test_chexpert_csv(tmp_path, write_image):
     csv_path = root / "CheXpert-v1.0-small" / "train.csv"
     with open(csv_path, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
-    datalist = build_chexpert(csv_path, n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT)
+    no_test = dict(n_test_normal=0, n_test_abnormal=0)  # the carved test split: tests/data/test_chexpert_protocol.py
+    datalist = build_chexpert(csv_path, n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT, **no_test)
     assert len(datalist["training"]) == 4 and len(datalist["validation"]) == 4
     assert all(os.path.isfile(it["image"]) for it in datalist["training"] + datalist["validation"])
     assert {it["class_name"] for it in datalist["validation"] if it["label"]} <= {"Cardiomegaly", "Edema"}
     assert datalist["training"][0]["patient"].startswith("patient")
-    frontal = build_chexpert(csv_path, view="frontal", n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT)
+    frontal = build_chexpert(csv_path, view="frontal", n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT,
+                             **no_test)
     assert len(frontal["training"]) == 5  # the AP image joins
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from squid_monai.networks import build, get_config
+from squid_monai.networks import build, get_config, tile, zero_tiles
 
 ABLATIONS = {
     "no_space_aware_memory": dict(space_aware=False),
@@ -14,7 +14,7 @@ ABLATIONS = {
     "soft_masked_shortcut": dict(shortcut="soft"),
     "no_decoder_memory": dict(decoder_memory=False),
     "conv_instead_of_transformer": dict(context="conv"),
-    "pixel_level_inpainting": dict(inpaint_level="pixel"),
+    "pixel_level_inpainting": dict(pixel_mask_ratio=0.25),
     "zero_padding_neighbours": dict(mask_out_of_grid=False),
 }
 
@@ -146,3 +146,37 @@ def test_probes_are_per_image_and_move_with_the_input():
     assert not torch.allclose(probes["teacher_student"], generator.probes(torch.zeros(4, 1, 32, 32))["teacher_student"])
     with pytest.raises(RuntimeError, match="eval"):
         generator.train().probes(images)
+
+
+def _zeroed_tiles(images: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, grid * grid) bool: which tiles of each image are all zero."""
+    return (tile(images, grid).flatten(1) == 0).all(1).reshape(len(images), grid * grid)
+
+
+@pytest.mark.parametrize("grid", [2, 4])  # the paper's chest grid, and Figure 9's finest
+def test_zero_tiles_zeroes_exactly_a_quarter_and_leaves_the_rest_untouched(grid):
+    x = torch.rand(64, 1, 32, 32) + 0.1  # no zero pixel of its own
+    out = zero_tiles(x, grid, grid * grid // 4)
+    zeroed = _zeroed_tiles(out, grid)
+    assert (zeroed.sum(1) == grid * grid // 4).all()
+    kept = ~zeroed
+    assert torch.equal(tile(out, grid)[kept.flatten()], tile(x, grid)[kept.flatten()])
+    assert len({tuple(z.tolist()) for z in zeroed}) > 1  # drawn per image, not one pattern for the batch
+
+
+def test_pixel_mask_ratio_masks_a_quarter_of_the_training_input_only():
+    gen, _ = build("tiny", pixel_mask_ratio=0.25)  # 2 x 2 tiles: one of four per image
+    seen = []
+    gen.encoder.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    x = torch.rand(8, 1, 32, 32) + 0.1
+    gen.train()(x)
+    zeroed = (seen[0].flatten(1) == 0).all(1).reshape(8, 4)
+    assert (zeroed.sum(1) == 1).all()
+    assert torch.equal(seen[0][~zeroed.flatten()], tile(x, 2)[~zeroed.flatten()])
+    seen.clear()
+    gen.eval()(x)
+    assert torch.equal(seen[0], tile(x, 2))  # inference sees the whole image
+    assert build("tiny")[0].masked_tiles == 0
+    for bad in (1.0, 0.1, -0.25):  # every tile; rounds to no tile of 4; negative
+        with pytest.raises(ValueError, match="pixel_mask_ratio"):
+            build("tiny", pixel_mask_ratio=bad)

@@ -1,0 +1,24 @@
+"""Finished runs as the multi-seed runner leaves them (``models/training_summary.json`` and
+``eval/<split>/metrics.json``), fabricated in a few milliseconds for the study tables' tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def fake_run(out: Path, auc: float, gain: float = 0.1, time_s: float = 100.0, splits=("test",)) -> Path:
+    """One seed's run folder: best validation AUC ``auc``, and on every split AUC ``auc`` with
+    the sharpness baseline ``gain`` below it."""
+    (out / "models").mkdir(parents=True)
+    summary = {"epochs": 2, "best_epoch": 1, "best_val_auc": auc, "val_auc_per_epoch": {"1": auc, "2": auc},
+               "train_time_s": time_s}
+    (out / "models" / "training_summary.json").write_text(json.dumps(summary))
+    metrics = {"n": 200, "squid": {"auc": auc, "auc_95ci": [auc - 0.1, auc + 0.1],
+                                   "at_validation_threshold": {"accuracy": 0.6, "f1": 0.7}},
+               "baseline_sharpness": {"auc": auc - gain},
+               "squid_minus_baseline_auc": {"value": gain, "low": gain - 0.1, "high": gain + 0.1}}
+    for split in splits:
+        (out / "eval" / split).mkdir(parents=True)
+        (out / "eval" / split / "metrics.json").write_text(json.dumps(metrics))
+    return out
