@@ -2,7 +2,10 @@
 
 import sys
 
-from pipelines.squid_app import main
+from pipelines.startup import start_like_the_map
 
 if __name__ == "__main__":
+    start_like_the_map()  # before MONAI's first import (pipelines/startup.py)
+    from pipelines.squid_app import main
+
     sys.exit(main())

@@ -17,6 +17,11 @@ scorer and result writer (no SR). The exit status is an ``ExitCode`` (see pipeli
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the app as a program: import as in the MAP image (pipelines/startup.py)
+    from pipelines.startup import start_like_the_map
+
+    start_like_the_map()
+
 import json
 import logging
 import sys
