@@ -103,7 +103,10 @@ class NeighbourAttention(nn.Module):
             k = k * keep + (1 - keep) * self.k.bias.reshape(1, 1, h, 1, d // h)
             v = v * keep + (1 - keep) * self.v.bias.reshape(1, 1, h, 1, d // h)
             mask = None
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, T, h, 1, d/h)
+        # 4-D (B*T, h, ., d/h), the layout every SDPA kernel and the ONNX exporter take
+        if mask is not None:
+            mask = mask.expand(b, t, 1, 1, 8).reshape(b * t, 1, 1, 8)
+        attn = F.scaled_dot_product_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask)
         attn = self.out(attn.reshape(b, t, d))
         if self.mask_out_of_grid:
             attn = attn * has_neighbour[None, :, None].to(attn.dtype)
