@@ -114,7 +114,7 @@ def parity(ts_path: str | os.PathLike, scorer: SQUIDScorer, image_size: int, bat
 
 def _split(source, split: str, size: int, intensity: str, n: int) -> tuple[torch.Tensor, list[int]]:
     data = (source.calibration(size, max_images=n, cache=False, intensity=intensity) if split == "calibration"
-            else source.validation(size, split=split, cache=False, intensity=intensity))
+            else source.validation(size, split=split, n_normal=n, n_abnormal=n, cache=False, intensity=intensity))
     items = [data[i] for i in range(len(data))]
     images = torch.stack([torch.as_tensor(it["image"]).float() for it in items])
     return images, [int(it.get("label", 0)) for it in items]
