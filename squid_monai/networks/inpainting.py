@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 
-from .blocks import ResidualDoubleConv, position_code, untile, tile
+from .blocks import RELU, ResidualDoubleConv, position_code, untile, tile
 from .memory import MemoryMatrix, MemoryQueue
 
 __all__ = ["MaskedShortcut", "NeighbourAttention", "ConvContext", "InpaintingBlock"]
@@ -186,8 +186,8 @@ class InpaintingBlock(nn.Module):
         self.register_buffer("code", position_code(grid * grid), persistent=False)
         bits = self.code.shape[1]
         if project:
-            self.project_in = Convolution(2, in_channels, token_channels, kernel_size=1, act="relu", norm="batch")
-            self.project_out = Convolution(2, token_channels + bits, in_channels, kernel_size=1, act="relu", norm="batch")
+            self.project_in = Convolution(2, in_channels, token_channels, kernel_size=1, act=RELU, norm="batch")
+            self.project_out = Convolution(2, token_channels + bits, in_channels, kernel_size=1, act=RELU, norm="batch")
         else:
             self.project_in = nn.Identity()
             self.project_out = nn.Conv2d(token_channels + bits, in_channels, kernel_size=1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from squid_monai.networks import PerImageBatchNorm2d
-from squid_monai.scoring import build_scorer, forward, runtimes
+from squid_monai.scoring import PerImageInferer, build_scorer, forward, runtimes
 from squid_monai.scoring.folding import fast_eager, fold_batchnorm
 from squid_monai.scoring.parity import FP32_TOLERANCE, measure_parity
 
@@ -83,10 +83,12 @@ def test_fp32_runtimes_meet_the_parity_contract(fmt, onnx_file, scorer, images):
         torch.testing.assert_close(got[key], expected[key], atol=FP32_TOLERANCE, rtol=0)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "openvino", "openvino_int8"])
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 def test_runtimes_score_each_image_alone(fmt, onnx_file, scorer, images):
     """Batch independence, and the discriminator still normalises each image by its own
-    statistics: scaling the *other* images of the batch changes nothing."""
+    statistics: scaling the *other* images of the batch changes nothing. (INT8 is not held
+    to this in batches: a last-bit difference upstream can flip an activation's INT8 step;
+    inference scores one image at a time, ``PerImageInferer``, the test below.)"""
     exported = _exported(fmt, onnx_file, scorer, images)
     alone = forward(exported, images, per_image=True)["score"]
     crowd = images.clone()
@@ -108,10 +110,13 @@ def test_int8_parity_is_measured_not_assumed(onnx_file, scorer, images):
     exported = _exported("openvino_int8", onnx_file, scorer, images)
     labels = [0] * 6 + [1] * 6
     result = measure_parity(scorer, exported, images, labels, quantised=True, batch_size=5)
-    assert {"auc", "auc_reference", "spearman", "max_abs_score_diff", "default"} <= set(result)
-    assert result["batch_max_abs_score_diff"] <= FP32_TOLERANCE
-    contract_met = abs(result["auc"] - result["auc_reference"]) <= 0.005 and result["spearman"] >= 0.999
+    assert {"auc", "auc_reference", "spearman", "max_abs_score_diff", "batch_max_abs_score_diff"} <= set(result)
+    contract_met = (abs(result["auc"] - result["auc_reference"]) <= 0.005 and result["spearman"] >= 0.999
+                    and result["batch_max_abs_score_diff"] <= FP32_TOLERANCE)
     assert result["default"] == contract_met
+    # the inference path scores one image at a time: bitwise the same whatever the batch
+    alone = torch.cat([PerImageInferer()(images[i:i + 1], exported)["score"] for i in range(len(images))])
+    assert torch.equal(PerImageInferer()(images, exported)["score"], alone)
 
 
 def test_the_card_travels_inside_the_file(onnx_file, tmp_path):
