@@ -24,7 +24,6 @@ import argparse
 import datetime
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import BENCHMARKS, cpu_name, load_average, write_section  # noqa: E402
+from report import BENCHMARKS, command_line, cpu_name, load_average, write_section  # noqa: E402
 
 SECTION = "## Inference speed"
 _SYNTHETIC_SIZE = 224
@@ -223,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['preset']:8s} {r['backend']:36s} batch {r['batch']:3d}: {r['latency_s']:.3f} s, "
               f"x{r['ratio_wall']:.2f} wall, x{r['ratio_cpu']:.2f} CPU, max diff {r['max_abs_score_diff']:.1e}")
     if not args.no_write:
-        command = "python benchmarks/inference_speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        write_section(SECTION, _section(rows, command.strip(), (before, after), images), args.output)
+        write_section(SECTION, _section(rows, command_line(__file__, argv), (before, after), images), args.output)
         print(f"updated {args.output}")
     return 0
 

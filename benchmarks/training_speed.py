@@ -19,7 +19,6 @@ import copy
 import datetime
 import os
 import resource
-import shlex
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from networks import training_steps  # noqa: E402
-from report import cpu_name, load_average, write_section  # noqa: E402
+from report import command_line, cpu_name, load_average, write_section  # noqa: E402
 
 SECTION = "## Training throughput"
 VARIANTS = {"today (out of place, Adam)": (False, False), "in-place": (True, False),
@@ -130,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['preset']:6s} {r['variant']:28s} {r['iteration_s']:.2f} s x{r['ratio']:.2f} "
               f"sys {r['system_s']:.2f} s faults {r['minor_faults']:.0f}")
     if not args.no_write:
-        command = "python benchmarks/training_speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        write_section(SECTION, _section(rows, command.strip(), (before, after)))
+        write_section(SECTION, _section(rows, command_line(__file__, argv), (before, after)))
     return 0
 
 
