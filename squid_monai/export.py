@@ -127,6 +127,7 @@ def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, sourc
     :class:`~squid_monai.workflow.DataSource`), measure its parity on the validation split,
     and embed the card. Raises when an fp32 format misses the contract; an INT8 one that
     misses it is written as an opt-in (``parity["default"]`` false)."""
+    import shutil
     import tempfile
 
     from .scoring import parity as contract
@@ -137,22 +138,24 @@ def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, sourc
     card = dataclasses.replace(ModelCard.from_scorer(scorer, size, metadata), format=fmt,
                                extra={"intensity": intensity})
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = runtimes.export_onnx(scorer, filepath if fmt == "onnx" else Path(tmp) / "model.onnx", size)
+        onnx_path = runtimes.export_onnx(scorer, Path(tmp) / "model.onnx", size)
+        model = onnx_path
         if fmt != "onnx":
             model = runtimes.to_openvino(onnx_path)
             if fmt == "openvino_int8":
                 calibration, _ = _split(source, "calibration", size, intensity, calibration_images)
                 model = runtimes.quantize_openvino(model, [calibration])
-        candidate = runtimes.ExportedScorer(onnx_path if fmt == "onnx" else model, scorer, fmt)
         images, labels = _split(source, "validation", size, intensity, val_per_class)
-        measured = contract.measure_parity(scorer, candidate, images, labels, quantised=fmt.endswith("int8"))
+        measured = contract.measure_parity(scorer, runtimes.ExportedScorer(model, scorer, fmt), images, labels,
+                                           quantised=fmt.endswith("int8"))
+        if not fmt.endswith("int8") and not measured["default"]:
+            raise RuntimeError(f"{fmt} export of {models / WEIGHTS_FILE} misses the fp32 parity contract: {measured}")
         card = dataclasses.replace(card, parity=measured)
         if fmt == "onnx":
-            runtimes.export_onnx(scorer, filepath, size, card.to_json())
+            filepath.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(runtimes.embed_onnx_card(onnx_path, card.to_json()), filepath)
         else:
             runtimes.save_openvino(model, filepath, card.to_json())
-    if not fmt.endswith("int8") and not measured["default"]:
-        raise RuntimeError(f"{filepath}: {fmt} misses the fp32 parity contract: {measured}")
     return {"filepath": str(filepath), "card": card.to_dict(), "parity": measured}
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["OUTPUTS", "RUNTIMES", "ScoreOutputs", "ExportedScorer", "export_onnx", "to_openvino",
+__all__ = ["OUTPUTS", "RUNTIMES", "ScoreOutputs", "ExportedScorer", "export_onnx", "embed_onnx_card", "to_openvino",
            "quantize_openvino", "save_openvino", "open_runtime", "embedded_card", "available"]
 
 #: the graph outputs, in order (the keys of the scorer's dict)
@@ -58,9 +58,7 @@ class ScoreOutputs(nn.Module):
 
 def export_onnx(scorer: nn.Module, path: str | os.PathLike, image_size: int, card_json: str | None = None) -> Path:
     """Write the ONNX graph of ``scorer`` (any batch size) to ``path``, the model card (JSON)
-    in its metadata."""
-    import onnx
-
+    in its metadata when given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(1, 1, image_size, image_size, generator=torch.Generator().manual_seed(0))
@@ -69,11 +67,17 @@ def export_onnx(scorer: nn.Module, path: str | os.PathLike, image_size: int, car
         torch.onnx.export(ScoreOutputs(scorer.cpu()).eval(), (example,), str(path), dynamo=False,
                           input_names=["image"], output_names=list(OUTPUTS), opset_version=18,
                           dynamic_axes={"image": {0: "batch"}, **{key: {0: "batch"} for key in OUTPUTS}})
-    if card_json is not None:
-        model = onnx.load(str(path))
-        onnx.helper.set_model_props(model, {_CARD_KEY: card_json})
-        onnx.save(model, str(path))
-    return path
+    return path if card_json is None else embed_onnx_card(path, card_json)
+
+
+def embed_onnx_card(path: str | os.PathLike, card_json: str) -> Path:
+    """Write the model card (JSON) into an ONNX file's metadata."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {_CARD_KEY: card_json})
+    onnx.save(model, str(path))
+    return Path(path)
 
 
 def to_openvino(onnx_path: str | os.PathLike):
@@ -95,8 +99,11 @@ def quantize_openvino(model, images: Iterable[torch.Tensor], subset_size: int = 
     stay fp32), calibrated on ``images`` (batches (B, 1, H, W) of un-augmented normal
     training images; the activation ranges are fixed from them, so a score stays a function
     of its image alone)."""
+    import logging
+
     import nncf
 
+    nncf.set_log_level(logging.WARNING)  # not one line per node left in fp32
     batches = [torch.as_tensor(b).float().numpy() for b in images]
     items = [b[i:i + 1] for b in batches for i in range(len(b))]
     fp32 = nncf.IgnoredScope(types=["MatMul", "Einsum", "Softmax", "TopK"], patterns=list(FP32_SCOPES), validate=False)
