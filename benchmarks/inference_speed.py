@@ -1,18 +1,21 @@
-"""Inference speed of the scoring path (``SQUIDScorer``): latency and images per second at
-batch 1 and 64, PyTorch and TorchScript (traced, as ``ckpt_export`` writes it), with the
-inference preprocessing (decode, robust scaling, resize of image files) included and
-excluded, for the given presets with random weights (speed does not depend on them).
+"""Inference back-ends side by side: the scoring path (``SQUIDScorer``) at batch 1 and 64 on
+eager PyTorch (the reference), PyTorch with BatchNorm folded and ``channels_last``
+(:mod:`squid_monai.scoring.folding`), TorchScript (traced, as ``ckpt_export`` writes it),
+``torch.compile``, ONNX Runtime, OpenVINO and OpenVINO INT8 (NNCF, calibrated on normal
+images) (:mod:`squid_monai.scoring.runtimes`), preprocessing excluded, random weights
+(speed does not depend on them).
 
-Each timed repetition runs the pipeline as the inference code does: preprocess the batch's
-files one after the other, stack, score; the two phases are timed separately, so
-"excluded" is the scorer alone and "included" the whole repetition. Wall-clock and process
-CPU time (all threads) are both reported: on a shared machine the CPU figure is the steadier
-one. Then writes the "## Inference speed" section of BENCHMARKS.md (that section only).
+Paired and interleaved: every repetition runs each back-end once on the same batch, in a
+rotating order, and the ratio to eager PyTorch is taken within the repetition; the table
+gives medians. Wall-clock and process CPU time (all threads) are both reported: on a shared
+machine the CPU figure is the steadier one. Back-ends whose runtime is not installed are
+skipped. Then writes the "## Inference speed" section of BENCHMARKS.md (that section only).
 
-    python benchmarks/inference_speed.py --presets paper small
+    python benchmarks/inference_speed.py --presets paper small --threads 1
 
-Images: 8-bit greyscale JPEGs of 224 x 224 (the ZhangLab format) generated into a temporary
-folder, or ``--images_dir`` with real files.
+Inputs: 8-bit greyscale JPEGs of 224 x 224 (the ZhangLab format) generated into a temporary
+folder, or ``--images_dir`` with real files, preprocessed as inference does; the INT8
+calibration uses other images of the same kind (the export calibrates on training normals).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import argparse
 import datetime
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import BENCHMARKS, cpu_name, load_average, write_section  # noqa: E402
+from report import BENCHMARKS, command_line, cpu_name, load_average, write_section  # noqa: E402
 
 SECTION = "## Inference speed"
 _SYNTHETIC_SIZE = 224
@@ -62,48 +64,81 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _models(preset: str) -> tuple[int, dict[str, torch.nn.Module]]:
+def _backends(preset: str, calibration: torch.Tensor, tmp: Path) -> tuple[int, dict[str, Callable], dict[str, float]]:
+    """Each back-end as ``images -> scores`` for one preset, and its set-up time (export,
+    conversion, quantisation, compilation of the first call excluded)."""
     from squid_monai.networks import get_config
-    from squid_monai.scoring import build_scorer
+    from squid_monai.scoring import build_scorer, runtimes
+    from squid_monai.scoring.folding import fast_eager
 
     torch.manual_seed(0)
     size = get_config(preset)["image_size"]
     scorer = build_scorer(preset).eval()
+    setup: dict[str, float] = {}
+    fns: dict[str, Callable] = {"PyTorch": lambda x: scorer(x)["score"]}
+
+    def add(name: str, build: Callable[[], Callable]) -> None:
+        start = time.perf_counter()
+        fns[name] = build()
+        setup[name] = time.perf_counter() - start
+
+    add("PyTorch, BN folded + channels_last", lambda: (lambda m: lambda x: m(x)["score"])(fast_eager(scorer)))
     with warnings.catch_warnings():  # tracer notes on shape-only branches; parity is tested in tests/test_export.py
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(scorer, torch.rand(1, 1, size, size), strict=False)
-    return size, {"PyTorch": scorer, "TorchScript": traced}
+        add("TorchScript", lambda: (lambda m: lambda x: m(x)["score"])(
+            torch.jit.trace(scorer, torch.rand(1, 1, size, size), strict=False)))
+    add("torch.compile", lambda: (lambda m: lambda x: m(x)["score"])(torch.compile(scorer)))
+    if runtimes.available("onnx") or runtimes.available("openvino"):
+        onnx_path = runtimes.export_onnx(scorer, tmp / f"{preset}.onnx", size)
+        for name, fmt in (("ONNX Runtime", "onnx"), ("OpenVINO", "openvino"), ("OpenVINO INT8 (NNCF)", "openvino_int8")):
+            if not runtimes.available(fmt):
+                continue
+
+            def build(fmt=fmt):
+                model = onnx_path if fmt == "onnx" else runtimes.to_openvino(onnx_path)
+                if fmt == "openvino_int8":
+                    model = runtimes.quantize_openvino(model, [calibration])
+                exported = runtimes.ExportedScorer(model, scorer, fmt)
+                return lambda x: exported(x)["score"]
+
+            add(name, build)
+    return size, fns, setup
 
 
-def measure(presets: list[str], batch_sizes: list[int], files: list[Path], repeats: dict[int, int],
-            warmup: int) -> list[dict]:
-    from squid_monai.transforms import preprocess
-
+def measure(presets: list[str], batch_sizes: list[int], images: dict[int, torch.Tensor],
+            calibration: dict[int, torch.Tensor], repeats: dict[int, int], warmup: int) -> list[dict]:
     rows = []
-    for preset in presets:
-        size, models = _models(preset)
-        for backend, model in models.items():
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        for preset in presets:
+            from squid_monai.networks import get_config
+
+            size = get_config(preset)["image_size"]
+            size, fns, setup = _backends(preset, calibration[size], Path(tmp))
+            names = list(fns)
             for batch in batch_sizes:
-                chunk = [files[i % len(files)] for i in range(batch)]
-                prep_t, model_t = [], []
-                with torch.no_grad():
-                    for rep in range(warmup + repeats[batch]):
-                        images: list[torch.Tensor] = []
-                        t_prep = _timed(lambda: images.extend(preprocess(f, size) for f in chunk))
-                        x = torch.stack(images)
-                        t_model = _timed(lambda: model(x))
-                        if rep >= warmup:
-                            prep_t.append(t_prep)
-                            model_t.append(t_model)
-                        print(f"{preset:8s} {backend:11s} batch {batch:3d} rep {rep}: preprocessing "
-                              f"{t_prep[0]:.3f} s, scorer {t_model[0]:.3f} s", flush=True)
-                for label, times in (("excluded", model_t), ("included", [(a[0] + b[0], a[1] + b[1])
-                                                                          for a, b in zip(prep_t, model_t)])):
-                    wall = statistics.median(t[0] for t in times)
-                    cpu = statistics.median(t[1] for t in times)
-                    rows.append({"preset": preset, "size": size, "backend": backend, "batch": batch,
-                                 "preprocessing": label, "latency_s": wall, "images_per_s": batch / wall,
-                                 "cpu_s_per_image": cpu / batch, "repeats": len(times)})
+                x = images[size][:batch]
+                reference = fns["PyTorch"](x)
+                diff = {name: float((torch.as_tensor(fns[name](x)) - reference).abs().max()) for name in names}
+                for _ in range(warmup - 1):
+                    for name in names:
+                        fns[name](x)
+                times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+                for rep in range(repeats[batch]):
+                    for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotating order
+                        times[name].append(_timed(lambda: fns[name](x)))
+                    print(f"{preset:8s} batch {batch:3d} rep {rep}: " + ", ".join(
+                        f"{n} {t[-1][0]:.3f} s" for n, t in times.items()), flush=True)
+                eager = times["PyTorch"]
+                for name in names:
+                    t = times[name]
+                    rows.append({
+                        "preset": preset, "size": size, "backend": name, "batch": batch,
+                        "latency_s": statistics.median(w for w, _ in t),
+                        "images_per_s": batch / statistics.median(w for w, _ in t),
+                        "cpu_s_per_image": statistics.median(c for _, c in t) / batch,
+                        "ratio_wall": statistics.median(a[0] / b[0] for a, b in zip(t, eager)),
+                        "ratio_cpu": statistics.median(a[1] / max(b[1], 1e-9) for a, b in zip(t, eager)),
+                        "max_abs_score_diff": diff[name], "setup_s": setup.get(name, 0.0), "repeats": len(t)})
     return rows
 
 
@@ -111,31 +146,37 @@ def _section(rows: list[dict], command: str, load: tuple[str, str], images: str)
     """The body of the BENCHMARKS.md section (without its heading)."""
     import monai
 
-    table = ["| preset (input) | backend | batch | preprocessing | latency, s (wall) | images / s (wall) "
-             "| CPU-s / image |", "|---|---|---:|---|---:|---:|---:|"]
+    table = ["| preset (input) | back-end | batch | latency, s (wall) | images / s (wall) | CPU-s / image "
+             "| x eager (wall) | x eager (CPU) | max \\|score - eager\\| | set-up, s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        table.append(f"| {r['preset']} ({r['size']} px) | {r['backend']} | {r['batch']} | {r['preprocessing']} | "
-                     f"{r['latency_s']:.3f} | {r['images_per_s']:.2f} | {r['cpu_s_per_image']:.3f} |")
+        table.append(f"| {r['preset']} ({r['size']} px) | {r['backend']} | {r['batch']} | {r['latency_s']:.3f} | "
+                     f"{r['images_per_s']:.2f} | {r['cpu_s_per_image']:.4f} | {r['ratio_wall']:.2f} | "
+                     f"{r['ratio_cpu']:.2f} | {r['max_abs_score_diff']:.1e} | {r['setup_s']:.0f} |")
+    versions = []
+    for module in ("onnxruntime", "openvino", "nncf"):
+        try:
+            versions.append(f"{module} {__import__(module).__version__}")
+        except ImportError:
+            versions.append(f"{module} not installed")
     lines = [
-        f"Measured {datetime.date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores, shared), "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads, MONAI {monai.__version__}, Python "
-        f"{platform.python_version()}; no GPU was lent to this task. Load average before: `{load[0]}`; "
-        f"after: `{load[1]}`. Other jobs shared the two cores, so wall-clock figures are pessimistic and the "
-        "CPU-seconds per image (all threads of the process) are the steadier figure. Random weights. "
-        f"Images: {images}. Median of the timed repetitions after warm-up. Command (from the repository root):",
+        f"Measured {datetime.date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores, AVX2 + FMA, no "
+        f"AVX-512 or VNNI; shared with other jobs), torch {torch.__version__} with {torch.get_num_threads()} "
+        f"thread(s) for every back-end, MONAI {monai.__version__}, {', '.join(versions)}, Python "
+        f"{platform.python_version()}; no GPU was lent to this task. Load average before: `{load[0]}`; after: "
+        f"`{load[1]}`. Random weights. Images: {images}, preprocessed; preprocessing excluded. Command (from the "
+        "repository root):",
         "",
         f"    {command}",
         "",
         *table,
         "",
-        "Reading: latency is one call of the scorer on a batch (\"excluded\"), or preprocessing the batch's files "
-        "one by one and then that call (\"included\"; a single process, no DataLoader workers). TorchScript is "
-        "the traced export; its first two calls per input shape are slow (profiling executor) and are part of "
-        "the warm-up. `inference.json` runs the network on one image at a time by default "
-        "(`per_image_forward`, for scores that are bitwise independent of the batch size), so its scorer "
-        "throughput is the batch-1 row whatever `--batch_size`; `--per_image_forward false` gives the batch-64 "
-        "throughput with scores equal to float rounding. Grad-CAM heat maps (a backward pass per batch) and "
-        "PNG writing come on top (`--heatmaps false`, `--save_images false` skip them).",
+        "Reading: latency is one call on the batch; \"x eager\" is the median over repetitions of the ratio to "
+        "eager PyTorch in the same repetition (back-ends interleaved in a rotating order, so load changes hit "
+        "all of them alike); below 1 is faster. The score differences are on random weights (a trained model's "
+        "parity, on its validation split, is on its card and in the \"Inference back-ends\" section). Set-up is "
+        "export, conversion, quantisation or `torch.compile` wrapping, done once per model; `torch.compile` "
+        "compiles on its first call per shape, which the warm-up absorbs.",
     ]
     return "\n".join(lines)
 
@@ -144,32 +185,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["paper", "small"])
     parser.add_argument("--batch_sizes", nargs="+", type=int, default=[1, 64])
-    parser.add_argument("--repeats_batch1", type=int, default=5, help="timed repetitions at batch 1")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions at larger batches")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (TorchScript needs 2)")
+    parser.add_argument("--repeats_batch1", type=int, default=9, help="timed repetitions at batch 1")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions at larger batches")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first, the parity one included "
+                        "(TorchScript and torch.compile need 2)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads of every back-end")
     parser.add_argument("--images_dir", type=Path, default=None, help="real image files (default: synthetic JPEGs)")
     parser.add_argument("--output", type=Path, default=BENCHMARKS)
     parser.add_argument("--no_write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     before = load_average()
+    torch.set_num_threads(args.threads)
+    from squid_monai.networks import get_config
+    from squid_monai.transforms import preprocess
+
+    sizes = {get_config(p)["image_size"] for p in args.presets}
     with tempfile.TemporaryDirectory() as tmp:
+        n = max(args.batch_sizes)
         if args.images_dir:
             from squid_monai.inference import collect_inputs
 
-            files = [Path(it["image"]) for it in collect_inputs(args.images_dir)][: max(args.batch_sizes)]
+            found = [Path(it["image"]) for it in collect_inputs(args.images_dir)]
+            files, calibration_files = found[:n], found[n:2 * n] or found[:n]
             images = f"{len(files)} files from {args.images_dir}"
         else:
-            files = _synthetic_images(Path(tmp), max(args.batch_sizes))
+            files = _synthetic_images(Path(tmp), n)
+            (Path(tmp) / "calibration").mkdir()
+            calibration_files = _synthetic_images(Path(tmp) / "calibration", n, seed=1)
             images = f"{len(files)} synthetic 8-bit greyscale JPEGs of {_SYNTHETIC_SIZE} x {_SYNTHETIC_SIZE}"
-        repeats = {b: args.repeats_batch1 if b == 1 else args.repeats for b in args.batch_sizes}
-        rows = measure(args.presets, args.batch_sizes, files, repeats, args.warmup)
+        batches = {s: torch.stack([torch.as_tensor(preprocess(f, s)) for f in files]) for s in sizes}
+        calibration = {s: torch.stack([torch.as_tensor(preprocess(f, s)) for f in calibration_files]) for s in sizes}
+    repeats = {b: args.repeats_batch1 if b == 1 else args.repeats for b in args.batch_sizes}
+    rows = measure(args.presets, args.batch_sizes, batches, calibration, repeats, args.warmup)
     after = load_average()
     for r in rows:
-        print(f"{r['preset']:8s} {r['backend']:11s} batch {r['batch']:3d} preprocessing {r['preprocessing']:8s}: "
-              f"{r['latency_s']:.3f} s, {r['images_per_s']:.2f} img/s, {r['cpu_s_per_image']:.3f} CPU-s/img")
+        print(f"{r['preset']:8s} {r['backend']:36s} batch {r['batch']:3d}: {r['latency_s']:.3f} s, "
+              f"x{r['ratio_wall']:.2f} wall, x{r['ratio_cpu']:.2f} CPU, max diff {r['max_abs_score_diff']:.1e}")
     if not args.no_write:
-        command = "python benchmarks/inference_speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        write_section(SECTION, _section(rows, command.strip(), (before, after), images), args.output)
+        write_section(SECTION, _section(rows, command_line(__file__, argv), (before, after), images), args.output)
         print(f"updated {args.output}")
     return 0
 

@@ -37,18 +37,12 @@ def _median_time(fn, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _measure(preset: str, repeats: int, threads: int) -> dict:
+def training_steps(gen, disc, g_opt, d_opt, x):
+    """The generator step and the full D + G iteration of the SQUID trainer on batch ``x``, as
+    closures (shared with ``training_speed.py``)."""
     from squid_monai.losses import SQUIDLossWeights, discriminator_loss, generator_losses
-    from squid_monai.networks import build, get_config
-    from squid_monai.scoring import SQUIDScorer
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    size = get_config(preset)["image_size"]
-    gen, disc = build(preset)
-    g_opt, d_opt = torch.optim.Adam(gen.parameters(), 1e-4), torch.optim.Adam(disc.parameters(), 1e-4)
     weights = SQUIDLossWeights()
-    x = torch.rand(16, 1, size, size)
 
     def generator_step():
         gen.train(), disc.train()
@@ -68,6 +62,20 @@ def _measure(preset: str, repeats: int, threads: int) -> dict:
         generator_losses(out, x, disc(out["student"]), weights)["generator"].backward()
         g_opt.step()
         gen.enqueue(out["tokens"])
+
+    return generator_step, iteration
+
+
+def _measure(preset: str, repeats: int, threads: int) -> dict:
+    from squid_monai.networks import build, get_config
+    from squid_monai.scoring import SQUIDScorer
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    size = get_config(preset)["image_size"]
+    gen, disc = build(preset)
+    g_opt, d_opt = torch.optim.Adam(gen.parameters(), 1e-4), torch.optim.Adam(disc.parameters(), 1e-4)
+    generator_step, iteration = training_steps(gen, disc, g_opt, d_opt, torch.rand(16, 1, size, size))
 
     with FlopCounterMode(display=False) as counter:
         iteration()

@@ -12,8 +12,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "BENCHMARKS.md"
 
-__all__ = ["REPO", "BENCHMARKS", "cpu_name", "curve_figure", "load_average", "markdown_table", "provenance", "publish",
-           "write_section"]
+__all__ = ["REPO", "BENCHMARKS", "command_line", "cpu_name", "curve_figure", "load_average", "markdown_table",
+           "provenance", "publish", "write_section"]
 
 
 def cpu_name() -> str:
@@ -24,6 +24,15 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def command_line(script: str, argv: list[str] | None = None) -> str:
+    """How a benchmark was run, from the repository root, for its BENCHMARKS.md section."""
+    import shlex
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    return " ".join(["python", f"benchmarks/{Path(script).name}", *(shlex.quote(a) for a in args)])
 
 
 def load_average() -> str:

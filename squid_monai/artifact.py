@@ -8,7 +8,9 @@ A trained model is a folder (``<output_dir>/models/``) holding
 * ``preprocessing.json``: the preprocessing switches it was trained with (the intensity
   rule), :func:`save_preprocessing` / :func:`trained_intensity`;
 * after export, ``model.ts``: the TorchScript scorer with the :class:`ModelCard` embedded as
-  the extra file ``squid.json`` (a sidecar ``model.json`` beside it may override keys).
+  the extra file ``squid.json`` (a sidecar ``model.json`` beside it may override keys);
+  ``model.onnx``, ``model.xml`` (OpenVINO) and ``model_int8.xml`` (OpenVINO INT8) the other
+  :data:`EXPORT_FILES`, each with its card (format and measured parity) inside.
 
 Every reader and writer of these files (training, evaluation, inference, the MLflow model,
 the export and the deploy app) goes through this module, so the names, the JSON layout and
@@ -27,7 +29,7 @@ from .distributed import is_main_process
 from .transforms.compose import check_switches
 
 __all__ = ["MODELS_DIR", "WEIGHTS_FILE", "RECIPE_FILE", "PREPROCESSING_FILE", "CARD_FILE", "TORCHSCRIPT_FILE",
-           "SCORE_RULE", "Recipe", "ModelCard", "save_preprocessing", "trained_intensity"]
+           "EXPORT_FILES", "SCORE_RULE", "Recipe", "ModelCard", "save_preprocessing", "trained_intensity"]
 
 #: folder of the trained model under a run's output folder
 MODELS_DIR = "models"
@@ -41,6 +43,9 @@ PREPROCESSING_FILE = "preprocessing.json"
 CARD_FILE = "squid.json"
 #: the TorchScript export
 TORCHSCRIPT_FILE = "model.ts"
+#: export format -> its file in the model folder (``python -m squid_monai.export --format``)
+EXPORT_FILES = {"torchscript": TORCHSCRIPT_FILE, "onnx": "model.onnx", "openvino": "model.xml",
+                "openvino_int8": "model_int8.xml"}
 #: how the card's numbers turn a logit into a decision
 SCORE_RULE = "1 - sigmoid((x - mean) / std), x the logit or the negated residual (score_source); decision: score > threshold"
 _DEFAULT_FAMILY = "squid"
@@ -141,8 +146,10 @@ def _positive(name: str, value: float) -> None:
 class ModelCard:
     """What a deployment must know about a trained scorer besides its weights: the input
     size the preprocessing must produce, the calibration, the thresholds, and the name and
-    version that go into reports. ``source`` says where it was read from; ``extra`` keeps
-    unknown keys."""
+    version that go into reports. ``format`` and ``parity`` are an export's: its
+    :data:`EXPORT_FILES` key and what :mod:`squid_monai.scoring.parity` measured against the
+    PyTorch scorer (``parity["default"]``: whether it meets the contract to be used unasked).
+    ``source`` says where it was read from; ``extra`` keeps unknown keys."""
 
     image_size: int
     mean: float
@@ -151,6 +158,8 @@ class ModelCard:
     model_name: str
     model_version: str
     normal_threshold: float | None = None
+    format: str = ""
+    parity: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -178,8 +187,9 @@ class ModelCard:
                        threshold=float(values["threshold"]), model_name=str(values["model_name"]),
                        model_version=str(values["model_version"]),
                        normal_threshold=None if normal is None else float(normal), source=source,
+                       format=str(values.get("format", "")), parity=dict(values.get("parity") or {}),
                        extra={k: v for k, v in values.items() if k not in cls.REQUIRED
-                              and k not in ("normal_threshold", "score")})
+                              and k not in ("normal_threshold", "score", "format", "parity")})
         except (TypeError, ValueError) as err:
             raise ValueError(f"model card has a malformed value ({err})") from err
         _positive("image_size", card.image_size)
@@ -191,6 +201,8 @@ class ModelCard:
         content = {key: getattr(self, key) for key in self.REQUIRED}
         if self.normal_threshold is not None:
             content["normal_threshold"] = self.normal_threshold
+        if self.format:
+            content.update(format=self.format, parity=dict(self.parity))
         return {**content, **dict(self.extra), "score": SCORE_RULE}
 
     def to_json(self) -> str:

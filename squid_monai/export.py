@@ -15,6 +15,14 @@ size. This module adds what ``ckpt_export`` cannot:
   both run through :func:`squid_monai.scoring.forward`.
 
 ``python -m squid_monai.export --bundle_root bundles/squid`` runs all three steps.
+
+``--format onnx | openvino | openvino_int8`` writes the scorer for another runtime instead
+(:mod:`squid_monai.scoring.runtimes`; ``pip install squid-monai[export]``): the INT8 one
+calibrated on the training normals, each measured against PyTorch on the validation split
+(:mod:`squid_monai.scoring.parity`) and its card, with format and parity, inside the file.
+``inference.json`` (``backend: auto``) then scores with the fastest export whose card says
+it meets the parity contract. ``--dataset_dir`` / ``--datalist`` name the training data as
+for training (default: DigitAnatomy).
 """
 
 from __future__ import annotations
@@ -32,10 +40,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifact import CARD_FILE, MODELS_DIR, TORCHSCRIPT_FILE, WEIGHTS_FILE, ModelCard, Recipe, trained_intensity
+from .artifact import (CARD_FILE, EXPORT_FILES, MODELS_DIR, TORCHSCRIPT_FILE, WEIGHTS_FILE, ModelCard, Recipe,
+                       trained_intensity)
 from .scoring import SQUIDScorer, forward, load_scorer
 
-__all__ = ["CARD_FILE", "ScoreHead", "model_card", "embed_model_card", "parity", "export_bundle", "main"]
+__all__ = ["CARD_FILE", "FORMATS", "ScoreHead", "model_card", "embed_model_card", "parity", "export_runtime",
+           "export_bundle", "main"]
+
+#: what ``--format`` takes
+FORMATS = tuple(EXPORT_FILES)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +82,7 @@ def model_card(module: nn.Module, image_size: int, metadata: dict) -> dict:
 
 
 def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict | None = None,
-                     intensity: str | None = None) -> dict:
+                     intensity: str | None = None, measured: dict | None = None) -> dict:
     """Write :func:`model_card` into the TorchScript file as ``squid.json`` (the other extra
     files, e.g. MONAI's ``metadata.json`` and the configs, are kept). Returns the card."""
     ts_path = Path(ts_path)
@@ -80,6 +93,8 @@ def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict
     card = ModelCard.from_scorer(module, image_size, metadata)
     if intensity is not None:  # the intensity rule the model was trained with, for the deploy preprocessing
         card = dataclasses.replace(card, extra={**card.extra, "intensity": intensity})
+    if measured is not None:
+        card = dataclasses.replace(card, format="torchscript", parity=measured)
     extra[CARD_FILE] = card.to_json().encode()
     torch.jit.save(module, str(ts_path), _extra_files=extra)
     return card.to_dict()
@@ -97,17 +112,70 @@ def parity(ts_path: str | os.PathLike, scorer: SQUIDScorer, image_size: int, bat
     return {key: float((expected[key] - got[key]).abs().max()) for key in expected}
 
 
+def _split(source, split: str, size: int, intensity: str, n: int) -> tuple[torch.Tensor, list[int]]:
+    data = (source.calibration(size, max_images=n, cache=False, intensity=intensity) if split == "calibration"
+            else source.validation(size, split=split, n_normal=n, n_abnormal=n, cache=False, intensity=intensity))
+    items = [data[i] for i in range(len(data))]
+    images = torch.stack([torch.as_tensor(it["image"]).float() for it in items])
+    return images, [int(it.get("label", 0)) for it in items]
+
+
+def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, source, calibration_images: int = 300,
+                   val_per_class: int = 100) -> dict:
+    """Write ``models/model.pt`` as ``fmt`` (ONNX, OpenVINO, OpenVINO INT8 calibrated on
+    ``calibration_images`` training normals of ``source``, a
+    :class:`~squid_monai.workflow.DataSource`), measure its parity on the validation split,
+    and embed the card. Raises when an fp32 format misses the contract; an INT8 one that
+    misses it is written as an opt-in (``parity["default"]`` false)."""
+    import shutil
+    import tempfile
+
+    from .scoring import parity as contract
+    from .scoring import runtimes
+
+    scorer = load_scorer(models / WEIGHTS_FILE)
+    size, intensity = Recipe.in_folder(models).image_size, trained_intensity(models)
+    card = dataclasses.replace(ModelCard.from_scorer(scorer, size, metadata), format=fmt,
+                               extra={"intensity": intensity})
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = runtimes.export_onnx(scorer, Path(tmp) / "model.onnx", size)
+        model = onnx_path
+        if fmt != "onnx":
+            model = runtimes.to_openvino(onnx_path)
+            if fmt == "openvino_int8":
+                calibration, _ = _split(source, "calibration", size, intensity, calibration_images)
+                model = runtimes.quantize_openvino(model, [calibration])
+        images, labels = _split(source, "validation", size, intensity, val_per_class)
+        measured = contract.measure_parity(scorer, runtimes.ExportedScorer(model, scorer, fmt), images, labels,
+                                           quantised=fmt.endswith("int8"))
+        if not fmt.endswith("int8") and not measured["default"]:
+            raise RuntimeError(f"{fmt} export of {models / WEIGHTS_FILE} misses the fp32 parity contract: {measured}")
+        card = dataclasses.replace(card, parity=measured)
+        if fmt == "onnx":
+            filepath.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(runtimes.embed_onnx_card(onnx_path, card.to_json()), filepath)
+        else:
+            runtimes.save_openvino(model, filepath, card.to_json())
+    return {"filepath": str(filepath), "card": card.to_dict(), "parity": measured}
+
+
 def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike | None = None,
                   filepath: str | os.PathLike | None = None, config_file: str | os.PathLike | None = None,
-                  meta_file: str | os.PathLike | None = None, tolerance: float = 1e-5) -> dict:
+                  meta_file: str | os.PathLike | None = None, tolerance: float = 1e-5, fmt: str = "torchscript",
+                  dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0,
+                  val_per_class: int = 100, calibration_images: int = 300) -> dict:
     """``ckpt_export`` of ``<output_dir>/models/model.pt`` to ``models/model.ts`` (traced),
-    then the card and the parity check; raises if the export drifts beyond ``tolerance``."""
+    then the card and the parity check; raises if the export drifts beyond ``tolerance``.
+    Another ``fmt`` (:data:`FORMATS`) goes to :func:`export_runtime` with the run's data
+    (:func:`~squid_monai.workflow.choose_data` of ``dataset_dir`` / ``datalist`` / ``seed``)."""
     from monai.bundle import ckpt_export
 
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     bundle_root = Path(bundle_root).resolve()
     output_dir = Path(output_dir).resolve() if output_dir else bundle_root
     models = output_dir / MODELS_DIR
-    filepath = Path(filepath) if filepath else models / TORCHSCRIPT_FILE
+    filepath = Path(filepath) if filepath else models / EXPORT_FILES[fmt]
     config_file = Path(config_file) if config_file else bundle_root / "configs" / "inference.json"
     meta_file = Path(meta_file) if meta_file else bundle_root / "configs" / "metadata.json"
     recipe = Recipe.in_folder(models)
@@ -115,6 +183,11 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
         raise FileNotFoundError(f"{models}: no trained model (network recipe) to export (train the bundle first)")
     size = recipe.image_size
     metadata = json.loads(meta_file.read_text())
+    if fmt != "torchscript":
+        from .workflow import choose_data
+
+        source = choose_data(dataset_dir, datalist, seed, val_per_class=val_per_class)
+        return export_runtime(fmt, models, filepath, metadata, source, calibration_images, val_per_class)
     declared = metadata.get("network_data_format", {}).get("inputs", {}).get("image", {}).get("spatial_shape")
     overrides = {}
     if declared and list(declared) != [size, size]:
@@ -132,10 +205,10 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
             output_dir=str(output_dir), use_trace=True, input_shape=[1, 1, size, size],
             converter_kwargs={"strict": False}, **overrides,
         )
-    card = embed_model_card(filepath, size, intensity=trained_intensity(models))
     diff = parity(filepath, load_scorer(models / WEIGHTS_FILE), size)
     if max(diff.values()) > tolerance:
         raise RuntimeError(f"{filepath}: TorchScript differs from the PyTorch scorer by {diff} (> {tolerance})")
+    card = embed_model_card(filepath, size, intensity=trained_intensity(models), measured={"max_abs_diff": diff})
     return {"filepath": str(filepath), "card": card, "max_abs_diff": diff}
 
 
@@ -144,12 +217,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bundle_root", default=None, help="bundle folder (default: found from the current folder)")
     parser.add_argument("--output_dir", default=None,
                         help="training output folder holding models/ (default: bundle_root)")
-    parser.add_argument("--filepath", default=None, help="TorchScript file (default: <output_dir>/models/model.ts)")
+    parser.add_argument("--format", default="torchscript", choices=FORMATS, help="export format (default: torchscript)")
+    parser.add_argument("--filepath", default=None, help="exported file (default: <output_dir>/models/<the format's file>)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="largest accepted |TorchScript - PyTorch|")
+    parser.add_argument("--dataset_dir", default=None, help="training data, as for training (default: DigitAnatomy)")
+    parser.add_argument("--datalist", default=None, help="MONAI datalist JSON instead of --dataset_dir")
+    parser.add_argument("--seed", type=int, default=0, help="the training run's seed (its data split)")
+    parser.add_argument("--val_per_class", type=int, default=100, help="validation images per class, as for training")
+    parser.add_argument("--calibration_images", type=int, default=300, help="training normals that calibrate INT8")
     args = parser.parse_args(argv)
     from .workflow import bundle_root
 
-    result = export_bundle(args.bundle_root or bundle_root(), args.output_dir, args.filepath, tolerance=args.tolerance)
+    result = export_bundle(args.bundle_root or bundle_root(), args.output_dir, args.filepath, tolerance=args.tolerance,
+                           fmt=args.format, dataset_dir=args.dataset_dir, datalist=args.datalist, seed=args.seed,
+                           val_per_class=args.val_per_class, calibration_images=args.calibration_images)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -66,6 +66,17 @@ def test_model_card_json_round_trip_and_checks():
         ModelCard.from_json("{oops")
 
 
+def test_an_export_is_one_more_entry_of_the_card():
+    import dataclasses
+
+    card = ModelCard.from_scorer(build_scorer("tiny"), 32)
+    assert "format" not in card.to_dict()  # a plain card stays as it was
+    exported = dataclasses.replace(card, format="openvino", parity={"max_abs_score_diff": 3e-6, "default": True})
+    again = ModelCard.from_json(exported.to_json())
+    assert (again.format, dict(again.parity)) == ("openvino", {"max_abs_score_diff": 3e-6, "default": True})
+    assert again.to_dict() == exported.to_dict() and not again.extra
+
+
 def test_preprocessing_record_round_trip(tmp_path):
     from squid_monai.artifact import PREPROCESSING_FILE, save_preprocessing, trained_intensity
 

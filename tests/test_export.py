@@ -8,14 +8,16 @@ import json
 import socket
 import zipfile
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from squid_monai.export import CARD_FILE, export_bundle
 from squid_monai.scoring import load_scorer
 from squid_monai.workflow import DigitAnatomySource
 
-from .trained_bundle import BUNDLE, CONFIGS, IMAGE_SIZE, trained_bundle
+from .trained_bundle import BUNDLE, CONFIGS, IMAGE_SIZE, VAL_SIZE, trained_bundle
 
 SCHEMA = BUNDLE / "schema" / "metadata_schema.json"
 METADATA = CONFIGS / "metadata.json"
@@ -123,3 +125,76 @@ def test_schema_rejects_metadata_without_a_mandatory_key(offline, tmp_path, path
     broken.write_text(json.dumps(metadata))
     with pytest.raises(ValueError, match=path[-1]):
         verify_metadata(meta_file=str(broken), filepath=str(SCHEMA))
+
+
+@pytest.fixture(scope="module")
+def model_copy(bundle, tmp_path_factory):
+    """The trained model folder copied, so that exports into it leave the shared bundle alone."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("exported_formats")
+    shutil.copytree(bundle.output_dir / "models", root / "models",
+                    ignore=shutil.ignore_patterns("checkpoint*", "*.ts"))
+    return root
+
+
+def _export_format(model_copy, fmt):
+    from squid_monai.scoring import runtimes
+
+    if not runtimes.available(fmt):
+        pytest.skip(f"{fmt}: runtime not installed (pip install squid-monai[export])")
+    return export_bundle(BUNDLE, model_copy, fmt=fmt, val_per_class=VAL_SIZE, calibration_images=16)
+
+
+def test_openvino_export_records_format_and_parity_and_inference_uses_it(model_copy, tmp_path):
+    from monai.bundle import run
+
+    from squid_monai.scoring.runtimes import ExportedScorer
+
+    result = _export_format(model_copy, "openvino")
+    card, measured = result["card"], result["parity"]
+    assert card["format"] == "openvino" and card["parity"] == measured
+    assert measured["default"] and measured["max_abs_score_diff"] <= 1e-4 and measured["images"] == 2 * VAL_SIZE
+    assert measured["batch_max_abs_score_diff"] <= 1e-4 and measured["auc"] == pytest.approx(measured["auc_reference"])
+    weights = model_copy / "models" / "model.pt"
+    exported, reference = load_scorer(weights, backend="auto"), load_scorer(weights)
+    assert isinstance(exported, ExportedScorer) and exported.format == "openvino"
+    assert float(exported.threshold) == float(reference.threshold)
+    images = torch.rand(3, 1, IMAGE_SIZE, IMAGE_SIZE)
+    torch.testing.assert_close(exported(images)["score"], reference(images)["score"], atol=1e-4, rtol=0)
+    # inference.json (backend auto) scores with it, heat maps from the PyTorch discriminator
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray((np.random.default_rng(i).random((40, 40)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    run(config_file=str(CONFIGS / "inference.json"), logging_file=False, output_dir=str(model_copy),
+        input=str(folder), inference_dir=str(tmp_path / "out"))
+    assert sorted(p.name for p in (tmp_path / "out" / "images").glob("*heatmap*"))
+
+
+def test_an_export_of_other_weights_is_not_used(model_copy, tmp_path):
+    import shutil
+
+    from squid_monai.scoring import SQUIDScorer
+
+    _export_format(model_copy, "openvino")
+    stale = tmp_path / "models"
+    shutil.copytree(model_copy / "models", stale)
+    scorer = load_scorer(stale / "model.pt")
+    scorer.set_calibration(float(scorer.mean) + 1.0, float(scorer.std))  # as a retraining would
+    torch.save(scorer.state_dict(), stale / "model.pt")
+    assert isinstance(load_scorer(stale / "model.pt", backend="auto"), SQUIDScorer)
+    with pytest.raises(FileNotFoundError, match="other weights"):
+        load_scorer(stale / "model.pt", backend="openvino")
+
+
+def test_int8_export_is_default_only_within_the_contract(model_copy):
+    from squid_monai.scoring.runtimes import ExportedScorer
+
+    measured = _export_format(model_copy, "openvino_int8")["parity"]
+    within = (abs(measured["auc"] - measured["auc_reference"]) <= 0.005 and measured["spearman"] >= 0.999
+              and measured["batch_max_abs_score_diff"] <= 1e-4)
+    assert measured["default"] == within
+    chosen = load_scorer(model_copy / "models" / "model.pt", backend="auto")
+    assert isinstance(chosen, ExportedScorer) and chosen.format == ("openvino_int8" if within else "openvino")
+    assert load_scorer(model_copy / "models" / "model.pt", backend="openvino_int8").format == "openvino_int8"

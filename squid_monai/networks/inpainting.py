@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 
-from .blocks import ResidualDoubleConv, position_code, untile, tile
+from .blocks import RELU, ResidualDoubleConv, position_code, untile, tile
 from .memory import MemoryMatrix, MemoryQueue
 
 __all__ = ["MaskedShortcut", "NeighbourAttention", "ConvContext", "InpaintingBlock"]
@@ -103,7 +103,10 @@ class NeighbourAttention(nn.Module):
             k = k * keep + (1 - keep) * self.k.bias.reshape(1, 1, h, 1, d // h)
             v = v * keep + (1 - keep) * self.v.bias.reshape(1, 1, h, 1, d // h)
             mask = None
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, T, h, 1, d/h)
+        # 4-D (B*T, h, ., d/h), the layout every SDPA kernel and the ONNX exporter take
+        if mask is not None:
+            mask = mask.expand(b, t, 1, 1, 8).reshape(b * t, 1, 1, 8)
+        attn = F.scaled_dot_product_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask)
         attn = self.out(attn.reshape(b, t, d))
         if self.mask_out_of_grid:
             attn = attn * has_neighbour[None, :, None].to(attn.dtype)
@@ -177,8 +180,8 @@ class InpaintingBlock(nn.Module):
             raise ValueError(f"context must be 'transformer' or 'conv', got {context!r}")
         self.register_buffer("code", position_code(grid * grid), persistent=False)
         bits = self.code.shape[1]
-        self.project_in = Convolution(2, in_channels, token_channels, kernel_size=1, act="relu", norm="batch")
-        self.project_out = Convolution(2, token_channels + bits, in_channels, kernel_size=1, act="relu", norm="batch")
+        self.project_in = Convolution(2, in_channels, token_channels, kernel_size=1, act=RELU, norm="batch")
+        self.project_out = Convolution(2, token_channels + bits, in_channels, kernel_size=1, act=RELU, norm="batch")
         self.shortcut = MaskedShortcut(shortcut, mask_prob)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,11 +10,13 @@ package, so they cannot drift apart:
 * :mod:`.record`: :class:`ScoreRecord` and :func:`score_images`, the bad-file policy
   (:func:`read_image`) and the ``difference``;
 * :mod:`.writer`: the one ``scores.csv`` layout and the image files;
-* :mod:`.loading`: a scorer from a trained-model folder (:mod:`squid_monai.artifact`).
+* :mod:`.loading`: a scorer from a trained-model folder (:mod:`squid_monai.artifact`), or its
+  export on another runtime (:mod:`.runtimes`, held to :mod:`.parity`; :mod:`.folding` is the
+  eager PyTorch fast path).
 """
 
 from .explain import DiscriminatorGradCAM, explainer_for, gradcam_heatmap, last_conv_layer
-from .loading import build_scorer, load_scorer, save_network_config
+from .loading import build_scorer, load_export, load_scorer, save_network_config
 from .record import (
     PerImageInferer,
     ScoreRecord,
@@ -32,6 +34,7 @@ __all__ = [
     "CSV_COLUMNS", "IMAGE_FILES", "CalibratedScorer", "DiscriminatorGradCAM", "PerImageInferer", "SQUIDScorer", "ScoreRecord",
     "ScoreWriter", "ScoreWriterHandler", "ScoringItems", "source_name", "stem",
     "build_scorer", "calibrate", "calibrated_score", "csv_row", "decide", "difference_map", "explainer_for",
-    "forward", "gradcam_heatmap", "last_conv_layer", "load_scorer", "read_image", "save_images", "save_network_config",
+    "forward", "gradcam_heatmap", "last_conv_layer", "load_export", "load_scorer", "read_image", "save_images",
+    "save_network_config",
     "pixel_residual", "score_images", "unique_stems",
 ]

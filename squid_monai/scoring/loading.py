@@ -1,8 +1,10 @@
 """A scorer from a trained-model folder (:mod:`squid_monai.artifact`), or an untrained one
-of a preset."""
+of a preset; with ``backend="auto"`` the folder's fastest export that meets the parity
+contract (:mod:`.parity`) when there is one."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,9 +12,14 @@ from typing import Any
 
 import torch
 
-from ..artifact import RECIPE_FILE, Recipe
+from ..artifact import EXPORT_FILES, RECIPE_FILE, ModelCard, Recipe
 
-__all__ = ["build_scorer", "load_scorer", "save_network_config"]
+__all__ = ["AUTO_ORDER", "build_scorer", "load_scorer", "load_export", "save_network_config"]
+
+logger = logging.getLogger(__name__)
+
+#: the exports ``backend="auto"`` tries, fastest first (BENCHMARKS.md, "Inference back-ends")
+AUTO_ORDER = ("openvino_int8", "openvino", "onnx")
 
 
 def save_network_config(path: str | os.PathLike, preset: str, method: str = "squid", **overrides: Any) -> Path:
@@ -27,10 +34,59 @@ def build_scorer(preset: str = "paper", method: str = "squid", **overrides: Any)
 
 
 def load_scorer(weights: str | os.PathLike, network_config: Recipe | Mapping | str | os.PathLike | None = None,
-                map_location: str | torch.device = "cpu"):
+                map_location: str | torch.device = "cpu", backend: str = "pytorch"):
     """Rebuild a trained scorer from ``model.pt`` (a scorer state dict, or a checkpoint
     holding it under ``model``) and its recipe (default: ``network.json`` beside the
-    weights). Loads with ``weights_only=True``."""
+    weights). Loads with ``weights_only=True``.
+
+    ``backend``: ``"pytorch"``; an export format of :data:`~squid_monai.artifact.EXPORT_FILES`
+    beside the weights (an opt-in: used whatever its card's parity says); or ``"auto"``: on a
+    CPU, the first of :data:`AUTO_ORDER` that is there, exported from these weights, whose
+    runtime is installed and whose card says it meets the parity contract, else PyTorch."""
+    scorer = _load_pytorch(weights, network_config, map_location)
+    if backend == "pytorch" or (backend == "auto" and torch.device(map_location).type != "cpu"):
+        return scorer
+    if backend != "auto":
+        return load_export(Path(weights).parent, backend, scorer, required=True)
+    for fmt in AUTO_ORDER:
+        exported = load_export(Path(weights).parent, fmt, scorer)
+        if exported is not None:
+            return exported
+    return scorer
+
+
+def load_export(model_dir: str | os.PathLike, fmt: str, reference, required: bool = False):
+    """The ``fmt`` export in ``model_dir`` as an :class:`~.runtimes.ExportedScorer` around
+    ``reference`` (its PyTorch scorer), or None when it is absent, its runtime is not
+    installed, it was exported from other weights (another calibration) or, unless
+    ``required`` (then each of these is an error), its card does not say ``default``."""
+    from . import runtimes
+
+    if fmt not in runtimes.RUNTIMES:
+        raise ValueError(f"backend must be 'pytorch', 'auto' or one of {sorted(runtimes.RUNTIMES)}, got {fmt!r}")
+    path = Path(model_dir) / EXPORT_FILES[fmt]
+    problem = None
+    if not path.is_file():
+        problem = "not exported"
+    elif not runtimes.available(fmt):
+        problem = f"runtime {runtimes.RUNTIMES[fmt]} not installed (pip install squid-monai[export])"
+    else:
+        card = ModelCard.from_json(runtimes.embedded_card(path), str(path))
+        if (card.mean, card.std, card.threshold) != (float(reference.mean), float(reference.std),
+                                                     float(reference.threshold)):
+            problem = "exported from other weights (calibration differs): export again"
+        elif not required and not card.parity.get("default"):
+            return None  # an opt-in export: measured outside the contract
+    if problem and required:
+        raise FileNotFoundError(f"{path}: {problem}")
+    if problem:
+        if path.is_file():
+            logger.warning("%s: %s; scoring with PyTorch", path, problem)
+        return None
+    return runtimes.ExportedScorer(path, reference, fmt)
+
+
+def _load_pytorch(weights, network_config, map_location):
     weights = Path(weights)
     recipe = Recipe.of(weights.with_name(RECIPE_FILE) if network_config is None else network_config)
     scorer = recipe.build()

@@ -137,7 +137,8 @@ class SQUIDScorer(CalibratedScorer):
         return SCORE_SOURCES[int(self.score_source_code)]
 
     def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        return out["logit"] if self.score_source == "logit" else -out["residual"]
+        # a select, not a Python branch on the buffer: ``torch.export`` (ONNX, OpenVINO) keeps it a graph op
+        return torch.where(self.score_source_code == 0, out["logit"], -out["residual"])
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
