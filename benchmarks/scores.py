@@ -35,6 +35,7 @@ import torch
 from squid_monai.baselines import sharpness_score
 from squid_monai.engines.evaluator import feature_residual
 from squid_monai.metrics import bootstrap_auc, roc_auc
+from squid_monai.networks.memory import nearest_distance
 from squid_monai.scoring import load_scorer
 from squid_monai.workflow import choose_data, trained_intensity
 
@@ -67,8 +68,7 @@ def normal_knn(tokens: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
     """Per image, mean over tiles of the squared distance (per dimension) of its token to the
     nearest normal-training token at the same tile position; ``tokens`` (B, T, D), ``bank``
     (N, T, D)."""
-    distance = torch.cdist(tokens.transpose(0, 1), bank.transpose(0, 1)).pow(2)  # (T, B, N)
-    return (distance.min(-1).values.mean(0) / tokens.shape[-1]).numpy()
+    return nearest_distance(tokens, bank.transpose(0, 1)).mean(1).numpy()
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["gumbel_shrinkage", "MemoryQueue", "MemoryMatrix"]
+__all__ = ["gumbel_shrinkage", "nearest_distance", "MemoryQueue", "MemoryMatrix"]
 
 
 def gumbel_shrinkage(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -30,6 +30,17 @@ def gumbel_shrinkage(logits: torch.Tensor, k: int) -> torch.Tensor:
     hard = torch.zeros_like(soft).scatter(-1, top.indices, top.values)
     hard = hard / hard.sum(dim=-1, keepdim=True)
     return (hard - soft).detach() + soft
+
+
+def nearest_distance(query: torch.Tensor, bank: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T, D) tokens and (T, S, D) items per position -> (B, T) squared distance of each
+    token to the nearest item of its position, per dimension (fp32); ``valid`` (S,) masks
+    items out."""
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        distance = torch.cdist(query.float().transpose(0, 1), bank.float()).pow(2).transpose(0, 1)  # (B, T, S)
+        if valid is not None:
+            distance = distance.masked_fill(~valid, float("inf"))
+        return distance.min(-1).values / query.shape[-1]
 
 
 class _Memory(nn.Module):
@@ -64,13 +75,7 @@ class _Memory(nn.Module):
         bank, per dimension (fp32): how far a region's feature is from every normal one the
         memory holds (a queue holds real normal features, so this is a k=1 nearest-neighbour
         distance in the encoder's space)."""
-        with torch.autocast(device_type=query.device.type, enabled=False):
-            bank = self._bank(query.shape[1])
-            distance = torch.cdist(query.float().transpose(0, 1), bank).pow(2).transpose(0, 1)  # (B, T, S)
-            valid = self._valid_slots()
-            if valid is not None:
-                distance = distance.masked_fill(~valid, float("inf"))
-            return distance.min(-1).values / query.shape[-1]
+        return nearest_distance(query, self._bank(query.shape[1]), self._valid_slots())
 
     def weights(self, query: torch.Tensor) -> torch.Tensor:
         """(B, T, D) tokens -> (B, T, S) read weights over each token's bank (fp32)."""
