@@ -14,6 +14,12 @@ same ``.ts`` works both as a single file and beside a reviewable JSON:
 
 Keys missing from both are an error naming the model file and the keys.
 
+On a CPU, an export of the same weights beside the TorchScript file (``model.xml``,
+``model.onnx``: ``python -m squid_monai.export --format ...``) scores instead, the fastest
+first, when its runtime is installed and its card says it meets the parity contract
+(:func:`squid_monai.scoring.loading.export_problem`, the rule the bundle and the MLflow model
+follow too). ``ExportedSQUIDModel.format`` says which one runs.
+
 The preprocessing is the bundle's, as MONAI Deploy's bundle convention has it: the
 ``preprocessing`` of the ``inference.json`` that ``ckpt_export`` embeds, at the card's image
 size; a model without it (e.g. traced by hand) gets the same function,
@@ -64,6 +70,9 @@ class ExportedSQUIDModel:
     device: torch.device
     preprocessing: Callable[[dict], dict] | None = None
     preprocessing_source: str = ""
+    #: the faster export that scores instead of ``module`` (``(B, 1, H, W)`` array -> outputs)
+    runtime: Callable[[Any], list] | None = None
+    format: str = "torchscript"
 
     @property
     def optimised(self) -> bool:
@@ -75,6 +84,11 @@ class ExportedSQUIDModel:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Score a ``(B, 1, H, W)`` batch in [0, 1]; returns CPU tensors."""
+        if self.runtime is not None:
+            from squid_monai.scoring.runtimes import OUTPUTS
+
+            outputs = self.runtime(images.detach().to("cpu", torch.float32).contiguous().numpy())
+            return {key: torch.from_numpy(value) for key, value in zip(OUTPUTS, outputs) if key != "residual"}
         with torch.jit.optimized_execution(self.optimised):  # a per-thread switch: set on every call
             out = self.module(images.to(self.device, torch.float32))
         return {key: value.detach().float().cpu() for key, value in out.items()}
@@ -125,9 +139,29 @@ def load_exported_model(
                                            str(card.extra.get("intensity", "percentile")))
     model = ExportedSQUIDModel(module=module, card=card, path=model_file, device=device, preprocessing=preprocessing,
                                preprocessing_source=source)
+    if device.type == "cpu":
+        model.runtime, model.format = _faster_export(model_file, card)
     if warm_up:
         _warm_up(model)
     return model
+
+
+def _faster_export(model_file: Path, card: ModelCard) -> tuple[Callable | None, str]:
+    """The runtime of the first export beside ``model_file`` (fastest first) that may stand in
+    for it, and its format; ``(None, "torchscript")`` when there is none."""
+    from squid_monai.artifact import EXPORT_FILES
+    from squid_monai.scoring.loading import AUTO_ORDER, OPT_IN, export_problem
+
+    for fmt in AUTO_ORDER:
+        path = model_file.with_name(EXPORT_FILES[fmt])
+        problem = export_problem(path, fmt, (card.mean, card.std, card.threshold))
+        if problem is None:
+            from squid_monai.scoring.runtimes import open_runtime
+
+            return open_runtime(path), fmt
+        if path.is_file() and problem != OPT_IN:
+            warnings.warn(f"{path}: {problem}; scoring with the TorchScript model", stacklevel=3)
+    return None, "torchscript"
 
 
 def _warm_up(model: ExportedSQUIDModel) -> None:

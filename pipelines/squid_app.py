@@ -133,9 +133,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.error("Unusable model: %s", exc)
         return int(ExitCode.USAGE)
     card = model.card
-    logger.info("Model %s version %s (image size %d, threshold %.4f, card from %s, preprocessing from %s) on %s",
-                card.model_name, card.model_version, card.image_size, card.threshold, card.source,
-                model.preprocessing_source, model.device)
+    logger.info("Model %s version %s (image size %d, threshold %.4f, card from %s, preprocessing from %s) on %s, "
+                "scored with %s", card.model_name, card.model_version, card.image_size, card.threshold, card.source,
+                model.preprocessing_source, model.device, model.format)
     loaded, loaded_cpu = time.perf_counter(), time.process_time()
     app = SQUIDChestXRayApp(input_folder, output_folder, model)
     try:

@@ -90,7 +90,8 @@ class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
         config = dict(context.model_config or {})
         self.serving = ServingConfig.of(config)  # a bad config stops the server at start, not at a request
         self.device = torch.device(config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.scorer = load_scorer(context.artifacts["weights"], recipe, map_location=self.device)
+        # an export shipped beside the weights (see _export_artifacts) is used on a CPU
+        self.scorer = load_scorer(context.artifacts["weights"], recipe, map_location=self.device, backend="auto")
         self.image_size = recipe.image_size
         # the intensity rule the model was trained with: its preprocessing.json sits beside the
         # weights among the model's artifacts (models logged without one: the default rule)
@@ -163,10 +164,13 @@ def _batch_size(params: Mapping[str, Any] | None) -> int:
     return int(batch_size)
 
 
-def _requirements() -> list[str]:
-    """Pins of the runtime distributions (public version only: ``2.13.0+cpu`` -> ``2.13.0``)."""
+def _requirements(cpu_format: str = "pytorch") -> list[str]:
+    """Pins of the runtime distributions (public version only: ``2.13.0+cpu`` -> ``2.13.0``),
+    with the runtime of the shipped export, if any."""
+    from squid_monai.scoring.runtimes import RUNTIMES
+
     pins = []
-    for dist in _RUNTIME_DISTRIBUTIONS:
+    for dist in (*_RUNTIME_DISTRIBUTIONS, *([RUNTIMES[cpu_format]] if cpu_format in RUNTIMES else [])):
         try:
             pins.append(f"{dist}=={importlib_metadata.version(dist).split('+', 1)[0]}")
         except importlib_metadata.PackageNotFoundError:
@@ -183,17 +187,31 @@ def _model_files(model_dir: str | os.PathLike, weights: str) -> tuple[Path, Path
     return files
 
 
-def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int]:
-    """Tags (calibration, thresholds, recipe) and image size of a saved model; loading it
-    also validates the files before anything is logged."""
+def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int, dict[str, Path]]:
+    """Tags (calibration, thresholds, recipe, scoring format), image size and export files
+    of a saved model; loading it also validates the files before anything is logged."""
     from squid_monai.scoring import load_scorer
 
     recipe = Recipe.load(network)
-    card = ModelCard.from_scorer(load_scorer(weights, recipe), recipe.image_size)
+    scorer = load_scorer(weights, recipe, backend="auto")
+    card = ModelCard.from_scorer(scorer, recipe.image_size)
     tags = {k: f"{getattr(card, k):.9g}" for k in ("threshold", "normal_threshold")}
     tags.update(calibration_mean=f"{card.mean:.9g}", calibration_std=f"{card.std:.9g}", method=recipe.method,
-                preset=recipe.preset, network_overrides=json.dumps(dict(recipe.overrides)))
-    return tags, recipe.image_size
+                preset=recipe.preset, network_overrides=json.dumps(dict(recipe.overrides)),
+                cpu_format=getattr(scorer, "format", "pytorch"))
+    return tags, recipe.image_size, _export_artifacts(scorer)
+
+
+def _export_artifacts(scorer) -> dict[str, Path]:
+    """The files of the export that ``load_scorer(backend="auto")`` picked for this model
+    folder (the fastest one meeting the parity contract, BENCHMARKS.md), as model artifacts:
+    they land beside the weights, where the served model's ``load_scorer`` finds them again.
+    None for a PyTorch scorer."""
+    if getattr(scorer, "path", None) is None:
+        return {}
+    from squid_monai.scoring.runtimes import export_files
+
+    return {f"export_{i}": path for i, path in enumerate(export_files(scorer.path))}
 
 
 def save_pyfunc(path: str | os.PathLike, model_dir: str | os.PathLike, weights: str = WEIGHTS_FILE,
@@ -203,8 +221,8 @@ def save_pyfunc(path: str | os.PathLike, model_dir: str | os.PathLike, weights: 
     ``model_config``: the model's default configuration (:class:`SQUIDPyfuncModel`), e.g.
     ``{"allowed_root": "/data/xrays", "max_images": 16}``."""
     weights_path, network_path = _model_files(model_dir, weights)
-    tags, size = _describe(weights_path, network_path)
-    return _save(Path(path), weights_path, network_path, {**tags, **_strings(metadata)}, size, model_config)
+    tags, size, exports = _describe(weights_path, network_path)
+    return _save(Path(path), weights_path, network_path, {**tags, **_strings(metadata)}, size, model_config, exports)
 
 
 def _strings(metadata: Mapping[str, Any] | None) -> dict[str, str]:
@@ -212,7 +230,7 @@ def _strings(metadata: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], image_size: int,
-          model_config: Mapping[str, Any] | None) -> Path:
+          model_config: Mapping[str, Any] | None, exports: Mapping[str, Path]) -> Path:
     import squid_monai
 
     # checked here (a typo fails now, not when a server starts), and saved with every key
@@ -221,12 +239,13 @@ def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], im
     artifacts = {"weights": str(weights), "network": str(network)}
     if (record := weights.with_name(PREPROCESSING_FILE)).is_file():
         artifacts["preprocessing"] = str(record)
+    artifacts.update({key: str(file) for key, file in exports.items()})
     mlflow.pyfunc.save_model(
         path=str(path),
         python_model=SQUIDPyfuncModel(),
         artifacts=artifacts,
         code_paths=[str(Path(squid_monai.__file__).parent)],
-        pip_requirements=_requirements(),
+        pip_requirements=_requirements(metadata.get("cpu_format", "pytorch")),
         signature=SIGNATURE,
         input_example=_input_example(image_size),  # what a client sends, shown in the UI
         metadata=metadata,
@@ -275,7 +294,7 @@ def register_model(
     Returns the :class:`~mlflow.entities.model_registry.ModelVersion`.
     """
     weights_path, network_path = _model_files(model_dir, weights)
-    tags, size = _describe(weights_path, network_path)
+    tags, size, exports = _describe(weights_path, network_path)
     tags.update(_strings(metadata))
     client = mlflow_client(tracking_uri)
     created = run_id is None
@@ -283,7 +302,8 @@ def register_model(
         run_id = _new_run(client, tracking_uri, experiment_name, run_name=f"register_{name}")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = _save(Path(tmp) / MODEL_ARTIFACT_PATH, weights_path, network_path, tags, size, model_config)
+            local = _save(Path(tmp) / MODEL_ARTIFACT_PATH, weights_path, network_path, tags, size, model_config,
+                          exports)
             client.log_artifacts(run_id, str(local), artifact_path=MODEL_ARTIFACT_PATH)
     finally:
         if created:

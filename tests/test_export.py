@@ -172,6 +172,37 @@ def test_openvino_export_records_format_and_parity_and_inference_uses_it(model_c
     assert sorted(p.name for p in (tmp_path / "out" / "images").glob("*heatmap*"))
 
 
+def test_the_mlflow_model_and_the_deploy_app_score_with_the_openvino_export(model_copy, tmp_path):
+    import mlflow
+
+    from pipelines.exported_model import load_exported_model
+
+    from squid_monai.mlflow_model import save_pyfunc
+    from squid_monai.scoring.runtimes import ExportedScorer
+
+    _export_format(model_copy, "openvino")
+    models = model_copy / "models"
+    images = torch.rand(3, 1, IMAGE_SIZE, IMAGE_SIZE)
+    reference = load_scorer(models / "model.pt")(images)["score"]
+    # the MLflow model ships the export beside the weights and its runtime among the requirements
+    saved = save_pyfunc(tmp_path / "pyfunc", models)
+    assert {"model.xml", "model.bin"} <= {p.name for p in (saved / "artifacts").iterdir()}
+    assert any(line.startswith("openvino==") for line in (saved / "requirements.txt").read_text().splitlines())
+    assert mlflow.models.Model.load(str(saved)).metadata["cpu_format"] == "openvino"
+    served = mlflow.pyfunc.load_model(str(saved)).unwrap_python_model()
+    assert isinstance(served.scorer, ExportedScorer) and served.scorer.format == "openvino"
+    scores = served.predict_array(images.numpy())["score"].astype(float).to_numpy()
+    np.testing.assert_allclose(scores, reference.numpy(), atol=1e-4, rtol=0)
+    # the deploy app scores with it instead of the TorchScript model beside it
+    export_bundle(BUNDLE, model_copy)
+    app_model = load_exported_model(models / "model.ts", device="cpu")
+    assert app_model.format == "openvino"
+    out = app_model(images)
+    assert set(out) == {"score", "logit", "reconstruction"}
+    torch.testing.assert_close(out["score"], reference, atol=1e-4, rtol=0)
+    (models / "model.ts").unlink()  # the other tests of this module's folder expect no TorchScript
+
+
 def test_an_export_of_other_weights_is_not_used(model_copy, tmp_path):
     import shutil
 

@@ -14,7 +14,7 @@ import torch
 
 from ..artifact import EXPORT_FILES, RECIPE_FILE, ModelCard, Recipe
 
-__all__ = ["AUTO_ORDER", "build_scorer", "load_scorer", "load_export", "save_network_config"]
+__all__ = ["AUTO_ORDER", "OPT_IN", "build_scorer", "export_problem", "load_scorer", "load_export", "save_network_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,33 +57,47 @@ def load_scorer(weights: str | os.PathLike, network_config: Recipe | Mapping | s
 
 def load_export(model_dir: str | os.PathLike, fmt: str, reference, required: bool = False):
     """The ``fmt`` export in ``model_dir`` as an :class:`~.runtimes.ExportedScorer` around
-    ``reference`` (its PyTorch scorer), or None when it is absent, its runtime is not
-    installed, it was exported from other weights (another calibration) or, unless
-    ``required`` (then each of these is an error), its card does not say ``default``."""
+    ``reference`` (its PyTorch scorer), or None when :func:`export_problem` finds one (then,
+    if ``required``, an error), or, unless ``required``, its card does not say ``default``."""
+    from . import runtimes
+
+    path = Path(model_dir) / EXPORT_FILES[fmt] if fmt in EXPORT_FILES else None
+    problem = export_problem(path, fmt, _calibration(reference), required)
+    if problem and required:
+        raise FileNotFoundError(f"{path}: {problem}")
+    if problem:
+        if path.is_file() and problem != OPT_IN:
+            logger.warning("%s: %s; scoring with PyTorch", path, problem)
+        return None
+    return runtimes.ExportedScorer(path, reference, fmt)
+
+
+#: :func:`export_problem`'s answer for a valid export measured outside the parity contract
+OPT_IN = "an opt-in export (its card does not meet the parity contract)"
+
+
+def export_problem(path: Path | None, fmt: str, calibration: tuple[float, float, float],
+                   opt_in: bool = False) -> str | None:
+    """Why the ``fmt`` export at ``path`` cannot stand in for the scorer whose calibration
+    (mean, std, threshold) is given, or None when it can: not there, its runtime not
+    installed, exported from other weights, or (unless ``opt_in``) :data:`OPT_IN`. The one
+    rule shared by :func:`load_scorer`, the MLflow model and the deploy app."""
     from . import runtimes
 
     if fmt not in runtimes.RUNTIMES:
         raise ValueError(f"backend must be 'pytorch', 'auto' or one of {sorted(runtimes.RUNTIMES)}, got {fmt!r}")
-    path = Path(model_dir) / EXPORT_FILES[fmt]
-    problem = None
     if not path.is_file():
-        problem = "not exported"
-    elif not runtimes.available(fmt):
-        problem = f"runtime {runtimes.RUNTIMES[fmt]} not installed (pip install squid-monai[export])"
-    else:
-        card = ModelCard.from_json(runtimes.embedded_card(path), str(path))
-        if (card.mean, card.std, card.threshold) != (float(reference.mean), float(reference.std),
-                                                     float(reference.threshold)):
-            problem = "exported from other weights (calibration differs): export again"
-        elif not required and not card.parity.get("default"):
-            return None  # an opt-in export: measured outside the contract
-    if problem and required:
-        raise FileNotFoundError(f"{path}: {problem}")
-    if problem:
-        if path.is_file():
-            logger.warning("%s: %s; scoring with PyTorch", path, problem)
-        return None
-    return runtimes.ExportedScorer(path, reference, fmt)
+        return "not exported"
+    if not runtimes.available(fmt):
+        return f"runtime {runtimes.RUNTIMES[fmt]} not installed (pip install squid-monai[export])"
+    card = ModelCard.from_json(runtimes.embedded_card(path), str(path))
+    if (card.mean, card.std, card.threshold) != tuple(float(v) for v in calibration):
+        return "exported from other weights (calibration differs): export again"
+    return None if opt_in or card.parity.get("default") else OPT_IN
+
+
+def _calibration(scorer) -> tuple[float, float, float]:
+    return float(scorer.mean), float(scorer.std), float(scorer.threshold)
 
 
 def _load_pytorch(weights, network_config, map_location):

@@ -18,6 +18,7 @@ they are imported when used.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -137,6 +138,20 @@ def embedded_card(path: str | os.PathLike) -> str:
     return model.get_rt_info([_CARD_KEY]).astype(str) if model.has_rt_info([_CARD_KEY]) else ""
 
 
+def export_files(path: str | os.PathLike) -> list[Path]:
+    """The files an export consists of: ``path`` and what its runtime reads beside it (an
+    OpenVINO ``.bin``, an ONNX file's external data), for copying the export as a whole."""
+    path = Path(path)
+    if path.suffix == ".xml":
+        return [path, path.with_suffix(".bin")]
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
+    return [path, *(path.with_name(name) for name in sorted(locations))]
+
+
 def open_runtime(model, threads: int | None = None):
     """A callable ``(B, 1, H, W) float32 array -> list of arrays`` (:data:`OUTPUTS`) over an
     ONNX file (ONNX Runtime, all graph optimisations) or an OpenVINO model or ``.xml`` file
@@ -160,10 +175,12 @@ def open_runtime(model, threads: int | None = None):
                                                  "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     outputs = [compiled.output(key) for key in OUTPUTS]
+    lock = threading.Lock()  # one request, reused: a server's threads take turns
 
     def run(x: np.ndarray) -> list[np.ndarray]:
-        result = request.infer({0: x})
-        return [np.array(result[o]) for o in outputs]  # copies: the request reuses its buffers
+        with lock:
+            result = request.infer({0: x})
+            return [np.array(result[o]) for o in outputs]  # copies: the request reuses its buffers
 
     return run
 
