@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifact import (CARD_FILE, EXPORT_FILES, MODELS_DIR, TORCHSCRIPT_FILE, WEIGHTS_FILE, ModelCard, Recipe,
+from .artifact import (CARD_FILE, EXPORT_FILES, MODELS_DIR, WEIGHTS_FILE, ModelCard, Recipe,
                        trained_intensity)
 from .scoring import SQUIDScorer, forward, load_scorer
 

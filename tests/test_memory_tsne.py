@@ -53,8 +53,7 @@ def _model_dir(folder, **overrides):
 def test_queue_items_match_the_features_and_matrix_items_do_not(tmp_path):
     queue, matrix = _model_dir(tmp_path / "queue"), _model_dir(tmp_path / "matrix", memory="matrix")
     out = tmp_path / "study"
-    # as a user runs it, in its own process: in the suite's process, after the export tests have
-    # loaded OpenVINO, scikit-learn's OpenMP t-SNE crashed the interpreter (segmentation fault)
+    # as a user runs it, in its own process
     command = [sys.executable, str(memory_tsne.__file__), "--queue_model", str(queue), "--matrix_model", str(matrix),
                "--output_root", str(out), "--n_images", "16", "--permutations", "100", "--perplexity", "10"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -25,7 +25,7 @@ from monai.data import MetaTensor
 
 from monai.inferers import Inferer
 
-from ..transforms import EncodedImage, RadiographError, find_radiograph_error, preprocess
+from ..transforms import EncodedImage, find_radiograph_error, preprocess
 from ..transforms.dicom import dataset_name, is_dicom_dataset
 from .scorer import decide
 

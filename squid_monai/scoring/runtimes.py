@@ -17,6 +17,8 @@ they are imported when used.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import threading
 import warnings
@@ -108,7 +110,9 @@ def quantize_openvino(model, images: Iterable[torch.Tensor], subset_size: int = 
     batches = [torch.as_tensor(b).float().numpy() for b in images]
     items = [b[i:i + 1] for b in batches for i in range(len(b))]
     fp32 = nncf.IgnoredScope(types=["MatMul", "Einsum", "Softmax", "TopK"], patterns=list(FP32_SCOPES), validate=False)
-    return nncf.quantize(model, nncf.Dataset(items), subset_size=min(subset_size, len(items)), ignored_scope=fp32)
+    with keep_signal_stack():  # NNCF compiles OpenVINO models to collect the statistics
+        return nncf.quantize(model, nncf.Dataset(items), subset_size=min(subset_size, len(items)),
+                             ignored_scope=fp32)
 
 
 def save_openvino(model, path: str | os.PathLike, card_json: str | None = None) -> Path:
@@ -136,6 +140,40 @@ def embedded_card(path: str | os.PathLike) -> str:
 
     model = ov.Core().read_model(str(path))
     return model.get_rt_info([_CARD_KEY]).astype(str) if model.has_rt_info([_CARD_KEY]) else ""
+
+
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def keep_signal_stack():
+    """Give the calling thread its alternate signal stack back after the block.
+
+    OpenVINO's CPU plugin installs its own alternate signal stack on the thread that compiles
+    a model and puts the previous one back when that compiled model is freed. Freed in another
+    order than compiled (two models, or one kept and one dropped), the thread is left with a
+    stack that no longer exists, and the next signal whose handler runs on it (Python's
+    handlers and ``faulthandler`` do; a child process ending sends SIGCHLD) kills the process
+    with a segmentation fault (``SI_KERNEL``), long after the model was used. Measured on
+    openvino 2025 (tests/scoring/test_runtimes.py). POSIX only; elsewhere a no-op."""
+    if os.name != "posix":
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    libc.sigaltstack(None, ctypes.byref(before))
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)
+
+
+def signal_stack() -> tuple[int | None, int, int]:
+    """The calling thread's alternate signal stack: (address, flags, size)."""
+    current = _SignalStack()
+    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(current))
+    return current.ss_sp, current.ss_flags, current.ss_size
 
 
 def export_files(path: str | os.PathLike) -> list[Path]:
@@ -171,8 +209,9 @@ def open_runtime(model, threads: int | None = None):
     core = ov.Core()
     if isinstance(model, (str, os.PathLike)):
         model = core.read_model(str(model))
-    compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-                                                 "INFERENCE_PRECISION_HINT": "f32"})
+    with keep_signal_stack():
+        compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+                                                     "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     outputs = [compiled.output(key) for key in OUTPUTS]
     lock = threading.Lock()  # one request, reused: a server's threads take turns

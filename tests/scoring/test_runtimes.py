@@ -124,3 +124,21 @@ def test_the_card_travels_inside_the_file(onnx_file, tmp_path):
     if runtimes.available("openvino"):
         xml = runtimes.save_openvino(runtimes.to_openvino(onnx_file), tmp_path / "model.xml", '{"b": 2}')
         assert runtimes.embedded_card(xml) == '{"b": 2}'
+
+
+def test_openvino_leaves_the_signal_stack_as_it_found_it(scorer, tmp_path):
+    """Two compiled models freed in the order they were compiled: without
+    :func:`runtimes.keep_signal_stack` the thread keeps a freed alternate signal stack, and the
+    next signal handled on it (SIGCHLD, faulthandler) is a segmentation fault of the process."""
+    import gc
+
+    _needs("openvino")
+    model = runtimes.to_openvino(runtimes.export_onnx(scorer, tmp_path / "model.onnx", SIZE))
+    before = runtimes.signal_stack()
+    first, second = runtimes.open_runtime(model), runtimes.open_runtime(model)
+    assert runtimes.signal_stack() == before
+    del first
+    gc.collect()
+    del second
+    gc.collect()
+    assert runtimes.signal_stack() == before

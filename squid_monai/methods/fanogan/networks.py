@@ -39,7 +39,6 @@ from typing import Any
 import torch
 from monai.networks.layers import Act, Norm
 from monai.networks.nets import Generator, Regressor
-from torch import nn
 
 from ..base import preset_config
 
