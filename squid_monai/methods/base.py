@@ -15,14 +15,15 @@ import copy
 import importlib
 import pkgutil
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-__all__ = ["ModelFamily", "Scorer", "get_family", "get_recipe", "family_names", "preset_config"]
+__all__ = ["Family", "ModelFamily", "Scorer", "get_family", "get_recipe", "family_names", "preset_config"]
 
 
 @runtime_checkable
@@ -78,6 +79,32 @@ class ModelFamily(Protocol):
 
     def build_scorer(self, preset: str, **overrides: Any) -> Scorer:
         """An untrained scorer wrapping freshly built networks."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """The usual :class:`ModelFamily`: a family folder's presets, classes and its two module
+    functions ``configure(preset, **overrides)`` (the network settings) and
+    ``build(preset, **overrides)`` (the networks); the scorer wraps what ``build`` returns.
+    A family whose scorer needs more than its networks subclasses it."""
+
+    name: str
+    network_presets: Mapping[str, Mapping[str, Any]]
+    recipe_presets: Mapping[str, Mapping[str, Any]]
+    loss_weights: type
+    trainer: type
+    scorer: type
+    configure: Callable[..., dict[str, Any]]
+    build: Callable[..., tuple[nn.Module, ...]]
+
+    def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
+        return self.configure(preset, **overrides)
+
+    def build_networks(self, preset: str, **overrides: Any) -> tuple[nn.Module, ...]:
+        return self.build(preset, **overrides)
+
+    def build_scorer(self, preset: str, **overrides: Any) -> Scorer:
+        return self.scorer(*self.build_networks(preset, **overrides))
 
 
 def family_names() -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ..base import Family
 from .losses import DAADLossWeights, discriminator_loss, generator_losses
 from .memory import BlockMemory, division_rate, division_rates
 from .networks import DAADGenerator, DCGANDiscriminator
@@ -42,21 +43,8 @@ __all__ = ["FAMILY", "DAADFamily", "BlockMemory", "DAADGenerator", "DCGANDiscrim
            "division_rate", "division_rates", "generator_losses", "discriminator_loss"]
 
 
-class DAADFamily:
-    """See the module docstring."""
-
-    name = "daad"
-    network_presets = PRESETS
-    recipe_presets = RECIPES
-    loss_weights = DAADLossWeights
-    trainer = DAADTrainer
-    scorer = DAADScorer
-
-    def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
-        return get_config(preset, **overrides)
-
-    def build_networks(self, preset: str, **overrides: Any):
-        return build(preset, **overrides)
+class DAADFamily(Family):
+    """DAAD's scorer also takes the fused score's ``gamma`` from the network settings."""
 
     def build_scorer(self, preset: str, **overrides: Any) -> DAADScorer:
         return self.wrap(self.build_networks(preset, **overrides), preset, **overrides)
@@ -68,7 +56,7 @@ class DAADFamily:
                           gamma=get_config(preset, **overrides)["gamma"])
 
 
-FAMILY = DAADFamily()
+FAMILY = DAADFamily("daad", PRESETS, RECIPES, DAADLossWeights, DAADTrainer, DAADScorer, get_config, build)
 
 
 def build_optimizers(networks: Sequence[torch.nn.Module], lr: float = 1e-4, betas: Sequence[float] = (0.9, 0.999),

@@ -16,37 +16,16 @@ Wiring: ``bundles/squid/configs/methods/fanogan.json``, merged after ``train.jso
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..base import Family
 from .losses import FAnoGANLossWeights, critic_loss, generator_loss, gradient_penalty, izi_f
 from .networks import PRESETS, FAnoGANCritic, FAnoGANEncoder, FAnoGANGenerator, build, get_config
 from .recipes import RECIPES
 from .scorer import FAnoGANScorer
 from .trainer import FAnoGANTrainer, StartEncoderStage, resolve_gan_epochs, restart_selection
 
-__all__ = ["FAMILY", "FAnoGANFamily", "FAnoGANCritic", "FAnoGANEncoder", "FAnoGANGenerator", "FAnoGANLossWeights",
+__all__ = ["FAMILY", "FAnoGANCritic", "FAnoGANEncoder", "FAnoGANGenerator", "FAnoGANLossWeights",
            "FAnoGANScorer", "FAnoGANTrainer", "StartEncoderStage", "critic_loss", "generator_loss",
            "gradient_penalty", "izi_f", "resolve_gan_epochs", "restart_selection"]
 
 
-class FAnoGANFamily:
-    """See the module docstring."""
-
-    name = "fanogan"
-    network_presets = PRESETS
-    recipe_presets = RECIPES
-    loss_weights = FAnoGANLossWeights
-    trainer = FAnoGANTrainer
-    scorer = FAnoGANScorer
-
-    def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
-        return get_config(preset, **overrides)
-
-    def build_networks(self, preset: str, **overrides: Any) -> tuple[FAnoGANGenerator, FAnoGANCritic, FAnoGANEncoder]:
-        return build(preset, **overrides)
-
-    def build_scorer(self, preset: str, **overrides: Any) -> FAnoGANScorer:
-        return FAnoGANScorer(*build(preset, **overrides))
-
-
-FAMILY = FAnoGANFamily()
+FAMILY = Family("fanogan", PRESETS, RECIPES, FAnoGANLossWeights, FAnoGANTrainer, FAnoGANScorer, get_config, build)

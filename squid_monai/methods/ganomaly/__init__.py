@@ -52,8 +52,7 @@ authors' code, github.com/samet-akcay/ganomaly, unless said otherwise):
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..base import Family
 from .losses import GANomalyLossWeights, discriminator_loss, generator_losses, latent_distance
 from .networks import (PRESETS, GANomalyDecoder, GANomalyDiscriminator, GANomalyEncoder, GANomalyGenerator, build,
                        get_config)
@@ -61,29 +60,9 @@ from .recipes import RECIPES
 from .scorer import GANomalyScorer
 from .trainer import GANomalyTrainer
 
-__all__ = ["FAMILY", "GANomalyFamily", "GANomalyDecoder", "GANomalyDiscriminator", "GANomalyEncoder",
+__all__ = ["FAMILY", "GANomalyDecoder", "GANomalyDiscriminator", "GANomalyEncoder",
            "GANomalyGenerator", "GANomalyLossWeights", "GANomalyScorer", "GANomalyTrainer", "discriminator_loss",
            "generator_losses", "latent_distance"]
 
 
-class GANomalyFamily:
-    """See the module docstring."""
-
-    name = "ganomaly"
-    network_presets = PRESETS
-    recipe_presets = RECIPES
-    loss_weights = GANomalyLossWeights
-    trainer = GANomalyTrainer
-    scorer = GANomalyScorer
-
-    def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
-        return get_config(preset, **overrides)
-
-    def build_networks(self, preset: str, **overrides: Any) -> tuple[GANomalyGenerator, GANomalyDiscriminator]:
-        return build(preset, **overrides)
-
-    def build_scorer(self, preset: str, **overrides: Any) -> GANomalyScorer:
-        return GANomalyScorer(*build(preset, **overrides))
-
-
-FAMILY = GANomalyFamily()
+FAMILY = Family("ganomaly", PRESETS, RECIPES, GANomalyLossWeights, GANomalyTrainer, GANomalyScorer, get_config, build)

@@ -12,35 +12,14 @@ Its pieces live where the data flow puts them; this folder only names them:
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..base import Family
 from ...engines.trainer import SQUIDTrainer
 from ...losses import SQUIDLossWeights
 from ...networks import PRESETS, build, get_config
 from ...scoring.scorer import SQUIDScorer
 from .recipes import RECIPES
 
-__all__ = ["FAMILY", "SQUIDFamily"]
+__all__ = ["FAMILY"]
 
 
-class SQUIDFamily:
-    """See the module docstring."""
-
-    name = "squid"
-    network_presets = PRESETS
-    recipe_presets = RECIPES
-    loss_weights = SQUIDLossWeights
-    trainer = SQUIDTrainer
-    scorer = SQUIDScorer
-
-    def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
-        return get_config(preset, **overrides)
-
-    def build_networks(self, preset: str, **overrides: Any):
-        return build(preset, **overrides)
-
-    def build_scorer(self, preset: str, **overrides: Any) -> SQUIDScorer:
-        return SQUIDScorer(*build(preset, **overrides))
-
-
-FAMILY = SQUIDFamily()
+FAMILY = Family("squid", PRESETS, RECIPES, SQUIDLossWeights, SQUIDTrainer, SQUIDScorer, get_config, build)
