@@ -15,6 +15,10 @@ the app took about 18 CPU-s to reach its first study, most of it in imports it d
    unimportable here too, so a run starts and behaves as in the MAP (an import of one on the
    deploy path fails here as it would there).
 
+Step 1 leans on how ``monai/__init__`` calls ``load_submodules`` (MONAI 1.3 to 1.6: packages,
+then every module). Should a MONAI release change that so that the short-cut fails, the app
+warns and imports MONAI in full: slower to start, never broken.
+
 Only the app's entry points call it (``python -m pipelines``, ``python -m pipelines.squid_app``),
 before anything imports MONAI; importing ``pipelines`` never does, so a process that embeds the
 operators keeps its imports as they are.
@@ -22,9 +26,11 @@ operators keeps its imports as they are.
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.util
 import sys
+import warnings
 
 __all__ = ["NOT_IN_THE_MAP", "start_like_the_map"]
 
@@ -55,7 +61,12 @@ def start_like_the_map() -> None:
         return
     if not any(isinstance(finder, _NotInTheMap) for finder in sys.meta_path):
         sys.meta_path.insert(0, _NotInTheMap())
-    _import_monai_packages_only()
+    try:
+        _import_monai_packages_only()
+    except Exception as error:  # MONAI's start-up changed: take its own, full import
+        warnings.warn(f"pipelines/startup.py: importing MONAI without its every-module pass failed ({error!r}); "
+                      "importing it in full (a slower start)", RuntimeWarning, stacklevel=2)
+        importlib.import_module("monai")
 
 
 def _import_monai_packages_only() -> None:

@@ -119,3 +119,28 @@ def test_the_program_scores_as_the_imported_app(tmp_path, standin_model):
         for name in ("input", "reconstruction"):
             assert (tmp_path / "cli" / case["outputs"][name]).read_bytes() == (
                 tmp_path / "here" / here[case_id]["outputs"][name]).read_bytes()
+
+
+_BROKEN_SHORTCUT = """
+import importlib.util, json, sys, warnings
+import pipelines.startup as startup
+real = importlib.util.find_spec
+def changed(name, *args, **kwargs):  # stands for a MONAI release whose start-up the short-cut no longer fits
+    if name == "monai":
+        raise AttributeError("monai.utils.module has no load_submodules")
+    return real(name, *args, **kwargs)
+startup.importlib.util.find_spec = changed
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    startup.start_like_the_map()
+import monai.networks.nets
+print(json.dumps([str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]))
+"""
+
+
+def test_a_monai_whose_start_up_changed_is_imported_in_full_with_a_warning():
+    done = subprocess.run([sys.executable, "-c", _BROKEN_SHORTCUT], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    messages = json.loads(done.stdout.splitlines()[-1])
+    assert any("importing it in full" in m and "load_submodules" in m for m in messages), messages
