@@ -20,7 +20,6 @@ BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
@@ -71,20 +70,6 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.split(" (")[0]).strip("_")
 
 
-def paired(full_seeds: list[dict], variant_seeds: list[dict], split: str) -> dict | None:
-    """AUC(variant) - AUC(full) per seed on ``split``, over the seeds both finished: mean, std,
-    n and whether it is resolved (|mean| > 2 standard errors; None with one seed)."""
-    full = {r["seed"]: r[split]["auc"] for r in full_seeds if split in r}
-    deltas = [r[split]["auc"] - full[r["seed"]] for r in variant_seeds if split in r and r["seed"] in full]
-    if not deltas:
-        return None
-    mean = sum(deltas) / len(deltas)
-    if len(deltas) < 2:
-        return {"mean": mean, "std": None, "n": 1, "resolved": None}
-    std = math.sqrt(sum((d - mean) ** 2 for d in deltas) / (len(deltas) - 1))
-    return {"mean": mean, "std": std, "n": len(deltas), "resolved": abs(mean) > 2 * std / math.sqrt(len(deltas))}
-
-
 def direction(delta: dict | None, paper_auc: float) -> str:
     """Does our variant fall below the full model, as every ablation does in the paper?"""
     if delta is None or paper_auc != paper_auc:
@@ -115,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
               "common_overrides": common, "variants": []}
     for name, row in zip(names, rows):
         overrides, tables, paper_auc = ABLATIONS[name]
-        deltas = {s: None if row is full else paired(full["seeds"], row["seeds"], s) for s in splits}
+        deltas = {s: None if row is full else compare.paired(full["seeds"], row["seeds"], s) for s in splits}
         result["variants"].append({"name": name, "run": row["name"], "overrides": overrides, "paper_tables": tables,
                                    "paper_auc": None if paper_auc != paper_auc else paper_auc,
                                    "seeds": row["seeds"], "aggregate": row["aggregate"], "vs_full": deltas})
@@ -133,7 +118,7 @@ def markdown(result: dict, how: str) -> str:
     body = []
     for v in result["variants"]:
         paper = "-" if v["paper_auc"] is None else f"{v['paper_auc']:.1f}"
-        deltas = [_delta(v["vs_full"][s]) for s in splits]
+        deltas = [compare.paired_cell(v["vs_full"][s]) for s in splits]
         body.append([v["name"], f"`{v['overrides']}`" if v["overrides"] else "(none)", v["paper_tables"], paper,
                      str(len(v["seeds"])), *compare.split_cells(v["aggregate"], splits), *deltas,
                      direction(v["vs_full"][primary], v["paper_auc"] if v["paper_auc"] is not None else float("nan")),
@@ -150,12 +135,6 @@ def markdown(result: dict, how: str) -> str:
         "full model; **no** marks a variant at or above ours; (n.s.) a difference within two standard errors, i.e. "
         "not resolved by this many seeds. The paper's figures are its ZhangLab test split at 128 px and 200+ epochs "
         "on a GPU; for that scale add `--preset paper --epochs 200`.", ""])
-
-
-def _delta(stats: dict | None) -> str:
-    if not stats:
-        return "-"
-    return f"{100 * stats['mean']:+.1f}" + ("" if stats["std"] is None else f" +- {100 * stats['std']:.1f}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import shlex
 import subprocess
 import sys
@@ -172,6 +173,28 @@ def pct(stats: dict | None, signed: bool = False) -> str:
         return "-"
     mean = f"{100 * stats['mean']:+.1f}" if signed else f"{100 * stats['mean']:.1f}"
     return mean + ("" if stats.get("std") is None else f" +- {100 * stats['std']:.1f}")
+
+
+def paired(reference_seeds: list[dict], variant_seeds: list[dict], split: str) -> dict | None:
+    """AUC(variant) - AUC(reference) seed by seed on ``split`` (the same seed trains on the same
+    images), over the seeds both finished: mean, std, n and whether it is resolved (|mean| > 2
+    standard errors; None with one seed)."""
+    reference = {r["seed"]: r[split]["auc"] for r in reference_seeds if split in r}
+    deltas = [r[split]["auc"] - reference[r["seed"]] for r in variant_seeds if split in r and r["seed"] in reference]
+    if not deltas:
+        return None
+    mean = sum(deltas) / len(deltas)
+    if len(deltas) < 2:
+        return {"mean": mean, "std": None, "n": 1, "resolved": None}
+    std = math.sqrt(sum((d - mean) ** 2 for d in deltas) / (len(deltas) - 1))
+    return {"mean": mean, "std": std, "n": len(deltas), "resolved": abs(mean) > 2 * std / math.sqrt(len(deltas))}
+
+
+def paired_cell(stats: dict | None) -> str:
+    """A :func:`paired` difference in points: mean +- std over seeds."""
+    if not stats:
+        return "-"
+    return f"{100 * stats['mean']:+.1f}" + ("" if stats["std"] is None else f" +- {100 * stats['std']:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits, "primary_split": primary,
               "train_command": compare.train_command("squid", recipe), "common_overrides": common, "settings": {}}
     for setting, values in where.items():
-        entries = [{"value": v, "run": name, "aggregate": by_name[name]["aggregate"], "seeds": by_name[name]["seeds"]}
+        reference = by_name["default"]["seeds"] if "default" in by_name else []
+        entries = [{"value": v, "run": name, "aggregate": by_name[name]["aggregate"], "seeds": by_name[name]["seeds"],
+                    "vs_default": {s: None if name == "default" else compare.paired(reference, by_name[name]["seeds"], s)
+                                   for s in splits}}
                    for v, name in values.items()]
         means = {e["value"]: e["aggregate"][primary]["auc"]["mean"] for e in entries
                  if (e["aggregate"].get(primary) or {}).get("auc")}
@@ -115,9 +118,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(result: dict, figure: Path, how: str) -> str:
     splits, primary = result["splits"], result["primary_split"]
-    head = ["setting", "value", "run", "seeds", *compare.split_headings(splits), "train time per run (s)"]
+    head = ["setting", "value", "run", "seeds", *compare.split_headings(splits),
+            *(f"{s} AUC vs default (paired)" for s in splits), "train time per run (s)"]
     lines = markdown_table(head, [[setting, str(e["value"]), e["run"], str(len(e["seeds"])),
-                                   *compare.split_cells(e["aggregate"], splits), compare.train_time_cell(e["aggregate"])]
+                                   *compare.split_cells(e["aggregate"], splits),
+                                   *(compare.paired_cell(e.get("vs_default", {}).get(s)) for s in splits),
+                                   compare.train_time_cell(e["aggregate"])]
                                   for setting, s in result["settings"].items() for e in s["runs"]])
     claims = markdown_table(["setting", "the paper's claim", f"best on {primary} (ours)", "worst", "holds here?"],
                             [[setting, s["claim"], str(s["best"]), str(s["worst"]), s["holds"]]
@@ -128,8 +134,9 @@ def markdown(result: dict, figure: Path, how: str) -> str:
         "`--network_overrides`, then `evaluate.json` on each split; runs and `seeds.md` in `<output_root>/<run>/`. "
         "In %: mean +- sample std over seeds; accuracy and F1 at the threshold chosen on validation.", "",
         *lines, "", *claims, "",
-        f"\"best\" and \"worst\" compare mean AUCs on {primary}. The differences are only real where they exceed "
-        "the seed-to-seed std beside them. Figure (AUC vs value, mean +- std over seeds): "
+        f"\"best\" and \"worst\" compare mean AUCs on {primary}. \"vs default (paired)\": the run's AUC minus the "
+        "default's, seed by seed on the same images (mean +- std over seeds); a difference is only real where it "
+        "exceeds two standard errors (the std over the square root of the seeds). Figure (AUC vs value, mean +- std over seeds): "
         f"`{figure}`. For the paper's scale, add `--preset paper --epochs 200` (the authors' released "
         "configs) on a GPU, where every run takes the paper preset's time instead of the CPU recipe's.", ""])
 

@@ -38,6 +38,9 @@ def test_table_and_claims_from_finished_runs(tmp_path):
     assert [e["run"] for e in slots["runs"]][2] == "default" and result["primary_split"] == "test"
     table = (tmp_path / "hyperparams.md").read_text()
     assert "| tiles | 1 | tiles_1 | 2 | 60.5 +- 0.7 |" in table
+    tiles_1 = next(line for line in table.splitlines() if line.startswith("| tiles | 1 |"))
+    assert tiles_1.endswith("| -20.0 +- 0.0 | 50 |")  # paired with the default seed by seed, in points
+    assert tiles["runs"][0]["vs_default"]["test"]["resolved"] is True  # the same 20-point drop on both seeds
     assert "| queue_slots | 200 items per region is best; above 500 the AUC drops | 200 | 50 | yes |" in table
     assert "python benchmarks/hyperparams.py" in table and "--collect" in table
     assert (tmp_path / "hyperparams.png").stat().st_size > 1000
