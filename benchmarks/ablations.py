@@ -70,9 +70,9 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.split(" (")[0]).strip("_")
 
 
-def direction(delta: dict | None, paper_auc: float) -> str:
+def direction(delta: dict | None, paper_auc: float | None) -> str:
     """Does our variant fall below the full model, as every ablation does in the paper?"""
-    if delta is None or paper_auc != paper_auc:
+    if delta is None or paper_auc is None:
         return "-"
     same = "yes" if delta["mean"] < 0 else "**no**"
     return same + ("" if delta["resolved"] else " (n.s.)")
@@ -121,7 +121,7 @@ def markdown(result: dict, how: str) -> str:
         deltas = [compare.paired_cell(v["vs_full"][s]) for s in splits]
         body.append([v["name"], f"`{v['overrides']}`" if v["overrides"] else "(none)", v["paper_tables"], paper,
                      str(len(v["seeds"])), *compare.split_cells(v["aggregate"], splits), *deltas,
-                     direction(v["vs_full"][primary], v["paper_auc"] if v["paper_auc"] is not None else float("nan")),
+                     direction(v["vs_full"][primary], v["paper_auc"]),
                      compare.train_time_cell(v["aggregate"])])
     return "\n".join([
         *provenance(result["command"], result["wall_time_s"], how),

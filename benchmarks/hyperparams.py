@@ -122,7 +122,7 @@ def markdown(result: dict, figure: Path, how: str) -> str:
             *(f"{s} AUC vs default (paired)" for s in splits), "train time per run (s)"]
     lines = markdown_table(head, [[setting, str(e["value"]), e["run"], str(len(e["seeds"])),
                                    *compare.split_cells(e["aggregate"], splits),
-                                   *(compare.paired_cell(e.get("vs_default", {}).get(s)) for s in splits),
+                                   *(compare.paired_cell(e["vs_default"][s]) for s in splits),
                                    compare.train_time_cell(e["aggregate"])]
                                   for setting, s in result["settings"].items() for e in s["runs"]])
     claims = markdown_table(["setting", "the paper's claim", f"best on {primary} (ours)", "worst", "holds here?"],
