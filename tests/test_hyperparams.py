@@ -46,9 +46,22 @@ def test_table_and_claims_from_finished_runs(tmp_path):
     assert (tmp_path / "hyperparams.png").stat().st_size > 1000
 
 
-def test_claims_can_fail():
-    assert hyperparams.claim_holds("tiles", {1: 0.7, 2: 0.6, 4: 0.65}) == "no"
-    assert hyperparams.claim_holds("queue_slots", {200: 0.8, 500: 0.7, 1000: 0.75}) == "no"  # 1000 above 500
-    assert hyperparams.claim_holds("queue_slots", {200: 0.8, 500: 0.7}) == "-"  # 1000 not run
-    assert hyperparams.claim_holds("mask_prob", {0.9: 0.8, 0.95: 0.7}) == "no"
-    assert hyperparams.claim_holds("top_k", {5: 0.8}) == "-"
+def _seeds(*aucs):
+    return [{"seed": k, "test": {"auc": auc}} for k, auc in enumerate(aucs)]
+
+
+def test_claims_can_fail_and_a_reversal_inside_the_seed_spread_is_not_a_refutation():
+    def holds(setting, by_value):
+        return hyperparams.claim_holds(setting, {v: _seeds(*a) for v, a in by_value.items()}, "test")
+
+    assert holds("tiles", {1: (0.70, 0.71), 2: (0.60, 0.61), 4: (0.65, 0.66)}) == "no"
+    assert holds("queue_slots", {200: (0.8, 0.81), 500: (0.7, 0.71), 1000: (0.75, 0.76)}) == "no"  # 1000 above 500
+    assert holds("queue_slots", {200: (0.8, 0.81), 500: (0.7, 0.71)}) == "-"  # 1000 not run
+    assert holds("mask_prob", {0.9: (0.8, 0.81), 0.95: (0.7, 0.71)}) == "no"
+    assert holds("top_k", {5: (0.8, 0.81)}) == "-"
+    # 50 above 200 by 0.5 points on average, but +2 on one seed and -1 on the other: not resolved
+    assert holds("queue_slots", {50: (0.82, 0.69), 200: (0.80, 0.70), 500: (0.7, 0.6), 1000: (0.6, 0.5)}) \
+        == "not resolved"
+    # every pair in order, but 0.95 over 1.0 by +3 and +0.1 points: the direction, not resolved
+    assert holds("mask_prob", {0.5: (0.5, 0.5), 0.95: (0.83, 0.801), 1.0: (0.80, 0.80)}) == "same direction, n.s."
+    assert holds("mask_prob", {0.5: (0.5, 0.51), 0.95: (0.83, 0.84), 1.0: (0.80, 0.81)}) == "yes"
