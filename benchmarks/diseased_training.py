@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
 import seeds  # noqa: E402
-from report import curve_figure, markdown_table, provenance, publish  # noqa: E402
+from report import curve_figure, markdown_table, provenance, publish, published_figure  # noqa: E402
 
 HEADING = "## Diseased images in training (paper Figure 10)"
 FRACTIONS = (0.0, 0.1, 0.25, 0.5)
@@ -93,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                "series": {m: compare.auc_series([e["aggregate"] for e in r["runs"]], [split])[split]
                           for m, r in result["methods"].items()}} for split in splits]
     figure = curve_figure(panels, root / "diseased_training.png")
-    publish(root, "diseased_training", HEADING, markdown(result, figure, compare.how(args)), result, args.write)
+    figure_ref = published_figure(figure, "figure10.png", args.write)
+    publish(root, "diseased_training", HEADING, markdown(result, figure_ref, compare.how(args)), result, args.write)
     return 0
 
 
-def markdown(result: dict, figure: Path, how: str) -> str:
+def markdown(result: dict, figure: str, how: str) -> str:
     splits = result["splits"]
     head = ["method", "diseased in training", "seeds", *compare.split_headings(splits), "train time per run (s)"]
     lines = markdown_table(head, [[m, f"{100 * e['fraction']:g} %", str(len(e["seeds"])),
@@ -121,7 +122,7 @@ def markdown(result: dict, figure: Path, how: str) -> str:
         *lines, "", *changes, "",
         f"The paper's claim: {CLAIM}; it holds here for a method whose AUC at {last} shows no resolved drop "
         "(more than 2 standard errors of the difference of the seed means). Figure (AUC vs the diseased share, "
-        f"mean +- std over seeds): `{figure}`. For the paper's scale, add `--preset paper --epochs 200` on a GPU.",
+        f"mean +- std over seeds): {figure}. For the paper's scale, add `--preset paper --epochs 200` on a GPU.",
         ""])
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
 import seeds  # noqa: E402
-from report import curve_figure, markdown_table, provenance, publish  # noqa: E402
+from report import curve_figure, markdown_table, provenance, publish, published_figure  # noqa: E402
 
 HEADING = "## Hyper-parameter study (paper Figure 9)"
 #: setting -> (values, the paper's claim). The paper gives no top-k values in its text; these are ours.
@@ -130,11 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     figure = curve_figure([{"title": setting, "xlabel": setting, "x": [e["value"] for e in s["runs"]],
                             "series": compare.auc_series([e["aggregate"] for e in s["runs"]], splits)}
                            for setting, s in result["settings"].items()], root / "hyperparams.png")
-    publish(root, "hyperparams", HEADING, markdown(result, figure, compare.how(args)), result, args.write)
+    figure_ref = published_figure(figure, "figure9.png", args.write)
+    publish(root, "hyperparams", HEADING, markdown(result, figure_ref, compare.how(args)), result, args.write)
     return 0
 
 
-def markdown(result: dict, figure: Path, how: str) -> str:
+def markdown(result: dict, figure: str, how: str) -> str:
     splits, primary = result["splits"], result["primary_split"]
     head = ["setting", "value", "run", "seeds", *compare.split_headings(splits),
             *(f"{s} AUC vs default (paired)" for s in splits), "train time per run (s)"]
@@ -158,7 +159,7 @@ def markdown(result: dict, figure: Path, how: str) -> str:
         "no (a pair reversed and resolved). \"vs default (paired)\": the run's AUC minus the "
         "default's, seed by seed on the same images (mean +- std over seeds); a difference is only real where it "
         "exceeds two standard errors (the std over the square root of the seeds). Figure (AUC vs value, mean +- std over seeds): "
-        f"`{figure}`. For the paper's scale, add `--preset paper --epochs 200` (the authors' released "
+        f"{figure}. For the paper's scale, add `--preset paper --epochs 200` (the authors' released "
         "configs) on a GPU, where every run takes the paper preset's time instead of the CPU recipe's.", ""])
 
 

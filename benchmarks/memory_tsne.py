@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
 import seeds  # noqa: E402
-from report import markdown_table, provenance, publish  # noqa: E402
+from report import markdown_table, provenance, publish, published_figure  # noqa: E402
 
 HEADING = "## The memory's t-SNE (paper Figure 4)"
 #: memory -> (training overrides of its model, the paper's claim, does the claim want the same distribution?)
@@ -159,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     figure = _tsne_figure(points, result["memories"], root / "memory_tsne.png", args.perplexity, seed)
     result["wall_time_s"] = time.time() - start
     how = f"models trained here: {', '.join(result['trained_here']) or 'none'}; t-SNE and test computed"
-    publish(root, "memory_tsne", HEADING, markdown(result, figure, how), result, args.write)
+    figure_ref = published_figure(figure, "memory_tsne.png", args.write)
+    publish(root, "memory_tsne", HEADING, markdown(result, figure_ref, how), result, args.write)
     return 0
 
 
-def markdown(result: dict, figure: Path, how: str) -> str:
+def markdown(result: dict, figure: str, how: str) -> str:
     rows = [[kind, f"`{m['model']}`", str(m["n_items"]), str(m["n_features"]), f"{m['mmd2']:.4f}",
              f"{m['p_value']:.3f}", m["claim"], m["holds"]] for kind, m in result["memories"].items()]
     table = markdown_table(["memory", "model", "items", "real patch features", "MMD^2", "permutation p",
@@ -177,7 +178,7 @@ def markdown(result: dict, figure: Path, how: str) -> str:
         f"p < {ALPHA}; for the matrix, a difference at p < {ALPHA}. Each memory is compared with its own "
         "model's features. The queue holds tokens of training-mode passes (batch statistics, augmented images, "
         "weights of earlier iterations), and the features come from eval mode, so even a faithful queue differs "
-        f"a little, and with many points the test resolves small differences. t-SNE figure: `{figure}`. For "
+        f"a little, and with many points the test resolves small differences. t-SNE figure: {figure}. For "
         "the paper's scale, train both models with `--preset paper --epochs 200` on a GPU (or pass models "
         "trained so); the t-SNE and the test take minutes on a CPU.", ""])
 

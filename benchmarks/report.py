@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "BENCHMARKS.md"
 
 __all__ = ["REPO", "BENCHMARKS", "command_line", "cpu_name", "curve_figure", "load_average", "markdown_table",
-           "provenance", "publish", "write_section"]
+           "provenance", "publish", "published_figure", "write_section"]
 
 
 def cpu_name() -> str:
@@ -64,16 +64,43 @@ def publish(root: Path, name: str, heading: str, body: str, result: dict, write:
     print(body)
 
 
+def published_figure(figure: Path, docs_name: str, write: bool) -> str:
+    """How a study's markdown names its figure: with ``write``, a copy in ``docs/figures/``
+    that BENCHMARKS.md links (the output root is scratch); without, the output root's file."""
+    if not write:
+        return f"`{figure}`"
+    import shutil
+
+    target = REPO / "docs" / "figures" / docs_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(figure, target)
+    return f"[`docs/figures/{docs_name}`](docs/figures/{docs_name}) (a copy of `<output_root>/{figure.name}`)"
+
+
+BEGIN, END = "<!-- generated: begin -->", "<!-- generated: end -->"
+
+
 def write_section(heading: str, body: str, path: Path = BENCHMARKS) -> None:
-    """Replace the section titled ``heading`` (``## ...``) with ``body``, or append it."""
-    text = f"{heading}\n\n{body.strip()}\n"
+    """Write ``body`` as the section titled ``heading`` (``## ...``), or append it.
+
+    The body goes between two HTML comments, so that a re-run replaces only what the
+    script generated: the provenance and reading a person wrote around the markers stay.
+    A section without markers (first written by hand or by an older version) is replaced
+    whole."""
+    generated = f"{BEGIN}\n\n{body.strip()}\n\n{END}"
     content = path.read_text() if path.exists() else "# Benchmarks\n"
     start = content.find(heading + "\n")
     if start < 0:
-        content = content.rstrip("\n") + "\n\n" + text
+        content = content.rstrip("\n") + f"\n\n{heading}\n\n{generated}\n"
     else:
         end = content.find("\n## ", start + len(heading))
-        content = content[:start] + text + (content[end:] if end >= 0 else "")
+        end = len(content) if end < 0 else end
+        section = content[start:end]
+        if BEGIN in section and END in section:
+            section = section[:section.index(BEGIN)] + generated + section[section.index(END) + len(END):]
+        else:
+            section = f"{heading}\n\n{generated}\n"
+        content = content[:start] + section.rstrip("\n") + "\n" + content[end:]
     path.write_text(content.rstrip("\n") + "\n")
 
 
