@@ -80,9 +80,12 @@ def section(args) -> str:
         "",
         "| epoch | " + " | ".join(str(e) for e in sorted(auc)) + " |",
         "|---|" + "---:|" * len(auc),
-        "| val AUC (per-image norm.) | " + " | ".join(f"{auc[e]:.3f}" for e in sorted(auc)) + " |",
-        "| val AUC (running stats) | " + " | ".join(f"{running.get(e, float('nan')):.3f}" for e in sorted(auc)) + " |",
+        f"| val AUC ({params.get('score_source', 'logit')} score) | "
+        + " | ".join(f"{auc[e]:.3f}" for e in sorted(auc)) + " |",
     ]
+    if len(set(running.values())) > 1:  # a constant 0.5: the score does not read the discriminator's statistics
+        lines.append("| val AUC (logit, running statistics) | "
+                     + " | ".join(f"{running.get(e, float('nan')):.3f}" for e in sorted(auc)) + " |")
     return "\n".join(lines)
 
 
