@@ -27,6 +27,7 @@ from monai.deploy.operators import DICOMTextSRWriterOperator, EquipmentInfo, Mod
 from pydicom.uid import generate_uid
 
 from pipelines.cases import CaseStatus, ExitCode, SQUIDCase, exit_code_for
+from pipelines.operators.case_stage import CaseStage
 from squid_monai.scoring import save_images
 
 __all__ = [
@@ -71,7 +72,7 @@ def report_text(case: SQUIDCase) -> str:
     )
 
 
-class SQUIDTextSRWriterOperator(DICOMTextSRWriterOperator):
+class SQUIDTextSRWriterOperator(CaseStage, DICOMTextSRWriterOperator):
     """The SDK's ``DICOMTextSRWriterOperator``, writing one SR per scored DICOM study.
 
     The SDK operator writes one SR per call from the first series it receives; here each scored
@@ -113,16 +114,11 @@ class SQUIDTextSRWriterOperator(DICOMTextSRWriterOperator):
             **kwargs,
         )
 
-    def setup(self, spec: OperatorSpec):
-        spec.input("cases")
-        spec.output("cases")
+    def wants(self, case: SQUIDCase) -> bool:
+        return case.kind == "dicom" and case.status is CaseStatus.SCORED
 
-    def compute(self, op_input, op_output, context):
-        cases = op_input.receive("cases") or []
-        for case in cases:
-            if case.kind == "dicom" and case.status is CaseStatus.SCORED:
-                self.write_case(case)
-        op_output.emit(cases, "cases")
+    def handle(self, case: SQUIDCase) -> None:
+        self.write_case(case)
 
     def write_case(self, case: SQUIDCase) -> None:
         """Write the SR of one scored study and record its path (relative to the output folder)."""

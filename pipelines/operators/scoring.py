@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from typing import Union
 
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import Fragment, Operator
 
 from pipelines.cases import CaseStatus, SQUIDCase
 from pipelines.exported_model import ExportedSQUIDModel, load_exported_model
+from pipelines.operators.case_stage import CaseStage
 from squid_monai.scoring import score_images
 
 __all__ = ["SQUIDScoringOperator"]
@@ -19,7 +20,7 @@ __all__ = ["SQUIDScoringOperator"]
 logger = logging.getLogger(__name__)
 
 
-class SQUIDScoringOperator(Operator):
+class SQUIDScoringOperator(CaseStage, Operator):
     """Score every pending case with the exported SQUID model.
 
     The exported model is ``SQUIDScorer`` as TorchScript, so the calibration (mean, std of the
@@ -51,16 +52,11 @@ class SQUIDScoringOperator(Operator):
         self.model = model if isinstance(model, ExportedSQUIDModel) else load_exported_model(model, device)
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec):
-        spec.input("cases")
-        spec.output("cases")
+    def wants(self, case: SQUIDCase) -> bool:
+        return case.status is CaseStatus.PENDING
 
-    def compute(self, op_input, op_output, context):
-        cases = op_input.receive("cases") or []
-        for case in cases:
-            if case.status is CaseStatus.PENDING:
-                self.score(case)
-        op_output.emit(cases, "cases")
+    def handle(self, case: SQUIDCase) -> None:
+        self.score(case)
 
     def score(self, case: SQUIDCase) -> SQUIDCase:
         """Score one pending case in place (one image at a time: a bad one cannot spoil a batch)."""

@@ -22,6 +22,7 @@ from pipelines.operators import (
     SQUIDTextSRWriterOperator,
     selection_rules,
 )
+from pipelines.operators.case_stage import CaseStage
 from tests.pipelines.factories import STANDIN_SIZE, chest_pixels, write_dicom
 
 
@@ -101,6 +102,20 @@ class _HospitalSink(Operator):
         self.received = op_input.receive("cases")
 
 
+class _HospitalAudit(CaseStage, Operator):
+    """A hospital step of its own in the middle of the stream: logs every scored case."""
+
+    def __init__(self, fragment, *args, **kwargs):
+        self.audited = []
+        super().__init__(fragment, *args, **kwargs)
+
+    def wants(self, case):
+        return case.status is CaseStatus.SCORED
+
+    def handle(self, case):
+        self.audited.append((case.case_id, case.score))
+
+
 class _HospitalApp(Application):
     """The SDK's plain loader and selector (the hospital's own rules), SQUID in the middle,
     the SR writer feeding the hospital's own operator: a different graph from ours."""
@@ -116,12 +131,14 @@ class _HospitalApp(Application):
         preprocess = SQUIDPreprocessOperator(self, image_size=self.model.card.image_size, name="squid_preprocess")
         scorer = SQUIDScoringOperator(self, model=self.model, name="squid_scorer")
         sr_writer = SQUIDTextSRWriterOperator(self, output_folder=self.output, name="squid_sr")
+        self.audit = _HospitalAudit(self, name="hospital_audit")
         self.sink = _HospitalSink(self, name="hospital_sink")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
         self.add_flow(selector, preprocess, {("study_selected_series_list", "study_selected_series_list")})
         self.add_flow(preprocess, scorer, {("cases", "cases")})
         self.add_flow(scorer, sr_writer, {("cases", "cases")})
-        self.add_flow(sr_writer, self.sink, {("cases", "cases")})
+        self.add_flow(sr_writer, self.audit, {("cases", "cases")})
+        self.add_flow(self.audit, self.sink, {("cases", "cases")})
 
 
 def test_operators_compose_into_a_hospital_graph(tmp_path, standin_model):
@@ -134,6 +151,7 @@ def test_operators_compose_into_a_hospital_graph(tmp_path, standin_model):
     assert case.status is CaseStatus.SCORED and case.case_id == "1.2.3.9"
     assert case.image.shape == (1, STANDIN_SIZE, STANDIN_SIZE)
     assert (tmp_path / "out" / case.outputs["sr"]).is_file()
+    assert app.audit.audited == [("1.2.3.9", case.score)]  # a CaseStage of the hospital's, passing the case on
 
 
 def test_multi_frame_is_reported_not_scored(tmp_path):
