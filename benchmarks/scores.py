@@ -4,6 +4,8 @@ For a trained model folder, scores the validation and report splits with
 
 - ``logit``: the discriminator's calibrated logit (the paper's score, the default);
 - ``residual``: mean squared reconstruction residual (auto-encoder, MemAE, DAAD's R);
+- ``tile_residual``: the worst tile's residual, standardised by that tile's mean and std on
+  the normal training (calibration) images (the ``tile_residual`` score source);
 - ``feature``: discriminator-feature residual (f-AnoGAN's kappa term, DAAD's L);
 - ``fused``: DAAD's ``gamma * R + (1 - gamma) * L``, each term standardised by its mean and
   std on normal *training* images (so a score never depends on the other test images),
@@ -36,11 +38,11 @@ from squid_monai.baselines import sharpness_score
 from squid_monai.engines.evaluator import feature_residual
 from squid_monai.metrics import bootstrap_auc, roc_auc
 from squid_monai.networks.memory import nearest_distance
-from squid_monai.scoring import load_scorer
+from squid_monai.scoring import calibrate, load_scorer
 from squid_monai.workflow import choose_data, trained_intensity
 
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]
-SCORES = ("logit", "residual", "feature", "fused", "memory_distance", "inpainting_shift", "teacher_student",
+SCORES = ("logit", "residual", "tile_residual", "feature", "fused", "memory_distance", "inpainting_shift", "teacher_student",
           "normal_knn")
 
 
@@ -54,6 +56,7 @@ def score_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
         out = scorer(image)
         values = {"logit": -out["logit"],  # ranks as the calibrated logit score, whatever the model's score source
                   "residual": out["residual"],
+                  "tile_residual": ((out["tile_residual"] - scorer.tile_mean) / scorer.tile_std).amax(1),
                   "feature": feature_residual(scorer.discriminator, image, out["reconstruction"]),
                   "sharpness": sharpness_score(image),
                   **scorer.generator.probes(image)}
@@ -99,6 +102,7 @@ def main(argv=None) -> dict:
     data = choose_data(args.dataset_dir, args.datalist, seed=args.seed, val_per_class=args.per_class,
                        report_per_class=args.per_class)
     calibration = data.calibration(size, intensity=intensity)
+    calibrate(scorer, torch.utils.data.DataLoader(calibration, batch_size=32))  # the tile statistics, refitted
     normal = score_set(scorer, calibration)
     bank = token_set(scorer, calibration)
     sets = {}

@@ -152,6 +152,40 @@ def test_queue_decoder_memory_holds_real_window_features_after_a_training_step()
     assert gen(x)["student"].shape == x.shape
 
 
+def test_tile_residual_scores_the_worst_standardised_tile_fitted_on_normals_and_persists():
+    from squid_monai.scoring import SQUIDScorer, calibrate
+
+    torch.manual_seed(0)
+    scorer = SQUIDScorer(*build("tiny"), score_source="tile_residual")
+    grid = scorer.generator.grid
+    normals = torch.rand(6, 1, 32, 32) * 0.2 + 0.4
+    calibrate(scorer, [normals[:3], normals[3:]])  # two batches, one pass
+    tiles = scorer(normals)["tile_residual"]
+    assert tiles.shape == (6, grid * grid)
+    assert torch.allclose(scorer.tile_mean, tiles.mean(0), atol=1e-6)
+    assert torch.allclose(scorer.tile_std, tiles.std(0), atol=1e-6)
+    # by definition: minus the largest standardised tile residual, then the shared calibration
+    out = scorer(normals)
+    expected = -((tiles - tiles.mean(0)) / tiles.std(0)).amax(1)
+    assert torch.allclose(scorer.normality(out), expected, atol=1e-5)
+    # one corrupted tile outranks a whole image made slightly worse everywhere
+    local, diffuse = normals[:1].clone(), normals[:1] + 0.45 / grid  # diffuse: 2.25 x the squared error in all
+    step = 32 // grid
+    local[..., :step, :step] += 0.3
+    normality = scorer.normality(scorer(torch.cat([local, diffuse])))
+    assert normality[0] < normality[1]
+    scorer.score_source_code.fill_(1)  # the mean residual ranks them the other way round
+    normality = scorer.normality(scorer(torch.cat([local, diffuse])))
+    assert normality[0] > normality[1]
+    scorer.score_source_code.fill_(2)
+    reloaded = SQUIDScorer(*build("tiny"))
+    reloaded.load_state_dict(scorer.state_dict())
+    assert reloaded.score_source == "tile_residual" and torch.equal(reloaded.tile_std, scorer.tile_std)
+    legacy = SQUIDScorer(*build("tiny"))
+    legacy.load_state_dict({k: v for k, v in scorer.state_dict().items() if not k.startswith("tile_")})
+    assert torch.equal(legacy.tile_std, torch.ones(grid * grid))  # saved before the tile score
+
+
 def test_residual_score_source_ranks_by_the_residual_batch_independently_and_persists():
     from squid_monai.scoring import SQUIDScorer, calibrate
 

@@ -58,7 +58,7 @@ def test_torchscript_matches_pytorch_within_1e_5(exported, bundle):
     real = torch.stack([data[i]["image"].as_tensor() for i in range(len(data))])
     for images in (real, torch.rand(1, 1, IMAGE_SIZE, IMAGE_SIZE)):  # traced at batch 1; any batch works
         expected, got = scorer(images), module(images)
-        assert set(got) == {"score", "logit", "residual", "reconstruction"}
+        assert set(got) == {"score", "logit", "residual", "tile_residual", "reconstruction"}
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], atol=1e-5, rtol=0)
 

@@ -73,7 +73,7 @@ def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
     assert parser.get_parsed_content("preset") == "digitanatomy_small"
     assert parser.get_parsed_content("n_critic") == RECIPES["digitanatomy"]["n_critic"]
     assert parser.get_parsed_content("loss_weights") == RECIPES["digitanatomy"]["loss_weights"]
-    assert parser.get_parsed_content("score_source") == "residual"
+    assert parser.get_parsed_content("score_source") == "tile_residual"
     for cls, n in (("normal", 8), ("abnormal", 4)):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for i in range(n):

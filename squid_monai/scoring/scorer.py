@@ -8,7 +8,12 @@ Higher is more anomalous; the decision is ``s > threshold`` (:func:`decide`).
 ``score_source="residual"`` calibrates the negated mean squared reconstruction residual
 instead of the logit (the auto-encoder / MemAE / DAAD score on SQUID's in-painted
 reconstruction): once the student in-paints anomalies away, the residual is large
-exactly where the input is abnormal. The source is a buffer, saved with the weights.
+exactly where the input is abnormal. ``"tile_residual"`` (beyond the paper) scores the
+worst tile instead of the image mean: each of the generator's tiles' mean squared residual,
+standardised by that tile's mean and std on the normal calibration images, maximised over
+the tiles, so that one abnormal tile is not diluted by the normal others and a tile that is
+always hard to reconstruct does not dominate (BENCHMARKS.md, "Make SQUID detect"). The
+source and the tile statistics are buffers, saved with the weights.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from monai.data import MetaTensor
 
 from ..networks import SQUIDDiscriminator, SQUIDGenerator
@@ -24,7 +30,7 @@ from ..networks import SQUIDDiscriminator, SQUIDGenerator
 __all__ = ["SCORE_SOURCES", "CalibratedScorer", "SQUIDScorer", "pixel_residual", "calibrate", "calibrated_score", "decide"]
 
 #: What the calibrated score is computed from (index = the ``score_source_code`` buffer).
-SCORE_SOURCES = ("logit", "residual")
+SCORE_SOURCES = ("logit", "residual", "tile_residual")
 
 
 def decide(score: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
@@ -73,6 +79,10 @@ class CalibratedScorer(nn.Module):
     def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         """The calibrated quantity of a forward's output (B,), high = normal."""
         raise NotImplementedError
+
+    def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
+        """Fit what the normality needs beyond the mean and std, from the outputs ``out``
+        (each (N,) or (N, K)) of the normal calibration images; nothing by default."""
 
     def set_calibration(self, mean: float, std: float, threshold: float | None = None) -> None:
         if not std > 0:
@@ -131,19 +141,34 @@ class SQUIDScorer(CalibratedScorer):
         self.generator = generator
         self.discriminator = discriminator
         self.register_buffer("score_source_code", torch.tensor(SCORE_SOURCES.index(score_source)))
+        tiles = generator.grid * generator.grid
+        self.register_buffer("tile_mean", torch.zeros(tiles))  # per tile, on normal images (fit_normals)
+        self.register_buffer("tile_std", torch.ones(tiles))
 
     @property
     def score_source(self) -> str:
         return SCORE_SOURCES[int(self.score_source_code)]
 
     def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        # a select, not a Python branch on the buffer: ``torch.export`` (ONNX, OpenVINO) keeps it a graph op
-        return torch.where(self.score_source_code == 0, out["logit"], -out["residual"])
+        # selects, not a Python branch on the buffer: ``torch.export`` (ONNX, OpenVINO) keeps them graph ops
+        worst_tile = ((out["tile_residual"] - self.tile_mean) / self.tile_std).amax(1)
+        code = self.score_source_code
+        return torch.where(code == 0, out["logit"], torch.where(code == 1, -out["residual"], -worst_tile))
+
+    def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
+        """Each tile's residual mean and std over the normal calibration images (in place:
+        the buffers may be shared with an EMA copy)."""
+        tiles = out["tile_residual"].float()
+        self.tile_mean.copy_(tiles.mean(0))
+        self.tile_std.copy_(tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        # models saved before the score source existed scored the logit
+        # models saved before the score source existed scored the logit; before the tile
+        # score existed they had no tile statistics (unused by their sources)
         state_dict.setdefault(prefix + "score_source_code", torch.tensor(0))
+        state_dict.setdefault(prefix + "tile_mean", torch.zeros_like(self.tile_mean))
+        state_dict.setdefault(prefix + "tile_std", torch.ones_like(self.tile_std))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
@@ -151,8 +176,12 @@ class SQUIDScorer(CalibratedScorer):
         reconstruction = self.generator(image)["student"]
         with torch.autocast(device_type=image.device.type, enabled=False):
             logit = self.discriminator(reconstruction.float()).reshape(-1)
-            residual = pixel_residual(image, reconstruction)
-        return {"logit": logit, "residual": residual, "reconstruction": reconstruction}
+            squared = (image.float() - reconstruction.float()).pow(2)
+            residual = squared.flatten(1).mean(1)  # = pixel_residual(image, reconstruction)
+            # a fixed kernel (not adaptive pooling), which every exporter takes
+            tile = self.generator.image_size // self.generator.grid
+            tile_residual = F.avg_pool2d(squared.mean(1, keepdim=True), tile).flatten(1)
+        return {"logit": logit, "residual": residual, "tile_residual": tile_residual, "reconstruction": reconstruction}
 
 
 @torch.no_grad()
@@ -161,16 +190,21 @@ def calibrate(scorer: SQUIDScorer, batches: Iterable, device: torch.device | str
     """Mean and std of the scored quantity (:meth:`SQUIDScorer.normality`: the logit, or the
     negated residual) over un-augmented normal images, stored in ``scorer``,
     together with the normal-only threshold (the ``quantile`` of their calibrated scores).
+    First, :meth:`~CalibratedScorer.fit_normals` on the same images (one pass).
 
     ``batches`` yields dicts with ``key`` (B, 1, H, W) or tensors. Returns (mean, std).
     """
-    logits = []
+    parts: dict[str, list[torch.Tensor]] = {}
     for batch in batches:
         image = batch[key] if isinstance(batch, dict) else batch
-        logits.append(scorer.normality(scorer(torch.as_tensor(image).to(device))).float().cpu())
-    if not logits:
+        for name, value in scorer(torch.as_tensor(image).to(device)).items():
+            if value.dim() <= 2:  # per-image values, not images
+                parts.setdefault(name, []).append(value)
+    if not parts:
         raise ValueError("calibration needs at least one normal image")
-    values = torch.cat(logits)
+    out = {name: torch.cat(chunks) for name, chunks in parts.items()}
+    scorer.fit_normals(out)
+    values = scorer.normality(out).float().cpu()
     std = values.std().item() if values.numel() > 1 else 1.0
     mean = values.mean().item()
     scorer.set_calibration(mean, std if std > 1e-8 else 1.0)

@@ -78,8 +78,8 @@ def test_fp32_runtimes_meet_the_parity_contract(fmt, onnx_file, scorer, images):
     result = measure_parity(scorer, exported, images, None, quantised=False, batch_size=5)
     assert result["default"], result
     expected, got = scorer(images), exported(images)
-    assert set(got) == {"score", "logit", "residual", "reconstruction"}
-    for key in expected:
+    assert set(got) == {"score", "logit", "residual", "reconstruction"}  # the exported outputs, every family's
+    for key in got:
         torch.testing.assert_close(got[key], expected[key], atol=FP32_TOLERANCE, rtol=0)
 
 
@@ -142,3 +142,20 @@ def test_openvino_leaves_the_signal_stack_as_it_found_it(scorer, tmp_path):
     del second
     gc.collect()
     assert runtimes.signal_stack() == before
+
+
+def test_the_tile_score_exports_with_its_statistics(scorer, images, tmp_path):
+    """``tile_residual``: the per-tile statistics and the source select are in the graph."""
+    import copy
+
+    from squid_monai.scoring import calibrate
+
+    _needs("onnx")
+    tiled = copy.deepcopy(scorer)
+    tiled.score_source_code.fill_(2)
+    calibrate(tiled, [images[:6]])
+    assert not torch.equal(tiled.tile_std, torch.ones_like(tiled.tile_std))
+    exported = runtimes.ExportedScorer(runtimes.export_onnx(tiled, tmp_path / "tiled.onnx", SIZE), tiled, "onnx")
+    got, expected = exported(images)["score"], tiled(images)["score"]
+    torch.testing.assert_close(got, expected, atol=FP32_TOLERANCE, rtol=0)
+    assert not torch.allclose(expected, scorer(images)["score"], atol=1e-3)  # not the logit score
