@@ -19,7 +19,8 @@ For a trained model folder, scores the validation and report splits with
 - ``sharpness``: the trivial negated-Laplacian-energy baseline on the same images,
 
 and prints each AUC with its 95 % bootstrap interval and the paired difference to the
-sharpness baseline. Nothing is chosen on the report split.
+sharpness baseline (``--versus``: to another of the scores instead). Nothing is chosen on
+the report split (nor on ``test``, which ``--splits`` can add).
 
     python benchmarks/scores.py --model_dir runs/x/models --dataset_dir ../shared/data/zhanglab224 --seed 0
     python benchmarks/scores.py --model_dir bundles/squid/models          # DigitAnatomy
@@ -93,6 +94,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--datalist", default=None)
     parser.add_argument("--seed", type=int, default=0, help="the training run's seed (it drew the splits)")
     parser.add_argument("--per_class", type=int, default=100)
+    parser.add_argument("--splits", nargs="+", default=["validation", "report"],
+                        help="labelled splits to score (validation first: gamma is chosen on it)")
+    parser.add_argument("--versus", default="sharpness", choices=(*SCORES, "sharpness"),
+                        help="the score every paired difference is taken against")
     parser.add_argument("--out", default=None, help="JSON file for the results (default: <model_dir>/scores.json)")
     args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
@@ -106,29 +111,31 @@ def main(argv=None) -> dict:
     normal = score_set(scorer, calibration)
     bank = token_set(scorer, calibration)
     sets = {}
-    for split in ("validation", "report"):
+    if args.splits[0] != "validation":
+        parser.error("--splits must start with validation (gamma is chosen on it)")
+    for split in args.splits:
         dataset = data.validation(size, split=split, n_normal=args.per_class, n_abnormal=args.per_class,
                                   intensity=intensity)
         sets[split] = score_set(scorer, dataset)
         sets[split]["normal_knn"] = normal_knn(token_set(scorer, dataset), bank)
     val = sets["validation"]
     gamma = max(GAMMAS, key=lambda g: roc_auc(val["label"], fused(val, normal, g)))
-    results: dict = {"gamma": gamma, "model": str(model_dir / args.model)}
+    results: dict = {"gamma": gamma, "model": str(model_dir / args.model), "versus": args.versus}
     for split, s in sets.items():
         s["fused"] = fused(s, normal, gamma)
         rows = {}
         for name in (*SCORES, "sharpness"):
             rows[name] = {"auc": bootstrap_auc(s["label"], s[name])}
-            if name != "sharpness":
-                rows[name]["minus_sharpness"] = bootstrap_auc(s["label"], s[name], reference=s["sharpness"])
+            if name != args.versus:
+                rows[name]["minus"] = bootstrap_auc(s["label"], s[name], reference=s[args.versus])
         results[split] = rows
     out = Path(args.out) if args.out else model_dir / "scores.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"gamma chosen on validation: {gamma}")
-    for split in ("validation", "report"):
+    for split in args.splits:
         for name, row in results[split].items():
-            a, d = row["auc"], row.get("minus_sharpness")
-            diff = f"  minus sharpness {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]" if d else ""
+            a, d = row["auc"], row.get("minus")
+            diff = f"  minus {args.versus} {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]" if d else ""
             print(f"{split:10s} {name:16s} AUC {100 * a['value']:.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]{diff}")
     return results
 
