@@ -39,7 +39,7 @@ from squid_monai.baselines import sharpness_score
 from squid_monai.engines.evaluator import feature_residual
 from squid_monai.metrics import bootstrap_auc, roc_auc
 from squid_monai.networks.memory import nearest_distance
-from squid_monai.scoring import calibrate, load_scorer
+from squid_monai.scoring import load_scorer
 from squid_monai.workflow import choose_data, trained_intensity
 
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]
@@ -57,7 +57,6 @@ def score_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
         out = scorer(image)
         values = {"logit": -out["logit"],  # ranks as the calibrated logit score, whatever the model's score source
                   "residual": out["residual"],
-                  "tile_residual": ((out["tile_residual"] - scorer.tile_mean) / scorer.tile_std).amax(1),
                   "feature": feature_residual(scorer.discriminator, image, out["reconstruction"]),
                   "sharpness": sharpness_score(image),
                   **scorer.generator.probes(image)}
@@ -65,6 +64,7 @@ def score_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
             values["label"] = torch.as_tensor(batch["label"]).reshape(-1)
         for k, v in values.items():
             parts.setdefault(k, []).append(v.reshape(-1).cpu().numpy())
+        parts.setdefault("tiles", []).append(out["tile_residual"].cpu().numpy())  # (B, tiles), standardised later
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -107,8 +107,8 @@ def main(argv=None) -> dict:
     data = choose_data(args.dataset_dir, args.datalist, seed=args.seed, val_per_class=args.per_class,
                        report_per_class=args.per_class)
     calibration = data.calibration(size, intensity=intensity)
-    calibrate(scorer, torch.utils.data.DataLoader(calibration, batch_size=32))  # the tile statistics, refitted
     normal = score_set(scorer, calibration)
+    scorer.fit_normals({"tile_residual": torch.from_numpy(normal["tiles"])})  # refitted: older models lack them
     bank = token_set(scorer, calibration)
     sets = {}
     if args.splits[0] != "validation":
@@ -123,6 +123,7 @@ def main(argv=None) -> dict:
     results: dict = {"gamma": gamma, "model": str(model_dir / args.model), "versus": args.versus}
     for split, s in sets.items():
         s["fused"] = fused(s, normal, gamma)
+        s["tile_residual"] = scorer.worst_tile(torch.from_numpy(s["tiles"])).numpy()
         rows = {}
         for name in (*SCORES, "sharpness"):
             rows[name] = {"auc": bootstrap_auc(s["label"], s[name])}

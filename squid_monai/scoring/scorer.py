@@ -122,6 +122,13 @@ def pixel_residual(image: torch.Tensor, reconstruction: torch.Tensor) -> torch.T
     return (image.float() - reconstruction.float()).pow(2).flatten(1).mean(1)
 
 
+def tile_residuals(image: torch.Tensor, reconstruction: torch.Tensor, tile: int) -> torch.Tensor:
+    """Per image and ``tile`` x ``tile`` tile (row-major), the mean squared difference
+    (B, tiles), in fp32; a fixed pooling kernel, not adaptive pooling, which every exporter takes."""
+    squared = (image.float() - reconstruction.float()).pow(2).mean(1, keepdim=True)
+    return F.avg_pool2d(squared, tile).flatten(1)
+
+
 class SQUIDScorer(CalibratedScorer):
     """Inference wrapper of a trained SQUID: the teacher is never computed, no autograd
     graph is built, and each image is scored independently of the others in its batch
@@ -149,11 +156,16 @@ class SQUIDScorer(CalibratedScorer):
     def score_source(self) -> str:
         return SCORE_SOURCES[int(self.score_source_code)]
 
+    def worst_tile(self, tile_residual: torch.Tensor) -> torch.Tensor:
+        """Per image (B,), the largest tile residual standardised by that tile's normal
+        statistics (:meth:`fit_normals`); ``tile_residual`` (B, tiles) as :meth:`raw` gives it."""
+        return ((tile_residual - self.tile_mean) / self.tile_std).amax(1)
+
     def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         # selects, not a Python branch on the buffer: ``torch.export`` (ONNX, OpenVINO) keeps them graph ops
-        worst_tile = ((out["tile_residual"] - self.tile_mean) / self.tile_std).amax(1)
         code = self.score_source_code
-        return torch.where(code == 0, out["logit"], torch.where(code == 1, -out["residual"], -worst_tile))
+        return torch.where(code == 0, out["logit"],
+                           torch.where(code == 1, -out["residual"], -self.worst_tile(out["tile_residual"])))
 
     def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
         """Each tile's residual mean and std over the normal calibration images (in place:
@@ -176,19 +188,16 @@ class SQUIDScorer(CalibratedScorer):
         reconstruction = self.generator(image)["student"]
         with torch.autocast(device_type=image.device.type, enabled=False):
             logit = self.discriminator(reconstruction.float()).reshape(-1)
-            squared = (image.float() - reconstruction.float()).pow(2)
-            residual = squared.flatten(1).mean(1)  # = pixel_residual(image, reconstruction)
-            # a fixed kernel (not adaptive pooling), which every exporter takes
-            tile = self.generator.image_size // self.generator.grid
-            tile_residual = F.avg_pool2d(squared.mean(1, keepdim=True), tile).flatten(1)
+            residual = pixel_residual(image, reconstruction)
+            tile_residual = tile_residuals(image, reconstruction, self.generator.image_size // self.generator.grid)
         return {"logit": logit, "residual": residual, "tile_residual": tile_residual, "reconstruction": reconstruction}
 
 
 @torch.no_grad()
 def calibrate(scorer: SQUIDScorer, batches: Iterable, device: torch.device | str = "cpu",
               key: str = "image", quantile: float = 0.95) -> tuple[float, float]:
-    """Mean and std of the scored quantity (:meth:`SQUIDScorer.normality`: the logit, or the
-    negated residual) over un-augmented normal images, stored in ``scorer``,
+    """Mean and std of the scored quantity (:meth:`SQUIDScorer.normality`: the logit, the
+    negated residual or the negated worst tile) over un-augmented normal images, stored in ``scorer``,
     together with the normal-only threshold (the ``quantile`` of their calibrated scores).
     First, :meth:`~CalibratedScorer.fit_normals` on the same images (one pass).
 
