@@ -11,7 +11,8 @@ that scores the split; at the end of the run it writes into ``output_dir``:
   threshold chosen on validation and at the normal-only threshold stored in the model; the
   same at the best threshold on this very set, labelled as optimistic (for comparison with
   the paper only); the AUC of the sharpness baseline on the same images; 95 % bootstrap
-  intervals of both AUCs and of their paired difference;
+  intervals of both AUCs and of their paired difference; with DigitAnatomy, both AUCs per
+  anomaly type (``auc_by_anomaly``: all normals against that type's abnormals);
 * ``roc.png``, ``score_histogram.png``, ``confusion_matrix.png`` (validation threshold),
   ``confusion_matrix_normal_threshold.png``.
 
@@ -140,6 +141,9 @@ class EvaluationReport:
                                        "for comparison with the paper only", **section("best_on_set")}}
         sharp = np.array([r.extra["sharpness_score"] for r in self.rows])
         squid["auc_95ci"] = _interval(bootstrap_auc(labels, scores))
+        by_type = self._by_anomaly(labels)
+        if by_type:
+            squid["auc_by_anomaly"] = {t: roc_auc(labels[keep], scores[keep]) for t, keep in by_type.items()}
         if len(self._running) == len(self.rows):
             squid["auc_running_stats"] = roc_auc(labels, self._running)
         return {
@@ -151,6 +155,8 @@ class EvaluationReport:
             "baseline_sharpness": {
                 "auc": roc_auc(labels, sharp),
                 "auc_95ci": _interval(bootstrap_auc(labels, sharp)),
+                **({"auc_by_anomaly": {t: roc_auc(labels[keep], sharp[keep]) for t, keep in by_type.items()}}
+                   if by_type else {}),
                 "note": "negated Laplacian energy of the preprocessed image (no learning): the known "
                         "smoothness shortcut; a SQUID gain must be judged against it",
             },
@@ -160,6 +166,14 @@ class EvaluationReport:
                         "over the shortcut that the sample size supports",
             },
         }
+
+
+    def _by_anomaly(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Row masks 'every normal plus the abnormals of one type', per DigitAnatomy anomaly type,
+        so each type's AUC says which kind of anomaly the score misses."""
+        kinds = np.array([r.extra.get("anomaly", "") for r in self.rows])
+        types = sorted({k for k, label in zip(kinds, labels) if label == 1 and k})
+        return {t: (labels == 0) | (kinds == t) for t in types} if (labels == 0).any() else {}
 
 
 def _interval(result: dict) -> list[float]:

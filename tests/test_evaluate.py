@@ -103,6 +103,19 @@ def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bund
     assert gain["low"] <= gain["value"] <= gain["high"]
 
 
+def test_auc_per_anomaly_type_is_all_normals_against_that_type(evaluation):
+    _, rows, metrics, _ = evaluation
+    labels, kinds = _column(rows, "label", int), _column(rows, "anomaly", str)
+    types = sorted(set(kinds[labels == 1]))
+    assert len(types) >= 2 and set(metrics["squid"]["auc_by_anomaly"]) == set(types)
+    for section, column in (("squid", "score"), ("baseline_sharpness", "sharpness_score")):
+        values = _column(rows, column)
+        for kind in types:
+            keep = (labels == 0) | (kinds == kind)
+            expected = roc_auc(labels[keep], values[keep])
+            assert metrics[section]["auc_by_anomaly"][kind] == pytest.approx(expected, abs=1e-12), (section, kind)
+
+
 def test_sharpness_baseline_scores_smooth_images_as_more_abnormal():
     rng = np.random.default_rng(0)
     sharp = torch.from_numpy(rng.random((1, 1, 16, 16))).float()
