@@ -4,7 +4,7 @@ metric, the weight EMA, the space-aware decoder memory and the curve-stability r
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from squid_monai.data.digitanatomy import inpainting_set
 from squid_monai.handlers import WeightEMA
@@ -209,3 +209,25 @@ def test_residual_score_source_ranks_by_the_residual_batch_independently_and_per
     assert legacy.score_source == "logit"
     with pytest.raises(ValueError, match="score_source"):
         SQUIDScorer(*build("tiny"), score_source="sharpness")
+
+
+def test_validation_reports_the_papers_logit_beside_the_score_in_use():
+    from squid_monai.engines import SQUIDEvaluator
+    from squid_monai.metrics import OptionalAUC
+    from squid_monai.scoring import SQUIDScorer
+
+    torch.manual_seed(0)
+    scorer = SQUIDScorer(*build("tiny"), score_source="tile_residual")
+    batches = [{"image": torch.rand(4, 1, 32, 32), "label": torch.tensor([0, 1, 0, 1])} for _ in range(2)]
+    evaluator = SQUIDEvaluator("cpu", batches, scorer, running_stats=False, residual_scores=True)
+    outputs = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output))
+    for name, key in (("val_auc_logit", "score_logit"), ("val_auc_residual", "score_residual")):
+        OptionalAUC(key).attach(evaluator, name)
+    evaluator.run()
+    logit = torch.cat([o["logit"] for o in outputs])
+    assert torch.equal(torch.cat([o["score_logit"] for o in outputs]), -logit)
+    labels = np.array([0, 1, 0, 1] * 2)
+    assert evaluator.state.metrics["val_auc_logit"] == pytest.approx(roc_auc(labels, -logit.numpy()))
+    residual = torch.cat([o["residual"] for o in outputs]).numpy()
+    assert evaluator.state.metrics["val_auc_residual"] == pytest.approx(roc_auc(labels, residual))

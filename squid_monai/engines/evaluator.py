@@ -54,7 +54,8 @@ class SQUIDEvaluator(Evaluator):
         running_stats: also compute ``score_running`` (scorers whose discriminator has a
             ``per_image_norm`` switch, i.e. SQUID's; other families skip it).
         residual_scores: also output the source documents' other scores of the same
-            reconstruction: ``score_residual`` (the scorer's pixel residual) and
+            reconstruction: ``score_residual`` (the scorer's pixel residual),
+            ``score_logit`` (the negated discriminator logit, the paper's score) and
             ``score_feature`` (:func:`feature_residual`; scorers with a discriminator).
     """
 
@@ -118,6 +119,8 @@ class SQUIDEvaluator(Evaluator):
             output["score_running"] = calibrated_score(logit, self.scorer.mean, self.scorer.std)
         if self.residual_scores and "residual" in output:
             output["score_residual"] = output["residual"]
+        if self.residual_scores and "logit" in output:
+            output["score_logit"] = -output["logit"]  # the paper's score, whatever score_source ranks by
         if self.residual_scores and hasattr(getattr(self.scorer, "discriminator", None), "features"):
             output["score_feature"] = feature_residual(self.scorer.discriminator, image, output["reconstruction"])
         engine.state.output = output
