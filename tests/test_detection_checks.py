@@ -231,3 +231,26 @@ def test_validation_reports_the_papers_logit_beside_the_score_in_use():
     assert evaluator.state.metrics["val_auc_logit"] == pytest.approx(roc_auc(labels, -logit.numpy()))
     residual = torch.cat([o["residual"] for o in outputs]).numpy()
     assert evaluator.state.metrics["val_auc_residual"] == pytest.approx(roc_auc(labels, residual))
+
+
+def test_tile_power_is_the_exponent_of_the_tile_residual_and_persists():
+    from squid_monai.scoring import SQUIDScorer
+
+    torch.manual_seed(0)
+    scorer = SQUIDScorer(*build("tiny"), score_source="tile_residual", tile_power=3.0)
+    x = torch.rand(2, 1, 32, 32)
+    out = scorer(x)
+    step = 32 // scorer.generator.grid
+    cubed = (x - out["reconstruction"]).abs().pow(3)
+    expected = cubed.unfold(2, step, step).unfold(3, step, step).mean((-1, -2)).flatten(1)
+    assert torch.allclose(out["tile_residual"], expected, atol=1e-7)
+    reloaded = SQUIDScorer(*build("tiny"))
+    reloaded.load_state_dict(scorer.state_dict())
+    assert float(reloaded.tile_power) == 3.0
+    assert torch.allclose(reloaded(x)["tile_residual"], out["tile_residual"], atol=1e-7)
+    legacy = {k: v for k, v in scorer.state_dict().items() if k != "tile_power"}
+    reloaded.load_state_dict(legacy)  # saved before the exponent existed: the squared residual
+    squared = (x - out["reconstruction"]).pow(2).unfold(2, step, step).unfold(3, step, step).mean((-1, -2)).flatten(1)
+    assert torch.allclose(reloaded(x)["tile_residual"], squared, atol=1e-7)
+    with pytest.raises(ValueError, match="tile_power"):
+        SQUIDScorer(*build("tiny"), tile_power=0)

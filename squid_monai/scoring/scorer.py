@@ -9,11 +9,11 @@ Higher is more anomalous; the decision is ``s > threshold`` (:func:`decide`).
 instead of the logit (the auto-encoder / MemAE / DAAD score on SQUID's in-painted
 reconstruction): once the student in-paints anomalies away, the residual is large
 exactly where the input is abnormal. ``"tile_residual"`` (beyond the paper) scores the
-worst tile instead of the image mean: each of the generator's tiles' mean squared residual,
-standardised by that tile's mean and std on the normal calibration images, maximised over
+worst tile instead of the image mean: each of the generator's tiles' mean squared residual
+(or the mean of another power of it, ``tile_power``), standardised by that tile's mean and std on the normal calibration images, maximised over
 the tiles, so that one abnormal tile is not diluted by the normal others and a tile that is
 always hard to reconstruct does not dominate (BENCHMARKS.md, "Make SQUID detect"). The
-source and the tile statistics are buffers, saved with the weights.
+source, the tile exponent and the tile statistics are buffers, saved with the weights.
 """
 
 from __future__ import annotations
@@ -122,11 +122,14 @@ def pixel_residual(image: torch.Tensor, reconstruction: torch.Tensor) -> torch.T
     return (image.float() - reconstruction.float()).pow(2).flatten(1).mean(1)
 
 
-def tile_residuals(image: torch.Tensor, reconstruction: torch.Tensor, tile: int) -> torch.Tensor:
-    """Per image and ``tile`` x ``tile`` tile (row-major), the mean squared difference
-    (B, tiles), in fp32; a fixed pooling kernel, not adaptive pooling, which every exporter takes."""
-    squared = (image.float() - reconstruction.float()).pow(2).mean(1, keepdim=True)
-    return F.avg_pool2d(squared, tile).flatten(1)
+def tile_residuals(image: torch.Tensor, reconstruction: torch.Tensor, tile: int,
+                   power: torch.Tensor | float = 2.0) -> torch.Tensor:
+    """Per image and ``tile`` x ``tile`` tile (row-major), the mean of ``|difference| ** power``
+    (B, tiles), in fp32: 2 is the mean squared difference; a larger power weighs the few
+    pixels an anomaly gets badly wrong above the many a blurry reconstruction gets a little
+    wrong. A fixed pooling kernel, not adaptive pooling, which every exporter takes."""
+    error = (image.float() - reconstruction.float()).abs().pow(power).mean(1, keepdim=True)
+    return F.avg_pool2d(error, tile).flatten(1)
 
 
 class SQUIDScorer(CalibratedScorer):
@@ -141,9 +144,12 @@ class SQUIDScorer(CalibratedScorer):
     """
 
     def __init__(self, generator: SQUIDGenerator, discriminator: SQUIDDiscriminator,
-                 mean: float = 0.0, std: float = 1.0, threshold: float = 0.5, score_source: str = "logit"):
+                 mean: float = 0.0, std: float = 1.0, threshold: float = 0.5, score_source: str = "logit",
+                 tile_power: float = 2.0):
         if score_source not in SCORE_SOURCES:
             raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
+        if not float(tile_power) > 0:
+            raise ValueError(f"tile_power must be positive, got {tile_power!r}")
         super().__init__(mean, std, threshold)
         self.generator = generator
         self.discriminator = discriminator
@@ -151,6 +157,7 @@ class SQUIDScorer(CalibratedScorer):
         tiles = generator.grid * generator.grid
         self.register_buffer("tile_mean", torch.zeros(tiles))  # per tile, on normal images (fit_normals)
         self.register_buffer("tile_std", torch.ones(tiles))
+        self.register_buffer("tile_power", torch.tensor(float(tile_power)))  # exponent of tile_residuals
 
     @property
     def score_source(self) -> str:
@@ -181,6 +188,7 @@ class SQUIDScorer(CalibratedScorer):
         state_dict.setdefault(prefix + "score_source_code", torch.tensor(0))
         state_dict.setdefault(prefix + "tile_mean", torch.zeros_like(self.tile_mean))
         state_dict.setdefault(prefix + "tile_std", torch.ones_like(self.tile_std))
+        state_dict.setdefault(prefix + "tile_power", torch.tensor(2.0))  # before the exponent: squared
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
@@ -189,7 +197,8 @@ class SQUIDScorer(CalibratedScorer):
         with torch.autocast(device_type=image.device.type, enabled=False):
             logit = self.discriminator(reconstruction.float()).reshape(-1)
             residual = pixel_residual(image, reconstruction)
-            tile_residual = tile_residuals(image, reconstruction, self.generator.image_size // self.generator.grid)
+            tile_residual = tile_residuals(image, reconstruction, self.generator.image_size // self.generator.grid,
+                                           self.tile_power)
         return {"logit": logit, "residual": residual, "tile_residual": tile_residual, "reconstruction": reconstruction}
 
 

@@ -145,7 +145,7 @@ def test_openvino_leaves_the_signal_stack_as_it_found_it(scorer, tmp_path):
 
 
 def test_the_tile_score_exports_with_its_statistics(scorer, images, tmp_path):
-    """``tile_residual``: the per-tile statistics and the source select are in the graph."""
+    """``tile_residual``: the per-tile statistics, the exponent and the source select are in the graph."""
     import copy
 
     from squid_monai.scoring import calibrate
@@ -153,6 +153,7 @@ def test_the_tile_score_exports_with_its_statistics(scorer, images, tmp_path):
     _needs("onnx")
     tiled = copy.deepcopy(scorer)
     tiled.score_source_code.fill_(2)
+    tiled.tile_power.fill_(3.0)
     calibrate(tiled, [images[:6]])
     assert not torch.equal(tiled.tile_std, torch.ones_like(tiled.tile_std))
     exported = runtimes.ExportedScorer(runtimes.export_onnx(tiled, tmp_path / "tiled.onnx", SIZE), tiled, "onnx")
