@@ -9,11 +9,13 @@ Higher is more anomalous; the decision is ``s > threshold`` (:func:`decide`).
 instead of the logit (the auto-encoder / MemAE / DAAD score on SQUID's in-painted
 reconstruction): once the student in-paints anomalies away, the residual is large
 exactly where the input is abnormal. ``"tile_residual"`` (beyond the paper) scores the
-worst tile instead of the image mean: each of the generator's tiles' mean squared residual
-(or the mean of another power of it, ``tile_power``), standardised by that tile's mean and std on the normal calibration images, maximised over
-the tiles, so that one abnormal tile is not diluted by the normal others and a tile that is
-always hard to reconstruct does not dominate (BENCHMARKS.md, "Make SQUID detect"). The
-source, the tile exponent and the tile statistics are buffers, saved with the weights.
+most atypical tile instead of the image mean: each of the generator's tiles' mean squared
+residual (or mean of another power of it, ``tile_power``), standardised by that tile's mean
+and std on the normal calibration images, maximised over the tiles (or, ``tile_two_sided``,
+the largest absolute standardised log residual), so that one abnormal tile is not diluted
+by the normal others and a tile that is always hard to reconstruct does not dominate
+(BENCHMARKS.md, "Make SQUID detect"). The source, the tile exponent, the sidedness and the
+tile statistics are buffers, saved with the weights.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ class SQUIDScorer(CalibratedScorer):
 
     def __init__(self, generator: SQUIDGenerator, discriminator: SQUIDDiscriminator,
                  mean: float = 0.0, std: float = 1.0, threshold: float = 0.5, score_source: str = "logit",
-                 tile_power: float = 2.0):
+                 tile_power: float = 2.0, tile_two_sided: bool = False):
         if score_source not in SCORE_SOURCES:
             raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
         if not float(tile_power) > 0:
@@ -158,15 +160,28 @@ class SQUIDScorer(CalibratedScorer):
         self.register_buffer("tile_mean", torch.zeros(tiles))  # per tile, on normal images (fit_normals)
         self.register_buffer("tile_std", torch.ones(tiles))
         self.register_buffer("tile_power", torch.tensor(float(tile_power)))  # exponent of tile_residuals
+        self.register_buffer("tile_two_sided", torch.tensor(bool(tile_two_sided)))  # see worst_tile
 
     @property
     def score_source(self) -> str:
         return SCORE_SOURCES[int(self.score_source_code)]
 
     def worst_tile(self, tile_residual: torch.Tensor) -> torch.Tensor:
-        """Per image (B,), the largest tile residual standardised by that tile's normal
-        statistics (:meth:`fit_normals`); ``tile_residual`` (B, tiles) as :meth:`raw` gives it."""
-        return ((tile_residual - self.tile_mean) / self.tile_std).amax(1)
+        """Per image (B,), the most atypical tile residual, standardised by that tile's normal
+        statistics (:meth:`fit_normals`); ``tile_residual`` (B, tiles) as :meth:`raw` gives it.
+
+        One-sided (the default): the largest standardised residual. Two-sided
+        (``tile_two_sided``): the largest absolute standardised *log* residual, so that a tile
+        reconstructed far better than that tile ever is counts too (a blank cell copied as
+        blank, where a digit always leaves a residual); the log makes both tails comparable.
+        """
+        two_sided = self.tile_two_sided
+        z = (self._tile_values(tile_residual) - self.tile_mean) / self.tile_std
+        return torch.where(two_sided, z.abs(), z).amax(1)
+
+    def _tile_values(self, tile_residual: torch.Tensor) -> torch.Tensor:
+        """What the tile statistics describe: the residual, or its log when two-sided."""
+        return torch.where(self.tile_two_sided, tile_residual.clamp_min(1e-12).log(), tile_residual)
 
     def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         # selects, not a Python branch on the buffer: ``torch.export`` (ONNX, OpenVINO) keeps them graph ops
@@ -175,9 +190,9 @@ class SQUIDScorer(CalibratedScorer):
                            torch.where(code == 1, -out["residual"], -self.worst_tile(out["tile_residual"])))
 
     def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
-        """Each tile's residual mean and std over the normal calibration images (in place:
-        the buffers may be shared with an EMA copy)."""
-        tiles = out["tile_residual"].float()
+        """Each tile's residual (log residual when two-sided) mean and std over the normal
+        calibration images (in place: the buffers may be shared with an EMA copy)."""
+        tiles = self._tile_values(out["tile_residual"].float())
         self.tile_mean.copy_(tiles.mean(0))
         self.tile_std.copy_(tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std))
 
@@ -189,6 +204,7 @@ class SQUIDScorer(CalibratedScorer):
         state_dict.setdefault(prefix + "tile_mean", torch.zeros_like(self.tile_mean))
         state_dict.setdefault(prefix + "tile_std", torch.ones_like(self.tile_std))
         state_dict.setdefault(prefix + "tile_power", torch.tensor(2.0))  # before the exponent: squared
+        state_dict.setdefault(prefix + "tile_two_sided", torch.tensor(False))  # and one-sided
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

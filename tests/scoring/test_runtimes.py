@@ -145,7 +145,8 @@ def test_openvino_leaves_the_signal_stack_as_it_found_it(scorer, tmp_path):
 
 
 def test_the_tile_score_exports_with_its_statistics(scorer, images, tmp_path):
-    """``tile_residual``: the per-tile statistics, the exponent and the source select are in the graph."""
+    """``tile_residual``: the per-tile statistics, the exponent, the sidedness and the source
+    select are in the graph."""
     import copy
 
     from squid_monai.scoring import calibrate
@@ -154,6 +155,7 @@ def test_the_tile_score_exports_with_its_statistics(scorer, images, tmp_path):
     tiled = copy.deepcopy(scorer)
     tiled.score_source_code.fill_(2)
     tiled.tile_power.fill_(3.0)
+    tiled.tile_two_sided.fill_(True)
     calibrate(tiled, [images[:6]])
     assert not torch.equal(tiled.tile_std, torch.ones_like(tiled.tile_std))
     exported = runtimes.ExportedScorer(runtimes.export_onnx(tiled, tmp_path / "tiled.onnx", SIZE), tiled, "onnx")
