@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -55,13 +55,18 @@ _DEFAULT_FAMILY = "squid"
 class Recipe:
     """What rebuilds a trained network: its model family, preset and preset overrides.
 
-    ``network.json`` is ``{"method": ..., "preset": ..., "overrides": {...}}`` (files written
-    before the method field existed are SQUID).
+    ``network.json`` is ``{"method": ..., "preset": ..., "overrides": {...}, "config": {...}}``:
+    ``config`` pins every setting as resolved when the file was written, so that a later
+    change of the preset's definition never changes a trained model. Files written before
+    the pin existed rebuild from preset and overrides (and, where the preset changed since,
+    from its earlier definitions: :func:`_load_pytorch` in :mod:`.scoring.loading`); files
+    written before the method field existed are SQUID.
     """
 
     preset: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
     method: str = _DEFAULT_FAMILY
+    pinned: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def family(self):
@@ -71,8 +76,9 @@ class Recipe:
         return get_family(self.method)
 
     def config(self) -> dict[str, Any]:
-        """The preset's settings with the overrides applied (unknown keys are an error)."""
-        return self.family.get_config(self.preset, **dict(self.overrides))
+        """The pinned settings, or the preset's with the overrides applied (unknown keys are an
+        error)."""
+        return self.family.get_config(self.preset, **dict(self.pinned if self.pinned is not None else self.overrides))
 
     @property
     def image_size(self) -> int:
@@ -82,27 +88,29 @@ class Recipe:
 
     def build(self):
         """An untrained scorer of this recipe (load a state dict into it)."""
-        return self.family.build_scorer(self.preset, **dict(self.overrides))
+        return self.family.build_scorer(self.preset, **dict(self.pinned if self.pinned is not None else self.overrides))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "preset": self.preset, "overrides": dict(self.overrides)}
+        out = {"method": self.method, "preset": self.preset, "overrides": dict(self.overrides)}
+        return out if self.pinned is None else {**out, "config": dict(self.pinned)}
 
     @classmethod
     def from_dict(cls, content: Mapping[str, Any], where: str = "network recipe") -> Recipe:
         if not isinstance(content, Mapping) or "preset" not in content:
             raise ValueError(f"{where}: network recipe without 'preset'")
+        pinned = content.get("config")
         return cls(preset=str(content["preset"]), overrides=dict(content.get("overrides") or {}),
-                   method=str(content.get("method") or _DEFAULT_FAMILY))
+                   method=str(content.get("method") or _DEFAULT_FAMILY), pinned=None if pinned is None else dict(pinned))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``network.json`` (``path`` is the file or its folder); the recipe is checked
-        first, so a bad one fails now, not when the model is loaded."""
-        self.config()
+        """Write ``network.json`` (``path`` is the file or its folder) with every setting pinned;
+        the recipe is checked first, so a bad one fails now, not when the model is loaded."""
+        pinned = replace(self, pinned=self.config())
         path = Path(path)
         if path.is_dir() or not path.suffix:
             path = path / RECIPE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.as_dict(), indent=2))
+        path.write_text(json.dumps(pinned.as_dict(), indent=2))
         return path
 
     @classmethod

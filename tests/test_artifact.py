@@ -15,13 +15,48 @@ def test_recipe_round_trip_build_and_image_size(tmp_path):
     recipe = Recipe("tiny", {"space_aware": False})
     path = recipe.save(tmp_path)
     assert path == tmp_path / RECIPE_FILE
-    assert json.loads(path.read_text()) == {"method": "squid", "preset": "tiny", "overrides": {"space_aware": False}}
+    written = json.loads(path.read_text())
+    assert {k: written[k] for k in ("method", "preset", "overrides")} == {"method": "squid", "preset": "tiny",
+                                                                          "overrides": {"space_aware": False}}
+    assert written["config"] == json.loads(json.dumps(recipe.config()))  # every setting pinned
     assert Recipe.load(tmp_path) == Recipe.load(path) == Recipe.of(recipe.as_dict()) == recipe
     assert recipe.image_size == 32 and isinstance(recipe.image_size, int)
     assert isinstance(recipe.build(), SQUIDScorer)
     # a recipe written before the method field existed is SQUID
     path.write_text(json.dumps({"preset": "tiny", "overrides": {}}))
     assert Recipe.load(path).method == "squid"
+
+
+def test_a_pinned_recipe_survives_a_change_of_its_preset_and_an_unpinned_one_its_revisions(tmp_path, monkeypatch):
+    from squid_monai.networks import presets
+
+    torch.manual_seed(0)
+    trained = build_scorer("tiny")
+    torch.save(trained.state_dict(), tmp_path / WEIGHTS_FILE)
+    save_network_config(tmp_path / RECIPE_FILE, "tiny")
+    monkeypatch.setitem(presets.PRESETS, "tiny", {**presets.PRESETS["tiny"], "decoder_memory_items": 8})
+    loaded = load_scorer(tmp_path / WEIGHTS_FILE)  # pinned: today's tiny is not what was trained
+    key = "generator.student.memories.0.memory.memory"
+    assert loaded.state_dict()[key].shape == trained.state_dict()[key].shape and loaded.state_dict()[key].shape[1] == 16
+    # a file written before the pin: the preset's earlier definition rebuilds it
+    (tmp_path / RECIPE_FILE).write_text(json.dumps({"method": "squid", "preset": "tiny", "overrides": {}}))
+    with pytest.raises(ValueError, match=f"{WEIGHTS_FILE}: does not match the network recipe"):
+        load_scorer(tmp_path / WEIGHTS_FILE)
+    monkeypatch.setitem(presets.PRESET_REVISIONS, "tiny", ({"decoder_memory_items": 16},))
+    loaded = load_scorer(tmp_path / WEIGHTS_FILE)
+    for key, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_models_of_the_earlier_digitanatomy_default_still_load(tmp_path):
+    from squid_monai.networks.presets import PRESET_REVISIONS
+
+    for revision in PRESET_REVISIONS["digitanatomy_small"]:
+        trained = build_scorer("digitanatomy_small", **revision)
+        torch.save(trained.state_dict(), tmp_path / WEIGHTS_FILE)
+        (tmp_path / RECIPE_FILE).write_text(json.dumps({"preset": "digitanatomy_small", "overrides": {}}))
+        loaded = load_scorer(tmp_path / WEIGHTS_FILE)
+        assert loaded.state_dict().keys() == trained.state_dict().keys()
 
 
 def test_recipe_errors(tmp_path):

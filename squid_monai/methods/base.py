@@ -16,7 +16,7 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -86,7 +86,11 @@ class Family:
     """The usual :class:`ModelFamily`: a family folder's presets, classes and its two module
     functions ``configure(preset, **overrides)`` (the network settings) and
     ``build(preset, **overrides)`` (the networks); the scorer wraps what ``build`` returns.
-    A family whose scorer needs more than its networks subclasses it."""
+    A family whose scorer needs more than its networks subclasses it.
+
+    ``preset_revisions``: ``{preset: (overrides, ...)}``, each an earlier definition of the
+    preset as overrides of today's, newest first, so that models saved before recipes were
+    pinned (:class:`~squid_monai.artifact.Recipe`) still load."""
 
     name: str
     network_presets: Mapping[str, Mapping[str, Any]]
@@ -96,6 +100,7 @@ class Family:
     scorer: type
     configure: Callable[..., dict[str, Any]]
     build: Callable[..., tuple[nn.Module, ...]]
+    preset_revisions: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
 
     def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
         return self.configure(preset, **overrides)

@@ -9,8 +9,8 @@
                    tenth of ``paper`` (see BENCHMARKS.md).
 ``digitanatomy_small``  DigitAnatomy at 96 px, 3 x 3 tiles and a quarter of the widths:
                    the embedded default of the training bundle, trained in minutes on a CPU;
-                   its decoder memories are space-aware (one per tile and window), which
-                   the paper's network is not.
+                   its decoder memories are space-aware (one per tile, reading the whole
+                   tile map as one window), which the paper's network is not.
 ``tiny``           a toy size for tests and smoke runs only.
 
 Keys prefixed ``disc_`` go to :class:`SQUIDDiscriminator`, the others to
@@ -28,7 +28,7 @@ from monai.utils import str2bool
 from .discriminator import SQUIDDiscriminator
 from .generator import SQUIDGenerator
 
-__all__ = ["PRESETS", "get_config", "build"]
+__all__ = ["PRESETS", "PRESET_REVISIONS", "get_config", "build"]
 
 _PAPER: dict[str, Any] = {
     "image_size": 128,
@@ -68,8 +68,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mlp_dim": 128,
         "disc_channels": (8, 16, 32, 64, 64),
         # beyond the paper, measured (BENCHMARKS.md, "Make SQUID detect"): with the decoder
-        # memories shared by all tiles the student copies every anomaly through the skips
+        # memories shared by all tiles the student copies every anomaly through the skips;
+        # with one memory per tile (one window, whole-cell items) a swapped, mirrored or
+        # zero digit is rebuilt from that cell's normal digits far more often
         "decoder_memory_space_aware": True,
+        "decoder_memory_windows": 1,
     },
     "tiny": {
         **_PAPER,
@@ -82,6 +85,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "decoder_memory_items": 16,
         "disc_channels": (8, 16, 16, 16),
     },
+}
+
+
+#: earlier definitions of a preset, as overrides of today's, newest first: what models saved
+#: before ``network.json`` pinned every setting were trained with (the loader tries them)
+PRESET_REVISIONS: dict[str, tuple[dict[str, Any], ...]] = {
+    "digitanatomy_small": (
+        {"decoder_memory_windows": 2},  # 2026-12-01 to 2026-12-04
+        {"decoder_memory_windows": 2, "decoder_memory_space_aware": False},  # until 2026-12-01
+    ),
 }
 
 

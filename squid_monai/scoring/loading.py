@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +104,21 @@ def _calibration(scorer) -> tuple[float, float, float]:
 def _load_pytorch(weights, network_config, map_location):
     weights = Path(weights)
     recipe = Recipe.of(weights.with_name(RECIPE_FILE) if network_config is None else network_config)
-    scorer = recipe.build()
     try:
         state = torch.load(weights, map_location=map_location, weights_only=True)
     except (OSError, RuntimeError, EOFError) as err:
         raise ValueError(f"{weights}: not a readable checkpoint ({err})") from err
     state = state.get("model", state) if isinstance(state, dict) else state
-    missing, unexpected = scorer.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{weights}: does not match the network recipe (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return scorer.to(map_location)
+    # an unpinned recipe may predate a change of its preset: then try the preset's earlier definitions
+    earlier = () if recipe.pinned is not None else getattr(recipe.family, "preset_revisions", {}).get(recipe.preset, ())
+    for candidate in (recipe, *(replace(recipe, overrides={**revision, **recipe.overrides}) for revision in earlier)):
+        scorer = candidate.build()
+        try:
+            missing, unexpected = scorer.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shapes of another architecture
+            problem = str(err).splitlines()[-1].strip()
+            continue
+        if missing or unexpected:
+            raise ValueError(f"{weights}: does not match the network recipe (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return scorer.to(map_location)
+    raise ValueError(f"{weights}: does not match the network recipe {recipe.as_dict()} ({problem})")

@@ -16,10 +16,12 @@ from ..base import Family
 from ...engines.trainer import SQUIDTrainer
 from ...losses import SQUIDLossWeights
 from ...networks import PRESETS, build, get_config
+from ...networks.presets import PRESET_REVISIONS
 from ...scoring.scorer import SQUIDScorer
 from .recipes import RECIPES
 
 __all__ = ["FAMILY"]
 
 
-FAMILY = Family("squid", PRESETS, RECIPES, SQUIDLossWeights, SQUIDTrainer, SQUIDScorer, get_config, build)
+FAMILY = Family("squid", PRESETS, RECIPES, SQUIDLossWeights, SQUIDTrainer, SQUIDScorer, get_config, build,
+                PRESET_REVISIONS)
