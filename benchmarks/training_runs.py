@@ -42,6 +42,7 @@ def section(args) -> str:
     client, run = _training_run(out)
     auc = _history(client, run.info.run_id, "val_auc")
     running = _history(client, run.info.run_id, "val_auc_running_stats")
+    logit = _history(client, run.info.run_id, "val_auc_logit")
     params = run.data.params
     best = max(auc, key=auc.get)
     lines = [
@@ -83,6 +84,9 @@ def section(args) -> str:
         f"| val AUC ({params.get('score_source', 'logit')} score) | "
         + " | ".join(f"{auc[e]:.3f}" for e in sorted(auc)) + " |",
     ]
+    if logit and params.get("score_source", "logit") != "logit":  # the paper's score beside the one in use
+        lines.append("| val AUC (logit, the paper's score) | "
+                     + " | ".join(f"{logit.get(e, float('nan')):.3f}" for e in sorted(auc)) + " |")
     if len(set(running.values())) > 1:  # a constant 0.5: the score does not read the discriminator's statistics
         lines.append("| val AUC (logit, running statistics) | "
                      + " | ".join(f"{running.get(e, float('nan')):.3f}" for e in sorted(auc)) + " |")
