@@ -25,8 +25,8 @@ sharpness baseline's AUC on the same images and the paired bootstrap interval of
 minus the baseline (``metrics.json`` of the evaluation), accuracy and F1 at the validation
 threshold, and the standard deviation of the validation AUC from epoch to epoch after
 warm-up (``training_summary.json``'s ``val_auc_per_epoch``; see
-:func:`squid_monai.workflow.curve_stability`). Aggregates: mean and sample standard
-deviation (ddof 1) over seeds.
+:func:`squid_monai.workflow.curve_stability`); with DigitAnatomy, the AUC per anomaly type.
+Aggregates: mean and sample standard deviation (ddof 1) over seeds.
 """
 
 from __future__ import annotations
@@ -163,6 +163,8 @@ def collect_seed(out: Path, seed: int, splits, warmup_fraction: float = 0.3) -> 
                       "baseline_auc": m["baseline_sharpness"]["auc"],
                       "gain": gain["value"], "gain_95ci": [gain["low"], gain["high"]],
                       "accuracy": at_val["accuracy"], "f1": at_val["f1"]}
+        if "auc_by_anomaly" in m["squid"]:  # DigitAnatomy: which anomaly type the score misses
+            row[split]["auc_by_anomaly"] = m["squid"]["auc_by_anomaly"]
     return row
 
 
@@ -181,6 +183,10 @@ def aggregate(rows: list[dict]) -> dict:
     splits = {key for r in rows for key, value in r.items() if isinstance(value, dict)}
     for split in sorted(splits):
         out[split] = {col: stats(r.get(split, {}).get(col) for r in rows) for col in SPLIT_COLUMNS}
+        types = sorted({t for r in rows for t in r.get(split, {}).get("auc_by_anomaly", {})})
+        if types:
+            out[split]["auc_by_anomaly"] = {t: stats(r.get(split, {}).get("auc_by_anomaly", {}).get(t) for r in rows)
+                                            for t in types}
     return out
 
 
@@ -201,6 +207,13 @@ def markdown(result: dict) -> str:
              _mean_std(agg.get("val_auc_std_after_warmup"))]
     cells += [_mean_std((agg.get(split) or {}).get(c)) for split in splits for c in SPLIT_COLUMNS]
     lines.append("| " + " | ".join(f"**{c}**" for c in cells) + " |")
+    by_type = {split: agg[split]["auc_by_anomaly"] for split in splits if "auc_by_anomaly" in (agg.get(split) or {})}
+    if by_type:
+        types = sorted({t for per in by_type.values() for t in per})
+        lines += ["", "AUC per anomaly type (all normals against that type), mean +- std over seeds:", "",
+                  "| split | " + " | ".join(types) + " |", "|" + "---|" * (len(types) + 1)]
+        lines += ["| " + " | ".join([split] + [_mean_std(per.get(t)) for t in types]) + " |"
+                  for split, per in by_type.items()]
     n = len(result["seeds"])
     return "\n".join([
         f"# Seeds: {n} run(s), {result['date']}", "",

@@ -49,6 +49,7 @@ def _fake_seed(out, seed, curve, splits=("validation", "report")):
                                        "at_validation_threshold": {"accuracy": 0.6, "f1": 0.65}},
                    "baseline_sharpness": {"auc": 0.65}, "squid_minus_baseline_auc": {"value": 0.05, "low": -0.02,
                                                                                       "high": 0.12}}
+        metrics["squid"]["auc_by_anomaly"] = {"missing": 0.9 + seed / 100, "zero": 0.8}
         (out / "eval" / split).mkdir(parents=True)
         (out / "eval" / split / "metrics.json").write_text(json.dumps(metrics))
 
@@ -70,6 +71,8 @@ def test_rows_curve_std_and_aggregates_from_the_run_files(tmp_path):
                             "splits": ["validation", "report"], "warmup_fraction": 0.3, "seeds": rows,
                             "aggregate": agg, "failures": []})
     assert "0.8100 +- 0.0100" in table and "0.0500 [-0.020, 0.120]" in table
+    assert agg["report"]["auc_by_anomaly"]["missing"] == {"mean": pytest.approx(0.91), "std": pytest.approx(0.01), "n": 3}
+    assert "| report | 0.9100 +- 0.0100 | 0.8000 +- 0.0000 |" in table
 
 
 def test_evaluation_defaults_to_the_report_split():
