@@ -5,8 +5,8 @@ For a trained model folder, scores the validation and report splits with
 - ``logit``: the discriminator's calibrated logit (the paper's score, the default);
 - ``residual``: mean squared reconstruction residual (auto-encoder, MemAE, DAAD's R);
 - ``tile_residual``: the worst tile's residual, standardised by that tile's mean and std on
-  the normal training (calibration) images (the ``tile_residual`` score source; the
-  residual's exponent is the model's ``tile_power`` unless ``--tile_power`` sets another);
+  the normal training (calibration) images (the ``tile_residual`` score source, with the
+  model's own exponent and sidedness; ``benchmarks/tile_scores.py`` compares the rules);
 - ``feature``: discriminator-feature residual (f-AnoGAN's kappa term, DAAD's L);
 - ``fused``: DAAD's ``gamma * R + (1 - gamma) * L``, each term standardised by its mean and
   std on normal *training* images (so a score never depends on the other test images),
@@ -99,14 +99,10 @@ def main(argv=None) -> dict:
                         help="labelled splits to score (validation first: gamma is chosen on it)")
     parser.add_argument("--versus", default="sharpness", choices=(*SCORES, "sharpness"),
                         help="the score every paired difference is taken against")
-    parser.add_argument("--tile_power", type=float, default=None,
-                        help="exponent of the tile residual to score with (default: the model's own)")
     parser.add_argument("--out", default=None, help="JSON file for the results (default: <model_dir>/scores.json)")
     args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
     scorer = load_scorer(model_dir / args.model)
-    if args.tile_power is not None:
-        scorer.tile_power.fill_(args.tile_power)
     size = scorer.generator.image_size
     intensity = trained_intensity(model_dir, "percentile")
     data = choose_data(args.dataset_dir, args.datalist, seed=args.seed, val_per_class=args.per_class,
@@ -126,7 +122,7 @@ def main(argv=None) -> dict:
     val = sets["validation"]
     gamma = max(GAMMAS, key=lambda g: roc_auc(val["label"], fused(val, normal, g)))
     results: dict = {"gamma": gamma, "model": str(model_dir / args.model), "versus": args.versus,
-                     "tile_power": float(scorer.tile_power)}
+                     "tile_power": float(scorer.tile_power), "tile_two_sided": bool(scorer.tile_two_sided)}
     for split, s in sets.items():
         s["fused"] = fused(s, normal, gamma)
         s["tile_residual"] = scorer.worst_tile(torch.from_numpy(s["tiles"])).numpy()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squid_monai.metrics import bootstrap_auc, roc_auc
+from squid_monai.metrics import auc_by_anomaly, bootstrap_auc
 from squid_monai.scoring import load_scorer
 from squid_monai.scoring.scorer import tile_residuals
 from squid_monai.workflow import choose_data
@@ -43,10 +43,10 @@ def residual_maps(scorer, dataset, batch_size: int = 50) -> dict:
     return {"maps": torch.cat(maps), "label": torch.cat(labels).numpy().astype(int), "anomaly": np.array(kinds)}
 
 
-def rule_scores(scorer, normal_maps: torch.Tensor, maps: torch.Tensor, power: float, two_sided: bool) -> np.ndarray:
+def rule_scores(rule, normal_maps: torch.Tensor, maps: torch.Tensor, power: float, two_sided: bool) -> np.ndarray:
     """The tile score of ``maps`` under one rule (higher = more anomalous), the statistics
-    fitted on ``normal_maps`` by the scorer's own :meth:`fit_normals`."""
-    rule = copy.deepcopy(scorer)
+    fitted on ``normal_maps`` by the scorer's own :meth:`fit_normals`; ``rule`` is a scorer
+    whose tile settings and statistics this overwrites."""
     rule.tile_power.fill_(power)
     rule.tile_two_sided.fill_(two_sided)
     tile = rule.generator.image_size // rule.generator.grid
@@ -77,17 +77,16 @@ def main(argv=None) -> dict:
     if args.reference not in rules:
         parser.error(f"--reference {args.reference!r} is not among the rules {rules}")
     results: dict = {"model": str(model_dir / args.model), "reference": args.reference}
+    rule = copy.deepcopy(scorer)  # the model's own tile settings stay untouched
     for split in args.splits:
         sets = residual_maps(scorer, data.validation(size, split=split, n_normal=args.per_class,
                                                      n_abnormal=args.per_class))
         labels, kinds = sets["label"], sets["anomaly"]
-        scores = {r: rule_scores(scorer, normal, sets["maps"], float(r.split(":")[0]), SIDES[r.split(":")[1]])
+        scores = {r: rule_scores(rule, normal, sets["maps"], float(r.split(":")[0]), SIDES[r.split(":")[1]])
                   for r in rules}
         rows = {}
         for rule, s in scores.items():
-            row = {"auc": bootstrap_auc(labels, s), "by_anomaly": {
-                t: roc_auc(labels[(labels == 0) | (kinds == t)], s[(labels == 0) | (kinds == t)])
-                for t in sorted(set(kinds[labels == 1]) - {""})}}
+            row = {"auc": bootstrap_auc(labels, s), "by_anomaly": auc_by_anomaly(labels, s, kinds)}
             if rule != args.reference:
                 row["minus"] = bootstrap_auc(labels, s, reference=scores[args.reference])
             rows[rule] = row

@@ -78,7 +78,7 @@ class Recipe:
     def config(self) -> dict[str, Any]:
         """The pinned settings, or the preset's with the overrides applied (unknown keys are an
         error)."""
-        return self.family.get_config(self.preset, **dict(self.pinned if self.pinned is not None else self.overrides))
+        return self.family.get_config(self.preset, **self._settings)
 
     @property
     def image_size(self) -> int:
@@ -88,7 +88,12 @@ class Recipe:
 
     def build(self):
         """An untrained scorer of this recipe (load a state dict into it)."""
-        return self.family.build_scorer(self.preset, **dict(self.pinned if self.pinned is not None else self.overrides))
+        return self.family.build_scorer(self.preset, **self._settings)
+
+    @property
+    def _settings(self) -> dict[str, Any]:
+        """What rebuilds the network: the pinned settings, else the overrides of the preset."""
+        return dict(self.pinned if self.pinned is not None else self.overrides)
 
     def as_dict(self) -> dict[str, Any]:
         out = {"method": self.method, "preset": self.preset, "overrides": dict(self.overrides)}

@@ -33,7 +33,7 @@ import numpy as np
 from ignite.engine import Engine, Events
 
 from .baselines import sharpness_score
-from .metrics import bootstrap_auc, evaluate_scores, roc_auc
+from .metrics import auc_by_anomaly, bootstrap_auc, evaluate_scores, roc_auc
 from .scoring import ScoreRecord, ScoreWriter, SQUIDScorer, score_images
 
 __all__ = ["EvaluationReport", "EXTRA_COLUMNS"]
@@ -141,9 +141,10 @@ class EvaluationReport:
                                        "for comparison with the paper only", **section("best_on_set")}}
         sharp = np.array([r.extra["sharpness_score"] for r in self.rows])
         squid["auc_95ci"] = _interval(bootstrap_auc(labels, scores))
-        by_type = self._by_anomaly(labels)
+        kinds = [r.extra.get("anomaly", "") for r in self.rows]
+        by_type = auc_by_anomaly(labels, scores, kinds)  # DigitAnatomy only: {} without anomaly types
         if by_type:
-            squid["auc_by_anomaly"] = {t: roc_auc(labels[keep], scores[keep]) for t, keep in by_type.items()}
+            squid["auc_by_anomaly"] = by_type
         if len(self._running) == len(self.rows):
             squid["auc_running_stats"] = roc_auc(labels, self._running)
         return {
@@ -155,8 +156,7 @@ class EvaluationReport:
             "baseline_sharpness": {
                 "auc": roc_auc(labels, sharp),
                 "auc_95ci": _interval(bootstrap_auc(labels, sharp)),
-                **({"auc_by_anomaly": {t: roc_auc(labels[keep], sharp[keep]) for t, keep in by_type.items()}}
-                   if by_type else {}),
+                **({"auc_by_anomaly": auc_by_anomaly(labels, sharp, kinds)} if by_type else {}),
                 "note": "negated Laplacian energy of the preprocessed image (no learning): the known "
                         "smoothness shortcut; a SQUID gain must be judged against it",
             },
@@ -166,14 +166,6 @@ class EvaluationReport:
                         "over the shortcut that the sample size supports",
             },
         }
-
-
-    def _by_anomaly(self, labels: np.ndarray) -> dict[str, np.ndarray]:
-        """Row masks 'every normal plus the abnormals of one type', per DigitAnatomy anomaly type,
-        so each type's AUC says which kind of anomaly the score misses."""
-        kinds = np.array([r.extra.get("anomaly", "") for r in self.rows])
-        types = sorted({k for k, label in zip(kinds, labels) if label == 1 and k})
-        return {t: (labels == 0) | (kinds == t) for t in types} if (labels == 0).any() else {}
 
 
 def _interval(result: dict) -> list[float]:

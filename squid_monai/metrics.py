@@ -30,6 +30,7 @@ from sklearn.metrics import roc_auc_score
 __all__ = [
     "CRITERIA",
     "AnomalyMetrics",
+    "auc_by_anomaly",
     "OptionalAUC",
     "SmoothedAUC",
     "best_threshold",
@@ -102,6 +103,18 @@ def roc_auc(labels: Any, scores: Any) -> float:
     """
     y, s = check_labels_scores(labels, scores, both_classes=True)
     return float(roc_auc_score(y, s))
+
+
+def auc_by_anomaly(labels: Any, scores: Any, kinds: Any) -> dict[str, float]:
+    """Per anomaly type (``kinds``: one name per image; normals' names are ignored), the AUC of
+    every normal against the abnormals of that type, so a report says which kind of anomaly a
+    score misses; empty when there are no normals or no named abnormals."""
+    y, s = np.asarray(labels), np.asarray(scores)
+    kinds = np.asarray([str(k) for k in kinds])
+    if not (y == 0).any():
+        return {}
+    types = sorted({k for k, label in zip(kinds, y) if label == 1 and k})
+    return {t: roc_auc(y[(y == 0) | (kinds == t)], s[(y == 0) | (kinds == t)]) for t in types}
 
 
 def _auc_rows(y: np.ndarray, scores: np.ndarray) -> np.ndarray:

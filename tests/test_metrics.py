@@ -263,3 +263,17 @@ def test_optional_auc_scores_the_key_when_present_and_writes_nothing_without_it(
     expected = roc_auc(torch.cat([label, label]).numpy(), np.array([0.1, 0.9, 0.2, 0.3, 0.5, 0.4, 0.0, 0.8]))
     assert run(with_key)["val_auc_feature"] == pytest.approx(expected)
     assert run([{"label": label, "score": torch.rand(4)}]) == {}
+
+
+def test_auc_by_anomaly_is_every_normal_against_one_type():
+    from squid_monai.metrics import auc_by_anomaly
+
+    labels = [0, 0, 0, 1, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.9, 0.8, 0.15, 0.25]
+    kinds = ["normal", "normal", "normal", "zero", "zero", "missing", "missing"]
+    result = auc_by_anomaly(labels, scores, kinds)
+    assert result == {"missing": pytest.approx(roc_auc([0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.15, 0.25])),
+                      "zero": 1.0}
+    assert result["missing"] == pytest.approx(3 / 6)  # 0.15 beats one normal, 0.25 two, of six pairs
+    assert auc_by_anomaly([1, 1], [0.5, 0.6], ["zero", "zero"]) == {}  # no normals: no AUC
+    assert auc_by_anomaly(labels, scores, [""] * 7) == {}  # no types (chest X-rays)

@@ -175,9 +175,8 @@ class SQUIDScorer(CalibratedScorer):
         reconstructed far better than that tile ever is counts too (a blank cell copied as
         blank, where a digit always leaves a residual); the log makes both tails comparable.
         """
-        two_sided = self.tile_two_sided
         z = (self._tile_values(tile_residual) - self.tile_mean) / self.tile_std
-        return torch.where(two_sided, z.abs(), z).amax(1)
+        return torch.where(self.tile_two_sided, z.abs(), z).amax(1)
 
     def _tile_values(self, tile_residual: torch.Tensor) -> torch.Tensor:
         """What the tile statistics describe: the residual, or its log when two-sided."""
