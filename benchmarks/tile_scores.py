@@ -85,20 +85,20 @@ def main(argv=None) -> dict:
         scores = {r: rule_scores(rule, normal, sets["maps"], float(r.split(":")[0]), SIDES[r.split(":")[1]])
                   for r in rules}
         rows = {}
-        for rule, s in scores.items():
+        for name, s in scores.items():
             row = {"auc": bootstrap_auc(labels, s), "by_anomaly": auc_by_anomaly(labels, s, kinds)}
-            if rule != args.reference:
+            if name != args.reference:
                 row["minus"] = bootstrap_auc(labels, s, reference=scores[args.reference])
-            rows[rule] = row
+            rows[name] = row
         results[split] = rows
     out = Path(args.out) if args.out else model_dir / "tile_scores.json"
     out.write_text(json.dumps(results, indent=2))
     for split in args.splits:
-        for rule, row in results[split].items():
+        for name, row in results[split].items():
             a, d = row["auc"], row.get("minus")
             diff = f"  minus {args.reference} {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]" if d else ""
             types = " ".join(f"{t} {100 * v:.0f}" for t, v in row["by_anomaly"].items())
-            print(f"{split:10s} {rule:6s} AUC {100 * a['value']:.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]{diff}  ({types})")
+            print(f"{split:10s} {name:6s} AUC {100 * a['value']:.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]{diff}  ({types})")
     return results
 
 
