@@ -78,7 +78,7 @@ class Recipe:
     def config(self) -> dict[str, Any]:
         """The pinned settings, or the preset's with the overrides applied (unknown keys are an
         error)."""
-        return self.family.get_config(self.preset, **self._settings)
+        return self.family.get_config(self.preset, **self.settings)
 
     @property
     def image_size(self) -> int:
@@ -88,11 +88,12 @@ class Recipe:
 
     def build(self):
         """An untrained scorer of this recipe (load a state dict into it)."""
-        return self.family.build_scorer(self.preset, **self._settings)
+        return self.family.build_scorer(self.preset, **self.settings)
 
     @property
-    def _settings(self) -> dict[str, Any]:
-        """What rebuilds the network: the pinned settings, else the overrides of the preset."""
+    def settings(self) -> dict[str, Any]:
+        """What rebuilds the network, as overrides of the preset: the pinned settings, else
+        the recipe's own overrides."""
         return dict(self.pinned if self.pinned is not None else self.overrides)
 
     def as_dict(self) -> dict[str, Any]:

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.utils import str2bool
 
-from .artifact import WEIGHTS_FILE, save_preprocessing, trained_intensity
+from .artifact import RECIPE_FILE, WEIGHTS_FILE, Recipe, save_preprocessing, trained_intensity
 from .distributed import is_main_process
+from .handlers.checkpoint import latest_checkpoint
 from .data.datalist import build_from_folder, load_datalist
 from .data.datasets import make_dataset
 from .data.digitanatomy import DigitAnatomyDataset, digitanatomy_split
@@ -27,7 +29,7 @@ from .transforms import train_transforms
 from .transforms.compose import check_switches
 
 __all__ = ["DataSource", "DatalistSource", "DigitAnatomySource", "bundle_root", "choose_data", "curve_stability",
-           "is_main_process", "report_training", "save_preprocessing", "trained_intensity"]
+           "is_main_process", "report_training", "save_preprocessing", "trained_intensity", "training_recipe"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +183,32 @@ def choose_data(dataset_dir: str | None = None, datalist: str | None = None, see
                         n_report_normal=report_per_class, n_report_abnormal=report_per_class)
         return DatalistSource(build_from_folder(root, **protocol), seed)
     return DigitAnatomySource(seed)
+
+
+def training_recipe(ckpt_dir: str | os.PathLike, preset: str, overrides: dict | None = None, method: str = "squid",
+                    resume: bool | str = True) -> Recipe:
+    """The network recipe a training run builds: the requested one, or, when the run resumes
+    from a checkpoint of ``ckpt_dir``, the one that run pinned in its ``network.json``, so
+    that a later change of the preset's definition cannot change a half-trained network.
+
+    Resuming with another family, preset or overrides than the folder's run is an error
+    naming the file (the checkpoint would not fit, or worse, would fit a different model).
+    """
+    requested = Recipe(preset, dict(overrides or {}), method=method)
+    resume = str2bool(resume) if isinstance(resume, str) else bool(resume)
+    path = Path(ckpt_dir, RECIPE_FILE)
+    if not (resume and path.is_file() and latest_checkpoint(ckpt_dir) is not None):
+        return requested
+    stored = Recipe.load(path)
+    asked, had = (json.loads(json.dumps([r.method, r.preset, dict(r.overrides)])) for r in (requested, stored))
+    if asked != had:
+        raise ValueError(
+            f"{path}: the run in this folder was trained with method {stored.method!r}, preset {stored.preset!r} "
+            f"and network overrides {dict(stored.overrides)}; this command asks for method {method!r}, preset "
+            f"{preset!r} and overrides {dict(requested.overrides)}. Resume with the same settings, or start afresh "
+            "with --resume false or another --output_dir"
+        )
+    return stored
 
 
 def curve_stability(auc_per_epoch: dict, warmup_fraction: float = 0.3) -> dict:

@@ -1,5 +1,6 @@
 """The decisions the bundle configs delegate to squid_monai.workflow."""
 
+import json
 import os
 
 import numpy as np
@@ -136,3 +137,38 @@ def test_the_bundle_validates_calibrates_and_saves_the_ema_weights(tmp_path):
     assert evaluator.scorer is not parser.get_parsed_content("scorer")  # the live weights are trained, not scored
     savers = [h for h in parser.get_parsed_content("validate#handlers") if hasattr(h, "save_dict")]
     assert savers and all(saver.save_dict["model"] is ema.ema_model for saver in savers)
+
+
+def test_a_resumed_run_builds_the_network_its_folder_pinned_not_todays_preset(tmp_path):
+    """Resume rebuilds from the run's own ``network.json``: a preset changed since (here:
+    the pinned file says 2 decoder-memory windows, today's preset 1) cannot change a
+    half-trained network; asking for other settings than the folder's run is an error."""
+    from monai.bundle import ConfigParser
+
+    from squid_monai.artifact import Recipe
+    from squid_monai.workflow import training_recipe
+
+    def settings(recipe):  # as JSON stores them (tuples become lists)
+        return json.loads(json.dumps(recipe.config()))
+
+    models = tmp_path / "models"
+    pinned = Recipe("tiny", {}).config()
+    pinned["decoder_memory_windows"] = 1 if pinned["decoder_memory_windows"] != 1 else 2
+    path = Recipe("tiny", {}, pinned=pinned).save(models)
+    pinned = json.loads(json.dumps(pinned))
+    assert settings(training_recipe(models, "tiny", {})) == settings(Recipe("tiny", {})) != pinned  # no checkpoint
+    (models / "checkpoint_epoch=1.pt").write_bytes(b"")
+    assert settings(training_recipe(models, "tiny", {})) == pinned
+    assert settings(training_recipe(models, "tiny", {}, resume="false")) != pinned
+    with pytest.raises(ValueError, match=r"network\.json.*trained with method 'squid', preset 'tiny'.*--resume false"):
+        training_recipe(models, "tiny", {"top_k": 2})
+    with pytest.raises(ValueError, match=str(path)):
+        training_recipe(models, "small", {})
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(bundle_root(), "configs", "train.json"))
+    parser.update({"output_dir": str(tmp_path), "preset": "tiny"})
+    generator = parser.get_parsed_content("generator")
+    assert generator.student.memories[0].windows == pinned["decoder_memory_windows"]
+    parser.get_parsed_content("save_network_config")
+    assert Recipe.load(models).pinned == pinned  # the folder's recipe is kept, not re-pinned from today's preset
