@@ -180,3 +180,21 @@ def test_pixel_mask_ratio_masks_a_quarter_of_the_training_input_only():
     for bad in (1.0, 0.1, -0.25):  # every tile; rounds to no tile of 4; negative
         with pytest.raises(ValueError, match="pixel_mask_ratio"):
             build("tiny", pixel_mask_ratio=bad)
+
+
+def test_output_bias_starts_both_decoders_at_that_logit_and_changes_nothing_else():
+    """``output_bias`` sets the initial bias of the student's and the teacher's output
+    convolution and nothing else: every other initial weight is the default build's (same
+    seed), and a zero feature map decodes to sigmoid(bias) everywhere."""
+    torch.manual_seed(0)
+    default, _ = build("tiny")
+    torch.manual_seed(0)
+    biased, _ = build("tiny", output_bias=-1.2)
+    for decoder in (biased.student, biased.teacher):
+        assert torch.equal(decoder.head.bias, torch.full_like(decoder.head.bias, -1.2))
+        zero = torch.zeros(1, decoder.head.in_channels, 4, 4)
+        assert torch.allclose(torch.sigmoid(decoder.head(zero)), torch.sigmoid(torch.tensor(-1.2)))
+    a, b = default.state_dict(), biased.state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed == {"student.head.bias", "teacher.head.bias"}
+    assert not torch.equal(default.student.head.bias, biased.student.head.bias)  # the default is PyTorch's init
