@@ -75,6 +75,7 @@ def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
     assert parser.get_parsed_content("n_critic") == RECIPES["digitanatomy"]["n_critic"]
     assert parser.get_parsed_content("loss_weights") == RECIPES["digitanatomy"]["loss_weights"]
     assert parser.get_parsed_content("score_source") == "tile_residual"
+    assert parser.get_parsed_content("lr") == RECIPES["digitanatomy"]["lr"] == 2e-4  # measured, not the paper's
     for cls, n in (("normal", 8), ("abnormal", 4)):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for i in range(n):
@@ -87,6 +88,7 @@ def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
     assert parser.get_parsed_content("n_critic") == RECIPES["chest"]["n_critic"]
     assert parser.get_parsed_content("loss_weights") == {**RECIPES["chest"]["loss_weights"], "student": 3.0}
     assert parser.get_parsed_content("score_source") == "logit"
+    assert parser.get_parsed_content("lr") == RECIPES["chest"]["lr"] == 1e-4  # the paper's
 
 
 def test_chest_cpu_recipe_overlays_the_training_config(tmp_path):
