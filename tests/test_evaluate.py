@@ -38,7 +38,7 @@ def evaluation(bundle):
     folder = bundle.output_dir / "eval" / "test"
     with open(folder / "scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return folder, rows, json.loads((folder / "metrics.json").read_text()), result.stdout
+    return folder, rows, json.loads((folder / "metrics.json").read_text()), result.stdout + result.stderr
 
 
 def _column(rows, key, kind=float):
@@ -55,6 +55,7 @@ def test_evaluate_writes_scores_metrics_and_figures(evaluation):
     assert metrics["n_normal"] == metrics["n_abnormal"] == VAL_SIZE
     assert set(_column(rows, "label", int)) == {0, 1}
     assert re.search(r"squid test: AUC \d\.\d{4} \(sharpness baseline \d\.\d{4}\)", stdout)
+    assert re.search(r"test: squid AUC \d\.\d{4}", stdout)  # the report names the family, not a config reference
 
 
 def test_metrics_are_those_of_the_csv_scores_at_the_model_thresholds(evaluation, bundle):
