@@ -44,7 +44,7 @@ def test_switches_reach_their_objects(tmp_path, switches):
     assert g_opt.defaults["eps"] == expect["adam_eps"] and d_opt.defaults["eps"] == 1e-08
     g_sched, d_sched = parser.get_parsed_content("lr_schedulers#g_scheduler"), parser.get_parsed_content("lr_schedulers#d_scheduler")
     if expect["lr_schedule"] == "paper":
-        assert g_sched.T_max == d_sched.T_max == 8 and g_sched.eta_min == pytest.approx(1e-4 * 0.2)
+        assert g_sched.T_max == d_sched.T_max == 8 and g_sched.eta_min == pytest.approx(parser.get_parsed_content("lr") * 0.2) == pytest.approx(2e-4 * 0.2)  # the DigitAnatomy recipe's lr
     else:
         assert g_sched.T_max == 12 and g_sched.eta_min == 0
         assert isinstance(d_sched, torch.optim.lr_scheduler.ConstantLR)
