@@ -31,7 +31,7 @@ trainer shares: :class:`~squid_monai.engines.base.GuardedTrainer`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ from monai.utils import evenly_divisible_all_gather
 
 from ..losses import SQUIDLossWeights, discriminator_loss, generator_losses
 from .base import GuardedTrainer
+from .erasing import check_erasing, erase_random_rectangles
 from .utils import average_running_stats, is_distributed, norm_buffers, plain_tensor, unwrap
 
 __all__ = ["SQUIDTrainer", "LOSS_KEYS", "loss_terms", "plain_tensor", "unwrap"]
@@ -64,6 +65,11 @@ class SQUIDTrainer(GuardedTrainer):
             in the authors' code (SQUID.md section 7, U3).
         n_critic: the generator is updated every ``n_critic``-th iteration (paper: 2 on
             chest X-rays, 1 on DigitAnatomy); the discriminator every iteration.
+        input_erasing: share of each batch whose generator input gets a random rectangle
+            erased while the loss targets and the discriminator's real images stay clean
+            (beyond the paper; 0, the default, is the paper's training;
+            :mod:`~squid_monai.engines.erasing`). Only clean images' tokens enter the queues.
+        erasing_size: (min, max) side of the erased rectangle, as a fraction of the image side.
         amp: mixed precision; on CUDA float16 with one ``GradScaler`` per optimiser, on
             the CPU bfloat16 autocast (only when asked; fp32 is the CPU default).
         max_nonfinite: consecutive non-finite steps tolerated before the run is stopped.
@@ -75,7 +81,8 @@ class SQUIDTrainer(GuardedTrainer):
     def __init__(self, device: str | torch.device, max_epochs: int, train_data_loader: Iterable,
                  generator: torch.nn.Module, discriminator: torch.nn.Module, g_optimizer: torch.optim.Optimizer,
                  d_optimizer: torch.optim.Optimizer, loss_weights: SQUIDLossWeights | dict | None = None,
-                 distillation_detach: bool = True, n_critic: int = 1, amp: bool = False, max_nonfinite: int = 20,
+                 distillation_detach: bool = True, n_critic: int = 1, input_erasing: float = 0.0,
+                 erasing_size: Sequence[float] = (0.125, 0.333), amp: bool = False, max_nonfinite: int = 20,
                  g_scaler: torch.amp.GradScaler | None = None, d_scaler: torch.amp.GradScaler | None = None,
                  **engine_args):
         super().__init__(device, max_epochs, train_data_loader, amp=amp, max_nonfinite=max_nonfinite,
@@ -87,6 +94,7 @@ class SQUIDTrainer(GuardedTrainer):
         self.loss_weights = self._loss_weights(loss_weights, SQUIDLossWeights)
         self.distillation_detach = bool(distillation_detach)
         self.n_critic = n_critic
+        self.input_erasing, self.erasing_size = float(input_erasing), check_erasing(input_erasing, erasing_size)
         self.g_scaler, self.d_scaler = self.grad_scaler(g_scaler), self.grad_scaler(d_scaler)
 
     def _iteration(self, engine: SQUIDTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
@@ -98,8 +106,11 @@ class SQUIDTrainer(GuardedTrainer):
         # norm-layer statistics, restored if a pass turns out non-finite (it wrote them anyway)
         g_norm, d_norm = norm_buffers(gen), norm_buffers(disc)
 
+        inputs, clean = image, None
+        if self.input_erasing > 0:
+            inputs, clean = erase_random_rectangles(image, self.input_erasing, self.erasing_size)
         with self._autocast(), torch.set_grad_enabled(update_g):
-            out = gen(image)
+            out = gen(inputs)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
         # discriminator: real images vs the detached student reconstruction
@@ -129,9 +140,12 @@ class SQUIDTrainer(GuardedTrainer):
         if d_ok and (g_ok or not update_g):
             self._nonfinite_run = 0
         if g_ok and ("tokens" in out or "decoder_tokens" in out):
-            # identical on every rank, and so is the decision
-            tokens = self._gather(out["tokens"]) if "tokens" in out else None
-            decoder = [self._gather(t) for t in out.get("decoder_tokens", [])]
+            # identical on every rank, and so is the decision; erased images' tokens stay out
+            def normal(t: torch.Tensor) -> torch.Tensor:
+                return self._gather(t if clean is None else t[clean])
+
+            tokens = normal(out["tokens"]) if "tokens" in out else None
+            decoder = [normal(t) for t in out.get("decoder_tokens", [])]
             if all(torch.isfinite(t).all() for t in [tokens, *decoder] if t is not None):
                 unwrap(gen).enqueue(tokens, decoder)
         average_running_stats(gen, disc)

@@ -84,3 +84,13 @@ def test_the_trained_intensity_rule_is_recorded_for_evaluation_and_inference(tmp
         save_preprocessing(tmp_path, intensity="minmax")
     for name in ("evaluate.json", "inference.json"):
         assert "trained_intensity(@ckpt_dir" in json.loads((CONFIGS / name).read_text())["intensity"]
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_input_erasing_reaches_the_trainer(value):
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser["input_erasing"] = value
+    assert parser.get_parsed_content("train#trainer#input_erasing") == value
+    assert parser.get_parsed_content("method_params#input_erasing") == value
+    assert tuple(parser.get_parsed_content("train#trainer#erasing_size")) == (0.125, 0.333)
