@@ -76,6 +76,7 @@ def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
     assert parser.get_parsed_content("loss_weights") == RECIPES["digitanatomy"]["loss_weights"]
     assert parser.get_parsed_content("score_source") == "tile_residual"
     assert parser.get_parsed_content("lr") == RECIPES["digitanatomy"]["lr"] == 2e-4  # measured, not the paper's
+    assert parser.get_parsed_content("train#trainer#input_erasing") == RECIPES["digitanatomy"]["input_erasing"] == 0.5
     for cls, n in (("normal", 8), ("abnormal", 4)):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for i in range(n):
@@ -89,6 +90,7 @@ def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
     assert parser.get_parsed_content("loss_weights") == {**RECIPES["chest"]["loss_weights"], "student": 3.0}
     assert parser.get_parsed_content("score_source") == "logit"
     assert parser.get_parsed_content("lr") == RECIPES["chest"]["lr"] == 1e-4  # the paper's
+    assert parser.get_parsed_content("train#trainer#input_erasing") == 0.0  # the paper's training
 
 
 def test_chest_cpu_recipe_overlays_the_training_config(tmp_path):

@@ -10,7 +10,12 @@ and the critic schedule of each data regime (SQUID.md section 4).
                    report split once the decoder memory is space-aware, and its worst tile
                    beats its image mean on every seed; learning rate 2e-4, not the paper's
                    1e-4: the default command's 640 steps gain on validation and on the
-                   report split on every seed with it (BENCHMARKS.md, "Make SQUID detect").
+                   report split on every seed with it (BENCHMARKS.md, "Make SQUID detect");
+                   and, beyond the paper, half of each batch's generator inputs with one
+                   random rectangle erased (``input_erasing`` 0.5): the decoder learns to
+                   in-paint from the memory what the skips do not carry, which removes the
+                   seeds that copied missing digits and the fall from the validation peak
+                   (BENCHMARKS.md, "Session 15").
 
 The bundle picks one from the data source (``squid_monai.workflow.DataSource.recipe``) and
 each setting can still be overridden on the command line.
@@ -28,6 +33,6 @@ __all__ = ["RECIPES"]
 RECIPES: dict[str, dict[str, Any]] = {
     "chest": {"n_critic": 2, "loss_weights": asdict(SQUIDLossWeights()), "score_source": "logit", "lr": 1e-4},
     "digitanatomy": {"n_critic": 1, "loss_weights": asdict(SQUIDLossWeights(student=1.0)), "score_source": "tile_residual",
-                     "lr": 2e-4},
+                     "lr": 2e-4, "input_erasing": 0.5},
 }
 
