@@ -7,6 +7,8 @@ A trained model is a folder (``<output_dir>/models/``) holding
   (model family, preset, overrides);
 * ``preprocessing.json``: the preprocessing switches it was trained with (the intensity
   rule), :func:`save_preprocessing` / :func:`trained_intensity`;
+* ``training.json``: the training recipe as resolved when the run started (loss weights,
+  critic steps, learning rate, score source, input erasing), which a resumed run keeps;
 * after export, ``model.ts``: the TorchScript scorer with the :class:`ModelCard` embedded as
   the extra file ``squid.json`` (a sidecar ``model.json`` beside it may override keys);
   ``model.onnx``, ``model.xml`` (OpenVINO) and ``model_int8.xml`` (OpenVINO INT8) the other
@@ -28,7 +30,8 @@ from typing import Any, Mapping
 from .distributed import is_main_process
 from .transforms.compose import check_switches
 
-__all__ = ["MODELS_DIR", "WEIGHTS_FILE", "RECIPE_FILE", "PREPROCESSING_FILE", "CARD_FILE", "TORCHSCRIPT_FILE",
+__all__ = ["MODELS_DIR", "WEIGHTS_FILE", "RECIPE_FILE", "PREPROCESSING_FILE", "TRAINING_FILE", "CARD_FILE",
+           "TORCHSCRIPT_FILE",
            "EXPORT_FILES", "SCORE_RULE", "Recipe", "ModelCard", "save_preprocessing", "trained_intensity"]
 
 #: folder of the trained model under a run's output folder
@@ -39,6 +42,8 @@ WEIGHTS_FILE = "model.pt"
 RECIPE_FILE = "network.json"
 #: the preprocessing switches the model was trained with
 PREPROCESSING_FILE = "preprocessing.json"
+#: the training recipe a run started with (a resumed run keeps it)
+TRAINING_FILE = "training.json"
 #: TorchScript extra file (and sidecar content) with the model card
 CARD_FILE = "squid.json"
 #: the TorchScript export

@@ -176,3 +176,37 @@ def test_a_resumed_run_builds_the_network_its_folder_pinned_not_todays_preset(tm
     assert generator.student.memories[0].windows == pinned["decoder_memory_windows"]
     parser.get_parsed_content("save_network_config")
     assert Recipe.load(models).pinned == pinned  # the folder's recipe is kept, not re-pinned from today's preset
+
+
+def test_a_resumed_run_keeps_the_training_recipe_its_folder_pinned(tmp_path):
+    """Resume reads the run's own ``training.json``: a recipe changed since (here: the pinned
+    run trained at 1e-4 without erasing, today's recipe says 2e-4 with erasing) cannot change a
+    half-trained run; a command-line setting still wins; another recipe is an error."""
+    from monai.bundle import ConfigParser
+
+    from squid_monai.methods.squid.recipes import RECIPES
+    from squid_monai.workflow import save_training_settings, training_settings
+
+    models = tmp_path / "models"
+    today = RECIPES["digitanatomy"]
+    pinned = {**today, "lr": 1e-4, "input_erasing": 0.0}
+    path = save_training_settings(models, "squid", "digitanatomy", pinned)
+    assert training_settings(models, "squid", "digitanatomy") == today  # no checkpoint: a fresh start
+    (models / "checkpoint_epoch=1.pt").write_bytes(b"")
+    assert training_settings(models, "squid", "digitanatomy") == pinned
+    assert training_settings(models, "squid", "digitanatomy", resume="false") == today
+    with pytest.raises(ValueError, match=r"training\.json.*squid's 'digitanatomy' recipe.*'chest'.*--resume false"):
+        training_settings(models, "squid", "chest")
+
+    def parsed(**updates):
+        parser = ConfigParser()
+        parser.read_config(os.path.join(bundle_root(), "configs", "train.json"))
+        parser.update({"output_dir": str(tmp_path), "preset": "tiny", **updates})
+        return parser.get_parsed_content("lr"), parser.get_parsed_content("train#trainer#input_erasing")
+
+    assert parsed() == (1e-4, 0.0)
+    assert parsed(lr=3e-4) == (3e-4, 0.0)  # asked for on the command line
+    assert parsed(resume=False) == (today["lr"], today["input_erasing"])
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=str(path)):
+        training_settings(models, "squid", "digitanatomy")

@@ -1,5 +1,6 @@
 """The user's main job end to end: train, checkpoint, resume."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 import torch
 
 from squid_monai.handlers import latest_checkpoint
+from squid_monai.methods.squid.recipes import RECIPES
 from squid_monai.scoring import load_scorer
 
 from ..trained_bundle import REPO, run_command, train_args
@@ -17,8 +19,11 @@ def test_training_command_end_to_end(trained_bundle):
     out, result = trained_bundle
     models = out / "models"
     assert "best validation AUC" in result.stdout
-    for name in ("model.pt", "model_final.pt", "network.json", "checkpoint_epoch=2.pt"):
+    for name in ("model.pt", "model_final.pt", "network.json", "training.json", "checkpoint_epoch=2.pt"):
         assert (models / name).is_file(), name
+    pinned = json.loads((models / "training.json").read_text())
+    assert (pinned["method"], pinned["recipe"]) == ("squid", "digitanatomy")
+    assert pinned["settings"] == json.loads(json.dumps(RECIPES["digitanatomy"]))  # the recipe the run started with
     scorer = load_scorer(models / "model.pt")
     assert scorer.std.item() > 0 and scorer.mean.item() != 0  # calibration stored with the model
     assert 0 < scorer.threshold.item() < 1 and 0 < scorer.normal_threshold.item() < 1
