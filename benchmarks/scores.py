@@ -8,6 +8,9 @@ For a trained model folder, scores the validation and report splits with
   the normal training (calibration) images (the ``tile_residual`` score source, with the
   model's own exponent and sidedness; ``benchmarks/tile_scores.py`` compares the rules);
 - ``feature``: discriminator-feature residual (f-AnoGAN's kappa term, DAAD's L);
+- ``feature_two_sided``, ``residual_two_sided``: how far that residual lies from its mean on
+  the normal training (calibration) images, in either direction, in their standard
+  deviations (on ZhangLab the feature residual of a pneumonia lies *below* the normals');
 - ``fused``: DAAD's ``gamma * R + (1 - gamma) * L``, each term standardised by its mean and
   std on normal *training* images (so a score never depends on the other test images),
   with gamma chosen on validation (grid 0, 0.1, ..., 1) and applied unchanged to report;
@@ -44,8 +47,8 @@ from squid_monai.scoring import load_scorer
 from squid_monai.workflow import choose_data, trained_intensity
 
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]
-SCORES = ("logit", "residual", "tile_residual", "feature", "fused", "memory_distance", "inpainting_shift", "teacher_student",
-          "normal_knn")
+SCORES = ("logit", "residual", "tile_residual", "feature", "feature_two_sided", "residual_two_sided", "fused",
+          "memory_distance", "inpainting_shift", "teacher_student", "normal_knn")
 
 
 @torch.no_grad()
@@ -82,9 +85,18 @@ def token_set(scorer, dataset, batch_size: int = 32) -> torch.Tensor:
     return torch.cat([scorer.generator.eval().tokens(torch.as_tensor(b["image"]).float()) for b in loader])
 
 
+def standardised(scores: dict, normal: dict, key: str) -> np.ndarray:
+    """``scores[key]`` in standard deviations from its mean on the normal images ``normal``."""
+    return (scores[key] - normal[key].mean()) / (normal[key].std() + 1e-12)
+
+
 def fused(scores: dict, normal: dict, gamma: float) -> np.ndarray:
-    z = {k: (scores[k] - normal[k].mean()) / (normal[k].std() + 1e-12) for k in ("residual", "feature")}
-    return gamma * z["residual"] + (1 - gamma) * z["feature"]
+    return gamma * standardised(scores, normal, "residual") + (1 - gamma) * standardised(scores, normal, "feature")
+
+
+def two_sided(scores: dict, normal: dict, key: str) -> np.ndarray:
+    """|z|: an anomaly may lie on either side of the normal images' spread."""
+    return np.abs(standardised(scores, normal, key))
 
 
 def main(argv=None) -> dict:
@@ -125,6 +137,8 @@ def main(argv=None) -> dict:
                      "tile_power": float(scorer.tile_power), "tile_two_sided": bool(scorer.tile_two_sided)}
     for split, s in sets.items():
         s["fused"] = fused(s, normal, gamma)
+        for key in ("feature", "residual"):
+            s[f"{key}_two_sided"] = two_sided(s, normal, key)
         s["tile_residual"] = scorer.worst_tile(torch.from_numpy(s["tiles"])).numpy()
         rows = {}
         for name in (*SCORES, "sharpness"):

@@ -1,0 +1,38 @@
+"""``benchmarks/scores.py``: the source documents' scores on one trained model."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from .trained_bundle import REPO, trained_bundle
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("scores_benchmark", REPO / "benchmarks" / "scores.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_sided_and_fused_scores_standardise_on_the_normal_images_only():
+    scores = _benchmark()
+    normal = {"feature": np.array([1.0, 3.0]), "residual": np.array([10.0, 14.0])}  # means 2 and 12, std 1 and 2
+    split = {"feature": np.array([-1.0, 2.0, 5.0]), "residual": np.array([12.0, 8.0, 16.0])}
+    np.testing.assert_allclose(scores.two_sided(split, normal, "feature"), [3.0, 0.0, 3.0])
+    np.testing.assert_allclose(scores.two_sided(split, normal, "residual"), [0.0, 2.0, 2.0])
+    np.testing.assert_allclose(scores.fused(split, normal, 0.25), 0.25 * np.array([0.0, -2.0, 2.0]) + 0.75 * np.array([-3.0, 0.0, 3.0]))
+    # the score of an image does not depend on the other images of its split
+    np.testing.assert_allclose(scores.two_sided({"feature": split["feature"][:1]}, normal, "feature"), [3.0])
+
+
+def test_every_score_is_reported_on_every_split(tmp_path_factory, tmp_path):
+    bundle = trained_bundle(tmp_path_factory)
+    scores = _benchmark()
+    results = scores.main(["--model_dir", str(bundle.output_dir / "models"), "--per_class", "10",
+                           "--out", str(tmp_path / "s.json")])
+    for split in ("validation", "report"):
+        assert set(results[split]) == {*scores.SCORES, "sharpness"}
+        assert all(0.0 <= row["auc"]["value"] <= 1.0 for row in results[split].values())
+    assert results["gamma"] in scores.GAMMAS
