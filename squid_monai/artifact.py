@@ -32,7 +32,8 @@ from .transforms.compose import check_switches
 
 __all__ = ["MODELS_DIR", "WEIGHTS_FILE", "RECIPE_FILE", "PREPROCESSING_FILE", "TRAINING_FILE", "CARD_FILE",
            "TORCHSCRIPT_FILE",
-           "EXPORT_FILES", "SCORE_RULE", "Recipe", "ModelCard", "save_preprocessing", "trained_intensity"]
+           "EXPORT_FILES", "SCORE_RULE", "Recipe", "ModelCard", "load_training_settings", "save_preprocessing",
+           "save_training_settings", "trained_intensity"]
 
 #: folder of the trained model under a run's output folder
 MODELS_DIR = "models"
@@ -263,3 +264,28 @@ def trained_intensity(ckpt_dir: str | os.PathLike, default: str = "percentile") 
     if not path.is_file():
         return check_switches(intensity=default)["intensity"]
     return check_switches(intensity=json.loads(path.read_text()).get("intensity", default))["intensity"]
+
+
+def save_training_settings(ckpt_dir: str | os.PathLike, method: str, name: str, settings: Mapping[str, Any]) -> Path:
+    """Pin the training recipe a run starts with in ``<ckpt_dir>/training.json``
+    (:data:`TRAINING_FILE`): ``{"method", "recipe", "settings"}``."""
+    path = Path(ckpt_dir, TRAINING_FILE)
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"method": method, "recipe": name, "settings": dict(settings)}, indent=2))
+    return path
+
+
+def load_training_settings(ckpt_dir: str | os.PathLike) -> tuple[str, str, dict[str, Any]]:
+    """``(method, recipe name, settings)`` pinned by :func:`save_training_settings`; an
+    unreadable file is a ``ValueError`` naming it."""
+    path = Path(ckpt_dir, TRAINING_FILE)
+    try:
+        stored = json.loads(path.read_text())
+        method, name, settings = stored["method"], stored["recipe"], stored["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: cannot read the pinned training recipe ({err}); start afresh with --resume false "
+                         "or another --output_dir") from err
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: the pinned training settings are not a JSON object")
+    return method, name, settings

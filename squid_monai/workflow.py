@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from monai.utils import str2bool
 
-from .artifact import RECIPE_FILE, TRAINING_FILE, WEIGHTS_FILE, Recipe, save_preprocessing, trained_intensity
+from .artifact import (RECIPE_FILE, TRAINING_FILE, WEIGHTS_FILE, Recipe, load_training_settings, save_preprocessing,
+                       save_training_settings, trained_intensity)
 from .distributed import is_main_process
 from .handlers.checkpoint import latest_checkpoint
 from .data.datalist import build_from_folder, load_datalist
@@ -196,9 +197,8 @@ def training_recipe(ckpt_dir: str | os.PathLike, preset: str, overrides: dict | 
     naming the file (the checkpoint would not fit, or worse, would fit a different model).
     """
     requested = Recipe(preset, dict(overrides or {}), method=method)
-    resume = str2bool(resume) if isinstance(resume, str) else bool(resume)
     path = Path(ckpt_dir, RECIPE_FILE)
-    if not (resume and path.is_file() and latest_checkpoint(ckpt_dir) is not None):
+    if not _resumes_from(path, resume):
         return requested
     stored = Recipe.load(path)
     asked, had = (json.loads(json.dumps([r.method, r.preset, dict(r.overrides)])) for r in (requested, stored))
@@ -212,42 +212,34 @@ def training_recipe(ckpt_dir: str | os.PathLike, preset: str, overrides: dict | 
     return stored
 
 
-def training_settings(ckpt_dir: str | os.PathLike, method: str, name: str, resume: bool | str = True) -> dict:
-    """The training recipe a run uses: the family's recipe ``name`` as defined today, or, when
-    the run resumes from a checkpoint of ``ckpt_dir``, the one that run pinned in its
-    ``training.json`` (:func:`save_training_settings`), so that a recipe changed since (a new
-    learning rate, input erasing switched on) cannot change a half-trained run. Settings
+def _resumes_from(pinned: Path, resume: bool | str) -> bool:
+    """Whether a run resumes with the settings pinned in ``pinned`` (a file of its
+    checkpoint folder): resume asked for, the file there and a checkpoint beside it."""
+    resume = str2bool(resume) if isinstance(resume, str) else bool(resume)
+    return resume and pinned.is_file() and latest_checkpoint(pinned.parent) is not None
+
+
+def training_settings(ckpt_dir: str | os.PathLike, family, name: str, resume: bool | str = True) -> dict:
+    """The training recipe a run of ``family`` (a :class:`~squid_monai.methods.base.ModelFamily`)
+    uses: its recipe ``name`` as defined today, or, when the run resumes from a checkpoint of
+    ``ckpt_dir``, the one that run pinned in its ``training.json``
+    (:func:`~squid_monai.artifact.save_training_settings`), so that a recipe changed since (a
+    new learning rate, input erasing switched on) cannot change a half-trained run. Settings
     given on the command line still override single keys, as on a fresh start.
 
     Resuming a run of another family or recipe (other data) is an error naming the file.
     """
-    from .methods import get_family, get_recipe
+    from .methods import get_recipe
 
-    resume = str2bool(resume) if isinstance(resume, str) else bool(resume)
     path = Path(ckpt_dir, TRAINING_FILE)
-    if not (resume and path.is_file() and latest_checkpoint(ckpt_dir) is not None):
-        return get_recipe(get_family(method), name)
-    try:
-        stored = json.loads(path.read_text())
-        had, settings = (stored["method"], stored["recipe"]), stored["settings"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: cannot read the pinned training recipe ({err}); start afresh with --resume false "
-                         "or another --output_dir") from err
-    if had != (method, name) or not isinstance(settings, dict):
-        raise ValueError(f"{path}: the run in this folder was trained with {had[0]}'s {had[1]!r} recipe; this "
-                         f"command asks for {method}'s {name!r}. Resume with the same method and data, or start "
+    if not _resumes_from(path, resume):
+        return get_recipe(family, name)
+    method, had, settings = load_training_settings(ckpt_dir)
+    if (method, had) != (family.name, name):
+        raise ValueError(f"{path}: the run in this folder was trained with {method}'s {had!r} recipe; this "
+                         f"command asks for {family.name}'s {name!r}. Resume with the same method and data, or start "
                          "afresh with --resume false or another --output_dir")
     return settings
-
-
-def save_training_settings(ckpt_dir: str | os.PathLike, method: str, name: str, settings: dict) -> Path:
-    """Pin the training recipe a run starts with in ``<ckpt_dir>/training.json``
-    (:data:`~squid_monai.artifact.TRAINING_FILE`): ``{"method", "recipe", "settings"}``."""
-    path = Path(ckpt_dir, TRAINING_FILE)
-    if is_main_process():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"method": method, "recipe": name, "settings": settings}, indent=2))
-    return path
 
 
 def curve_stability(auc_per_epoch: dict, warmup_fraction: float = 0.3) -> dict:

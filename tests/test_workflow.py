@@ -185,19 +185,21 @@ def test_a_resumed_run_keeps_the_training_recipe_its_folder_pinned(tmp_path):
     half-trained run; a command-line setting still wins; another recipe is an error."""
     from monai.bundle import ConfigParser
 
+    from squid_monai.methods import get_family
     from squid_monai.methods.squid.recipes import RECIPES
     from squid_monai.workflow import save_training_settings, training_settings
 
+    squid = get_family("squid")
     models = tmp_path / "models"
     today = RECIPES["digitanatomy"]
     pinned = {**today, "lr": 1e-4, "input_erasing": 0.0}
     path = save_training_settings(models, "squid", "digitanatomy", pinned)
-    assert training_settings(models, "squid", "digitanatomy") == today  # no checkpoint: a fresh start
+    assert training_settings(models, squid, "digitanatomy") == today  # no checkpoint: a fresh start
     (models / "checkpoint_epoch=1.pt").write_bytes(b"")
-    assert training_settings(models, "squid", "digitanatomy") == pinned
-    assert training_settings(models, "squid", "digitanatomy", resume="false") == today
+    assert training_settings(models, squid, "digitanatomy") == pinned
+    assert training_settings(models, squid, "digitanatomy", resume="false") == today
     with pytest.raises(ValueError, match=r"training\.json.*squid's 'digitanatomy' recipe.*'chest'.*--resume false"):
-        training_settings(models, "squid", "chest")
+        training_settings(models, squid, "chest")
 
     def parsed(**updates):
         parser = ConfigParser()
@@ -210,4 +212,4 @@ def test_a_resumed_run_keeps_the_training_recipe_its_folder_pinned(tmp_path):
     assert parsed(resume=False) == (today["lr"], today["input_erasing"])
     path.write_text("{not json")
     with pytest.raises(ValueError, match=str(path)):
-        training_settings(models, "squid", "digitanatomy")
+        training_settings(models, squid, "digitanatomy")
