@@ -11,6 +11,9 @@ For a trained model folder, scores the validation and report splits with
 - ``feature_two_sided``, ``residual_two_sided``: how far that residual lies from its mean on
   the normal training (calibration) images, in either direction, in their standard
   deviations (on ZhangLab the feature residual of a pneumonia lies *below* the normals');
+- ``combined``: the scorer's ``combined`` source (the sum of the standardised logit,
+  teacher-student, nearest-normal token and two-sided feature evidence), refitted on the
+  calibration images through the scorer's own path;
 - ``fused``: DAAD's ``gamma * R + (1 - gamma) * L``, each term standardised by its mean and
   std on normal *training* images (so a score never depends on the other test images),
   with gamma chosen on validation (grid 0, 0.1, ..., 1) and applied unchanged to report;
@@ -43,11 +46,11 @@ from squid_monai.baselines import sharpness_score
 from squid_monai.engines.evaluator import feature_residual
 from squid_monai.metrics import bootstrap_auc, roc_auc
 from squid_monai.networks.memory import nearest_distance
-from squid_monai.scoring import load_scorer
+from squid_monai.scoring import calibrate, load_scorer
 from squid_monai.workflow import choose_data, trained_intensity
 
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]
-SCORES = ("logit", "residual", "tile_residual", "feature", "feature_two_sided", "residual_two_sided", "fused",
+SCORES = ("logit", "residual", "tile_residual", "feature", "feature_two_sided", "residual_two_sided", "combined", "fused",
           "memory_distance", "inpainting_shift", "teacher_student", "normal_knn")
 
 
@@ -70,6 +73,13 @@ def score_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
             parts.setdefault(k, []).append(v.reshape(-1).cpu().numpy())
         parts.setdefault("tiles", []).append(out["tile_residual"].cpu().numpy())  # (B, tiles), standardised later
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def scores_of(scorer, dataset, batch_size: int = 32) -> np.ndarray:
+    """The scorer's own calibrated scores of ``dataset``."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    return torch.cat([scorer(torch.as_tensor(b["image"]).float())["score"] for b in loader]).numpy()
 
 
 def normal_knn(tokens: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
@@ -123,6 +133,9 @@ def main(argv=None) -> dict:
     normal = score_set(scorer, calibration)
     scorer.fit_normals({"tile_residual": torch.from_numpy(normal["tiles"])})  # refitted: older models lack them
     bank = token_set(scorer, calibration)
+    combined = load_scorer(model_dir / args.model)
+    combined.set_score_source("combined")
+    calibrate(combined, torch.utils.data.DataLoader(calibration, batch_size=32))
     sets = {}
     if args.splits[0] != "validation":
         parser.error("--splits must start with validation (gamma is chosen on it)")
@@ -131,6 +144,7 @@ def main(argv=None) -> dict:
                                   intensity=intensity)
         sets[split] = score_set(scorer, dataset)
         sets[split]["normal_knn"] = normal_knn(token_set(scorer, dataset), bank)
+        sets[split]["combined"] = scores_of(combined, dataset)
     val = sets["validation"]
     gamma = max(GAMMAS, key=lambda g: roc_auc(val["label"], fused(val, normal, g)))
     results: dict = {"gamma": gamma, "model": str(model_dir / args.model), "versus": args.versus,

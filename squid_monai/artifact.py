@@ -53,7 +53,7 @@ TORCHSCRIPT_FILE = "model.ts"
 EXPORT_FILES = {"torchscript": TORCHSCRIPT_FILE, "onnx": "model.onnx", "openvino": "model.xml",
                 "openvino_int8": "model_int8.xml"}
 #: how the card's numbers turn a logit into a decision
-SCORE_RULE = "1 - sigmoid((x - mean) / std), x the logit, the negated residual or the negated worst standardised tile residual (score_source); decision: score > threshold"
+SCORE_RULE = "1 - sigmoid((x - mean) / std), x the logit, the negated residual, the negated worst standardised tile residual or the negated sum of standardised evidence (combined) (score_source); decision: score > threshold"
 _DEFAULT_FAMILY = "squid"
 
 

@@ -15,8 +15,9 @@ logger = logging.getLogger(__name__)
 
 
 class Calibrate:
-    """Before each validation, compute the logit's mean and std on un-augmented normal
-    training images (``data_loader``) and the normal-only threshold, into ``scorer``."""
+    """Before each validation, fit the scored quantity (the logit, or the score source's) on
+    un-augmented normal training images (``data_loader``): its mean and std, the normal-only
+    threshold and what the source needs beyond them, into ``scorer``."""
 
     def __init__(self, scorer: SQUIDScorer, data_loader, quantile: float = 0.95):
         self.scorer, self.data_loader, self.quantile = scorer, data_loader, quantile
@@ -26,8 +27,8 @@ class Calibrate:
 
     def __call__(self, engine: Engine) -> None:
         mean, std = calibrate(self.scorer, self.data_loader, engine.state.device, quantile=self.quantile)
-        logger.info("calibration: logit mean %.4f std %.4f, normal-only threshold %.4f",
-                    mean, std, self.scorer.normal_threshold.item())
+        logger.info("calibration (%s): mean %.4f std %.4f, normal-only threshold %.4f",
+                    getattr(self.scorer, "score_source", "normality"), mean, std, self.scorer.normal_threshold.item())
 
 
 class StoreThreshold:

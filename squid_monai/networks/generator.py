@@ -281,12 +281,7 @@ class SQUIDGenerator(nn.Module):
 
         Needs the in-painting block (the ``inpainting=False`` ablation has no memory).
         """
-        if self.training:
-            raise RuntimeError("probes() is an inference path: call .eval() first")
-        if self.inpainting is None:
-            raise ValueError("probes() needs the in-painting block (inpainting=True)")
-        bottleneck, skips = self.encoder(tile(x, self.grid))
-        painted, tokens = self.inpainting(bottleneck)
+        bottleneck, painted, tokens, skips = self._inference_pass(x)
         out = {
             "memory_distance": self.inpainting.memory.nearest_distance(tokens).mean(1),
             "inpainting_shift": (painted - bottleneck).float().pow(2).reshape(x.shape[0], -1).mean(1),
@@ -296,6 +291,27 @@ class SQUIDGenerator(nn.Module):
             teacher, _ = self.teacher(bottleneck, skips)
             out["teacher_student"] = (student - teacher).float().pow(2).flatten(1).mean(1)
         return out
+
+    def evidence(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Eval mode, one encoder pass: the student's reconstruction (in-painted bottleneck),
+        the teacher's (plain bottleneck) and the tiles' tokens (B, T, D), which the scorer's
+        ``combined`` source compares with the normal images'. Needs the in-painting block
+        and the teacher (distillation)."""
+        if self.teacher is None:
+            raise ValueError("evidence() needs the teacher decoder (distillation=True)")
+        bottleneck, painted, tokens, skips = self._inference_pass(x)
+        return {"student": self.student(painted, skips)[0], "teacher": self.teacher(bottleneck, skips)[0],
+                "tokens": tokens}
+
+    def _inference_pass(self, x: torch.Tensor):
+        """Eval: (bottleneck, in-painted bottleneck, tokens, skips) of the tiled input."""
+        if self.training:
+            raise RuntimeError("this is an inference path: call .eval() first")
+        if self.inpainting is None:
+            raise ValueError("the in-painting block is needed (inpainting=True)")
+        bottleneck, skips = self.encoder(tile(x, self.grid))
+        painted, tokens = self.inpainting(bottleneck)
+        return bottleneck, painted, tokens, skips
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

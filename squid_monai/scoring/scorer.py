@@ -14,8 +14,14 @@ residual (or mean of another power of it, ``tile_power``), standardised by that 
 and std on the normal calibration images, maximised over the tiles (or, ``tile_two_sided``,
 the largest absolute standardised log residual), so that one abnormal tile is not diluted
 by the normal others and a tile that is always hard to reconstruct does not dominate
-(BENCHMARKS.md, "Make SQUID detect"). The source, the tile exponent, the sidedness and the
-tile statistics are buffers, saved with the weights.
+(BENCHMARKS.md, "Make SQUID detect"). ``"combined"`` (beyond the paper) sums four
+pieces of evidence, each standardised by its mean and std on the normal calibration images:
+the negated logit, the teacher-student reconstruction difference, the distance of each tile's
+token to the nearest normal calibration token at that tile position (mean over tiles), and
+how far the discriminator-feature residual lies from the normals' in either direction (on
+chest X-rays a pneumonia's lies *below* it); no single one is reliable from seed to seed, their
+sum is (BENCHMARKS.md, "Session 17"). The source, the tile exponent, the sidedness, the tile
+and evidence statistics and the normal tokens are buffers, saved with the weights.
 """
 
 from __future__ import annotations
@@ -29,10 +35,17 @@ from monai.data import MetaTensor
 
 from ..networks import SQUIDDiscriminator, SQUIDGenerator
 
-__all__ = ["SCORE_SOURCES", "CalibratedScorer", "SQUIDScorer", "pixel_residual", "calibrate", "calibrated_score", "decide"]
+__all__ = ["SCORE_SOURCES", "EVIDENCE", "NORMAL_TOKENS", "CalibratedScorer", "SQUIDScorer", "pixel_residual", "calibrate", "calibrated_score", "decide"]
 
 #: What the calibrated score is computed from (index = the ``score_source_code`` buffer).
-SCORE_SOURCES = ("logit", "residual", "tile_residual")
+SCORE_SOURCES = ("logit", "residual", "tile_residual", "combined")
+
+#: The ``combined`` source's evidence, in the order of the ``evidence_mean`` / ``evidence_std`` buffers.
+EVIDENCE = ("logit", "teacher_student", "normal_knn", "feature")
+
+#: At most this many normal calibration images' tokens are kept for ``normal_knn`` (the
+#: calibration set's default size, :meth:`~squid_monai.workflow.DataSource.calibration`).
+NORMAL_TOKENS = 256
 
 
 def decide(score: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
@@ -135,14 +148,17 @@ def tile_residuals(image: torch.Tensor, reconstruction: torch.Tensor, tile: int,
 
 
 class SQUIDScorer(CalibratedScorer):
-    """Inference wrapper of a trained SQUID: the teacher is never computed, no autograd
-    graph is built, and each image is scored independently of the others in its batch
-    (per-image normalisation in the discriminator, see :class:`SQUIDDiscriminator`).
+    """Inference wrapper of a trained SQUID: no autograd graph is built, each image is scored
+    independently of the others in its batch (per-image normalisation in the discriminator,
+    see :class:`SQUIDDiscriminator`), and the teacher is computed only for the ``combined``
+    source.
 
     ``forward(image)`` with image (B, 1, H, W) preprocessed in [0, 1] returns
-    ``{"score": (B,), "logit": (B,), "residual": (B,), "reconstruction": (B, 1, H, W)}``.
-    The calibration (``mean``, ``std``), the decision ``threshold`` and the score source
-    (``"logit"``, the paper's, or ``"residual"``) are buffers, saved with the weights.
+    ``{"score": (B,), "logit": (B,), "residual": (B,), "tile_residual": (B, tiles),
+    "reconstruction": (B, 1, H, W)}``, and for ``combined`` also ``teacher_student``,
+    ``normal_knn``, ``feature`` (B,) and ``tokens`` (B, T*D). The calibration (``mean``,
+    ``std``), the decision ``threshold`` and the score source (:data:`SCORE_SOURCES`) are
+    buffers, saved with the weights.
     """
 
     def __init__(self, generator: SQUIDGenerator, discriminator: SQUIDDiscriminator,
@@ -161,6 +177,14 @@ class SQUIDScorer(CalibratedScorer):
         self.register_buffer("tile_std", torch.ones(tiles))
         self.register_buffer("tile_power", torch.tensor(float(tile_power)))  # exponent of tile_residuals
         self.register_buffer("tile_two_sided", torch.tensor(bool(tile_two_sided)))  # see worst_tile
+        # the combined source's statistics and normal tokens (fit_normals): fixed shapes, filled
+        # in place, so that an EMA copy sharing the buffers sees them
+        self.register_buffer("evidence_mean", torch.zeros(len(EVIDENCE)))
+        self.register_buffer("evidence_std", torch.ones(len(EVIDENCE)))
+        dim = generator.inpainting.memory.memory.shape[-1] if generator.inpainting is not None else 0
+        self.register_buffer("normal_tokens", torch.zeros(tiles, NORMAL_TOKENS, dim))  # (T, S, D): a bank per tile
+        self.register_buffer("normal_count", torch.tensor(0))
+        self._set_combined()
 
     @property
     def score_source(self) -> str:
@@ -183,17 +207,55 @@ class SQUIDScorer(CalibratedScorer):
         return torch.where(self.tile_two_sided, tile_residual.clamp_min(1e-12).log(), tile_residual)
 
     def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self._combined:
+            return -self.combined_evidence(out)
         # selects, not a Python branch on the buffer: ``torch.export`` (ONNX, OpenVINO) keeps them graph ops
         code = self.score_source_code
         return torch.where(code == 0, out["logit"],
                            torch.where(code == 1, -out["residual"], -self.worst_tile(out["tile_residual"])))
 
+    def combined_evidence(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per image (B,), the ``combined`` source's sum of standardised evidence (high = abnormal):
+        the logit counts negated (real = high), the feature residual in either direction."""
+        z = (torch.stack([out[name].float() for name in EVIDENCE], 1) - self.evidence_mean) / self.evidence_std
+        return -z[:, 0] + z[:, 1] + z[:, 2] + z[:, 3].abs()
+
+    def nearest_normal(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T*D) tokens -> (B,) mean over tiles of the squared distance (per dimension) to
+        the nearest normal calibration token at the same tile position. Differences, not the
+        expanded ``|a|^2 + |b|^2 - 2ab`` of ``cdist``, which loses the small distances of
+        near neighbours in float32."""
+        bank = self.normal_tokens  # (T, S, D)
+        query = tokens.float().reshape(-1, bank.shape[0], 1, bank.shape[2])
+        distance = (query - bank).pow(2).mean(-1)  # (B, T, S)
+        valid = torch.arange(bank.shape[1], device=bank.device) < self.normal_count
+        return distance.masked_fill(~valid, float("inf")).amin(-1).mean(1)
+
     def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
-        """Each tile's residual (log residual when two-sided) mean and std over the normal
-        calibration images (in place: the buffers may be shared with an EMA copy)."""
+        """From the normal calibration images' outputs ``out``, in place (the buffers may be
+        shared with an EMA copy): each tile's residual (log residual when two-sided) mean and
+        std; for ``combined``, the normal token bank (the first :data:`NORMAL_TOKENS` images)
+        and the mean and std of each piece of evidence. A calibration image's own token is
+        left out of its nearest-normal distance, which ``out["normal_knn"]`` then holds."""
         tiles = self._tile_values(out["tile_residual"].float())
         self.tile_mean.copy_(tiles.mean(0))
         self.tile_std.copy_(tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std))
+        if not self._combined:
+            return
+        if len(tiles) < 2:
+            raise ValueError("the combined score needs at least two normal calibration images")
+        tokens = out["tokens"].float().reshape(len(tiles), *self.normal_tokens.shape[::2]).transpose(0, 1)  # (T, N, D)
+        count = min(tokens.shape[1], self.normal_tokens.shape[1])
+        self.normal_tokens.zero_()[:, :count].copy_(tokens[:, :count])
+        self.normal_count.fill_(count)
+        bank = tokens[:, :count].double()  # float64: cdist's expanded form is exact enough in it
+        distance = torch.cdist(bank, bank).pow(2) / bank.shape[-1]  # (T, N, N)
+        distance.diagonal(dim1=1, dim2=2).fill_(float("inf"))  # leave each image's own token out
+        own = distance.amin(-1).mean(0).float()
+        out["normal_knn"] = torch.cat([own, self.nearest_normal(out["tokens"][count:].float())])
+        evidence = torch.stack([out[name].float() for name in EVIDENCE], 1)
+        self.evidence_mean.copy_(evidence.mean(0))
+        self.evidence_std.copy_(evidence.std(0).clamp_min(1e-8))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -204,17 +266,49 @@ class SQUIDScorer(CalibratedScorer):
         state_dict.setdefault(prefix + "tile_std", torch.ones_like(self.tile_std))
         state_dict.setdefault(prefix + "tile_power", torch.tensor(2.0))  # before the exponent: squared
         state_dict.setdefault(prefix + "tile_two_sided", torch.tensor(False))  # and one-sided
+        for name in ("evidence_mean", "evidence_std", "normal_tokens", "normal_count"):  # before the combined source
+            state_dict.setdefault(prefix + name, getattr(self, name).clone())
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        self._set_combined()
+
+    def set_score_source(self, score_source: str) -> None:
+        """Score by another source from now on (refit with :func:`calibrate` before scoring)."""
+        if score_source not in SCORE_SOURCES:
+            raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
+        self._check_source(score_source)
+        self.score_source_code.fill_(SCORE_SOURCES.index(score_source))
+        self._set_combined()
+
+    def _check_source(self, score_source: str) -> None:
+        if score_source == "combined" and (self.generator.inpainting is None or self.generator.teacher is None):
+            raise ValueError("score_source 'combined' needs the in-painting block and the teacher (distillation)")
+
+    def _set_combined(self) -> None:
+        """The Python flag of the ``combined`` source, kept equal to the source buffer: it decides
+        what :meth:`raw` computes (the teacher, a second discriminator pass), which a traced
+        graph must know."""
+        self._check_source(self.score_source)
+        self._combined = self.score_source == "combined"
 
     def raw(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        reconstruction = self.generator(image)["student"]
+        parts = self.generator.evidence(image) if self._combined else self.generator(image)
+        reconstruction = parts["student"]
         with torch.autocast(device_type=image.device.type, enabled=False):
-            logit = self.discriminator(reconstruction.float()).reshape(-1)
+            features = self.discriminator.features(reconstruction.float())
+            logit = self.discriminator.classifier(features.flatten(1)).reshape(-1)
             residual = pixel_residual(image, reconstruction)
             tile_residual = tile_residuals(image, reconstruction, self.generator.image_size // self.generator.grid,
                                            self.tile_power)
-        return {"logit": logit, "residual": residual, "tile_residual": tile_residual, "reconstruction": reconstruction}
+            out = {"logit": logit, "residual": residual, "tile_residual": tile_residual,
+                   "reconstruction": reconstruction}
+            if self._combined:
+                tokens = parts["tokens"].float().flatten(1)
+                out.update(teacher_student=pixel_residual(parts["teacher"], reconstruction),
+                           normal_knn=self.nearest_normal(tokens),
+                           feature=(self.discriminator.features(image.float()) - features).pow(2).flatten(1).mean(1),
+                           tokens=tokens)
+        return out
 
 
 @torch.no_grad()

@@ -13,6 +13,8 @@ from squid_monai.scoring import PerImageInferer, build_scorer, forward, runtimes
 from squid_monai.scoring.folding import fast_eager, fold_batchnorm
 from squid_monai.scoring.parity import FP32_TOLERANCE, measure_parity
 
+from . import random_scorer
+
 SIZE = 32  # the tiny preset
 
 
@@ -25,12 +27,7 @@ def _needs(fmt: str) -> None:
 @pytest.fixture(scope="module")
 def scorer():
     """A tiny scorer with non-trivial BatchNorm statistics and calibration (random weights)."""
-    torch.manual_seed(0)
-    scorer = build_scorer("tiny")
-    for m in scorer.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
+    scorer = random_scorer()
     # centred on these logits with the spread of a trained model's (0.55 for a trained `small`):
     # the spread of random weights' logits on noise is arbitrary, and it scales every difference
     out = scorer(torch.rand(8, 1, SIZE, SIZE))
@@ -160,5 +157,25 @@ def test_the_tile_score_exports_with_its_statistics(scorer, images, tmp_path):
     assert not torch.equal(tiled.tile_std, torch.ones_like(tiled.tile_std))
     exported = runtimes.ExportedScorer(runtimes.export_onnx(tiled, tmp_path / "tiled.onnx", SIZE), tiled, "onnx")
     got, expected = exported(images)["score"], tiled(images)["score"]
+    torch.testing.assert_close(got, expected, atol=FP32_TOLERANCE, rtol=0)
+    assert not torch.allclose(expected, scorer(images)["score"], atol=1e-3)  # not the logit score
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_the_combined_score_exports_with_its_normal_tokens(scorer, images, tmp_path, fmt):
+    """``combined``: the teacher, the second discriminator pass, the normal token bank and the
+    evidence statistics are in the graph, and the export scores as eager PyTorch does."""
+    import copy
+
+    from squid_monai.scoring import calibrate
+
+    _needs(fmt)
+    combined = copy.deepcopy(scorer)
+    combined.set_score_source("combined")
+    calibrate(combined, [images[:6]])
+    assert int(combined.normal_count) == 6
+    path = runtimes.export_onnx(combined, tmp_path / "combined.onnx", SIZE)
+    exported = runtimes.ExportedScorer(path if fmt == "onnx" else runtimes.to_openvino(path), combined, fmt)
+    got, expected = exported(images)["score"], combined(images)["score"]
     torch.testing.assert_close(got, expected, atol=FP32_TOLERANCE, rtol=0)
     assert not torch.allclose(expected, scorer(images)["score"], atol=1e-3)  # not the logit score

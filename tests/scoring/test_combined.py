@@ -1,0 +1,127 @@
+"""The ``combined`` score source against its definition: the negated logit, the
+teacher-student difference, the nearest-normal token distance and the two-sided feature
+residual, each standardised on the normal calibration images, summed; then calibrated like
+every source. Computed here by a second path (the generator's probes and tokens, the
+evaluator's feature residual, a loop for the nearest neighbours)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import squid_monai.scoring.scorer as scorer_module
+from squid_monai.engines.evaluator import feature_residual
+from squid_monai.scoring import build_scorer, calibrate
+
+from . import random_scorer
+
+SIZE = 32  # the tiny preset
+
+
+def _scorer():
+    scorer = random_scorer()
+    with torch.no_grad():  # tokens of order 1, as a trained model's (random weights give 1e-3)
+        scorer.generator.inpainting.project_in.conv.weight.mul_(30.0)
+    return scorer.eval()
+
+
+def _images(n: int, seed: int) -> torch.Tensor:
+    return torch.rand(n, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def _nearest(tokens: torch.Tensor, bank: torch.Tensor, leave_out: bool) -> torch.Tensor:
+    """Mean over tiles of the squared distance per dimension to the nearest bank token at the same tile."""
+    values = []
+    for i in range(len(tokens)):
+        per_tile = []
+        for t in range(tokens.shape[1]):
+            d = [((tokens[i, t] - bank[j, t]) ** 2).mean() for j in range(len(bank)) if not (leave_out and j == i)]
+            per_tile.append(min(d))
+        values.append(torch.stack(per_tile).mean())
+    return torch.stack(values)
+
+
+def _evidence(scorer, images: torch.Tensor) -> torch.Tensor:
+    """(N, 4) logit, teacher-student, feature residual (the nearest-normal column is left 0)."""
+    generator = scorer.generator.eval()
+    reconstruction = generator.reconstruct(images)
+    logit = scorer.discriminator.eval()(reconstruction).reshape(-1)
+    return torch.stack([logit, generator.probes(images)["teacher_student"], torch.zeros_like(logit),
+                        feature_residual(scorer.discriminator, images, reconstruction)], 1)
+
+
+def test_the_combined_score_is_the_sum_of_the_standardised_evidence():
+    scorer = _scorer()
+    scorer.set_score_source("combined")
+    normal, new = _images(10, 1), _images(6, 2)
+    mean, std = calibrate(scorer, [normal[:4], normal[4:]])
+
+    bank = scorer.generator.tokens(normal)
+    cal = _evidence(scorer, normal)
+    cal[:, 2] = _nearest(bank, bank, leave_out=True)  # a calibration image is not its own neighbour
+    test = _evidence(scorer, new)
+    test[:, 2] = _nearest(scorer.generator.tokens(new), bank, leave_out=False)
+    mu, sigma = cal.mean(0), cal.std(0)
+    torch.testing.assert_close(scorer.evidence_mean, mu, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(scorer.evidence_std, sigma, rtol=1e-4, atol=1e-7)
+
+    def anomaly(e):
+        z = (e - mu) / sigma
+        return -z[:, 0] + z[:, 1] + z[:, 2] + z[:, 3].abs()
+
+    normality = -anomaly(cal)
+    assert mean == pytest.approx(normality.mean().item(), rel=1e-4, abs=1e-5)
+    assert std == pytest.approx(normality.std().item(), rel=1e-4)
+    out = scorer(new)
+    torch.testing.assert_close(out["normal_knn"], test[:, 2], rtol=1e-4, atol=1e-7)
+    expected = torch.sigmoid(-(-anomaly(test) - normality.mean()) / normality.std())
+    torch.testing.assert_close(out["score"], expected, rtol=1e-4, atol=1e-5)
+    # the logit source on the same networks ranks differently: the evidence is not the logit
+    scorer.set_score_source("logit")
+    calibrate(scorer, [normal])
+    assert not torch.allclose(scorer(new)["score"], out["score"], atol=1e-3)
+
+
+def test_the_normal_bank_keeps_the_first_images_and_scores_the_rest_against_them(monkeypatch):
+    monkeypatch.setattr(scorer_module, "NORMAL_TOKENS", 6)
+    scorer = _scorer()
+    scorer.set_score_source("combined")
+    normal = _images(9, 3)
+    calibrate(scorer, [normal])
+    assert int(scorer.normal_count) == 6 and scorer.normal_tokens.shape[1] == 6
+    tokens = scorer.generator.tokens(normal)
+    torch.testing.assert_close(scorer.normal_tokens.transpose(0, 1), tokens[:6])
+    # the last three calibration images are not in the bank: their distance is an ordinary one
+    expected = torch.cat([_nearest(tokens[:6], tokens[:6], leave_out=True), _nearest(tokens[6:], tokens[:6], False)])
+    out = scorer(normal)
+    torch.testing.assert_close(out["normal_knn"][6:], expected[6:], rtol=1e-4, atol=1e-7)
+    assert (out["normal_knn"][:6] < 1e-6).all()  # scored later, a bank image is its own neighbour
+
+
+def test_a_combined_model_round_trips_and_older_models_load_as_they_scored(tmp_path):
+    scorer = _scorer()
+    scorer.set_score_source("combined")
+    calibrate(scorer, [_images(8, 4)])
+    torch.save(scorer.state_dict(), tmp_path / "model.pt")
+    loaded = _scorer()  # built with the logit source, as a loader would
+    loaded.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    assert loaded.score_source == "combined"
+    images = _images(4, 5)
+    torch.testing.assert_close(loaded(images)["score"], scorer(images)["score"])
+    older = {k: v for k, v in _scorer().state_dict().items()
+             if k not in ("evidence_mean", "evidence_std", "normal_tokens", "normal_count")}
+    fresh = _scorer()
+    assert fresh.load_state_dict(older, strict=True) is not None and fresh.score_source == "logit"
+    assert set(fresh(images)) == {"score", "logit", "residual", "tile_residual", "reconstruction"}
+
+
+def test_the_combined_source_needs_the_teacher_and_the_memory():
+    for ablation in ({"distillation": False}, {"inpainting": False}):
+        with pytest.raises(ValueError, match="combined"):
+            build_scorer("tiny", **ablation).set_score_source("combined")
+    with pytest.raises(ValueError, match="score_source must be one of"):
+        _scorer().set_score_source("knn")
+    with pytest.raises(ValueError, match="two normal calibration images"):
+        scorer = _scorer()
+        scorer.set_score_source("combined")
+        calibrate(scorer, [_images(1, 6)])
