@@ -23,7 +23,8 @@ For a trained model folder, scores the validation and report splits with
   reconstruction difference), and ``normal_knn``: the same nearest-item distance to the
   tokens of the normal *training* (calibration) images at the tile's position instead of the
   queue; beyond the source documents;
-- ``sharpness``: the trivial negated-Laplacian-energy baseline on the same images,
+- ``sharpness``: the trivial negated-Laplacian-energy baseline on the same images, and
+  ``pixel_knn``: the pixel distance to the nearest normal calibration image (no learning),
 
 and prints each AUC with its 95 % bootstrap interval and the paired difference to the
 sharpness baseline (``--versus``: to another of the scores instead). Nothing is chosen on
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squid_monai.baselines import sharpness_score
+from squid_monai.baselines import nearest_normal_pixels, sharpness_score
 from squid_monai.engines.evaluator import feature_residual
 from squid_monai.metrics import bootstrap_auc, roc_auc
 from squid_monai.networks.memory import nearest_distance
@@ -52,6 +53,7 @@ from squid_monai.workflow import choose_data, trained_intensity
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]
 SCORES = ("logit", "residual", "tile_residual", "feature", "feature_two_sided", "residual_two_sided", "combined", "fused",
           "memory_distance", "inpainting_shift", "teacher_student", "normal_knn")
+BASELINES = ("sharpness", "pixel_knn")
 
 
 @torch.no_grad()
@@ -80,6 +82,10 @@ def scores_of(scorer, dataset, batch_size: int = 32) -> np.ndarray:
     """The scorer's own calibrated scores of ``dataset``."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     return torch.cat([scorer(torch.as_tensor(b["image"]).float())["score"] for b in loader]).numpy()
+
+
+def images_of(dataset) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(item["image"]).float() for item in dataset])
 
 
 def normal_knn(tokens: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
@@ -119,7 +125,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--per_class", type=int, default=100)
     parser.add_argument("--splits", nargs="+", default=["validation", "report"],
                         help="labelled splits to score (validation first: gamma is chosen on it)")
-    parser.add_argument("--versus", default="sharpness", choices=(*SCORES, "sharpness"),
+    parser.add_argument("--versus", default="sharpness", choices=(*SCORES, *BASELINES),
                         help="the score every paired difference is taken against")
     parser.add_argument("--out", default=None, help="JSON file for the results (default: <model_dir>/scores.json)")
     args = parser.parse_args(argv)
@@ -133,6 +139,7 @@ def main(argv=None) -> dict:
     normal = score_set(scorer, calibration)
     scorer.fit_normals({"tile_residual": torch.from_numpy(normal["tiles"])})  # refitted: older models lack them
     bank = token_set(scorer, calibration)
+    normal_images = images_of(calibration)
     combined = load_scorer(model_dir / args.model)
     combined.set_score_source("combined")
     calibrate(combined, torch.utils.data.DataLoader(calibration, batch_size=32))
@@ -145,6 +152,7 @@ def main(argv=None) -> dict:
         sets[split] = score_set(scorer, dataset)
         sets[split]["normal_knn"] = normal_knn(token_set(scorer, dataset), bank)
         sets[split]["combined"] = scores_of(combined, dataset)
+        sets[split]["pixel_knn"] = nearest_normal_pixels(images_of(dataset), normal_images).numpy()
     val = sets["validation"]
     gamma = max(GAMMAS, key=lambda g: roc_auc(val["label"], fused(val, normal, g)))
     results: dict = {"gamma": gamma, "model": str(model_dir / args.model), "versus": args.versus,
@@ -155,7 +163,7 @@ def main(argv=None) -> dict:
             s[f"{key}_two_sided"] = two_sided(s, normal, key)
         s["tile_residual"] = scorer.worst_tile(torch.from_numpy(s["tiles"])).numpy()
         rows = {}
-        for name in (*SCORES, "sharpness"):
+        for name in (*SCORES, *BASELINES):
             rows[name] = {"auc": bootstrap_auc(s["label"], s[name])}
             if name != args.versus:
                 rows[name]["minus"] = bootstrap_auc(s["label"], s[name], reference=s[args.versus])

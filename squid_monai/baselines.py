@@ -5,6 +5,10 @@ On ZhangLab, pneumonia radiographs are smoother and lower in contrast than norma
 the negated Laplacian energy of the image alone separates the classes well. Every SQUID
 result on a data set is therefore reported with :func:`sharpness_score` on the same split,
 computed on exactly the images SQUID sees (the preprocessed model input).
+
+:func:`nearest_normal_pixels` is a second one, with memory but no learning: how far an image
+lies from its nearest normal training image, pixel by pixel. On ZhangLab it is stronger than
+the sharpness shortcut, and stronger than the discriminator logit (BENCHMARKS.md, "Session 17").
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["laplacian_energy", "sharpness_score"]
+__all__ = ["laplacian_energy", "nearest_normal_pixels", "sharpness_score"]
 
 # 4-neighbour discrete Laplacian
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -34,3 +38,13 @@ def sharpness_score(images: torch.Tensor) -> torch.Tensor:
     """Anomaly score of the sharpness shortcut: ``-laplacian_energy`` (smoother = higher =
     "more abnormal"), same orientation as SQUID's score."""
     return -laplacian_energy(images)
+
+
+def nearest_normal_pixels(images: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """Anomaly score of the pixel nearest neighbour: the mean squared pixel difference of each
+    image of a (B, 1, H, W) batch to the nearest of the ``normals`` (N, 1, H, W) -> (B,)."""
+    if images.shape[1:] != normals.shape[1:] or len(normals) == 0:
+        raise ValueError(f"images {tuple(images.shape)} and normals {tuple(normals.shape)} must share (C, H, W), "
+                         "with at least one normal")
+    x, n = images.detach().flatten(1).double(), normals.detach().flatten(1).double()
+    return (torch.cdist(x, n).pow(2).amin(1) / x.shape[1]).to(torch.float32)

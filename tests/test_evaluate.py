@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from squid_monai.baselines import laplacian_energy, sharpness_score
+from squid_monai.baselines import laplacian_energy, nearest_normal_pixels, sharpness_score
 from squid_monai.metrics import binary_metrics, roc_auc
 from squid_monai.scoring import CSV_COLUMNS, load_scorer
 from squid_monai.workflow import DigitAnatomySource
@@ -126,6 +126,16 @@ def test_sharpness_baseline_scores_smooth_images_as_more_abnormal():
     assert s[1] > s[0]
     with pytest.raises(ValueError, match="B, 1, H, W"):
         sharpness_score(torch.zeros(4, 4))
+
+
+def test_pixel_nearest_neighbour_baseline_is_the_distance_to_the_closest_normal():
+    normals = torch.stack([torch.full((1, 4, 4), v) for v in (0.0, 0.5, 1.0)])
+    images = torch.stack([torch.full((1, 4, 4), 0.6), normals[2], torch.linspace(0, 1, 16).reshape(1, 4, 4)])
+    expected = [min(((img - n) ** 2).mean().item() for n in normals) for img in images]
+    torch.testing.assert_close(nearest_normal_pixels(images, normals), torch.tensor(expected))
+    assert nearest_normal_pixels(images, normals)[0] == pytest.approx(0.01, abs=1e-6)  # 0.6 is 0.1 from 0.5
+    with pytest.raises(ValueError, match="must share"):
+        nearest_normal_pixels(images, normals[:, :, :2])
 
 
 def test_evaluation_is_tracked_in_mlflow(evaluation, bundle):

@@ -33,6 +33,6 @@ def test_every_score_is_reported_on_every_split(tmp_path_factory, tmp_path):
     results = scores.main(["--model_dir", str(bundle.output_dir / "models"), "--per_class", "10",
                            "--out", str(tmp_path / "s.json")])
     for split in ("validation", "report"):
-        assert set(results[split]) == {*scores.SCORES, "sharpness"}
+        assert set(results[split]) == {*scores.SCORES, *scores.BASELINES}
         assert all(0.0 <= row["auc"]["value"] <= 1.0 for row in results[split].values())
     assert results["gamma"] in scores.GAMMAS
