@@ -27,11 +27,11 @@ from .record import (
     score_images,
     source_name,
 )
-from .scorer import CalibratedScorer, SQUIDScorer, calibrate, calibrated_score, decide, pixel_residual
+from .scorer import DEFAULT_EVIDENCE, EVIDENCE, CalibratedScorer, SQUIDScorer, calibrate, calibrated_score, decide, pixel_residual
 from .writer import CSV_COLUMNS, IMAGE_FILES, ScoreWriter, ScoreWriterHandler, csv_row, save_images, stem, unique_stems
 
 __all__ = [
-    "CSV_COLUMNS", "IMAGE_FILES", "CalibratedScorer", "DiscriminatorGradCAM", "PerImageInferer", "SQUIDScorer", "ScoreRecord",
+    "CSV_COLUMNS", "DEFAULT_EVIDENCE", "EVIDENCE", "IMAGE_FILES", "CalibratedScorer", "DiscriminatorGradCAM", "PerImageInferer", "SQUIDScorer", "ScoreRecord",
     "ScoreWriter", "ScoreWriterHandler", "ScoringItems", "source_name", "stem",
     "build_scorer", "calibrate", "calibrated_score", "csv_row", "decide", "difference_map", "explainer_for",
     "forward", "gradcam_heatmap", "last_conv_layer", "load_export", "load_scorer", "read_image", "save_images",

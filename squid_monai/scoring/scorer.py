@@ -14,19 +14,21 @@ residual (or mean of another power of it, ``tile_power``), standardised by that 
 and std on the normal calibration images, maximised over the tiles (or, ``tile_two_sided``,
 the largest absolute standardised log residual), so that one abnormal tile is not diluted
 by the normal others and a tile that is always hard to reconstruct does not dominate
-(BENCHMARKS.md, "Make SQUID detect"). ``"combined"`` (beyond the paper) sums four
-pieces of evidence, each standardised by its mean and std on the normal calibration images:
-the negated logit, the teacher-student reconstruction difference, the distance of each tile's
-token to the nearest normal calibration token at that tile position (mean over tiles), and
-how far the discriminator-feature residual lies from the normals' in either direction (on
-chest X-rays a pneumonia's lies *below* it); no single one is reliable from seed to seed, their
-sum is (BENCHMARKS.md, "Session 17"). The source, the tile exponent, the sidedness, the tile
-and evidence statistics and the normal tokens are buffers, saved with the weights.
+(BENCHMARKS.md, "Make SQUID detect"). ``"combined"`` (beyond the paper) sums pieces of
+evidence (:data:`EVIDENCE`; ``evidence`` chooses them), each standardised by its mean and std
+on the normal calibration images: the negated logit, the teacher-student reconstruction
+difference, the distance of each tile's token to the nearest normal calibration token at that
+tile position (mean over tiles), how far the discriminator-feature residual lies from the
+normals' in either direction (on chest X-rays a pneumonia's lies *below* it), and the worst
+tile's standardised residual. On chest X-rays no single one is reliable from seed to seed;
+the sum of the first four is (BENCHMARKS.md, "Session 17"). The source, the tile exponent,
+the sidedness, the chosen evidence, the tile and evidence statistics and the normal tokens
+are buffers, saved with the weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -35,13 +37,17 @@ from monai.data import MetaTensor
 
 from ..networks import SQUIDDiscriminator, SQUIDGenerator
 
-__all__ = ["SCORE_SOURCES", "EVIDENCE", "NORMAL_TOKENS", "CalibratedScorer", "SQUIDScorer", "pixel_residual", "calibrate", "calibrated_score", "decide"]
+__all__ = ["SCORE_SOURCES", "DEFAULT_EVIDENCE", "EVIDENCE", "NORMAL_TOKENS", "CalibratedScorer", "SQUIDScorer", "pixel_residual", "calibrate", "calibrated_score", "decide"]
 
 #: What the calibrated score is computed from (index = the ``score_source_code`` buffer).
 SCORE_SOURCES = ("logit", "residual", "tile_residual", "combined")
 
-#: The ``combined`` source's evidence, in the order of the ``evidence_mean`` / ``evidence_std`` buffers.
-EVIDENCE = ("logit", "teacher_student", "normal_knn", "feature")
+#: What the ``combined`` source can sum, each oriented abnormal = high (the logit negated), in
+#: the order of the ``evidence_*`` buffers; ``feature`` counts in either direction.
+EVIDENCE = ("logit", "teacher_student", "normal_knn", "feature", "tile_residual")
+
+#: The ``combined`` source's default evidence (the chest recipe's).
+DEFAULT_EVIDENCE = ("logit", "teacher_student", "normal_knn", "feature")
 
 #: At most this many normal calibration images' tokens are kept for ``normal_knn`` (the
 #: calibration set's default size, :meth:`~squid_monai.workflow.DataSource.calibration`).
@@ -61,6 +67,13 @@ def calibrated_score(logit: torch.Tensor, mean: torch.Tensor | float, std: torch
     ``1 - sigmoid(z)``, computed as ``sigmoid(-z)``, which keeps very normal images above 0
     in float32 (``1 - sigmoid(20)`` rounds to exactly 0)."""
     return torch.sigmoid(-(logit - mean) / std)
+
+
+def evidence_weights(evidence: Sequence[str]) -> torch.Tensor:
+    """(len(EVIDENCE),) 1 for each piece of ``evidence`` the ``combined`` source sums, else 0."""
+    if isinstance(evidence, str) or not evidence or set(evidence) - set(EVIDENCE):
+        raise ValueError(f"evidence must be a non-empty list of {EVIDENCE}, got {evidence!r}")
+    return torch.tensor([float(name in evidence) for name in EVIDENCE])
 
 
 class CalibratedScorer(nn.Module):
@@ -163,7 +176,7 @@ class SQUIDScorer(CalibratedScorer):
 
     def __init__(self, generator: SQUIDGenerator, discriminator: SQUIDDiscriminator,
                  mean: float = 0.0, std: float = 1.0, threshold: float = 0.5, score_source: str = "logit",
-                 tile_power: float = 2.0, tile_two_sided: bool = False):
+                 tile_power: float = 2.0, tile_two_sided: bool = False, evidence: Sequence[str] = DEFAULT_EVIDENCE):
         if score_source not in SCORE_SOURCES:
             raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
         if not float(tile_power) > 0:
@@ -179,6 +192,7 @@ class SQUIDScorer(CalibratedScorer):
         self.register_buffer("tile_two_sided", torch.tensor(bool(tile_two_sided)))  # see worst_tile
         # the combined source's statistics and normal tokens (fit_normals): fixed shapes, filled
         # in place, so that an EMA copy sharing the buffers sees them
+        self.register_buffer("evidence_weights", evidence_weights(evidence))
         self.register_buffer("evidence_mean", torch.zeros(len(EVIDENCE)))
         self.register_buffer("evidence_std", torch.ones(len(EVIDENCE)))
         dim = generator.inpainting.memory.memory.shape[-1] if generator.inpainting is not None else 0
@@ -215,10 +229,20 @@ class SQUIDScorer(CalibratedScorer):
                            torch.where(code == 1, -out["residual"], -self.worst_tile(out["tile_residual"])))
 
     def combined_evidence(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per image (B,), the ``combined`` source's sum of standardised evidence (high = abnormal):
-        the logit counts negated (real = high), the feature residual in either direction."""
-        z = (torch.stack([out[name].float() for name in EVIDENCE], 1) - self.evidence_mean) / self.evidence_std
-        return -z[:, 0] + z[:, 1] + z[:, 2] + z[:, 3].abs()
+        """Per image (B,), the ``combined`` source's sum of the chosen standardised evidence
+        (high = abnormal)."""
+        z = (self._evidence(out) - self.evidence_mean) / self.evidence_std
+        z = torch.cat([z[:, :3], z[:, 3:4].abs(), z[:, 4:]], 1)  # the feature residual in either direction
+        return (z * self.evidence_weights).sum(1)
+
+    @property
+    def evidence(self) -> tuple[str, ...]:
+        return tuple(name for name, w in zip(EVIDENCE, self.evidence_weights.tolist()) if w)
+
+    def _evidence(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, len(EVIDENCE)) each piece of evidence, abnormal = high, before standardisation."""
+        return torch.stack([-out["logit"].float(), out["teacher_student"].float(), out["normal_knn"].float(),
+                            out["feature"].float(), self.worst_tile(out["tile_residual"].float())], 1)
 
     def nearest_normal(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T*D) tokens -> (B,) mean over tiles of the squared distance (per dimension) to
@@ -253,7 +277,7 @@ class SQUIDScorer(CalibratedScorer):
         distance.diagonal(dim1=1, dim2=2).fill_(float("inf"))  # leave each image's own token out
         own = distance.amin(-1).mean(0).float()
         out["normal_knn"] = torch.cat([own, self.nearest_normal(out["tokens"][count:].float())])
-        evidence = torch.stack([out[name].float() for name in EVIDENCE], 1)
+        evidence = self._evidence(out)  # after the tile statistics, which the worst tile uses
         self.evidence_mean.copy_(evidence.mean(0))
         self.evidence_std.copy_(evidence.std(0).clamp_min(1e-8))
 
@@ -266,17 +290,20 @@ class SQUIDScorer(CalibratedScorer):
         state_dict.setdefault(prefix + "tile_std", torch.ones_like(self.tile_std))
         state_dict.setdefault(prefix + "tile_power", torch.tensor(2.0))  # before the exponent: squared
         state_dict.setdefault(prefix + "tile_two_sided", torch.tensor(False))  # and one-sided
-        for name in ("evidence_mean", "evidence_std", "normal_tokens", "normal_count"):  # before the combined source
-            state_dict.setdefault(prefix + name, getattr(self, name).clone())
+        for name in ("evidence_weights", "evidence_mean", "evidence_std", "normal_tokens", "normal_count"):
+            state_dict.setdefault(prefix + name, getattr(self, name).clone())  # before the combined source
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
         self._set_combined()
 
-    def set_score_source(self, score_source: str) -> None:
-        """Score by another source from now on (refit with :func:`calibrate` before scoring)."""
+    def set_score_source(self, score_source: str, evidence: Sequence[str] | None = None) -> None:
+        """Score by another source from now on, for ``combined`` summing ``evidence`` (default: as
+        before); refit with :func:`calibrate` before scoring."""
         if score_source not in SCORE_SOURCES:
             raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
         self._check_source(score_source)
+        if evidence is not None:
+            self.evidence_weights.copy_(evidence_weights(evidence))
         self.score_source_code.fill_(SCORE_SOURCES.index(score_source))
         self._set_combined()
 

@@ -1,7 +1,7 @@
-"""The ``combined`` score source against its definition: the negated logit, the
-teacher-student difference, the nearest-normal token distance and the two-sided feature
-residual, each standardised on the normal calibration images, summed; then calibrated like
-every source. Computed here by a second path (the generator's probes and tokens, the
+"""The ``combined`` score source against its definition: the chosen evidence (the negated
+logit, the teacher-student difference, the nearest-normal token distance, the two-sided
+feature residual, the worst tile), each standardised on the normal calibration images,
+summed; then calibrated like every source. Computed here by a second path (the generator's probes and tokens, the
 evaluator's feature residual, a loop for the nearest neighbours)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 import squid_monai.scoring.scorer as scorer_module
 from squid_monai.engines.evaluator import feature_residual
-from squid_monai.scoring import build_scorer, calibrate
+from squid_monai.scoring import EVIDENCE, build_scorer, calibrate
 
 from . import random_scorer
 
@@ -41,33 +41,45 @@ def _nearest(tokens: torch.Tensor, bank: torch.Tensor, leave_out: bool) -> torch
     return torch.stack(values)
 
 
-def _evidence(scorer, images: torch.Tensor) -> torch.Tensor:
-    """(N, 4) logit, teacher-student, feature residual (the nearest-normal column is left 0)."""
+def _evidence(scorer, images: torch.Tensor, tile_stats=None):
+    """(N, 5) negated logit, teacher-student, 0 (the nearest normal, filled in by the caller),
+    feature residual, worst standardised tile residual (by ``tile_stats``, else their own)."""
     generator = scorer.generator.eval()
     reconstruction = generator.reconstruct(images)
     logit = scorer.discriminator.eval()(reconstruction).reshape(-1)
-    return torch.stack([logit, generator.probes(images)["teacher_student"], torch.zeros_like(logit),
-                        feature_residual(scorer.discriminator, images, reconstruction)], 1)
+    side = SIZE // generator.grid
+    tiles = ((images - reconstruction) ** 2).reshape(len(images), 1, generator.grid, side, generator.grid, side)
+    tiles = tiles.mean((1, 3, 5)).flatten(1)  # (N, tiles), row-major
+    mean, std = tile_stats if tile_stats is not None else (tiles.mean(0), tiles.std(0))
+    return torch.stack([-logit, generator.probes(images)["teacher_student"], torch.zeros_like(logit),
+                        feature_residual(scorer.discriminator, images, reconstruction),
+                        ((tiles - mean) / std).amax(1)], 1), (mean, std)
 
 
-def test_the_combined_score_is_the_sum_of_the_standardised_evidence():
+@pytest.mark.parametrize("evidence", [("logit", "teacher_student", "normal_knn", "feature"),
+                                      ("tile_residual", "normal_knn"), ("feature",)])
+def test_the_combined_score_is_the_sum_of_the_chosen_standardised_evidence(evidence):
     scorer = _scorer()
-    scorer.set_score_source("combined")
+    scorer.set_score_source("combined", evidence)
+    assert set(scorer.evidence) == set(evidence)
     normal, new = _images(10, 1), _images(6, 2)
     mean, std = calibrate(scorer, [normal[:4], normal[4:]])
 
     bank = scorer.generator.tokens(normal)
-    cal = _evidence(scorer, normal)
+    cal, tile_stats = _evidence(scorer, normal)
     cal[:, 2] = _nearest(bank, bank, leave_out=True)  # a calibration image is not its own neighbour
-    test = _evidence(scorer, new)
+    test, _ = _evidence(scorer, new, tile_stats)
     test[:, 2] = _nearest(scorer.generator.tokens(new), bank, leave_out=False)
     mu, sigma = cal.mean(0), cal.std(0)
-    torch.testing.assert_close(scorer.evidence_mean, mu, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(scorer.evidence_mean, mu, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(scorer.evidence_std, sigma, rtol=1e-4, atol=1e-7)
+    chosen = [EVIDENCE.index(name) for name in evidence]
+    feature = EVIDENCE.index("feature")
 
     def anomaly(e):
         z = (e - mu) / sigma
-        return -z[:, 0] + z[:, 1] + z[:, 2] + z[:, 3].abs()
+        z[:, feature] = z[:, feature].abs()  # in either direction
+        return z[:, chosen].sum(1)
 
     normality = -anomaly(cal)
     assert mean == pytest.approx(normality.mean().item(), rel=1e-4, abs=1e-5)
@@ -109,7 +121,7 @@ def test_a_combined_model_round_trips_and_older_models_load_as_they_scored(tmp_p
     images = _images(4, 5)
     torch.testing.assert_close(loaded(images)["score"], scorer(images)["score"])
     older = {k: v for k, v in _scorer().state_dict().items()
-             if k not in ("evidence_mean", "evidence_std", "normal_tokens", "normal_count")}
+             if k not in ("evidence_weights", "evidence_mean", "evidence_std", "normal_tokens", "normal_count")}
     fresh = _scorer()
     assert fresh.load_state_dict(older, strict=True) is not None and fresh.score_source == "logit"
     assert set(fresh(images)) == {"score", "logit", "residual", "tile_residual", "reconstruction"}
@@ -121,6 +133,9 @@ def test_the_combined_source_needs_the_teacher_and_the_memory():
             build_scorer("tiny", **ablation).set_score_source("combined")
     with pytest.raises(ValueError, match="score_source must be one of"):
         _scorer().set_score_source("knn")
+    for evidence in ([], ["logit", "pixels"], "logit"):
+        with pytest.raises(ValueError, match="evidence must be"):
+            _scorer().set_score_source("combined", evidence)
     with pytest.raises(ValueError, match="two normal calibration images"):
         scorer = _scorer()
         scorer.set_score_source("combined")
