@@ -88,7 +88,7 @@ def test_train_config_takes_preset_and_recipe_from_the_data_source(tmp_path):
     assert parser.get_parsed_content("preset") == "small"
     assert parser.get_parsed_content("n_critic") == RECIPES["chest"]["n_critic"]
     assert parser.get_parsed_content("loss_weights") == {**RECIPES["chest"]["loss_weights"], "student": 3.0}
-    assert parser.get_parsed_content("score_source") == "logit"
+    assert parser.get_parsed_content("score_source") == "combined"  # measured, beyond the paper
     assert parser.get_parsed_content("lr") == RECIPES["chest"]["lr"] == 1e-4  # the paper's
     assert parser.get_parsed_content("train#trainer#input_erasing") == 0.0  # the paper's training
 
@@ -108,7 +108,7 @@ def test_chest_cpu_recipe_overlays_the_training_config(tmp_path):
                    "report_per_class": 0})
     assert parser.get_parsed_content("preset") == "small"
     assert parser.get_parsed_content("epochs") == 36  # SQUID's measured length (its chest recipe's cpu_epochs)
-    assert parser.get_parsed_content("score_source") == "logit" and parser.get_parsed_content("ema") is True
+    assert parser.get_parsed_content("score_source") == "combined" and parser.get_parsed_content("ema") is True
 
 
 
