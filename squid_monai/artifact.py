@@ -33,7 +33,7 @@ from .transforms.compose import check_switches
 __all__ = ["MODELS_DIR", "WEIGHTS_FILE", "RECIPE_FILE", "PREPROCESSING_FILE", "TRAINING_FILE", "CARD_FILE",
            "TORCHSCRIPT_FILE",
            "EXPORT_FILES", "SCORE_RULE", "Recipe", "ModelCard", "load_training_settings", "save_preprocessing",
-           "save_training_settings", "trained_intensity"]
+           "save_training_settings", "trained_intensity", "write_json"]
 
 #: folder of the trained model under a run's output folder
 MODELS_DIR = "models"
@@ -55,6 +55,18 @@ EXPORT_FILES = {"torchscript": TORCHSCRIPT_FILE, "onnx": "model.onnx", "openvino
 #: how the card's numbers turn a logit into a decision
 SCORE_RULE = "1 - sigmoid((x - mean) / std), x the logit, the negated residual, the negated worst standardised tile residual or the negated sum of standardised evidence (combined) (score_source); decision: score > threshold"
 _DEFAULT_FAMILY = "squid"
+
+
+def write_json(path: str | os.PathLike, content: Any) -> Path:
+    """Write ``content`` as JSON to ``path`` atomically (a temporary file beside it, then a
+    rename): another process reading the model folder meanwhile (the other ranks of a
+    distributed run checking a resume) sees the old file or the new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    os.replace(tmp, path)
+    return path
 
 
 @dataclass(frozen=True)
@@ -121,8 +133,7 @@ class Recipe:
         path = Path(path)
         if path.is_dir() or not path.suffix:
             path = path / RECIPE_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(pinned.as_dict(), indent=2))
+        write_json(path, pinned.as_dict())
         return path
 
     @classmethod
@@ -251,8 +262,7 @@ def save_preprocessing(ckpt_dir: str | os.PathLike, intensity: str = "percentile
     training did."""
     path = Path(ckpt_dir, PREPROCESSING_FILE)
     if is_main_process():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(check_switches(intensity=intensity), indent=2))
+        write_json(path, check_switches(intensity=intensity))
     return path
 
 
@@ -271,8 +281,7 @@ def save_training_settings(ckpt_dir: str | os.PathLike, method: str, name: str, 
     (:data:`TRAINING_FILE`): ``{"method", "recipe", "settings"}``."""
     path = Path(ckpt_dir, TRAINING_FILE)
     if is_main_process():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"method": method, "recipe": name, "settings": dict(settings)}, indent=2))
+        write_json(path, {"method": method, "recipe": name, "settings": dict(settings)})
     return path
 
 

@@ -20,7 +20,7 @@ import torch
 from monai.utils import str2bool
 
 from .artifact import (RECIPE_FILE, TRAINING_FILE, WEIGHTS_FILE, Recipe, load_training_settings, save_preprocessing,
-                       save_training_settings, trained_intensity)
+                       save_training_settings, trained_intensity, write_json)
 from .distributed import is_main_process
 from .handlers.checkpoint import latest_checkpoint
 from .data.datalist import build_from_folder, load_datalist
@@ -281,7 +281,7 @@ def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike, method: str
     summary["selection_metric_per_epoch"] = getattr(evaluator, "key_metric_history", {})
     summary.update(curve_stability(summary["val_auc_per_epoch"]))
     if is_main_process():
-        Path(ckpt_dir, "training_summary.json").write_text(json.dumps(summary, indent=2))
+        write_json(Path(ckpt_dir, "training_summary.json"), summary)
         print(f"{method} training finished: best validation AUC {summary['best_val_auc']:.4f} at epoch "
               f"{summary['best_epoch']} of {summary['epochs']}; best model {summary['best_model']}", flush=True)
     return summary

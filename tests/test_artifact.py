@@ -118,3 +118,30 @@ def test_preprocessing_record_round_trip(tmp_path):
     assert trained_intensity(tmp_path) == "percentile"  # a model folder from before the record
     assert save_preprocessing(tmp_path, intensity="raw") == tmp_path / PREPROCESSING_FILE
     assert trained_intensity(tmp_path) == "raw"
+
+
+def test_model_folder_files_are_replaced_whole_while_another_process_reads_them(tmp_path):
+    """The ranks of a distributed run read ``network.json`` while rank 0 rewrites it: a reader
+    sees the old file or the new one, never a truncated one."""
+    import threading
+
+    from squid_monai.artifact import write_json
+
+    path = tmp_path / "network.json"
+    write_json(path, {"n": -1, "pad": "x" * 200_000})
+    seen, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            seen.append(json.loads(path.read_text())["n"])
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in range(200):
+            write_json(path, {"n": n, "pad": "x" * 200_000})
+    finally:
+        stop.set()
+        reader.join()
+    assert seen and json.loads(path.read_text())["n"] == 199
+    assert [p.name for p in tmp_path.iterdir()] == ["network.json"]  # no temporary file left
