@@ -113,7 +113,7 @@ def test_chest_cpu_recipe_overlays_the_training_config(tmp_path):
 
 
 def test_chest_cpu_recipe_trains_any_family_merged_before_it(tmp_path):
-    """The README's best-CPU chest command: GANomaly's method config, then the chest recipe."""
+    """The README's GANomaly chest command: its method config, then the chest recipe."""
     from monai.bundle import ConfigParser
 
     from squid_monai.methods.ganomaly.trainer import GANomalyTrainer
