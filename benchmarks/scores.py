@@ -22,7 +22,7 @@ For a trained model folder, scores the validation and report splits with
   memory-queue item, the in-painting's change of the bottleneck, the teacher-student
   reconstruction difference), and ``normal_knn``: the same nearest-item distance to the
   tokens of the normal *training* (calibration) images at the tile's position instead of the
-  queue; beyond the source documents;
+  queue (the ``combined`` scorer's own); beyond the source documents;
 - ``sharpness``: the trivial negated-Laplacian-energy baseline on the same images, and
   ``pixel_knn``: the pixel distance to the nearest normal calibration image (no learning),
 
@@ -46,7 +46,6 @@ import torch
 from squid_monai.baselines import nearest_normal_pixels, sharpness_score
 from squid_monai.engines.evaluator import feature_residual
 from squid_monai.metrics import bootstrap_auc, roc_auc
-from squid_monai.networks.memory import nearest_distance
 from squid_monai.scoring import calibrate, load_scorer
 from squid_monai.workflow import choose_data, trained_intensity
 
@@ -78,27 +77,17 @@ def score_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def scores_of(scorer, dataset, batch_size: int = 32) -> np.ndarray:
-    """The scorer's own calibrated scores of ``dataset``."""
+def combined_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """The ``combined`` scorer's own calibrated scores of ``dataset`` and its nearest-normal
+    token distances (``normal_knn``)."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    return torch.cat([scorer(torch.as_tensor(b["image"]).float())["score"] for b in loader]).numpy()
+    outs = [scorer(torch.as_tensor(b["image"]).float()) for b in loader]
+    return {"combined": torch.cat([o["score"] for o in outs]).numpy(),
+            "normal_knn": torch.cat([o["normal_knn"] for o in outs]).numpy()}
 
 
 def images_of(dataset) -> torch.Tensor:
     return torch.stack([torch.as_tensor(item["image"]).float() for item in dataset])
-
-
-def normal_knn(tokens: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
-    """Per image, mean over tiles of the squared distance (per dimension) of its token to the
-    nearest normal-training token at the same tile position; ``tokens`` (B, T, D), ``bank``
-    (N, T, D)."""
-    return nearest_distance(tokens, bank.transpose(0, 1)).mean(1).numpy()
-
-
-@torch.no_grad()
-def token_set(scorer, dataset, batch_size: int = 32) -> torch.Tensor:
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    return torch.cat([scorer.generator.eval().tokens(torch.as_tensor(b["image"]).float()) for b in loader])
 
 
 def standardised(scores: dict, normal: dict, key: str) -> np.ndarray:
@@ -138,7 +127,6 @@ def main(argv=None) -> dict:
     calibration = data.calibration(size, intensity=intensity)
     normal = score_set(scorer, calibration)
     scorer.fit_normals({"tile_residual": torch.from_numpy(normal["tiles"])})  # refitted: older models lack them
-    bank = token_set(scorer, calibration)
     normal_images = images_of(calibration)
     combined = load_scorer(model_dir / args.model)
     combined.set_score_source("combined")
@@ -150,8 +138,7 @@ def main(argv=None) -> dict:
         dataset = data.validation(size, split=split, n_normal=args.per_class, n_abnormal=args.per_class,
                                   intensity=intensity)
         sets[split] = score_set(scorer, dataset)
-        sets[split]["normal_knn"] = normal_knn(token_set(scorer, dataset), bank)
-        sets[split]["combined"] = scores_of(combined, dataset)
+        sets[split].update(combined_set(combined, dataset))
         sets[split]["pixel_knn"] = nearest_normal_pixels(images_of(dataset), normal_images).numpy()
     val = sets["validation"]
     gamma = max(GAMMAS, key=lambda g: roc_auc(val["label"], fused(val, normal, g)))

@@ -18,6 +18,7 @@ from monai.engines import Evaluator
 from monai.engines.utils import IterationEvents
 
 from ..scoring import SQUIDScorer, calibrated_score
+from ..scoring.scorer import feature_distance
 from .utils import plain_tensor
 
 __all__ = ["SQUIDEvaluator", "feature_residual"]
@@ -33,10 +34,9 @@ def feature_residual(discriminator: torch.nn.Module, image: torch.Tensor, recons
     discriminator.eval()
     try:
         with torch.autocast(device_type=image.device.type, enabled=False):
-            diff = discriminator.features(image.float()) - discriminator.features(reconstruction.float())
+            return feature_distance(discriminator.features(image.float()), discriminator.features(reconstruction.float()))
     finally:
         discriminator.train(was_training)
-    return diff.pow(2).flatten(1).mean(1)
 
 
 class SQUIDEvaluator(Evaluator):
@@ -122,7 +122,8 @@ class SQUIDEvaluator(Evaluator):
         if self.residual_scores and "logit" in output:
             output["score_logit"] = -output["logit"]  # the paper's score, whatever score_source ranks by
         if self.residual_scores and hasattr(getattr(self.scorer, "discriminator", None), "features"):
-            output["score_feature"] = feature_residual(self.scorer.discriminator, image, output["reconstruction"])
+            output["score_feature"] = (output["feature"] if "feature" in output  # the combined source computed it
+                                       else feature_residual(self.scorer.discriminator, image, output["reconstruction"]))
         engine.state.output = output
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return output

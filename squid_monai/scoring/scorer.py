@@ -37,7 +37,7 @@ from monai.data import MetaTensor
 
 from ..networks import SQUIDDiscriminator, SQUIDGenerator
 
-__all__ = ["SCORE_SOURCES", "DEFAULT_EVIDENCE", "EVIDENCE", "NORMAL_TOKENS", "CalibratedScorer", "SQUIDScorer", "pixel_residual", "calibrate", "calibrated_score", "decide"]
+__all__ = ["SCORE_SOURCES", "DEFAULT_EVIDENCE", "EVIDENCE", "NORMAL_TOKENS", "CalibratedScorer", "SQUIDScorer", "feature_distance", "pixel_residual", "calibrate", "calibrated_score", "decide"]
 
 #: What the calibrated score is computed from (index = the ``score_source_code`` buffer).
 SCORE_SOURCES = ("logit", "residual", "tile_residual", "combined")
@@ -148,6 +148,12 @@ class CalibratedScorer(nn.Module):
 def pixel_residual(image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
     """Per image, the mean squared difference (B,), in fp32."""
     return (image.float() - reconstruction.float()).pow(2).flatten(1).mean(1)
+
+
+def feature_distance(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per image, the mean squared difference of two discriminator feature maps (B,): the
+    feature residual (f-AnoGAN's kappa term, DAAD's alignment error L)."""
+    return (features.float() - reference.float()).pow(2).flatten(1).mean(1)
 
 
 def tile_residuals(image: torch.Tensor, reconstruction: torch.Tensor, tile: int,
@@ -333,7 +339,7 @@ class SQUIDScorer(CalibratedScorer):
                 tokens = parts["tokens"].float().flatten(1)
                 out.update(teacher_student=pixel_residual(parts["teacher"], reconstruction),
                            normal_knn=self.nearest_normal(tokens),
-                           feature=(self.discriminator.features(image.float()) - features).pow(2).flatten(1).mean(1),
+                           feature=feature_distance(self.discriminator.features(image.float()), features),
                            tokens=tokens)
         return out
 
