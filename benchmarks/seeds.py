@@ -57,7 +57,7 @@ _BUNDLE_COMMANDS_IN_ONE_PROCESS = (
 _BUNDLE_MODULE = ["-m", "monai.bundle"]
 #: Columns of the per-split part of a row, and their headings in seeds.md.
 SPLIT_COLUMNS = {"auc": "AUC", "baseline_auc": "sharpness AUC", "gain": "SQUID - sharpness",
-                 "accuracy": "Acc", "f1": "F1"}
+                 "pixel_knn_auc": "pixel kNN AUC", "pixel_knn_gain": "SQUID - pixel kNN", "accuracy": "Acc", "f1": "F1"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +163,10 @@ def collect_seed(out: Path, seed: int, splits, warmup_fraction: float = 0.3) -> 
                       "baseline_auc": m["baseline_sharpness"]["auc"],
                       "gain": gain["value"], "gain_95ci": [gain["low"], gain["high"]],
                       "accuracy": at_val["accuracy"], "f1": at_val["f1"]}
+        if "baseline_pixel_knn" in m:  # reports written before it existed lack it
+            knn = m["squid_minus_pixel_knn_auc"]
+            row[split].update(pixel_knn_auc=m["baseline_pixel_knn"]["auc"], pixel_knn_gain=knn["value"],
+                              pixel_knn_gain_95ci=[knn["low"], knn["high"]])
         if "auc_by_anomaly" in m["squid"]:  # DigitAnatomy: which anomaly type the score misses
             row[split]["auc_by_anomaly"] = m["squid"]["auc_by_anomaly"]
     return row
@@ -200,6 +204,7 @@ def markdown(result: dict) -> str:
         for split in splits:
             s = r.get(split)
             cells += ([_with_ci(s["auc"], s["auc_95ci"]), _num(s["baseline_auc"]), _with_ci(s["gain"], s["gain_95ci"]),
+                       _num(s.get("pixel_knn_auc")), _with_ci(s.get("pixel_knn_gain"), s.get("pixel_knn_gain_95ci")),
                        _num(s["accuracy"]), _num(s["f1"])] if s else ["-"] * len(SPLIT_COLUMNS))
         lines.append("| " + " | ".join(cells) + " |")
     agg = result["aggregate"]
@@ -221,7 +226,8 @@ def markdown(result: dict) -> str:
         "Evaluation: `" + shlex.join(result["evaluate_command"]) + "`", "",
         "Model selection on the validation split; the report split is never used for any choice. "
         "AUC with its 95 % bootstrap interval; the sharpness baseline (negated Laplacian energy, no learning) "
-        "on the same images, and the paired bootstrap interval of SQUID minus it; accuracy and F1 at the "
+        "and the pixel nearest neighbour (distance to the closest calibration image, no learning) on the same "
+        "images, and the paired bootstrap interval of SQUID minus each; accuracy and F1 at the "
         f"threshold chosen on validation. Std after warm-up: of the validation AUC over epochs, the first "
         f"{result['warmup_fraction']:.0%} of the validated epochs left out. Last row: mean +- sample std over seeds.",
         "", *lines, "",

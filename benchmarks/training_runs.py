@@ -66,7 +66,9 @@ def section(args) -> str:
             f"SQUID AUC **{squid['auc']:.3f}**"
             + (f", accuracy {at_val['accuracy']:.3f}, F1 {at_val['f1']:.3f} at the stored threshold" if at_val else "")
             + f"; trivial sharpness baseline (negated Laplacian energy, no learning) AUC **{base['auc']:.3f}** "
-            "on the same images.",
+            "on the same images"
+            + (f", pixel nearest neighbour (distance to the closest calibration image, no learning) AUC "
+               f"**{m['baseline_pixel_knn']['auc']:.3f}**" if "baseline_pixel_knn" in m else "") + ".",
         ]
         if "squid_minus_baseline_auc" in m:  # reports written before the intervals existed lack them
             gain, (lo, hi), (blo, bhi) = m["squid_minus_baseline_auc"], squid["auc_95ci"], base["auc_95ci"]

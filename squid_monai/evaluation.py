@@ -1,18 +1,21 @@
 """The evaluation report of ``evaluate.json``: per-image scores, metrics and figures of one
-labelled split, with the sharpness shortcut beside SQUID.
+labelled split, with the shortcuts that need no learning beside SQUID.
 
 :class:`EvaluationReport` is attached to the :class:`~squid_monai.engines.SQUIDEvaluator`
 that scores the split; at the end of the run it writes into ``output_dir``:
 
 * ``scores.csv``: the one layout of :mod:`squid_monai.scoring.writer` (image, label,
   score, logit, decision at the model's validation threshold, threshold, ...), followed by
-  the sharpness baseline score and the DigitAnatomy anomaly type when known;
+  the baseline scores (sharpness; the pixel nearest neighbour when ``normals`` are given)
+  and the DigitAnatomy anomaly type when known;
 * ``metrics.json``: AUC; accuracy, F1, sensitivity, specificity (and counts) at the
   threshold chosen on validation and at the normal-only threshold stored in the model; the
   same at the best threshold on this very set, labelled as optimistic (for comparison with
-  the paper only); the AUC of the sharpness baseline on the same images; 95 % bootstrap
-  intervals of both AUCs and of their paired difference; with DigitAnatomy, both AUCs per
-  anomaly type (``auc_by_anomaly``: all normals against that type's abnormals);
+  the paper only); the AUC of each baseline on the same images (``baseline_sharpness``,
+  ``baseline_pixel_knn``); 95 % bootstrap intervals of every AUC and of SQUID's paired
+  difference to each baseline (``squid_minus_baseline_auc``: to sharpness,
+  ``squid_minus_pixel_knn_auc``); with DigitAnatomy, the AUCs per anomaly type
+  (``auc_by_anomaly``: all normals against that type's abnormals);
 * ``roc.png``, ``score_histogram.png``, ``confusion_matrix.png`` (validation threshold),
   ``confusion_matrix_normal_threshold.png``.
 
@@ -30,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from ignite.engine import Engine, Events
 
-from .baselines import sharpness_score
+from .baselines import nearest_normal_pixels, sharpness_score
 from .metrics import auc_by_anomaly, bootstrap_auc, evaluate_scores, roc_auc
 from .scoring import ScoreRecord, ScoreWriter, SQUIDScorer, score_images
 
@@ -41,7 +45,7 @@ __all__ = ["EvaluationReport", "EXTRA_COLUMNS"]
 logger = logging.getLogger(__name__)
 
 #: columns the evaluation adds to ``scores.csv`` (``anomaly`` only when the data has it)
-EXTRA_COLUMNS = ("sharpness_score", "anomaly")
+EXTRA_COLUMNS = ("sharpness_score", "pixel_knn_score", "anomaly")
 _OPTIMISTIC = "best_on_this_set"
 
 
@@ -55,11 +59,16 @@ class EvaluationReport:
         split: name of the evaluated split, used in metric names and figure titles.
         best_criterion: criterion of the optimistic best-threshold figures.
         model_path: recorded in ``metrics.json``.
+        normals: the images the model calibrates on (a dataset of ``{"image": ...}`` items,
+            or a (N, C, H, W) tensor), for the pixel nearest-neighbour baseline; ``None``
+            leaves it out. Preprocessed as the evaluated images are.
     """
 
     def __init__(self, scorer: SQUIDScorer, output_dir: str | os.PathLike, split: str = "test",
-                 best_criterion: str = "f1", model_path: str | os.PathLike | None = None, method: str = "squid"):
+                 best_criterion: str = "f1", model_path: str | os.PathLike | None = None, method: str = "squid",
+                 normals: Any = None):
         self.scorer, self.output_dir, self.split, self.method = scorer, Path(output_dir), split, method
+        self._normals_source, self._normals = normals, None
         self.best_criterion = best_criterion
         self.model_path = None if model_path is None else str(model_path)
         self.rows: list[ScoreRecord] = []
@@ -81,13 +90,23 @@ class EvaluationReport:
         n = out["score"].numel()
         records = score_images(self.scorer, out["image"], names=_image_names(batch, n, self.split, len(self.rows)),
                                labels=out["label"].detach().reshape(-1).cpu(), pixels=False, output=out)
-        sharp = sharpness_score(out["image"].detach().cpu()).double()
+        image = torch.as_tensor(out["image"].detach().cpu()).float()
+        baselines = {"sharpness_score": sharpness_score(image)}
+        if self._normals_source is not None:
+            baselines["pixel_knn_score"] = nearest_normal_pixels(image, self._normal_images())
         anomalies = batch.get("anomaly") if isinstance(batch, dict) else None
         for i, record in enumerate(records):
-            record.extra["sharpness_score"] = float(sharp[i])
+            record.extra.update({k: float(v[i]) for k, v in baselines.items()})
             if anomalies is not None:
                 record.extra["anomaly"] = str(anomalies[i])
         self.rows.extend(records)
+
+    def _normal_images(self) -> torch.Tensor:
+        if self._normals is None:
+            source = self._normals_source
+            self._normals = (torch.as_tensor(source).float() if isinstance(source, torch.Tensor) else
+                             torch.stack([torch.as_tensor(item["image"]).float() for item in source]))
+        return self._normals
 
     def _write(self, engine: Engine) -> None:
         from . import visualize  # matplotlib only when writing
@@ -113,7 +132,12 @@ class EvaluationReport:
                                         self.output_dir / "confusion_matrix_normal_threshold.png")
         for key, value in flat.items():
             engine.state.metrics[f"{self.split}/{key}"] = value
-        engine.state.metrics[f"{self.split}/baseline_sharpness/auc"] = self.metrics["baseline_sharpness"]["auc"]
+        for name in _BASELINES:
+            if f"baseline_{name}" in self.metrics:
+                engine.state.metrics[f"{self.split}/baseline_{name}/auc"] = self.metrics[f"baseline_{name}"]["auc"]
+        if "squid_minus_pixel_knn_auc" in self.metrics:
+            engine.state.metrics[f"{self.split}/squid_minus_pixel_knn_auc"] = \
+                self.metrics["squid_minus_pixel_knn_auc"]["value"]
         interval, gain = self.metrics["squid"]["auc_95ci"], self.metrics["squid_minus_baseline_auc"]
         engine.state.metrics.update({
             f"{self.split}/auc_95ci_low": interval[0], f"{self.split}/auc_95ci_high": interval[1],
@@ -123,8 +147,10 @@ class EvaluationReport:
         })
         if "auc_running_stats" in self.metrics["squid"]:
             engine.state.metrics[f"{self.split}/auc_running_stats"] = self.metrics["squid"]["auc_running_stats"]
-        logger.info("%s: %s AUC %.4f (sharpness baseline %.4f) on %d images; report in %s", self.split,
-                    self.method, flat["auc"], self.metrics["baseline_sharpness"]["auc"], len(self.rows), self.output_dir)
+        baselines = ", ".join(f"{name} baseline {self.metrics[f'baseline_{name}']['auc']:.4f}" for name in _BASELINES
+                              if f"baseline_{name}" in self.metrics)
+        logger.info("%s: %s AUC %.4f (%s) on %d images; report in %s", self.split, self.method, flat["auc"], baselines,
+                    len(self.rows), self.output_dir)
 
     def _write_csv(self) -> None:
         extra = [c for c in EXTRA_COLUMNS if c in self.rows[0].extra]
@@ -139,7 +165,6 @@ class EvaluationReport:
                  "at_normal_threshold": section("at_normal_threshold"),
                  _OPTIMISTIC: {"note": f"threshold maximising {self.best_criterion} on this very set: optimistic, "
                                        "for comparison with the paper only", **section("best_on_set")}}
-        sharp = np.array([r.extra["sharpness_score"] for r in self.rows])
         squid["auc_95ci"] = _interval(bootstrap_auc(labels, scores))
         kinds = [r.extra.get("anomaly", "") for r in self.rows]
         by_type = auc_by_anomaly(labels, scores, kinds)  # DigitAnatomy only: {} without anomaly types
@@ -147,25 +172,35 @@ class EvaluationReport:
             squid["auc_by_anomaly"] = by_type
         if len(self._running) == len(self.rows):
             squid["auc_running_stats"] = roc_auc(labels, self._running)
-        return {
+        report = {
             "split": self.split,
             "model": self.model_path,
             "n": flat["n"], "n_normal": flat["n_normal"], "n_abnormal": flat["n_abnormal"],
             "calibration": {"mean": float(self.scorer.mean), "std": float(self.scorer.std)},
             "squid": squid,
-            "baseline_sharpness": {
-                "auc": roc_auc(labels, sharp),
-                "auc_95ci": _interval(bootstrap_auc(labels, sharp)),
-                **({"auc_by_anomaly": auc_by_anomaly(labels, sharp, kinds)} if by_type else {}),
-                "note": "negated Laplacian energy of the preprocessed image (no learning): the known "
-                        "smoothness shortcut; a SQUID gain must be judged against it",
-            },
-            "squid_minus_baseline_auc": {
-                **bootstrap_auc(labels, scores, reference=sharp),
-                "note": "paired stratified bootstrap over these images; an interval above 0 is a gain "
-                        "over the shortcut that the sample size supports",
-            },
         }
+        for name, (note, gain_key) in _BASELINES.items():
+            if f"{name}_score" not in self.rows[0].extra:
+                continue
+            base = np.array([r.extra[f"{name}_score"] for r in self.rows])
+            report[f"baseline_{name}"] = {
+                "auc": roc_auc(labels, base), "auc_95ci": _interval(bootstrap_auc(labels, base)),
+                **({"auc_by_anomaly": auc_by_anomaly(labels, base, kinds)} if by_type else {}), "note": note}
+            report[gain_key] = {
+                **bootstrap_auc(labels, scores, reference=base),
+                "note": "paired stratified bootstrap over these images; an interval above 0 is a gain "
+                        "over the baseline that the sample size supports",
+            }
+        return report
+
+
+#: baselines of the report: name -> (note, key of SQUID's paired difference to it)
+_BASELINES = {
+    "sharpness": ("negated Laplacian energy of the preprocessed image (no learning): the known smoothness "
+                  "shortcut; a SQUID gain must be judged against it", "squid_minus_baseline_auc"),
+    "pixel_knn": ("mean squared pixel difference to the nearest of the images the model calibrates on "
+                  "(memory, no learning)", "squid_minus_pixel_knn_auc"),
+}
 
 
 def _interval(result: dict) -> list[float]:

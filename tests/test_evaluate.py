@@ -49,12 +49,13 @@ def test_evaluate_writes_scores_metrics_and_figures(evaluation):
     folder, rows, metrics, stdout = evaluation
     for name in FIGURES:
         assert (folder / name).stat().st_size > 1000, name
-    assert tuple(rows[0]) == (*CSV_COLUMNS, "sharpness_score", "anomaly")  # the one layout, then its extras
+    assert tuple(rows[0]) == (*CSV_COLUMNS, "sharpness_score", "pixel_knn_score", "anomaly")  # the layout, then extras
     assert all(r["threshold"] and not r["error"] and not r["heatmap"] for r in rows)
     assert len(rows) == 2 * VAL_SIZE and metrics["n"] == 2 * VAL_SIZE
     assert metrics["n_normal"] == metrics["n_abnormal"] == VAL_SIZE
     assert set(_column(rows, "label", int)) == {0, 1}
-    assert re.search(r"squid test: AUC \d\.\d{4} \(sharpness baseline \d\.\d{4}\)", stdout)
+    assert re.search(r"squid test: AUC \d\.\d{4} \(sharpness baseline \d\.\d{4}, pixel nearest neighbour \d\.\d{4}\)",
+                     stdout)
     assert re.search(r"test: squid AUC \d\.\d{4}", stdout)  # the report names the family, not a config reference
 
 
@@ -95,13 +96,20 @@ def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bund
     # the sharpness baseline is computed on the same preprocessed images
     np.testing.assert_allclose(_column(rows, "sharpness_score"), sharpness_score(images).numpy(), rtol=1e-6)
     assert metrics["baseline_sharpness"]["auc"] == pytest.approx(roc_auc(labels, _column(rows, "sharpness_score")))
-    # intervals: of each AUC around it, and of the paired SQUID - baseline difference around that
-    for section in (metrics["squid"], metrics["baseline_sharpness"]):
+    # the pixel nearest neighbour: to the images the model calibrated on (the first 16 training normals)
+    normals = DigitAnatomySource().calibration(IMAGE_SIZE, max_images=16)
+    normals = torch.stack([normals[i]["image"].as_tensor() for i in range(len(normals))])
+    nearest = [min(((image - n) ** 2).mean().item() for n in normals) for image in images.double()]
+    np.testing.assert_allclose(_column(rows, "pixel_knn_score"), nearest, rtol=1e-5)
+    assert metrics["baseline_pixel_knn"]["auc"] == pytest.approx(roc_auc(labels, nearest))
+    # intervals: of each AUC around it, and of the paired SQUID - baseline differences around them
+    for section in (metrics["squid"], metrics["baseline_sharpness"], metrics["baseline_pixel_knn"]):
         low, high = section["auc_95ci"]
         assert low <= section["auc"] <= high and high - low > 0.01  # 40 images: a wide interval
-    gain = metrics["squid_minus_baseline_auc"]
-    assert gain["value"] == pytest.approx(metrics["squid"]["auc"] - metrics["baseline_sharpness"]["auc"])
-    assert gain["low"] <= gain["value"] <= gain["high"]
+    for key, base in (("squid_minus_baseline_auc", "sharpness"), ("squid_minus_pixel_knn_auc", "pixel_knn")):
+        gain = metrics[key]
+        assert gain["value"] == pytest.approx(metrics["squid"]["auc"] - metrics[f"baseline_{base}"]["auc"])
+        assert gain["low"] <= gain["value"] <= gain["high"]
 
 
 def test_auc_per_anomaly_type_is_all_normals_against_that_type(evaluation):
@@ -109,7 +117,8 @@ def test_auc_per_anomaly_type_is_all_normals_against_that_type(evaluation):
     labels, kinds = _column(rows, "label", int), _column(rows, "anomaly", str)
     types = sorted(set(kinds[labels == 1]))
     assert len(types) >= 2 and set(metrics["squid"]["auc_by_anomaly"]) == set(types)
-    for section, column in (("squid", "score"), ("baseline_sharpness", "sharpness_score")):
+    for section, column in (("squid", "score"), ("baseline_sharpness", "sharpness_score"),
+                            ("baseline_pixel_knn", "pixel_knn_score")):
         values = _column(rows, column)
         for kind in types:
             keep = (labels == 0) | (kinds == kind)
@@ -147,6 +156,9 @@ def test_evaluation_is_tracked_in_mlflow(evaluation, bundle):
     run = runs[0]
     assert run.data.metrics["test/auc"] == pytest.approx(metrics["squid"]["auc"])
     assert run.data.metrics["test/baseline_sharpness/auc"] == pytest.approx(metrics["baseline_sharpness"]["auc"])
+    assert run.data.metrics["test/baseline_pixel_knn/auc"] == pytest.approx(metrics["baseline_pixel_knn"]["auc"])
+    assert run.data.metrics["test/squid_minus_pixel_knn_auc"] == pytest.approx(
+        metrics["squid_minus_pixel_knn_auc"]["value"])
     assert run.data.metrics["test/auc_95ci_low"] == pytest.approx(metrics["squid"]["auc_95ci"][0])
     assert run.data.metrics["test/squid_minus_baseline_auc_95ci_high"] == pytest.approx(
         metrics["squid_minus_baseline_auc"]["high"])

@@ -50,6 +50,9 @@ def _fake_seed(out, seed, curve, splits=("validation", "report")):
                    "baseline_sharpness": {"auc": 0.65}, "squid_minus_baseline_auc": {"value": 0.05, "low": -0.02,
                                                                                       "high": 0.12}}
         metrics["squid"]["auc_by_anomaly"] = {"missing": 0.9 + seed / 100, "zero": 0.8}
+        if split == "report":  # the pixel nearest neighbour, where the evaluation reported it
+            metrics["baseline_pixel_knn"] = {"auc": 0.75 + seed / 100}
+            metrics["squid_minus_pixel_knn_auc"] = {"value": 0.06, "low": 0.01, "high": 0.11}
         (out / "eval" / split).mkdir(parents=True)
         (out / "eval" / split / "metrics.json").write_text(json.dumps(metrics))
 
@@ -71,6 +74,9 @@ def test_rows_curve_std_and_aggregates_from_the_run_files(tmp_path):
                             "splits": ["validation", "report"], "warmup_fraction": 0.3, "seeds": rows,
                             "aggregate": agg, "failures": []})
     assert "0.8100 +- 0.0100" in table and "0.0500 [-0.020, 0.120]" in table
+    assert agg["report"]["pixel_knn_auc"]["mean"] == pytest.approx(0.76) and agg["validation"]["pixel_knn_auc"] is None
+    assert "report pixel kNN AUC" in table and "0.0600 [0.010, 0.110]" in table
+    assert "| 0 | 3 | 0.7000 | " in table and " | 0.7500 | 0.0600 [0.010, 0.110] | " in table
     assert agg["report"]["auc_by_anomaly"]["missing"] == {"mean": pytest.approx(0.91), "std": pytest.approx(0.01), "n": 3}
     assert "| report | 0.9100 +- 0.0100 | 0.8000 +- 0.0000 |" in table
 
