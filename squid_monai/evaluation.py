@@ -48,6 +48,14 @@ logger = logging.getLogger(__name__)
 EXTRA_COLUMNS = ("sharpness_score", "pixel_knn_score", "anomaly")
 _OPTIMISTIC = "best_on_this_set"
 
+#: baselines of the report: name -> (note, key of SQUID's paired difference to it)
+_BASELINES = {
+    "sharpness": ("negated Laplacian energy of the preprocessed image (no learning): the known smoothness "
+                  "shortcut; a SQUID gain must be judged against it", "squid_minus_baseline_auc"),
+    "pixel_knn": ("mean squared pixel difference to the nearest of the images the model calibrates on "
+                  "(memory, no learning)", "squid_minus_pixel_knn_auc"),
+}
+
 
 class EvaluationReport:
     """Collect every scored image of an evaluation run and write the report (see module
@@ -132,19 +140,17 @@ class EvaluationReport:
                                         self.output_dir / "confusion_matrix_normal_threshold.png")
         for key, value in flat.items():
             engine.state.metrics[f"{self.split}/{key}"] = value
-        for name in _BASELINES:
-            if f"baseline_{name}" in self.metrics:
-                engine.state.metrics[f"{self.split}/baseline_{name}/auc"] = self.metrics[f"baseline_{name}"]["auc"]
-        if "squid_minus_pixel_knn_auc" in self.metrics:
-            engine.state.metrics[f"{self.split}/squid_minus_pixel_knn_auc"] = \
-                self.metrics["squid_minus_pixel_knn_auc"]["value"]
-        interval, gain = self.metrics["squid"]["auc_95ci"], self.metrics["squid_minus_baseline_auc"]
-        engine.state.metrics.update({
-            f"{self.split}/auc_95ci_low": interval[0], f"{self.split}/auc_95ci_high": interval[1],
-            f"{self.split}/squid_minus_baseline_auc": gain["value"],
-            f"{self.split}/squid_minus_baseline_auc_95ci_low": gain["low"],
-            f"{self.split}/squid_minus_baseline_auc_95ci_high": gain["high"],
-        })
+        interval = self.metrics["squid"]["auc_95ci"]
+        engine.state.metrics.update({f"{self.split}/auc_95ci_low": interval[0], f"{self.split}/auc_95ci_high": interval[1]})
+        for name, (_, gain_key) in _BASELINES.items():
+            if f"baseline_{name}" not in self.metrics:
+                continue
+            gain = self.metrics[gain_key]
+            engine.state.metrics.update({
+                f"{self.split}/baseline_{name}/auc": self.metrics[f"baseline_{name}"]["auc"],
+                f"{self.split}/{gain_key}": gain["value"],
+                f"{self.split}/{gain_key}_95ci_low": gain["low"], f"{self.split}/{gain_key}_95ci_high": gain["high"],
+            })
         if "auc_running_stats" in self.metrics["squid"]:
             engine.state.metrics[f"{self.split}/auc_running_stats"] = self.metrics["squid"]["auc_running_stats"]
         baselines = ", ".join(f"{name} baseline {self.metrics[f'baseline_{name}']['auc']:.4f}" for name in _BASELINES
@@ -192,15 +198,6 @@ class EvaluationReport:
                         "over the baseline that the sample size supports",
             }
         return report
-
-
-#: baselines of the report: name -> (note, key of SQUID's paired difference to it)
-_BASELINES = {
-    "sharpness": ("negated Laplacian energy of the preprocessed image (no learning): the known smoothness "
-                  "shortcut; a SQUID gain must be judged against it", "squid_minus_baseline_auc"),
-    "pixel_knn": ("mean squared pixel difference to the nearest of the images the model calibrates on "
-                  "(memory, no learning)", "squid_minus_pixel_knn_auc"),
-}
 
 
 def _interval(result: dict) -> list[float]:

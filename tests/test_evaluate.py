@@ -159,6 +159,8 @@ def test_evaluation_is_tracked_in_mlflow(evaluation, bundle):
     assert run.data.metrics["test/baseline_pixel_knn/auc"] == pytest.approx(metrics["baseline_pixel_knn"]["auc"])
     assert run.data.metrics["test/squid_minus_pixel_knn_auc"] == pytest.approx(
         metrics["squid_minus_pixel_knn_auc"]["value"])
+    assert run.data.metrics["test/squid_minus_pixel_knn_auc_95ci_low"] == pytest.approx(
+        metrics["squid_minus_pixel_knn_auc"]["low"])
     assert run.data.metrics["test/auc_95ci_low"] == pytest.approx(metrics["squid"]["auc_95ci"][0])
     assert run.data.metrics["test/squid_minus_baseline_auc_95ci_high"] == pytest.approx(
         metrics["squid_minus_baseline_auc"]["high"])
