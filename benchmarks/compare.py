@@ -55,9 +55,10 @@ PAPER_ZHANGLAB = {
     "daad_plus": "-",
 }
 SPLITS = {"digitanatomy": ["test"], "zhanglab": ["validation", "report"]}
-#: Per split, the columns of a table row: key of the seeds aggregate -> heading.
+#: Per split, the columns of a table row: key of the seeds aggregate -> heading. Both
+#: baselines with no learning, on the same images: sharpness and the pixel nearest neighbour.
 SPLIT_COLUMNS = {"auc": "AUC", "accuracy": "Acc", "f1": "F1", "baseline_auc": "sharpness AUC",
-                 "gain": "method - sharpness"}
+                 "gain": "method - sharpness", "pixel_knn_auc": "pixel kNN AUC", "pixel_knn_gain": "method - pixel kNN"}
 
 
 def train_command(method: str, recipe: str | None = None) -> str:
@@ -145,7 +146,7 @@ def split_headings(splits, columns=SPLIT_COLUMNS) -> list[str]:
 
 def split_cells(aggregate: dict, splits, columns=SPLIT_COLUMNS) -> list[str]:
     """A row's cells for :func:`split_headings`: mean +- std over seeds, in %."""
-    return [pct((aggregate.get(split) or {}).get(key), signed=key == "gain") for split in splits for key in columns]
+    return [pct((aggregate.get(split) or {}).get(key), signed=key.endswith("gain")) for split in splits for key in columns]
 
 
 def auc_series(aggregates: list[dict], splits) -> dict[str, tuple[list, list]]:
@@ -232,7 +233,8 @@ def markdown(out: dict) -> str:
         f"Command: `{command}`", "",
         "Per method: `" + (out["rows"][0]["command"] if out["rows"] else "") + "` and the method config, "
         "see each method's `seeds.md`. In %: mean +- sample std over seeds; accuracy and F1 at the threshold "
-        "chosen on validation; the sharpness baseline (no learning) on the same images.", "", *lines, ""])
+        "chosen on validation; the sharpness and pixel nearest-neighbour baselines (no learning) on the same "
+        "images.", "", *lines, ""])
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squid_monai.baselines import nearest_normal_pixels, sharpness_score
+from squid_monai.baselines import image_stack, nearest_normal_pixels, sharpness_score
 from squid_monai.engines.evaluator import feature_residual
 from squid_monai.metrics import bootstrap_auc, roc_auc
 from squid_monai.scoring import calibrate, load_scorer
@@ -86,10 +86,6 @@ def combined_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]
             "normal_knn": torch.cat([o["normal_knn"] for o in outs]).numpy()}
 
 
-def images_of(dataset) -> torch.Tensor:
-    return torch.stack([torch.as_tensor(item["image"]).float() for item in dataset])
-
-
 def standardised(scores: dict, normal: dict, key: str) -> np.ndarray:
     """``scores[key]`` in standard deviations from its mean on the normal images ``normal``."""
     return (scores[key] - normal[key].mean()) / (normal[key].std() + 1e-12)
@@ -127,7 +123,7 @@ def main(argv=None) -> dict:
     calibration = data.calibration(size, intensity=intensity)
     normal = score_set(scorer, calibration)
     scorer.fit_normals({"tile_residual": torch.from_numpy(normal["tiles"])})  # refitted: older models lack them
-    normal_images = images_of(calibration)
+    normal_images = image_stack(calibration)
     combined = load_scorer(model_dir / args.model)
     combined.set_score_source("combined")
     calibrate(combined, torch.utils.data.DataLoader(calibration, batch_size=32))
@@ -139,7 +135,7 @@ def main(argv=None) -> dict:
                                   intensity=intensity)
         sets[split] = score_set(scorer, dataset)
         sets[split].update(combined_set(combined, dataset))
-        sets[split]["pixel_knn"] = nearest_normal_pixels(images_of(dataset), normal_images).numpy()
+        sets[split]["pixel_knn"] = nearest_normal_pixels(image_stack(dataset), normal_images).numpy()
     val = sets["validation"]
     gamma = max(GAMMAS, key=lambda g: roc_auc(val["label"], fused(val, normal, g)))
     results: dict = {"gamma": gamma, "model": str(model_dir / args.model), "versus": args.versus,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["laplacian_energy", "nearest_normal_pixels", "sharpness_score"]
+__all__ = ["image_stack", "laplacian_energy", "nearest_normal_pixels", "sharpness_score"]
 
 # 4-neighbour discrete Laplacian
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -38,6 +38,14 @@ def sharpness_score(images: torch.Tensor) -> torch.Tensor:
     """Anomaly score of the sharpness shortcut: ``-laplacian_energy`` (smoother = higher =
     "more abnormal"), same orientation as SQUID's score."""
     return -laplacian_energy(images)
+
+
+def image_stack(source) -> torch.Tensor:
+    """The normals of :func:`nearest_normal_pixels` as one float (N, C, H, W) tensor, from a
+    tensor or from a dataset of ``{"image": ...}`` items (what the bundle's calibration gives)."""
+    if isinstance(source, torch.Tensor):
+        return source.detach().float()
+    return torch.stack([torch.as_tensor(item["image"]).float() for item in source])
 
 
 def nearest_normal_pixels(images: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from .baselines import nearest_normal_pixels, sharpness_score
+from .baselines import image_stack, nearest_normal_pixels, sharpness_score
 from .metrics import auc_by_anomaly, bootstrap_auc, evaluate_scores, roc_auc
 from .scoring import ScoreRecord, ScoreWriter, SQUIDScorer, score_images
 
@@ -111,9 +111,7 @@ class EvaluationReport:
 
     def _normal_images(self) -> torch.Tensor:
         if self._normals is None:
-            source = self._normals_source
-            self._normals = (torch.as_tensor(source).float() if isinstance(source, torch.Tensor) else
-                             torch.stack([torch.as_tensor(item["image"]).float() for item in source]))
+            self._normals = image_stack(self._normals_source)
         return self._normals
 
     def _write(self, engine: Engine) -> None:

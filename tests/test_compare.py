@@ -41,15 +41,16 @@ def test_each_method_trains_with_its_config_merged_after_train_json():
 
 
 def test_table_gives_mean_and_std_over_seeds_beside_the_paper(tmp_path):
-    for seed, auc in ((0, 0.70), (1, 0.80)):
-        fake_run(tmp_path / "digitanatomy" / "memae" / f"seed{seed}", auc, 0.1, 100 + seed * 20)
+    for seed, auc, knn_gain in ((0, 0.70, 0.02), (1, 0.80, 0.04)):
+        fake_run(tmp_path / "digitanatomy" / "memae" / f"seed{seed}", auc, 0.1, 100 + seed * 20, knn_gain=knn_gain)
     assert compare.main(["--data", "digitanatomy", "--output_root", str(tmp_path), "--methods", "memae",
                          "--seeds", "0", "1", "--collect", "--", "--epochs", "2"]) == 0
     table = (tmp_path / "digitanatomy" / "compare.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| memae"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:7] == ["memae", "2", "75.0 +- 7.1", "60.0 +- 0.0", "70.0 +- 0.0", "65.0 +- 7.1", "+10.0 +- 0.0"]
-    assert cells[7] == "110" and cells[8] == compare.PAPER_ZHANGLAB["memae"]
+    assert cells[7:9] == ["72.0 +- 5.7", "+3.0 +- 1.4"]  # the pixel nearest neighbour, and the gain over it
+    assert cells[9] == "110" and cells[10] == compare.PAPER_ZHANGLAB["memae"]
     assert "--epochs 2" in table
 
 

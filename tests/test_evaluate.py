@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from squid_monai.baselines import laplacian_energy, nearest_normal_pixels, sharpness_score
+from squid_monai.baselines import image_stack, laplacian_energy, nearest_normal_pixels, sharpness_score
 from squid_monai.metrics import binary_metrics, roc_auc
 from squid_monai.scoring import CSV_COLUMNS, load_scorer
 from squid_monai.workflow import DigitAnatomySource
@@ -145,6 +145,9 @@ def test_pixel_nearest_neighbour_baseline_is_the_distance_to_the_closest_normal(
     assert nearest_normal_pixels(images, normals)[0] == pytest.approx(0.01, abs=1e-6)  # 0.6 is 0.1 from 0.5
     with pytest.raises(ValueError, match="must share"):
         nearest_normal_pixels(images, normals[:, :, :2])
+    items = [{"image": np.asarray(n, dtype=np.float64)} for n in normals]  # a dataset, as the bundle gives
+    stacked = image_stack(items)
+    assert stacked.dtype == torch.float32 and torch.equal(stacked, normals) and torch.equal(image_stack(normals), normals)
 
 
 def test_evaluation_is_tracked_in_mlflow(evaluation, bundle):
