@@ -29,11 +29,27 @@ from squid_monai.transforms.spatial import ResizeRadiograph
 from squid_monai.visualize import image_grid
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python benchmarks/figure6.py", description=__doc__.split("\n\n")[0])
+def model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model NAME=MODEL_DIR`` (repeated) and ``--weights``, for :func:`named_models`."""
     parser.add_argument("--model", action="append", required=True, metavar="NAME=MODEL_DIR",
                         help="a row: its title and the trained model folder (repeat, in row order)")
     parser.add_argument("--weights", default="model.pt", help="weights file in each model folder")
+
+
+def named_models(specs: list[str], weights: str = "model.pt"):
+    """Per ``NAME=MODEL_DIR``: the name, the scorer (any family, rebuilt from the folder's
+    ``network.json``) and the resize to its input size."""
+    for spec in specs:
+        name, _, folder = spec.partition("=")
+        if not folder:
+            raise SystemExit(f"--model needs NAME=MODEL_DIR, got {spec!r}")
+        folder = Path(folder)
+        yield name, load_scorer(folder / weights), ResizeRadiograph(Recipe.load(folder / "network.json").image_size)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python benchmarks/figure6.py", description=__doc__.split("\n\n")[0])
+    model_arguments(parser)
     parser.add_argument("--n_per_type", type=int, default=16, help="images per anomaly type for the rates")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", required=True, help="the PNG to write")
@@ -45,13 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     normal = torch.stack([torch.as_tensor(it["normal"]) for it in items])
     blank = torch.zeros(1, *image.shape[1:])
     rows, titles, report = [torch.cat([image[first], blank]), torch.cat([normal[first], blank])], ["input", "normal"], {}
-    for spec in args.model:
-        name, _, folder = spec.partition("=")
-        if not folder:
-            raise SystemExit(f"--model needs NAME=MODEL_DIR, got {spec!r}")
-        folder = Path(folder)
-        scorer = load_scorer(folder / args.weights)
-        resize = ResizeRadiograph(Recipe.load(folder / "network.json").image_size)
+    for name, scorer, resize in named_models(args.model, args.weights):
         shown = torch.stack([resize(x) for x in torch.cat([image, blank])])
         with torch.no_grad():
             recon = scorer(shown)["reconstruction"].float()

@@ -14,7 +14,7 @@ into items and adapts the engine; the scoring, the records and the files are
   the datalist has one, score, logit, decision, threshold, error, image file paths); a
   file that cannot be read is a row with its error and no score;
 * per image ``images/<n>_<name>_reconstruction.png``, ``..._difference.png`` and
-  ``..._heatmap.png`` (Grad-CAM of the discriminator).
+  ``..._heatmap.png`` (what drives the score: :mod:`squid_monai.scoring.explain`).
 
 Batch-size invariance: with ``per_image_forward`` (default) the network runs on one image
 at a time while loading, preprocessing and writing stay batched, so an image's score is
@@ -145,7 +145,9 @@ class SQUIDInference:
         device: where the scorer runs.
         batch_size: images loaded, scored and explained together.
         num_workers: DataLoader processes for reading and preprocessing.
-        heatmaps: compute the Grad-CAM heat maps (the slowest part: a backward pass).
+        heatmaps: compute the heat maps (the slowest part: a backward pass per image).
+        explain: what a heat map explains (``squid_monai.scoring.EXPLAINERS``): ``score``, the
+            gradient of the reported score; ``discriminator``, Grad-CAM of the discriminator.
         images: write the per-image PNGs at all.
         threshold: decision threshold; None: the one stored in the model.
         per_image_forward: network forward one image at a time (batch-size invariance).
@@ -162,6 +164,7 @@ class SQUIDInference:
         batch_size: int = 16,
         num_workers: int = 0,
         heatmaps: bool = True,
+        explain: str = "score",
         images: bool = True,
         threshold: float | None = None,
         per_image_forward: bool = True,
@@ -173,7 +176,7 @@ class SQUIDInference:
         self.scorer, self.output_dir, self.image_size = scorer, Path(output_dir), int(image_size)
         self.device = torch.device(device)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.heatmaps, self.images, self.per_image_forward = heatmaps, images, per_image_forward
+        self.heatmaps, self.explain, self.images, self.per_image_forward = heatmaps, explain, images, per_image_forward
         self.threshold = float(scorer.threshold) if threshold is None else float(threshold)
         self.heatmap_colormap, self.transform_options = heatmap_colormap, transform_options
 
@@ -188,7 +191,7 @@ class SQUIDInference:
         writer = ScoreWriterHandler(self.output_dir, images=self.images, heatmap_colormap=self.heatmap_colormap)
         evaluator = ScoringEvaluator(
             self.device, loader, self.scorer, PerImageInferer() if self.per_image_forward else SimpleInferer(),
-            self.threshold, explainer_for(self.scorer) if self.images and self.heatmaps else None,
+            self.threshold, explainer_for(self.scorer, self.explain) if self.images and self.heatmaps else None,
             pixels=self.images, val_handlers=[writer])
         evaluator.run()
         return writer.summary

@@ -40,6 +40,7 @@ __all__ = [
     "evaluate_scores",
     "inpainting_rates",
     "normal_only_threshold",
+    "pointing_rates",
     "roc_auc",
 ]
 
@@ -414,6 +415,27 @@ def inpainting_rates(reconstruction: Any, normal: Any, anomalous: Any, cells: Se
             out[f"inpainted/{kind}"] = float(np.mean([v[0] for v in values]))
             out[f"inpainting_margin/{kind}"] = float(np.mean([v[1] for v in values]))
     return out
+
+
+def pointing_rates(heatmaps: Any, cells: Sequence[Sequence[int]], anomaly: Sequence[str], grid: int = 3) -> dict[str, float]:
+    """Does the heat map point at the anomaly (DigitAnatomy)? The pointing game of Zhang et
+    al. (2018) on the layout's cells: an image is a *hit* when the cell holding the most heat
+    (the map summed over each of the ``grid x grid`` cells, reading order) is one of its
+    affected ``cells``. Returns, per anomaly type and ``"all"``, the fraction of hits
+    (``pointing/<type>``). ``heatmaps`` (N, H, W); chance is the affected share of the cells.
+    """
+    maps = np.asarray(torch.as_tensor(heatmaps).detach().float().cpu())
+    if maps.ndim != 3 or len(maps) != len(cells) or len(anomaly) != len(cells):
+        raise ValueError(f"need (N, H, W) heat maps with one cell list and one anomaly type each, got "
+                         f"{maps.shape}, {len(cells)} cell lists, {len(anomaly)} types")
+    ch, cw = maps.shape[1] // grid, maps.shape[2] // grid
+    heat = maps[:, :grid * ch, :grid * cw].reshape(len(maps), grid, ch, grid, cw).sum((2, 4)).reshape(len(maps), -1)
+    hits: dict[str, list[bool]] = {}
+    for kind, affected, cell_heat in zip(anomaly, cells, heat):
+        if len(affected):
+            hits.setdefault(str(kind), []).append(int(cell_heat.argmax()) in {int(c) for c in affected})
+    hits["all"] = [h for values in hits.values() for h in values]
+    return {f"pointing/{kind}": float(np.mean(values)) for kind, values in hits.items() if values}
 
 
 class SmoothedAUC(_EpochScores):

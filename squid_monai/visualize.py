@@ -1,5 +1,5 @@
 """Figures for evaluation and explanation: ROC, score histogram, confusion matrix, image
-grids and heat-map overlays (the heat maps themselves, Grad-CAM of the discriminator, are
+grids and heat-map overlays (the heat maps themselves, the score's gradient or Grad-CAM of the discriminator, are
 computed by :mod:`squid_monai.scoring.explain`; the difference image by
 :func:`squid_monai.scoring.difference_map`).
 

@@ -1,5 +1,5 @@
-"""``benchmarks/compare.py`` (methods side by side) and ``benchmarks/figure6.py`` (one
-reconstruction row per model)."""
+"""``benchmarks/compare.py`` (methods side by side), ``benchmarks/figure6.py`` (one
+reconstruction row per model) and ``benchmarks/heatmaps.py`` (the heat maps' pointing game)."""
 
 import importlib.util
 import json
@@ -19,7 +19,7 @@ def _load(name):
     return module
 
 
-compare, figure6 = _load("compare"), _load("figure6")
+compare, figure6, heatmaps = _load("compare"), _load("figure6"), _load("heatmaps")
 
 
 def test_dry_run_prints_every_training_and_evaluation_and_runs_nothing(tmp_path, capsys):
@@ -70,3 +70,19 @@ def test_figure6_has_one_row_per_model_and_the_inpainting_rates(tmp_path_factory
 def test_figure6_needs_a_named_model(tmp_path):
     with pytest.raises(SystemExit):
         figure6.main(["--out", str(tmp_path / "f.png"), "--model", "no-folder-given"])
+
+
+def test_heatmaps_point_per_explainer_beside_chance(tmp_path_factory, tmp_path):
+    bundle = trained_bundle(tmp_path_factory)
+    out = tmp_path / "heatmaps.png"
+    report = heatmaps.main(["--out", str(out), "--n_per_type", "2", "--model", f"a={bundle.output_dir / 'models'}"])
+    assert set(report) == {"chance", "a"} and set(report["a"]) == {"score", "discriminator"}
+    kinds = ("missing", "misordered", "flipped", "zero", "all")
+    assert all(set(rates) == {f"pointing/{k}" for k in kinds} for rates in report["a"].values())
+    assert all(0.0 <= v <= 1.0 for rates in report["a"].values() for v in rates.values())
+    # chance: the affected share of the nine cells, at least one cell of nine for every type
+    assert all(1 / 9 <= v < 1.0 for v in report["chance"].values())
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["pointing"] == report and len(saved["columns"]) == 4
+    with Image.open(out) as png:
+        assert png.size[1] > png.size[0] / 4  # three rows: input, a score, a discriminator

@@ -1,5 +1,5 @@
-"""Issue 11's measuring instruments: the in-painting metric, the smoothed selection
-metric, the weight EMA, the space-aware decoder memory and the curve-stability report."""
+"""Issue 11's measuring instruments: the in-painting metric, the heat maps' pointing game,
+the smoothed selection metric, the weight EMA, the space-aware decoder memory and the curve-stability report."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from ignite.engine import Engine, Events
 
 from squid_monai.data.digitanatomy import inpainting_set
 from squid_monai.handlers import WeightEMA
-from squid_monai.metrics import SmoothedAUC, inpainting_rates, roc_auc
+from squid_monai.metrics import SmoothedAUC, inpainting_rates, pointing_rates, roc_auc
 from squid_monai.networks import build
 from squid_monai.networks.generator import DecoderMemory
 from squid_monai.workflow import curve_stability
@@ -37,6 +37,20 @@ def test_inpainting_metric_on_a_hand_built_case():
     elsewhere = normal.copy()
     elsewhere[..., 16:24, 16:24] = 1.0
     assert inpainting_rates(elsewhere, normal, anomalous, cells, kinds)["inpainted/all"] == 1.0
+
+
+def test_pointing_game_on_a_hand_built_case():
+    maps = np.zeros((3, 24, 24), dtype=np.float32)
+    maps[0, 0:8, 8:16] = 1.0  # all heat in cell 1
+    maps[1, 16:24, 0:8] = 0.2  # a faint but large patch in cell 6 beats ...
+    maps[1, 0, 0] = 1.0  # ... one hot pixel in cell 0: heat is summed per cell
+    maps[2, 8:16, 8:16] = 1.0  # cell 4
+    cells, kinds = [[1], [6, 7], [0]], ["missing", "misordered", "missing"]
+    rates = pointing_rates(maps, cells, kinds)
+    assert rates == {"pointing/missing": 0.5, "pointing/misordered": 1.0, "pointing/all": pytest.approx(2 / 3)}
+    assert pointing_rates(maps[:1], [[]], ["normal"]) == {}  # an image with no affected cell is not counted
+    with pytest.raises(ValueError, match="one cell list"):
+        pointing_rates(maps, cells[:2], kinds)
 
 
 def test_inpainting_set_pairs_each_anomaly_with_its_normal_counterpart():

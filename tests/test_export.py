@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from squid_monai.export import CARD_FILE, export_bundle
-from squid_monai.scoring import load_scorer
+from squid_monai.scoring import explainer_for, load_scorer
 from squid_monai.workflow import DigitAnatomySource
 
 from .trained_bundle import BUNDLE, CONFIGS, IMAGE_SIZE, VAL_SIZE, trained_bundle
@@ -162,7 +162,10 @@ def test_openvino_export_records_format_and_parity_and_inference_uses_it(model_c
     assert float(exported.threshold) == float(reference.threshold)
     images = torch.rand(3, 1, IMAGE_SIZE, IMAGE_SIZE)
     torch.testing.assert_close(exported(images)["score"], reference(images)["score"], atol=1e-4, rtol=0)
-    # inference.json (backend auto) scores with it, heat maps from the PyTorch discriminator
+    # its heat maps explain the score of the PyTorch scorer it was exported from
+    np.testing.assert_allclose(explainer_for(exported).explain(images), explainer_for(reference).explain(images),
+                               atol=1e-6)
+    # inference.json (backend auto) scores with it, heat maps from the PyTorch scorer
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(2):

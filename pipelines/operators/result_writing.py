@@ -10,8 +10,9 @@ Output layout under ``output_folder``::
     <case_id>/<SOPInstanceUID>.dcm  the SR (DICOM studies only)
 
 The image files are written by ``squid_monai.scoring.save_images``, so each name means what it
-means in the bundle's inference output. There is no ``heatmap.png`` (the Grad-CAM of the
-discriminator): the TorchScript export takes no hooks, so it cannot be explained here.
+means in the bundle's inference output. There is no ``heatmap.png`` (the score's gradient,
+:mod:`squid_monai.scoring.explain`): the app runs the TorchScript export, not the eager scorer
+that explainer differentiates.
 """
 
 from __future__ import annotations

@@ -35,9 +35,9 @@ class Scorer(Protocol):
     the score is calibrated from) and ``reconstruction`` (B, 1, H, W) (what the model
     thinks a normal image would look like; the writer derives the ``difference`` from it).
     The buffers ``mean``, ``std``, ``threshold`` and ``normal_threshold`` are the calibration
-    and the decision thresholds, saved with the weights. A scorer may have a
-    ``discriminator`` (a (B, 1, H, W) -> (B, 1) logit network): the explanation
-    (:mod:`squid_monai.scoring.explain`) is the Grad-CAM of it.
+    and the decision thresholds, saved with the weights. The explanation
+    (:mod:`squid_monai.scoring.explain`) is the gradient of the score; a scorer may also have a
+    ``discriminator`` (a (B, 1, H, W) -> (B, 1) logit network) to explain by Grad-CAM.
     """
 
     mean: torch.Tensor

@@ -6,7 +6,7 @@ the MLflow model, the TorchScript export and the deploy operators) goes through 
 package, so they cannot drift apart:
 
 * :mod:`.scorer`: :class:`SQUIDScorer`, the calibration and :func:`decide`;
-* :mod:`.explain`: the ``heatmap``, Grad-CAM of the discriminator;
+* :mod:`.explain`: the ``heatmap``, what drives the reported score;
 * :mod:`.record`: :class:`ScoreRecord` and :func:`score_images`, the bad-file policy
   (:func:`read_image`) and the ``difference``;
 * :mod:`.writer`: the one ``scores.csv`` layout and the image files;
@@ -15,7 +15,7 @@ package, so they cannot drift apart:
   eager PyTorch fast path).
 """
 
-from .explain import DiscriminatorGradCAM, explainer_for, gradcam_heatmap, last_conv_layer
+from .explain import EXPLAINERS, DiscriminatorGradCAM, ScoreSaliency, explainer_for, gradcam_heatmap, last_conv_layer
 from .loading import build_scorer, load_export, load_scorer, save_network_config
 from .record import (
     PerImageInferer,
@@ -31,7 +31,7 @@ from .scorer import DEFAULT_EVIDENCE, EVIDENCE, CalibratedScorer, SQUIDScorer, c
 from .writer import CSV_COLUMNS, IMAGE_FILES, ScoreWriter, ScoreWriterHandler, csv_row, save_images, stem, unique_stems
 
 __all__ = [
-    "CSV_COLUMNS", "DEFAULT_EVIDENCE", "EVIDENCE", "IMAGE_FILES", "CalibratedScorer", "DiscriminatorGradCAM", "PerImageInferer", "SQUIDScorer", "ScoreRecord",
+    "CSV_COLUMNS", "DEFAULT_EVIDENCE", "EVIDENCE", "EXPLAINERS", "IMAGE_FILES", "CalibratedScorer", "DiscriminatorGradCAM", "PerImageInferer", "SQUIDScorer", "ScoreRecord", "ScoreSaliency",
     "ScoreWriter", "ScoreWriterHandler", "ScoringItems", "source_name", "stem",
     "build_scorer", "calibrate", "calibrated_score", "csv_row", "decide", "difference_map", "explainer_for",
     "forward", "gradcam_heatmap", "last_conv_layer", "load_export", "load_scorer", "read_image", "save_images",

@@ -1,8 +1,16 @@
-"""The explanation of a score: Grad-CAM of the discriminator on the reconstruction.
-
-``heatmap`` everywhere in the project means this map (hot = drives the anomaly score up);
-the residual ``|input - reconstruction|`` is the ``difference``
+"""The explanation of a score: the ``heatmap`` everywhere in the project (hot = drives the
+anomaly score up); the residual ``|input - reconstruction|`` is the ``difference``
 (:func:`squid_monai.scoring.record.difference_map`).
+
+Two explainers, one call (``explain(images, out)``, :func:`explainer_for` picks):
+
+* :class:`ScoreSaliency` (the default): the gradient of the score the model reports with
+  respect to the input pixels. It explains *that* number whatever produced it: the worst
+  tile's residual of the DigitAnatomy recipe, the chest recipe's combined evidence, the
+  logit, any family's score.
+* :class:`DiscriminatorGradCAM`: Grad-CAM of the discriminator on the reconstruction, what
+  the discriminator finds abnormal. It explains the logit alone, the paper's score, which
+  neither SQUID recipe reports any more (``squid_monai/methods/squid/recipes.py``).
 """
 
 from __future__ import annotations
@@ -11,10 +19,14 @@ import copy
 
 import numpy as np
 import torch
-from monai.visualize import GradCAM
+from monai.data import MetaTensor
+from monai.visualize import GradCAM, VanillaGrad
 from torch import nn
 
-__all__ = ["DiscriminatorGradCAM", "explainer_for", "gradcam_heatmap", "last_conv_layer"]
+__all__ = ["EXPLAINERS", "DiscriminatorGradCAM", "ScoreSaliency", "explainer_for", "gradcam_heatmap", "last_conv_layer"]
+
+#: What a heat map can explain (:func:`explainer_for`): the reported score, or the discriminator.
+EXPLAINERS = ("score", "discriminator")
 
 
 def last_conv_layer(module: nn.Module) -> str:
@@ -85,6 +97,11 @@ class DiscriminatorGradCAM:
         self._cam = GradCAM(nn_module=self._model, target_layers=f"net.{layer}",
                             postprocessing=lambda m: m)
 
+    def explain(self, images: torch.Tensor, out: dict[str, torch.Tensor]) -> np.ndarray:
+        """The heat maps of a scored batch (``out``: the scorer's output on ``images``): of its
+        reconstructions, which the discriminator scores."""
+        return self(out["reconstruction"])
+
     def __call__(self, image: torch.Tensor) -> np.ndarray:
         """Heat maps (B, H, W) in [0, 1], upsampled bilinearly to the image size."""
         if image.ndim != 4 or image.shape[1] != 1:
@@ -103,9 +120,80 @@ def gradcam_heatmap(discriminator: nn.Module, image: torch.Tensor, target_layer:
     return DiscriminatorGradCAM(discriminator, target_layer, target)(image)
 
 
-def explainer_for(scorer: nn.Module) -> DiscriminatorGradCAM | None:
-    """The heat-map explainer of a scorer: Grad-CAM of its ``discriminator``; None when it
-    has none (e.g. a TorchScript export, whose modules take no hooks)."""
+class _Abnormality(nn.Module):
+    """A scorer's reported quantity as a differentiable (B, 1) output, abnormal = high: the
+    negated normality, which the calibrated score increases with (``CalibratedScorer.forward``
+    computes the same under ``no_grad``)."""
+
+    def __init__(self, scorer: nn.Module) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return -self.scorer.normality(self.scorer.raw(x)).float().reshape(-1, 1)
+
+
+class ScoreSaliency:
+    """The heat map of the reported score: ``|d score / d pixel|`` (Simonyan et al. 2014, via
+    ``monai.visualize.VanillaGrad``), min-max scaled per image to [0, 1].
+
+    The score is a function of the input image alone, through every network and statistic
+    the scorer uses (for SQUID: encoder, in-painting memory, decoders, discriminator, tile and
+    evidence statistics), so its gradient says which pixels move *that* number. For the
+    DigitAnatomy recipe's worst-tile residual the map lies in the worst tile; for the chest
+    recipe's combined score it sums every piece of evidence. One image at a time (the score
+    of an image does not depend on the others in its batch), in eval mode and fp32, on a
+    private deep copy of the scorer with frozen parameters, so the caller's model is left
+    exactly as it was.
+    """
+
+    def __init__(self, scorer: nn.Module) -> None:
+        for name in ("raw", "normality"):
+            if not callable(getattr(scorer, name, None)):
+                raise ValueError(f"{type(scorer).__name__} has no {name}(): the score saliency needs a "
+                                 "CalibratedScorer (not an export)")
+        net = copy.deepcopy(scorer).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)  # gradients are needed w.r.t. the input only
+        self._model = _Abnormality(net).eval()
+        self._grad = VanillaGrad(self._model)
+
+    def explain(self, images: torch.Tensor, out: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+        """The heat maps of a scored batch: of the input ``images`` (``out`` is not needed)."""
+        return self(images)
+
+    def __call__(self, image: torch.Tensor) -> np.ndarray:
+        """Heat maps (B, H, W) in [0, 1] of a (B, 1, H, W) batch (an all-zero gradient gives an
+        all-zero map)."""
+        if image.ndim != 4 or image.shape[1] != 1:
+            raise ValueError(f"image must be (B,1,H,W), got shape {tuple(image.shape)}")
+        ref = next(self._model.parameters(), None)
+        ref = ref if ref is not None else next(self._model.buffers(), torch.empty(0))
+        x = (image.as_tensor() if isinstance(image, MetaTensor) else image).detach()
+        x = x.to(device=ref.device, dtype=torch.float32)
+        maps = []
+        with torch.enable_grad():
+            for one in x.split(1):
+                grad = self._grad(one.clone(), index=0, retain_graph=False)
+                maps.append(grad.abs()[0, 0].float().cpu().numpy())
+        return _normalise_per_image(np.stack(maps))
+
+
+def explainer_for(scorer: nn.Module, explain: str = "score") -> ScoreSaliency | DiscriminatorGradCAM | None:
+    """The heat-map explainer of a scorer (:data:`EXPLAINERS`): ``score``, the saliency of its
+    reported score (:class:`ScoreSaliency`); ``discriminator``, Grad-CAM of its
+    ``discriminator``. An ONNX or OpenVINO scorer (:class:`.runtimes.ExportedScorer`) is
+    explained by the PyTorch scorer it was exported from (its ``reference``). None when the
+    scorer cannot be explained that way: a TorchScript export (no hooks, no ``raw``), or no
+    discriminator."""
+    if explain not in EXPLAINERS:
+        raise ValueError(f"explain must be one of {EXPLAINERS}, got {explain!r}")
+    if isinstance(scorer, torch.jit.ScriptModule):
+        return None
+    if explain == "score":
+        scorer = getattr(scorer, "reference", scorer)
+        return ScoreSaliency(scorer) if callable(getattr(scorer, "raw", None)) else None
     discriminator = getattr(scorer, "discriminator", None)
     if not isinstance(discriminator, nn.Module) or isinstance(discriminator, torch.jit.ScriptModule):
         return None

@@ -8,7 +8,7 @@ bad-file policy and the meaning of each field are the same everywhere:
 * ``decision``: 1 = "likely abnormal, look closer" (``score > threshold``, :func:`decide`);
 * ``reconstruction``: the model's normal-looking version of the input (H, W);
 * ``difference``: ``|input - reconstruction|`` (H, W), the residual;
-* ``heatmap``: Grad-CAM of the discriminator (H, W) in [0, 1] (:mod:`.explain`), when asked;
+* ``heatmap``: the explanation of the score (H, W) in [0, 1] (:mod:`.explain`), when asked;
 * ``error``: why the image could not be scored (then no score); the others still are.
 """
 
@@ -156,7 +156,7 @@ def score_images(
     threshold: float | torch.Tensor | None = None,
     labels: Sequence[Any] | None = None,
     per_image: bool = True,
-    explainer: Callable[[torch.Tensor], np.ndarray] | None = None,
+    explainer: Any = None,
     pixels: bool = True,
     output: dict[str, torch.Tensor] | None = None,
 ) -> list[ScoreRecord]:
@@ -169,13 +169,14 @@ def score_images(
         threshold: decision threshold; default the scorer's ``threshold`` buffer.
         labels: known labels, copied into the records.
         per_image: see :func:`forward`.
-        explainer: heat maps of the reconstructions (:func:`.explain.explainer_for`).
+        explainer: the heat maps' explainer (:func:`.explain.explainer_for`), called as
+            ``explainer.explain(images, output)``.
         pixels: keep ``reconstruction`` and ``difference`` (not needed for a score table).
         output: the scorer's output on ``images`` when already computed (an engine's).
     """
     threshold = scorer.threshold if threshold is None else threshold
     out = forward(scorer, images, per_image) if output is None else output
-    maps = explainer(out["reconstruction"]) if explainer is not None else None
+    maps = explainer.explain(images, out) if explainer is not None else None
     score = out["score"].detach().reshape(-1)
     decisions = decide(score, threshold).cpu().tolist()
     scores, logits = score.double().cpu().tolist(), out["logit"].detach().reshape(-1).double().cpu().tolist()

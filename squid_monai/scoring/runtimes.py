@@ -10,8 +10,8 @@ the graph, so an export scores exactly what :class:`~squid_monai.scoring.SQUIDSc
 OpenVINO reads that ONNX file; NNCF quantises the OpenVINO model.
 
 :class:`ExportedScorer` runs a file and keeps the PyTorch scorer beside it for what a
-runtime graph cannot give: the thresholds, the decision, and the discriminator that the
-Grad-CAM heat maps need. The runtimes are optional (``pip install squid-monai[export]``);
+runtime graph cannot give: the thresholds, the decision, and the differentiable scorer that
+the heat maps need. The runtimes are optional (``pip install squid-monai[export]``);
 they are imported when used.
 """
 

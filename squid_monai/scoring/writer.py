@@ -11,7 +11,7 @@ Image files of one record (:data:`IMAGE_FILES`; all (H, W) at the model's input 
 * ``reconstruction.png``: the reconstruction (grey, same scale);
 * ``difference.png``: ``|input - reconstruction|`` (grey, same absolute scale: no
   per-image stretching, so images compare);
-* ``heatmap.png``: Grad-CAM of the discriminator (colour map, hot = drives the score up),
+* ``heatmap.png``: the explanation (:mod:`.explain`; colour map, hot = drives the score up),
   only where it was computed.
 
 Bundle inference prefixes the names with ``<row>_<file name>_`` in one ``images/``

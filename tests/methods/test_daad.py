@@ -240,11 +240,13 @@ def test_daad_is_a_model_family_with_the_required_presets():
         out = scorer(torch.rand(2, 1, 32, 32))
         assert {"score", "logit", "reconstruction", "residual", "anomaly"} <= set(out)
         assert out["reconstruction"].shape == (2, 1, 32, 32) and out["score"].shape == (2,)
-    # DAAD+ exposes its discriminator (Grad-CAM heat map); plain DAAD has none
-    assert plain.discriminator is None and explainer_for(plain) is None
+    # DAAD+ exposes its discriminator (Grad-CAM heat map); plain DAAD has none, but its score
+    # is explained like every family's
+    assert plain.discriminator is None and explainer_for(plain, "discriminator") is None
+    assert explainer_for(plain)(torch.rand(2, 1, 32, 32)).shape == (2, 32, 32)
     assert isinstance(plus.discriminator, DCGANDiscriminator)
     assert plus.discriminator(torch.rand(2, 1, 32, 32)).shape == (2, 1)
-    assert explainer_for(plus)(torch.rand(2, 1, 32, 32)).shape == (2, 32, 32)
+    assert explainer_for(plus, "discriminator")(torch.rand(2, 1, 32, 32)).shape == (2, 32, 32)
     # the recipe rebuilds every trained weight and buffer (scaling included)
     plus.set_scaling((0.1, 0.2), (0.3, 0.4))
     rebuilt = Recipe("tiny", {"adversarial": True}, method="daad").build()

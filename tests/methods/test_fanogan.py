@@ -72,8 +72,9 @@ def test_the_critic_is_the_scorers_discriminator_and_grad_cam_works():
     # the critic value is the final linear layer on f (the features of the izi_f term)
     linear = scorer.discriminator.final[1]
     torch.testing.assert_close(scorer.discriminator(x), linear(scorer.discriminator.features(x)))
-    maps = explainer_for(scorer)(x)
-    assert maps.shape == (2, SIZE, SIZE) and 0 <= maps.min() and maps.max() <= 1
+    for explain in ("discriminator", "score"):
+        maps = explainer_for(scorer, explain).explain(x, scorer(x))
+        assert maps.shape == (2, SIZE, SIZE) and 0 <= maps.min() and maps.max() <= 1
 
 
 # --- losses against their definitions ----------------------------------------------------------

@@ -102,8 +102,9 @@ def test_the_discriminator_is_a_logit_network_and_grad_cam_works():
     layer.register_forward_hook(lambda m, i, o: maps.append(o))
     disc(x)
     assert maps[0].shape[-2:] == (4, 4)  # Grad-CAM's layer keeps a spatial map
-    heat = explainer_for(scorer)(x)
-    assert heat.shape == (2, SIZE, SIZE) and 0 <= heat.min() and heat.max() == pytest.approx(1.0)
+    for explain in ("discriminator", "score"):
+        heat = explainer_for(scorer, explain).explain(x, scorer(x))
+        assert heat.shape == (2, SIZE, SIZE) and 0 <= heat.min() and heat.max() == pytest.approx(1.0)
 
 
 # --- the score ----------------------------------------------------------------------------------

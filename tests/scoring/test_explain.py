@@ -1,7 +1,9 @@
-"""The explanation: Grad-CAM of a discriminator (``heatmap`` everywhere), moved here from
-``visualize`` with the rest of the scoring path."""
+"""The explanation (``heatmap`` everywhere): the saliency of the reported score, and Grad-CAM
+of a discriminator."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -9,7 +11,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from squid_monai.scoring import DiscriminatorGradCAM, explainer_for, gradcam_heatmap, last_conv_layer
+from squid_monai.scoring import (
+    CalibratedScorer,
+    DiscriminatorGradCAM,
+    ScoreSaliency,
+    build_scorer,
+    calibrate,
+    explainer_for,
+    gradcam_heatmap,
+    last_conv_layer,
+)
 from squid_monai.visualize import overlay_heatmap
 
 
@@ -91,8 +102,65 @@ def test_gradcam_localises_what_lowers_the_logit():
 
 
 def test_explainer_for_a_scorer_and_none_for_torchscript():
-    from squid_monai.scoring import build_scorer
-
     scorer = build_scorer("tiny")
-    assert isinstance(explainer_for(scorer), DiscriminatorGradCAM)
+    assert isinstance(explainer_for(scorer), ScoreSaliency)  # the default: the reported score
+    assert isinstance(explainer_for(scorer, "discriminator"), DiscriminatorGradCAM)
     assert explainer_for(torch.jit.script(nn.Linear(2, 2))) is None
+    assert explainer_for(torch.jit.script(nn.Linear(2, 2)), "discriminator") is None
+    with pytest.raises(ValueError, match="explain must be one of"):
+        explainer_for(scorer, "logit")
+
+
+class _RegionScorer(CalibratedScorer):
+    """Normality = -(sum of the pixels in rows 2-5, columns 8-11) squared: the score depends on
+    that region alone, so its gradient, the saliency, is zero everywhere else."""
+
+    def raw(self, image):
+        return {"reconstruction": torch.zeros_like(image), "region": image[..., 2:6, 8:12].sum((1, 2, 3))}
+
+    def normality(self, out):
+        return -out["region"] ** 2
+
+
+def test_score_saliency_is_the_gradient_of_the_score_and_nothing_else():
+    image = torch.rand(2, 1, 16, 16)
+    image[1, :, 3, 9] = 4.0  # the second image's brightest pixel is in the region
+    heat = ScoreSaliency(_RegionScorer())(image)
+    # d(region sum)^2 / dx = 2 * region sum on every region pixel, 0 elsewhere; min-max scaled
+    expected = np.zeros((2, 16, 16), dtype=np.float32)
+    expected[:, 2:6, 8:12] = 1.0
+    np.testing.assert_array_equal(heat, expected)
+
+
+def test_score_saliency_of_squid_follows_its_score_source_and_leaves_the_model_untouched():
+    torch.manual_seed(0)
+    scorer = build_scorer("tiny")
+    size = scorer.generator.image_size
+    calibrate(scorer, [torch.rand(4, 1, size, size)])
+    image = torch.rand(3, 1, size, size)
+    modes = [m.training for m in scorer.modules()]
+    for source in ("logit", "tile_residual"):
+        scorer.set_score_source(source)
+        calibrate(scorer, [torch.rand(4, 1, size, size)])
+        state = {k: v.clone() for k, v in scorer.state_dict().items()}
+        heat = ScoreSaliency(scorer)(image)
+        # independently: autograd of the negated normality, the quantity the score rises with,
+        # in eval mode (the scoring path) on a copy
+        reference, x = copy.deepcopy(scorer).eval(), image.clone().requires_grad_(True)
+        (-reference.normality(reference.raw(x))).sum().backward()
+        grad = x.grad.abs()[:, 0].numpy()
+        span = grad.max((1, 2), keepdims=True) - grad.min((1, 2), keepdims=True)
+        np.testing.assert_allclose(heat, (grad - grad.min((1, 2), keepdims=True)) / span, atol=1e-5)
+        for k, v in scorer.state_dict().items():
+            assert torch.equal(v, state[k]), k
+        assert all(p.grad is None for p in scorer.parameters())
+        assert [m.training for m in scorer.modules()] == modes
+        # one image at a time: a map does not depend on the rest of the batch
+        np.testing.assert_allclose(ScoreSaliency(scorer)(image[1:2])[0], heat[1], atol=1e-6)
+    # the worst tile's residual is a function of that tile's pixels first: most heat lies there
+    tile = size // scorer.generator.grid
+    grid = scorer.generator.grid
+    z = (scorer._tile_values(scorer(image)["tile_residual"]) - scorer.tile_mean) / scorer.tile_std
+    for i, k in enumerate(z.argmax(1).tolist()):
+        cells = heat[i].reshape(grid, tile, grid, tile).sum((1, 3)).reshape(-1)
+        assert cells.argmax() == k, (cells, k)

@@ -4,8 +4,8 @@
 "AutoEncoder in AD": large reconstruction errors indicate defects; SQUID paper Table 1
 scores the auto-encoder and MemAE this way), calibrated by
 :class:`~squid_monai.scoring.CalibratedScorer` into ``sigmoid(-(normality - mean) / std)``.
-There is no discriminator, hence no Grad-CAM heat map: the pixel difference
-``|x - x_hat|`` that the writer saves is the explanation.
+There is no discriminator, hence no Grad-CAM; the heat map is the gradient of the score
+(:mod:`squid_monai.scoring.explain`), beside the pixel difference ``|x - x_hat|``.
 """
 
 from __future__ import annotations

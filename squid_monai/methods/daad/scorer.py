@@ -22,8 +22,8 @@ discriminator features (eq. 6), "both R(x) and L(x) are linearly scaled to the r
 
 ``forward`` returns ``score``, ``logit``, ``reconstruction``, ``residual`` (``R``, raw),
 ``anomaly`` (``A``) and, for DAAD+, ``alignment`` (``L``, raw). DAAD+ exposes its
-discriminator as ``scorer.discriminator`` (the Grad-CAM heat map); plain DAAD has none, so no
-heat map.
+discriminator as ``scorer.discriminator`` (Grad-CAM on request); plain DAAD has none. Both
+are explained by the gradient of their score (:mod:`squid_monai.scoring.explain`).
 """
 
 from __future__ import annotations
