@@ -20,7 +20,7 @@ import copy
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.visualize import GradCAM, VanillaGrad
+from monai.visualize import GradCAM
 from torch import nn
 
 __all__ = ["EXPLAINERS", "DiscriminatorGradCAM", "ScoreSaliency", "explainer_for", "gradcam_heatmap", "last_conv_layer"]
@@ -135,17 +135,19 @@ class _Abnormality(nn.Module):
 
 
 class ScoreSaliency:
-    """The heat map of the reported score: ``|d score / d pixel|`` (Simonyan et al. 2014, via
-    ``monai.visualize.VanillaGrad``), min-max scaled per image to [0, 1].
+    """The heat map of the reported score: ``|d score / d pixel|`` (the saliency of Simonyan et
+    al. 2014), min-max scaled per image to [0, 1].
 
     The score is a function of the input image alone, through every network and statistic
     the scorer uses (for SQUID: encoder, in-painting memory, decoders, discriminator, tile and
     evidence statistics), so its gradient says which pixels move *that* number. For the
     DigitAnatomy recipe's worst-tile residual the map lies in the worst tile; for the chest
-    recipe's combined score it sums every piece of evidence. One image at a time (the score
-    of an image does not depend on the others in its batch), in eval mode and fp32, on a
-    private deep copy of the scorer with frozen parameters, so the caller's model is left
-    exactly as it was.
+    recipe's combined score it sums every piece of evidence. Computed on a private deep copy
+    of the scorer in eval mode, fp32, with frozen parameters, so the caller's model is left
+    exactly as it was. One backward pass per batch: each image's score depends on that image
+    alone (the scorers are batch-independent), so the gradient of the batch's summed score is
+    each image's own gradient (``monai.visualize.VanillaGrad`` computes the same one image at a
+    time, at twice the cost; BENCHMARKS.md, "Heat maps").
     """
 
     def __init__(self, scorer: nn.Module) -> None:
@@ -157,7 +159,6 @@ class ScoreSaliency:
         for p in net.parameters():
             p.requires_grad_(False)  # gradients are needed w.r.t. the input only
         self._model = _Abnormality(net).eval()
-        self._grad = VanillaGrad(self._model)
 
     def explain(self, images: torch.Tensor, out: dict[str, torch.Tensor] | None = None) -> np.ndarray:
         """The heat maps of a scored batch: of the input ``images`` (``out`` is not needed)."""
@@ -171,13 +172,14 @@ class ScoreSaliency:
         ref = next(self._model.parameters(), None)
         ref = ref if ref is not None else next(self._model.buffers(), torch.empty(0))
         x = (image.as_tensor() if isinstance(image, MetaTensor) else image).detach()
-        x = x.to(device=ref.device, dtype=torch.float32)
-        maps = []
+        x = x.to(device=ref.device, dtype=torch.float32).requires_grad_(True)
         with torch.enable_grad():
-            for one in x.split(1):
-                grad = self._grad(one.clone(), index=0, retain_graph=False)
-                maps.append(grad.abs()[0, 0].float().cpu().numpy())
-        return _normalise_per_image(np.stack(maps))
+            abnormality = self._model(x)
+            if not abnormality.requires_grad:
+                raise ValueError(f"the score of {type(self._model.scorer).__name__} does not depend on the "
+                                 "input through autograd; it cannot be explained by its gradient")
+            (grad,) = torch.autograd.grad(abnormality.sum(), x)
+        return _normalise_per_image(grad.abs()[:, 0].float().cpu().numpy())
 
 
 def explainer_for(scorer: nn.Module, explain: str = "score") -> ScoreSaliency | DiscriminatorGradCAM | None:
