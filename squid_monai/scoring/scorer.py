@@ -296,8 +296,19 @@ class SQUIDScorer(CalibratedScorer):
         state_dict.setdefault(prefix + "tile_std", torch.ones_like(self.tile_std))
         state_dict.setdefault(prefix + "tile_power", torch.tensor(2.0))  # before the exponent: squared
         state_dict.setdefault(prefix + "tile_two_sided", torch.tensor(False))  # and one-sided
+        saved = state_dict.get(prefix + "evidence_mean")
+        if saved is not None and saved.numel() < len(EVIDENCE):
+            # the first combined models (before ``evidence`` was a switch) summed all the pieces
+            # there were then, and kept the logit's statistics (not the negated logit's); the
+            # pieces added since get weight 0 and neutral statistics
+            state_dict[prefix + "evidence_weights"] = evidence_weights(EVIDENCE[:saved.numel()]).to(saved.device)
+            for name, fill in (("evidence_mean", 0.0), ("evidence_std", 1.0)):
+                value = state_dict[prefix + name]
+                state_dict[prefix + name] = torch.cat([value, value.new_full((len(EVIDENCE) - value.numel(),), fill)])
+            state_dict[prefix + "evidence_mean"][0] *= -1
         for name in ("evidence_weights", "evidence_mean", "evidence_std", "normal_tokens", "normal_count"):
             state_dict.setdefault(prefix + name, getattr(self, name).clone())  # before the combined source
+
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
         self._set_combined()

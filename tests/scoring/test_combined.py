@@ -125,6 +125,19 @@ def test_a_combined_model_round_trips_and_older_models_load_as_they_scored(tmp_p
     fresh = _scorer()
     assert fresh.load_state_dict(older, strict=True) is not None and fresh.score_source == "logit"
     assert set(fresh(images)) == {"score", "logit", "residual", "tile_residual", "reconstruction"}
+    # the first combined models (8e0c101): four pieces of evidence, all summed, no weights
+    # buffer, and the logit's own mean (they negated the logit after standardising it); loaded
+    # into a scorer built to sum other evidence, they still score as they did
+    scorer.set_score_source("combined", ["logit", "teacher_student", "normal_knn", "feature"])
+    calibrate(scorer, [_images(8, 4)])
+    first = {k: (v[:4].clone() if k.endswith(("evidence_mean", "evidence_std")) else v)
+             for k, v in scorer.state_dict().items() if not k.endswith("evidence_weights")}
+    first["evidence_mean"][0] *= -1
+    built = _scorer()
+    built.set_score_source("combined", ["tile_residual"])
+    built.load_state_dict(first, strict=True)
+    assert built.evidence == ("logit", "teacher_student", "normal_knn", "feature")
+    torch.testing.assert_close(built(images)["score"], scorer(images)["score"])
 
 
 def test_the_combined_source_needs_the_teacher_and_the_memory():
