@@ -38,13 +38,13 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def named_models(specs: list[str], weights: str = "model.pt"):
     """Per ``NAME=MODEL_DIR``: the name, the scorer (any family, rebuilt from the folder's
-    ``network.json``) and the resize to its input size."""
+    ``network.json``), the resize to its input size and the folder."""
     for spec in specs:
         name, _, folder = spec.partition("=")
         if not folder:
             raise SystemExit(f"--model needs NAME=MODEL_DIR, got {spec!r}")
         folder = Path(folder)
-        yield name, load_scorer(folder / weights), ResizeRadiograph(Recipe.load(folder / "network.json").image_size)
+        yield name, load_scorer(folder / weights), ResizeRadiograph(Recipe.load(folder / "network.json").image_size), folder
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     normal = torch.stack([torch.as_tensor(it["normal"]) for it in items])
     blank = torch.zeros(1, *image.shape[1:])
     rows, titles, report = [torch.cat([image[first], blank]), torch.cat([normal[first], blank])], ["input", "normal"], {}
-    for name, scorer, resize in named_models(args.model, args.weights):
+    for name, scorer, resize, _ in named_models(args.model, args.weights):
         shown = torch.stack([resize(x) for x in torch.cat([image, blank])])
         with torch.no_grad():
             recon = scorer(shown)["reconstruction"].float()

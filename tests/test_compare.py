@@ -6,6 +6,7 @@ import json
 import shlex
 
 import pytest
+import torch
 from PIL import Image
 
 from .fake_runs import fake_run
@@ -86,3 +87,17 @@ def test_heatmaps_point_per_explainer_beside_chance(tmp_path_factory, tmp_path):
     assert saved["pointing"] == report and len(saved["columns"]) == 4
     with Image.open(out) as png:
         assert png.size[1] > png.size[0] / 4  # three rows: input, a score, a discriminator
+
+
+def test_heatmaps_on_chest_x_rays_give_the_border_share_per_class(tmp_path_factory, tmp_path, shared_data):
+    bundle = trained_bundle(tmp_path_factory)
+    out = tmp_path / "chest.png"
+    report = heatmaps.main(["--out", str(out), "--dataset_dir", str(shared_data / "zhanglab224"), "--seed", "0",
+                            "--model", f"a={bundle.output_dir / 'models'}"])
+    assert 0.4 < report["uniform"] < 0.5  # 1 - (1 - 2/8)^2 up to the band's rounding to whole pixels
+    assert set(report["a"]) == {"score", "discriminator"}
+    for shares in report["a"].values():
+        assert set(shares) == {"border/normal", "border/abnormal"} and all(0 <= v <= 1 for v in shares.values())
+    border = heatmaps.border_share(torch.ones(2, 16, 16), 1 / 8)
+    torch.testing.assert_close(border, torch.full((2,), 1 - (12 / 16) ** 2))
+    assert json.loads(out.with_suffix(".json").read_text())["border"] == report

@@ -125,11 +125,17 @@ class _RegionScorer(CalibratedScorer):
 def test_score_saliency_is_the_gradient_of_the_score_and_nothing_else():
     image = torch.rand(2, 1, 16, 16)
     image[1, :, 3, 9] = 4.0  # the second image's brightest pixel is in the region
-    heat = ScoreSaliency(_RegionScorer())(image)
+    heat = ScoreSaliency(_RegionScorer(), smoothing=0)(image)
     # d(region sum)^2 / dx = 2 * region sum on every region pixel, 0 elsewhere; min-max scaled
     expected = np.zeros((2, 16, 16), dtype=np.float32)
     expected[:, 2:6, 8:12] = 1.0
     np.testing.assert_array_equal(heat, expected)
+    # smoothed (the default): a Gaussian of the same map, peaking in the region, its edges replicated
+    smooth = ScoreSaliency(_RegionScorer(), smoothing=1 / 16)(image)  # sigma 1 px
+    assert smooth[0].max() == 1.0 and 2 <= np.argwhere(smooth[0] == 1.0)[0][0] < 6
+    assert 0 < smooth[0, 1, 9] < 1 and smooth[0, 12:, :4].max() == 0.0  # spreads a little, not far
+    with pytest.raises(ValueError, match="smoothing"):
+        ScoreSaliency(_RegionScorer(), smoothing=-0.1)
 
     class Constant(_RegionScorer):
         def normality(self, out):
@@ -150,7 +156,7 @@ def test_score_saliency_of_squid_follows_its_score_source_and_leaves_the_model_u
         scorer.set_score_source(source)
         calibrate(scorer, [torch.rand(4, 1, size, size)])
         state = {k: v.clone() for k, v in scorer.state_dict().items()}
-        heat = ScoreSaliency(scorer)(image)
+        heat = ScoreSaliency(scorer, smoothing=0)(image)
         # independently: autograd of the negated normality, the quantity the score rises with,
         # in eval mode (the scoring path) on a copy
         reference, x = copy.deepcopy(scorer).eval(), image.clone().requires_grad_(True)
@@ -163,7 +169,7 @@ def test_score_saliency_of_squid_follows_its_score_source_and_leaves_the_model_u
         assert all(p.grad is None for p in scorer.parameters())
         assert [m.training for m in scorer.modules()] == modes
         # a map does not depend on the rest of the batch (one backward for all: float rounding)
-        np.testing.assert_allclose(ScoreSaliency(scorer)(image[1:2])[0], heat[1], atol=1e-5)
+        np.testing.assert_allclose(ScoreSaliency(scorer, smoothing=0)(image[1:2])[0], heat[1], atol=1e-5)
     # the worst tile's residual is a function of that tile's pixels first: most heat lies there
     tile = size // scorer.generator.grid
     grid = scorer.generator.grid
