@@ -146,7 +146,7 @@ class ScoreSaliency:
     The score is a function of the input image alone, through every network and statistic
     the scorer uses (for SQUID: encoder, in-painting memory, decoders, discriminator, tile and
     evidence statistics), so its gradient says which pixels move *that* number. For the
-    DigitAnatomy recipe's worst-tile residual the map lies in the worst tile; for the chest
+    DigitAnatomy recipe's worst-tile residual the map lies mostly in the worst tile; for the chest
     recipe's combined score it sums every piece of evidence. Computed on a private deep copy
     of the scorer in eval mode, fp32, with frozen parameters, so the caller's model is left
     exactly as it was. One backward pass per batch: each image's score depends on that image
