@@ -145,7 +145,7 @@ class SQUIDInference:
         device: where the scorer runs.
         batch_size: images loaded, scored and explained together.
         num_workers: DataLoader processes for reading and preprocessing.
-        heatmaps: compute the heat maps (the slowest part: a backward pass per image).
+        heatmaps: compute the heat maps (the slowest part: a backward pass per batch).
         explain: what a heat map explains (``squid_monai.scoring.EXPLAINERS``): ``score``, the
             gradient of the reported score; ``discriminator``, Grad-CAM of the discriminator.
         images: write the per-image PNGs at all.
