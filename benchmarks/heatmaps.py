@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from squid_monai.baselines import image_stack
 from squid_monai.data.digitanatomy import GRID, inpainting_set
 from squid_monai.metrics import pointing_rates
 from squid_monai.scoring import EXPLAINERS, explainer_for
@@ -59,19 +60,20 @@ def border_share(maps: torch.Tensor, band: float) -> torch.Tensor:
 
 
 def explained(scorer, shown: torch.Tensor, batch: int = 50):
-    """Per explainer of ``scorer`` (those it has), the heat maps (N, H, W) of ``shown``."""
+    """Per explainer of ``scorer`` (those it has), the heat maps (N, H, W) of ``shown``; the
+    scorer runs once per batch for all of them."""
+    batches = [(x, scorer(x)) for x in shown.split(batch)]
     for explain in EXPLAINERS:
         explainer = explainer_for(scorer, explain)
         if explainer is not None:
-            parts = [explainer.explain(x, scorer(x)) for x in shown.split(batch)]
-            yield explain, torch.from_numpy(np.concatenate(parts))
+            yield explain, torch.from_numpy(np.concatenate([explainer.explain(x, out) for x, out in batches]))
 
 
 def digitanatomy(args) -> tuple[dict, list, list, list]:
     items = inpainting_set(args.n_per_type, seed=0, split=args.split)
     kinds, cells = [it["anomaly"] for it in items], [it["cells"] for it in items]
     first = [kinds.index(k) for k in dict.fromkeys(kinds)]
-    image = torch.stack([torch.as_tensor(it["image"]) for it in items])
+    image = image_stack(items)
     report: dict = {"chance": chance(items)}
     rows, titles = [image[first]], ["input"]
     back = ResizeRadiograph(image.shape[-1])
@@ -92,8 +94,8 @@ def chest(args) -> tuple[dict, list, list, list]:
     rows, titles, shown_first = [], [], None
     for name, scorer, resize, folder in named_models(args.model, args.weights):
         split = data.validation(resize.spatial_size[0], split="report", intensity=trained_intensity(folder, "percentile"))
-        image = torch.stack([torch.as_tensor(split[i]["image"]).float() for i in range(len(split))])
-        label = torch.tensor([int(split[i]["label"]) for i in range(len(split))])
+        items = [split[i] for i in range(len(split))]
+        image, label = image_stack(items), torch.tensor([int(item["label"]) for item in items])
         first = torch.cat([torch.where(label == 0)[0][:3], torch.where(label == 1)[0][:3]])
         if shown_first is None:
             shown_first = image[first]
