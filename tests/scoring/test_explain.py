@@ -149,7 +149,6 @@ def test_score_saliency_of_squid_follows_its_score_source_and_leaves_the_model_u
     torch.manual_seed(0)
     scorer = build_scorer("tiny")
     size = scorer.generator.image_size
-    calibrate(scorer, [torch.rand(4, 1, size, size)])
     image = torch.rand(3, 1, size, size)
     modes = [m.training for m in scorer.modules()]
     for source in ("logit", "tile_residual"):
