@@ -1,5 +1,6 @@
 """``benchmarks/compare.py`` (methods side by side), ``benchmarks/figure6.py`` (one
-reconstruction row per model) and ``benchmarks/heatmaps.py`` (the heat maps' pointing game)."""
+reconstruction row per model), ``benchmarks/heatmaps.py`` (the heat maps' pointing game) and
+``benchmarks/brightness.py`` (the reconstruction's level on background and strokes)."""
 
 import importlib.util
 import json
@@ -20,7 +21,7 @@ def _load(name):
     return module
 
 
-compare, figure6, heatmaps = _load("compare"), _load("figure6"), _load("heatmaps")
+compare, figure6, heatmaps, brightness = _load("compare"), _load("figure6"), _load("heatmaps"), _load("brightness")
 
 
 def test_dry_run_prints_every_training_and_evaluation_and_runs_nothing(tmp_path, capsys):
@@ -101,3 +102,21 @@ def test_heatmaps_on_chest_x_rays_give_the_border_share_per_class(tmp_path_facto
     border = heatmaps.border_share(torch.ones(2, 16, 16), 1 / 8)
     torch.testing.assert_close(border, torch.full((2,), 1 - (12 / 16) ** 2))
     assert json.loads(out.with_suffix(".json").read_text())["border"] == report
+
+
+def test_output_levels_on_a_hand_built_image():
+    x = torch.zeros(2, 1, 4, 4)
+    x[:, :, :2] = 0.8  # top half strokes, bottom half background
+    recon = torch.full_like(x, 0.3)
+    recon[:, :, :2] = 0.6
+    assert brightness.output_levels(x, recon) == pytest.approx({"background": 0.3, "strokes": 0.6, "strokes_input": 0.8})
+    with pytest.raises(ValueError, match="background"):
+        brightness.output_levels(torch.zeros(1, 1, 4, 4), recon[:1])
+
+
+def test_brightness_of_a_trained_model(tmp_path_factory, tmp_path):
+    bundle = trained_bundle(tmp_path_factory)
+    levels = brightness.main(["--n", "2", "--model", f"a={bundle.output_dir / 'models'}", "--json", str(tmp_path / "l.json")])
+    assert set(levels["a"]) == {"background", "strokes", "strokes_input"}
+    assert all(0.0 <= v <= 1.0 for v in levels["a"].values()) and levels["a"]["strokes_input"] > 0.05
+    assert json.loads((tmp_path / "l.json").read_text()) == levels
