@@ -102,17 +102,22 @@ def aggregate(cells: list[dict], target: float) -> dict:
     std and 95 % t interval; seeds up, resolved gains and losses."""
     if not cells:
         return {}
-    d = np.array([c["difference"] for c in cells])
-    out = {arm: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
-                 "worst": float(np.min(v)), "below_target": int(np.sum(np.array(v) < target))}
-           for arm in ("variant", "baseline") for v in [[c[arm] for c in cells]]}
-    half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else None
-    out["difference"] = {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if d.size > 1 else None,
-                         "t_95ci": None if half is None else [float(d.mean() - half), float(d.mean() + half)],
-                         "up": int(np.sum(d > 0)), "n": int(d.size),
+    out = {arm: _spread([c[arm] for c in cells]) for arm in ("variant", "baseline")}
+    for arm in out:
+        out[arm]["below_target"] = sum(c[arm] < target for c in cells)
+    d = _spread([c["difference"] for c in cells])
+    half = None if d["std"] is None else float(stats.t.ppf(0.975, len(cells) - 1) * d["std"] / np.sqrt(len(cells)))
+    out["difference"] = {"mean": d["mean"], "std": d["std"],
+                         "t_95ci": None if half is None else [d["mean"] - half, d["mean"] + half],
+                         "up": sum(c["difference"] > 0 for c in cells), "n": len(cells),
                          "resolved_gains": sum(c["difference_95ci"][0] > 0 for c in cells),
                          "resolved_losses": sum(c["difference_95ci"][1] < 0 for c in cells)}
     return out
+
+
+def _spread(values: list[float]) -> dict:
+    v = np.array(values, dtype=float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else None, "worst": float(v.min())}
 
 
 def rule_strict(result: dict, split: str, max_drop: float = 0.02, **_) -> dict[str, bool]:
