@@ -15,7 +15,7 @@ from squid_monai.workflow import save_preprocessing, trained_intensity
 from ..trained_bundle import CONFIGS
 
 DEFAULTS = {"intensity": "percentile", "augment_resampling": "bilinear", "distillation_detach": True,
-            "lr_schedule": "paper", "adam_eps": 1e-08, "report_per_class": 100, "calibrate_on": "normals"}
+            "lr_schedule": "paper", "adam_eps": 1e-08, "head_lr_factor": "$@recipe.get('head_lr_factor', 1.0)", "report_per_class": 100, "calibrate_on": "normals"}
 
 
 def _parser(tmp_path, **overrides):
@@ -53,6 +53,18 @@ def test_switches_reach_their_objects(tmp_path, switches):
     scaler = RawScaleIntensityd if expect["intensity"] == "raw" else RobustScaleIntensityd
     assert isinstance(train[1], scaler)
     assert isinstance(parser.get_parsed_content("validate#dataset").transform.transforms[1], scaler)
+
+
+@pytest.mark.parametrize("factor, groups", [(None, 1), (10, 2)])
+def test_head_lr_factor_reaches_the_generator_optimiser(tmp_path, factor, groups):
+    parser = _parser(tmp_path, **({} if factor is None else {"head_lr_factor": factor}))
+    g_opt = parser.get_parsed_content("optimizers#g_optimizer")
+    lr = parser.get_parsed_content("lr")
+    assert len(g_opt.param_groups) == groups and g_opt.param_groups[0]["lr"] == lr
+    if factor is not None:
+        generator = parser.get_parsed_content("generator")
+        assert g_opt.param_groups[1]["lr"] == pytest.approx(factor * lr)
+        assert {id(p) for p in g_opt.param_groups[1]["params"]} == {id(p) for p in (*generator.student.head.parameters(), *generator.teacher.head.parameters())}
 
 
 @pytest.mark.parametrize("value, expected", [(True, True), ("false", False)])

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from squid_monai.engines.schedules import lr_scheduler
+from squid_monai.engines.schedules import generator_groups, lr_scheduler
 
 LR, EPOCHS = 1e-4, 8
 
@@ -71,3 +71,47 @@ def test_schedules_resume_from_their_state_dict(schedule, network):
 def test_unknown_schedule_is_an_error():
     with pytest.raises(ValueError, match="lr_schedule"):
         lr_scheduler(_optimizer(), "generator", "linear", 4)
+
+
+def _generator():
+    from squid_monai.networks.presets import build
+    return build("tiny")[0]
+
+
+def test_generator_groups_default_is_one_rate():
+    generator = _generator()
+    params = generator_groups(generator, LR)
+    assert [id(p) for p in params] == [id(p) for p in generator.parameters()]
+
+
+def test_generator_groups_give_both_heads_their_own_rate_and_anneal_to_the_common_floor():
+    generator = _generator()
+    heads = {generator.student.head.weight, generator.student.head.bias,
+             generator.teacher.head.weight, generator.teacher.head.bias}
+    optimizer = torch.optim.Adam(generator_groups(generator, LR, head_lr_factor=10), lr=LR)
+    scheduler = lr_scheduler(optimizer, "generator", "paper", EPOCHS, lr_min_ratio=0.2)
+    rest, head = optimizer.param_groups
+    assert {id(p) for p in head["params"]} == {id(p) for p in heads} and head["lr"] == pytest.approx(10 * LR)
+    assert rest["lr"] == LR and len(rest["params"]) + 4 == len(list(generator.parameters()))
+    # one Adam step moves every parameter by about its group's rate (Adam's first step is lr * sign)
+    before = {id(p): p.detach().clone() for p in generator.parameters()}
+    for p in generator.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    moved = {id(p): (p.detach() - before[id(p)]).abs().max().item() for p in generator.parameters()}
+    assert all(moved[id(p)] == pytest.approx(10 * LR, rel=1e-3) for p in heads)
+    assert all(moved[id(p)] == pytest.approx(LR, rel=1e-3) for p in rest["params"])
+    for _ in range(EPOCHS):
+        scheduler.step()
+    assert head["lr"] == pytest.approx(0.2 * LR) and rest["lr"] == pytest.approx(0.2 * LR)
+
+
+@pytest.mark.parametrize("factor", [0, -1])
+def test_generator_groups_refuse_a_non_positive_factor(factor):
+    with pytest.raises(ValueError, match="head_lr_factor"):
+        generator_groups(_generator(), LR, factor)
+
+
+def test_generator_groups_refuse_a_network_without_a_head():
+    with pytest.raises(ValueError, match="no module named 'head'"):
+        generator_groups(torch.nn.Linear(2, 2), LR, 10)
