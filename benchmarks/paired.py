@@ -115,6 +115,11 @@ def aggregate(cells: list[dict], target: float) -> dict:
     return out
 
 
+def _std(std: float | None) -> str:
+    """A std for the table: ``n/a`` for a single seed (seeds.py's convention), not 0."""
+    return "n/a" if std is None else f"{std:.3f}"
+
+
 def _spread(values: list[float]) -> dict:
     v = np.array(values, dtype=float)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else None, "worst": float(v.min())}
@@ -171,10 +176,10 @@ def markdown(result: dict) -> str:
         if not a:
             continue
         d = a["difference"]
-        arm = [f"{a[k]['mean']:.3f} +- {a[k]['std'] or 0:.3f}, {a[k]['worst']:.3f}, {a[k]['below_target']}"
+        arm = [f"{a[k]['mean']:.3f} +- {_std(a[k]['std'])}, {a[k]['worst']:.3f}, {a[k]['below_target']}"
                for k in ("baseline", "variant")]
         t = "" if d["t_95ci"] is None else f" [{d['t_95ci'][0]:+.3f}, {d['t_95ci'][1]:+.3f}]"
-        lines.append(f"| {s} | {arm[0]} | {arm[1]} | {d['mean']:+.3f} +- {d['std'] or 0:.3f}{t} "
+        lines.append(f"| {s} | {arm[0]} | {arm[1]} | {d['mean']:+.3f} +- {_std(d['std'])}{t} "
                      f"| {d['up']} of {d['n']} / {d['resolved_gains']} / {d['resolved_losses']} |")
     if "decision" in result:
         dec = result["decision"]

@@ -108,4 +108,5 @@ def test_command_line_writes_the_table_and_the_decision(tmp_path):
     assert paired.main(["--variant", str(a), "--baseline", str(b), "--rule", "strict"]) == 0
     table = (a / "paired_b.md").read_text()
     assert "Rule `strict` on validation: **adopt**" in table and "**+" in table
+    assert "+- n/a" in table and "+- 0.000" not in table  # one pair has no std
     assert json.loads((a / "paired_b.json").read_text())["decision"]["adopt"] is True
