@@ -55,15 +55,15 @@ def test_switches_reach_their_objects(tmp_path, switches):
     assert isinstance(parser.get_parsed_content("validate#dataset").transform.transforms[1], scaler)
 
 
-@pytest.mark.parametrize("factor, groups", [(None, 1), (10, 2)])
-def test_head_lr_factor_reaches_the_generator_optimiser(tmp_path, factor, groups):
+@pytest.mark.parametrize("factor, expected", [(None, 30), (1, 1), (10, 10)])  # None: the DigitAnatomy recipe's
+def test_head_lr_factor_reaches_the_generator_optimiser(tmp_path, factor, expected):
     parser = _parser(tmp_path, **({} if factor is None else {"head_lr_factor": factor}))
     g_opt = parser.get_parsed_content("optimizers#g_optimizer")
     lr = parser.get_parsed_content("lr")
-    assert len(g_opt.param_groups) == groups and g_opt.param_groups[0]["lr"] == lr
-    if factor is not None:
+    assert len(g_opt.param_groups) == (1 if expected == 1 else 2) and g_opt.param_groups[0]["lr"] == lr
+    if expected != 1:
         generator = parser.get_parsed_content("generator")
-        assert g_opt.param_groups[1]["lr"] == pytest.approx(factor * lr)
+        assert g_opt.param_groups[1]["lr"] == pytest.approx(expected * lr)
         assert {id(p) for p in g_opt.param_groups[1]["params"]} == {id(p) for p in (*generator.student.head.parameters(), *generator.teacher.head.parameters())}
 
 

@@ -24,7 +24,10 @@ and the critic schedule of each data regime (SQUID.md section 4).
                    random rectangle erased (``input_erasing`` 0.5): the decoder learns to
                    in-paint from the memory what the skips do not carry, which removes the
                    seeds that copied missing digits and the fall from the validation peak
-                   (BENCHMARKS.md, "Session 15").
+                   (BENCHMARKS.md, "Session 15"); and the decoders' output heads at 30 times
+                   the learning rate (``head_lr_factor`` 30): at the common rate the output's
+                   brightness stays near its random start, and the seeds that start bright
+                   keep a grey background that hides the anomalies (BENCHMARKS.md, "Session 21").
 
 The bundle picks one from the data source (``squid_monai.workflow.DataSource.recipe``) and
 each setting can still be overridden on the command line.
@@ -43,6 +46,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "chest": {"n_critic": 2, "loss_weights": asdict(SQUIDLossWeights()), "score_source": "combined", "lr": 1e-4,
               "cpu_epochs": 36},
     "digitanatomy": {"n_critic": 1, "loss_weights": asdict(SQUIDLossWeights(student=1.0)), "score_source": "tile_residual",
-                     "lr": 2e-4, "input_erasing": 0.5},
+                     "lr": 2e-4, "input_erasing": 0.5, "head_lr_factor": 30.0},
 }
 
