@@ -55,9 +55,9 @@ def generator_groups(generator: torch.nn.Module, lr: float, head_lr_factor: floa
     were initialised; the reconstruction's brightness then has to come from the features
     alone, and on some seeds it stays grey (BENCHMARKS.md, "Session 20"). A faster head
     lets the output's level and contrast settle in the first steps, from any start (30 on
-    DigitAnatomy: BENCHMARKS.md, "Session 21"). Under
-    the ``"paper"`` schedule the head group anneals to the same floor as the others
-    (``lr * lr_min_ratio``), so the head is fast early and common late.
+    DigitAnatomy: BENCHMARKS.md, "Session 21"). Under the ``"paper"`` schedule the head
+    group anneals to the same floor as the others (``lr * lr_min_ratio``), so the head is
+    fast early and common late.
     """
     if head_lr_factor <= 0:
         raise ValueError(f"head_lr_factor must be > 0, got {head_lr_factor}")
