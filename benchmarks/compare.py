@@ -41,7 +41,7 @@ from report import markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = "bundles/squid/configs"
-#: The settled chest X-ray recipe (BENCHMARKS.md, "The chest CPU recipe"), merged last.
+#: The settled chest X-ray recipe (BENCHMARKS.md, "Detection"), merged last.
 CHEST_RECIPE = f"{CONFIGS}/chest_cpu.json"
 METHODS = ("squid", "autoencoder", "memae", "patch_memae", "fanogan", "ganomaly", "daad", "daad_plus")
 #: The SQUID paper's Table 1 (ZhangLab, AUC / Acc / F1 in %, mean +- std where given);
