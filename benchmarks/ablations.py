@@ -10,8 +10,9 @@ runner (:func:`compare.run_variants`), each variant paired with the full model s
 A variant is the full model's training command with its ``--network_overrides``; ``--only``
 takes variant names, ``table2`` or ``table6``. Every seed of a variant trains on the same
 images as the same seed of the full model, so the difference to the full model is taken per
-seed (mean +- std over seeds); it is "resolved" when it exceeds two standard errors. ZhangLab
-is scored on validation and on the report split (which chooses nothing), DigitAnatomy on
+seed (mean +- std over seeds); it is "resolved" when its 95 % t interval over seeds excludes 0
+(:func:`compare.paired`). ZhangLab is scored on validation and on the report split (which
+chooses nothing: docs/EVIDENCE.md), DigitAnatomy on
 its test split. Everything after ``--`` goes to every training and evaluation. Writes
 ``ablations.md`` and ``.json`` into ``--output_root``, with ``--write`` the section into
 BENCHMARKS.md.
@@ -132,9 +133,10 @@ def markdown(result: dict, how: str) -> str:
         *markdown_table(head, body), "",
         "\"vs full\": the variant's AUC minus the full model's, seed by seed on the same images (mean +- std over "
         f"seeds). \"below full, as the paper?\" reads the {primary} split: the paper reports every ablation below the "
-        "full model; **no** marks a variant at or above ours; (n.s.) a difference within two standard errors, i.e. "
-        "not resolved by this many seeds. The paper's figures are its ZhangLab test split at 128 px and 200+ epochs "
-        "on a GPU; for that scale add `--preset paper --epochs 200`.", ""])
+        "full model; **no** marks a variant at or above ours; (n.s.) a difference whose 95 % t "
+        "interval over seeds contains 0, i.e. not resolved by this many seeds. The paper's figures "
+        "are its ZhangLab test split at 128 px and 200+ epochs on a GPU; for that scale add "
+        "`--preset paper --epochs 200`.", ""])
 
 
 def _parser() -> argparse.ArgumentParser:

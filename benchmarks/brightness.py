@@ -7,7 +7,7 @@ Why: the student's output level moves slowly from where it starts (Adam moves th
 by about the learning rate per step), and the seeds that fail are those whose output stays
 grey on the black background (sessions 19-20: 0.39 and 0.45 against 0.06-0.34 on the others)
 or, with the output bias started at the images' mean logit, dim on the strokes
-(BENCHMARKS.md, "Session 20"). Prints, per model, the mean reconstruction of the background
+(docs/EXPERIMENTS.md, session 20). Prints, per model, the mean reconstruction of the background
 (input below ``--background``) and of the strokes, beside the strokes' mean input, on
 ``--n`` normal images of ``--split``; ``--json`` writes them too.
 """

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     by_name = {row["name"]: row for row in rows}
-    primary = splits[-1]  # report (never used for a choice), or DigitAnatomy's test split
+    primary = splits[-1]  # report (chooses nothing: docs/EVIDENCE.md), or DigitAnatomy's test split
     result = {"command": "python benchmarks/hyperparams.py " + shlex.join(own + (["--", *extra] if extra else [])),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits, "primary_split": primary,
               "train_command": compare.train_command("squid", recipe), "common_overrides": common, "settings": {}}
@@ -157,8 +157,10 @@ def markdown(result: dict, figure: str, how: str) -> str:
         f"on {primary}, each pair paired seed by seed: yes (every pair in the claimed order, resolved), same "
         "direction, n.s. (in order, not all resolved), not resolved (a pair reversed within the seed spread), "
         "no (a pair reversed and resolved). \"vs default (paired)\": the run's AUC minus the "
-        "default's, seed by seed on the same images (mean +- std over seeds); a difference is only real where it "
-        "exceeds two standard errors (the std over the square root of the seeds). Figure (AUC vs value, mean +- std over seeds): "
+        "default's, seed by seed on the same images (mean +- std over seeds); a difference is "
+        "resolved where its 95 % t interval over seeds excludes 0 (for 3 seeds: |mean| > 4.30 x "
+        "std / sqrt(3)). "
+        "Figure (AUC vs value, mean +- std over seeds): "
         f"{figure}. For the paper's scale, add `--preset paper --epochs 200` (the authors' released "
         "configs) on a GPU, where every run takes the paper preset's time instead of the CPU recipe's.", ""])
 

@@ -174,7 +174,7 @@ def _section(rows: list[dict], command: str, load: tuple[str, str], images: str)
         "Reading: latency is one call on the batch; \"x eager\" is the median over repetitions of the ratio to "
         "eager PyTorch in the same repetition (back-ends interleaved in a rotating order, so load changes hit "
         "all of them alike); below 1 is faster. The score differences are on random weights (a trained model's "
-        "parity, on its validation split, is on its card and in the \"Inference back-ends\" section). Set-up is "
+        "parity, on its validation split, is on its card and in the \"Reliability\" section). Set-up is "
         "export, conversion, quantisation or `torch.compile` wrapping, done once per model; `torch.compile` "
         "compiles on its first call per shape, which the warm-up absorbs.",
     ]

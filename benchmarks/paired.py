@@ -16,7 +16,7 @@ resolved gains and losses.
 Why a rule in code: one run's validation AUC swings by several points from seed to seed, so
 a setting is adopted by a rule written down before the runs that decide it, and the rule is
 applied here exactly, on the ``--decide`` split only (the report and test splits are reported,
-never used). Rules (``RULES``):
+not read by the rule). Rules (``RULES``):
 
 - ``strict`` (sessions 16-19): no seed loses with a resolved interval, the mean difference is
   positive, and no variant run falls more than ``--max_drop`` below its peak.

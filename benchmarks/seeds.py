@@ -224,7 +224,8 @@ def markdown(result: dict) -> str:
         f"# Seeds: {n} run(s), {result['date']}", "",
         "Training: `" + shlex.join(result["train_command"]) + "`", "",
         "Evaluation: `" + shlex.join(result["evaluate_command"]) + "`", "",
-        "Model selection on the validation split; the report split is never used for any choice. "
+        "Model selection on the validation split; the report split chooses nothing here "
+        "(docs/EVIDENCE.md). "
         "AUC with its 95 % bootstrap interval; the sharpness baseline (negated Laplacian energy, no learning) "
         "and the pixel nearest neighbour (distance to the closest calibration image, no learning) on the same "
         "images, and the paired bootstrap interval of SQUID minus each; accuracy and F1 at the "

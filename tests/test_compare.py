@@ -56,6 +56,20 @@ def test_table_gives_mean_and_std_over_seeds_beside_the_paper(tmp_path):
     assert "--epochs 2" in table
 
 
+def test_paired_difference_is_resolved_by_the_t_interval_for_the_seed_count():
+    # three seeds 1, 2 and 3 points down: mean -2, std 1; two standard errors (1.15) would call
+    # it resolved, the 95 % t interval with 2 degrees of freedom (half width 2.48) does not
+    reference = [{"seed": s, "report": {"auc": 0.8}} for s in range(3)]
+    down = [{"seed": s, "report": {"auc": 0.8 - d}} for s, d in enumerate((0.01, 0.02, 0.03))]
+    d = compare.paired(reference, down, "report")
+    assert d["mean"] == pytest.approx(-0.02) and d["std"] == pytest.approx(0.01) and d["n"] == 3
+    assert d["t_95ci"] == pytest.approx([-0.02 - 0.0248414, -0.02 + 0.0248414], rel=1e-5)
+    assert d["resolved"] is False
+    steady = [{"seed": s, "report": {"auc": 0.8 - d}} for s, d in enumerate((0.045, 0.05, 0.055))]
+    assert compare.paired(reference, steady, "report")["resolved"] is True  # -0.05 +- 0.0124
+    assert compare.paired(reference, down[:1], "report")["resolved"] is None  # one seed: no spread
+
+
 def test_figure6_has_one_row_per_model_and_the_inpainting_rates(tmp_path_factory, tmp_path):
     bundle = trained_bundle(tmp_path_factory)
     out = tmp_path / "figure6.png"

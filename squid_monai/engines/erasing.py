@@ -2,7 +2,7 @@
 paper, a switch; off by default).
 
 Why: trained on normal images only, the student learns to pass each cell through the encoder
-skips, so an anomalous cell is copied, not in-painted (BENCHMARKS.md, "Make SQUID detect",
+skips, so an anomalous cell is copied, not in-painted (docs/EXPERIMENTS.md, "Making SQUID detect",
 diagnosis). Erasing a random rectangle from some of a batch's inputs while every loss target
 stays the clean image (the objective of RIAD, Zavrtanik et al., Pattern Recognition 2021)
 makes a skip that carries nothing useful a case the decoder has to fill from the

@@ -170,7 +170,7 @@ class SQUIDGenerator(nn.Module):
             background) a few hundred steps at 1e-4 leave the background grey unless the
             bias starts at the logit of the training images' mean intensity. Not a default:
             on ten fresh seeds it turns one good seed's digits dim instead (the output stays
-            near where it starts either way; BENCHMARKS.md, "Session 20").
+            near where it starts either way; docs/EXPERIMENTS.md, session 20).
 
     ``forward(x)`` with x (B, C, H, W) in [0, 1] returns a dict. Training mode:
     ``student`` and ``teacher`` reconstructions, ``student_features`` and

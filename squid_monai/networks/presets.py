@@ -67,7 +67,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "token_channels": 32,
         "mlp_dim": 128,
         "disc_channels": (8, 16, 32, 64, 64),
-        # beyond the paper, measured (BENCHMARKS.md, "Make SQUID detect"): with the decoder
+        # beyond the paper, measured (docs/EXPERIMENTS.md, "Making SQUID detect"): with the decoder
         # memories shared by all tiles the student copies every anomaly through the skips;
         # with one memory per tile (one window, whole-cell items) a swapped, mirrored or
         # zero digit is rebuilt from that cell's normal digits far more often

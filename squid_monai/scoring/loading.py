@@ -19,7 +19,7 @@ __all__ = ["AUTO_ORDER", "OPT_IN", "build_scorer", "export_problem", "load_score
 
 logger = logging.getLogger(__name__)
 
-#: the exports ``backend="auto"`` tries, fastest first (BENCHMARKS.md, "Inference back-ends")
+#: the exports ``backend="auto"`` tries, fastest first (BENCHMARKS.md, "Speed")
 AUTO_ORDER = ("openvino_int8", "openvino", "onnx")
 
 

@@ -14,14 +14,14 @@ residual (or mean of another power of it, ``tile_power``), standardised by that 
 and std on the normal calibration images, maximised over the tiles (or, ``tile_two_sided``,
 the largest absolute standardised log residual), so that one abnormal tile is not diluted
 by the normal others and a tile that is always hard to reconstruct does not dominate
-(BENCHMARKS.md, "Make SQUID detect"). ``"combined"`` (beyond the paper) sums pieces of
+(docs/EXPERIMENTS.md, "Making SQUID detect"). ``"combined"`` (beyond the paper) sums pieces of
 evidence (:data:`EVIDENCE`; ``evidence`` chooses them), each standardised by its mean and std
 on the normal calibration images: the negated logit, the teacher-student reconstruction
 difference, the distance of each tile's token to the nearest normal calibration token at that
 tile position (mean over tiles), how far the discriminator-feature residual lies from the
 normals' in either direction (on chest X-rays a pneumonia's lies *below* it), and the worst
 tile's standardised residual. On chest X-rays no single one is reliable from seed to seed;
-the sum of the first four is (BENCHMARKS.md, "Session 17"). The source, the tile exponent,
+the sum of the first four is (docs/EXPERIMENTS.md, session 17). The source, the tile exponent,
 the sidedness, the chosen evidence, the tile and evidence statistics and the normal tokens
 are buffers, saved with the weights.
 """
