@@ -6,7 +6,7 @@ recipe, trains and evaluates each value over seeds with the multi-seed runner
     python benchmarks/hyperparams.py --dataset_dir DATA --output_root runs/figure9 --preset paper --epochs 200
     python benchmarks/hyperparams.py --dataset_dir DATA --output_root runs/figure9 --settings tiles --dry_run
 
-The settings are network keys (:mod:`squid_monai.networks.presets`): ``tiles`` (N x N; 1 means
+The settings are network keys (:mod:`squid_monai.methods.squid.presets`): ``tiles`` (N x N; 1 means
 no space awareness), ``queue_slots`` (memory-queue items per region), ``top_k`` (Gumbel
 shrinkage) and ``mask_prob`` (keep probability of the masked shortcuts). A value equal to the
 preset's own is one ``default`` run, shared by every setting. ``--values tiles=1,3`` replaces
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     own, extra = seeds.split_args(argv)
     args = _parser().parse_args(own)
     start = time.time()
-    from squid_monai.networks import get_config
+    from squid_monai.methods.squid.presets import get_config
 
     settings = {s: FIGURE9[s][0] for s in args.settings}
     for spec in args.values:

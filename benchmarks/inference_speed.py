@@ -67,7 +67,7 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
 def _backends(preset: str, calibration: torch.Tensor, tmp: Path) -> tuple[int, dict[str, Callable], dict[str, float]]:
     """Each back-end as ``images -> scores`` for one preset, and its set-up time (export,
     conversion, quantisation, compilation of the first call excluded)."""
-    from squid_monai.networks import get_config
+    from squid_monai.methods.squid.presets import get_config
     from squid_monai.scoring import build_scorer, runtimes
     from squid_monai.scoring.folding import fast_eager
 
@@ -110,7 +110,7 @@ def measure(presets: list[str], batch_sizes: list[int], images: dict[int, torch.
     rows = []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for preset in presets:
-            from squid_monai.networks import get_config
+            from squid_monai.methods.squid.presets import get_config
 
             size = get_config(preset)["image_size"]
             size, fns, setup = _backends(preset, calibration[size], Path(tmp))
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     before = load_average()
     torch.set_num_threads(args.threads)
-    from squid_monai.networks import get_config
+    from squid_monai.methods.squid.presets import get_config
     from squid_monai.transforms import preprocess
 
     sizes = {get_config(p)["image_size"] for p in args.presets}

@@ -84,7 +84,7 @@ def patch_features(gen, images, batch: int = 32) -> np.ndarray:
     """(N, 1, H, W) images -> (N * tiles, D) tokens as the in-painting memory reads them (eval mode)."""
     import torch
 
-    from squid_monai.networks import tile
+    from squid_monai.nn import tile
 
     gen.eval()
     out = []
@@ -98,7 +98,7 @@ def patch_features(gen, images, batch: int = 32) -> np.ndarray:
 
 def load_memory_model(models: Path, kind: str):
     """The generator of a trained-model folder, checked to hold an in-painting memory of ``kind``."""
-    from squid_monai.networks import MemoryMatrix, MemoryQueue
+    from squid_monai.methods.squid.networks import MemoryMatrix, MemoryQueue
     from squid_monai.scoring import load_scorer
 
     gen = load_scorer(models / "model.pt").generator

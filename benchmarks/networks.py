@@ -40,7 +40,7 @@ def _median_time(fn, repeats: int) -> float:
 def training_steps(gen, disc, g_opt, d_opt, x):
     """The generator step and the full D + G iteration of the SQUID trainer on batch ``x``, as
     closures (shared with ``training_speed.py``)."""
-    from squid_monai.losses import SQUIDLossWeights, discriminator_loss, generator_losses
+    from squid_monai.methods.squid.losses import SQUIDLossWeights, discriminator_loss, generator_losses
 
     weights = SQUIDLossWeights()
 
@@ -67,7 +67,7 @@ def training_steps(gen, disc, g_opt, d_opt, x):
 
 
 def _measure(preset: str, repeats: int, threads: int) -> dict:
-    from squid_monai.networks import build, get_config
+    from squid_monai.methods.squid.presets import build, get_config
     from squid_monai.scoring import SQUIDScorer
 
     torch.set_num_threads(threads)

@@ -36,7 +36,7 @@ VARIANTS = {"today (out of place, Adam)": (False, False), "in-place": (True, Fal
 
 
 def _set_inplace(module: torch.nn.Module, inplace: bool) -> None:
-    from squid_monai.networks.blocks import ResidualDoubleConv
+    from squid_monai.nn.blocks import ResidualDoubleConv
 
     for m in module.modules():
         if isinstance(m, (torch.nn.ReLU, ResidualDoubleConv)):
@@ -59,7 +59,7 @@ def _timed(fn) -> tuple[float, float, int]:
 
 
 def measure(presets: list[str], batch: int, repeats: int) -> list[dict]:
-    from squid_monai.networks import build, get_config
+    from squid_monai.methods.squid.presets import build, get_config
 
     rows = []
     for preset in presets:

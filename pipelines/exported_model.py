@@ -1,6 +1,6 @@
 """Load the exported SQUID model (TorchScript) and the facts it needs to be used correctly.
 
-The exported model is the TorchScript of ``squid_monai.scoring.SQUIDScorer``: ``forward(image)``
+The exported model is the TorchScript of a family's scorer (``squid_monai.scoring.CalibratedScorer``): ``forward(image)``
 takes ``(B, 1, H, W)`` float32 in [0, 1] and returns a dict with ``score`` (B,), ``logit`` (B,)
 and ``reconstruction`` (B, 1, H, W). The calibration (mean, std) is already inside the scorer;
 the *model card* (:class:`squid_monai.artifact.ModelCard`) carries what the deployment needs

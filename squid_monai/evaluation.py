@@ -1,7 +1,7 @@
 """The evaluation report of ``evaluate.json``: per-image scores, metrics and figures of one
 labelled split, with the shortcuts that need no learning beside SQUID.
 
-:class:`EvaluationReport` is attached to the :class:`~squid_monai.engines.SQUIDEvaluator`
+:class:`EvaluationReport` is attached to the :class:`~squid_monai.engines.AnomalyEvaluator`
 that scores the split; at the end of the run it writes into ``output_dir``:
 
 * ``scores.csv``: the one layout of :mod:`squid_monai.scoring.writer` (image, label,
@@ -38,7 +38,7 @@ from ignite.engine import Engine, Events
 
 from .baselines import image_stack, nearest_normal_pixels, sharpness_score
 from .metrics import auc_by_anomaly, bootstrap_auc, evaluate_scores, roc_auc
-from .scoring import ScoreRecord, ScoreWriter, SQUIDScorer, score_images
+from .scoring import ScoreRecord, ScoreWriter, CalibratedScorer, score_images
 
 __all__ = ["EvaluationReport", "EXTRA_COLUMNS"]
 
@@ -72,7 +72,7 @@ class EvaluationReport:
             leaves it out. Preprocessed as the evaluated images are.
     """
 
-    def __init__(self, scorer: SQUIDScorer, output_dir: str | os.PathLike, split: str = "test",
+    def __init__(self, scorer: CalibratedScorer, output_dir: str | os.PathLike, split: str = "test",
                  best_criterion: str = "f1", model_path: str | os.PathLike | None = None, method: str = "squid",
                  normals: Any = None):
         self.scorer, self.output_dir, self.split, self.method = scorer, Path(output_dir), split, method

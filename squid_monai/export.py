@@ -1,7 +1,7 @@
 """TorchScript export of the scoring path, and the checks that it is the same model.
 
 The export itself is MONAI's ``ckpt_export`` run on ``inference.json``'s ``network_def``
-(a :class:`~squid_monai.scoring.SQUIDScorer`), traced because ``forward`` switches the
+(a :class:`~squid_monai.scoring.CalibratedScorer`), traced because ``forward`` switches the
 networks to eval mode, which scripting cannot compile; the traced graph takes any batch
 size. This module adds what ``ckpt_export`` cannot:
 
@@ -42,7 +42,7 @@ from torch import nn
 
 from .artifact import (CARD_FILE, EXPORT_FILES, MODELS_DIR, WEIGHTS_FILE, ModelCard, Recipe,
                        trained_intensity)
-from .scoring import SQUIDScorer, forward, load_scorer
+from .scoring import CalibratedScorer, forward, load_scorer
 
 __all__ = ["CARD_FILE", "FORMATS", "ScoreHead", "model_card", "embed_model_card", "parity", "export_runtime",
            "export_bundle", "main"]
@@ -57,7 +57,7 @@ class ScoreHead(nn.Module):
     """``scorer(image)["score"]`` as a (B, 1) tensor: the network output ``metadata.json``
     declares (``outputs.pred``, one channel), for ``verify_net_in_out``."""
 
-    def __init__(self, scorer: SQUIDScorer):
+    def __init__(self, scorer: CalibratedScorer):
         super().__init__()
         self.scorer = scorer
 
@@ -101,7 +101,7 @@ def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict
 
 
 @torch.no_grad()
-def parity(ts_path: str | os.PathLike, scorer: SQUIDScorer, image_size: int, batch_size: int = 4,
+def parity(ts_path: str | os.PathLike, scorer: CalibratedScorer, image_size: int, batch_size: int = 4,
            seed: int = 0) -> dict[str, float]:
     """Largest absolute difference of each output between the TorchScript file and
     ``scorer`` on a random batch (batch size other than the traced one on purpose)."""

@@ -1,6 +1,6 @@
 """SQUID as an MLflow ``pyfunc`` model, and its round trip through the model registry.
 
-The model wraps THE scoring path (:class:`~squid_monai.scoring.SQUIDScorer`): the same
+The model wraps THE scoring path (:class:`~squid_monai.scoring.CalibratedScorer`): the same
 preprocessing (:func:`squid_monai.transforms.preprocess`), weights, calibration and
 threshold as the bundle, so ``models:/squid@champion`` gives the bundle's score. It is a
 pyfunc model rather than an ``mlflow.pytorch`` one because MLflow 3 serialises PyTorch

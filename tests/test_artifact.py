@@ -28,7 +28,7 @@ def test_recipe_round_trip_build_and_image_size(tmp_path):
 
 
 def test_a_pinned_recipe_survives_a_change_of_its_preset_and_an_unpinned_one_its_revisions(tmp_path, monkeypatch):
-    from squid_monai.networks import presets
+    from squid_monai.methods.squid.networks import presets
 
     torch.manual_seed(0)
     trained = build_scorer("tiny")
@@ -49,7 +49,7 @@ def test_a_pinned_recipe_survives_a_change_of_its_preset_and_an_unpinned_one_its
 
 
 def test_models_of_the_earlier_digitanatomy_default_still_load(tmp_path):
-    from squid_monai.networks.presets import PRESET_REVISIONS
+    from squid_monai.methods.squid.presets import PRESET_REVISIONS
 
     for revision in PRESET_REVISIONS["digitanatomy_small"]:
         trained = build_scorer("digitanatomy_small", **revision)

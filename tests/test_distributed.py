@@ -68,7 +68,7 @@ class _RecordReplica:
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _queues(self):
-        from squid_monai.networks import MemoryQueue
+        from squid_monai.methods.squid.networks import MemoryQueue
 
         return [m for m in self.generator.modules() if isinstance(m, MemoryQueue)]
 
@@ -124,8 +124,8 @@ def _nonfinite_main(rank: int, world: int, port: int, folder: str) -> None:
 
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    import squid_monai.engines.trainer as trainer_module
-    from squid_monai.networks import build
+    import squid_monai.methods.squid.trainer as trainer_module
+    from squid_monai.methods.squid.presets import build
 
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,

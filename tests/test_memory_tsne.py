@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from squid_monai.networks import build
+from squid_monai.methods.squid.presets import build
 from squid_monai.scoring import SQUIDScorer, save_network_config
 from squid_monai.workflow import choose_data
 

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 class SQUIDScoringOperator(CaseStage, Operator):
     """Score every pending case with the exported SQUID model.
 
-    The exported model is ``SQUIDScorer`` as TorchScript, so the calibration (mean, std of the
+    The exported model is a family's scorer as TorchScript, so the calibration (mean, std of the
     normal validation logits) is applied inside it: ``score = 1 - sigmoid((logit - mean) / std)``,
     higher = more anomalous. The decision is ``squid_monai.scoring.decide`` (``score > threshold``)
     with the card's threshold.

@@ -5,7 +5,8 @@ Everything that scores (the validation evaluator, ``evaluate.json``, ``inference
 the MLflow model, the TorchScript export and the deploy operators) goes through this
 package, so they cannot drift apart:
 
-* :mod:`.scorer`: :class:`SQUIDScorer`, the calibration and :func:`decide`;
+* :mod:`.scorer`: :class:`CalibratedScorer` (every family's scorer base), the calibration
+  and :func:`decide`;
 * :mod:`.explain`: the ``heatmap``, what drives the reported score;
 * :mod:`.record`: :class:`ScoreRecord` and :func:`score_images`, the bad-file policy
   (:func:`read_image`) and the ``difference``;
@@ -27,11 +28,12 @@ from .record import (
     score_images,
     source_name,
 )
-from .scorer import DEFAULT_EVIDENCE, EVIDENCE, CalibratedScorer, SQUIDScorer, calibrate, calibrated_score, decide, pixel_residual
+from .scorer import CalibratedScorer, calibrate, calibrated_score, decide, pixel_residual
 from .writer import CSV_COLUMNS, IMAGE_FILES, ScoreWriter, ScoreWriterHandler, csv_row, save_images, stem, unique_stems
 
 __all__ = [
-    "CSV_COLUMNS", "DEFAULT_EVIDENCE", "EVIDENCE", "EXPLAINERS", "IMAGE_FILES", "CalibratedScorer", "DiscriminatorGradCAM", "PerImageInferer", "SQUIDScorer", "ScoreRecord", "ScoreSaliency",
+    "CSV_COLUMNS", "EXPLAINERS", "IMAGE_FILES", "CalibratedScorer", "DiscriminatorGradCAM", "PerImageInferer",
+    "ScoreRecord", "ScoreSaliency",
     "ScoreWriter", "ScoreWriterHandler", "ScoringItems", "source_name", "stem",
     "build_scorer", "calibrate", "calibrated_score", "csv_row", "decide", "difference_map", "explainer_for",
     "forward", "gradcam_heatmap", "last_conv_layer", "load_export", "load_scorer", "read_image", "save_images",

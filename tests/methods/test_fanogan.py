@@ -14,7 +14,7 @@ import torch
 from ignite.engine import Events
 from torch import nn
 
-from squid_monai.engines import SQUIDEvaluator
+from squid_monai.engines import AnomalyEvaluator
 from squid_monai.export import export_bundle
 from squid_monai.handlers import AtomicCheckpointSaver, ResumeFromLatest, RNGState, SaveLatest, latest_checkpoint
 from squid_monai.methods import ModelFamily, Scorer, get_family
@@ -300,7 +300,7 @@ def test_the_encoder_stage_restarts_model_selection_and_the_weight_average(tmp_p
     smoothed = SmoothedAUC(window=3, output_transform=lambda o: (o["score"], o["label"]))
     saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": scorer}, save_key_metric=True,
                                   key_metric_filename="model.pt")
-    evaluator = SQUIDEvaluator("cpu", data, scorer, key_val_metric={"val_auc_smoothed": smoothed}, val_handlers=[saver])
+    evaluator = AnomalyEvaluator("cpu", data, scorer, key_val_metric={"val_auc_smoothed": smoothed}, val_handlers=[saver])
     evaluator.run(1)
     assert evaluator.state.best_metric == 1.0 and (tmp_path / "model.pt").is_file()
     ema = copy.deepcopy(scorer)

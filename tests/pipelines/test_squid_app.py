@@ -187,7 +187,7 @@ def real_dicom() -> Path:
 @pytest.fixture(scope="module")
 def tiny_squid_model(tmp_path_factory):
     """A real (untrained) tiny SQUIDScorer, eager and exported as TorchScript with its card."""
-    from squid_monai.networks import get_config
+    from squid_monai.methods.squid.presets import get_config
     from squid_monai.scoring import build_scorer
 
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from squid_monai.networks import PerImageBatchNorm2d
+from squid_monai.methods.squid.networks import PerImageBatchNorm2d
 from squid_monai.scoring import PerImageInferer, build_scorer, forward, runtimes
 from squid_monai.scoring.folding import fast_eager, fold_batchnorm
 from squid_monai.scoring.parity import FP32_TOLERANCE, measure_parity

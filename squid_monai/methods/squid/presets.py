@@ -25,8 +25,8 @@ from typing import Any
 
 from monai.utils import str2bool
 
-from .discriminator import SQUIDDiscriminator
-from .generator import SQUIDGenerator
+from .networks.discriminator import SQUIDDiscriminator
+from .networks.generator import SQUIDGenerator
 
 __all__ = ["PRESETS", "PRESET_REVISIONS", "get_config", "build"]
 
