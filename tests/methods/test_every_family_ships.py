@@ -23,7 +23,7 @@ pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not i
 
 from pipelines.cases import ExitCode  # noqa: E402
 from pipelines.exported_model import load_exported_model  # noqa: E402
-from pipelines.squid_app import SQUIDChestXRayApp  # noqa: E402
+from pipelines.squid_app import ChestXRayApp  # noqa: E402
 from squid_monai.artifact import WEIGHTS_FILE, Recipe  # noqa: E402
 from squid_monai.export import export_bundle  # noqa: E402
 from squid_monai.methods import family_names  # noqa: E402
@@ -84,7 +84,7 @@ def test_family_exports_deploys_and_serves_from_the_registry(method, tmp_path, s
     exported = export_bundle(BUNDLE, output_dir=tmp_path)  # raises if TorchScript drifts from eager
     assert max(exported["max_abs_diff"].values()) <= 1e-5
 
-    app = SQUIDChestXRayApp(studies, tmp_path / "deploy", load_exported_model(exported["filepath"], device="cpu"))
+    app = ChestXRayApp(studies, tmp_path / "deploy", load_exported_model(exported["filepath"], device="cpu"))
     app.run()
     assert app.exit_code is ExitCode.OK
     cases = {case["case_id"]: case for case in app.summary["cases"]}
