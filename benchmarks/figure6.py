@@ -23,7 +23,7 @@ import torch
 
 from squid_monai.data.digitanatomy import GRID, inpainting_set
 from squid_monai.metrics import inpainting_rates
-from squid_monai.scoring import load_scorer
+from squid_monai.loading import image_size, load_scorer
 from squid_monai.artifact import Recipe
 from squid_monai.transforms.spatial import ResizeRadiograph
 from squid_monai.visualize import image_grid
@@ -44,7 +44,7 @@ def named_models(specs: list[str], weights: str = "model.pt"):
         if not folder:
             raise SystemExit(f"--model needs NAME=MODEL_DIR, got {spec!r}")
         folder = Path(folder)
-        yield name, load_scorer(folder / weights), ResizeRadiograph(Recipe.load(folder / "network.json").image_size), folder
+        yield name, load_scorer(folder / weights), ResizeRadiograph(image_size(Recipe.load(folder / "network.json"))), folder
 
 
 def main(argv: list[str] | None = None) -> dict:

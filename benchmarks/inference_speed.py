@@ -68,7 +68,8 @@ def _backends(preset: str, calibration: torch.Tensor, tmp: Path) -> tuple[int, d
     """Each back-end as ``images -> scores`` for one preset, and its set-up time (export,
     conversion, quantisation, compilation of the first call excluded)."""
     from squid_monai.methods.squid.presets import get_config
-    from squid_monai.scoring import build_scorer, runtimes
+    from squid_monai.scoring import runtimes
+    from squid_monai.loading import build_scorer
     from squid_monai.scoring.folding import fast_eager
 
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ import torch
 from squid_monai.data.digitanatomy import inpainting_set
 from squid_monai.metrics import inpainting_rates
 from squid_monai.nn.blocks import tile
-from squid_monai.scoring import load_scorer
+from squid_monai.loading import load_scorer
 from squid_monai.handlers.inpainting import figure6
 
 

@@ -99,7 +99,7 @@ def patch_features(gen, images, batch: int = 32) -> np.ndarray:
 def load_memory_model(models: Path, kind: str):
     """The generator of a trained-model folder, checked to hold an in-painting memory of ``kind``."""
     from squid_monai.methods.squid.networks import MemoryMatrix, MemoryQueue
-    from squid_monai.scoring import load_scorer
+    from squid_monai.loading import load_scorer
 
     gen = load_scorer(models / "model.pt").generator
     want = MemoryQueue if kind == "queue" else MemoryMatrix

@@ -68,7 +68,7 @@ def training_steps(gen, disc, g_opt, d_opt, x):
 
 def _measure(preset: str, repeats: int, threads: int) -> dict:
     from squid_monai.methods.squid.presets import build, get_config
-    from squid_monai.scoring import SQUIDScorer
+    from squid_monai.methods.squid.scorer import SQUIDScorer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -46,7 +46,8 @@ import torch
 from squid_monai.baselines import image_stack, nearest_normal_pixels, sharpness_score
 from squid_monai.engines.evaluator import feature_residual
 from squid_monai.metrics import bootstrap_auc, roc_auc
-from squid_monai.scoring import calibrate, load_scorer
+from squid_monai.scoring import calibrate
+from squid_monai.loading import load_scorer
 from squid_monai.workflow import choose_data, trained_intensity
 
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]

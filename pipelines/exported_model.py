@@ -17,7 +17,7 @@ Keys missing from both are an error naming the model file and the keys.
 On a CPU, an export of the same weights beside the TorchScript file (``model.xml``,
 ``model.onnx``: ``python -m squid_monai.export --format ...``) scores instead, the fastest
 first, when its runtime is installed and its card says it meets the parity contract
-(:func:`squid_monai.scoring.loading.export_problem`, the rule the bundle and the MLflow model
+(:func:`squid_monai.loading.export_problem`, the rule the bundle and the MLflow model
 follow too). ``ExportedModel.format`` says which one runs.
 
 The preprocessing is the bundle's, as MONAI Deploy's bundle convention has it: the
@@ -150,7 +150,7 @@ def _faster_export(model_file: Path, card: ModelCard) -> tuple[Callable | None, 
     """The runtime of the first export beside ``model_file`` (fastest first) that may stand in
     for it, and its format; ``(None, "torchscript")`` when there is none."""
     from squid_monai.artifact import EXPORT_FILES
-    from squid_monai.scoring.loading import AUTO_ORDER, OPT_IN, export_problem
+    from squid_monai.loading import AUTO_ORDER, OPT_IN, export_problem
 
     for fmt in AUTO_ORDER:
         path = model_file.with_name(EXPORT_FILES[fmt])

@@ -42,7 +42,9 @@ from torch import nn
 
 from .artifact import (CARD_FILE, EXPORT_FILES, MODELS_DIR, WEIGHTS_FILE, ModelCard, Recipe,
                        trained_intensity)
-from .scoring import CalibratedScorer, forward, load_scorer
+from .scoring import CalibratedScorer, forward
+from . import loading
+from .loading import load_scorer
 
 __all__ = ["CARD_FILE", "FORMATS", "ScoreHead", "model_card", "embed_model_card", "parity", "export_runtime",
            "export_bundle", "main"]
@@ -134,7 +136,7 @@ def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, sourc
     from .scoring import runtimes
 
     scorer = load_scorer(models / WEIGHTS_FILE)
-    size, intensity = Recipe.in_folder(models).image_size, trained_intensity(models)
+    size, intensity = loading.image_size(Recipe.in_folder(models)), trained_intensity(models)
     card = dataclasses.replace(ModelCard.from_scorer(scorer, size, metadata), format=fmt,
                                extra={"intensity": intensity})
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +183,7 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
     recipe = Recipe.in_folder(models)
     if not recipe.preset:
         raise FileNotFoundError(f"{models}: no trained model (network recipe) to export (train the bundle first)")
-    size = recipe.image_size
+    size = loading.image_size(recipe)
     metadata = json.loads(meta_file.read_text())
     if fmt != "torchscript":
         from .workflow import choose_data

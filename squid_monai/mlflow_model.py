@@ -83,7 +83,7 @@ class PyfuncModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from squid_monai.artifact import Recipe
-        from squid_monai.scoring import load_scorer
+        from squid_monai.loading import image_size, load_scorer
         from squid_monai.serving import ServingConfig
 
         recipe = Recipe.load(context.artifacts["network"])
@@ -92,7 +92,7 @@ class PyfuncModel(mlflow.pyfunc.PythonModel):
         self.device = torch.device(config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         # an export shipped beside the weights (see _export_artifacts) is used on a CPU
         self.scorer = load_scorer(context.artifacts["weights"], recipe, map_location=self.device, backend="auto")
-        self.image_size = recipe.image_size
+        self.image_size = image_size(recipe)
         # the intensity rule the model was trained with: its preprocessing.json sits beside the
         # weights among the model's artifacts (models logged without one: the default rule)
         self.intensity = trained_intensity(Path(context.artifacts["weights"]).parent)
@@ -190,16 +190,16 @@ def _model_files(model_dir: str | os.PathLike, weights: str) -> tuple[Path, Path
 def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int, dict[str, Path]]:
     """Tags (calibration, thresholds, recipe, scoring format), image size and export files
     of a saved model; loading it also validates the files before anything is logged."""
-    from squid_monai.scoring import load_scorer
+    from squid_monai.loading import image_size, load_scorer
 
     recipe = Recipe.load(network)
     scorer = load_scorer(weights, recipe, backend="auto")
-    card = ModelCard.from_scorer(scorer, recipe.image_size)
+    card = ModelCard.from_scorer(scorer, image_size(recipe))
     tags = {k: f"{getattr(card, k):.9g}" for k in ("threshold", "normal_threshold")}
-    tags.update(calibration_mean=f"{card.mean:.9g}", calibration_std=f"{card.std:.9g}", method=recipe.method,
+    tags.update(calibration_mean=f"{card.mean:.9g}", calibration_std=f"{card.std:.9g}", family=recipe.family,
                 preset=recipe.preset, network_overrides=json.dumps(dict(recipe.overrides)),
                 cpu_format=getattr(scorer, "format", "pytorch"))
-    return tags, recipe.image_size, _export_artifacts(scorer)
+    return tags, image_size(recipe), _export_artifacts(scorer)
 
 
 def _export_artifacts(scorer) -> dict[str, Path]:

@@ -266,7 +266,7 @@ def test_validation_covers_the_whole_set_once(ddp_runs):
     5 / 4: no padding duplicate), and equal those of one process scoring all images with
     the final weights."""
     from squid_monai.metrics import roc_auc
-    from squid_monai.scoring import load_scorer
+    from squid_monai.loading import load_scorer
     from squid_monai.workflow import DigitAnatomySource
 
     out, (_, first), (_, second), _ = ddp_runs

@@ -74,7 +74,7 @@ def test_graph_sees_the_package_structure():
     modules = _modules()
     graph = {m: _imported(m, p, modules) for m, p in modules.items()}
     assert "squid_monai.scoring.scorer" in graph["squid_monai.scoring"]
-    assert "squid_monai.artifact" in graph["squid_monai.scoring.loading"]
+    assert "squid_monai.artifact" in graph["squid_monai.loading"]
     assert "squid_monai.scoring" in graph["pipelines.operators.scoring"]
 
 

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from squid_monai.inference import Inference, collect_inputs
-from squid_monai.scoring import CSV_COLUMNS, DiscriminatorGradCAM, forward, load_scorer
+from squid_monai.scoring import CSV_COLUMNS, DiscriminatorGradCAM, forward
+from squid_monai.loading import load_scorer
 from squid_monai.transforms import preprocess
 
 from .pipelines.factories import chest_pixels, write_dicom

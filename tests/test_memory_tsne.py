@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from squid_monai.methods.squid.presets import build
-from squid_monai.scoring import SQUIDScorer, save_network_config
+from squid_monai.methods.squid.scorer import SQUIDScorer
+from squid_monai.loading import save_network_config
 from squid_monai.workflow import choose_data
 
 from .test_compare import _load

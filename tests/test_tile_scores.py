@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from squid_monai.metrics import roc_auc
-from squid_monai.scoring import load_scorer
+from squid_monai.loading import load_scorer
 from squid_monai.workflow import choose_data
 
 from .trained_bundle import REPO, trained_bundle

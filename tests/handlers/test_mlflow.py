@@ -21,7 +21,7 @@ from squid_monai.handlers.mlflow import (  # noqa: E402
     tracking_uri,
 )
 from squid_monai.mlflow_model import load_registered, register_model  # noqa: E402
-from squid_monai.scoring import build_scorer  # noqa: E402
+from squid_monai.loading import build_scorer  # noqa: E402
 
 LOGGER = "squid_monai.handlers"  # tracking, figures and registry log under it
 SIZE = 32  # image size of the "tiny" preset

@@ -21,7 +21,8 @@ from squid_monai.methods import ModelFamily, Scorer, get_family
 from squid_monai.methods.fanogan import (FAMILY, FAnoGANLossWeights, FAnoGANScorer, FAnoGANTrainer, StartEncoderStage,
                                          critic_loss, generator_loss, gradient_penalty, izi_f, resolve_gan_epochs)
 from squid_monai.metrics import SmoothedAUC
-from squid_monai.scoring import explainer_for, load_scorer
+from squid_monai.scoring import explainer_for
+from squid_monai.loading import load_scorer
 from squid_monai.workflow import DigitAnatomySource
 
 from ..trained_bundle import BUNDLE, CONFIGS, TINY, VAL_SIZE, run_command
@@ -328,7 +329,7 @@ def test_bundle_trains_both_stages_evaluates_and_exports(tmp_path):
     log = result.stdout + result.stderr
     assert "encoder stage from epoch 2" in log
     models = out / "models"
-    assert json.loads((models / "network.json").read_text())["method"] == "fanogan"
+    assert json.loads((models / "network.json").read_text())["family"] == "fanogan"
     summary = json.loads((models / "training_summary.json").read_text())
     assert summary["epochs"] == 2 and summary["best_epoch"] == 2  # chosen among encoder-stage validations
     assert "val_auc_feature" in summary["last_val_metrics"]  # the critic's features: the kappa term's AUC

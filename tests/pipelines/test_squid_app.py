@@ -188,7 +188,7 @@ def real_dicom() -> Path:
 def tiny_squid_model(tmp_path_factory):
     """A real (untrained) tiny SQUIDScorer, eager and exported as TorchScript with its card."""
     from squid_monai.methods.squid.presets import get_config
-    from squid_monai.scoring import build_scorer
+    from squid_monai.loading import build_scorer
 
     torch.manual_seed(0)
     size = get_config("tiny")["image_size"]

@@ -11,7 +11,9 @@ import torch
 
 import squid_monai.scoring.scorer as scorer_module
 from squid_monai.engines.evaluator import feature_residual
-from squid_monai.scoring import EVIDENCE, build_scorer, calibrate
+from squid_monai.scoring import calibrate
+from squid_monai.methods.squid.scorer import EVIDENCE
+from squid_monai.loading import build_scorer
 
 from . import random_scorer
 
