@@ -9,7 +9,7 @@ variant in a rotating order, and the ratio to today's is taken within the repeti
 page faults and system CPU seconds per iteration are reported too (the cost the in-place ops
 remove). Then writes the "## Training throughput" section of BENCHMARKS.md.
 
-    python benchmarks/training_speed.py --presets small paper --threads 1
+    python -m benchmarks.training_speed --presets small paper --threads 1
 """
 
 from __future__ import annotations
@@ -20,15 +20,12 @@ import datetime
 import os
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from networks import training_steps  # noqa: E402
-from report import command_line, cpu_name, load_average, write_section  # noqa: E402
+from benchmarks.networks import training_steps
+from benchmarks.report import command_line, cpu_name, load_average, write_section
 
 SECTION = "## Training throughput"
 VARIANTS = {"today (out of place, Adam)": (False, False), "in-place": (True, False),
