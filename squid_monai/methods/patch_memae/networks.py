@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from ...nn.blocks import tile, untile
-from ..autoencoder.networks import ACT
-from ..memae.networks import MemAE
+from ..autoencoder import ACT
+from ..memae import MemAE
 
 __all__ = ["PatchMemAE"]
 
