@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tests.fixtures.model_folders.make_expected import EXPECTED, FAMILIES, HERE, KEYS, scores
 
 
@@ -15,7 +16,9 @@ def test_an_old_model_folder_scores_as_when_it_was_trained(family):
     expected = json.loads(EXPECTED.read_text())[family]
     got = scores(HERE / family)
     for key in KEYS:
-        assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-9), f"{family} {key} changed"
+        assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-9), (
+            f"{family} {key} changed"
+        )
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -4,8 +4,26 @@ its ``methods/<family>/trainer.py``."""
 
 from .base import GuardedTrainer
 from .evaluator import AnomalyEvaluator
-from .utils import (all_ranks, average_running_stats, is_distributed, loss_terms, norm_buffers, plain_tensor,
-                    restore_buffers, unwrap)
+from .utils import (
+    all_ranks,
+    average_running_stats,
+    is_distributed,
+    loss_terms,
+    norm_buffers,
+    plain_tensor,
+    restore_buffers,
+    unwrap,
+)
 
-__all__ = ["GuardedTrainer", "AnomalyEvaluator", "loss_terms", "unwrap", "plain_tensor",
-           "norm_buffers", "restore_buffers", "is_distributed", "all_ranks", "average_running_stats"]
+__all__ = [
+    "GuardedTrainer",
+    "AnomalyEvaluator",
+    "loss_terms",
+    "unwrap",
+    "plain_tensor",
+    "norm_buffers",
+    "restore_buffers",
+    "is_distributed",
+    "all_ranks",
+    "average_running_stats",
+]

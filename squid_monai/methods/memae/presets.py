@@ -10,7 +10,13 @@ from ..autoencoder import AUTOENCODER_PRESETS
 
 __all__ = ["MEMAE_PRESETS", "RECIPES"]
 
-_MEMORY_ITEMS = {"paper": 500, "digitanatomy": 500, "small": 200, "digitanatomy_small": 100, "tiny": 16}
+_MEMORY_ITEMS = {
+    "paper": 500,
+    "digitanatomy": 500,
+    "small": 200,
+    "digitanatomy_small": 100,
+    "tiny": 16,
+}
 
 MEMAE_PRESETS: dict[str, dict[str, Any]] = {
     name: {**preset, "memory_items": _MEMORY_ITEMS[name], "shrink_threshold": None}
@@ -19,5 +25,6 @@ MEMAE_PRESETS: dict[str, dict[str, Any]] = {
 
 #: L2 + alpha * entropy, alpha = 0.0002 (the MemAE paper's; the documents give none)
 RECIPES: dict[str, dict[str, Any]] = {
-    regime: {"loss_weights": {"reconstruction": 1.0, "entropy": 0.0002}} for regime in ("chest", "digitanatomy")
+    regime: {"loss_weights": {"reconstruction": 1.0, "entropy": 0.0002}}
+    for regime in ("chest", "digitanatomy")
 }

@@ -20,5 +20,14 @@ from .trainer import SQUIDTrainer
 __all__ = ["FAMILY"]
 
 
-FAMILY = Family("squid", PRESETS, RECIPES, SQUIDLossWeights, SQUIDTrainer, SQUIDScorer, get_config, build,
-                PRESET_REVISIONS)
+FAMILY = Family(
+    "squid",
+    PRESETS,
+    RECIPES,
+    SQUIDLossWeights,
+    SQUIDTrainer,
+    SQUIDScorer,
+    get_config,
+    build,
+    PRESET_REVISIONS,
+)
