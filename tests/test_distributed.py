@@ -319,5 +319,5 @@ def test_a_family_the_multi_gpu_config_does_not_wire_is_refused_up_front(method,
     with pytest.raises(RuntimeError) as failure:  # monai.bundle wraps the expression's error
         run("training", config_file=configs, output_dir=str(tmp_path), logging_file=False, **TINY)
     assert isinstance(failure.value.__cause__, ValueError)
-    assert re.search(rf"not for method '{method}'.*drop multi_gpu_train.json", str(failure.value.__cause__))
+    assert re.search(rf"not for family '{method}'.*drop multi_gpu_train.json", str(failure.value.__cause__))
     assert not (tmp_path / "models").exists()

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from .family import ReconstructionFamily
 from .networks import ACT, ConvAutoEncoder
-from .presets import AUTOENCODER_PRESETS, RECIPES
+from .presets import AUTOENCODER_PRESETS
+from .recipes import RECIPES
 from .scorer import ReconstructionScorer
 
 __all__ = ["ACT", "AUTOENCODER_PRESETS", "FAMILY", "ConvAutoEncoder", "ReconstructionFamily", "ReconstructionScorer"]

@@ -1,4 +1,4 @@
-"""Network presets and training recipes of the auto-encoder, whose encoder-decoder MemAE's
+"""Network presets of the auto-encoder, whose encoder-decoder MemAE's
 and Patch-MemAE's presets extend (``methods/memae/presets.py``, ``methods/patch_memae/presets.py``).
 
 The documents give no architecture for these baselines (SQUID paper Table 1 reports
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["AUTOENCODER_PRESETS", "RECIPES"]
+__all__ = ["AUTOENCODER_PRESETS"]
 
 AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"image_size": 128, "channels": (32, 64, 128, 256, 32), "strides": (2, 2, 2, 2, 1)},
@@ -25,9 +25,4 @@ AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "small": {"image_size": 64, "channels": (16, 32, 64, 128, 32), "strides": (2, 2, 2, 2, 1)},
     "digitanatomy_small": {"image_size": 96, "channels": (8, 16, 32, 64, 32), "strides": (2, 2, 2, 2, 1)},
     "tiny": {"image_size": 32, "channels": (8, 16, 32, 8), "strides": (2, 2, 2, 1)},
-}
-
-#: L2 only: the same recipe on chest X-rays and DigitAnatomy
-RECIPES: dict[str, dict[str, Any]] = {
-    regime: {"loss_weights": {"reconstruction": 1.0, "entropy": 0.0}} for regime in ("chest", "digitanatomy")
 }

@@ -17,7 +17,8 @@ from __future__ import annotations
 from ..autoencoder import ReconstructionFamily, ReconstructionScorer
 from .memory import MemoryUnit, hard_shrink
 from .networks import MemAE
-from .presets import MEMAE_PRESETS, RECIPES
+from .presets import MEMAE_PRESETS
+from .recipes import RECIPES
 
 __all__ = ["FAMILY", "MEMAE_PRESETS", "RECIPES", "MemAE", "MemoryUnit", "hard_shrink"]
 

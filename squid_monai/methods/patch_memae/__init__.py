@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from ..autoencoder import ReconstructionFamily
 from .networks import PatchMemAE
-from .presets import PATCH_MEMAE_PRESETS, RECIPES
+from .presets import PATCH_MEMAE_PRESETS
+from .recipes import RECIPES
 from .scorer import PatchMemAEScorer
 
 __all__ = ["FAMILY", "PatchMemAE", "PatchMemAEScorer"]
