@@ -260,7 +260,10 @@ def test_daad_is_a_model_family_with_the_required_presets():
 def test_daad_plus_is_daad_with_the_adversarial_switch_and_the_papers_learning_rate():
     daad, plus = (json.loads((CONFIGS / "methods" / f).read_text()) for f in ("daad.json", "daad_plus.json"))
     assert {k for k in {**daad, **plus} if daad.get(k) != plus.get(k)} == {"network_overrides", "lr"}
-    assert plus["network_overrides"] == {"adversarial": True} and (daad["lr"], plus["lr"]) == (1e-4, 2e-4)
+    assert plus["network_overrides"] == {"adversarial": True} and "lr" not in daad  # the recipe's lr
+    assert plus["lr"] == "$@recipe['adversarial_lr']"  # the numbers live in the recipes, not the configs
+    recipe = get_family("daad").recipe_presets["chest"]
+    assert (recipe["lr"], recipe["adversarial_lr"], recipe["betas"]) == (1e-4, 2e-4, (0.9, 0.999))
     assert daad["family"] == plus["family"] == "daad" and daad["lr_schedulers"] == {}  # a fixed rate (section 4.1)
 
 
