@@ -25,3 +25,11 @@ def test_an_old_model_folder_scores_as_when_it_was_trained(family):
 def test_the_old_folders_still_say_method(family):
     """The fixture keeps the old vocabulary, so the test above proves that it still loads."""
     assert json.loads((HERE / family / "network.json").read_text())["method"] == family
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_old_training_recipe_names_its_family(family):
+    from squid_monai.artifact import Recipe, load_training_settings
+
+    assert load_training_settings(HERE / family)[:2] == (family, "digitanatomy")
+    assert Recipe.load(HERE / family).family == family
