@@ -15,7 +15,7 @@ from squid_monai.loading import build_scorer
 from squid_monai.methods.squid.scorer import EVIDENCE
 from squid_monai.scoring import calibrate
 
-from . import random_scorer
+from ..scoring import random_scorer
 
 SIZE = 32  # the tiny preset
 
