@@ -2,8 +2,8 @@
 method over seeds (:mod:`benchmarks.seeds`, one process per (method, seed), one thread
 each, ``--parallel`` at a time), then one table with the paper's Table 1 figures beside ours.
 
-    python benchmarks/compare.py --data digitanatomy --output_root runs/compare --seeds 0 1 2 -- --epochs 5
-    python benchmarks/compare.py --data zhanglab --dataset_dir ../shared/data/zhanglab224 \\
+    python -m benchmarks.compare --data digitanatomy --output_root runs/compare --seeds 0 1 2 -- --epochs 5
+    python -m benchmarks.compare --data zhanglab --dataset_dir ../shared/data/zhanglab224 \\
         --output_root runs/compare --seeds 0 1 2 -- --preset small --epochs 5
 
 A method is trained with ``train.json`` plus its method config
@@ -35,9 +35,8 @@ from pathlib import Path
 
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import seeds  # noqa: E402
-from report import markdown_table  # noqa: E402
+from benchmarks import seeds
+from benchmarks.report import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = "bundles/squid/configs"
@@ -94,7 +93,7 @@ def run_variants(variants: dict[str, tuple[str, list[str]]], root: Path, seed_li
         name, seed = job
         (root / name).mkdir(parents=True, exist_ok=True)
         with open(root / name / f"compare_seed{seed}.log", "w") as log:
-            subprocess.run([sys.executable, str(REPO / "benchmarks" / "seeds.py"), *seeds_argv(name, [seed])],
+            subprocess.run([sys.executable, "-m", "benchmarks.seeds", *seeds_argv(name, [seed])],
                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     if not collect:
@@ -232,7 +231,7 @@ def markdown(out: dict) -> str:
             "paper Table 1, ZhangLab AUC / Acc / F1"]
     lines = markdown_table(head, [[row["name"], str(len(row["seeds"])), *split_cells(row["aggregate"], out["splits"]),
                                    train_time_cell(row["aggregate"]), row["paper_zhanglab"]] for row in out["rows"]])
-    command = "python benchmarks/compare.py --data " + out["data"] + (
+    command = "python -m benchmarks.compare --data " + out["data"] + (
         f" --dataset_dir {out['dataset_dir']}" if out["dataset_dir"] else "") + " -- " + shlex.join(out["overrides"])
     return "\n".join([
         f"# Methods compared on {out['data']} ({out['date']})", "",
@@ -244,7 +243,7 @@ def markdown(out: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python benchmarks/compare.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=sorted(SPLITS), required=True)
     parser.add_argument("--dataset_dir", default=None, help="the chest X-ray folder (for --data zhanglab)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))

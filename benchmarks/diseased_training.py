@@ -2,9 +2,9 @@
 the training set and calibrates on the training images as they are, since nobody knows which
 ones are normal. Every run is scored on the same validation and report images.
 
-    python benchmarks/diseased_training.py --dataset_dir ../shared/data/zhanglab224 --output_root runs/figure10 --write
-    python benchmarks/diseased_training.py --dataset_dir DATA --output_root runs/figure10 --methods squid ganomaly memae
-    python benchmarks/diseased_training.py --dataset_dir DATA --output_root runs/figure10 --preset paper --epochs 200
+    python -m benchmarks.diseased_training --dataset_dir ../shared/data/zhanglab224 --output_root runs/figure10 --write
+    python -m benchmarks.diseased_training --dataset_dir DATA --output_root runs/figure10 --methods squid ganomaly memae
+    python -m benchmarks.diseased_training --dataset_dir DATA --output_root runs/figure10 --preset paper --epochs 200
 
 Each fraction gets one datalist in ``<output_root>/datalists/``, made with the protocol of
 ``python -m squid_monai.data.datalist`` and ``--abnormal_fraction``. Validation and report are
@@ -28,10 +28,14 @@ from pathlib import Path
 
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402
-import seeds  # noqa: E402
-from report import curve_figure, markdown_table, provenance, publish, published_figure  # noqa: E402
+from benchmarks import compare, seeds
+from benchmarks.report import (
+    curve_figure,
+    markdown_table,
+    provenance,
+    publish,
+    published_figure,
+)
 
 HEADING = "## Diseased images in training (paper Figure 10)"
 FRACTIONS = (0.0, 0.1, 0.25, 0.5)
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     by_name = {row["name"]: row for row in rows}
-    result = {"command": "python benchmarks/diseased_training.py " + shlex.join(own + (["--", *extra] if extra else [])),
+    result = {"command": "python -m benchmarks.diseased_training " + shlex.join(own + (["--", *extra] if extra else [])),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits, "fractions": list(args.fractions),
               "datalists": {str(f): str(p) for f, p in lists.items()}, "common_overrides": budget, "methods": {}}
     for m in args.methods:
@@ -141,7 +145,7 @@ def _pct(fraction: float) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python benchmarks/diseased_training.py",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.diseased_training",
                                      description=__doc__.split("\n\n")[0],
                                      epilog="Bundle overrides for every run go after `--`.")
     parser.add_argument("--dataset_dir", required=True, help="ZhangLab layout or normal/abnormal folders")

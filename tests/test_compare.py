@@ -2,7 +2,7 @@
 reconstruction row per model), ``benchmarks/heatmaps.py`` (the heat maps' pointing game) and
 ``benchmarks/brightness.py`` (the reconstruction's level on background and strokes)."""
 
-import importlib.util
+import importlib
 import json
 import shlex
 
@@ -11,14 +11,12 @@ import torch
 from PIL import Image
 
 from .fake_runs import fake_run
-from .trained_bundle import REPO, trained_bundle
+from .trained_bundle import trained_bundle
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A benchmark command's module, imported as the package module it is."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 compare, figure6, heatmaps, brightness = _load("compare"), _load("figure6"), _load("heatmaps"), _load("brightness")

@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from ...losses import SQUIDLossWeights
+from .losses import SQUIDLossWeights
 
 __all__ = ["RECIPES"]
 

@@ -1,6 +1,10 @@
 """A scorer from a trained-model folder (:mod:`squid_monai.artifact`), or an untrained one
 of a preset; with ``backend="auto"`` the folder's fastest export that meets the parity
-contract (:mod:`.parity`) when there is one."""
+contract (:mod:`.scoring.parity`) when there is one.
+
+This is where a stored :class:`~squid_monai.artifact.Recipe` meets its model family
+(:func:`~squid_monai.methods.base.get_family`): above the families, so that the artifact and
+the scoring package below them never reach up into ``methods/``."""
 
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ from typing import Any
 
 import torch
 
-from ..artifact import EXPORT_FILES, RECIPE_FILE, ModelCard, Recipe
+from .artifact import EXPORT_FILES, RECIPE_FILE, ModelCard, Recipe
+from .methods.base import get_family
 
-__all__ = ["AUTO_ORDER", "OPT_IN", "build_scorer", "export_problem", "load_scorer", "load_export", "save_network_config"]
+__all__ = ["AUTO_ORDER", "OPT_IN", "build", "build_scorer", "export_problem", "image_size", "load_scorer",
+           "load_export", "network_config", "save_network_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,15 +29,40 @@ logger = logging.getLogger(__name__)
 AUTO_ORDER = ("openvino_int8", "openvino", "onnx")
 
 
-def save_network_config(path: str | os.PathLike, preset: str, method: str = "squid", **overrides: Any) -> Path:
-    """Write the recipe of a trained network (family, preset, overrides) beside its weights
-    (:meth:`Recipe.save`), so that every consumer rebuilds exactly the trained architecture."""
-    return Recipe(preset, overrides, method=method).save(path)
+def network_config(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's network settings: the pinned ones, or the preset's with the overrides
+    applied (unknown keys are an error)."""
+    return get_family(recipe.family).get_config(recipe.preset, **recipe.settings)
 
 
-def build_scorer(preset: str = "paper", method: str = "squid", **overrides: Any):
+def image_size(recipe: Recipe) -> int:
+    """Side of the square model input of ``recipe``."""
+    size = network_config(recipe)["image_size"]
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def build(recipe: Recipe):
+    """An untrained scorer of ``recipe`` (load a state dict into it)."""
+    return get_family(recipe.family).build_scorer(recipe.preset, **recipe.settings)
+
+
+def pin(recipe: Recipe) -> Recipe:
+    """``recipe`` with every network setting resolved today pinned (a bad recipe fails now)."""
+    return replace(recipe, pinned=network_config(recipe))
+
+
+def save_network_config(path: str | os.PathLike, preset: str | Recipe, family: str = "squid",
+                        **overrides: Any) -> Path:
+    """Write the recipe of a trained network (family, preset, overrides; or a :class:`Recipe`),
+    every setting pinned, beside its weights (:meth:`Recipe.save`), so that every consumer
+    rebuilds exactly the trained architecture."""
+    recipe = preset if isinstance(preset, Recipe) else Recipe(preset, overrides, family=family)
+    return pin(recipe).save(path)
+
+
+def build_scorer(preset: str = "paper", family: str = "squid", **overrides: Any):
     """An untrained scorer of a family's preset (bundle configs use it as ``network_def``)."""
-    return Recipe(preset, overrides, method=method).build()
+    return build(Recipe(preset, overrides, family=family))
 
 
 def load_scorer(weights: str | os.PathLike, network_config: Recipe | Mapping | str | os.PathLike | None = None,
@@ -60,7 +91,7 @@ def load_export(model_dir: str | os.PathLike, fmt: str, reference, required: boo
     """The ``fmt`` export in ``model_dir`` as an :class:`~.runtimes.ExportedScorer` around
     ``reference`` (its PyTorch scorer), or None when :func:`export_problem` finds one (then,
     if ``required``, an error), or, unless ``required``, its card does not say ``default``."""
-    from . import runtimes
+    from .scoring import runtimes
 
     path = Path(model_dir) / EXPORT_FILES[fmt] if fmt in EXPORT_FILES else None
     problem = export_problem(path, fmt, _calibration(reference), required)
@@ -83,7 +114,7 @@ def export_problem(path: Path | None, fmt: str, calibration: tuple[float, float,
     (mean, std, threshold) is given, or None when it can: not there, its runtime not
     installed, exported from other weights, or (unless ``opt_in``) :data:`OPT_IN`. The one
     rule shared by :func:`load_scorer`, the MLflow model and the deploy app."""
-    from . import runtimes
+    from .scoring import runtimes
 
     if fmt not in runtimes.RUNTIMES:
         raise ValueError(f"backend must be 'pytorch', 'auto' or one of {sorted(runtimes.RUNTIMES)}, got {fmt!r}")
@@ -110,9 +141,10 @@ def _load_pytorch(weights, network_config, map_location):
         raise ValueError(f"{weights}: not a readable checkpoint ({err})") from err
     state = state.get("model", state) if isinstance(state, dict) else state
     # an unpinned recipe may predate a change of its preset: then try the preset's earlier definitions
-    earlier = () if recipe.pinned is not None else getattr(recipe.family, "preset_revisions", {}).get(recipe.preset, ())
+    family = get_family(recipe.family)
+    earlier = () if recipe.pinned is not None else getattr(family, "preset_revisions", {}).get(recipe.preset, ())
     for candidate in (recipe, *(replace(recipe, overrides={**revision, **recipe.overrides}) for revision in earlier)):
-        scorer = candidate.build()
+        scorer = build(candidate)
         try:
             missing, unexpected = scorer.load_state_dict(state, strict=False)
         except RuntimeError as err:  # shapes of another architecture

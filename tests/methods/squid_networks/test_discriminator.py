@@ -1,6 +1,6 @@
 import torch
 
-from squid_monai.networks import SQUIDDiscriminator
+from squid_monai.methods.squid.networks import SQUIDDiscriminator
 
 
 def _trained_disc():

@@ -4,8 +4,8 @@ import pytest
 import torch
 from monai.engines.utils import IterationEvents
 
-from squid_monai.engines import LOSS_KEYS, SQUIDTrainer
-from squid_monai.networks import build
+from squid_monai.methods.squid.trainer import LOSS_KEYS, SQUIDTrainer
+from squid_monai.methods.squid.presets import build
 
 
 def _trainer(n_critic=1, batches=4, lr=1e-4, **kw):

@@ -4,9 +4,9 @@ targets and the memory queue clean."""
 import pytest
 import torch
 
-from squid_monai.engines import SQUIDTrainer
-from squid_monai.engines.erasing import erase_random_rectangles
-from squid_monai.networks import build
+from squid_monai.methods.squid.trainer import SQUIDTrainer
+from squid_monai.methods.squid.erasing import erase_random_rectangles
+from squid_monai.methods.squid.presets import build
 
 
 def test_erases_one_rectangle_in_the_given_share_of_the_batch():

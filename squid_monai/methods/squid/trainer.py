@@ -38,12 +38,12 @@ import torch
 from monai.engines.utils import IterationEvents
 from monai.utils import evenly_divisible_all_gather
 
-from ..losses import SQUIDLossWeights, discriminator_loss, generator_losses
-from .base import GuardedTrainer
+from .losses import SQUIDLossWeights, discriminator_loss, generator_losses
+from ...engines.base import GuardedTrainer
 from .erasing import check_erasing, erase_random_rectangles
-from .utils import average_running_stats, is_distributed, norm_buffers, plain_tensor, unwrap
+from ...engines.utils import average_running_stats, is_distributed, norm_buffers, unwrap
 
-__all__ = ["SQUIDTrainer", "LOSS_KEYS", "loss_terms", "plain_tensor", "unwrap"]
+__all__ = ["SQUIDTrainer", "LOSS_KEYS"]
 
 #: keys of ``engine.state.output`` that hold loss values (floats)
 LOSS_KEYS = ("loss", "loss_generator", "loss_discriminator", "loss_teacher", "loss_student",
@@ -68,7 +68,7 @@ class SQUIDTrainer(GuardedTrainer):
         input_erasing: share of each batch whose generator input gets a random rectangle
             erased while the loss targets and the discriminator's real images stay clean
             (beyond the paper; 0, the default, is the paper's training;
-            :mod:`~squid_monai.engines.erasing`). Only clean images' tokens enter the queues.
+            :mod:`~squid_monai.methods.squid.erasing`). Only clean images' tokens enter the queues.
         erasing_size: (min, max) side of the erased rectangle, as a fraction of the image side.
         amp: mixed precision; on CUDA float16 with one ``GradScaler`` per optimiser, on
             the CPU bfloat16 autocast (only when asked; fp32 is the CPU default).
@@ -166,11 +166,4 @@ class SQUIDTrainer(GuardedTrainer):
         if is_distributed():
             return evenly_divisible_all_gather(tokens.contiguous(), concat=True)
         return tokens
-
-
-def loss_terms(output: dict) -> dict[str, float]:
-    """``output_transform`` for StatsHandler / MLFlowHandler that logs every loss term: the
-    float entries whose key starts with ``loss`` (SQUID's are :data:`LOSS_KEYS`; every
-    family's trainer follows the same naming)."""
-    return {k: v for k, v in output.items() if k.startswith("loss") and isinstance(v, (int, float))}
 

@@ -1,6 +1,6 @@
 import torch
 
-from squid_monai.networks import InpaintingBlock, MaskedShortcut, NeighbourAttention
+from squid_monai.methods.squid.networks import InpaintingBlock, MaskedShortcut, NeighbourAttention
 
 
 def test_masked_shortcut_is_active_in_training_only():

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 
-from .blocks import RELU, ResidualDoubleConv, position_code, untile, tile
+from ....nn.blocks import RELU, ResidualDoubleConv, position_code, untile, tile
 from .memory import MemoryMatrix, MemoryQueue
 
 __all__ = ["MaskedShortcut", "NeighbourAttention", "ConvContext", "InpaintingBlock"]

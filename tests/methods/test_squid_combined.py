@@ -9,11 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-import squid_monai.scoring.scorer as scorer_module
+import squid_monai.methods.squid.scorer as scorer_module
 from squid_monai.engines.evaluator import feature_residual
-from squid_monai.scoring import EVIDENCE, build_scorer, calibrate
+from squid_monai.loading import build_scorer
+from squid_monai.methods.squid.scorer import EVIDENCE
+from squid_monai.scoring import calibrate
 
-from . import random_scorer
+from ..scoring import random_scorer
 
 SIZE = 32  # the tiny preset
 

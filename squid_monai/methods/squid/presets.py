@@ -19,14 +19,11 @@ Keys prefixed ``disc_`` go to :class:`SQUIDDiscriminator`, the others to
 
 from __future__ import annotations
 
-import copy
-import inspect
 from typing import Any
 
-from monai.utils import str2bool
-
-from .discriminator import SQUIDDiscriminator
-from .generator import SQUIDGenerator
+from ..base import network_arguments, preset_config
+from .networks.discriminator import SQUIDDiscriminator
+from .networks.generator import SQUIDGenerator
 
 __all__ = ["PRESETS", "PRESET_REVISIONS", "get_config", "build"]
 
@@ -99,27 +96,11 @@ PRESET_REVISIONS: dict[str, tuple[dict[str, Any], ...]] = {
 
 
 def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
-    """The preset's settings with ``overrides`` applied (unknown keys are an error)."""
-    if preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    config = copy.deepcopy(PRESETS[preset])
-    defaults = {k: p.default for k, p in inspect.signature(SQUIDGenerator.__init__).parameters.items() if k != "self"}
-    for key, value in overrides.items():
-        if key not in config and key not in defaults:
-            raise KeyError(f"unknown network setting {key!r}")
-        if isinstance(defaults.get(key), bool):
-            value = _switch(key, value)
-        config[key] = tuple(value) if isinstance(value, list) else value
-    return config
-
-
-def _switch(key: str, value: Any) -> bool:
-    """An ablation switch as a bool. Command lines deliver ``false`` as the string
-    ``"false"``, which Python would take as true and silently leave the switch on."""
-    try:
-        return str2bool(value.strip() if isinstance(value, str) else value)
-    except ValueError:
-        raise TypeError(f"network setting {key!r} is a switch: use true or false, not {value!r}") from None
+    """The preset's settings with ``overrides`` applied (:func:`~..base.preset_config`: unknown
+    keys are an error; the generator's boolean arguments are the ablation switches)."""
+    defaults = network_arguments(SQUIDGenerator)
+    return preset_config(PRESETS, preset, overrides, known=defaults,
+                         switches=[k for k, v in defaults.items() if isinstance(v, bool)])
 
 
 def build(preset: str = "paper", **overrides: Any) -> tuple[SQUIDGenerator, SQUIDDiscriminator]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from .blocks import ResidualDoubleConv, UpBlock, tile, untile, zero_tiles
+from ....nn.blocks import ResidualDoubleConv, UpBlock, tile, untile, zero_tiles
 from .inpainting import InpaintingBlock, MaskedShortcut
 from .memory import MemoryMatrix, MemoryQueue
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from squid_monai.networks import MemoryMatrix, MemoryQueue, gumbel_shrinkage
+from squid_monai.methods.squid.networks import MemoryMatrix, MemoryQueue, gumbel_shrinkage
 
 
 def _tokens(batch, regions, dim, start):

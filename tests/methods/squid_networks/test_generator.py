@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from squid_monai.networks import build, get_config, tile, zero_tiles
+from squid_monai.methods.squid.presets import build, get_config
+from squid_monai.nn import tile, zero_tiles
 
 ABLATIONS = {
     "no_space_aware_memory": dict(space_aware=False),

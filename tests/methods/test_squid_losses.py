@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from squid_monai.losses import SQUIDLossWeights, generator_losses
-from squid_monai.networks import build
+from squid_monai.methods.squid.losses import SQUIDLossWeights, generator_losses
+from squid_monai.methods.squid.presets import build
 
 
 def _teacher_grad_from_distillation(detach_teacher: bool) -> float:
@@ -38,7 +38,7 @@ def test_detach_teacher_is_the_default_and_does_not_change_the_loss_values():
 
 @pytest.mark.parametrize("detach", [True, False])
 def test_trainer_carries_the_distillation_switch(detach):
-    from squid_monai.engines import SQUIDTrainer
+    from squid_monai.methods.squid.trainer import SQUIDTrainer
 
     gen, disc = build("tiny")
     data = [{"image": torch.rand(2, 1, gen.image_size, gen.image_size)}]
