@@ -2,6 +2,11 @@
 applied to the *raw* image before the model's own preprocessing (the shift test,
 ``docs/SHIFT_TEST.md``).
 
+Strengths are relative to the raw image (its value range, a share of its side), so that a
+shift means the same on a 224 px JPEG and a 2,000 px DICOM, and they are strong enough to
+survive the model's own downsampling (to 64 px for GANomaly's chest recipe): a blur of 1.5
+raw pixels, say, would vanish in it.
+
 Why: validation and report images are carved from the training split, so they share its
 acquisition, and a score that lives on global sharpness or contrast looks good on them. A
 hospital's new studies differ in exposure, detector, processing and archiving; each shift
@@ -20,12 +25,12 @@ every batch and order. Implemented with MONAI transforms where MONAI has one.
 ``contrast_up``    linear contrast x 1.3 about the image mean, clipped
 ``gamma_0.67``     ``AdjustContrast(gamma=0.67)``: ``((x - min) / range) ** g * range + min``
 ``gamma_1.5``      the same with gamma 1.5
-``blur``           ``GaussianSmooth(sigma=1.5)`` (raw pixels; borders reflected)
-``sharpen``        ``GaussianSharpen(sigma1=0.5, sigma2=1.5, alpha=1.0)``: ``b + alpha * (b -
-                   G_sigma2(b))`` with ``b = G_sigma1(x)``: edge enhancement (borders reflected)
-``gauss_noise``    additive Gaussian noise, std 0.03 (``RandGaussianNoise``, fixed std)
-``poisson_noise``  quantum noise: ``Poisson(300 x) / 300`` (no MONAI transform has it)
-``down_up``        resolution: ``Zoom(0.5, mode="area")`` then ``Resize`` back (bilinear)
+``blur``           ``GaussianSmooth``, sigma 1 % of the image side (borders reflected)
+``sharpen``        ``GaussianSharpen``, sigma1 0.25 % and sigma2 1 % of the side, alpha 1.5:
+                   ``b + alpha * (b - G_sigma2(b))``, ``b = G_sigma1(x)``: edge enhancement
+``gauss_noise``    additive Gaussian noise, std 0.05 (``RandGaussianNoise``, fixed std)
+``poisson_noise``  quantum noise: ``Poisson(100 x) / 100`` (no MONAI transform has it)
+``down_up``        resolution: ``Zoom(0.3, mode="area")`` then ``Resize`` back (bilinear)
 ``jpeg``           re-encoded as 8-bit JPEG at quality 30 (Pillow; no MONAI transform)
 ``crop``           a random 80 % x 80 % window (``RandSpatialCrop``) resized back (bilinear)
 ``zoom_out``       ``Zoom(0.85)``, keeping the size: the field of view 18 % wider, black border
@@ -83,12 +88,20 @@ def gamma(x: torch.Tensor, value: float, seed: int = 0) -> torch.Tensor:
     return AdjustContrast(gamma=value)(x)
 
 
+def _side(x: torch.Tensor) -> float:
+    return float(min(x.shape[1:]))
+
+
 def blur(x: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
-    return _reflected(GaussianSmooth(sigma=sigma), x, _gaussian_pad(sigma))
+    """Gaussian blur, ``sigma`` a share of the image's shorter side."""
+    s = sigma * _side(x)
+    return _reflected(GaussianSmooth(sigma=s), x, _gaussian_pad(s))
 
 
 def sharpen(x: torch.Tensor, sigma1: float, sigma2: float, alpha: float, seed: int = 0) -> torch.Tensor:
-    return _reflected(GaussianSharpen(sigma1=sigma1, sigma2=sigma2, alpha=alpha), x, _gaussian_pad(sigma1, sigma2))
+    """MONAI's edge enhancement, both sigmas a share of the image's shorter side."""
+    s1, s2 = sigma1 * _side(x), sigma2 * _side(x)
+    return _reflected(GaussianSharpen(sigma1=s1, sigma2=s2, alpha=alpha), x, _gaussian_pad(s1, s2))
 
 
 def gaussian_noise(x: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
@@ -151,12 +164,12 @@ SHIFTS: dict[str, Shift] = {s.name: s for s in (
     _shift("contrast_up", contrast, "linear contrast x 1.3 about the mean, clipped", factor=0.3),
     _shift("gamma_0.67", gamma, "gamma 0.67 (brighter mid-tones)", value=0.67),
     _shift("gamma_1.5", gamma, "gamma 1.5 (darker mid-tones)", value=1.5),
-    _shift("blur", blur, "Gaussian blur, sigma 1.5 raw pixels", sigma=1.5),
-    _shift("sharpen", sharpen, "edge enhancement (GaussianSharpen 0.5 / 1.5, alpha 1)", sigma1=0.5, sigma2=1.5,
-           alpha=1.0),
-    _shift("gauss_noise", gaussian_noise, "additive Gaussian noise, std 0.03", std=0.03),
-    _shift("poisson_noise", poisson_noise, "Poisson (quantum) noise, 300 photons at full scale", photons=300.0),
-    _shift("down_up", down_up, "resolution halved (area) and restored (bilinear)", factor=0.5),
+    _shift("blur", blur, "Gaussian blur, sigma 1 % of the side", sigma=0.01),
+    _shift("sharpen", sharpen, "edge enhancement (GaussianSharpen, sigmas 0.25 % / 1 % of the side, alpha 1.5)",
+           sigma1=0.0025, sigma2=0.01, alpha=1.5),
+    _shift("gauss_noise", gaussian_noise, "additive Gaussian noise, std 0.05", std=0.05),
+    _shift("poisson_noise", poisson_noise, "Poisson (quantum) noise, 100 photons at full scale", photons=100.0),
+    _shift("down_up", down_up, "resolution x 0.3 (area) and restored (bilinear)", factor=0.3),
     _shift("jpeg", jpeg, "8-bit JPEG re-encoding, quality 30", quality=30),
     _shift("crop", crop, "random 80 % window resized back (seeded per image)", fraction=0.8),
     _shift("zoom_out", zoom_out, "field of view 1/0.85 wider, black border", factor=0.85),
