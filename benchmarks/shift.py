@@ -1,7 +1,7 @@
 """The shift test: every score of one trained model on the validation and report images after
 documented acquisition shifts, beside the unshifted images (``docs/SHIFT_TEST.md``).
 
-    python benchmarks/shift.py --model_dir runs/x/models --dataset_dir ../shared/data/zhanglab224 --seed 0
+    python benchmarks/shift.py --model_dir runs/x/models --dataset_dir /data/zhanglab --seed 0
     python benchmarks/shift.py --combine runs/*/models/shift.json --out shift_seeds.json
 
 Each shift of :data:`squid_monai.transforms.shifts.SHIFTS` is applied to the raw image before
