@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def markdown(result: dict) -> str:
     """One table per split: a row per score, a column per condition, the mean over shifts last."""
-    lines = [f"Shift test of `{result['model']}` ({result['method']}, {result['image_size']} px, intensity "
-             f"{result['intensity']}, data seed {result['seed']}, shift seed {result['shift_seed']}). AUC in %.", ""]
+    lines = [(f"Shift test of `{result['model']}` ({result['method']}, {result['image_size']} px, intensity "
+              f"{result['intensity']}, data seed {result['seed']}, shift seed {result['shift_seed']}). AUC in %."), ""]
     for split, block in result["splits"].items():
         table = block["auc"]
         conditions = list(table)
@@ -182,14 +182,17 @@ def combined_markdown(out: dict) -> str:
         return f"{100 * s['mean']:.1f}" + ("" if s["half_width"] is None else f" +- {100 * s['half_width']:.1f}")
 
     n = len(out["models"])
-    head = ["score", "unshifted", "mean over shifts", *(f"shifted minus {c}" for c in CONTROLS)]
-    lines = [f"{out['method']}, {n} seed(s): AUC in %, mean +- half-width of the 95 % t-interval over seeds "
-             f"(Student's t, {n - 1} degrees of freedom); differences seed by seed.", ""]
+    conditions = {UNSHIFTED: "unshifted", MEAN: "mean over shifts"}
+    head = ["score", *conditions.values(), *(f"{name} minus {c}" for name in conditions.values() for c in CONTROLS)]
+    lines = [(f"{out['method']}, {n} seed(s): AUC in %, mean +- half-width of the 95 % t-interval over seeds "
+              f"(Student's t, {n - 1} degrees of freedom); differences seed by seed."), ""]
     for split, rows in out["splits"].items():
         lines += [f"**{split}**", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for score, row in rows.items():
-            diffs = [cell(row[f"{MEAN}_minus_{c}"]) if f"{MEAN}_minus_{c}" in row else "-" for c in CONTROLS]
-            lines.append(f"| {score} | {cell(row[UNSHIFTED])} | {cell(row[MEAN])} | " + " | ".join(diffs) + " |")
+            cells = [cell(row[c]) for c in conditions]
+            cells += [cell(row[f"{c}_minus_{ref}"]) if f"{c}_minus_{ref}" in row else "-"
+                      for c in conditions for ref in CONTROLS]
+            lines.append(f"| {score} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

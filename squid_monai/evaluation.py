@@ -56,8 +56,8 @@ _BASELINES = {
                   "shortcut; a SQUID gain must be judged against it", "squid_minus_baseline_auc"),
     "pixel_knn": ("mean squared pixel difference to the nearest of the images the model calibrates on "
                   "(memory, no learning)", "squid_minus_pixel_knn_auc"),
-    "control": ("control ensemble: sharpness + pixel nearest neighbour, each standardised by its mean and std "
-                "on the normal calibration images, summed (no learning); the bar a learned score must clear",
+    "control": (("control ensemble: sharpness + pixel nearest neighbour, each standardised by its mean and std "
+                 "on the normal calibration images, summed (no learning); the bar a learned score must clear"),
                 "squid_minus_control_auc"),
 }
 

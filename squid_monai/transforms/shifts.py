@@ -76,7 +76,7 @@ def _reflected(transform: Callable, x: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 def _gaussian_pad(*sigmas: float) -> int:
-    return int(math.ceil(4.0 * sum(sigmas))) + 1  # MONAI truncates its kernels at 4 sigma
+    return math.ceil(4.0 * sum(sigmas)) + 1  # MONAI truncates its kernels at 4 sigma
 
 
 def contrast(x: torch.Tensor, factor: float, seed: int = 0) -> torch.Tensor:
@@ -131,7 +131,7 @@ def jpeg(x: torch.Tensor, quality: int, seed: int = 0) -> torch.Tensor:
 
 
 def crop(x: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
-    size = tuple(max(1, int(round(fraction * s))) for s in x.shape[1:])
+    size = tuple(max(1, round(fraction * s)) for s in x.shape[1:])
     window = RandSpatialCrop(roi_size=size, random_size=False)
     window.set_random_state(seed=seed)
     return Resize(spatial_size=tuple(x.shape[1:]), mode="bilinear")(window(x))

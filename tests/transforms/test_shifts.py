@@ -12,7 +12,13 @@ from scipy import ndimage
 
 from squid_monai.transforms import train_transforms
 from squid_monai.transforms.augment import global_augment_transforms
-from squid_monai.transforms.shifts import SHIFTS, AcquisitionShiftd, apply_shift, image_seed, shifted_transforms
+from squid_monai.transforms.shifts import (
+    SHIFTS,
+    AcquisitionShiftd,
+    apply_shift,
+    image_seed,
+    shifted_transforms,
+)
 
 
 def _image(size: int = 64, seed: int = 0) -> torch.Tensor:
