@@ -48,3 +48,63 @@ def test_combine_takes_differences_seed_by_seed():
     assert "control_minus_control" not in str(rows["control"].keys())
     text = shift.combined_markdown(out)
     assert "| model | 92.0 +- " in text and "mean over shifts minus control" in text and "2 degrees" in text
+
+
+def _folder(root, n_normal: int = 24, n_abnormal: int = 10):
+    """``normal/`` and ``abnormal/`` 8-bit PNGs: textured normals, smoother abnormals."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for kind, n, texture in (("normal", n_normal, 60), ("abnormal", n_abnormal, 15)):
+        (root / kind).mkdir(parents=True)
+        for i in range(n):
+            base = np.linspace(40, 200, 48)[None, :] * np.ones((48, 1))
+            pixels = np.clip(base + rng.normal(0, texture, (48, 48)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / kind / f"{kind}{i:02d}.png")
+    return root
+
+
+def _model(folder):
+    import torch
+
+    from squid_monai.artifact import Recipe
+    from squid_monai.workflow import save_preprocessing
+
+    folder.mkdir()
+    recipe = Recipe("tiny", {}, method="ganomaly")
+    recipe.save(folder / "network.json")
+    save_preprocessing(folder, intensity="percentile")
+    torch.manual_seed(0)
+    torch.save({"model": recipe.build().state_dict()}, folder / "model.pt")
+    return folder
+
+
+def test_shift_test_scores_the_shifted_images_with_every_score_and_control(tmp_path):
+    import torch
+    from monai.data import Dataset
+
+    from squid_monai.baselines import ControlEnsemble, image_stack, sharpness_score
+    from squid_monai.metrics import roc_auc
+    from squid_monai.transforms.shifts import shifted_transforms
+    from squid_monai.workflow import choose_data
+
+    data_dir, model_dir = _folder(tmp_path / "data"), _model(tmp_path / "models")
+    argv = ["--model_dir", str(model_dir), "--dataset_dir", str(data_dir), "--per_class", "4", "--shifts", "blur",
+            "jpeg", "--splits", "validation", "--calibration_images", "8", "--out", str(tmp_path / "a.json")]
+    result = shift.main(argv)
+    table = result["splits"]["validation"]["auc"]
+    assert list(table) == ["none", "blur", "jpeg", "mean_over_shifts"]
+    assert list(table["none"]) == ["model", "residual", "feature", "sharpness", "pixel_knn", "control"]
+    assert (tmp_path / "a.md").read_text().count("| control |") == 1
+    # by hand: the shifted validation images, the controls fitted on the unshifted calibration normals
+    data = choose_data(str(data_dir), seed=0, val_per_class=4, report_per_class=4)
+    normals = image_stack(data.calibration(32, max_images=8))
+    items = data.splits["validation"]
+    shifted = image_stack(Dataset(items, shifted_transforms(32, "blur", 0)))
+    labels = [int(it["label"]) for it in items]
+    assert table["blur"]["sharpness"] == pytest.approx(roc_auc(labels, sharpness_score(shifted).numpy()))
+    control = ControlEnsemble(normals).ensemble(shifted).numpy()
+    assert table["blur"]["control"] == pytest.approx(roc_auc(labels, control))
+    assert not torch.equal(shifted, image_stack(Dataset(items, shifted_transforms(32, None))))
+    # deterministic: the same command gives the same table
+    assert shift.main([*argv[:-1], str(tmp_path / "b.json")])["splits"] == result["splits"]
