@@ -3,6 +3,7 @@ documented acquisition shifts, beside the unshifted images (``docs/SHIFT_TEST.md
 
     python benchmarks/shift.py --model_dir runs/x/models --dataset_dir /data/zhanglab --seed 0
     python benchmarks/shift.py --combine runs/*/models/shift.json --out shift_seeds.json
+    python benchmarks/shift.py --combine runs/aug*/models/shift.json --against runs/base*/models/shift.json
 
 Each shift of :data:`squid_monai.transforms.shifts.SHIFTS` is applied to the raw image before
 the model's own preprocessing (the model's intensity rule and size), deterministically per image
@@ -19,7 +20,8 @@ as JSON (``--out``, default ``<model_dir>/shift.json``) and markdown (same name,
 
 ``--combine`` tabulates several such JSON files (one per training seed): mean +- the 95 %
 t-interval half-width over seeds (critical value of Student's t with n - 1 degrees of
-freedom) of each score, unshifted and mean over shifts, and its difference to each control.
+freedom) of each score, unshifted and mean over shifts, and its difference to each control
+(and, ``--against``, to the same score of another variant's models of the same seeds).
 Nothing here chooses anything; the report split is read, never selected on.
 """
 
@@ -158,10 +160,17 @@ def t_interval(values) -> dict:
             "n": int(values.size), "t_critical": critical}
 
 
-def combine(results: list[dict]) -> dict:
+def combine(results: list[dict], against: list[dict] | None = None) -> dict:
     """Per split and score, the mean +- t-interval over ``results`` (one per seed) of the
-    unshifted AUC, the mean over shifts, and its difference to each control, seed by seed."""
+    unshifted AUC, the mean over shifts, and its difference to each control, seed by seed;
+    with ``against`` (the same seeds of another variant, matched by seed), also the difference
+    to that variant's same score (``<condition>_minus_against``)."""
     out = {"models": [r["model"] for r in results], "method": results[0]["method"], "splits": {}}
+    if against is not None:
+        by_seed = {r["seed"]: r for r in against}
+        if sorted(by_seed) != sorted(r["seed"] for r in results):
+            raise SystemExit(f"--against needs the same seeds: {sorted(by_seed)} vs {[r['seed'] for r in results]}")
+        out["against"] = [by_seed[r["seed"]]["model"] for r in results]
     for split in results[0]["splits"]:
         rows = {}
         for score in results[0]["splits"][split]["auc"][UNSHIFTED]:
@@ -172,6 +181,9 @@ def combine(results: list[dict]) -> dict:
                 for ref in CONTROLS:
                     if ref != score:
                         row[f"{condition}_minus_{ref}"] = t_interval([p[score] - p[ref] for p in per_seed])
+                if against is not None and split in against[0]["splits"]:
+                    other = [by_seed[r["seed"]]["splits"][split]["auc"][condition][score] for r in results]
+                    row[f"{condition}_minus_against"] = t_interval([p[score] - o for p, o in zip(per_seed, other)])
             rows[score] = row
         out["splits"][split] = rows
     return out
@@ -183,15 +195,18 @@ def combined_markdown(out: dict) -> str:
 
     n = len(out["models"])
     conditions = {UNSHIFTED: "unshifted", MEAN: "mean over shifts"}
-    head = ["score", *conditions.values(), *(f"{name} minus {c}" for name in conditions.values() for c in CONTROLS)]
+    refs = [*CONTROLS, *(["against"] if "against" in out else [])]
+    head = ["score", *conditions.values(), *(f"{name} minus {c}" for name in conditions.values() for c in refs)]
     lines = [(f"{out['method']}, {n} seed(s): AUC in %, mean +- half-width of the 95 % t-interval over seeds "
-              f"(Student's t, {n - 1} degrees of freedom); differences seed by seed."), ""]
+              f"(Student's t, {n - 1} degrees of freedom); differences seed by seed"
+              + ("; 'against': the same score of the same seed's model in " + ", ".join(out["against"])
+                 if "against" in out else "") + "."), ""]
     for split, rows in out["splits"].items():
         lines += [f"**{split}**", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for score, row in rows.items():
             cells = [cell(row[c]) for c in conditions]
             cells += [cell(row[f"{c}_minus_{ref}"]) if f"{c}_minus_{ref}" in row else "-"
-                      for c in conditions for ref in CONTROLS]
+                      for c in conditions for ref in refs]
             lines.append(f"| {score} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -211,6 +226,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--shift_seed", type=int, default=0, help="seeds the random shifts (noise, crop)")
     parser.add_argument("--out", default=None, help="JSON file (default: <model_dir>/shift.json); .md beside it")
     parser.add_argument("--combine", nargs="+", default=None, help="tabulate these shift JSON files over seeds")
+    parser.add_argument("--against", nargs="+", default=None,
+                        help="with --combine: shift JSON files of another variant, same seeds, for paired differences")
     return parser
 
 
@@ -218,7 +235,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.combine:
-        result = combine([json.loads(Path(f).read_text()) for f in args.combine])
+        against = [json.loads(Path(f).read_text()) for f in args.against] if args.against else None
+        result = combine([json.loads(Path(f).read_text()) for f in args.combine], against)
         text = combined_markdown(result)
         out = Path(args.out or "shift_seeds.json")
     else:

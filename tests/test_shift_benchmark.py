@@ -48,6 +48,12 @@ def test_combine_takes_differences_seed_by_seed():
     assert "control_minus_control" not in str(rows["control"].keys())
     text = shift.combined_markdown(out)
     assert "| model | 92.0 +- " in text and "mean over shifts minus control" in text and "2 degrees" in text
+    base = [_result(seed, 0.9, 0.8) for seed in (2, 0, 1)]  # matched by seed, not by order
+    paired = shift.combine([_result(0, 0.9, 0.8), _result(1, 0.94, 0.86), _result(2, 0.92, 0.83)], base)
+    assert paired["splits"]["validation"]["model"]["none_minus_against"]["mean"] == pytest.approx(0.02)
+    assert "unshifted minus against" in shift.combined_markdown(paired)
+    with pytest.raises(SystemExit, match="same seeds"):
+        shift.combine([_result(0, 0.9, 0.8)], [_result(5, 0.9, 0.8)])
 
 
 def _folder(root, n_normal: int = 24, n_abnormal: int = 10):
