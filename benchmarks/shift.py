@@ -22,6 +22,9 @@ as JSON (``--out``, default ``<model_dir>/shift.json``) and markdown (same name,
 t-interval half-width over seeds (critical value of Student's t with n - 1 degrees of
 freedom) of each score, unshifted and mean over shifts, and its difference to each control
 (and, ``--against``, to the same score of another variant's models of the same seeds).
+``--diagnostics swap_sharpness`` adds a label-dependent condition, reported apart: the normal
+images blurred and the abnormal ones sharpened, which reverses the ZhangLab shortcut, so a
+score that lives on global sharpness falls below 50 there.
 Nothing here chooses anything; the report split is read, never selected on.
 """
 
@@ -51,6 +54,21 @@ from squid_monai.workflow import choose_data, trained_intensity
 CONTROLS = ("sharpness", "pixel_knn", "control")
 UNSHIFTED = "none"
 MEAN = "mean_over_shifts"
+#: Label-dependent diagnostics (``--diagnostics``), by name: the shift of the normal and of
+#: the abnormal images. Not acquisition shifts and never in the mean over shifts: they turn a
+#: global cue against the labels, so that a score living on it falls (``swap_sharpness``:
+#: normals blurred, abnormals sharpened, the ZhangLab shortcut reversed).
+DIAGNOSTICS = {"swap_sharpness": ("blur", "sharpen")}
+
+
+class ByLabel:
+    """A transform per label: ``transforms[label]`` of each item (0 normal, 1 abnormal)."""
+
+    def __init__(self, *transforms):
+        self.transforms = transforms
+
+    def __call__(self, item: dict) -> dict:
+        return self.transforms[int(item["label"])](item)
 
 
 def source_scorers(scorer, calibration) -> dict:
@@ -101,7 +119,7 @@ def aucs(scores: dict) -> dict[str, float]:
 
 def with_mean(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """``table`` (condition -> score -> AUC) with the mean over the shifted conditions added."""
-    shifted = [c for c in table if c != UNSHIFTED]
+    shifted = [c for c in table if c != UNSHIFTED and c not in DIAGNOSTICS]
     mean = {s: float(np.mean([table[c][s] for c in shifted])) for s in table[UNSHIFTED]} if shifted else {}
     return {**table, **({MEAN: mean} if mean else {})}
 
@@ -116,17 +134,22 @@ def run(args: argparse.Namespace) -> dict:
     calibration = data.calibration(size, max_images=args.calibration_images, intensity=intensity)
     control = ControlEnsemble(image_stack(calibration))
     others = source_scorers(scorer, calibration)
-    shifts = [UNSHIFTED, *args.shifts]
+    shifts = [UNSHIFTED, *args.shifts, *args.diagnostics]
     result = {"model": str(model_dir / args.model), "method": recipe.method, "image_size": size,
               "intensity": intensity, "seed": args.seed, "shift_seed": args.shift_seed,
-              "shifts": {name: SHIFTS[name].description for name in args.shifts}, "splits": {}}
+              "shifts": {name: SHIFTS[name].description for name in args.shifts},
+              "diagnostics": {name: f"normals: {n}, abnormals: {a}" for name, (n, a) in DIAGNOSTICS.items()
+                              if name in args.diagnostics}, "splits": {}}
     for split in args.splits:
         items = data.splits[split] if data.splits else None
         if not items:
             raise SystemExit(f"the data set has no {split!r} split")
         table = {}
         for shift in shifts:
-            transform = shifted_transforms(size, None if shift == UNSHIFTED else shift, args.shift_seed, intensity)
+            if shift in DIAGNOSTICS:
+                transform = ByLabel(*(shifted_transforms(size, s, args.shift_seed, intensity) for s in DIAGNOSTICS[shift]))
+            else:
+                transform = shifted_transforms(size, None if shift == UNSHIFTED else shift, args.shift_seed, intensity)
             table[shift] = aucs(score_images(scorer, others, control, Dataset(items, transform)))
             print(f"{split} {shift}: " + ", ".join(f"{k} {v:.3f}" for k, v in table[shift].items()), flush=True)
         result["splits"][split] = {"n": len(items), "auc": with_mean(table)}
@@ -147,6 +170,8 @@ def markdown(result: dict) -> str:
             lines.append(f"| {score} | " + " | ".join(f"{100 * table[c][score]:.1f}" for c in conditions) + " |")
         lines.append("")
     lines += ["Shifts: " + "; ".join(f"`{k}` {v}" for k, v in result["shifts"].items()) + "."]
+    lines += [f"Diagnostic `{k}` ({v}): label-dependent, not in the mean over shifts."
+              for k, v in result.get("diagnostics", {}).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -173,15 +198,16 @@ def combine(results: list[dict], against: list[dict] | None = None) -> dict:
         out["against"] = [by_seed[r["seed"]]["model"] for r in results]
     for split in results[0]["splits"]:
         rows = {}
+        present = [c for c in (UNSHIFTED, MEAN, *DIAGNOSTICS) if all(c in r["splits"][split]["auc"] for r in results)]
         for score in results[0]["splits"][split]["auc"][UNSHIFTED]:
             row = {}
-            for condition in (UNSHIFTED, MEAN):
+            for condition in present:
                 per_seed = [r["splits"][split]["auc"][condition] for r in results]
                 row[condition] = t_interval([p[score] for p in per_seed])
                 for ref in CONTROLS:
                     if ref != score:
                         row[f"{condition}_minus_{ref}"] = t_interval([p[score] - p[ref] for p in per_seed])
-                if against is not None and split in against[0]["splits"]:
+                if against is not None and condition in against[0]["splits"].get(split, {}).get("auc", {}):
                     other = [by_seed[r["seed"]]["splits"][split]["auc"][condition][score] for r in results]
                     row[f"{condition}_minus_against"] = t_interval([p[score] - o for p, o in zip(per_seed, other)])
             rows[score] = row
@@ -197,6 +223,8 @@ def combined_markdown(out: dict) -> str:
     conditions = {UNSHIFTED: "unshifted", MEAN: "mean over shifts"}
     refs = [*CONTROLS, *(["against"] if "against" in out else [])]
     head = ["score", *conditions.values(), *(f"{name} minus {c}" for name in conditions.values() for c in refs)]
+    diagnostics = [d for d in DIAGNOSTICS if any(d in row for rows in out["splits"].values() for row in rows.values())]
+    head += [f"{d} (diagnostic)" for d in diagnostics]
     lines = [(f"{out['method']}, {n} seed(s): AUC in %, mean +- half-width of the 95 % t-interval over seeds "
               f"(Student's t, {n - 1} degrees of freedom); differences seed by seed"
               + ("; 'against': the same score of the same seed's model in " + ", ".join(out["against"])
@@ -204,9 +232,10 @@ def combined_markdown(out: dict) -> str:
     for split, rows in out["splits"].items():
         lines += [f"**{split}**", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for score, row in rows.items():
-            cells = [cell(row[c]) for c in conditions]
+            cells = [cell(row[c]) if c in row else "-" for c in conditions]
             cells += [cell(row[f"{c}_minus_{ref}"]) if f"{c}_minus_{ref}" in row else "-"
                       for c in conditions for ref in refs]
+            cells += [cell(row[d]) if d in row else "-" for d in diagnostics]
             lines.append(f"| {score} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -222,8 +251,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--per_class", type=int, default=100)
     parser.add_argument("--calibration_images", type=int, default=256, help="as the bundle's calibration_images")
     parser.add_argument("--splits", nargs="+", default=["validation", "report"])
-    parser.add_argument("--shifts", nargs="+", default=list(SHIFTS), choices=list(SHIFTS))
+    parser.add_argument("--shifts", nargs="*", default=list(SHIFTS), choices=list(SHIFTS),
+                        help="the shifts (default: all; none: only the unshifted images and --diagnostics)")
     parser.add_argument("--shift_seed", type=int, default=0, help="seeds the random shifts (noise, crop)")
+    parser.add_argument("--diagnostics", nargs="*", default=[], choices=list(DIAGNOSTICS),
+                        help="label-dependent diagnostics, reported apart from the mean over shifts")
     parser.add_argument("--out", default=None, help="JSON file (default: <model_dir>/shift.json); .md beside it")
     parser.add_argument("--combine", nargs="+", default=None, help="tabulate these shift JSON files over seeds")
     parser.add_argument("--against", nargs="+", default=None,

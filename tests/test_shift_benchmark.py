@@ -96,10 +96,12 @@ def test_shift_test_scores_the_shifted_images_with_every_score_and_control(tmp_p
 
     data_dir, model_dir = _folder(tmp_path / "data"), _model(tmp_path / "models")
     argv = ["--model_dir", str(model_dir), "--dataset_dir", str(data_dir), "--per_class", "4", "--shifts", "blur",
-            "jpeg", "--splits", "validation", "--calibration_images", "8", "--out", str(tmp_path / "a.json")]
+            "jpeg", "--diagnostics", "swap_sharpness", "--splits", "validation", "--calibration_images", "8",
+            "--out", str(tmp_path / "a.json")]
     result = shift.main(argv)
     table = result["splits"]["validation"]["auc"]
-    assert list(table) == ["none", "blur", "jpeg", "mean_over_shifts"]
+    assert list(table) == ["none", "blur", "jpeg", "swap_sharpness", "mean_over_shifts"]
+    assert table["mean_over_shifts"]["control"] == pytest.approx((table["blur"]["control"] + table["jpeg"]["control"]) / 2)
     assert list(table["none"]) == ["model", "residual", "feature", "sharpness", "pixel_knn", "control"]
     assert (tmp_path / "a.md").read_text().count("| control |") == 1
     # by hand: the shifted validation images, the controls fitted on the unshifted calibration normals
@@ -112,5 +114,9 @@ def test_shift_test_scores_the_shifted_images_with_every_score_and_control(tmp_p
     control = ControlEnsemble(normals).ensemble(shifted).numpy()
     assert table["blur"]["control"] == pytest.approx(roc_auc(labels, control))
     assert not torch.equal(shifted, image_stack(Dataset(items, shifted_transforms(32, None))))
+    # the diagnostic: normals blurred, abnormals sharpened
+    swapped = image_stack(Dataset(items, shift.ByLabel(shifted_transforms(32, "blur", 0),
+                                                       shifted_transforms(32, "sharpen", 0))))
+    assert table["swap_sharpness"]["sharpness"] == pytest.approx(roc_auc(labels, sharpness_score(swapped).numpy()))
     # deterministic: the same command gives the same table
     assert shift.main([*argv[:-1], str(tmp_path / "b.json")])["splits"] == result["splits"]
