@@ -57,9 +57,11 @@ PAPER_ZHANGLAB = {
 }
 SPLITS = {"digitanatomy": ["test"], "zhanglab": ["validation", "report"]}
 #: Per split, the columns of a table row: key of the seeds aggregate -> heading. Both
-#: baselines with no learning, on the same images: sharpness and the pixel nearest neighbour.
+#: baselines with no learning, on the same images: sharpness, the pixel nearest neighbour and the
+#: control ensemble (the two, each standardised on the normal calibration images, summed).
 SPLIT_COLUMNS = {"auc": "AUC", "accuracy": "Acc", "f1": "F1", "baseline_auc": "sharpness AUC",
-                 "gain": "method - sharpness", "pixel_knn_auc": "pixel kNN AUC", "pixel_knn_gain": "method - pixel kNN"}
+                 "gain": "method - sharpness", "pixel_knn_auc": "pixel kNN AUC", "pixel_knn_gain": "method - pixel kNN",
+                 "control_auc": "control AUC", "control_gain": "method - control"}
 
 
 def train_command(method: str, recipe: str | None = None) -> str:
@@ -238,8 +240,8 @@ def markdown(out: dict) -> str:
         f"Command: `{command}`", "",
         "Per method: `" + (out["rows"][0]["command"] if out["rows"] else "") + "` and the method config, "
         "see each method's `seeds.md`. In %: mean +- sample std over seeds; accuracy and F1 at the threshold "
-        "chosen on validation; the sharpness and pixel nearest-neighbour baselines (no learning) on the same "
-        "images.", "", *lines, ""])
+        "chosen on validation; the sharpness and pixel nearest-neighbour baselines (no learning) and their "
+        "control ensemble (each standardised on the normal calibration images, summed) on the same images.", "", *lines, ""])
 
 
 def _parser() -> argparse.ArgumentParser:

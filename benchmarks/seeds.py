@@ -57,7 +57,8 @@ _BUNDLE_COMMANDS_IN_ONE_PROCESS = (
 _BUNDLE_MODULE = ["-m", "monai.bundle"]
 #: Columns of the per-split part of a row, and their headings in seeds.md.
 SPLIT_COLUMNS = {"auc": "AUC", "baseline_auc": "sharpness AUC", "gain": "SQUID - sharpness",
-                 "pixel_knn_auc": "pixel kNN AUC", "pixel_knn_gain": "SQUID - pixel kNN", "accuracy": "Acc", "f1": "F1"}
+                 "pixel_knn_auc": "pixel kNN AUC", "pixel_knn_gain": "SQUID - pixel kNN",
+                 "control_auc": "control AUC", "control_gain": "SQUID - control", "accuracy": "Acc", "f1": "F1"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +168,10 @@ def collect_seed(out: Path, seed: int, splits, warmup_fraction: float = 0.3) -> 
             knn = m["squid_minus_pixel_knn_auc"]
             row[split].update(pixel_knn_auc=m["baseline_pixel_knn"]["auc"], pixel_knn_gain=knn["value"],
                               pixel_knn_gain_95ci=[knn["low"], knn["high"]])
+        if "baseline_control" in m:  # the control ensemble (issue 38); older reports lack it
+            ctl = m["squid_minus_control_auc"]
+            row[split].update(control_auc=m["baseline_control"]["auc"], control_gain=ctl["value"],
+                              control_gain_95ci=[ctl["low"], ctl["high"]])
         if "auc_by_anomaly" in m["squid"]:  # DigitAnatomy: which anomaly type the score misses
             row[split]["auc_by_anomaly"] = m["squid"]["auc_by_anomaly"]
     return row
@@ -205,6 +210,7 @@ def markdown(result: dict) -> str:
             s = r.get(split)
             cells += ([_with_ci(s["auc"], s["auc_95ci"]), _num(s["baseline_auc"]), _with_ci(s["gain"], s["gain_95ci"]),
                        _num(s.get("pixel_knn_auc")), _with_ci(s.get("pixel_knn_gain"), s.get("pixel_knn_gain_95ci")),
+                       _num(s.get("control_auc")), _with_ci(s.get("control_gain"), s.get("control_gain_95ci")),
                        _num(s["accuracy"]), _num(s["f1"])] if s else ["-"] * len(SPLIT_COLUMNS))
         lines.append("| " + " | ".join(cells) + " |")
     agg = result["aggregate"]
@@ -228,7 +234,8 @@ def markdown(result: dict) -> str:
         "(docs/EVIDENCE.md). "
         "AUC with its 95 % bootstrap interval; the sharpness baseline (negated Laplacian energy, no learning) "
         "and the pixel nearest neighbour (distance to the closest calibration image, no learning) on the same "
-        "images, and the paired bootstrap interval of SQUID minus each; accuracy and F1 at the "
+        "images, the control ensemble (the two, each standardised on the normal calibration images, summed), "
+        "and the paired bootstrap interval of SQUID minus each; accuracy and F1 at the "
         f"threshold chosen on validation. Std after warm-up: of the validation AUC over epochs, the first "
         f"{result['warmup_fraction']:.0%} of the validated epochs left out. Last row: mean +- sample std over seeds.",
         "", *lines, "",

@@ -9,6 +9,10 @@ computed on exactly the images SQUID sees (the preprocessed model input).
 :func:`nearest_normal_pixels` is a second one, with memory but no learning: how far an image
 lies from its nearest normal training image, pixel by pixel. On ZhangLab it is stronger than
 the sharpness shortcut, and stronger than the discriminator logit (docs/EXPERIMENTS.md, session 17).
+
+:class:`ControlEnsemble` sums the two, each standardised on the normal calibration images: on
+the official ZhangLab test split it came within 2 to 3 points of the learned chest recipes
+(issue 38), so it is the baseline every report carries.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["image_stack", "laplacian_energy", "nearest_normal_pixels", "sharpness_score"]
+__all__ = ["CONTROL_PARTS", "ControlEnsemble", "image_stack", "laplacian_energy", "nearest_normal_pixels",
+           "nearest_other_normal", "sharpness_score"]
 
 # 4-neighbour discrete Laplacian
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -56,3 +61,46 @@ def nearest_normal_pixels(images: torch.Tensor, normals: torch.Tensor) -> torch.
                          "with at least one normal")
     x, n = images.detach().flatten(1).double(), normals.detach().flatten(1).double()
     return (torch.cdist(x, n).pow(2).amin(1) / x.shape[1]).to(torch.float32)
+
+
+#: The no-learning scores the control ensemble sums, in its order.
+CONTROL_PARTS = ("sharpness", "pixel_knn")
+
+
+def nearest_other_normal(normals: torch.Tensor) -> torch.Tensor:
+    """:func:`nearest_normal_pixels` of each of the ``normals`` (N, 1, H, W) to the *other*
+    normals (N,): an image's distance to itself (0) would bias its statistics low."""
+    if len(normals) < 2:
+        raise ValueError(f"the pixel nearest neighbour of a normal needs at least two normals, got {len(normals)}")
+    x = normals.detach().flatten(1).double()
+    distance = torch.cdist(x, x).pow(2) / x.shape[1]
+    distance.fill_diagonal_(float("inf"))
+    return distance.amin(1).to(torch.float32)
+
+
+class ControlEnsemble:
+    """The control every learned score must beat: sharpness plus the pixel nearest neighbour,
+    each standardised by its mean and std on the normal calibration images and summed, built
+    as the ``combined`` score builds its sum (:meth:`SQUIDScorer.fit_normals`: the statistics
+    of the normals alone, a calibration image's own copy left out of its nearest-neighbour
+    distance, the std clamped at 1e-8). No learning, no labels, and nothing of the images it
+    scores enters its statistics.
+
+    ``ControlEnsemble(normals)`` with the (N, 1, H, W) calibration normals (preprocessed as the
+    scored images); ``parts(images)`` -> ``{"sharpness", "pixel_knn", "control"}`` (B,) each,
+    abnormal = high; ``ensemble(images)`` -> the sum alone.
+    """
+
+    def __init__(self, normals: torch.Tensor):
+        self.normals = normals.detach().float()
+        own = torch.stack([sharpness_score(self.normals), nearest_other_normal(self.normals)], 1)
+        self.mean, self.std = own.mean(0), own.std(0).clamp_min(1e-8)
+
+    def parts(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        values = torch.stack([sharpness_score(images), nearest_normal_pixels(images, self.normals)], 1)
+        out = dict(zip(CONTROL_PARTS, values.unbind(1)))
+        out["control"] = ((values - self.mean) / self.std).sum(1)
+        return out
+
+    def ensemble(self, images: torch.Tensor) -> torch.Tensor:
+        return self.parts(images)["control"]

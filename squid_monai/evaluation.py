@@ -6,15 +6,17 @@ that scores the split; at the end of the run it writes into ``output_dir``:
 
 * ``scores.csv``: the one layout of :mod:`squid_monai.scoring.writer` (image, label,
   score, logit, decision at the model's validation threshold, threshold, ...), followed by
-  the baseline scores (sharpness; the pixel nearest neighbour when ``normals`` are given)
-  and the DigitAnatomy anomaly type when known;
+  the baseline scores (sharpness; the pixel nearest neighbour and the control ensemble when
+  ``normals`` are given) and the DigitAnatomy anomaly type when known;
 * ``metrics.json``: AUC; accuracy, F1, sensitivity, specificity (and counts) at the
   threshold chosen on validation and at the normal-only threshold stored in the model; the
   same at the best threshold on this very set, labelled as optimistic (for comparison with
   the paper only); the AUC of each baseline on the same images (``baseline_sharpness``,
-  ``baseline_pixel_knn``); 95 % bootstrap intervals of every AUC and of SQUID's paired
-  difference to each baseline (``squid_minus_baseline_auc``: to sharpness,
-  ``squid_minus_pixel_knn_auc``); with DigitAnatomy, the AUCs per anomaly type
+  ``baseline_pixel_knn``, ``baseline_control``: the two summed, each standardised on the
+  normal calibration images, :class:`~squid_monai.baselines.ControlEnsemble`); 95 % bootstrap
+  intervals of every AUC and of SQUID's paired difference to each baseline
+  (``squid_minus_baseline_auc``: to sharpness, ``squid_minus_pixel_knn_auc``,
+  ``squid_minus_control_auc``); with DigitAnatomy, the AUCs per anomaly type
   (``auc_by_anomaly``: all normals against that type's abnormals);
 * ``roc.png``, ``score_histogram.png``, ``confusion_matrix.png`` (validation threshold),
   ``confusion_matrix_normal_threshold.png``.
@@ -36,7 +38,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from .baselines import image_stack, nearest_normal_pixels, sharpness_score
+from .baselines import ControlEnsemble, image_stack, sharpness_score
 from .metrics import auc_by_anomaly, bootstrap_auc, evaluate_scores, roc_auc
 from .scoring import ScoreRecord, ScoreWriter, CalibratedScorer, score_images
 
@@ -45,7 +47,7 @@ __all__ = ["EvaluationReport", "EXTRA_COLUMNS"]
 logger = logging.getLogger(__name__)
 
 #: columns the evaluation adds to ``scores.csv`` (``anomaly`` only when the data has it)
-EXTRA_COLUMNS = ("sharpness_score", "pixel_knn_score", "anomaly")
+EXTRA_COLUMNS = ("sharpness_score", "pixel_knn_score", "control_score", "anomaly")
 _OPTIMISTIC = "best_on_this_set"
 
 #: baselines of the report: name -> (note, key of SQUID's paired difference to it)
@@ -54,6 +56,9 @@ _BASELINES = {
                   "shortcut; a SQUID gain must be judged against it", "squid_minus_baseline_auc"),
     "pixel_knn": ("mean squared pixel difference to the nearest of the images the model calibrates on "
                   "(memory, no learning)", "squid_minus_pixel_knn_auc"),
+    "control": (("control ensemble: sharpness + pixel nearest neighbour, each standardised by its mean and std "
+                 "on the normal calibration images, summed (no learning); the bar a learned score must clear"),
+                "squid_minus_control_auc"),
 }
 
 
@@ -68,15 +73,15 @@ class EvaluationReport:
         best_criterion: criterion of the optimistic best-threshold figures.
         model_path: recorded in ``metrics.json``.
         normals: the images the model calibrates on (a dataset of ``{"image": ...}`` items,
-            or a (N, C, H, W) tensor), for the pixel nearest-neighbour baseline; ``None``
-            leaves it out. Preprocessed as the evaluated images are.
+            or a (N, C, H, W) tensor), for the pixel nearest-neighbour baseline and the
+            control ensemble; ``None`` leaves them out. Preprocessed as the evaluated images are.
     """
 
     def __init__(self, scorer: CalibratedScorer, output_dir: str | os.PathLike, split: str = "test",
                  best_criterion: str = "f1", model_path: str | os.PathLike | None = None, family: str = "squid",
                  normals: Any = None):
         self.scorer, self.output_dir, self.split, self.family = scorer, Path(output_dir), split, family
-        self._normals_source, self._normals = normals, None
+        self._normals_source, self._control = normals, None
         self.best_criterion = best_criterion
         self.model_path = None if model_path is None else str(model_path)
         self.rows: list[ScoreRecord] = []
@@ -101,7 +106,8 @@ class EvaluationReport:
         image = torch.as_tensor(out["image"].detach().cpu()).float()
         baselines = {"sharpness_score": sharpness_score(image)}
         if self._normals_source is not None:
-            baselines["pixel_knn_score"] = nearest_normal_pixels(image, self._normal_images())
+            control = self._control_ensemble().parts(image)
+            baselines.update(pixel_knn_score=control["pixel_knn"], control_score=control["control"])
         anomalies = batch.get("anomaly") if isinstance(batch, dict) else None
         for i, record in enumerate(records):
             record.extra.update({k: float(v[i]) for k, v in baselines.items()})
@@ -109,10 +115,10 @@ class EvaluationReport:
                 record.extra["anomaly"] = str(anomalies[i])
         self.rows.extend(records)
 
-    def _normal_images(self) -> torch.Tensor:
-        if self._normals is None:
-            self._normals = image_stack(self._normals_source)
-        return self._normals
+    def _control_ensemble(self) -> ControlEnsemble:
+        if self._control is None:
+            self._control = ControlEnsemble(image_stack(self._normals_source))
+        return self._control
 
     def _write(self, engine: Engine) -> None:
         from . import visualize  # matplotlib only when writing

@@ -70,9 +70,9 @@ class DataSource:
 
     def training(self, image_size: int, digitanatomy_length: int = 1024, cache: bool = True, skip_bad: bool = False,
                  report_path: str | None = None, num_workers: int | None = None, intensity: str = "percentile",
-                 augment_resampling: str = "bilinear") -> torch.utils.data.Dataset:
-        """The augmented training set (``intensity`` and ``augment_resampling``: the
-        preprocessing switches of :mod:`squid_monai.transforms.compose`)."""
+                 augment_resampling: str = "bilinear", global_augment: str = "none") -> torch.utils.data.Dataset:
+        """The augmented training set (``intensity``, ``augment_resampling`` and
+        ``global_augment``: the preprocessing switches of :mod:`squid_monai.transforms.compose`)."""
         raise NotImplementedError
 
     def validation(self, image_size: int, split: str = "validation", n_normal: int = 100, n_abnormal: int = 100,
@@ -96,8 +96,9 @@ class DigitAnatomySource(DataSource):
     name, preset, recipe = "digitanatomy", "digitanatomy_small", "digitanatomy"
 
     def training(self, image_size, digitanatomy_length=1024, cache=True, skip_bad=False, report_path=None,
-                 num_workers=None, intensity="percentile", augment_resampling="bilinear"):
-        options = check_switches(intensity=intensity, augment_resampling=augment_resampling)
+                 num_workers=None, intensity="percentile", augment_resampling="bilinear", global_augment="none"):
+        options = check_switches(intensity=intensity, augment_resampling=augment_resampling,
+                                 global_augment=global_augment)
         return DigitAnatomyDataset(digitanatomy_length, seed=self.seed, transform=train_transforms(image_size, **options))
 
     def validation(self, image_size, split="validation", n_normal=100, n_abnormal=100, cache=True, skip_bad=False,
@@ -123,8 +124,9 @@ class DatalistSource(DataSource):
         self.splits = splits
 
     def training(self, image_size, digitanatomy_length=1024, cache=True, skip_bad=False, report_path=None,
-                 num_workers=None, intensity="percentile", augment_resampling="bilinear"):
-        options = check_switches(intensity=intensity, augment_resampling=augment_resampling)
+                 num_workers=None, intensity="percentile", augment_resampling="bilinear", global_augment="none"):
+        options = check_switches(intensity=intensity, augment_resampling=augment_resampling,
+                                 global_augment=global_augment)
         items = [it for it in self.splits["training"] if "image" in it]
         logger.info("training on %d images (%d normal)", len(items), sum(int(it.get("label", 0)) == 0 for it in items))
         return make_dataset(items, image_size, train=True, cache=cache, skip_bad=skip_bad, report_path=report_path,

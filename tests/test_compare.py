@@ -50,7 +50,8 @@ def test_table_gives_mean_and_std_over_seeds_beside_the_paper(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:7] == ["memae", "2", "75.0 +- 7.1", "60.0 +- 0.0", "70.0 +- 0.0", "65.0 +- 7.1", "+10.0 +- 0.0"]
     assert cells[7:9] == ["72.0 +- 5.7", "+3.0 +- 1.4"]  # the pixel nearest neighbour, and the gain over it
-    assert cells[9] == "110" and cells[10] == compare.PAPER_ZHANGLAB["memae"]
+    assert cells[9:11] == ["72.0 +- 7.1", "+3.0 +- 0.0"]  # the control ensemble, and the gain over it
+    assert cells[11] == "110" and cells[12] == compare.PAPER_ZHANGLAB["memae"]
     assert "--epochs 2" in table
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from squid_monai.baselines import image_stack, laplacian_energy, nearest_normal_pixels, sharpness_score
+from squid_monai.baselines import (ControlEnsemble, image_stack, laplacian_energy, nearest_normal_pixels,
+                                   sharpness_score)
 from squid_monai.metrics import binary_metrics, roc_auc
 from squid_monai.scoring import CSV_COLUMNS
 from squid_monai.loading import load_scorer
@@ -50,12 +51,13 @@ def test_evaluate_writes_scores_metrics_and_figures(evaluation):
     folder, rows, metrics, stdout = evaluation
     for name in FIGURES:
         assert (folder / name).stat().st_size > 1000, name
-    assert tuple(rows[0]) == (*CSV_COLUMNS, "sharpness_score", "pixel_knn_score", "anomaly")  # the layout, then extras
+    assert tuple(rows[0]) == (*CSV_COLUMNS, "sharpness_score", "pixel_knn_score", "control_score", "anomaly")  # the layout, then extras
     assert all(r["threshold"] and not r["error"] and not r["heatmap"] for r in rows)
     assert len(rows) == 2 * VAL_SIZE and metrics["n"] == 2 * VAL_SIZE
     assert metrics["n_normal"] == metrics["n_abnormal"] == VAL_SIZE
     assert set(_column(rows, "label", int)) == {0, 1}
-    assert re.search(r"squid test: AUC \d\.\d{4} \(sharpness baseline \d\.\d{4}, pixel nearest neighbour \d\.\d{4}\)",
+    assert re.search(r"squid test: AUC \d\.\d{4} \(sharpness baseline \d\.\d{4}, pixel nearest neighbour \d\.\d{4}, "
+                     r"control ensemble \d\.\d{4}\)",
                      stdout)
     assert re.search(r"test: squid AUC \d\.\d{4}", stdout)  # the report names the family, not a config reference
 
@@ -103,11 +105,17 @@ def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bund
     nearest = [min(((image - n) ** 2).mean().item() for n in normals) for image in images.double()]
     np.testing.assert_allclose(_column(rows, "pixel_knn_score"), nearest, rtol=1e-5)
     assert metrics["baseline_pixel_knn"]["auc"] == pytest.approx(roc_auc(labels, nearest))
+    # the control ensemble: the two, standardised on those normals alone (their own copy left out)
+    control = ControlEnsemble(normals).ensemble(images)
+    np.testing.assert_allclose(_column(rows, "control_score"), control.numpy(), rtol=1e-5, atol=1e-5)
+    assert metrics["baseline_control"]["auc"] == pytest.approx(roc_auc(labels, _column(rows, "control_score")))
     # intervals: of each AUC around it, and of the paired SQUID - baseline differences around them
-    for section in (metrics["squid"], metrics["baseline_sharpness"], metrics["baseline_pixel_knn"]):
+    for section in (metrics["squid"], metrics["baseline_sharpness"], metrics["baseline_pixel_knn"],
+                    metrics["baseline_control"]):
         low, high = section["auc_95ci"]
         assert low <= section["auc"] <= high and high - low > 0.01  # 40 images: a wide interval
-    for key, base in (("squid_minus_baseline_auc", "sharpness"), ("squid_minus_pixel_knn_auc", "pixel_knn")):
+    for key, base in (("squid_minus_baseline_auc", "sharpness"), ("squid_minus_pixel_knn_auc", "pixel_knn"),
+                      ("squid_minus_control_auc", "control")):
         gain = metrics[key]
         assert gain["value"] == pytest.approx(metrics["squid"]["auc"] - metrics[f"baseline_{base}"]["auc"])
         assert gain["low"] <= gain["value"] <= gain["high"]
@@ -119,7 +127,7 @@ def test_auc_per_anomaly_type_is_all_normals_against_that_type(evaluation):
     types = sorted(set(kinds[labels == 1]))
     assert len(types) >= 2 and set(metrics["squid"]["auc_by_anomaly"]) == set(types)
     for section, column in (("squid", "score"), ("baseline_sharpness", "sharpness_score"),
-                            ("baseline_pixel_knn", "pixel_knn_score")):
+                            ("baseline_pixel_knn", "pixel_knn_score"), ("baseline_control", "control_score")):
         values = _column(rows, column)
         for kind in types:
             keep = (labels == 0) | (kinds == kind)
@@ -161,6 +169,8 @@ def test_evaluation_is_tracked_in_mlflow(evaluation, bundle):
     assert run.data.metrics["test/auc"] == pytest.approx(metrics["squid"]["auc"])
     assert run.data.metrics["test/baseline_sharpness/auc"] == pytest.approx(metrics["baseline_sharpness"]["auc"])
     assert run.data.metrics["test/baseline_pixel_knn/auc"] == pytest.approx(metrics["baseline_pixel_knn"]["auc"])
+    assert run.data.metrics["test/baseline_control/auc"] == pytest.approx(metrics["baseline_control"]["auc"])
+    assert run.data.metrics["test/squid_minus_control_auc"] == pytest.approx(metrics["squid_minus_control_auc"]["value"])
     assert run.data.metrics["test/squid_minus_pixel_knn_auc"] == pytest.approx(
         metrics["squid_minus_pixel_knn_auc"]["value"])
     assert run.data.metrics["test/squid_minus_pixel_knn_auc_95ci_low"] == pytest.approx(

@@ -50,6 +50,8 @@ def _fake_seed(out, seed, curve, splits=("validation", "report")):
         if split == "report":  # the pixel nearest neighbour, where the evaluation reported it
             metrics["baseline_pixel_knn"] = {"auc": 0.75 + seed / 100}
             metrics["squid_minus_pixel_knn_auc"] = {"value": 0.06, "low": 0.01, "high": 0.11}
+            metrics["baseline_control"] = {"auc": 0.78 + seed / 100}
+            metrics["squid_minus_control_auc"] = {"value": 0.03, "low": -0.01, "high": 0.07}
         (out / "eval" / split).mkdir(parents=True)
         (out / "eval" / split / "metrics.json").write_text(json.dumps(metrics))
 
@@ -74,6 +76,8 @@ def test_rows_curve_std_and_aggregates_from_the_run_files(tmp_path):
     assert agg["report"]["pixel_knn_auc"]["mean"] == pytest.approx(0.76) and agg["validation"]["pixel_knn_auc"] is None
     assert "report pixel kNN AUC" in table and "0.0600 [0.010, 0.110]" in table
     assert "| 0 | 3 | 0.7000 | " in table and " | 0.7500 | 0.0600 [0.010, 0.110] | " in table
+    assert agg["report"]["control_auc"]["mean"] == pytest.approx(0.79) and "report control AUC" in table
+    assert " | 0.7500 | 0.0600 [0.010, 0.110] | 0.7800 | 0.0300 [-0.010, 0.070] | " in table
     assert agg["report"]["auc_by_anomaly"]["missing"] == {"mean": pytest.approx(0.91), "std": pytest.approx(0.01), "n": 3}
     assert "| report | 0.9100 +- 0.0100 | 0.8000 +- 0.0000 |" in table
 

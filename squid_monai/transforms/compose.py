@@ -15,6 +15,9 @@ Switches (SQUID.md section 7; the defaults are the first build's behaviour):
   and inference: every pipeline here takes it, and the bundle passes one config key to all.
 - ``augment_resampling`` (training only): ``"bilinear"`` or ``"nearest"`` (the authors'
   torchvision resampling, whole-pixel shifts); see :mod:`squid_monai.transforms.spatial`.
+- ``global_augment`` (training only): ``"none"`` (the paper) or ``"acquisition"``: random
+  contrast, gamma, blur, sharpening and noise after the spatial augmentation, so that global
+  cues stop telling normal from abnormal; see :mod:`squid_monai.transforms.augment`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
+from squid_monai.transforms.augment import check_global_augment, global_augment_transforms
 from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES
 from squid_monai.transforms.encoded import DEFAULT_MAX_PIXELS
 from squid_monai.transforms.errors import find_radiograph_error
@@ -47,9 +51,11 @@ from squid_monai.transforms.spatial import (
 
 
 def check_switches(**switches: str) -> dict:
-    """The given preprocessing switches (``intensity``, ``augment_resampling``), checked:
-    a ``ValueError`` names an unknown key or value. For the configs' ``**options``."""
-    checks = {"intensity": check_intensity_rule, "augment_resampling": check_resampling}
+    """The given preprocessing switches (``intensity``, ``augment_resampling``,
+    ``global_augment``), checked: a ``ValueError`` names an unknown key or value. For the
+    configs' ``**options``."""
+    checks = {"intensity": check_intensity_rule, "augment_resampling": check_resampling,
+              "global_augment": check_global_augment}
     unknown = set(switches) - set(checks)
     if unknown:
         raise ValueError(f"unknown preprocessing switch(es) {sorted(unknown)}; known: {sorted(checks)}")
@@ -102,9 +108,11 @@ def train_transforms(
     allow_missing_keys: bool = False,
     intensity: str = "percentile",
     augment_resampling: str = "bilinear",
+    global_augment: str = "none",
 ) -> Compose:
     """``inference_transforms`` followed by the paper's random translation and scaling
-    (``augment_resampling``: ``"bilinear"`` or ``"nearest"``; module docstring)."""
+    (``augment_resampling``: ``"bilinear"`` or ``"nearest"``) and the ``global_augment``
+    (module docstring)."""
     deterministic = inference_transforms(
         image_size,
         keys,
@@ -124,7 +132,9 @@ def train_transforms(
         mode=augment_resampling,
         allow_missing_keys=allow_missing_keys,
     )
-    return Compose([*deterministic.transforms, augment])
+    size = image_size if isinstance(image_size, int) else tuple(image_size)
+    extra = global_augment_transforms(keys, size, global_augment, allow_missing_keys=allow_missing_keys)
+    return Compose([*deterministic.transforms, augment, *extra])
 
 
 def preprocess(

@@ -14,7 +14,7 @@ from squid_monai.workflow import save_preprocessing, trained_intensity
 
 from ..trained_bundle import CONFIGS
 
-DEFAULTS = {"intensity": "percentile", "augment_resampling": "bilinear", "distillation_detach": True,
+DEFAULTS = {"intensity": "percentile", "augment_resampling": "bilinear", "global_augment": "none", "distillation_detach": True,
             "lr_schedule": "paper", "adam_eps": 1e-08, "head_lr_factor": "$@recipe.get('head_lr_factor', 1.0)", "report_per_class": 100, "calibrate_on": "normals"}
 
 

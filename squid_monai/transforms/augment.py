@@ -1,0 +1,63 @@
+"""Training-time augmentation that makes global cues useless (issue 38, the cheapest lever).
+
+On ZhangLab, pneumonia images are smoother and lower in contrast than normal ones, so a score
+can separate the classes by global sharpness or contrast alone, and it loses that edge on
+images from another acquisition (``docs/SHIFT_TEST.md``). With ``global_augment="acquisition"``
+every normal training image is, after the paper's translation and scaling, independently
+given a random linear contrast, gamma, blur, edge enhancement and noise, so that the global
+level of each stops telling a normal image from an abnormal one and the model has to learn
+local content. ``"none"`` (the default) is the paper's setting.
+
+Applied to the preprocessed image in [0, 1] at the model's size; MONAI ``Rand*`` transforms,
+the filters between a reflected border (MONAI's Gaussian filters pad with zeros, and a dark
+border present only in training images would itself become a cue) and clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+from monai.config import KeysCollection
+from monai.transforms import (
+    BorderPadd,
+    CenterSpatialCropd,
+    RandAdjustContrastd,
+    RandGaussianNoised,
+    RandGaussianSharpend,
+    RandGaussianSmoothd,
+    RandScaleIntensityFixedMeand,
+    ScaleIntensityRanged,
+)
+
+__all__ = ["GLOBAL_AUGMENTS", "check_global_augment", "global_augment_transforms"]
+
+#: The values of the ``global_augment`` switch.
+GLOBAL_AUGMENTS = ("none", "acquisition")
+#: Reflected border around the filters, in model pixels (4 sigma of the widest kernel, 1.5).
+_BORDER = 6
+
+
+def check_global_augment(value: str) -> str:
+    if value not in GLOBAL_AUGMENTS:
+        raise ValueError(f"global_augment must be one of {GLOBAL_AUGMENTS}, got {value!r}")
+    return value
+
+
+def global_augment_transforms(keys: KeysCollection, image_size: int, value: str = "acquisition",
+                              allow_missing_keys: bool = False) -> list:
+    """The transforms of ``global_augment=value`` (empty for ``"none"``): each with its own
+    probability, strengths of the order of the shift test's (contrast x 0.7-1.3, gamma
+    0.67-1.5, blur sigma up to 1 model pixel, edge enhancement up to alpha 2, noise std up to
+    0.03)."""
+    if check_global_augment(value) == "none":
+        return []
+    kw = {"keys": keys, "allow_missing_keys": allow_missing_keys}
+    return [
+        RandScaleIntensityFixedMeand(prob=0.5, factors=0.3, **kw),
+        RandAdjustContrastd(prob=0.5, gamma=(0.67, 1.5), **kw),
+        BorderPadd(spatial_border=_BORDER, mode="reflect", **kw),
+        RandGaussianSmoothd(prob=0.25, sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0), **kw),
+        RandGaussianSharpend(prob=0.25, sigma1_x=(0.3, 0.6), sigma1_y=(0.3, 0.6), sigma2_x=(0.8, 1.5),
+                             sigma2_y=(0.8, 1.5), alpha=(0.5, 2.0), **kw),
+        CenterSpatialCropd(roi_size=image_size, **kw),
+        RandGaussianNoised(prob=0.25, std=0.03, **kw),
+        ScaleIntensityRanged(a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True, **kw),
+    ]
