@@ -366,7 +366,9 @@ def register_model(
     if created:
         run_id = _new_run(client, tracking_uri, experiment_name, run_name=f"register_{name}")
     was_running = client.get_run(run_id).info.status == "RUNNING" and not created
-    if client.search_registered_models(filter_string=f"name = '{name}'") == []:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
         client.create_registered_model(name, description="anomaly scorer of chest radiographs "
                                                          "(score > threshold = abnormal)")
     with _package_copy() as code, _fluent_store(tracking_uri), \
