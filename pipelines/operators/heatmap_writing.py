@@ -5,7 +5,7 @@ model's score comes from (:mod:`pipelines.heatmap`: what the map is).
 The SC copies the Patient and Study modules of the scored image (same StudyInstanceUID: PACS
 files it with the study), lists that image in its Source Image Sequence, and names the model
 and what the map shows in its Series Description and Image Comments. The SR of the same
-study references it (:class:`~pipelines.operators.result_writing.SQUIDTextSRWriterOperator`).
+study references it (:class:`~pipelines.operators.result_writing.TextSRWriterOperator`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydicom import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
-from pipelines.cases import CaseStatus, SQUIDCase
+from pipelines.cases import Case, CaseStatus
 from pipelines.heatmap import DESCRIPTIONS, overlay
 from pipelines.operators.case_stage import CaseStage
 
@@ -32,7 +32,7 @@ HEATMAP_SERIES_NUMBER = 9001
 MANUFACTURER = "squid-monai"
 
 
-def scored_instance(case: SQUIDCase) -> Dataset:
+def scored_instance(case: Case) -> Dataset:
     """The pydicom dataset of the image the case scored (its SOP Instance UID in ``source``)."""
     wanted = case.source.get("SOPInstanceUID")
     for instance in case.dicom_series.get_sop_instances():
@@ -42,7 +42,7 @@ def scored_instance(case: SQUIDCase) -> Dataset:
     raise LookupError(f"the scored image {wanted} is no longer in its series")
 
 
-def heatmap_sc(source: Dataset, case: SQUIDCase):
+def heatmap_sc(source: Dataset, case: Case):
     """The Secondary Capture (``highdicom.sc.SCImage``) of ``case``'s heat map over its model
     input, in the study of ``source``, the scored image."""
     import highdicom as hd
@@ -84,7 +84,7 @@ class HeatmapSCWriterOperator(CaseStage, Operator):
     """Write the heat-map Secondary Capture of each scored DICOM study.
 
     Named input:
-        cases: ``List[SQUIDCase]``; scored ``dicom`` cases with a heat map get an SC, the
+        cases: ``List[Case]``; scored ``dicom`` cases with a heat map get an SC, the
             others pass unchanged.
     Named output:
         cases: the same list, ``outputs["heatmap_sc"]`` set for each SC written and
@@ -99,11 +99,11 @@ class HeatmapSCWriterOperator(CaseStage, Operator):
         self.output_folder = Path(output_folder)
         super().__init__(fragment, *args, **kwargs)
 
-    def wants(self, case: SQUIDCase) -> bool:
+    def wants(self, case: Case) -> bool:
         scored = case.kind == "dicom" and case.status is CaseStatus.SCORED
         return scored and case.record is not None and case.record.heatmap is not None
 
-    def handle(self, case: SQUIDCase) -> None:
+    def handle(self, case: Case) -> None:
         folder = self.output_folder / case.folder
         try:
             source = scored_instance(case)

@@ -31,7 +31,7 @@ class RegisterModel:
     Rank 0 only. Any failure is a warning: the model stays on disk in ``model_dir``.
 
     Args:
-        model_dir: folder with ``model.pt`` (a SQUIDScorer state dict) and ``network.json``.
+        model_dir: folder with ``model.pt`` (a CalibratedScorer state dict) and ``network.json``.
         tracking: the tracking handler of the run, or a tracking URI.
         name, alias: registered model name and its champion alias: the new version gets it
             when its validation metric (:meth:`metric`) is at least the champion's, else

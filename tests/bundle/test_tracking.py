@@ -7,7 +7,7 @@ from mlflow import MlflowClient
 
 from squid_monai.handlers.mlflow import tracking_uri
 from squid_monai.mlflow_model import load_registered
-from squid_monai.scoring import load_scorer
+from squid_monai.loading import load_scorer
 
 
 def _run(out):
@@ -54,9 +54,11 @@ def test_training_run_records_its_data_and_the_promotion(trained_bundle):
     client, run = _run(out)
     inputs = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
     # DigitAnatomy, generated: the generator is the source; the toy run's split sizes (TINY)
-    assert inputs == {"digitanatomy:training": {"mlflow.data.context": "training", "size": "32"},
-                      "digitanatomy:validation": {"mlflow.data.context": "validation", "size": "40"}}
+    context = "mlflow.data.context"
+    assert inputs == {"digitanatomy:training": {context: "training", "size": "32"},
+                      "digitanatomy:validation": {context: "validation", "size": "40"}}
     version = client.get_model_version_by_alias("squid", "champion")
-    assert run.data.tags["promotion"] == "champion" and version.tags["validation_metric"] == "val_auc_smoothed"
+    assert run.data.tags["promotion"] == "champion"
+    assert version.tags["validation_metric"] == "val_auc_smoothed"
     assert float(version.tags["validation_metric_value"]) == pytest.approx(float(version.tags[
         "validation_best_metric"]))

@@ -18,12 +18,8 @@ from PIL import Image
 mlflow = pytest.importorskip("mlflow")
 
 from squid_monai.handlers.mlflow import RegisterModel, ResilientMLFlowHandler  # noqa: E402
-from squid_monai.scoring import (  # noqa: E402
-    build_scorer,
-    calibrate,
-    load_scorer,
-    save_network_config,
-)
+from squid_monai.loading import build_scorer, load_scorer, save_network_config  # noqa: E402
+from squid_monai.scoring import calibrate  # noqa: E402
 from squid_monai.transforms import preprocess  # noqa: E402
 from tests.tracking_server import (  # noqa: E402
     missing_requirements,
