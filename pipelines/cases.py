@@ -66,6 +66,9 @@ class Case:
     model: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # name -> file written, relative to the output folder
     problems: list[str] = field(default_factory=list)  # output steps that failed for a scored case
+    #: UIDs of DICOM objects of the case, by name: the scored image (``source``) and those the
+    #: app wrote (``heatmap_sc``), for the SR's references
+    references: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def folder(self) -> str:

@@ -9,7 +9,7 @@
         |  |                                                   | study_selected_series_list
         |  +--dicom_study_list, unreadable_cases------------> PreprocessOperator
         |                                                      | cases
-    ScoringOperator -> TextSRWriterOperator -> ResultWriterOperator
+    ScoringOperator -> HeatmapSCWriterOperator -> TextSRWriterOperator -> ResultWriterOperator
 
 PNG/JPEG files in the input folder go through ``ImageFileLoaderOperator`` into the same
 scorer and result writer (no SR). The exit status is an ``ExitCode`` (see pipelines/README.md).
@@ -38,6 +38,7 @@ from pipelines.operators import (
     IMAGE_SUFFIXES,
     SUMMARY_FILE,
     CheckedDICOMDataLoaderOperator,
+    HeatmapSCWriterOperator,
     ImageFileLoaderOperator,
     RadiographSeriesSelectorOperator,
     PreprocessOperator,
@@ -88,6 +89,8 @@ class ChestXRayApp(Application):
             preprocess = PreprocessOperator(
                 self, image_size=image_size, preprocessing=self.model.preprocessing, name="squid_preprocess"
             )
+            sc_writer = HeatmapSCWriterOperator(self, output_folder=self.output_folder,
+                                                name="heatmap_sc_writer")
             sr_writer = TextSRWriterOperator(self, output_folder=self.output_folder, name="squid_sr_writer")
             self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
             self.add_flow(selector, preprocess, {("study_selected_series_list", "study_selected_series_list")})
@@ -103,7 +106,8 @@ class ChestXRayApp(Application):
                 self.add_flow(preprocess, images, {("cases", "cases")})
                 upstream = images
             self.add_flow(upstream, scorer, {("cases", "cases")})
-            self.add_flow(scorer, sr_writer, {("cases", "cases")})
+            self.add_flow(scorer, sc_writer, {("cases", "cases")})
+            self.add_flow(sc_writer, sr_writer, {("cases", "cases")})
             self.add_flow(sr_writer, writer, {("cases", "cases")})
         else:
             images = ImageFileLoaderOperator(

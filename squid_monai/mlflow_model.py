@@ -7,7 +7,12 @@ pyfunc model rather than an ``mlflow.pytorch`` one because MLflow 3 serialises P
 models with ``torch.export`` by default, which loses the preprocessing and the decision.
 
 The ``squid_monai`` package is shipped inside the model (``code_paths``), so it loads in a
-fresh process with no access to this repository or to a package index. Served
+fresh process with no access to this repository; its third-party imports are the model's pip
+requirements, so ``mlflow models serve`` also works in MLflow's isolated environments
+(``--env-manager virtualenv``). :func:`register_model` logs the model with
+``mlflow.pyfunc.log_model(..., registered_model_name=...)``, its validation metric linked to
+the logged model, and moves the ``champion`` alias only through the gate of
+:mod:`squid_monai.promotion`. Served
 (``mlflow models serve``), it takes base64-encoded image files and never a server path it
 was not configured to read (:mod:`squid_monai.serving`).
 """
@@ -17,10 +22,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -35,18 +42,24 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from .artifact import PREPROCESSING_FILE, RECIPE_FILE, WEIGHTS_FILE, ModelCard, Recipe, trained_intensity
+from .promotion import Promotion, metric_tags, promote
 from .serving import IMAGE_COLUMN, PATH_COLUMN, ServingConfig
-from .tracking import artifact_location, mlflow_client, sqlite_path
+from .tracking import ENV_URI, artifact_location, mlflow_client, sqlite_path
 
 __all__ = ["PyfuncModel", "save_pyfunc", "register_model", "load_registered", "DEFAULT_BATCH_SIZE"]
+
+logger = logging.getLogger(__name__)
 
 #: images scored per forward pass when ``params={"batch_size": ...}`` is not given
 DEFAULT_BATCH_SIZE = 16
 #: folder of the model inside the run's artifacts
 MODEL_ARTIFACT_PATH = "model"
-#: distributions the scoring path imports (pinned to the versions of the logging process)
-_RUNTIME_DISTRIBUTIONS = ("mlflow", "torch", "monai", "numpy", "pandas", "pillow", "pydicom", "nibabel",
-                          "cloudpickle")
+#: distributions the scoring path imports at module level, with the pydicom plugins that decode
+#: compressed DICOM requests (pinned to the versions of the logging process); a test checks the
+#: list against the imports of the modules a served model loads
+RUNTIME_DISTRIBUTIONS = ("mlflow", "torch", "pytorch-ignite", "monai", "numpy", "pandas", "pillow",
+                         "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
+                         "nibabel", "cloudpickle")
 
 SIGNATURE = ModelSignature(
     # one row per image, in one of the two columns (squid_monai.serving); MLflow refuses other
@@ -170,7 +183,8 @@ def _requirements(cpu_format: str = "pytorch") -> list[str]:
     from squid_monai.scoring.runtimes import RUNTIMES
 
     pins = []
-    for dist in (*_RUNTIME_DISTRIBUTIONS, *([RUNTIMES[cpu_format]] if cpu_format in RUNTIMES else [])):
+    runtime = [RUNTIMES[cpu_format]] if cpu_format in RUNTIMES else []
+    for dist in (*RUNTIME_DISTRIBUTIONS, *runtime):
         try:
             pins.append(f"{dist}=={importlib_metadata.version(dist).split('+', 1)[0]}")
         except importlib_metadata.PackageNotFoundError:
@@ -233,10 +247,11 @@ def _strings(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in (metadata or {}).items()}
 
 
-def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], image_size: int,
-          model_config: Mapping[str, Any] | None, exports: Mapping[str, Path]) -> Path:
-    import squid_monai
-
+def _model_arguments(weights: Path, network: Path, metadata: dict[str, str], image_size: int,
+                     model_config: Mapping[str, Any] | None, exports: Mapping[str, Path],
+                     code: Path) -> dict:
+    """What ``mlflow.pyfunc.save_model`` and ``log_model`` both take: the files, the package
+    copy ``code``, requirements, signature, example, metadata and the checked model config."""
     # checked here (a typo fails now, not when a server starts), and saved with every key
     config = {"device": dict(model_config or {}).get("device"),
               **ServingConfig.of(model_config, resolve_root=False).as_model_config()}
@@ -244,19 +259,37 @@ def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], im
     if (record := weights.with_name(PREPROCESSING_FILE)).is_file():
         artifacts["preprocessing"] = str(record)
     artifacts.update({key: str(file) for key, file in exports.items()})
-    mlflow.pyfunc.save_model(
-        path=str(path),
-        python_model=PyfuncModel(),
-        artifacts=artifacts,
-        code_paths=[str(Path(squid_monai.__file__).parent)],
-        pip_requirements=_requirements(metadata.get("cpu_format", "pytorch")),
-        signature=SIGNATURE,
-        input_example=_input_example(image_size),  # what a client sends, shown in the UI
-        metadata=metadata,
-        model_config=config,
-    )
-    for cache in path.rglob("__pycache__"):  # copied with the package, useless and version-bound
-        shutil.rmtree(cache, ignore_errors=True)
+    return {
+        "python_model": PyfuncModel(),
+        "artifacts": artifacts,
+        "code_paths": [str(code)],
+        "pip_requirements": _requirements(metadata.get("cpu_format", "pytorch")),
+        "signature": SIGNATURE,
+        "input_example": _input_example(image_size),  # what a client sends, shown in the UI
+        "metadata": metadata,
+        "model_config": config,
+    }
+
+
+@contextmanager
+def _package_copy() -> Iterator[Path]:
+    """A copy of the ``squid_monai`` package without ``__pycache__`` folders (useless and
+    version-bound), the code shipped inside the model."""
+    import squid_monai
+
+    with tempfile.TemporaryDirectory(prefix="squid_code_") as tmp:
+        copy = Path(tmp) / "squid_monai"
+        shutil.copytree(Path(squid_monai.__file__).parent, copy,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        yield copy
+
+
+def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], image_size: int,
+          model_config: Mapping[str, Any] | None, exports: Mapping[str, Path]) -> Path:
+    with _package_copy() as code:
+        arguments = _model_arguments(weights, network, metadata, image_size, model_config, exports,
+                                     code)
+        mlflow.pyfunc.save_model(path=str(path), **arguments)
     return path
 
 
@@ -276,6 +309,31 @@ def _new_run(client: mlflow.MlflowClient, tracking_uri: str, experiment_name: st
     return client.create_run(experiment_id, run_name=run_name).info.run_id
 
 
+@contextmanager
+def _fluent_store(uri: str) -> Iterator[None]:
+    """MLflow's global tracking and registry URIs set to ``uri`` for the duration only
+    (``mlflow.pyfunc.log_model`` knows no other store), then put back as they were, the
+    ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` variables included, so that MONAI
+    handlers started later still find their own store."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    variables = (ENV_URI, "MLFLOW_REGISTRY_URI")
+    saved_env = {name: os.environ.get(name) for name in variables}
+    saved = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def register_model(
     model_dir: str | os.PathLike,
     tracking_uri: str,
@@ -287,42 +345,55 @@ def register_model(
     experiment_name: str = "squid",
     await_registration_s: float = 300.0,
     model_config: Mapping[str, Any] | None = None,
+    metric: tuple[str, float] | None = None,
+    challenger_alias: str = "challenger",
 ) -> ModelVersion:
-    """Log ``model_dir`` as a pyfunc model into run ``run_id`` (or a new run of
-    ``experiment_name``), register it as a new version of ``name``, point ``alias`` at it
-    and tag the version with its calibration, thresholds, recipe and ``metadata``.
-    ``model_config``: as for :func:`save_pyfunc`.
+    """Log ``model_dir`` with ``mlflow.pyfunc.log_model(..., registered_model_name=name)``
+    into run ``run_id`` (or a new run of ``experiment_name``), as a new version of ``name``
+    tagged with its calibration, thresholds, recipe and ``metadata``.
 
-    Uses an explicit client (:func:`squid_monai.tracking.mlflow_client`), never MLflow's
-    global tracking URI.
-    Returns the :class:`~mlflow.entities.model_registry.ModelVersion`.
+    ``metric``: the validation metric ``(name, value)`` of the model, higher = better. It is
+    logged as a metric of the logged model (and its run) and decides the alias
+    (:mod:`squid_monai.promotion`): ``alias`` (the champion) if it is at least the
+    champion's, else ``challenger_alias``; the version and the run get the decision and its
+    reason as tags (``promotion``, ``promotion_reason``). The first version of a model is
+    the champion. ``model_config``: as for :func:`save_pyfunc`.
+
+    The tracking URI is used for this call only (MLflow's global URIs are put back after).
+    Returns the :class:`~mlflow.entities.model_registry.ModelVersion`, aliases included.
     """
     weights_path, network_path = _model_files(model_dir, weights)
     tags, size, exports = _describe(weights_path, network_path)
-    tags.update(_strings(metadata))
+    tags.update({**_strings(metadata), **metric_tags(metric)})
     client = mlflow_client(tracking_uri)
     created = run_id is None
     if created:
         run_id = _new_run(client, tracking_uri, experiment_name, run_name=f"register_{name}")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = _save(Path(tmp) / MODEL_ARTIFACT_PATH, weights_path, network_path, tags, size, model_config,
-                          exports)
-            client.log_artifacts(run_id, str(local), artifact_path=MODEL_ARTIFACT_PATH)
-    finally:
-        if created:
-            client.set_terminated(run_id)
+    was_running = client.get_run(run_id).info.status == "RUNNING" and not created
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="SQUID anomaly scorer of chest radiographs "
+        client.create_registered_model(name, description="anomaly scorer of chest radiographs "
                                                          "(score > threshold = abnormal)")
-    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
-    # a remote registry may copy the files asynchronously: MLflow waits until the version is READY
-    version = client.create_model_version(name, source, run_id=run_id, tags=tags,
-                                          await_creation_for=int(await_registration_s))
-    client.set_registered_model_alias(name, alias, version.version)
-    return client.get_model_version(name, version.version)
+    with _package_copy() as code, _fluent_store(tracking_uri), \
+            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        arguments = _model_arguments(weights_path, network_path, tags, size, model_config, exports,
+                                     code)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT_PATH, registered_model_name=name, tags=tags,
+            # a remote registry may copy the files asynchronously: MLflow waits until READY
+            await_registration_for=int(await_registration_s), **arguments)
+        if metric is not None:  # the logged model's metric, in the run too
+            mlflow.log_metric(str(metric[0]), float(metric[1]), model_id=info.model_id)
+    if was_running:  # the training run goes on: ending it was start_run's doing, not ours
+        client.update_run(run_id, status="RUNNING")
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    decision: Promotion = promote(client, name, version, metric, run_id, champion=alias,
+                                  challenger=challenger_alias)
+    logger.info("%s version %s is the %s: %s", name, version, decision.alias, decision.reason)
+    return client.get_model_version(name, version)
 
 
 def load_registered(name: str = "squid", alias: str = "champion", tracking_uri: str | None = None,

@@ -58,12 +58,15 @@ class DataSource:
         preset: the default network preset for this data.
         recipe: the training recipe (:mod:`squid_monai.methods.squid.recipes`) for this data.
         splits: the training / validation / test items (None for DigitAnatomy, generated).
+        origin: where the items come from (the datalist file or the image folder; empty
+            for DigitAnatomy), the source of the run's dataset lineage (:mod:`.data.lineage`).
     """
 
     name = ""
     preset = ""
     recipe = ""
     splits: dict | None = None
+    origin = ""
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -119,9 +122,9 @@ class DatalistSource(DataSource):
 
     name, preset, recipe = "datalist", "small", "chest"
 
-    def __init__(self, splits: dict, seed: int = 0):
+    def __init__(self, splits: dict, seed: int = 0, origin: str = ""):
         super().__init__(seed)
-        self.splits = splits
+        self.splits, self.origin = splits, origin
 
     def training(self, image_size, digitanatomy_length=1024, cache=True, skip_bad=False, report_path=None,
                  num_workers=None, intensity="percentile", augment_resampling="bilinear", global_augment="none"):
@@ -178,14 +181,14 @@ def choose_data(dataset_dir: str | None = None, datalist: str | None = None, see
                 splits[split] = []
         if not splits["training"] or not splits["validation"]:
             raise ValueError(f"{path}: the datalist needs non-empty 'training' and 'validation' lists")
-        return DatalistSource(splits, seed)
+        return DatalistSource(splits, seed, origin=str(path.resolve()))
     if dataset_dir:
         root = Path(dataset_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: dataset_dir is not a folder")
         protocol = dict(seed=seed, n_val_normal=val_per_class, n_val_abnormal=val_per_class,
                         n_report_normal=report_per_class, n_report_abnormal=report_per_class)
-        return DatalistSource(build_from_folder(root, **protocol), seed)
+        return DatalistSource(build_from_folder(root, **protocol), seed, origin=str(root.resolve()))
     return DigitAnatomySource(seed)
 
 

@@ -6,6 +6,7 @@ whatever happens to the others. See ``pipelines/README.md`` for an embedding exa
 """
 
 from pipelines.operators.dicom_loading import CheckedDICOMDataLoaderOperator
+from pipelines.operators.heatmap_writing import HeatmapSCWriterOperator
 from pipelines.operators.preprocessing import IMAGE_SUFFIXES, ImageFileLoaderOperator, PreprocessOperator
 from pipelines.operators.result_writing import (
     RESULT_FILE,
@@ -20,6 +21,7 @@ from pipelines.operators.series_selection import RadiographSeriesSelectorOperato
 
 __all__ = [
     "CheckedDICOMDataLoaderOperator",
+    "HeatmapSCWriterOperator",
     "IMAGE_SUFFIXES",
     "ImageFileLoaderOperator",
     "RESULT_FILE",

@@ -7,16 +7,18 @@ Output layout under ``output_folder``::
     <case_id>/input.png           the model input (S x S, after the bundle's preprocessing)
     <case_id>/reconstruction.png  SQUID's reconstruction of it
     <case_id>/difference.png      |input - reconstruction| (grey, absolute scale)
-    <case_id>/<SOPInstanceUID>.dcm  the SR (DICOM studies only)
+    <case_id>/heatmap.png         the heat map (:mod:`pipelines.heatmap`), jet colours
+    <case_id>/<SOPInstanceUID>.dcm  the SR, and the heat-map Secondary Capture (DICOM studies
+                                  only; :mod:`pipelines.operators.heatmap_writing`)
 
 The image files are written by ``squid_monai.scoring.save_images``, so each name means what it
-means in the bundle's inference output. There is no ``heatmap.png`` (the score's gradient,
-:mod:`squid_monai.scoring.explain`): the app runs the TorchScript export, not the eager scorer
-that explainer differentiates.
+means in the bundle's inference output; ``heatmap.png`` is the exported model's score
+gradient, coloured in NumPy (the MAP image has no matplotlib).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -25,16 +27,21 @@ from typing import Optional
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 from monai.deploy.operators import DICOMTextSRWriterOperator, EquipmentInfo, ModelInfo
+from PIL import Image
+from pydicom import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
 from pipelines.cases import CaseStatus, ExitCode, Case, exit_code_for
+from pipelines.heatmap import colour
 from pipelines.operators.case_stage import CaseStage
-from squid_monai.scoring import save_images
+from squid_monai.scoring import IMAGE_FILES, save_images
 
 __all__ = [
     "TextSRWriterOperator",
     "ResultWriterOperator",
     "model_info_for",
+    "reference_images",
     "report_text",
     "RESULT_FILE",
     "SUMMARY_FILE",
@@ -69,8 +76,63 @@ def report_text(case: Case) -> str:
             f"Model: {model.get('model_name', '')} version {model.get('model_version', '')}",
             f"Scored image: SOP Instance UID {case.source.get('SOPInstanceUID', '')}"
             f" in Series Instance UID {case.source.get('SeriesInstanceUID', '')}",
+            *_heatmap_line(case),
         ]
     )
+
+
+def _heatmap_line(case: Case) -> list[str]:
+    sc = case.references.get("heatmap_sc")
+    if not sc:
+        return []
+    line = (f"Heat map ({case.model.get('heatmap', '')}, hot = drives the score up): Secondary "
+            f"Capture SOP Instance UID {sc['SOPInstanceUID']} in Series Instance UID "
+            f"{sc['SeriesInstanceUID']}")
+    return [line]
+
+
+#: the SR's IMAGE items, by reference name: the concept each one is
+_IMAGE_CONCEPTS = {"source": "SourceImage", "heatmap_sc": "IllustrationOfROI"}
+
+
+def reference_images(sr_file: Path, references: dict[str, dict[str, str]]) -> None:
+    """Add to the SR in ``sr_file`` an IMAGE content item (built with highdicom) per
+    referenced object (``source``: "Source image", ``heatmap_sc``: "Illustration of ROI")
+    and list them in the Current Requested Procedure Evidence Sequence, by study and series,
+    as the SR Document General module requires for every instance its content references."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    sr = pydicom.dcmread(sr_file)
+    studies: dict[str, dict[str, list[Dataset]]] = {}
+    for name, uids in references.items():
+        if name not in _IMAGE_CONCEPTS:
+            continue
+        sr.ContentSequence.append(hd.sr.ImageContentItem(
+            name=getattr(codes.DCM, _IMAGE_CONCEPTS[name]), relationship_type="CONTAINS",
+            referenced_sop_class_uid=uids["SOPClassUID"],
+            referenced_sop_instance_uid=uids["SOPInstanceUID"]))
+        instance = Dataset()
+        instance.ReferencedSOPClassUID = uids["SOPClassUID"]
+        instance.ReferencedSOPInstanceUID = uids["SOPInstanceUID"]
+        study = studies.setdefault(uids["StudyInstanceUID"], {})
+        study.setdefault(uids["SeriesInstanceUID"], []).append(instance)
+    sr.CurrentRequestedProcedureEvidenceSequence = DicomSequence(
+        [_evidence(study, series) for study, series in studies.items()])
+    sr.save_as(sr_file)
+
+
+def _evidence(study_uid: str, series: dict[str, list[Dataset]]) -> Dataset:
+    item = Dataset()
+    item.StudyInstanceUID = study_uid
+    item.ReferencedSeriesSequence = DicomSequence()
+    for series_uid, instances in series.items():
+        entry = Dataset()
+        entry.SeriesInstanceUID = series_uid
+        entry.ReferencedSOPSequence = DicomSequence(instances)
+        item.ReferencedSeriesSequence.append(entry)
+    return item
 
 
 class TextSRWriterOperator(CaseStage, DICOMTextSRWriterOperator):
@@ -79,7 +141,9 @@ class TextSRWriterOperator(CaseStage, DICOMTextSRWriterOperator):
     The SDK operator writes one SR per call from the first series it receives; here each scored
     study gets its own SR in ``<output_folder>/<StudyInstanceUID>/``, with the study's Patient and
     Study modules copied (so it files with the source study), the model's name and version in the
-    Contributing Equipment Sequence, and ``report_text`` as content.
+    Contributing Equipment Sequence, and ``report_text`` as content; with the case's
+    ``references`` (:func:`reference_images`), IMAGE items pointing at the scored image and at
+    the heat-map Secondary Capture.
 
     Named input:
         cases: ``List[Case]``; scored ``dicom`` cases get an SR, the others pass unchanged.
@@ -131,6 +195,8 @@ class TextSRWriterOperator(CaseStage, DICOMTextSRWriterOperator):
             self.write(report_text(case), case.dicom_series, folder)
             written = sorted(set(folder.glob("*.dcm")) - before)
             case.outputs["sr"] = str(written[0].relative_to(self.output_folder))
+            if case.references:
+                reference_images(written[0], case.references)
         except Exception as exc:
             logger.exception("Case %s: SR not written", case.case_id)
             case.problems.append(f"SR not written: {type(exc).__name__}: {exc}")
@@ -182,7 +248,13 @@ class ResultWriterOperator(Operator):
         (folder / RESULT_FILE).write_text(json.dumps(case.summary(), indent=2))
 
     def _write_images(self, case: Case, folder: Path) -> None:
-        for name, path in save_images(case.record, folder, image=case.image).items():
+        # the heat map in NumPy's colours: save_images' colour map needs matplotlib, not in the MAP
+        record = dataclasses.replace(case.record, heatmap=None)
+        written = save_images(record, folder, image=case.image)
+        if case.record.heatmap is not None:
+            written["heatmap"] = folder / IMAGE_FILES["heatmap"]
+            Image.fromarray(colour(case.record.heatmap), mode="RGB").save(written["heatmap"])
+        for name, path in written.items():
             case.outputs[name] = str(path.relative_to(self.output_folder))
 
 

@@ -12,6 +12,7 @@ from monai.deploy.core import Fragment, Operator
 
 from pipelines.cases import CaseStatus, Case
 from pipelines.exported_model import ExportedModel, load_exported_model
+from pipelines.heatmap import ExportedHeatmap
 from pipelines.operators.case_stage import CaseStage
 from squid_monai.scoring import score_images
 
@@ -33,7 +34,8 @@ class ScoringOperator(CaseStage, Operator):
     Named output:
         cases: the same list; pending ones become ``scored`` with their ``record``
             (``squid_monai.scoring.ScoreRecord``: score, logit, decision, threshold, reconstruction,
-            difference), ``score``, ``logit``, ``threshold``, ``anomalous`` and ``model`` set (or
+            difference, and the heat map of :mod:`pipelines.heatmap`), ``score``, ``logit``,
+            ``threshold``, ``anomalous`` and ``model`` set (or
             ``error`` if the model fails on them); the others pass unchanged.
 
     Args:
@@ -50,6 +52,7 @@ class ScoringOperator(CaseStage, Operator):
         **kwargs,
     ):
         self.model = model if isinstance(model, ExportedModel) else load_exported_model(model, device)
+        self.heatmap = ExportedHeatmap(self.model.module)
         super().__init__(fragment, *args, **kwargs)
 
     def wants(self, case: Case) -> bool:
@@ -67,7 +70,8 @@ class ScoringOperator(CaseStage, Operator):
             return case.fail(CaseStatus.ERROR, f"model input has shape {shape}, the model expects {expected}")
         start = time.perf_counter()
         try:
-            (record,) = score_images(self.model, case.image[None], [case.case_id], threshold=card.threshold)
+            (record,) = score_images(self.model, case.image[None], [case.case_id],
+                                     threshold=card.threshold, explainer=self.heatmap)
         except Exception as exc:
             logger.exception("Case %s: model failed", case.case_id)
             return case.fail(CaseStatus.ERROR, f"model failed: {type(exc).__name__}: {exc}")
@@ -75,7 +79,7 @@ class ScoringOperator(CaseStage, Operator):
         case.record = record
         case.score, case.logit, case.threshold = record.score, record.logit, record.threshold
         case.anomalous = record.decision == 1
-        case.model = {**card.to_dict(), "card_source": card.source}
+        case.model = {**card.to_dict(), "card_source": card.source, "heatmap": self.heatmap.kind}
         logger.info(
             "Case %s: score %.4f (%s, threshold %.4f) in %.3f s",
             case.case_id,

@@ -33,9 +33,12 @@ class RegisterModel:
     Args:
         model_dir: folder with ``model.pt`` (a CalibratedScorer state dict) and ``network.json``.
         tracking: the tracking handler of the run, or a tracking URI.
-        name, alias: registered model name and the alias set on the new version.
+        name, alias: registered model name and its champion alias: the new version gets it
+            when its validation metric (:meth:`metric`) is at least the champion's, else
+            ``challenger_alias`` (:mod:`squid_monai.promotion`; the run's tags say why).
         enabled: False makes this a no-op (the bundle's ``--register_model`` switch).
-        evaluator: if given, its ``state.best_metric`` / ``best_metric_epoch`` become tags.
+        evaluator: if given, its ``state.best_metric`` / ``best_metric_epoch`` become tags and
+            its key metric at the best epoch the gate's metric.
         weights: file name of the weights in ``model_dir``.
     """
 
@@ -48,8 +51,10 @@ class RegisterModel:
         enabled: bool = True,
         evaluator: Engine | None = None,
         weights: str = WEIGHTS_FILE,
+        challenger_alias: str = "challenger",
     ):
         self.model_dir, self.name, self.alias = Path(model_dir), name, alias
+        self.challenger_alias = challenger_alias
         self.enabled, self.evaluator, self.weights = enabled, evaluator, weights
         self.handler = tracking if isinstance(tracking, MLFlowHandler) else None
         self.uri = tracking if isinstance(tracking, str) else None
@@ -88,10 +93,23 @@ class RegisterModel:
                     metadata[f"validation_{key}"] = getattr(self.evaluator.state, key)
         try:
             self.version = register_model(self.model_dir, uri, self.name, self.alias, run_id=run_id,
-                                          metadata=metadata, weights=self.weights)
+                                          metadata=metadata, weights=self.weights,
+                                          metric=self.metric(),
+                                          challenger_alias=self.challenger_alias)
         except Exception as err:  # noqa: BLE001 - registration never fails a finished training
             logger.warning("model not registered in MLflow at %s (%s: %s); the model stays in %s",
                            uri, type(err).__name__, err, self.model_dir)
             return
-        logger.info("registered model %r version %s as models:/%s@%s", self.name, self.version.version,
-                    self.name, self.alias)
+        tags = self.version.tags
+        logger.info("registered model %r version %s as models:/%s@%s (%s)", self.name,
+                    self.version.version, self.name, tags.get("promotion"),
+                    tags.get("promotion_reason"))
+
+    def metric(self) -> tuple[str, float] | None:
+        """The gate's validation metric: the evaluator's key metric at its best epoch, the
+        epoch whose weights ``model_dir`` holds (None without an evaluator or a value)."""
+        state = getattr(self.evaluator, "state", None)
+        best = getattr(state, "best_metric", None)
+        if best is None or getattr(state, "best_metric_epoch", -1) == -1:  # never evaluated
+            return None
+        return str(getattr(state, "key_metric_name", None) or "best_metric"), float(best)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -52,8 +53,10 @@ def _fail_fast(timeout: float):
 class ResilientMLFlowHandler(MLFlowHandler):
     """:class:`monai.handlers.MLFlowHandler` that degrades to a warning.
 
-    Same arguments plus ``enabled`` (False: attaches nothing, the bundle's tracking switch),
-    with three differences: an explicit ``tracking_uri`` wins over the
+    Same arguments plus ``enabled`` (False: attaches nothing, the bundle's tracking switch)
+    and ``datasets`` (the run's dataset lineage, logged as the run's inputs when it starts:
+    :func:`squid_monai.data.lineage.run_datasets`), with three differences: an explicit
+    ``tracking_uri`` wins over the
     ``MLFLOW_TRACKING_URI`` variable (the bundle resolves the variable itself through
     :func:`tracking_uri`, so an explicit ``--tracking_uri`` must not be overruled); with
     neither, the store is ``./mlruns.db``; and a local SQLite store gets its artifacts in
@@ -73,8 +76,14 @@ class ResilientMLFlowHandler(MLFlowHandler):
     _failed: ClassVar[dict[str, str]] = {}
 
     def __init__(self, tracking_uri: str | None = None, *args: Any, enabled: bool = True,
-                 probe_timeout: float = 5.0, **kwargs: Any):
+                 probe_timeout: float = 5.0, datasets: Mapping[str, tuple[Any, int]] | None = None,
+                 **kwargs: Any):
         self.probe_timeout, self._probed = probe_timeout, False
+        #: the run's dataset lineage, ``{split: (mlflow dataset, size)}``
+        #: (:mod:`squid_monai.data.lineage`)
+        self.datasets = dict(datasets or {})
+        if self.datasets:  # MONAI's hook for dataset logging, called when the run starts
+            kwargs.setdefault("dataset_logger", self._log_datasets)
         env_uri = os.environ.get(ENV_URI)
         #: the store this handler writes to
         self.tracking_uri = uri = tracking_uri or env_uri or sqlite_uri(os.getcwd())
@@ -101,6 +110,26 @@ class ResilientMLFlowHandler(MLFlowHandler):
     def attach(self, engine: Engine) -> None:
         if self.enabled:
             super().attach(engine)
+
+    def _log_datasets(self, _dataset_dict: Any = None) -> None:
+        """Log the lineage datasets into the run, the split as the input's context and its
+        size as an input tag; a dataset the run already has (same name and digest) is skipped,
+        so a resumed run does not list its data twice."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        from ..data.lineage import SIZE_TAG
+
+        run = self.client.get_run(self.cur_run.info.run_id)
+        known = {(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs}
+        inputs = [
+            DatasetInput(dataset._to_mlflow_entity(),
+                         [InputTag(MLFLOW_DATASET_CONTEXT, split), InputTag(SIZE_TAG, str(size))])
+            for split, (dataset, size) in self.datasets.items()
+            if (dataset.name, dataset.digest) not in known
+        ]
+        if inputs:
+            self.client.log_inputs(run.info.run_id, datasets=inputs)
 
     def _fallback_attributes(self, kwargs: dict) -> None:
         """Attributes ``attach`` and the event methods read, when MONAI's constructor failed."""

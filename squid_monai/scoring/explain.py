@@ -25,7 +25,8 @@ from monai.networks.layers.convutils import gaussian_1d
 from monai.visualize import GradCAM
 from torch import nn
 
-__all__ = ["EXPLAINERS", "DiscriminatorGradCAM", "ScoreSaliency", "explainer_for", "gradcam_heatmap", "last_conv_layer"]
+__all__ = ["EXPLAINERS", "DiscriminatorGradCAM", "ExportSaliency", "ScoreSaliency", "explainer_for",
+           "gradcam_heatmap", "last_conv_layer"]
 
 #: What a heat map can explain (:func:`explainer_for`): the reported score, or the discriminator.
 EXPLAINERS = ("score", "discriminator")
@@ -156,9 +157,7 @@ class ScoreSaliency:
     """
 
     def __init__(self, scorer: nn.Module, smoothing: float = 1 / 32) -> None:
-        if not 0 <= float(smoothing) < 1:
-            raise ValueError(f"smoothing must be in [0, 1) (a fraction of the image side), got {smoothing!r}")
-        self.smoothing = float(smoothing)
+        self.smoothing = _check_smoothing(smoothing)
         for name in ("raw", "normality"):
             if not callable(getattr(scorer, name, None)):
                 raise ValueError(f"{type(scorer).__name__} has no {name}(): the score saliency needs a "
@@ -180,18 +179,59 @@ class ScoreSaliency:
         ref = next(self._model.parameters(), None)
         ref = ref if ref is not None else next(self._model.buffers(), torch.empty(0))
         x = (image.as_tensor() if isinstance(image, MetaTensor) else image).detach()
-        x = x.to(device=ref.device, dtype=torch.float32).requires_grad_(True)
-        with torch.enable_grad():
-            abnormality = self._model(x)
-            if not abnormality.requires_grad:
-                raise ValueError(f"the score of {type(self._model.scorer).__name__} does not depend on the "
-                                 "input through autograd; it cannot be explained by its gradient")
-            (grad,) = torch.autograd.grad(abnormality.sum(), x)
-        heat = grad.abs()
-        if self.smoothing > 0:
-            kernel = gaussian_1d(torch.tensor(self.smoothing * max(x.shape[-2:])), normalize=True).to(heat)
-            heat = separable_filtering(heat, [kernel, kernel], mode="replicate")
-        return _normalise_per_image(heat[:, 0].float().cpu().numpy())
+        x = x.to(device=ref.device, dtype=torch.float32)
+        return _saliency(self._model, x, self.smoothing, type(self._model.scorer).__name__)
+
+
+def _check_smoothing(smoothing: float) -> float:
+    if not 0 <= float(smoothing) < 1:
+        raise ValueError(f"smoothing must be in [0, 1) (a fraction of the image side), "
+                         f"got {smoothing!r}")
+    return float(smoothing)
+
+
+def _saliency(model, x: torch.Tensor, smoothing: float, name: str) -> np.ndarray:
+    """``|d model(x).sum() / d x|``, Gaussian-smoothed (``smoothing`` x the image side) and
+    min-max scaled per image: the post-processing both saliency explainers share."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        abnormality = model(x)
+        if not abnormality.requires_grad:
+            raise ValueError(f"the score of {name} does not depend on the input through autograd; "
+                             "it cannot be explained by its gradient")
+        (grad,) = torch.autograd.grad(abnormality.sum(), x)
+    heat = grad.abs()
+    if smoothing > 0:
+        kernel = gaussian_1d(torch.tensor(smoothing * max(x.shape[-2:])), normalize=True).to(heat)
+        heat = separable_filtering(heat, [kernel, kernel], mode="replicate")
+    return _normalise_per_image(heat[:, 0].float().cpu().numpy())
+
+
+class ExportSaliency:
+    """:class:`ScoreSaliency` of a model known by its ``forward`` only, such as the
+    TorchScript export of a scorer (``forward(image)`` -> dict with ``score``): the gradient
+    of the reported ``score`` with respect to the input, with the same smoothing and scaling.
+    The export is traced from the eager scorer, whose ``no_grad`` the trace does not keep, so
+    its graph is differentiable; where the score saturates the gradient may vanish (an all-zero
+    map). Raises ``ValueError`` when the output does not depend on the input through autograd.
+    The model is used as it is (gradients are taken with respect to the input only)."""
+
+    def __init__(self, model: nn.Module, smoothing: float = 1 / 32, key: str = "score") -> None:
+        self.model, self.smoothing, self.key = model, _check_smoothing(smoothing), key
+
+    def explain(self, images: torch.Tensor, out: dict | None = None) -> np.ndarray:
+        """The heat maps of a scored batch: of the input ``images``."""
+        return self(images)
+
+    def __call__(self, image: torch.Tensor) -> np.ndarray:
+        """Heat maps (B, H, W) in [0, 1] of a (B, 1, H, W) batch."""
+        if image.ndim != 4 or image.shape[1] != 1:
+            raise ValueError(f"image must be (B,1,H,W), got shape {tuple(image.shape)}")
+        ref = next(self.model.parameters(), None)
+        x = image.as_tensor() if isinstance(image, MetaTensor) else image
+        x = x.to(device=ref.device if ref is not None else x.device, dtype=torch.float32)
+        score = lambda v: self.model(v)[self.key].float().reshape(-1, 1)  # noqa: E731
+        return _saliency(score, x, self.smoothing, type(self.model).__name__)
 
 
 def explainer_for(scorer: nn.Module, explain: str = "score") -> ScoreSaliency | DiscriminatorGradCAM | None:

@@ -47,3 +47,18 @@ def test_registered_model_loads_by_alias_and_scores_like_the_bundle(trained_bund
     np.testing.assert_allclose(predicted["logit"].astype(float), expected["logit"].numpy(), atol=1e-5)
     version = MlflowClient(tracking_uri(out)).get_model_version_by_alias("squid", "champion")
     assert float(version.tags["threshold"]) == pytest.approx(scorer.threshold.item(), rel=1e-6)
+
+
+def test_training_run_records_its_data_and_the_promotion(trained_bundle):
+    out, _ = trained_bundle
+    client, run = _run(out)
+    inputs = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
+    # DigitAnatomy, generated: the generator is the source; the toy run's split sizes (TINY)
+    context = "mlflow.data.context"
+    assert inputs == {"digitanatomy:training": {context: "training", "size": "32"},
+                      "digitanatomy:validation": {context: "validation", "size": "40"}}
+    version = client.get_model_version_by_alias("squid", "champion")
+    assert run.data.tags["promotion"] == "champion"
+    assert version.tags["validation_metric"] == "val_auc_smoothed"
+    assert float(version.tags["validation_metric_value"]) == pytest.approx(float(version.tags[
+        "validation_best_metric"]))

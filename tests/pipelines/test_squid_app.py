@@ -12,6 +12,7 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
+from pydicom.uid import SecondaryCaptureImageStorage
 
 pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')")
 
@@ -104,13 +105,59 @@ def test_app_scores_reports_and_skips(synthetic_inputs, tmp_path, standin_model)
         assert sr.ContributingEquipmentSequence[0].ManufacturerModelName == "squid-standin"
         assert sr.ContributingEquipmentSequence[0].SoftwareVersions == "0.0.1"
         assert case["decision"] == ("anomalous" if case["score"] > 0.5 else "normal")
-        assert "heatmap" not in case["outputs"]  # Grad-CAM only, which a TorchScript model cannot give
-        for name in ("input", "reconstruction", "difference"):
+        assert case["model"]["heatmap"] == "score gradient"  # the export is differentiated
+        for name in ("input", "reconstruction", "difference", "heatmap"):
             assert Image.open(output / case["outputs"][name]).size == (STANDIN_SIZE, STANDIN_SIZE)
         assert json.loads((output / case["outputs"]["result"]).read_text())["score"] == case["score"]
     assert not list((output / "1.2.826.1.3").glob("*.dcm"))  # nothing scored, no SR
     written = (output / "run_summary.json").read_text() + "".join(p.read_text() for p in output.rglob("*.json"))
     assert not any(identifier in written for identifier in PATIENT_IDENTIFIERS)
+
+
+def _content_images(sr) -> dict[str, object]:
+    """The SR's IMAGE items, read back with highdicom, by concept meaning."""
+    import highdicom as hd
+
+    items = [hd.sr.ImageContentItem.from_dataset(item) for item in sr.ContentSequence
+             if item.ValueType == "IMAGE"]
+    return {item.name.meaning: item for item in items}
+
+
+def test_sr_references_the_heatmap_secondary_capture_in_the_source_study(synthetic_inputs, tmp_path,
+                                                                           standin_model):
+    import highdicom as hd
+
+    output = tmp_path / "out"
+    cases = _cases(_run(synthetic_inputs, output, standin_model))
+    for study, file in (("1.2.826.1.1", "cr_mono1.dcm"), ("1.2.826.1.2", "cr_mono2.dcm")):
+        case, source = cases[study], pydicom.dcmread(synthetic_inputs / file)
+        sr = pydicom.dcmread(output / case["outputs"]["sr"])
+        sc = hd.imread(output / case["outputs"]["heatmap_sc"])
+        assert Path(case["outputs"]["heatmap_sc"]).parent == Path(case["outputs"]["sr"]).parent
+        # the SC: a Secondary Capture in the source study, of the heat map over the input
+        assert sc.SOPClassUID == SecondaryCaptureImageStorage
+        assert sc.StudyInstanceUID == study == source.StudyInstanceUID
+        assert sc.PatientID == source.PatientID
+        assert sc.SeriesInstanceUID not in (source.SeriesInstanceUID, sr.SeriesInstanceUID)
+        assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        pixels = sc.get_frame(1).astype(int)
+        assert pixels.shape[-1] == 3 and pixels.shape[0] >= 256
+        assert np.abs(pixels[..., 0] - pixels[..., 2]).max() > 50  # coloured, not the grey input
+        assert "score gradient" in sc.SeriesDescription
+        assert "not for diagnostic use" in sc.SeriesDescription
+        # the SR: IMAGE items for the scored image and the SC, both listed as evidence
+        images = _content_images(sr)
+        assert images["Illustration of ROI"].referenced_sop_instance_uid == sc.SOPInstanceUID
+        assert images["Illustration of ROI"].referenced_sop_class_uid == sc.SOPClassUID
+        assert images["Source image"].referenced_sop_instance_uid == source.SOPInstanceUID
+        (evidence,) = sr.CurrentRequestedProcedureEvidenceSequence
+        assert evidence.StudyInstanceUID == study
+        listed = {(s.SeriesInstanceUID, i.ReferencedSOPInstanceUID)
+                  for s in evidence.ReferencedSeriesSequence for i in s.ReferencedSOPSequence}
+        assert listed == {(source.SeriesInstanceUID, source.SOPInstanceUID),
+                          (sc.SeriesInstanceUID, sc.SOPInstanceUID)}
+        assert sc.SOPInstanceUID in sr.ContentSequence[0].TextValue
+    assert not list((output / "1.2.826.1.3").glob("*.dcm"))  # nothing scored: no SR, no SC
 
 
 def test_png_and_jpeg_input_without_dicom_output(tmp_path, standin_model):
@@ -149,7 +196,7 @@ def test_command_line_exit_codes_and_log(tmp_path, standin_model):
     summary = json.loads((output / "run_summary.json").read_text())
     assert summary["counts"] == {"scored": 2} and summary["exit_status"] == "OK"
     assert "graph_s" in summary["timing"]
-    assert len(list(output.rglob("*.dcm"))) == 1  # the SR of the DICOM study only
+    assert len(list(output.rglob("*.dcm"))) == 2  # the DICOM study's SR and heat-map SC only
     assert not any(identifier in log for identifier in PATIENT_IDENTIFIERS)
 
 
@@ -227,6 +274,12 @@ def test_real_dicoms_sr_per_study_and_bundle_scores(real_dicom, tmp_path, tiny_s
         sr = pydicom.dcmread(output / case["outputs"]["sr"])
         assert sr.StudyInstanceUID == case["case_id"]
         assert f"{case['score']:.6f}" in sr.ContentSequence[0].TextValue
+        # the traced SQUID is differentiated: its heat map, as an SC in the study, is the score's
+        sc = pydicom.dcmread(output / case["outputs"]["heatmap_sc"])
+        assert case["model"]["heatmap"] == "score gradient"
+        assert sc.StudyInstanceUID == case["case_id"]
+        illustration = _content_images(sr)["Illustration of ROI"]
+        assert illustration.referenced_sop_instance_uid == sc.SOPInstanceUID
         bundle_input = preprocess(source, size)
         _assert_bundle_preprocessing(output, case, bundle_input)
         bundle_score = float(scorer(bundle_input[None])["score"][0])

@@ -168,3 +168,32 @@ def test_score_saliency_of_squid_follows_its_score_source_and_leaves_the_model_u
     for i, k in enumerate(z.argmax(1).tolist()):
         cells = heat[i].reshape(grid, tile, grid, tile).sum((1, 3)).reshape(-1)
         assert cells.argmax() == k, (cells, k)
+
+
+def test_export_saliency_of_the_traced_scorer_is_the_eager_heatmap():
+    """The deploy app's heat map (the TorchScript export, :class:`ExportSaliency`) means what
+    the eager one means: the score's gradient, equal after the per-image scaling."""
+    import warnings
+
+    from squid_monai.scoring.explain import ExportSaliency
+
+    torch.manual_seed(0)
+    scorer = build_scorer("tiny")
+    calibrate(scorer, [torch.rand(8, 1, 32, 32)])
+    images = torch.rand(3, 1, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(scorer, images[:1], strict=False, check_trace=False)
+    exported = ExportSaliency(traced).explain(images)
+    np.testing.assert_allclose(exported, ScoreSaliency(scorer)(images), atol=1e-4)
+    assert exported.shape == (3, 32, 32) and exported.max() == pytest.approx(1.0)
+    constant = torch.jit.script(_Constant())
+    with pytest.raises(ValueError, match="through autograd"):
+        ExportSaliency(constant)(images)
+
+
+class _Constant(nn.Module):
+    """A model whose score ignores its input: nothing to differentiate."""
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"score": torch.zeros(image.shape[0])}
