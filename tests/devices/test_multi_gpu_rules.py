@@ -12,7 +12,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-import squid_monai.distributed as distributed
+from squid_monai import distributed
 from squid_monai.handlers import Calibrate, EpochSeed
 
 from .helpers import CONFIG_SETS, TRAIN, parser
@@ -28,9 +28,9 @@ def test_the_per_rank_batch_is_the_global_batch_over_the_ranks():
 def test_the_multi_gpu_config_loads_the_per_rank_batch(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     parsed = parser(CONFIG_SETS["multi_gpu"], tmp_path, batch_size=8)
-    assert parsed.get_parsed_content("train#dataloader").batch_size == 4
+    assert parsed.get_parsed_content("train#dataloader#batch_size") == 4
     single = parser([TRAIN], tmp_path, batch_size=8)
-    assert single.get_parsed_content("train#dataloader").batch_size == 8
+    assert single.get_parsed_content("train#dataloader#batch_size") == 8
 
 
 class _Echo(torch.nn.Module):
