@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 import numpy as np
 
-from .trained_bundle import REPO, trained_bundle
+from .trained_bundle import trained_bundle
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("scores_benchmark", REPO / "benchmarks" / "scores.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("benchmarks.scores")
     return module
 
 

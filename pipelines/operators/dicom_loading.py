@@ -11,7 +11,7 @@ from monai.deploy.core import Fragment, OperatorSpec
 from monai.deploy.operators import DICOMDataLoaderOperator
 from pydicom import dcmread
 
-from pipelines.cases import CaseStatus, SQUIDCase
+from pipelines.cases import CaseStatus, Case
 
 __all__ = ["CheckedDICOMDataLoaderOperator"]
 
@@ -33,10 +33,10 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         input_folder: optional, as in the SDK loader.
     Named outputs:
         dicom_study_list: ``List[DICOMStudy]``, exactly as the SDK loader emits it.
-        unreadable_cases: ``List[SQUIDCase]``, one per file not loaded (``case_id`` is the file's
+        unreadable_cases: ``List[Case]``, one per file not loaded (``case_id`` is the file's
             path relative to the input folder): ``unreadable`` for a DICOM file (by name or by
             its marker) that cannot be parsed, ``ignored`` for any other file (a manifest, notes);
-            connect it to ``SQUIDPreprocessOperator`` so that they are reported, or leave it unconnected.
+            connect it to ``PreprocessOperator`` so that they are reported, or leave it unconnected.
 
     Args:
         skip_suffixes: file name endings that are not DICOM candidates here (PNG/JPEG go
@@ -60,7 +60,7 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
     ):
         self.skip_suffixes = tuple(s.lower() for s in skip_suffixes)
         self.dicom_suffixes = tuple(s.lower() for s in dicom_suffixes)
-        self.unreadable: list[SQUIDCase] = []
+        self.unreadable: list[Case] = []
         super().__init__(fragment, *args, must_load=must_load, **kwargs)
 
     def setup(self, spec: OperatorSpec):
@@ -101,8 +101,8 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         return studies
 
 
-def _file_case(name: str, status: CaseStatus, reason: str) -> SQUIDCase:
-    return SQUIDCase(case_id=name, kind="file", source={"file": name}).fail(status, reason)
+def _file_case(name: str, status: CaseStatus, reason: str) -> Case:
+    return Case(case_id=name, kind="file", source={"file": name}).fail(status, reason)
 
 
 def _is_dicom_candidate(file: Path, dicom_suffixes: tuple[str, ...]) -> bool:

@@ -8,7 +8,7 @@ import logging
 from ignite.engine import Engine, Events
 
 from ..distributed import on_rank0_then_share
-from ..scoring import SQUIDScorer, calibrate
+from ..scoring import CalibratedScorer, calibrate
 
 __all__ = ["Calibrate", "StoreThreshold"]
 
@@ -22,7 +22,7 @@ class Calibrate:
     rank 0 calibrates and the other ranks receive its result (one calibration, identical
     everywhere). The scorer scores in fp32, whatever autocast is around it."""
 
-    def __init__(self, scorer: SQUIDScorer, data_loader, quantile: float = 0.95):
+    def __init__(self, scorer: CalibratedScorer, data_loader, quantile: float = 0.95):
         self.scorer, self.data_loader, self.quantile = scorer, data_loader, quantile
 
     def attach(self, engine: Engine) -> None:
@@ -43,7 +43,7 @@ class StoreThreshold:
     ``engine.state.metrics``) as the scorer's decision threshold. Attach before the
     checkpoint saver so that the saved model carries it."""
 
-    def __init__(self, scorer: SQUIDScorer, metric_key: str = "val/best_on_set/threshold"):
+    def __init__(self, scorer: CalibratedScorer, metric_key: str = "val/best_on_set/threshold"):
         self.scorer, self.metric_key = scorer, metric_key
 
     def attach(self, engine: Engine) -> None:

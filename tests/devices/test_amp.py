@@ -10,7 +10,8 @@ from monai.handlers import ROCAUC, from_engine
 from torch import nn
 
 from squid_monai.artifact import Recipe
-from squid_monai.engines import SQUIDEvaluator
+from squid_monai.loading import build, image_size
+from squid_monai.engines import AnomalyEvaluator
 from squid_monai.methods import family_names
 from squid_monai.methods.autoencoder import ReconstructionScorer
 from squid_monai.metrics import AnomalyMetrics
@@ -56,9 +57,9 @@ def test_a_run_without_amp_resumes_into_one_with_amp(tmp_path):
 
 def _scorers():
     for method in family_names():
-        recipe = Recipe("tiny", method=method)
-        scorer = recipe.build()
-        images = torch.rand(4, 1, recipe.image_size, recipe.image_size)
+        recipe = Recipe("tiny", family=method)
+        scorer = build(recipe)
+        images = torch.rand(4, 1, image_size(recipe), image_size(recipe))
         calibrate(scorer, [images])
         yield method, scorer, images
 
@@ -96,7 +97,7 @@ def test_calibration_and_validation_under_fp16_autocast_score_in_fp32():
     torch.manual_seed(0)
     batches = [{"image": torch.rand(4, 1, 8, 8), "label": torch.tensor([0, 1, 0, 1])} for _ in range(2)]
     expected = calibrate(scorer, batches)
-    evaluator = SQUIDEvaluator(
+    evaluator = AnomalyEvaluator(
         "cpu", batches, scorer, key_val_metric={"auc": ROCAUC(output_transform=from_engine(["score", "label"]))},
         additional_metrics={"val": AnomalyMetrics(output_transform=from_engine(["score", "label"]))}, amp=True)
     with torch.autocast("cpu", dtype=torch.float16):

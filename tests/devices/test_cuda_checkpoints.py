@@ -13,7 +13,7 @@ from ignite.engine import Engine
 
 from squid_monai.export import export_bundle
 from squid_monai.handlers import ResumeFromLatest, SaveLatest
-from squid_monai.scoring import load_scorer
+from squid_monai.loading import load_scorer
 
 from ..trained_bundle import BUNDLE
 from .helpers import TRAIN, device_constants, parser, saved_as_cuda, train

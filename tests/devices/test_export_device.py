@@ -10,6 +10,7 @@ import warnings
 import torch
 
 from squid_monai.artifact import Recipe
+from squid_monai.loading import build, image_size
 from squid_monai.methods import family_names
 from squid_monai.scoring import calibrate
 
@@ -18,13 +19,13 @@ from .helpers import device_constants
 
 def _scorers():
     for method in family_names():
-        recipe = Recipe("tiny", method=method)
+        recipe = Recipe("tiny", family=method)
         sources = ("logit", "combined") if method == "squid" else (None,)
         for source in sources:
-            scorer = recipe.build()
+            scorer = build(recipe)
             if source is not None:
                 scorer.set_score_source(source)
-            size = recipe.image_size
+            size = image_size(recipe)
             calibrate(scorer, [torch.rand(4, 1, size, size)])
             yield f"{method} {source or ''}".strip(), scorer, size
 

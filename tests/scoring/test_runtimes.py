@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from squid_monai.networks import PerImageBatchNorm2d
-from squid_monai.scoring import PerImageInferer, build_scorer, forward, runtimes
+from squid_monai.methods.squid.networks import PerImageBatchNorm2d
+from squid_monai.scoring import PerImageInferer, forward, runtimes
+from squid_monai.loading import build_scorer
 from squid_monai.scoring.folding import fast_eager, fold_batchnorm
 from squid_monai.scoring.parity import FP32_TOLERANCE, measure_parity
 
