@@ -12,8 +12,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-__all__ = ["rank", "world_size", "is_main_process", "per_rank_batch", "on_rank0_then_share", "DDP_FAMILIES",
-           "require_ddp_support"]
+__all__ = ["rank", "world_size", "is_main_process", "per_rank_batch", "on_rank0_then_share",
+           "DDP_FAMILIES", "require_ddp_support"]
 
 T = TypeVar("T")
 
@@ -41,8 +41,8 @@ def per_rank_batch(batch_size: int, world: int | None = None) -> int:
     world = world_size() if world is None else int(world)
     batch_size = int(batch_size)
     if batch_size % world:
-        raise ValueError(f"batch_size {batch_size} (the global batch) cannot be split over {world} ranks: "
-                         f"choose a multiple of {world}")
+        raise ValueError(f"batch_size {batch_size} (the global batch) cannot be split over "
+                         f"{world} ranks: choose a multiple of {world}")
     return batch_size // world
 
 

@@ -26,8 +26,8 @@ class GuardedTrainer(Trainer):
     * mixed precision: :meth:`_autocast` is float16 on CUDA and bfloat16 on the CPU (only
       when asked; fp32 is the CPU default), with one ``torch.amp.GradScaler`` per optimiser
       (:meth:`grad_scaler`: enabled with AMP, on the trainer's device type, so the CPU runs
-      the scaler path a GPU runs; pass the scalers in to save them in checkpoints). MONAI's own single, deprecated scaler is never built
-      (:meth:`run`);
+      the scaler path a GPU runs; pass the scalers in to save them in checkpoints). MONAI's
+      own single, deprecated scaler is never built (:meth:`run`);
     * the non-finite-loss guard (:meth:`_finite`): a non-finite loss is never
       back-propagated; the step is skipped, counted in ``engine.state.skipped_steps`` and
       logged (on the logger of the subclass's module), and ``max_nonfinite`` in a row stop

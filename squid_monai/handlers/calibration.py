@@ -29,8 +29,11 @@ class Calibrate:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        fitted = on_rank0_then_share(
-            self.scorer, lambda: calibrate(self.scorer, self.data_loader, engine.state.device, quantile=self.quantile))
+        def fit():
+            return calibrate(self.scorer, self.data_loader, engine.state.device,
+                             quantile=self.quantile)
+
+        fitted = on_rank0_then_share(self.scorer, fit)
         if fitted is None:  # not rank 0
             return
         mean, std = fitted

@@ -71,8 +71,8 @@ class RNGState:
         # torch takes its state only as a CPU byte tensor, whatever device the file was loaded to
         torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
         n = state["numpy"]
-        np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                             n["cached"]))
+        keys = n["keys"].cpu().numpy().astype(np.uint32)
+        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached"]))
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
 
@@ -176,7 +176,8 @@ class ResumeFromLatest:
     a GPU, the RNG state (a CPU byte tensor by contract) would not restore. A scaler state is
     restored only when the saved run used AMP."""
 
-    def __init__(self, folder: str | Path, load_dict: dict, enabled: bool = True, map_location="cpu"):
+    def __init__(self, folder: str | Path, load_dict: dict, enabled: bool = True,
+                 map_location="cpu"):
         self.folder, self.enabled, self.map_location = Path(folder), enabled, map_location
         self.load_dict = {key: _ScalerState(obj) if isinstance(obj, torch.amp.GradScaler) else obj
                           for key, obj in load_dict.items()}
@@ -227,7 +228,7 @@ class EpochSeed:
         if self.seed is None:
             return
         seed = rank_seed(self.seed, engine.state.epoch)
-        seed_generators(seed)  # the generators only: the backends' exactness is set once, at start-up
+        seed_generators(seed)  # the generators only: exactness is set once, at start-up
         for dataset in self.datasets:
             # MONAI random transforms own a RandomState, seeded once when a DataLoader is built
             # (num_workers=0) and never by seed_generators: re-seed them from (seed, epoch) too

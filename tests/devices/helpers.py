@@ -18,12 +18,21 @@ from ..trained_bundle import CONFIGS
 
 #: train.json alone (SQUID), with each family's method config, and the multi-GPU config
 TRAIN = CONFIGS / "train.json"
-CONFIG_SETS = {"squid": [TRAIN],
-               **{p.stem: [TRAIN, p] for p in sorted((CONFIGS / "methods").glob("*.json"))},
-               "multi_gpu": [TRAIN, CONFIGS / "multi_gpu_train.json"]}
+CONFIG_SETS = {
+    "squid": [TRAIN],
+    **{p.stem: [TRAIN, p] for p in sorted((CONFIGS / "methods").glob("*.json"))},
+    "multi_gpu": [TRAIN, CONFIGS / "multi_gpu_train.json"],
+}
 #: the smallest run that trains, validates, calibrates and saves (a few seconds per family)
-TINY = {"preset": "tiny", "digitanatomy_length": 8, "batch_size": 4, "val_per_class": 4, "calibration_images": 4,
-        "progress": False, "mlflow_tracking": False}
+TINY = {
+    "preset": "tiny",
+    "digitanatomy_length": 8,
+    "batch_size": 4,
+    "val_per_class": 4,
+    "calibration_images": 4,
+    "progress": False,
+    "mlflow_tracking": False,
+}
 
 
 def parser(configs, output_dir, **overrides) -> ConfigParser:
@@ -36,7 +45,12 @@ def parser(configs, output_dir, **overrides) -> ConfigParser:
 
 def train(configs, output_dir, **overrides) -> None:
     """``monai.bundle run training`` of ``configs`` in this process, on the tiny settings."""
-    run("training", config_file=[str(c) for c in configs], output_dir=str(output_dir), **{**TINY, **overrides})
+    run(
+        "training",
+        config_file=[str(c) for c in configs],
+        output_dir=str(output_dir),
+        **{**TINY, **overrides},
+    )
 
 
 @contextlib.contextmanager
@@ -57,8 +71,11 @@ def off_device(module: torch.nn.Module, device: str) -> list[str]:
 def device_constants(graph: str, device: str = "cpu") -> list[str]:
     """Lines of a TorchScript graph holding a ``device`` constant (what a trace bakes in for
     ``torch.arange(..., device=x.device)`` and the like)."""
-    return [line.strip() for line in graph.splitlines()
-            if "Device = prim::Constant" in line and f'value="{device}"' in line]
+    return [
+        line.strip()
+        for line in graph.splitlines()
+        if "Device = prim::Constant" in line and f'value="{device}"' in line
+    ]
 
 
 def checkpoint_files(folder: Path) -> list[Path]:

@@ -10,8 +10,8 @@ from monai.handlers import ROCAUC, from_engine
 from torch import nn
 
 from squid_monai.artifact import Recipe
-from squid_monai.loading import build, image_size
 from squid_monai.engines import AnomalyEvaluator
+from squid_monai.loading import build, image_size
 from squid_monai.methods import family_names
 from squid_monai.methods.autoencoder import ReconstructionScorer
 from squid_monai.metrics import AnomalyMetrics
@@ -51,7 +51,9 @@ def test_a_run_without_amp_resumes_into_one_with_amp(tmp_path):
     _run([TRAIN], tmp_path, epochs=1, amp=False)
     parsed = _run([TRAIN], tmp_path, epochs=2, amp=True)
     trainer = parsed.get_parsed_content("train#trainer")
-    assert trainer.state.epoch == 2 and trainer.state.iteration == 4  # resumed: 2 iterations per epoch
+    assert (
+        trainer.state.epoch == 2 and trainer.state.iteration == 4
+    )  # resumed: 2 iterations per epoch
     assert all(s.is_enabled() and s._scale is not None for s in _scalers(parsed))
 
 
@@ -95,11 +97,20 @@ def test_calibration_and_validation_under_fp16_autocast_score_in_fp32():
     and the training go on."""
     scorer = ReconstructionScorer(_Overflows())
     torch.manual_seed(0)
-    batches = [{"image": torch.rand(4, 1, 8, 8), "label": torch.tensor([0, 1, 0, 1])} for _ in range(2)]
+    batches = [
+        {"image": torch.rand(4, 1, 8, 8), "label": torch.tensor([0, 1, 0, 1])} for _ in range(2)
+    ]
     expected = calibrate(scorer, batches)
     evaluator = AnomalyEvaluator(
-        "cpu", batches, scorer, key_val_metric={"auc": ROCAUC(output_transform=from_engine(["score", "label"]))},
-        additional_metrics={"val": AnomalyMetrics(output_transform=from_engine(["score", "label"]))}, amp=True)
+        "cpu",
+        batches,
+        scorer,
+        key_val_metric={"auc": ROCAUC(output_transform=from_engine(["score", "label"]))},
+        additional_metrics={
+            "val": AnomalyMetrics(output_transform=from_engine(["score", "label"]))
+        },
+        amp=True,
+    )
     with torch.autocast("cpu", dtype=torch.float16):
         assert calibrate(scorer, batches) == expected
         evaluator.run()

@@ -49,7 +49,9 @@ def test_a_gpu_checkpoint_resumes_exports_and_scores_on_a_cpu(run_copy, monkeypa
     train([TRAIN], run_copy, epochs=2)
     assert resumed_at == [1] and (run_copy / "models" / "checkpoint_epoch=2.pt").is_file()
     result = export_bundle(BUNDLE, run_copy)
-    assert not device_constants(str(torch.jit.load(result["filepath"], map_location="cpu").inlined_graph))
+    assert not device_constants(
+        str(torch.jit.load(result["filepath"], map_location="cpu").inlined_graph)
+    )
     scorer = load_scorer(run_copy / "models" / "model.pt")
     assert torch.isfinite(scorer(torch.rand(2, 1, 32, 32))["score"]).all()
 
@@ -60,7 +62,9 @@ def test_resuming_on_another_device_loads_the_checkpoint_to_the_cpu_first(run_co
     object's device, and the RNG state is restored as a CPU byte tensor."""
     parsed = parser([TRAIN], run_copy, epochs=2, device="$torch.device('meta')")
     trainer = parsed.get_parsed_content("train#trainer")
-    resume = next(h for h in parsed.get_parsed_content("train#handlers") if isinstance(h, ResumeFromLatest))
+    resume = next(
+        h for h in parsed.get_parsed_content("train#handlers") if isinstance(h, ResumeFromLatest)
+    )
     resume(trainer)
     assert trainer.state.epoch == 1
     assert all(p.device.type == "meta" for p in parsed.get_parsed_content("scorer").parameters())
@@ -88,4 +92,6 @@ def test_a_scaler_state_is_restored_only_when_the_saved_run_used_one(tmp_path):
     restored = torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0)
     _engine(restored, with_amp, 2, resume=True)
     assert restored.get_scale() == 8.0
-    _engine(torch.amp.GradScaler("cpu", enabled=False), with_amp, 3, resume=True)  # AMP off: ignored
+    _engine(
+        torch.amp.GradScaler("cpu", enabled=False), with_amp, 3, resume=True
+    )  # AMP off: ignored

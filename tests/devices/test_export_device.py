@@ -35,7 +35,9 @@ def test_traced_scorers_hold_no_cpu_device_constant():
     for name, scorer, size in _scorers():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(scorer, torch.rand(1, 1, size, size), strict=False, check_trace=False)
+            traced = torch.jit.trace(
+                scorer, torch.rand(1, 1, size, size), strict=False, check_trace=False
+            )
         constants = device_constants(str(traced.inlined_graph))
         if constants:
             found[name] = constants

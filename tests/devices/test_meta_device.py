@@ -14,8 +14,11 @@ from .helpers import CONFIG_SETS, off_device, parser
 def test_every_network_scorer_and_ema_copy_is_on_the_configured_device(name, tmp_path):
     parsed = parser(CONFIG_SETS[name], tmp_path, device="$torch.device('meta')")
     ema = parsed.get_parsed_content("ema_handler")
-    modules = {**{f"network {i}": net for i, net in enumerate(parsed.get_parsed_content("networks"))},
-               "scorer": parsed.get_parsed_content("scorer"), "EMA copy": ema.ema_model,
-               "score_model": parsed.get_parsed_content("score_model")}
+    modules = {
+        **{f"network {i}": net for i, net in enumerate(parsed.get_parsed_content("networks"))},
+        "scorer": parsed.get_parsed_content("scorer"),
+        "EMA copy": ema.ema_model,
+        "score_model": parsed.get_parsed_content("score_model"),
+    }
     stray = {what: off_device(module, "meta") for what, module in modules.items()}
     assert not {what: names for what, names in stray.items() if names}

@@ -53,15 +53,22 @@ def _calibrate_rank(rank: int, world: int, port: int, folder: str) -> None:
     from squid_monai.methods.autoencoder import ReconstructionScorer
 
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                         world_size=world, timeout=timedelta(seconds=60))
+    torch.distributed.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=60),
+    )
     torch.manual_seed(0)
     scorer = ReconstructionScorer(_Echo())
     loader = [torch.rand(4, 1, 8, 8) for _ in range(2)] if rank == 0 else _NotOnThisRank()
     engine = Engine(lambda e, b: None)
     engine.state.device = torch.device("cpu")
     Calibrate(scorer, loader)(engine)
-    torch.save({k: v for k, v in scorer.state_dict().items() if "." not in k}, f"{folder}/rank{rank}.pt")
+    torch.save(
+        {k: v for k, v in scorer.state_dict().items() if "." not in k}, f"{folder}/rank{rank}.pt"
+    )
     torch.distributed.destroy_process_group()
 
 
@@ -71,8 +78,9 @@ def test_the_calibration_runs_on_rank_0_and_reaches_every_rank(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.start_processes(_calibrate_rank, args=(2, port, str(tmp_path)), nprocs=2,
-                                          start_method="fork")
+    torch.multiprocessing.start_processes(
+        _calibrate_rank, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork"
+    )
     first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert first["std"] != 1.0 and first["mean"] != 0.0  # calibrated
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -81,8 +89,12 @@ def test_the_calibration_runs_on_rank_0_and_reaches_every_rank(tmp_path):
 @pytest.fixture
 def backend_flags():
     """The global determinism flags, restored after the test."""
-    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    saved = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     yield
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
     torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
@@ -106,5 +118,7 @@ def test_determinism_is_a_switch_set_at_start_up(exact, tmp_path, backend_flags)
     torch.use_deterministic_algorithms(not exact)
     parsed = parser([TRAIN], tmp_path, deterministic=exact)
     parsed.get_parsed_content("initialize")
-    assert torch.backends.cudnn.deterministic is exact and torch.backends.cudnn.benchmark is not exact
+    assert (
+        torch.backends.cudnn.deterministic is exact and torch.backends.cudnn.benchmark is not exact
+    )
     assert torch.are_deterministic_algorithms_enabled() is exact

@@ -148,8 +148,8 @@ class FitScoreScaling:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        ranges = on_rank0_then_share(self.scorer,
-                                     lambda: fit_scaling(self.scorer, self.data_loader, engine.state.device))
+        ranges = on_rank0_then_share(
+            self.scorer, lambda: fit_scaling(self.scorer, self.data_loader, engine.state.device))
         if ranges is None:  # not rank 0
             return
         logger.info("DAAD score scaling on normal images: %s",
