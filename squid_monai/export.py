@@ -32,6 +32,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -122,6 +123,15 @@ def _split(source, split: str, size: int, intensity: str, n: int) -> tuple[torch
     return images, [int(it.get("label", 0)) for it in items]
 
 
+def _weights_on_cpu(weights: Path, folder: Path) -> Path:
+    """A copy of ``weights`` in ``folder`` whose tensors say "cpu". ``ckpt_export`` loads through
+    ignite's ``Checkpoint.load_objects``, which names no ``map_location``: a model saved on a
+    GPU would not load on a machine without one."""
+    copy = folder / weights.name
+    torch.save(torch.load(weights, map_location="cpu", weights_only=True), copy)
+    return copy
+
+
 def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, source, calibration_images: int = 300,
                    val_per_class: int = 100) -> dict:
     """Write ``models/model.pt`` as ``fmt`` (ONNX, OpenVINO, OpenVINO INT8 calibrated on
@@ -130,7 +140,6 @@ def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, sourc
     and embed the card. Raises when an fp32 format misses the contract; an INT8 one that
     misses it is written as an opt-in (``parity["default"]`` false)."""
     import shutil
-    import tempfile
 
     from .scoring import parity as contract
     from .scoring import runtimes
@@ -196,13 +205,14 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
         logger.warning("metadata.json declares input %s but the trained network takes %s: the exported "
                        "metadata says %s", declared, [size, size], [size, size])
         overrides["_meta_#network_data_format#inputs#image#spatial_shape"] = [size, size]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         # the tracer flags shape checks (tile grid, top-k size) as constants: true for a fixed input
         # size, and the parity check below runs another batch size than the traced one
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*torch.jit.*", category=DeprecationWarning)
         ckpt_export(
-            net_id="network_def", filepath=str(filepath), ckpt_file=str(models / WEIGHTS_FILE),
+            net_id="network_def", filepath=str(filepath),
+            ckpt_file=str(_weights_on_cpu(models / WEIGHTS_FILE, Path(tmp))),
             meta_file=str(meta_file), config_file=str(config_file), bundle_root=str(bundle_root),
             output_dir=str(output_dir), use_trace=True, input_shape=[1, 1, size, size],
             converter_kwargs={"strict": False}, **overrides,

@@ -69,7 +69,8 @@ def load_scorer(weights: str | os.PathLike, network_config: Recipe | Mapping | s
                 map_location: str | torch.device = "cpu", backend: str = "pytorch"):
     """Rebuild a trained scorer from ``model.pt`` (a scorer state dict, or a checkpoint
     holding it under ``model``) and its recipe (default: ``network.json`` beside the
-    weights). Loads with ``weights_only=True``.
+    weights). Loads with ``weights_only=True``, to the CPU whatever device saved it, then moves
+    the scorer to ``map_location``.
 
     ``backend``: ``"pytorch"``; an export format of :data:`~squid_monai.artifact.EXPORT_FILES`
     beside the weights (an opt-in: used whatever its card's parity says); or ``"auto"``: on a
@@ -136,7 +137,7 @@ def _load_pytorch(weights, network_config, map_location):
     weights = Path(weights)
     recipe = Recipe.of(weights.with_name(RECIPE_FILE) if network_config is None else network_config)
     try:
-        state = torch.load(weights, map_location=map_location, weights_only=True)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError) as err:
         raise ValueError(f"{weights}: not a readable checkpoint ({err})") from err
     state = state.get("model", state) if isinstance(state, dict) else state

@@ -28,10 +28,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "squid" / "configs"
 WORLD = 2
-BATCH = 3  # per rank: global batch 6 against 16 queue slots, so the pointer moves visibly
+BATCH = 3  # per rank: global batch 6 (--batch_size, split over the ranks) against 16 queue slots
 N_VAL = 5  # validation: 5 normal + 5 abnormal images (5 / 5 per rank), then 5 + 4 (5 / 4)
 ERASING = 0.5  # the DigitAnatomy recipe's: 2 of each rank's 3 inputs erased, their tokens kept out of the queue
-TINY = {"preset": "tiny", "digitanatomy_length": 24, "batch_size": BATCH, "n_critic": 2, "input_erasing": ERASING,
+TINY = {"preset": "tiny", "digitanatomy_length": 24, "batch_size": WORLD * BATCH, "n_critic": 2, "input_erasing": ERASING,
         "calibration_images": 8, "val_per_class": N_VAL, "progress": False}
 # the second run's validation set is odd, so that the ranks hold different numbers of images
 TEST_OVERRIDE = {

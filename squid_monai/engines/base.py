@@ -25,9 +25,9 @@ class GuardedTrainer(Trainer):
     * the MONAI engine arguments (``decollate=False``: the iteration returns floats);
     * mixed precision: :meth:`_autocast` is float16 on CUDA and bfloat16 on the CPU (only
       when asked; fp32 is the CPU default), with one ``torch.amp.GradScaler`` per optimiser
-      (:meth:`grad_scaler`: enabled for AMP on CUDA by default; pass the scalers in to save
-      them in checkpoints). MONAI's own single, deprecated scaler is never built
-      (:meth:`run`);
+      (:meth:`grad_scaler`: enabled with AMP, on the trainer's device type, so the CPU runs
+      the scaler path a GPU runs; pass the scalers in to save them in checkpoints). MONAI's
+      own single, deprecated scaler is never built (:meth:`run`);
     * the non-finite-loss guard (:meth:`_finite`): a non-finite loss is never
       back-propagated; the step is skipped, counted in ``engine.state.skipped_steps`` and
       logged (on the logger of the subclass's module), and ``max_nonfinite`` in a row stop
@@ -96,8 +96,8 @@ class GuardedTrainer(Trainer):
         super(Trainer, self).run()
 
     def grad_scaler(self, scaler: torch.amp.GradScaler | None = None) -> torch.amp.GradScaler:
-        """``scaler``, or a new one, enabled for AMP on CUDA."""
-        return scaler or torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_device == "cuda")
+        """``scaler``, or a new one on the trainer's device type, enabled with AMP."""
+        return scaler or torch.amp.GradScaler(self.amp_device, enabled=bool(self.amp))
 
     def _autocast(self):
         return torch.autocast(device_type=self.amp_device, dtype=self.amp_dtype, enabled=self.amp)

@@ -49,8 +49,11 @@ class AnomalyEvaluator(Evaluator):
         device: device to score on.
         val_data_loader: yields dicts with ``image`` and ``label`` (0 normal, 1 abnormal).
         scorer: the family's scorer sharing the trained networks.
-        key_val_metric, additional_metrics, val_handlers, epoch_length, non_blocking, amp:
+        key_val_metric, additional_metrics, val_handlers, epoch_length, non_blocking:
             as in :class:`monai.engines.SupervisedEvaluator`.
+        amp: accepted for MONAI's signature; the scores are fp32 regardless: the decision
+            threshold stored with the model is chosen on them and applied to fp32 scores at
+            inference, and an fp16 overflow would turn them into NaN.
         running_stats: also compute ``score_running`` (scorers whose discriminator has a
             ``per_image_norm`` switch, i.e. SQUID's; other families skip it).
         residual_scores: also output the source documents' other scores of the same
@@ -82,7 +85,6 @@ class AnomalyEvaluator(Evaluator):
         )
         self.scorer, self.running_stats, self.residual_scores = scorer, running_stats, residual_scores
         self.image_key, self.label_key = image_key, label_key
-        self.amp_device = torch.device(device).type
         #: AUC of every validation run by this process, by (trainer) epoch: the metric
         #: ``val_auc`` when there is one (the key metric may be its smoothed version)
         self.auc_history: dict[int, float] = {}
@@ -103,8 +105,7 @@ class AnomalyEvaluator(Evaluator):
             raise ValueError("Must provide batch data for current iteration.")
         image = plain_tensor(batchdata[self.image_key]).to(engine.state.device, non_blocking=engine.non_blocking).float()
         label = plain_tensor(batchdata[self.label_key]).reshape(-1).to(engine.state.device)
-        with torch.autocast(device_type=self.amp_device, enabled=self.amp and self.amp_device == "cuda"):
-            out = self.scorer(image)
+        out = self.scorer(image)  # fp32 (the threshold is chosen on these scores), also under AMP
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         output = {"image": image, "label": label, **{k: v.float() for k, v in out.items()}}
         if self.running_stats and hasattr(getattr(self.scorer, "discriminator", None), "per_image_norm"):

@@ -86,7 +86,7 @@ class ReconstructionTrainer(GuardedTrainer):
             the number of independent models it holds (module docstring).
         optimizer: its optimiser.
         loss_weights: :class:`ReconstructionLossWeights` or a dict of its fields.
-        scaler: ``torch.amp.GradScaler`` (default: enabled for AMP on CUDA); pass it to
+        scaler: ``torch.amp.GradScaler`` (default: enabled with AMP); pass it to
             save it in checkpoints.
         engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~.base.GuardedTrainer`.
     """

@@ -7,6 +7,7 @@ import logging
 
 from ignite.engine import Engine, Events
 
+from ..distributed import on_rank0_then_share
 from ..scoring import CalibratedScorer, calibrate
 
 __all__ = ["Calibrate", "StoreThreshold"]
@@ -17,7 +18,9 @@ logger = logging.getLogger(__name__)
 class Calibrate:
     """Before each validation, fit the scored quantity (the logit, or the score source's) on
     un-augmented normal training images (``data_loader``): its mean and std, the normal-only
-    threshold and what the source needs beyond them, into ``scorer``."""
+    threshold and what the source needs beyond them, into ``scorer``. Under torch.distributed
+    rank 0 calibrates and the other ranks receive its result (one calibration, identical
+    everywhere). The scorer scores in fp32, whatever autocast is around it."""
 
     def __init__(self, scorer: CalibratedScorer, data_loader, quantile: float = 0.95):
         self.scorer, self.data_loader, self.quantile = scorer, data_loader, quantile
@@ -26,7 +29,14 @@ class Calibrate:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        mean, std = calibrate(self.scorer, self.data_loader, engine.state.device, quantile=self.quantile)
+        def fit():
+            return calibrate(self.scorer, self.data_loader, engine.state.device,
+                             quantile=self.quantile)
+
+        fitted = on_rank0_then_share(self.scorer, fit)
+        if fitted is None:  # not rank 0
+            return
+        mean, std = fitted
         logger.info("calibration (%s): mean %.4f std %.4f, normal-only threshold %.4f",
                     getattr(self.scorer, "score_source", "normality"), mean, std, self.scorer.normal_threshold.item())
 

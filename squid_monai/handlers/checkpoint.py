@@ -25,8 +25,8 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.data.utils import set_rnd
-from monai.utils import set_determinism
 
+from ..determinism import seed_generators
 from ..distributed import rank
 
 __all__ = ["AtomicCheckpointSaver", "RNGState", "BestMetricState", "SaveLatest", "ResumeFromLatest", "EpochSeed", "latest_checkpoint",
@@ -68,9 +68,11 @@ class RNGState:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
+        # torch takes its state only as a CPU byte tensor, whatever device the file was loaded to
+        torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
         n = state["numpy"]
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        keys = n["keys"].cpu().numpy().astype(np.uint32)
+        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached"]))
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
 
@@ -146,13 +148,39 @@ class SaveLatest:
                 path.unlink(missing_ok=True)
 
 
+class _ScalerState:
+    """The load side of a ``GradScaler`` in a checkpoint: a run without AMP saved an empty
+    state, which an enabled scaler refuses; the scaler then starts fresh (resuming a run
+    without AMP into one with it), and a disabled one ignores what an AMP run saved."""
+
+    def __init__(self, scaler: torch.amp.GradScaler):
+        self.scaler = scaler
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.scaler.load_state_dict(state)
+        elif self.scaler.is_enabled():
+            logger.info("the checkpoint's run did not use AMP: its gradient scaler starts fresh")
+
+
 class ResumeFromLatest:
     """At the trainer's start, load the latest checkpoint of ``folder`` into ``load_dict``
     plus the trainer engine (``weights_only=True``), or start fresh when there is none.
-    ``enabled=False`` always starts fresh."""
+    ``enabled=False`` always starts fresh.
 
-    def __init__(self, folder: str | Path, load_dict: dict, enabled: bool = True, map_location=None):
-        self.folder, self.load_dict, self.enabled, self.map_location = Path(folder), load_dict, enabled, map_location
+    The file is loaded to the CPU (``map_location``), whatever device wrote it, and each
+    object's ``load_state_dict`` moves its state to that object's device: loaded straight to
+    a GPU, the RNG state (a CPU byte tensor by contract) would not restore. A scaler state is
+    restored only when the saved run used AMP."""
+
+    def __init__(self, folder: str | Path, load_dict: dict, enabled: bool = True,
+                 map_location="cpu"):
+        self.folder, self.enabled, self.map_location = Path(folder), enabled, map_location
+        self.load_dict = {key: _ScalerState(obj) if isinstance(obj, torch.amp.GradScaler) else obj
+                          for key, obj in load_dict.items()}
 
     def attach(self, engine: Engine) -> None:
         self.load_dict = {**self.load_dict, "trainer": engine}
@@ -200,8 +228,8 @@ class EpochSeed:
         if self.seed is None:
             return
         seed = rank_seed(self.seed, engine.state.epoch)
-        set_determinism(seed=seed)
+        seed_generators(seed)  # the generators only: exactness is set once, at start-up
         for dataset in self.datasets:
             # MONAI random transforms own a RandomState, seeded once when a DataLoader is built
-            # (num_workers=0) and never by set_determinism: re-seed them from (seed, epoch) too
+            # (num_workers=0) and never by seed_generators: re-seed them from (seed, epoch) too
             set_rnd(dataset, seed)

@@ -69,6 +69,14 @@ class CalibratedScorer(nn.Module):
         """Fit what the normality needs beyond the mean and std, from the outputs ``out``
         (each (N,) or (N, K)) of the normal calibration images; nothing by default."""
 
+    def _follow_networks(self) -> None:
+        """Put this scorer's own buffers on its networks' device; a family's ``__init__`` ends
+        with it. A scorer wraps networks the training config has already moved: left on the
+        CPU, its calibration would meet CUDA weights at the first validation."""
+        device = next((p.device for p in self.parameters()), None)
+        if device is not None:
+            self.to(device)
+
     def set_calibration(self, mean: float, std: float, threshold: float | None = None) -> None:
         if not std > 0:
             raise ValueError(f"calibration std must be positive, got {std}")
@@ -84,13 +92,13 @@ class CalibratedScorer(nn.Module):
         for m, _ in modes:
             m.training = False
         try:
-            with torch.no_grad():
-                out = self.raw(image)
-                # the score in fp32 also under autocast: the calibration is fp32, and fp16
-                # would quantise scores near the threshold
-                with torch.autocast(device_type=image.device.type, enabled=False):
-                    normality = self.normality(out).float()
-                    score = calibrated_score(normality, self.mean, self.std)
+            # fp32 also under autocast: the threshold is chosen on these scores (calibration,
+            # validation) and applied to them at inference; fp16 would quantise scores near it
+            # and overflow to NaN
+            with torch.no_grad(), torch.autocast(device_type=image.device.type, enabled=False):
+                out = self.raw(image.float())
+                normality = self.normality(out).float()
+                score = calibrated_score(normality, self.mean, self.std)
         finally:
             for m, mode in modes:
                 m.training = mode

@@ -25,6 +25,7 @@ class ReconstructionScorer(CalibratedScorer):
     def __init__(self, network: nn.Module, mean: float = 0.0, std: float = 1.0, threshold: float = 0.5):
         super().__init__(mean, std, threshold)
         self.network = network
+        self._follow_networks()
 
     def raw(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {k: v for k, v in self.network(image).items() if k != "weights"}

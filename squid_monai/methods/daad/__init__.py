@@ -69,6 +69,9 @@ def build_optimizers(networks: Sequence[torch.nn.Module], lr: float = 1e-4, beta
             for name, net in zip(names, networks)}
 
 
-def build_scalers(networks: Sequence[torch.nn.Module], enabled: bool) -> dict[str, torch.amp.GradScaler]:
-    """One ``GradScaler`` per optimiser (``g_scaler``, and ``d_scaler`` for DAAD+)."""
-    return {name: torch.amp.GradScaler("cuda", enabled=bool(enabled)) for name, _ in zip(("g_scaler", "d_scaler"), networks)}
+def build_scalers(networks: Sequence[torch.nn.Module], enabled: bool,
+                  device: str = "cuda") -> dict[str, torch.amp.GradScaler]:
+    """One ``GradScaler`` per optimiser (``g_scaler``, and ``d_scaler`` for DAAD+), for the
+    ``device`` type the networks train on."""
+    return {name: torch.amp.GradScaler(device, enabled=bool(enabled))
+            for name, _ in zip(("g_scaler", "d_scaler"), networks)}

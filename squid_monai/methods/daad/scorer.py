@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
 
+from ...distributed import on_rank0_then_share
 from ...scoring.scorer import CalibratedScorer, pixel_residual
 
 __all__ = ["DAADScorer", "FitScoreScaling", "alignment_error", "fit_scaling", "calibrate_daad"]
@@ -67,6 +68,7 @@ class DAADScorer(CalibratedScorer):
         # [lo, hi] of R and L on normal calibration images (identity until fitted)
         self.register_buffer("residual_range", torch.tensor([0.0, 1.0]))
         self.register_buffer("alignment_range", torch.tensor([0.0, 1.0]))
+        self._follow_networks()
 
     @staticmethod
     def _scale(value: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
@@ -136,7 +138,8 @@ def calibrate_daad(scorer: DAADScorer, batches, device: torch.device | str = "cp
 class FitScoreScaling:
     """Before each validation, fit ``scorer``'s ``R`` / ``L`` ranges on the normal
     calibration images (``data_loader``). Attach before ``Calibrate`` (the family configs
-    put it first in the validation handlers), which then calibrates the fused score."""
+    put it first in the validation handlers), which then calibrates the fused score. Under
+    torch.distributed rank 0 fits and the other ranks receive its ranges."""
 
     def __init__(self, scorer: DAADScorer, data_loader):
         self.scorer, self.data_loader = scorer, data_loader
@@ -145,6 +148,9 @@ class FitScoreScaling:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        ranges = fit_scaling(self.scorer, self.data_loader, engine.state.device)
+        ranges = on_rank0_then_share(
+            self.scorer, lambda: fit_scaling(self.scorer, self.data_loader, engine.state.device))
+        if ranges is None:  # not rank 0
+            return
         logger.info("DAAD score scaling on normal images: %s",
                     ", ".join(f"{k} [{lo:.5g}, {hi:.5g}]" for k, (lo, hi) in ranges.items()))

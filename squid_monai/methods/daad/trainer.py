@@ -38,7 +38,7 @@ class DAADTrainer(GuardedTrainer):
         generator, g_optimizer: the memory auto-encoder and its optimiser.
         discriminator, d_optimizer: DAAD+'s discriminator and its optimiser (None: DAAD).
         loss_weights: :class:`~.losses.DAADLossWeights` or a dict of its fields.
-        amp: mixed precision (float16 with GradScalers on CUDA, bfloat16 autocast on CPU).
+        amp: mixed precision with GradScalers (float16 on CUDA, bfloat16 on the CPU).
         max_nonfinite: consecutive non-finite steps tolerated before the run is stopped.
         g_scaler, d_scaler: ``torch.amp.GradScaler`` per optimiser (saved in checkpoints).
         engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~squid_monai.engines.base.GuardedTrainer`.

@@ -35,6 +35,7 @@ class FAnoGANScorer(CalibratedScorer):
         super().__init__(mean, std, threshold)
         self.generator, self.discriminator, self.encoder = generator, discriminator, encoder
         self.register_buffer("kappa", torch.tensor(float(kappa)))
+        self._follow_networks()
 
     def raw(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         reconstruction = self.generator(self.encoder(image))

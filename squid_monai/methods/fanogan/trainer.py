@@ -152,8 +152,8 @@ class FAnoGANTrainer(GuardedTrainer):
         n_critic: critic steps per generator step in stage 1.
         gan_epochs: stage-1 epochs, a fraction of ``max_epochs`` (< 1) or a count
             (:func:`resolve_gan_epochs`).
-        amp: mixed precision (float16 with a ``GradScaler`` per optimiser on CUDA, bfloat16
-            autocast on the CPU when asked); the gradient penalty is always float32.
+        amp: mixed precision with a ``GradScaler`` per optimiser (float16 on CUDA, bfloat16
+            on the CPU when asked); the gradient penalty is always float32.
         g_scaler, d_scaler, e_scaler: the ``torch.amp.GradScaler`` s (put them in checkpoints).
         on_encoder_stage: callables ``f(engine)`` run when the first stage-2 epoch starts
             (again after a resume into that epoch), e.g. :class:`StartEncoderStage`.

@@ -30,6 +30,7 @@ class GANomalyScorer(CalibratedScorer):
         super().__init__(mean, std, threshold)
         self.generator = generator
         self.discriminator = discriminator
+        self._follow_networks()
 
     def raw(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.generator(image)

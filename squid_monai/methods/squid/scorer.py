@@ -108,7 +108,11 @@ class SQUIDScorer(CalibratedScorer):
         dim = generator.inpainting.memory.memory.shape[-1] if generator.inpainting is not None else 0
         self.register_buffer("normal_tokens", torch.zeros(tiles, NORMAL_TOKENS, dim))  # (T, S, D): a bank per tile
         self.register_buffer("normal_count", torch.tensor(0))
-        self._set_combined()
+        # the bank's slot numbers, a buffer: ``torch.arange(..., device=...)`` would be traced
+        # as a constant on the export's device
+        self.register_buffer("token_slots", torch.arange(NORMAL_TOKENS), persistent=False)
+        self._set_combined(score_source)
+        self._follow_networks()
 
     @property
     def score_source(self) -> str:
@@ -162,7 +166,7 @@ class SQUIDScorer(CalibratedScorer):
         bank = self.normal_tokens  # (T, S, D)
         query = tokens.float().reshape(-1, bank.shape[0], 1, bank.shape[2])
         distance = (query - bank).pow(2).mean(-1)  # (B, T, S)
-        valid = torch.arange(bank.shape[1], device=bank.device) < self.normal_count
+        valid = self.token_slots < self.normal_count
         return distance.masked_fill(~valid, float("inf")).amin(-1).mean(1)
 
     def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
@@ -215,7 +219,8 @@ class SQUIDScorer(CalibratedScorer):
 
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-        self._set_combined()
+        # read from the loaded state (on the CPU), not from the buffer: no device round trip
+        self._set_combined(SCORE_SOURCES[int(state_dict[prefix + "score_source_code"])])
 
     def set_score_source(self, score_source: str, evidence: Sequence[str] | None = None) -> None:
         """Score by another source from now on, for ``combined`` summing ``evidence`` (default: as
@@ -226,18 +231,18 @@ class SQUIDScorer(CalibratedScorer):
         if evidence is not None:
             self.evidence_weights.copy_(evidence_weights(evidence))
         self.score_source_code.fill_(SCORE_SOURCES.index(score_source))
-        self._set_combined()
+        self._set_combined(score_source)
 
     def _check_source(self, score_source: str) -> None:
         if score_source == "combined" and (self.generator.inpainting is None or self.generator.teacher is None):
             raise ValueError("score_source 'combined' needs the in-painting block and the teacher (distillation)")
 
-    def _set_combined(self) -> None:
-        """The Python flag of the ``combined`` source, kept equal to the source buffer: it decides
-        what :meth:`raw` computes (the teacher, a second discriminator pass), which a traced
-        graph must know."""
-        self._check_source(self.score_source)
-        self._combined = self.score_source == "combined"
+    def _set_combined(self, score_source: str) -> None:
+        """The Python flag of the ``combined`` source, kept equal to the source buffer (whose
+        value ``score_source`` is): it decides what :meth:`raw` computes (the teacher, a second
+        discriminator pass), which a traced graph must know."""
+        self._check_source(score_source)
+        self._combined = score_source == "combined"
 
     def raw(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         parts = self.generator.evidence(image) if self._combined else self.generator(image)

@@ -70,11 +70,11 @@ class SQUIDTrainer(GuardedTrainer):
             (beyond the paper; 0, the default, is the paper's training;
             :mod:`~squid_monai.methods.squid.erasing`). Only clean images' tokens enter the queues.
         erasing_size: (min, max) side of the erased rectangle, as a fraction of the image side.
-        amp: mixed precision; on CUDA float16 with one ``GradScaler`` per optimiser, on
-            the CPU bfloat16 autocast (only when asked; fp32 is the CPU default).
+        amp: mixed precision, one ``GradScaler`` per optimiser; float16 on CUDA, bfloat16 on
+            the CPU (only when asked; fp32 is the CPU default).
         max_nonfinite: consecutive non-finite steps tolerated before the run is stopped.
-        g_scaler, d_scaler: ``torch.amp.GradScaler`` per optimiser (default: enabled for
-            AMP on CUDA); pass them to save them in checkpoints.
+        g_scaler, d_scaler: ``torch.amp.GradScaler`` per optimiser (default: enabled with
+            AMP, on the trainer's device type); pass them to save them in checkpoints.
         engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~.base.GuardedTrainer`.
     """
 

@@ -101,9 +101,12 @@ class MemoryQueue(_Memory):
         self.register_buffer("memory", torch.zeros(regions, slots, dim))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self.register_buffer("size", torch.zeros((), dtype=torch.long))
+        # slot numbers as a buffer, not ``torch.arange(..., device=...)``: a trace would keep
+        # that device as a constant, and the exported model would fail on another device
+        self.register_buffer("slot_index", torch.arange(slots), persistent=False)
 
     def _valid_slots(self) -> torch.Tensor:
-        return torch.arange(self.memory.shape[1], device=self.memory.device) < self.size
+        return self.slot_index < self.size
 
     @torch.no_grad()
     def enqueue(self, tokens: torch.Tensor) -> None:
@@ -121,7 +124,7 @@ class MemoryQueue(_Memory):
             raise ValueError(f"queue has {regions} regions, tokens have {entries.shape[0]} positions")
         n = entries.shape[1]
         kept = min(n, slots)
-        index = (self.pointer + (n - kept) + torch.arange(kept, device=self.memory.device)) % slots
+        index = (self.pointer + (n - kept) + self.slot_index[:kept]) % slots
         self.memory[:, index] = entries[:, n - kept :].detach().to(self.memory.dtype)
         self.pointer.copy_((self.pointer + n) % slots)
         self.size.copy_(torch.clamp(self.size + n, max=slots))
