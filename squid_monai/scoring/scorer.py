@@ -126,6 +126,16 @@ class CalibratedScorer(nn.Module):
         """The calibrated quantity of a forward's output (B,), high = normal."""
         raise NotImplementedError
 
+    def fit_tiles(self, tile_residual: torch.Tensor) -> torch.Tensor:
+        """Each tile's residual (log residual when two-sided) mean and std on normal images,
+        from their ``tile_residual`` (N, tiles), in place; whatever the score source (only the
+        tile statistics: the rest of :meth:`fit_normals` needs the source's own outputs).
+        Returns the values described."""
+        tiles = self._tile_values(tile_residual.float())
+        self.tile_mean.copy_(tiles.mean(0))
+        self.tile_std.copy_(tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std))
+        return tiles
+
     def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
         """Fit what the normality needs beyond the mean and std, from the outputs ``out``
         (each (N,) or (N, K)) of the normal calibration images; nothing by default."""
@@ -273,15 +283,23 @@ class SQUIDScorer(CalibratedScorer):
         valid = torch.arange(bank.shape[1], device=bank.device) < self.normal_count
         return distance.masked_fill(~valid, float("inf")).amin(-1).mean(1)
 
+    def fit_tiles(self, tile_residual: torch.Tensor) -> torch.Tensor:
+        """Each tile's residual (log residual when two-sided) mean and std on normal images,
+        from their ``tile_residual`` (N, tiles), in place; whatever the score source (only the
+        tile statistics: the rest of :meth:`fit_normals` needs the source's own outputs).
+        Returns the values described."""
+        tiles = self._tile_values(tile_residual.float())
+        self.tile_mean.copy_(tiles.mean(0))
+        self.tile_std.copy_(tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std))
+        return tiles
+
     def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
         """From the normal calibration images' outputs ``out``, in place (the buffers may be
         shared with an EMA copy): each tile's residual (log residual when two-sided) mean and
         std; for ``combined``, the normal token bank (the first :data:`NORMAL_TOKENS` images)
         and the mean and std of each piece of evidence. A calibration image's own token is
         left out of its nearest-normal distance, which ``out["normal_knn"]`` then holds."""
-        tiles = self._tile_values(out["tile_residual"].float())
-        self.tile_mean.copy_(tiles.mean(0))
-        self.tile_std.copy_(tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std))
+        tiles = self.fit_tiles(out["tile_residual"])
         if not self._combined:
             return
         if len(tiles) < 2:

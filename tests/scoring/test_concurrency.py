@@ -1,7 +1,7 @@
 """Scoring cannot change the model (issue 39, finding 1): a loaded scorer is in inference mode
 by construction, ``raw`` works on it directly, and concurrent calls on one scorer (a server's
 threads) give bit-identical answers and leave every weight and buffer as it was. The served
-model under parallel requests: tests/handlers/test_mlflow_load.py."""
+model under parallel requests: tests/handlers/test_mlflow_serving.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def _state(scorer) -> dict[str, torch.Tensor]:
 
 
 def _changed(scorer, before: dict[str, torch.Tensor]) -> list[str]:
-    return [key for key, value in scorer.state_dict().items() if not torch.equal(value, before[key])]
+    return [
+        key for key, value in scorer.state_dict().items() if not torch.equal(value, before[key])
+    ]
 
 
 def _loaded(tmp_path, score_source: str = "combined"):
