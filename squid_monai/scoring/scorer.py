@@ -126,16 +126,6 @@ class CalibratedScorer(nn.Module):
         """The calibrated quantity of a forward's output (B,), high = normal."""
         raise NotImplementedError
 
-    def fit_tiles(self, tile_residual: torch.Tensor) -> torch.Tensor:
-        """Each tile's residual (log residual when two-sided) mean and std on normal images,
-        from their ``tile_residual`` (N, tiles), in place; whatever the score source (only the
-        tile statistics: the rest of :meth:`fit_normals` needs the source's own outputs).
-        Returns the values described."""
-        tiles = self._tile_values(tile_residual.float())
-        self.tile_mean.copy_(tiles.mean(0))
-        self.tile_std.copy_(tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std))
-        return tiles
-
     def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
         """Fit what the normality needs beyond the mean and std, from the outputs ``out``
         (each (N,) or (N, K)) of the normal calibration images; nothing by default."""
@@ -290,7 +280,8 @@ class SQUIDScorer(CalibratedScorer):
         Returns the values described."""
         tiles = self._tile_values(tile_residual.float())
         self.tile_mean.copy_(tiles.mean(0))
-        self.tile_std.copy_(tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std))
+        spread = tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std)
+        self.tile_std.copy_(spread)
         return tiles
 
     def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
