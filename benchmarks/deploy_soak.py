@@ -7,13 +7,14 @@ pixel data, uncompressed and RLE; cut inside the header; garbage behind a DICOM 
 empty file) and adds ``--duplicates`` extra files that share a SOP Instance UID with a study
 (identical copies, and truncated copies named to sort first). Then runs
 ``python -m pipelines.squid_app`` once, as a program, on ``--threads`` OpenMP threads, and
-reports its wall time, its peak memory (maximum resident set of the process), its exit status,
-and whether ``run_summary.json`` accounts for every file: each one is a case of its own (by
-file name) or the SOP instance a study case was scored from. The model is an untrained
+reports its wall time and CPU time, its peak memory (maximum resident set of the process), its
+exit status, the machine's load average before and after, and whether ``run_summary.json``
+accounts for every file: each one is a case of its own (by file name) or the SOP instance a
+study case was scored from. The model is an untrained
 ``paper``-preset SQUID as TorchScript (speed and accounting do not depend on the weights), or
 ``--model``.
 
-    python benchmarks/deploy_soak.py --out /tmp/soak                  # 100 studies, 10 corrupt, 5 duplicates
+    python benchmarks/deploy_soak.py --out /tmp/soak    # 100 studies, 10 corrupt, 5 duplicates
 """
 
 from __future__ import annotations
@@ -33,8 +34,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1"
 #: how the corrupt studies are damaged, in turn
-DAMAGE = ("cut_pixels", "cut_pixels_rle", "cut_header", "cut_pixels", "garbage", "cut_pixels_rle", "cut_pixels",
-          "empty", "cut_header", "cut_pixels")
+DAMAGE = (
+    "cut_pixels",
+    "cut_pixels_rle",
+    "cut_header",
+    "cut_pixels",
+    "garbage",
+    "cut_pixels_rle",
+    "cut_pixels",
+    "empty",
+    "cut_header",
+    "cut_pixels",
+)
 
 
 def radiograph(size: int, seed: int) -> np.ndarray:
@@ -58,7 +69,12 @@ def study(path: Path, size: int, seed: int, rle: bool = False) -> str:
     ds.SOPClassUID, ds.SOPInstanceUID = CR_SOP_CLASS, meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"
-    ds.PatientID, ds.StudyDate, ds.InstanceNumber, ds.SeriesNumber = f"SOAK{seed:04d}", "20260101", 1, 1
+    ds.PatientID, ds.StudyDate, ds.InstanceNumber, ds.SeriesNumber = (
+        f"SOAK{seed:04d}",
+        "20260101",
+        1,
+        1,
+    )
     ds.Rows = ds.Columns = size
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
@@ -82,7 +98,9 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(b"")
 
 
-def make_inputs(folder: Path, studies: int, corrupt: int, duplicates: int, size: int) -> dict[str, str]:
+def make_inputs(
+    folder: Path, studies: int, corrupt: int, duplicates: int, size: int
+) -> dict[str, str]:
     """The input folder; returns file name -> SOP Instance UID ("" where none is readable)."""
     folder.mkdir(parents=True)
     files: dict[str, str] = {}
@@ -95,7 +113,9 @@ def make_inputs(folder: Path, studies: int, corrupt: int, duplicates: int, size:
             files[name] = files[name] if how.startswith("cut_pixels") else ""
     for k in range(duplicates):
         original = f"study{corrupt + k:04d}.dcm"  # intact studies
-        copy = f"aa_truncated_copy_of_{original}" if k % 3 == 2 else f"{Path(original).stem}_copy.dcm"
+        copy = (
+            f"aa_truncated_copy_of_{original}" if k % 2 else f"{Path(original).stem}_copy.dcm"
+        )
         shutil.copyfile(folder / original, folder / copy)
         if copy.startswith("aa_"):
             damage(folder / copy, "cut_pixels")
@@ -114,8 +134,14 @@ def untrained_model(folder: Path, preset: str = "paper") -> Path:
     path = folder / f"squid_{preset}.ts"
     folder.mkdir(parents=True, exist_ok=True)
     traced = torch.jit.trace(build_scorer(preset), torch.rand(1, 1, size, size), strict=False)
-    card = {"image_size": size, "mean": 0.0, "std": 1.0, "threshold": 0.5, "model_name": f"squid-{preset}-untrained",
-            "model_version": "soak"}
+    card = {
+        "image_size": size,
+        "mean": 0.0,
+        "std": 1.0,
+        "threshold": 0.5,
+        "model_name": f"squid-{preset}-untrained",
+        "model_version": "soak",
+    }
     torch.jit.save(traced, str(path), _extra_files={"squid.json": json.dumps(card)})
     return path
 
@@ -126,7 +152,9 @@ def accounting(summary: dict, files: dict[str, str]) -> dict:
     cases = summary["cases"]
     by_file = {case["source"]["file"] for case in cases if "file" in case["source"]}
     studies = {case["source"].get("SOPInstanceUID") for case in cases if case["kind"] == "dicom"}
-    missing = sorted(name for name, uid in files.items() if name not in by_file and uid not in studies)
+    missing = sorted(
+        name for name, uid in files.items() if name not in by_file and uid not in studies
+    )
     counts: dict[str, int] = {}
     for case in cases:
         counts[case["status"]] = counts.get(case["status"], 0) + 1
@@ -135,29 +163,53 @@ def accounting(summary: dict, files: dict[str, str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="scratch folder (emptied): inputs, outputs, soak.json")
+    parser.add_argument(
+        "--out", required=True, help="scratch folder (emptied): inputs, outputs, soak.json"
+    )
     parser.add_argument("--studies", type=int, default=100)
     parser.add_argument("--corrupt", type=int, default=10)
     parser.add_argument("--duplicates", type=int, default=5)
     parser.add_argument("--size", type=int, default=512, help="pixels a side of each radiograph")
     parser.add_argument("--threads", type=int, default=1, help="OpenMP threads of the app")
-    parser.add_argument("--model", default=None, help="an exported model (default: an untrained paper preset)")
+    parser.add_argument(
+        "--model", default=None, help="an exported model (default: an untrained paper preset)"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     files = make_inputs(out / "input", args.studies, args.corrupt, args.duplicates, args.size)
     model = Path(args.model) if args.model else untrained_model(out / "model")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "pipelines.squid_app", "-i", str(out / "input"), "-o", str(out / "output"),
-               "-m", str(model)]
-    start = time.perf_counter()
-    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.squid_app",
+        "-i",
+        str(out / "input"),
+        "-o",
+        str(out / "output"),
+        "-m",
+        str(model),
+    ]
+    load_before, start = os.getloadavg()[0], time.perf_counter()
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the app: the only child waited for
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the app: the only child waited for
     summary = json.loads((out / "output" / "run_summary.json").read_text())
-    result = {"studies": args.studies, "corrupt": args.corrupt, "duplicates": args.duplicates, "size": args.size,
-              "threads": args.threads, "exit_status": run.returncode, "wall_s": round(wall, 1),
-              "peak_rss_mib": round(peak_mib), "timing": summary.get("timing"), **accounting(summary, files)}
+    result = {
+        "studies": args.studies,
+        "corrupt": args.corrupt,
+        "duplicates": args.duplicates,
+        "size": args.size,
+        "threads": args.threads,
+        "exit_status": run.returncode,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+        "timing": summary.get("timing"),
+        **accounting(summary, files),
+    }
     (out / "soak.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     if result["missing"]:

@@ -22,7 +22,8 @@ from .trained_bundle import CONFIGS, IMAGE_SIZE, trained_bundle
 GOOD = ("a_chest.png", "b_chest.jpg", "c_chest.dcm", "d_chest.nii.gz", "e_rgb.png")
 CORRUPT = "bad.png"
 #: every input accounted for, each with the reason that names its problem (issue 39)
-UNUSABLE = {"f_array.npy": "unsupported file type", "g_dot.png": "too small", "h_cut.dcm": "truncated pixel data"}
+UNUSABLE = {"f_array.npy": "unsupported file type", "g_dot.png": "too small",
+            "h_cut.dcm": "truncated pixel data"}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,8 @@ def test_folder_of_mixed_formats_is_scored_and_the_corrupt_file_reported(inferen
     assert "cannot decode" in bad["error"] and bad["score"] == "" and bad["decision"] == ""
     for name, reason in UNUSABLE.items():
         assert reason in by_name[name]["error"] and by_name[name]["score"] == "", by_name[name]
-    assert "plugin" not in by_name["h_cut.dcm"]["error"] and "constant" not in by_name["g_dot.png"]["error"]
+    assert "plugin" not in by_name["h_cut.dcm"]["error"]
+    assert "constant" not in by_name["g_dot.png"]["error"]
     for row in rows:
         if row is bad or row["image"].endswith(tuple(UNUSABLE)):
             continue

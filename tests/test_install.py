@@ -27,24 +27,39 @@ def _pins() -> dict[str, list[str]]:
 
 
 def _commands() -> list[str]:
-    block = re.search(r"## Set-up.*?```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    block = re.search(
+        r"## Set-up.*?```bash\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL
+    ).group(1)
     return [line for line in block.splitlines() if line.startswith("pip install")]
 
 
 def test_the_readme_installs_with_the_constraints_and_ci_runs_its_test_command():
     commands = _commands()
-    assert len(commands) == 2 and all(c.startswith("pip install -c constraints.txt ") for c in commands)
-    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("pip install")]
+    assert len(commands) == 2 and all(
+        c.startswith("pip install -c constraints.txt ") for c in commands
+    )
+    ci = [
+        line
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line.startswith("pip install")
+    ]
     assert ci == [commands[1]] and commands[1].endswith("&& python -m pytest -q")
 
 
 def test_every_distribution_the_project_names_is_pinned_once():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    named = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    named = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
     pins = _pins()
-    assert all(len(versions) == 1 for versions in pins.values()), {k: v for k, v in pins.items() if len(v) > 1}
+    assert all(len(versions) == 1 for versions in pins.values()), {
+        k: v for k, v in pins.items() if len(v) > 1
+    }
     for requirement in map(Requirement, named):
         name = _canonical(requirement.name)
         assert name in pins, f"{name} is not in constraints.txt"
-        assert requirement.specifier.contains(pins[name][0]), f"{name}=={pins[name][0]} breaks {requirement}"
+        assert requirement.specifier.contains(pins[name][0]), (
+            f"{name}=={pins[name][0]} breaks {requirement}"
+        )
     assert pins["torch"] == ["2.13.0"]  # the README's CPU wheel

@@ -48,7 +48,8 @@ def test_a_model_of_the_chest_recipe_scoring_by_the_combined_source(tmp_path):
 
     torch.manual_seed(0)
     scorer = build_scorer("tiny")
-    for queue in (m for m in scorer.modules() if isinstance(m, MemoryQueue)):  # as training fills them
+    queues = [m for m in scorer.modules() if isinstance(m, MemoryQueue)]
+    for queue in queues:  # filled, as training fills them
         regions, slots, dim = queue.memory.shape
         queue.enqueue(torch.rand(slots, regions, dim))
     scorer.set_score_source("combined")
@@ -58,6 +59,7 @@ def test_a_model_of_the_chest_recipe_scoring_by_the_combined_source(tmp_path):
     torch.save(scorer.state_dict(), models / "model.pt")
     save_network_config(models / "network.json", "tiny")
     scores = _benchmark()
-    results = scores.main(["--model_dir", str(models), "--per_class", "6", "--out", str(tmp_path / "s.json")])
+    out = tmp_path / "s.json"
+    results = scores.main(["--model_dir", str(models), "--per_class", "6", "--out", str(out)])
     assert set(results["report"]) == {*scores.SCORES, *scores.BASELINES}
     assert all(0.0 <= row["auc"]["value"] <= 1.0 for row in results["report"].values())

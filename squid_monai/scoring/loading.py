@@ -15,8 +15,8 @@ import torch
 
 from ..artifact import EXPORT_FILES, RECIPE_FILE, ModelCard, Recipe
 
-__all__ = ["AUTO_ORDER", "OPT_IN", "build_scorer", "export_problem", "load_scorer", "load_export", "problem_here",
-           "save_network_config"]
+__all__ = ["AUTO_ORDER", "OPT_IN", "build_scorer", "export_problem", "load_scorer", "load_export",
+           "problem_here", "save_network_config"]
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from scipy.stats import spearmanr
 from ..metrics import roc_auc
 from .record import forward
 
-__all__ = ["FP32_TOLERANCE", "AUC_MARGIN", "MIN_SPEARMAN", "measure_parity", "probe_images", "problem_here"]
+__all__ = ["FP32_TOLERANCE", "AUC_MARGIN", "MIN_SPEARMAN", "measure_parity", "probe_images",
+           "problem_here"]
 
 FP32_TOLERANCE = 1e-4
 AUC_MARGIN = 0.005  # 0.5 AUC points
@@ -75,14 +76,15 @@ def probe_images(size: int, n: int = 6) -> torch.Tensor:
 
 
 @torch.no_grad()
-def problem_here(reference: Callable, candidate: Callable, image_size: int, quantised: bool) -> str | None:
+def problem_here(reference: Callable, candidate: Callable, image_size: int,
+                 quantised: bool) -> str | None:
     """Why ``candidate`` (an export) cannot stand in for ``reference`` on this machine, or None:
     on :func:`probe_images`, a score of an fp32 export more than :data:`FP32_TOLERANCE` from
     PyTorch's, or any export's scores depending on the batch."""
     result = measure_parity(reference, candidate, probe_images(image_size), None, quantised)
     if result["batch_max_abs_score_diff"] > FP32_TOLERANCE:
-        return (f"scores depend on the batch on this machine (by {result['batch_max_abs_score_diff']:.2g} "
-                f"> {FP32_TOLERANCE:g})")
+        spread = result["batch_max_abs_score_diff"]
+        return f"scores depend on the batch on this machine (by {spread:.2g} > {FP32_TOLERANCE:g})"
     if not quantised and result["max_abs_score_diff"] > FP32_TOLERANCE:
         return (f"misses the fp32 parity contract on this machine (scores differ from PyTorch's by "
                 f"{result['max_abs_score_diff']:.2g} > {FP32_TOLERANCE:g} on the probe images)")

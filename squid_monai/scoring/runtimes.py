@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 __all__ = ["OUTPUTS", "RUNTIMES", "ScoreOutputs", "ExportedScorer", "export_onnx", "embed_onnx_card", "to_openvino",
-           "quantize_openvino", "save_openvino", "open_runtime", "outputs_of", "embedded_card", "available"]
+           "quantize_openvino", "save_openvino", "open_runtime", "outputs_of", "embedded_card",
+           "available"]
 
 #: the graph outputs, in order (the keys of the scorer's dict)
 OUTPUTS = ("score", "logit", "residual", "reconstruction")

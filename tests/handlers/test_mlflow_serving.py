@@ -36,6 +36,7 @@ from tests.pipelines.factories import chest_pixels, write_dicom  # noqa: E402
 SIZE = 32  # the tiny preset
 LIMITS = {"max_images": 4, "max_request_bytes": 200_000}
 CLIENTS, REQUESTS, DEADLINE_S = 6, 4, 120  # the load test's bounds
+JSON = {"Content-Type": "application/json"}
 
 
 def _refuse_constant(name: str):
@@ -73,7 +74,8 @@ def scorer(model_dir):
 def _serve(model_path: Path, **model_config) -> Iterator[str]:
     """MLflow's scoring app of the model (``model_config`` added at load, as the
     ``SERVING_MODEL_CONFIG`` variable does) behind uvicorn on 127.0.0.1, in a thread."""
-    with serve_model(mlflow.pyfunc.load_model(str(model_path), model_config=model_config or None)) as url:
+    model = mlflow.pyfunc.load_model(str(model_path), model_config=model_config or None)
+    with serve_model(model) as url:
         yield url
 
 
@@ -273,10 +275,11 @@ def test_no_answer_quotes_the_request(server, files):
         json.dumps({"dataframe_records": [{"image": secret}], "params": {"batch_size": secret}}),
     ]
     for body in bodies:
-        response = requests.post(server, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+        response = requests.post(server, data=body, headers=JSON, timeout=60)
         assert response.status_code == 400, response.text[:300]
         message = json.loads(response.text)["message"]
-        assert secret not in response.text and good[:16] not in response.text and message, response.text[:300]
+        assert message and secret not in response.text, response.text[:300]
+        assert good[:16] not in response.text, response.text[:300]
         assert "stack_trace" not in json.loads(response.text)
     assert "at most 4 per request" in _post(server, [{"image": good}] * 5)[1]["message"]
 
@@ -290,7 +293,8 @@ def test_a_one_pixel_image_and_a_truncated_dicom_are_named_so(server, files, tmp
     assert "truncated pixel data" in out[1]["error"] and "plugin" not in out[1]["error"]
 
 
-def test_parallel_requests_with_faults_give_identical_answers_and_leave_the_model_unchanged(saved_model, files):
+def test_parallel_requests_with_faults_give_identical_answers_and_leave_the_model_unchanged(
+        saved_model, files):
     """MLflow's scoring server on 127.0.0.1 with parallel requests of good rows and a bad row
     among them, requests over the limits and one that is not JSON, all in flight together;
     bounded in count (:data:`CLIENTS` x :data:`REQUESTS`) and time. Every good answer is
@@ -300,8 +304,9 @@ def test_parallel_requests_with_faults_give_identical_answers_and_leave_the_mode
     assert not any(m.training for m in scorer.modules())
     before = {key: value.clone() for key, value in scorer.state_dict().items()}
     good = [{"image": _b64(files[f].read_bytes())} for f in ("png", "dicom", "jpeg")]
+    bad = {"image": _b64(b"\x89PNG\r\n\x1a\n not really a png")}
     requests_by_kind = {
-        "good": {"dataframe_records": good[:1] + [{"image": _b64(b"\x89PNG\r\n\x1a\n truncated")}] + good[1:]},
+        "good": {"dataframe_records": [*good[:1], bad, *good[1:]]},
         "too_many": {"dataframe_records": good[:1] * (LIMITS["max_images"] + 1)},
         "too_big": {"dataframe_records": [{"image": _b64(bytes(LIMITS["max_request_bytes"]))}]},
         "not_json": None,
@@ -318,8 +323,7 @@ def test_parallel_requests_with_faults_give_identical_answers_and_leave_the_mode
                 for _ in range(REQUESTS):
                     body = requests_by_kind[kind]
                     data = '{"dataframe_records": [' if body is None else json.dumps(body)
-                    response = requests.post(url, data=data, headers={"Content-Type": "application/json"},
-                                             timeout=60)
+                    response = requests.post(url, data=data, headers=JSON, timeout=60)
                     answers[kind].append((response.status_code, response.text))
             except BaseException as err:  # noqa: BLE001 - reported by the assertion below
                 failures.append(err)
@@ -337,10 +341,12 @@ def test_parallel_requests_with_faults_give_identical_answers_and_leave_the_mode
     rows = json.loads(text)["predictions"]
     assert status == 200 and [row["error"] is None for row in rows] == [True, False, True, True]
     assert rows[1]["error"].startswith("row 1: ") and rows[1]["score"] is None
-    for kind, limit in (("too_many", "max_images"), ("too_big", "max_request_bytes"), ("not_json", "not valid")):
+    limits = {"too_many": "max_images", "too_big": "max_request_bytes", "not_json": "not valid"}
+    for kind, limit in limits.items():
         assert {status for status, _ in answers[kind]} == {400}, kind
         assert all(limit in json.loads(text)["message"] for _, text in answers[kind]), kind
-    assert [key for key, value in scorer.state_dict().items() if not torch.equal(value, before[key])] == []
+    after = scorer.state_dict()
+    assert [key for key, value in after.items() if not torch.equal(value, before[key])] == []
     # and the same answer as the model gives one request at a time, in-process
     alone = model.predict(pd.DataFrame(requests_by_kind["good"]["dataframe_records"]))
     assert [row["score"] for row in rows] == [None if pd.isna(v) else v for v in alone["score"]]

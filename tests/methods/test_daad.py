@@ -206,7 +206,8 @@ def test_the_scaling_is_fitted_on_normal_images_and_maps_them_to_0_1():
     # the fit does not depend on how the normal images are batched
     again = DAADScorer(_Half(), _PoolDiscriminator())
     refit = fit_scaling(again, [normals[i:i + 1] for i in range(6)])
-    assert refit.keys() == ranges.keys()  # pytest.approx takes no nested dict (pytest >= 9.2): per range
+    # one range at a time: pytest.approx takes no nested dict (pytest >= 9.2)
+    assert refit.keys() == ranges.keys()
     for name, span in ranges.items():
         assert refit[name] == pytest.approx(span), name
 

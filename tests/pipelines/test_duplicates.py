@@ -103,7 +103,8 @@ def test_the_loader_keeps_one_intact_file_per_instance_and_reports_every_other(p
 def test_a_truncated_compressed_file_is_called_truncated_with_the_uids_it_carries(tmp_path):
     if not REAL_JPEG.is_file():
         pytest.skip(
-            f"real data folder {REAL_JPEG.parent} is absent (it sits beside the repository on dev machines)"
+            f"real data folder {REAL_JPEG.parent} is absent (it sits beside the repository on dev "
+            "machines)"
         )
     folder = tmp_path / "in"
     folder.mkdir()

@@ -82,7 +82,7 @@ def test_app_scores_reports_and_skips(synthetic_inputs, tmp_path, standin_model)
         "1.2.826.1.2": "scored",
         "1.2.826.1.3": "no_suitable_series",
         "1.2.826.1.4": "multi_frame",
-        "cut_pixels.dcm": "unreadable",  # found truncated when loaded: never offered to the series selection
+        "cut_pixels.dcm": "unreadable",  # truncated: found when loaded, never offered for selection
         "garbage.dcm": "unreadable",
     }
     assert "CT" in cases["1.2.826.1.3"]["message"]

@@ -193,7 +193,8 @@ def _model_folder(scorer, folder, fmt: str):
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(scorer.state_dict(), folder / WEIGHTS_FILE)
     save_network_config(folder / RECIPE_FILE, "tiny")
-    card = dataclasses.replace(ModelCard.from_scorer(scorer, SIZE), format=fmt, parity={"default": True})
+    card = ModelCard.from_scorer(scorer, SIZE)
+    card = dataclasses.replace(card, format=fmt, parity={"default": True})
     target = folder / EXPORT_FILES[fmt]
     if fmt == "onnx":
         runtimes.export_onnx(scorer, target, SIZE, card_json=card.to_json())
@@ -205,7 +206,8 @@ def _model_folder(scorer, folder, fmt: str):
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 @pytest.mark.parametrize("source", ["logit", "residual", "tile_residual", "combined"])
-def test_auto_scores_with_an_export_only_where_it_meets_the_contract_here(scorer, images, tmp_path, fmt, source):
+def test_auto_scores_with_an_export_only_where_it_meets_the_contract_here(scorer, images, tmp_path,
+                                                                          fmt, source):
     """Every shipped score source on every fp32 back-end ``auto`` may pick (issue 39): either
     the export ``auto`` picks scores within 1e-4 of PyTorch, or ``auto`` does not pick it."""
     import copy
@@ -222,13 +224,15 @@ def test_auto_scores_with_an_export_only_where_it_meets_the_contract_here(scorer
     if isinstance(chosen, runtimes.ExportedScorer):
         assert chosen.format == fmt
         for batch in (images, images[:1]):
-            torch.testing.assert_close(chosen(batch)["score"], reference(batch)["score"], atol=FP32_TOLERANCE, rtol=0)
+            got, expected = chosen(batch)["score"], reference(batch)["score"]
+            torch.testing.assert_close(got, expected, atol=FP32_TOLERANCE, rtol=0)
     else:  # refused: only because it misses the contract on this machine
         exported = runtimes.ExportedScorer(weights.with_name(EXPORT_FILES[fmt]), reference, fmt)
         assert parity.problem_here(reference, exported, SIZE, quantised=False) is not None
 
 
-def test_auto_refuses_an_export_that_misses_the_contract_on_this_machine(scorer, tmp_path, monkeypatch, caplog):
+def test_auto_refuses_an_export_that_misses_the_contract_on_this_machine(scorer, tmp_path,
+                                                                         monkeypatch, caplog):
     """The card's parity was measured where the export was made; here the runtime's scores
     drift by 2e-4 (as OpenVINO 2026.4's did for the combined score on one machine): ``auto``
     scores with PyTorch and says why, an explicit back-end is still honoured."""
@@ -240,7 +244,8 @@ def test_auto_refuses_an_export_that_misses_the_contract_on_this_machine(scorer,
 
     def drifting(model, threads=None):
         run = real(model, threads)
-        return lambda x: [value + 2e-4 if key == "score" else value for key, value in zip(runtimes.OUTPUTS, run(x))]
+        return lambda x: [value + 2e-4 if key == "score" else value
+                          for key, value in zip(runtimes.OUTPUTS, run(x))]
 
     monkeypatch.setattr(runtimes, "open_runtime", drifting)
     with caplog.at_level("WARNING"):
