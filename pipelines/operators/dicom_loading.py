@@ -193,6 +193,8 @@ def _check(file: Path, name: str, defer_size: int, ignored_classes: Iterable[str
     (``reason`` None), is of an ignored SOP class such as a DICOMDIR (``reason`` ""), or why not:
     a file cut inside its pixel data is named so, with the UIDs its intact header carries."""
     try:
+        if file.stat().st_size == 0:
+            return _Checked(file, name, "empty file (0 bytes)")
         ds = dcmread(file, defer_size=defer_size)
     except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, OSError, ValueError...
         return _Checked(file, name, f"not a readable DICOM file ({type(exc).__name__}: {exc})")

@@ -48,7 +48,7 @@ def _truncated(source: Path, target: Path, keep: float = 0.6) -> Path:
 @pytest.fixture
 def pairs(tmp_path) -> Path:
     """Three studies, each one instance written twice: a truncated copy first in name order, an
-    identical copy, a modified copy first in name order; and one truncated file alone."""
+    identical copy, a modified copy first in name order; one truncated file alone, an empty one."""
     folder = tmp_path / "in"
     folder.mkdir()
     intact = write_dicom(folder / "b_intact.dcm", chest_pixels(seed=1), study_uid="1.2.826.1.1")
@@ -60,6 +60,7 @@ def pairs(tmp_path) -> Path:
     _truncated(
         write_dicom(tmp_path / "alone.dcm", chest_pixels(seed=4)), folder / "g_alone_truncated.dcm"
     )
+    (folder / "h_empty.dcm").write_bytes(b"")
     return folder
 
 
@@ -85,7 +86,9 @@ def test_the_loader_keeps_one_intact_file_per_instance_and_reports_every_other(p
         "d_copy.dcm": CaseStatus.DUPLICATE,
         "f_original.dcm": CaseStatus.CONFLICT,
         "g_alone_truncated.dcm": CaseStatus.UNREADABLE,
+        "h_empty.dcm": CaseStatus.UNREADABLE,
     }
+    assert cases["h_empty.dcm"].message == "empty file (0 bytes)"
     assert cases["a_truncated.dcm"].message.startswith("duplicate of b_intact.dcm")
     assert "truncated pixel data" in cases["a_truncated.dcm"].message
     assert cases["d_copy.dcm"].message.startswith("duplicate of c_original.dcm")
@@ -137,7 +140,7 @@ def test_the_app_accounts_for_every_file_and_scores_the_intact_copy(pairs, tmp_p
         uid.values()
     )
     assert accounted >= set(files) - {"b_intact.dcm", "c_original.dcm", "e_modified.dcm"}
-    assert len(cases) == 3 + 4  # the three studies, and one entry per other file
+    assert len(cases) == 3 + 5  # the three studies, and one entry per other file
     assert (
         cases["a_truncated.dcm"]["status"] == "duplicate"
         and cases["f_original.dcm"]["status"] == "conflict"
