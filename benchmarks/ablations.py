@@ -2,16 +2,17 @@
 ablation switch (SQUID.md section 5), trained and evaluated over seeds with the multi-seed
 runner (:func:`compare.run_variants`), each variant paired with the full model seed by seed.
 
-    python benchmarks/ablations.py --dataset_dir ../shared/data/zhanglab224 --output_root runs/ablations --write
-    python benchmarks/ablations.py --output_root runs/ablations_da --write       # DigitAnatomy, its test split
-    python benchmarks/ablations.py --dataset_dir DATA --output_root runs/ablations --preset paper --epochs 200
-    python benchmarks/ablations.py --dataset_dir DATA --output_root runs/ablations --only table6 --dry_run
+    python -m benchmarks.ablations --dataset_dir ../shared/data/zhanglab224 --output_root runs/ablations --write
+    python -m benchmarks.ablations --output_root runs/ablations_da --write       # DigitAnatomy, its test split
+    python -m benchmarks.ablations --dataset_dir DATA --output_root runs/ablations --preset paper --epochs 200
+    python -m benchmarks.ablations --dataset_dir DATA --output_root runs/ablations --only table6 --dry_run
 
 A variant is the full model's training command with its ``--network_overrides``; ``--only``
 takes variant names, ``table2`` or ``table6``. Every seed of a variant trains on the same
 images as the same seed of the full model, so the difference to the full model is taken per
-seed (mean +- std over seeds); it is "resolved" when it exceeds two standard errors. ZhangLab
-is scored on validation and on the report split (which chooses nothing), DigitAnatomy on
+seed (mean +- std over seeds); it is "resolved" when its 95 % t interval over seeds excludes 0
+(:func:`compare.paired`). ZhangLab is scored on validation and on the report split (which
+chooses nothing: docs/EVIDENCE.md), DigitAnatomy on
 its test split. Everything after ``--`` goes to every training and evaluation. Writes
 ``ablations.md`` and ``.json`` into ``--output_root``, with ``--write`` the section into
 BENCHMARKS.md.
@@ -25,10 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402
-import seeds  # noqa: E402
-from report import markdown_table, provenance, publish  # noqa: E402
+from benchmarks import compare, seeds
+from benchmarks.report import markdown_table, provenance, publish
 
 HEADING = "## Component study, 3 seeds (paper Tables 2 and 6)"
 FULL = "full SQUID"
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     full = rows[0]
-    result = {"command": "python benchmarks/ablations.py " + shlex.join(own + (["--", *extra] if extra else [])),
+    result = {"command": "python -m benchmarks.ablations " + shlex.join(own + (["--", *extra] if extra else [])),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits, "train_command": train,
               "common_overrides": common, "variants": []}
     for name, row in zip(names, rows):
@@ -132,13 +131,14 @@ def markdown(result: dict, how: str) -> str:
         *markdown_table(head, body), "",
         "\"vs full\": the variant's AUC minus the full model's, seed by seed on the same images (mean +- std over "
         f"seeds). \"below full, as the paper?\" reads the {primary} split: the paper reports every ablation below the "
-        "full model; **no** marks a variant at or above ours; (n.s.) a difference within two standard errors, i.e. "
-        "not resolved by this many seeds. The paper's figures are its ZhangLab test split at 128 px and 200+ epochs "
-        "on a GPU; for that scale add `--preset paper --epochs 200`.", ""])
+        "full model; **no** marks a variant at or above ours; (n.s.) a difference whose 95 % t "
+        "interval over seeds contains 0, i.e. not resolved by this many seeds. The paper's figures "
+        "are its ZhangLab test split at 128 px and 200+ epochs on a GPU; for that scale add "
+        "`--preset paper --epochs 200`.", ""])
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python benchmarks/ablations.py", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablations", description=__doc__.split("\n\n")[0],
                                      epilog="Bundle overrides for every run go after `--`.")
     parser.add_argument("--dataset_dir", default=None, help="ZhangLab or normal/abnormal folders (default: DigitAnatomy)")
     parser.add_argument("--only", nargs="+", default=None, metavar="VARIANT",

@@ -1,13 +1,13 @@
 """How bright each trained DigitAnatomy model's reconstruction is where the normal input is
 black and where it is a stroke: the probe that separated the seeds that fail from a bad start.
 
-    python benchmarks/brightness.py --model seed0=runs/seeds/seed0/models --model seed9=runs/seeds/seed9/models
+    python -m benchmarks.brightness --model seed0=runs/seeds/seed0/models --model seed9=runs/seeds/seed9/models
 
 Why: the student's output level moves slowly from where it starts (Adam moves the output bias
 by about the learning rate per step), and the seeds that fail are those whose output stays
 grey on the black background (sessions 19-20: 0.39 and 0.45 against 0.06-0.34 on the others)
 or, with the output bias started at the images' mean logit, dim on the strokes
-(BENCHMARKS.md, "Session 20"). Prints, per model, the mean reconstruction of the background
+(docs/EXPERIMENTS.md, session 20). Prints, per model, the mean reconstruction of the background
 (input below ``--background``) and of the strokes, beside the strokes' mean input, on
 ``--n`` normal images of ``--split``; ``--json`` writes them too.
 """
@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figure6 import model_arguments, named_models  # noqa: E402
-from squid_monai.data.digitanatomy import inpainting_set  # noqa: E402
+from benchmarks.figure6 import model_arguments, named_models
+from squid_monai.data.digitanatomy import inpainting_set
 
 
 def output_levels(inputs: torch.Tensor, reconstructions: torch.Tensor, background: float = 0.05) -> dict[str, float]:
@@ -37,7 +35,7 @@ def output_levels(inputs: torch.Tensor, reconstructions: torch.Tensor, backgroun
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python benchmarks/brightness.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.brightness", description=__doc__.split("\n\n")[0])
     model_arguments(parser)
     parser.add_argument("--n", type=int, default=8, help="normal images")
     parser.add_argument("--split", default="test")

@@ -2,16 +2,16 @@
 method over seeds (:mod:`benchmarks.seeds`, one process per (method, seed), one thread
 each, ``--parallel`` at a time), then one table with the paper's Table 1 figures beside ours.
 
-    python benchmarks/compare.py --data digitanatomy --output_root runs/compare --seeds 0 1 2 -- --epochs 5
-    python benchmarks/compare.py --data zhanglab --dataset_dir ../shared/data/zhanglab224 \\
+    python -m benchmarks.compare --data digitanatomy --output_root runs/compare --seeds 0 1 2 -- --epochs 5
+    python -m benchmarks.compare --data zhanglab --dataset_dir ../shared/data/zhanglab224 \\
         --output_root runs/compare --seeds 0 1 2 -- --preset small --epochs 5
 
 A method is trained with ``train.json`` plus its method config
 (``bundles/squid/configs/methods/<method>.json``; SQUID needs none) and evaluated with the
 method-agnostic ``evaluate.json``; DigitAnatomy is scored on its test split, ZhangLab on
-validation and on the report split (never used for any choice). Everything after ``--`` goes
-to every training and evaluation command. A (method, seed) already trained is not trained
-again. Writes ``<output_root>/<data>/compare.md`` and ``compare.json``; each method's runs
+validation and on the report split (which chooses nothing: docs/EVIDENCE.md). Everything
+after ``--`` goes to every training and evaluation command. A (method, seed) already trained
+is not trained again. Writes ``<output_root>/<data>/compare.md`` and ``compare.json``; each method's runs
 and ``seeds.md`` are in ``<output_root>/<data>/<method>/``.
 
 :func:`run_variants` is the runner of every study that trains several variants over seeds
@@ -33,13 +33,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import seeds  # noqa: E402
-from report import markdown_table  # noqa: E402
+from scipy import stats
+
+from benchmarks import seeds
+from benchmarks.report import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = "bundles/squid/configs"
-#: The settled chest X-ray recipe (BENCHMARKS.md, "The chest CPU recipe"), merged last.
+#: The settled chest X-ray recipe (BENCHMARKS.md, "Detection"), merged last.
 CHEST_RECIPE = f"{CONFIGS}/chest_cpu.json"
 METHODS = ("squid", "autoencoder", "memae", "patch_memae", "fanogan", "ganomaly", "daad", "daad_plus")
 #: The SQUID paper's Table 1 (ZhangLab, AUC / Acc / F1 in %, mean +- std where given);
@@ -92,7 +93,7 @@ def run_variants(variants: dict[str, tuple[str, list[str]]], root: Path, seed_li
         name, seed = job
         (root / name).mkdir(parents=True, exist_ok=True)
         with open(root / name / f"compare_seed{seed}.log", "w") as log:
-            subprocess.run([sys.executable, str(REPO / "benchmarks" / "seeds.py"), *seeds_argv(name, [seed])],
+            subprocess.run([sys.executable, "-m", "benchmarks.seeds", *seeds_argv(name, [seed])],
                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     if not collect:
@@ -178,8 +179,10 @@ def pct(stats: dict | None, signed: bool = False) -> str:
 
 def paired(reference_seeds: list[dict], variant_seeds: list[dict], split: str) -> dict | None:
     """AUC(variant) - AUC(reference) seed by seed on ``split`` (the same seed trains on the same
-    images), over the seeds both finished: mean, std, n and whether it is resolved (|mean| > 2
-    standard errors; None with one seed)."""
+    images), over the seeds both finished: mean, std, n, the 95 % t interval of the mean and
+    whether it is resolved (the interval excludes 0; None with one seed). The t critical value
+    for n - 1 degrees of freedom (4.30 for 3 seeds), not 2: with few seeds two standard errors
+    call about one difference in five resolved where nothing differs."""
     reference = {r["seed"]: r[split]["auc"] for r in reference_seeds if split in r}
     deltas = [r[split]["auc"] - reference[r["seed"]] for r in variant_seeds if split in r and r["seed"] in reference]
     if not deltas:
@@ -188,7 +191,9 @@ def paired(reference_seeds: list[dict], variant_seeds: list[dict], split: str) -
     if len(deltas) < 2:
         return {"mean": mean, "std": None, "n": 1, "resolved": None}
     std = math.sqrt(sum((d - mean) ** 2 for d in deltas) / (len(deltas) - 1))
-    return {"mean": mean, "std": std, "n": len(deltas), "resolved": abs(mean) > 2 * std / math.sqrt(len(deltas))}
+    half = float(stats.t.ppf(0.975, len(deltas) - 1)) * std / math.sqrt(len(deltas))
+    return {"mean": mean, "std": std, "n": len(deltas), "t_95ci": [mean - half, mean + half],
+            "resolved": abs(mean) > half}
 
 
 def paired_cell(stats: dict | None) -> str:
@@ -226,7 +231,7 @@ def markdown(out: dict) -> str:
             "paper Table 1, ZhangLab AUC / Acc / F1"]
     lines = markdown_table(head, [[row["name"], str(len(row["seeds"])), *split_cells(row["aggregate"], out["splits"]),
                                    train_time_cell(row["aggregate"]), row["paper_zhanglab"]] for row in out["rows"]])
-    command = "python benchmarks/compare.py --data " + out["data"] + (
+    command = "python -m benchmarks.compare --data " + out["data"] + (
         f" --dataset_dir {out['dataset_dir']}" if out["dataset_dir"] else "") + " -- " + shlex.join(out["overrides"])
     return "\n".join([
         f"# Methods compared on {out['data']} ({out['date']})", "",
@@ -238,7 +243,7 @@ def markdown(out: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python benchmarks/compare.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=sorted(SPLITS), required=True)
     parser.add_argument("--dataset_dir", default=None, help="the chest X-ray folder (for --data zhanglab)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))

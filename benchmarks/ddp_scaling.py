@@ -13,7 +13,7 @@ one thread (to see what the threads themselves bring on this machine); two proce
 ``--batch_size`` each (the recommended use: the global batch doubles); two processes at
 half of it each (the global batch of the single process, split over two workers).
 
-    python benchmarks/ddp_scaling.py --preset small --iterations 30 --write
+    python -m benchmarks.ddp_scaling --preset small --iterations 30 --write
 
 ``--write`` replaces the "## Distributed training" section of BENCHMARKS.md (and only it).
 """
@@ -30,8 +30,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import REPO, cpu_name, load_average, write_section  # noqa: E402
+from benchmarks.report import REPO, cpu_name, load_average, write_section
 
 CONFIGS = REPO / "bundles" / "squid" / "configs"
 SECTION = "## Distributed training"
@@ -120,7 +119,7 @@ def _section(rows: list[dict], args: argparse.Namespace, load_before: str, load_
         f"{args.iterations} timed steady-state iterations per setting after {args.warmup} warm-up iterations "
         "(no validation, checkpoints not timed; data generation and augmentation in the training "
         "processes are timed). Command (from the repository root):", "",
-        f"    python benchmarks/ddp_scaling.py --preset {args.preset} --iterations {args.iterations} "
+        f"    python -m benchmarks.ddp_scaling --preset {args.preset} --iterations {args.iterations} "
         f"--batch_size {args.batch_size} --threads {args.threads} --write", "",
         "which runs `python -m monai.bundle run training --config_file bundles/squid/configs/train.json ...` "
         "and `torchrun --standalone --nproc_per_node=2 -m monai.bundle run training --config_file "

@@ -14,7 +14,7 @@ study case was scored from. The model is an untrained
 ``paper``-preset SQUID as TorchScript (speed and accounting do not depend on the weights), or
 ``--model``.
 
-    python benchmarks/deploy_soak.py --out /tmp/soak    # 100 studies, 10 corrupt, 5 duplicates
+    python -m benchmarks.deploy_soak --out /tmp/soak    # 100 studies, 10 corrupt, 5 duplicates
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def untrained_model(folder: Path, preset: str = "paper") -> Path:
     import torch
 
     from squid_monai.methods import get_family
-    from squid_monai.scoring import build_scorer
+    from squid_monai.loading import build_scorer
 
     size = get_family("squid").get_config(preset)["image_size"]
     path = folder / f"squid_{preset}.ts"

@@ -2,7 +2,7 @@
 DigitAnatomy test inputs, one of each anomaly type plus a blank image, then their normal
 counterparts (what a perfect in-painting gives), then one reconstruction row per model.
 
-    python benchmarks/figure6.py --out docs/figures/figure6.png \\
+    python -m benchmarks.figure6 --out docs/figures/figure6.png \\
         --model squid=runs/compare/digitanatomy/squid/seed0/models \\
         --model memae=runs/compare/digitanatomy/memae/seed0/models
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from squid_monai.data.digitanatomy import GRID, inpainting_set
-from squid_monai.metrics import inpainting_rates
-from squid_monai.scoring import load_scorer
 from squid_monai.artifact import Recipe
+from squid_monai.data.digitanatomy import GRID, inpainting_set
+from squid_monai.loading import image_size, load_scorer
+from squid_monai.metrics import inpainting_rates
 from squid_monai.transforms.spatial import ResizeRadiograph
 from squid_monai.visualize import image_grid
 
@@ -44,11 +44,11 @@ def named_models(specs: list[str], weights: str = "model.pt"):
         if not folder:
             raise SystemExit(f"--model needs NAME=MODEL_DIR, got {spec!r}")
         folder = Path(folder)
-        yield name, load_scorer(folder / weights), ResizeRadiograph(Recipe.load(folder / "network.json").image_size), folder
+        yield name, load_scorer(folder / weights), ResizeRadiograph(image_size(Recipe.load(folder / "network.json"))), folder
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python benchmarks/figure6.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.figure6", description=__doc__.split("\n\n")[0])
     model_arguments(parser)
     parser.add_argument("--n_per_type", type=int, default=16, help="images per anomaly type for the rates")
     parser.add_argument("--split", default="test")

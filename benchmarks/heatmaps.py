@@ -2,7 +2,7 @@
 for each explainer of ``squid_monai.scoring.explain`` (the score's saliency, the default,
 and Grad-CAM of the discriminator), for any set of trained models.
 
-    python benchmarks/heatmaps.py --out docs/figures/heatmaps.png \\
+    python -m benchmarks.heatmaps --out docs/figures/heatmaps.png \\
         --model seed0=runs/seeds/seed0/models --model seed1=runs/seeds/seed1/models
 
 An anomalous image is a hit when the cell holding the most heat is one of the cells its
@@ -17,7 +17,7 @@ explainer the mean share of each image's heat that lies in the border band (the 
 ``--band`` of the side, where the markers, collimation edges and text sit, the shortcuts a
 detector should not use) is given per class, beside a uniform map's share:
 
-    python benchmarks/heatmaps.py --dataset_dir ../shared/data/zhanglab224 --seed 0 \
+    python -m benchmarks.heatmaps --dataset_dir ../shared/data/zhanglab224 --seed 0 \
         --out docs/figures/heatmaps_chest.png --model seed0=runs/chest/models
 """
 
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.figure6 import model_arguments, named_models
 from squid_monai.baselines import image_stack
 from squid_monai.data.digitanatomy import GRID, inpainting_set
 from squid_monai.metrics import pointing_rates
@@ -38,9 +39,6 @@ from squid_monai.scoring import EXPLAINERS, explainer_for
 from squid_monai.transforms.spatial import ResizeRadiograph
 from squid_monai.visualize import image_grid
 from squid_monai.workflow import choose_data, trained_intensity
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figure6 import model_arguments, named_models  # noqa: E402
 
 
 def chance(items: list[dict]) -> dict[str, float]:
@@ -111,7 +109,7 @@ def chest(args) -> tuple[dict, list, list, list]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python benchmarks/heatmaps.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.heatmaps", description=__doc__.split("\n\n")[0])
     model_arguments(parser)
     parser.add_argument("--n_per_type", type=int, default=25, help="DigitAnatomy: images per anomaly type")
     parser.add_argument("--split", default="test", help="DigitAnatomy: the split the images come from")

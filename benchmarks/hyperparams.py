@@ -2,11 +2,11 @@
 recipe, trains and evaluates each value over seeds with the multi-seed runner
 (:func:`compare.run_variants`), and checks the paper's claims on the report split.
 
-    python benchmarks/hyperparams.py --dataset_dir ../shared/data/zhanglab224 --output_root runs/figure9 --write
-    python benchmarks/hyperparams.py --dataset_dir DATA --output_root runs/figure9 --preset paper --epochs 200
-    python benchmarks/hyperparams.py --dataset_dir DATA --output_root runs/figure9 --settings tiles --dry_run
+    python -m benchmarks.hyperparams --dataset_dir ../shared/data/zhanglab224 --output_root runs/figure9 --write
+    python -m benchmarks.hyperparams --dataset_dir DATA --output_root runs/figure9 --preset paper --epochs 200
+    python -m benchmarks.hyperparams --dataset_dir DATA --output_root runs/figure9 --settings tiles --dry_run
 
-The settings are network keys (:mod:`squid_monai.networks.presets`): ``tiles`` (N x N; 1 means
+The settings are network keys (:mod:`squid_monai.methods.squid.presets`): ``tiles`` (N x N; 1 means
 no space awareness), ``queue_slots`` (memory-queue items per region), ``top_k`` (Gumbel
 shrinkage) and ``mask_prob`` (keep probability of the masked shortcuts). A value equal to the
 preset's own is one ``default`` run, shared by every setting. ``--values tiles=1,3`` replaces
@@ -27,10 +27,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402
-import seeds  # noqa: E402
-from report import curve_figure, markdown_table, provenance, publish, published_figure  # noqa: E402
+from benchmarks import compare, seeds
+from benchmarks.report import (
+    curve_figure,
+    markdown_table,
+    provenance,
+    publish,
+    published_figure,
+)
 
 HEADING = "## Hyper-parameter study (paper Figure 9)"
 #: setting -> (values, the paper's claim). The paper gives no top-k values in its text; these are ours.
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     own, extra = seeds.split_args(argv)
     args = _parser().parse_args(own)
     start = time.time()
-    from squid_monai.networks import get_config
+    from squid_monai.methods.squid.presets import get_config
 
     settings = {s: FIGURE9[s][0] for s in args.settings}
     for spec in args.values:
@@ -110,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     by_name = {row["name"]: row for row in rows}
-    primary = splits[-1]  # report (never used for a choice), or DigitAnatomy's test split
-    result = {"command": "python benchmarks/hyperparams.py " + shlex.join(own + (["--", *extra] if extra else [])),
+    primary = splits[-1]  # report (chooses nothing: docs/EVIDENCE.md), or DigitAnatomy's test split
+    result = {"command": "python -m benchmarks.hyperparams " + shlex.join(own + (["--", *extra] if extra else [])),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits, "primary_split": primary,
               "train_command": compare.train_command("squid", recipe), "common_overrides": common, "settings": {}}
     for setting, values in where.items():
@@ -157,8 +161,10 @@ def markdown(result: dict, figure: str, how: str) -> str:
         f"on {primary}, each pair paired seed by seed: yes (every pair in the claimed order, resolved), same "
         "direction, n.s. (in order, not all resolved), not resolved (a pair reversed within the seed spread), "
         "no (a pair reversed and resolved). \"vs default (paired)\": the run's AUC minus the "
-        "default's, seed by seed on the same images (mean +- std over seeds); a difference is only real where it "
-        "exceeds two standard errors (the std over the square root of the seeds). Figure (AUC vs value, mean +- std over seeds): "
+        "default's, seed by seed on the same images (mean +- std over seeds); a difference is "
+        "resolved where its 95 % t interval over seeds excludes 0 (for 3 seeds: |mean| > 4.30 x "
+        "std / sqrt(3)). "
+        "Figure (AUC vs value, mean +- std over seeds): "
         f"{figure}. For the paper's scale, add `--preset paper --epochs 200` (the authors' released "
         "configs) on a GPU, where every run takes the paper preset's time instead of the CPU recipe's.", ""])
 
@@ -174,7 +180,7 @@ def _preset(preset: str | None, recipe: str | None, dataset_dir: str | None) -> 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python benchmarks/hyperparams.py", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hyperparams", description=__doc__.split("\n\n")[0],
                                      epilog="Bundle overrides for every run go after `--`.")
     parser.add_argument("--dataset_dir", default=None, help="ZhangLab or normal/abnormal folders (default: DigitAnatomy)")
     parser.add_argument("--settings", nargs="+", choices=sorted(FIGURE9), default=list(FIGURE9))

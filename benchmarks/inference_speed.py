@@ -11,7 +11,7 @@ gives medians. Wall-clock and process CPU time (all threads) are both reported: 
 machine the CPU figure is the steadier one. Back-ends whose runtime is not installed are
 skipped. Then writes the "## Inference speed" section of BENCHMARKS.md (that section only).
 
-    python benchmarks/inference_speed.py --presets paper small --threads 1
+    python -m benchmarks.inference_speed --presets paper small --threads 1
 
 Inputs: 8-bit greyscale JPEGs of 224 x 224 (the ZhangLab format) generated into a temporary
 folder, or ``--images_dir`` with real files, preprocessed as inference does; the INT8
@@ -25,7 +25,6 @@ import datetime
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -35,8 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import BENCHMARKS, command_line, cpu_name, load_average, write_section  # noqa: E402
+from benchmarks.report import (
+    BENCHMARKS,
+    command_line,
+    cpu_name,
+    load_average,
+    write_section,
+)
 
 SECTION = "## Inference speed"
 _SYNTHETIC_SIZE = 224
@@ -67,8 +71,9 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
 def _backends(preset: str, calibration: torch.Tensor, tmp: Path) -> tuple[int, dict[str, Callable], dict[str, float]]:
     """Each back-end as ``images -> scores`` for one preset, and its set-up time (export,
     conversion, quantisation, compilation of the first call excluded)."""
-    from squid_monai.networks import get_config
-    from squid_monai.scoring import build_scorer, runtimes
+    from squid_monai.loading import build_scorer
+    from squid_monai.methods.squid.presets import get_config
+    from squid_monai.scoring import runtimes
     from squid_monai.scoring.folding import fast_eager
 
     torch.manual_seed(0)
@@ -110,7 +115,7 @@ def measure(presets: list[str], batch_sizes: list[int], images: dict[int, torch.
     rows = []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for preset in presets:
-            from squid_monai.networks import get_config
+            from squid_monai.methods.squid.presets import get_config
 
             size = get_config(preset)["image_size"]
             size, fns, setup = _backends(preset, calibration[size], Path(tmp))
@@ -174,7 +179,7 @@ def _section(rows: list[dict], command: str, load: tuple[str, str], images: str)
         "Reading: latency is one call on the batch; \"x eager\" is the median over repetitions of the ratio to "
         "eager PyTorch in the same repetition (back-ends interleaved in a rotating order, so load changes hit "
         "all of them alike); below 1 is faster. The score differences are on random weights (a trained model's "
-        "parity, on its validation split, is on its card and in the \"Inference back-ends\" section). Set-up is "
+        "parity, on its validation split, is on its card and in the \"Reliability\" section). Set-up is "
         "export, conversion, quantisation or `torch.compile` wrapping, done once per model; `torch.compile` "
         "compiles on its first call per shape, which the warm-up absorbs.",
     ]
@@ -196,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     before = load_average()
     torch.set_num_threads(args.threads)
-    from squid_monai.networks import get_config
+    from squid_monai.methods.squid.presets import get_config
     from squid_monai.transforms import preprocess
 
     sizes = {get_config(p)["image_size"] for p in args.presets}

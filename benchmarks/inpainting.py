@@ -16,7 +16,7 @@ skips (and their decoder memory), not through the memory-queue bottleneck. It al
 how many queue items a tile's read actually uses (weights above 1 %), and writes a figure
 like the paper's Figure 6 (inputs of each type and a blank image, with reconstructions).
 
-    python benchmarks/inpainting.py --model_dir bundles/squid/models --out /tmp/inpainting
+    python -m benchmarks.inpainting --model_dir bundles/squid/models --out /tmp/inpainting
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from squid_monai.data.digitanatomy import inpainting_set
-from squid_monai.metrics import inpainting_rates
-from squid_monai.networks.blocks import tile
-from squid_monai.scoring import load_scorer
 from squid_monai.handlers.inpainting import figure6
+from squid_monai.loading import load_scorer
+from squid_monai.metrics import inpainting_rates
+from squid_monai.nn.blocks import tile
 
 
 @torch.no_grad()

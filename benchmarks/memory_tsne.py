@@ -3,10 +3,10 @@ matrix instead of queue" ablation) and real patch features in one t-SNE (scikit-
 two-sample distance turns the paper's claim into a number: the queue's items share the
 distribution of the real features, the matrix's items do not.
 
-    python benchmarks/memory_tsne.py --dataset_dir ../shared/data/zhanglab224 --output_root runs/figure4 \\
+    python -m benchmarks.memory_tsne --dataset_dir ../shared/data/zhanglab224 --output_root runs/figure4 \\
         --queue_model runs/figure4/queue/seed0/models --matrix_model runs/figure4/matrix/seed0/models --write
-    python benchmarks/memory_tsne.py --dataset_dir DATA --output_root runs/figure4 --write
-    python benchmarks/memory_tsne.py --dataset_dir DATA --output_root runs/figure4 --preset paper --epochs 200 --dry_run
+    python -m benchmarks.memory_tsne --dataset_dir DATA --output_root runs/figure4 --write
+    python -m benchmarks.memory_tsne --dataset_dir DATA --output_root runs/figure4 --preset paper --epochs 200 --dry_run
 
 A model not given is trained first (full SQUID, and ``{'memory': 'matrix'}``) with the
 multi-seed runner (:func:`compare.run_variants`) into ``<output_root>/queue|matrix/seed<k>/``,
@@ -32,10 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402
-import seeds  # noqa: E402
-from report import markdown_table, provenance, publish, published_figure  # noqa: E402
+from benchmarks import compare, seeds
+from benchmarks.report import markdown_table, provenance, publish, published_figure
 
 HEADING = "## The memory's t-SNE (paper Figure 4)"
 #: memory -> (training overrides of its model, the paper's claim, does the claim want the same distribution?)
@@ -84,7 +82,7 @@ def patch_features(gen, images, batch: int = 32) -> np.ndarray:
     """(N, 1, H, W) images -> (N * tiles, D) tokens as the in-painting memory reads them (eval mode)."""
     import torch
 
-    from squid_monai.networks import tile
+    from squid_monai.nn import tile
 
     gen.eval()
     out = []
@@ -98,8 +96,8 @@ def patch_features(gen, images, batch: int = 32) -> np.ndarray:
 
 def load_memory_model(models: Path, kind: str):
     """The generator of a trained-model folder, checked to hold an in-painting memory of ``kind``."""
-    from squid_monai.networks import MemoryMatrix, MemoryQueue
-    from squid_monai.scoring import load_scorer
+    from squid_monai.loading import load_scorer
+    from squid_monai.methods.squid.networks import MemoryMatrix, MemoryQueue
 
     gen = load_scorer(models / "model.pt").generator
     want = MemoryQueue if kind == "queue" else MemoryMatrix
@@ -140,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for row in trained:
         models[row["name"]] = str(root / row["name"] / f"seed{seed}" / "models")
-    result = {"command": "python benchmarks/memory_tsne.py " + shlex.join(own + (["--", *extra] if extra else [])),
+    result = {"command": "python -m benchmarks.memory_tsne " + shlex.join(own + (["--", *extra] if extra else [])),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "trained_here": [row["name"] for row in trained],
               "memories": {}}
     rng = np.random.default_rng(seed)
@@ -223,7 +221,7 @@ def _tsne_figure(points: dict, memories: dict, path: Path, perplexity: float, se
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python benchmarks/memory_tsne.py", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_tsne", description=__doc__.split("\n\n")[0],
                                      epilog="Bundle overrides for the trainings go after `--`.")
     parser.add_argument("--queue_model", default=None, help="a trained full-SQUID models/ folder (default: train one)")
     parser.add_argument("--matrix_model", default=None,

@@ -1,7 +1,7 @@
 """Cost of the SQUID networks per preset on this machine: one generator step and one full
 training iteration at batch 16, scoring at batch 1 and 64, FLOPs and peak memory.
 
-    python benchmarks/networks.py --threads 2 --write
+    python -m benchmarks.networks --threads 2 --write
 
 Each preset runs in its own process so that its peak resident memory is its own.
 FLOPs are counted by ``torch.utils.flop_counter`` and do not depend on the machine's load.
@@ -20,8 +20,7 @@ from datetime import date
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from report import cpu_name, load_average, write_section  # noqa: E402
+from benchmarks.report import cpu_name, load_average, write_section
 
 HEADING = "## Networks"
 AUTHORS = "authors' code on a quiet 2-core machine: 6.8 s generator step, 8.9 s D + G iteration, 0.148 s scoring at batch 1"
@@ -40,7 +39,11 @@ def _median_time(fn, repeats: int) -> float:
 def training_steps(gen, disc, g_opt, d_opt, x):
     """The generator step and the full D + G iteration of the SQUID trainer on batch ``x``, as
     closures (shared with ``training_speed.py``)."""
-    from squid_monai.losses import SQUIDLossWeights, discriminator_loss, generator_losses
+    from squid_monai.methods.squid.losses import (
+        SQUIDLossWeights,
+        discriminator_loss,
+        generator_losses,
+    )
 
     weights = SQUIDLossWeights()
 
@@ -67,8 +70,8 @@ def training_steps(gen, disc, g_opt, d_opt, x):
 
 
 def _measure(preset: str, repeats: int, threads: int) -> dict:
-    from squid_monai.networks import build, get_config
-    from squid_monai.scoring import SQUIDScorer
+    from squid_monai.methods.squid.presets import build, get_config
+    from squid_monai.methods.squid.scorer import SQUIDScorer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -107,7 +110,7 @@ def _table(rows: list[dict], args) -> str:
         f"{args.load_before}; after: {load_average()} (a shared machine: other jobs inflate the seconds, not the FLOPs). "
         "Command (from the repository root):",
         "",
-        f"    python benchmarks/networks.py --threads {args.threads} --repeats {args.repeats} --write",
+        f"    python -m benchmarks.networks --threads {args.threads} --repeats {args.repeats} --write",
         "",
         "| preset | px | G params (M) | GFLOP / iteration (D + G, b16) | G step (s, b16) | D + G iteration (s, b16) "
         "| scoring GFLOP / image | scoring b1 (s / image) | scoring b64 (s / image) | peak RSS (GB) |",
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args.load_before = load_average()
     rows = []
     for preset in args.presets:
-        out = subprocess.run([sys.executable, __file__, "--one", preset, "--threads", str(args.threads),
+        out = subprocess.run([sys.executable, "-m", "benchmarks.networks", "--one", preset, "--threads", str(args.threads),
                               "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)

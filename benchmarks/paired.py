@@ -1,7 +1,7 @@
 """Two variants trained on the same seeds, compared seed by seed, and a decision rule applied
 as it was stated before the runs.
 
-    python benchmarks/paired.py --variant runs/bias --baseline runs/default \\
+    python -m benchmarks.paired --variant runs/bias --baseline runs/default \\
         --splits validation report test --rule worst_seed
 
 Both roots are :mod:`benchmarks.seeds` output roots (``seed<k>/models/training_summary.json``,
@@ -16,7 +16,7 @@ resolved gains and losses.
 Why a rule in code: one run's validation AUC swings by several points from seed to seed, so
 a setting is adopted by a rule written down before the runs that decide it, and the rule is
 applied here exactly, on the ``--decide`` split only (the report and test splits are reported,
-never used). Rules (``RULES``):
+not read by the rule). Rules (``RULES``):
 
 - ``strict`` (sessions 16-19): no seed loses with a resolved interval, the mean difference is
   positive, and no variant run falls more than ``--max_drop`` below its peak.
@@ -41,9 +41,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from squid_monai.metrics import bootstrap_auc, roc_auc  # noqa: E402
-from squid_monai.workflow import curve_stability  # noqa: E402
+from squid_monai.metrics import bootstrap_auc, roc_auc
+from squid_monai.workflow import curve_stability
 
 
 def read_scores(path: Path) -> dict[str, tuple[int, float]]:
@@ -190,7 +189,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/paired.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.paired", description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", type=Path, required=True, help="seeds.py output root of the candidate")
     parser.add_argument("--baseline", type=Path, required=True, help="seeds.py output root it is compared with")
     parser.add_argument("--splits", nargs="+", default=["validation", "report"])

@@ -12,7 +12,7 @@ Measures, with ``torch.set_num_threads(1)`` and no DataLoader workers:
 Then writes the figures into the "## Preprocessing throughput" section of BENCHMARKS.md
 (replacing that section only). Example:
 
-    python benchmarks/preprocessing.py --zhanglab_dir ../shared/data/zhanglab224 \\
+    python -m benchmarks.preprocessing --zhanglab_dir ../shared/data/zhanglab224 \\
         --dicom_dir ../shared/data/dicom --n_images 200
 """
 
@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import BENCHMARKS, cpu_name, load_average, write_section  # noqa: E402
+from benchmarks.report import BENCHMARKS, cpu_name, load_average, write_section
 
 SECTION = "## Preprocessing throughput"
 
@@ -125,7 +124,7 @@ def main(argv=None) -> int:
     for name, (cpu, wall) in results:
         print(f"{cpu:8.1f} img/CPU-s {wall:8.1f} img/wall-s  {name}")
     if not args.no_write:
-        command = "python benchmarks/preprocessing.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        command = "python -m benchmarks.preprocessing " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
         write_section(SECTION, _section(results, command, args.image_size), args.output)
         print(f"updated {args.output}")
     return 0

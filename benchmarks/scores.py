@@ -30,8 +30,8 @@ and prints each AUC with its 95 % bootstrap interval and the paired difference t
 sharpness baseline (``--versus``: to another of the scores instead). Nothing is chosen on
 the report split (nor on ``test``, which ``--splits`` can add).
 
-    python benchmarks/scores.py --model_dir runs/x/models --dataset_dir ../shared/data/zhanglab224 --seed 0
-    python benchmarks/scores.py --model_dir bundles/squid/models          # DigitAnatomy
+    python -m benchmarks.scores --model_dir runs/x/models --dataset_dir ../shared/data/zhanglab224 --seed 0
+    python -m benchmarks.scores --model_dir bundles/squid/models          # DigitAnatomy
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ import torch
 
 from squid_monai.baselines import image_stack, nearest_normal_pixels, sharpness_score
 from squid_monai.engines.evaluator import feature_residual
+from squid_monai.loading import load_scorer
 from squid_monai.metrics import bootstrap_auc, roc_auc
-from squid_monai.scoring import calibrate, load_scorer
+from squid_monai.scoring import calibrate
 from squid_monai.workflow import choose_data, trained_intensity
 
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]

@@ -2,7 +2,7 @@
 report splits, and tabulate per seed and as mean +- std over seeds (the way the paper
 reports its results).
 
-    python benchmarks/seeds.py --output_root runs/seeds --seeds 0 1 2 --parallel 2 -- \\
+    python -m benchmarks.seeds --output_root runs/seeds --seeds 0 1 2 --parallel 2 -- \\
         --dataset_dir ../shared/data/zhanglab224 --preset small --epochs 16 \\
         --network_overrides "{'skip_levels': 1}"
 
@@ -224,7 +224,8 @@ def markdown(result: dict) -> str:
         f"# Seeds: {n} run(s), {result['date']}", "",
         "Training: `" + shlex.join(result["train_command"]) + "`", "",
         "Evaluation: `" + shlex.join(result["evaluate_command"]) + "`", "",
-        "Model selection on the validation split; the report split is never used for any choice. "
+        "Model selection on the validation split; the report split chooses nothing here "
+        "(docs/EVIDENCE.md). "
         "AUC with its 95 % bootstrap interval; the sharpness baseline (negated Laplacian energy, no learning) "
         "and the pixel nearest neighbour (distance to the closest calibration image, no learning) on the same "
         "images, and the paired bootstrap interval of SQUID minus each; accuracy and F1 at the "
@@ -274,7 +275,7 @@ def _mean_std(stats: dict | None, digits: int = 4) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/seeds.py", description=__doc__.split("\n\n")[0],
+        prog="python -m benchmarks.seeds", description=__doc__.split("\n\n")[0],
         epilog="Bundle overrides for training and evaluation go after `--`.")
     parser.add_argument("--output_root", required=True, help="folder of the seed<k>/ runs and the tables")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

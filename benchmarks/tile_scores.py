@@ -1,6 +1,6 @@
 """The tile score's definitions side by side on one trained SQUID model.
 
-The ``tile_residual`` score source has two settings (``squid_monai.scoring.SQUIDScorer``):
+The ``tile_residual`` score source has two settings (``squid_monai.methods.squid.scorer.SQUIDScorer``):
 the exponent of the residual (``tile_power``: 2 = mean squared) and the sidedness
 (``tile_two_sided``: the largest standardised residual, or the largest absolute
 standardised log residual). This scores the validation, report and test splits with every
@@ -9,7 +9,7 @@ calibration images as training does, and prints each AUC, its AUC per anomaly ty
 paired bootstrap difference to the reference (``--reference``, default ``2:one``: the
 squared one-sided rule). Reconstructions are computed once; only the score changes.
 
-    python benchmarks/tile_scores.py --model_dir /tmp/exp/da/seed0/models --seed 0
+    python -m benchmarks.tile_scores --model_dir /tmp/exp/da/seed0/models --seed 0
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from squid_monai.loading import load_scorer
+from squid_monai.methods.squid.scorer import tile_residuals
 from squid_monai.metrics import auc_by_anomaly, bootstrap_auc
-from squid_monai.scoring import load_scorer
-from squid_monai.scoring.scorer import tile_residuals
 from squid_monai.workflow import choose_data
 
 SIDES = {"one": False, "two": True}

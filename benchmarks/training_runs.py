@@ -2,7 +2,7 @@
 AUC of every epoch (from the run's MLflow store), and the evaluation of its best model
 beside the trivial sharpness baseline (from ``evaluate.json``'s ``metrics.json``).
 
-    python benchmarks/training_runs.py --output_dir /tmp/zhanglab_small --title "ZhangLab, small preset" \
+    python -m benchmarks.training_runs --output_dir /tmp/zhanglab_small --title "ZhangLab, small preset" \
         --command "python -m monai.bundle run training ..." --wall "31 min" --eval_split validation
 
 Run the training command, then ``monai.bundle run evaluating`` with the same ``--output_dir``,
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import date
 from pathlib import Path
 
 from mlflow import MlflowClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cpu_name, write_section  # noqa: E402
+from benchmarks.report import cpu_name, write_section
 
 HEADING = "## Training runs"
 

@@ -9,7 +9,7 @@ variant in a rotating order, and the ratio to today's is taken within the repeti
 page faults and system CPU seconds per iteration are reported too (the cost the in-place ops
 remove). Then writes the "## Training throughput" section of BENCHMARKS.md.
 
-    python benchmarks/training_speed.py --presets small paper --threads 1
+    python -m benchmarks.training_speed --presets small paper --threads 1
 """
 
 from __future__ import annotations
@@ -20,15 +20,12 @@ import datetime
 import os
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from networks import training_steps  # noqa: E402
-from report import command_line, cpu_name, load_average, write_section  # noqa: E402
+from benchmarks.networks import training_steps
+from benchmarks.report import command_line, cpu_name, load_average, write_section
 
 SECTION = "## Training throughput"
 VARIANTS = {"today (out of place, Adam)": (False, False), "in-place": (True, False),
@@ -36,7 +33,7 @@ VARIANTS = {"today (out of place, Adam)": (False, False), "in-place": (True, Fal
 
 
 def _set_inplace(module: torch.nn.Module, inplace: bool) -> None:
-    from squid_monai.networks.blocks import ResidualDoubleConv
+    from squid_monai.nn.blocks import ResidualDoubleConv
 
     for m in module.modules():
         if isinstance(m, (torch.nn.ReLU, ResidualDoubleConv)):
@@ -59,7 +56,7 @@ def _timed(fn) -> tuple[float, float, int]:
 
 
 def measure(presets: list[str], batch: int, repeats: int) -> list[dict]:
-    from squid_monai.networks import build, get_config
+    from squid_monai.methods.squid.presets import build, get_config
 
     rows = []
     for preset in presets:

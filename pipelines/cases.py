@@ -1,6 +1,6 @@
 """The records that flow between the SQUID operators, and the exit codes they add up to.
 
-One ``SQUIDCase`` per study (DICOM) or per file (PNG/JPEG, unreadable files). Every operator
+One ``Case`` per study (DICOM) or per file (PNG/JPEG, unreadable files). Every operator
 passes every case on, the ones it cannot handle included, with a ``status`` saying why: so the
 last operator can report each study, and a failure in one study never hides the others.
 """
@@ -16,7 +16,7 @@ import torch
 
 from squid_monai.scoring import ScoreRecord
 
-__all__ = ["CaseStatus", "ExitCode", "SQUIDCase", "exit_code_for"]
+__all__ = ["CaseStatus", "ExitCode", "Case", "exit_code_for"]
 
 _UNSAFE = re.compile(r"[^0-9A-Za-z._-]")
 
@@ -49,7 +49,7 @@ class ExitCode(enum.IntEnum):
 
 
 @dataclass
-class SQUIDCase:
+class Case:
     """One study (DICOM) or one image file on its way through the graph.
 
     ``case_id`` names the output folder: the StudyInstanceUID for DICOM (the SR carries it anyway),
@@ -83,7 +83,7 @@ class SQUIDCase:
         """Scored and every output written."""
         return self.status is CaseStatus.SCORED and not self.problems
 
-    def fail(self, status: CaseStatus, message: str) -> "SQUIDCase":
+    def fail(self, status: CaseStatus, message: str) -> "Case":
         """Mark the case as not scorable, dropping pixel data it no longer needs."""
         self.status, self.message = status, message
         self.image = self.record = None
@@ -107,7 +107,7 @@ class SQUIDCase:
         }
 
 
-def exit_code_for(cases: Iterable[SQUIDCase]) -> ExitCode:
+def exit_code_for(cases: Iterable[Case]) -> ExitCode:
     """Exit status of a run from its cases (ignored files and duplicates of a scored file do not
     count): OK, PARTIAL or NOTHING_SCORED."""
     uncounted = (CaseStatus.IGNORED, CaseStatus.DUPLICATE)

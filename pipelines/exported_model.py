@@ -1,6 +1,6 @@
 """Load the exported SQUID model (TorchScript) and the facts it needs to be used correctly.
 
-The exported model is the TorchScript of ``squid_monai.scoring.SQUIDScorer``: ``forward(image)``
+The exported model is the TorchScript of a family's scorer (``squid_monai.scoring.CalibratedScorer``): ``forward(image)``
 takes ``(B, 1, H, W)`` float32 in [0, 1] and returns a dict with ``score`` (B,), ``logit`` (B,)
 and ``reconstruction`` (B, 1, H, W). The calibration (mean, std) is already inside the scorer;
 the *model card* (:class:`squid_monai.artifact.ModelCard`) carries what the deployment needs
@@ -17,8 +17,8 @@ Keys missing from both are an error naming the model file and the keys.
 On a CPU, an export of the same weights beside the TorchScript file (``model.xml``,
 ``model.onnx``: ``python -m squid_monai.export --format ...``) scores instead, the fastest
 first, when its runtime is installed and its card says it meets the parity contract
-(:func:`squid_monai.scoring.loading.export_problem`, the rule the bundle and the MLflow model
-follow too). ``ExportedSQUIDModel.format`` says which one runs.
+(:func:`squid_monai.loading.export_problem`, the rule the bundle and the MLflow model
+follow too). ``ExportedModel.format`` says which one runs.
 
 The preprocessing is the bundle's, as MONAI Deploy's bundle convention has it: the
 ``preprocessing`` of the ``inference.json`` that ``ckpt_export`` embeds, at the card's image
@@ -43,7 +43,7 @@ __all__ = [
     "EXTRA_FILE_NAME",
     "ModelCard",
     "ModelLoadError",
-    "ExportedSQUIDModel",
+    "ExportedModel",
     "find_model_file",
     "load_exported_model",
 ]
@@ -60,7 +60,7 @@ class ModelLoadError(ValueError):
 
 
 @dataclass
-class ExportedSQUIDModel:
+class ExportedModel:
     """A loaded TorchScript scorer, its card and its preprocessing (a dictionary transform of
     ``{"image": path | pydicom.Dataset | array}``); ``path`` is the ``.ts``/``.pt`` file."""
 
@@ -116,13 +116,13 @@ def find_model_file(path: str | Path) -> Path:
 
 def load_exported_model(
     path: str | Path, device: str | torch.device | None = None, warm_up: bool = True
-) -> ExportedSQUIDModel:
+) -> ExportedModel:
     """Load the TorchScript scorer and its card from ``path`` (file or folder).
 
     ``device`` defaults to CUDA when available, else CPU. ``warm_up`` runs the model on a dummy
     batch first (a check of the card's image size, and first-call costs that belong to start-up,
     not to the first study): twice where TorchScript optimises, whose profiling executor makes the
-    first two calls several times slower, once on the CPU (:attr:`ExportedSQUIDModel.optimised`).
+    first two calls several times slower, once on the CPU (:attr:`ExportedModel.optimised`).
     """
     model_file = find_model_file(path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -137,7 +137,7 @@ def load_exported_model(
     card = _read_card(model_file, extra_files[EXTRA_FILE_NAME])
     preprocessing, source = _preprocessing(model_file, extra_files[BUNDLE_CONFIG_FILE], card.image_size,
                                            str(card.extra.get("intensity", "percentile")))
-    model = ExportedSQUIDModel(module=module, card=card, path=model_file, device=device, preprocessing=preprocessing,
+    model = ExportedModel(module=module, card=card, path=model_file, device=device, preprocessing=preprocessing,
                                preprocessing_source=source)
     if device.type == "cpu":
         model.runtime, model.format = _faster_export(model_file, card, module)
@@ -151,7 +151,7 @@ def _faster_export(model_file: Path, card: ModelCard, module) -> tuple[Callable 
     for ``module`` (its TorchScript scorer), here too, and its format; ``(None, "torchscript")``
     when there is none."""
     from squid_monai.artifact import EXPORT_FILES
-    from squid_monai.scoring.loading import AUTO_ORDER, OPT_IN, export_problem, problem_here
+    from squid_monai.loading import AUTO_ORDER, OPT_IN, export_problem, problem_here
 
     for fmt in AUTO_ORDER:
         path = model_file.with_name(EXPORT_FILES[fmt])
@@ -168,7 +168,7 @@ def _faster_export(model_file: Path, card: ModelCard, module) -> tuple[Callable 
     return None, "torchscript"
 
 
-def _warm_up(model: ExportedSQUIDModel) -> None:
+def _warm_up(model: ExportedModel) -> None:
     size = model.card.image_size
     dummy = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0))
     try:

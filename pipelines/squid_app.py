@@ -7,9 +7,9 @@
 
     CheckedDICOMDataLoaderOperator --dicom_study_list--> RadiographSeriesSelectorOperator
         |  |                                                   | study_selected_series_list
-        |  +--dicom_study_list, unreadable_cases------------> SQUIDPreprocessOperator
+        |  +--dicom_study_list, unreadable_cases------------> PreprocessOperator
         |                                                      | cases
-    SQUIDScoringOperator -> SQUIDTextSRWriterOperator -> SQUIDResultWriterOperator
+    ScoringOperator -> TextSRWriterOperator -> ResultWriterOperator
 
 PNG/JPEG files in the input folder go through ``ImageFileLoaderOperator`` into the same
 scorer and result writer (no SR). The exit status is an ``ExitCode`` (see pipelines/README.md).
@@ -33,36 +33,36 @@ from monai.deploy.conditions import CountCondition
 from monai.deploy.core import Application, init_app_context
 
 from pipelines.cases import ExitCode
-from pipelines.exported_model import ExportedSQUIDModel, ModelLoadError, load_exported_model
+from pipelines.exported_model import ExportedModel, ModelLoadError, load_exported_model
 from pipelines.operators import (
     IMAGE_SUFFIXES,
     SUMMARY_FILE,
     CheckedDICOMDataLoaderOperator,
     ImageFileLoaderOperator,
     RadiographSeriesSelectorOperator,
-    SQUIDPreprocessOperator,
-    SQUIDResultWriterOperator,
-    SQUIDScoringOperator,
-    SQUIDTextSRWriterOperator,
+    PreprocessOperator,
+    ResultWriterOperator,
+    ScoringOperator,
+    TextSRWriterOperator,
 )
 
-__all__ = ["SQUIDChestXRayApp", "main"]
+__all__ = ["ChestXRayApp", "main"]
 
 logger = logging.getLogger(__name__)
 
 
-class SQUIDChestXRayApp(Application):
+class ChestXRayApp(Application):
     """Scores every study (DICOM) and image (PNG/JPEG) of a folder with an exported SQUID model.
 
     After ``run()``, ``exit_code`` is the run's ``ExitCode`` and ``summary`` the content of
     ``run_summary.json``.
     """
 
-    def __init__(self, input_folder: str | Path, output_folder: str | Path, model: ExportedSQUIDModel, argv=None):
+    def __init__(self, input_folder: str | Path, output_folder: str | Path, model: ExportedModel, argv=None):
         self.input_folder = Path(input_folder)
         self.output_folder = Path(output_folder)
         self.model = model
-        self._result_writer: Optional[SQUIDResultWriterOperator] = None
+        self._result_writer: Optional[ResultWriterOperator] = None
         # holoscan parses its own flags from argv; pass ours explicitly so a host process's argv is not read
         super().__init__(list(argv) if argv else [sys.executable, __file__])
 
@@ -77,18 +77,18 @@ class SQUIDChestXRayApp(Application):
     def compose(self):
         image_size = self.model.card.image_size
         has_images, has_others = _input_kinds(self.input_folder)
-        scorer = SQUIDScoringOperator(self, model=self.model, name="squid_scorer")
-        writer = SQUIDResultWriterOperator(self, output_folder=self.output_folder, name="squid_result_writer")
+        scorer = ScoringOperator(self, model=self.model, name="squid_scorer")
+        writer = ResultWriterOperator(self, output_folder=self.output_folder, name="squid_result_writer")
         self._result_writer = writer
         if has_others or not has_images:
             loader = CheckedDICOMDataLoaderOperator(
                 self, CountCondition(self, 1), input_folder=self.input_folder, name="dicom_loader"
             )
             selector = RadiographSeriesSelectorOperator(self, name="series_selector")
-            preprocess = SQUIDPreprocessOperator(
+            preprocess = PreprocessOperator(
                 self, image_size=image_size, preprocessing=self.model.preprocessing, name="squid_preprocess"
             )
-            sr_writer = SQUIDTextSRWriterOperator(self, output_folder=self.output_folder, name="squid_sr_writer")
+            sr_writer = TextSRWriterOperator(self, output_folder=self.output_folder, name="squid_sr_writer")
             self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
             self.add_flow(selector, preprocess, {("study_selected_series_list", "study_selected_series_list")})
             self.add_flow(
@@ -137,7 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "scored with %s", card.model_name, card.model_version, card.image_size, card.threshold, card.source,
                 model.preprocessing_source, model.device, model.format)
     loaded, loaded_cpu = time.perf_counter(), time.process_time()
-    app = SQUIDChestXRayApp(input_folder, output_folder, model)
+    app = ChestXRayApp(input_folder, output_folder, model)
     try:
         app.run()
     except Exception:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -71,42 +71,22 @@ def write_json(path: str | os.PathLike, content: Any) -> Path:
 
 @dataclass(frozen=True)
 class Recipe:
-    """What rebuilds a trained network: its model family, preset and preset overrides.
+    """What rebuilds a trained network: its model family's name, preset and preset overrides.
 
-    ``network.json`` is ``{"method": ..., "preset": ..., "overrides": {...}, "config": {...}}``:
+    ``network.json`` is ``{"family": ..., "preset": ..., "overrides": {...}, "config": {...}}``:
     ``config`` pins every setting as resolved when the file was written, so that a later
     change of the preset's definition never changes a trained model. Files written before
     the pin existed rebuild from preset and overrides (and, where the preset changed since,
-    from its earlier definitions: :func:`_load_pytorch` in :mod:`.scoring.loading`); files
-    written before the method field existed are SQUID.
+    from its earlier definitions: :func:`squid_monai.loading.load_scorer`); files that name
+    the family ``method`` (written before the one vocabulary) still load, and files written
+    before either field existed are SQUID. This module only reads and writes the record:
+    resolving it needs the family (:mod:`squid_monai.loading`), which lives above this layer.
     """
 
     preset: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    method: str = _DEFAULT_FAMILY
+    family: str = _DEFAULT_FAMILY
     pinned: Mapping[str, Any] | None = field(default=None, compare=False)
-
-    @property
-    def family(self):
-        """The :class:`~squid_monai.methods.base.ModelFamily` that builds this recipe."""
-        from .methods.base import get_family
-
-        return get_family(self.method)
-
-    def config(self) -> dict[str, Any]:
-        """The pinned settings, or the preset's with the overrides applied (unknown keys are an
-        error)."""
-        return self.family.get_config(self.preset, **self.settings)
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square model input."""
-        size = self.config()["image_size"]
-        return int(size[0] if isinstance(size, (list, tuple)) else size)
-
-    def build(self):
-        """An untrained scorer of this recipe (load a state dict into it)."""
-        return self.family.build_scorer(self.preset, **self.settings)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -115,7 +95,7 @@ class Recipe:
         return dict(self.pinned if self.pinned is not None else self.overrides)
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"method": self.method, "preset": self.preset, "overrides": dict(self.overrides)}
+        out = {"family": self.family, "preset": self.preset, "overrides": dict(self.overrides)}
         return out if self.pinned is None else {**out, "config": dict(self.pinned)}
 
     @classmethod
@@ -124,16 +104,15 @@ class Recipe:
             raise ValueError(f"{where}: network recipe without 'preset'")
         pinned = content.get("config")
         return cls(preset=str(content["preset"]), overrides=dict(content.get("overrides") or {}),
-                   method=str(content.get("method") or _DEFAULT_FAMILY), pinned=None if pinned is None else dict(pinned))
+                   family=_family_name(content), pinned=None if pinned is None else dict(pinned))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``network.json`` (``path`` is the file or its folder) with every setting pinned;
-        the recipe is checked first, so a bad one fails now, not when the model is loaded."""
-        pinned = replace(self, pinned=self.config())
+        """Write ``network.json`` (``path`` is the file or its folder) as it is (pin it first:
+        :func:`squid_monai.loading.save_network_config`)."""
         path = Path(path)
         if path.is_dir() or not path.suffix:
             path = path / RECIPE_FILE
-        write_json(path, pinned.as_dict())
+        write_json(path, self.as_dict())
         return path
 
     @classmethod
@@ -159,13 +138,19 @@ class Recipe:
 
     @classmethod
     def in_folder(cls, model_dir: str | os.PathLike, preset: str = "", overrides: Mapping | None = None,
-                  method: str = _DEFAULT_FAMILY) -> Recipe:
+                  family: str = _DEFAULT_FAMILY) -> Recipe:
         """The trained model's recipe in ``model_dir``, or the given one when there is none
         yet (an untrained bundle: ``verify_net_in_out`` and other checks still need a network)."""
         path = Path(model_dir) / RECIPE_FILE
         if path.is_file():
             return cls.load(path)
-        return cls(preset=preset, overrides=dict(overrides or {}), method=method)
+        return cls(preset=preset, overrides=dict(overrides or {}), family=family)
+
+
+def _family_name(content: Mapping[str, Any]) -> str:
+    """The family a stored file names: ``family``, or ``method`` in files written before the one
+    vocabulary, or SQUID in files older than both."""
+    return str(content.get("family") or content.get("method") or _DEFAULT_FAMILY)
 
 
 def _positive(name: str, value: float) -> None:
@@ -276,25 +261,26 @@ def trained_intensity(ckpt_dir: str | os.PathLike, default: str = "percentile") 
     return check_switches(intensity=json.loads(path.read_text()).get("intensity", default))["intensity"]
 
 
-def save_training_settings(ckpt_dir: str | os.PathLike, method: str, name: str, settings: Mapping[str, Any]) -> Path:
+def save_training_settings(ckpt_dir: str | os.PathLike, family: str, name: str, settings: Mapping[str, Any]) -> Path:
     """Pin the training recipe a run starts with in ``<ckpt_dir>/training.json``
-    (:data:`TRAINING_FILE`): ``{"method", "recipe", "settings"}``."""
+    (:data:`TRAINING_FILE`): ``{"family", "recipe", "settings"}``."""
     path = Path(ckpt_dir, TRAINING_FILE)
     if is_main_process():
-        write_json(path, {"method": method, "recipe": name, "settings": dict(settings)})
+        write_json(path, {"family": family, "recipe": name, "settings": dict(settings)})
     return path
 
 
 def load_training_settings(ckpt_dir: str | os.PathLike) -> tuple[str, str, dict[str, Any]]:
-    """``(method, recipe name, settings)`` pinned by :func:`save_training_settings`; an
-    unreadable file is a ``ValueError`` naming it."""
+    """``(family, recipe name, settings)`` pinned by :func:`save_training_settings` (files
+    that say ``method`` for the family still load); an unreadable file is a ``ValueError``
+    naming it."""
     path = Path(ckpt_dir, TRAINING_FILE)
     try:
         stored = json.loads(path.read_text())
-        method, name, settings = stored["method"], stored["recipe"], stored["settings"]
+        family, name, settings = _family_name(stored), stored["recipe"], stored["settings"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: cannot read the pinned training recipe ({err}); start afresh with --resume false "
                          "or another --output_dir") from err
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: the pinned training settings are not a JSON object")
-    return method, name, settings
+    return family, name, settings

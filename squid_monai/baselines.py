@@ -8,7 +8,7 @@ computed on exactly the images SQUID sees (the preprocessed model input).
 
 :func:`nearest_normal_pixels` is a second one, with memory but no learning: how far an image
 lies from its nearest normal training image, pixel by pixel. On ZhangLab it is stronger than
-the sharpness shortcut, and stronger than the discriminator logit (BENCHMARKS.md, "Session 17").
+the sharpness shortcut, and stronger than the discriminator logit (docs/EXPERIMENTS.md, session 17).
 """
 
 from __future__ import annotations

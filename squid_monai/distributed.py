@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch.distributed as dist
 
-__all__ = ["rank", "is_main_process", "DDP_METHODS", "require_ddp_support"]
+__all__ = ["rank", "is_main_process", "DDP_FAMILIES", "require_ddp_support"]
 
 #: families whose trainer the multi-GPU config wraps (its generator and discriminator) and that
 #: tests/test_distributed.py checks replica for replica
-DDP_METHODS = ("squid",)
+DDP_FAMILIES = ("squid",)
 
 
 def rank() -> int:
@@ -22,10 +22,10 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def require_ddp_support(method: str) -> None:
+def require_ddp_support(family: str) -> None:
     """Refuse, before any process group or network exists, a family the multi-GPU config does
     not wire: the others' trainers take other networks (one auto-encoder, f-AnoGAN's
     encoder stage) or have not been checked replica for replica."""
-    if method not in DDP_METHODS:
-        raise ValueError(f"multi_gpu_train.json: multi-GPU training is wired and tested for {', '.join(DDP_METHODS)} "
-                         f"only, not for method {method!r}; train it on one device (drop multi_gpu_train.json)")
+    if family not in DDP_FAMILIES:
+        raise ValueError(f"multi_gpu_train.json: multi-GPU training is wired and tested for {', '.join(DDP_FAMILIES)} "
+                         f"only, not for family {family!r}; train it on one device (drop multi_gpu_train.json)")

@@ -1,7 +1,7 @@
 """The evaluation report of ``evaluate.json``: per-image scores, metrics and figures of one
 labelled split, with the shortcuts that need no learning beside SQUID.
 
-:class:`EvaluationReport` is attached to the :class:`~squid_monai.engines.SQUIDEvaluator`
+:class:`EvaluationReport` is attached to the :class:`~squid_monai.engines.AnomalyEvaluator`
 that scores the split; at the end of the run it writes into ``output_dir``:
 
 * ``scores.csv``: the one layout of :mod:`squid_monai.scoring.writer` (image, label,
@@ -38,7 +38,7 @@ from ignite.engine import Engine, Events
 
 from .baselines import image_stack, nearest_normal_pixels, sharpness_score
 from .metrics import auc_by_anomaly, bootstrap_auc, evaluate_scores, roc_auc
-from .scoring import ScoreRecord, ScoreWriter, SQUIDScorer, score_images
+from .scoring import ScoreRecord, ScoreWriter, CalibratedScorer, score_images
 
 __all__ = ["EvaluationReport", "EXTRA_COLUMNS"]
 
@@ -72,10 +72,10 @@ class EvaluationReport:
             leaves it out. Preprocessed as the evaluated images are.
     """
 
-    def __init__(self, scorer: SQUIDScorer, output_dir: str | os.PathLike, split: str = "test",
-                 best_criterion: str = "f1", model_path: str | os.PathLike | None = None, method: str = "squid",
+    def __init__(self, scorer: CalibratedScorer, output_dir: str | os.PathLike, split: str = "test",
+                 best_criterion: str = "f1", model_path: str | os.PathLike | None = None, family: str = "squid",
                  normals: Any = None):
-        self.scorer, self.output_dir, self.split, self.method = scorer, Path(output_dir), split, method
+        self.scorer, self.output_dir, self.split, self.family = scorer, Path(output_dir), split, family
         self._normals_source, self._normals = normals, None
         self.best_criterion = best_criterion
         self.model_path = None if model_path is None else str(model_path)
@@ -129,10 +129,10 @@ class EvaluationReport:
         (self.output_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
 
         tag = f"{self.split} split"
-        visualize.plot_roc(labels, scores, self.output_dir / "roc.png", title=f"{self.method} ROC, {tag}")
+        visualize.plot_roc(labels, scores, self.output_dir / "roc.png", title=f"{self.family} ROC, {tag}")
         visualize.plot_score_histogram(labels, scores, self.output_dir / "score_histogram.png",
                                        thresholds={"validation": thr_val, "normal-only": thr_normal},
-                                       title=f"{self.method} scores by class, {tag}")
+                                       title=f"{self.family} scores by class, {tag}")
         visualize.plot_confusion_matrix(labels, scores, thr_val, self.output_dir / "confusion_matrix.png")
         visualize.plot_confusion_matrix(labels, scores, thr_normal,
                                         self.output_dir / "confusion_matrix_normal_threshold.png")
@@ -153,7 +153,7 @@ class EvaluationReport:
             engine.state.metrics[f"{self.split}/auc_running_stats"] = self.metrics["squid"]["auc_running_stats"]
         baselines = ", ".join(f"{name} baseline {self.metrics[f'baseline_{name}']['auc']:.4f}" for name in _BASELINES
                               if f"baseline_{name}" in self.metrics)
-        logger.info("%s: %s AUC %.4f (%s) on %d images; report in %s", self.split, self.method, flat["auc"], baselines,
+        logger.info("%s: %s AUC %.4f (%s) on %d images; report in %s", self.split, self.family, flat["auc"], baselines,
                     len(self.rows), self.output_dir)
 
     def _write_csv(self) -> None:

@@ -1,7 +1,7 @@
 """TorchScript export of the scoring path, and the checks that it is the same model.
 
 The export itself is MONAI's ``ckpt_export`` run on ``inference.json``'s ``network_def``
-(a :class:`~squid_monai.scoring.SQUIDScorer`), traced because ``forward`` switches the
+(a :class:`~squid_monai.scoring.CalibratedScorer`), traced because ``forward`` switches the
 networks to eval mode, which scripting cannot compile; the traced graph takes any batch
 size. This module adds what ``ckpt_export`` cannot:
 
@@ -42,7 +42,9 @@ from torch import nn
 
 from .artifact import (CARD_FILE, EXPORT_FILES, MODELS_DIR, WEIGHTS_FILE, ModelCard, Recipe,
                        trained_intensity)
-from .scoring import SQUIDScorer, forward, load_scorer
+from .scoring import CalibratedScorer, forward
+from . import loading
+from .loading import load_scorer
 
 __all__ = ["CARD_FILE", "FORMATS", "ScoreHead", "model_card", "embed_model_card", "parity", "export_runtime",
            "export_bundle", "main"]
@@ -57,7 +59,7 @@ class ScoreHead(nn.Module):
     """``scorer(image)["score"]`` as a (B, 1) tensor: the network output ``metadata.json``
     declares (``outputs.pred``, one channel), for ``verify_net_in_out``."""
 
-    def __init__(self, scorer: SQUIDScorer):
+    def __init__(self, scorer: CalibratedScorer):
         super().__init__()
         self.scorer = scorer
 
@@ -101,7 +103,7 @@ def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict
 
 
 @torch.no_grad()
-def parity(ts_path: str | os.PathLike, scorer: SQUIDScorer, image_size: int, batch_size: int = 4,
+def parity(ts_path: str | os.PathLike, scorer: CalibratedScorer, image_size: int, batch_size: int = 4,
            seed: int = 0) -> dict[str, float]:
     """Largest absolute difference of each output between the TorchScript file and
     ``scorer`` on a random batch (batch size other than the traced one on purpose)."""
@@ -134,7 +136,7 @@ def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, sourc
     from .scoring import runtimes
 
     scorer = load_scorer(models / WEIGHTS_FILE)
-    size, intensity = Recipe.in_folder(models).image_size, trained_intensity(models)
+    size, intensity = loading.image_size(Recipe.in_folder(models)), trained_intensity(models)
     card = dataclasses.replace(ModelCard.from_scorer(scorer, size, metadata), format=fmt,
                                extra={"intensity": intensity})
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +183,7 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
     recipe = Recipe.in_folder(models)
     if not recipe.preset:
         raise FileNotFoundError(f"{models}: no trained model (network recipe) to export (train the bundle first)")
-    size = recipe.image_size
+    size = loading.image_size(recipe)
     metadata = json.loads(meta_file.read_text())
     if fmt != "torchscript":
         from .workflow import choose_data

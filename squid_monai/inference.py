@@ -47,7 +47,7 @@ from .scoring import (
 )
 from .transforms import SUPPORTED_EXTENSIONS, inference_transforms
 
-__all__ = ["SQUIDInference", "ScoringEvaluator", "collect_inputs", "report"]
+__all__ = ["Inference", "ScoringEvaluator", "collect_inputs", "report"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class ScoringEvaluator(Evaluator):
         return engine.state.output
 
 
-class SQUIDInference:
+class Inference:
     """Score items and write ``scores.csv`` and the per-image PNGs: the pieces of
     ``inference.json`` (``inference_transforms`` -> ``ScoringItems`` -> ``ScoringEvaluator``
     -> ``ScoreWriterHandler``) assembled in Python.

@@ -1,6 +1,6 @@
 """Binary anomaly-detection metrics and threshold selection for SQUID scores.
 
-Conventions used everywhere in this module (and by :class:`squid_monai.scoring.SQUIDScorer`):
+Conventions used everywhere in this module (and by :class:`squid_monai.scoring.CalibratedScorer`):
 
 * label 1 = abnormal = positive class, label 0 = normal;
 * a higher score means more abnormal;

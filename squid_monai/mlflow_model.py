@@ -1,6 +1,6 @@
 """SQUID as an MLflow ``pyfunc`` model, and its round trip through the model registry.
 
-The model wraps THE scoring path (:class:`~squid_monai.scoring.SQUIDScorer`): the same
+The model wraps THE scoring path (:class:`~squid_monai.scoring.CalibratedScorer`): the same
 preprocessing (:func:`squid_monai.transforms.preprocess`), weights, calibration and
 threshold as the bundle, so ``models:/squid@champion`` gives the bundle's score. It is a
 pyfunc model rather than an ``mlflow.pytorch`` one because MLflow 3 serialises PyTorch
@@ -38,7 +38,7 @@ from .artifact import PREPROCESSING_FILE, RECIPE_FILE, WEIGHTS_FILE, ModelCard, 
 from .serving import IMAGE_COLUMN, PATH_COLUMN, ServingConfig
 from .tracking import artifact_location, mlflow_client, sqlite_path
 
-__all__ = ["SQUIDPyfuncModel", "save_pyfunc", "register_model", "load_registered", "DEFAULT_BATCH_SIZE"]
+__all__ = ["PyfuncModel", "save_pyfunc", "register_model", "load_registered", "DEFAULT_BATCH_SIZE"]
 
 #: images scored per forward pass when ``params={"batch_size": ...}`` is not given
 DEFAULT_BATCH_SIZE = 16
@@ -50,7 +50,7 @@ _RUNTIME_DISTRIBUTIONS = ("mlflow", "torch", "monai", "numpy", "pandas", "pillow
 
 SIGNATURE = ModelSignature(
     # one row per image, in one of the two columns (squid_monai.serving); MLflow refuses other
-    # input, so preprocessed arrays go through SQUIDPyfuncModel.predict_array instead
+    # input, so preprocessed arrays go through PyfuncModel.predict_array instead
     inputs=Schema([ColSpec("string", IMAGE_COLUMN, required=False), ColSpec("string", PATH_COLUMN, required=False)]),
     # an unreadable image has no score, logit or decision (null), and an error
     outputs=Schema([
@@ -63,7 +63,7 @@ SIGNATURE = ModelSignature(
 )
 
 
-class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
+class PyfuncModel(mlflow.pyfunc.PythonModel):
     """``predict`` input: a DataFrame, one row per image, with an ``image`` column of
     base64-encoded file contents (PNG, JPEG, DICOM) or a ``path`` column of file paths
     (:mod:`squid_monai.serving`: which paths are read, and the request limits). Images
@@ -83,7 +83,7 @@ class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from squid_monai.artifact import Recipe
-        from squid_monai.scoring import load_scorer
+        from squid_monai.loading import image_size, load_scorer
         from squid_monai.serving import ServingConfig, quiet_scoring_server
 
         quiet_scoring_server()  # in a scoring server, no answer quotes the request
@@ -93,7 +93,7 @@ class SQUIDPyfuncModel(mlflow.pyfunc.PythonModel):
         self.device = torch.device(config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         # an export shipped beside the weights (see _export_artifacts) is used on a CPU
         self.scorer = load_scorer(context.artifacts["weights"], recipe, map_location=self.device, backend="auto")
-        self.image_size = recipe.image_size
+        self.image_size = image_size(recipe)
         # the intensity rule the model was trained with: its preprocessing.json sits beside the
         # weights among the model's artifacts (models logged without one: the default rule)
         self.intensity = trained_intensity(Path(context.artifacts["weights"]).parent)
@@ -194,16 +194,16 @@ def _model_files(model_dir: str | os.PathLike, weights: str) -> tuple[Path, Path
 def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int, dict[str, Path]]:
     """Tags (calibration, thresholds, recipe, scoring format), image size and export files
     of a saved model; loading it also validates the files before anything is logged."""
-    from squid_monai.scoring import load_scorer
+    from squid_monai.loading import image_size, load_scorer
 
     recipe = Recipe.load(network)
     scorer = load_scorer(weights, recipe, backend="auto")
-    card = ModelCard.from_scorer(scorer, recipe.image_size)
+    card = ModelCard.from_scorer(scorer, image_size(recipe))
     tags = {k: f"{getattr(card, k):.9g}" for k in ("threshold", "normal_threshold")}
-    tags.update(calibration_mean=f"{card.mean:.9g}", calibration_std=f"{card.std:.9g}", method=recipe.method,
+    tags.update(calibration_mean=f"{card.mean:.9g}", calibration_std=f"{card.std:.9g}", family=recipe.family,
                 preset=recipe.preset, network_overrides=json.dumps(dict(recipe.overrides)),
                 cpu_format=getattr(scorer, "format", "pytorch"))
-    return tags, recipe.image_size, _export_artifacts(scorer)
+    return tags, image_size(recipe), _export_artifacts(scorer)
 
 
 def _export_artifacts(scorer) -> dict[str, Path]:
@@ -218,11 +218,15 @@ def _export_artifacts(scorer) -> dict[str, Path]:
     return {f"export_{i}": path for i, path in enumerate(export_files(scorer.path))}
 
 
+#: the class's earlier name: MLflow models saved before the rename pickled it by this name
+SQUIDPyfuncModel = PyfuncModel
+
+
 def save_pyfunc(path: str | os.PathLike, model_dir: str | os.PathLike, weights: str = WEIGHTS_FILE,
                 metadata: Mapping[str, Any] | None = None, model_config: Mapping[str, Any] | None = None) -> Path:
     """Write the MLflow model of ``model_dir`` (``model.pt`` + ``network.json``) to ``path``
     (which must not exist or be empty); ``mlflow models serve -m <path>`` serves it.
-    ``model_config``: the model's default configuration (:class:`SQUIDPyfuncModel`), e.g.
+    ``model_config``: the model's default configuration (:class:`PyfuncModel`), e.g.
     ``{"allowed_root": "/data/xrays", "max_images": 16}``."""
     weights_path, network_path = _model_files(model_dir, weights)
     tags, size, exports = _describe(weights_path, network_path)
@@ -246,7 +250,7 @@ def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], im
     artifacts.update({key: str(file) for key, file in exports.items()})
     mlflow.pyfunc.save_model(
         path=str(path),
-        python_model=SQUIDPyfuncModel(),
+        python_model=PyfuncModel(),
         artifacts=artifacts,
         code_paths=[str(Path(squid_monai.__file__).parent)],
         pip_requirements=_requirements(metadata.get("cpu_format", "pytorch")),

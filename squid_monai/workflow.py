@@ -31,7 +31,7 @@ from .transforms.compose import check_switches
 
 __all__ = ["DataSource", "DatalistSource", "DigitAnatomySource", "bundle_root", "choose_data", "curve_stability",
            "is_main_process", "report_training", "save_preprocessing", "save_training_settings", "trained_intensity",
-           "training_recipe", "training_settings"]
+           "network_recipe", "training_recipe"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +187,8 @@ def choose_data(dataset_dir: str | None = None, datalist: str | None = None, see
     return DigitAnatomySource(seed)
 
 
-def training_recipe(ckpt_dir: str | os.PathLike, preset: str, overrides: dict | None = None, method: str = "squid",
-                    resume: bool | str = True) -> Recipe:
+def network_recipe(ckpt_dir: str | os.PathLike, preset: str, overrides: dict | None = None, family: str = "squid",
+                   resume: bool | str = True) -> Recipe:
     """The network recipe a training run builds: the requested one, or, when the run resumes
     from a checkpoint of ``ckpt_dir``, the one that run pinned in its ``network.json``, so
     that a later change of the preset's definition cannot change a half-trained network.
@@ -196,16 +196,16 @@ def training_recipe(ckpt_dir: str | os.PathLike, preset: str, overrides: dict | 
     Resuming with another family, preset or overrides than the folder's run is an error
     naming the file (the checkpoint would not fit, or worse, would fit a different model).
     """
-    requested = Recipe(preset, dict(overrides or {}), method=method)
+    requested = Recipe(preset, dict(overrides or {}), family=family)
     path = Path(ckpt_dir, RECIPE_FILE)
     if not _resumes_from(path, resume):
         return requested
     stored = Recipe.load(path)
-    asked, had = (json.loads(json.dumps([r.method, r.preset, dict(r.overrides)])) for r in (requested, stored))
+    asked, had = (json.loads(json.dumps([r.family, r.preset, dict(r.overrides)])) for r in (requested, stored))
     if asked != had:
         raise ValueError(
-            f"{path}: the run in this folder was trained with method {stored.method!r}, preset {stored.preset!r} "
-            f"and network overrides {dict(stored.overrides)}; this command asks for method {method!r}, preset "
+            f"{path}: the run in this folder was trained with family {stored.family!r}, preset {stored.preset!r} "
+            f"and network overrides {dict(stored.overrides)}; this command asks for family {family!r}, preset "
             f"{preset!r} and overrides {dict(requested.overrides)}. Resume with the same settings, or start afresh "
             "with --resume false or another --output_dir"
         )
@@ -219,7 +219,7 @@ def _resumes_from(pinned: Path, resume: bool | str) -> bool:
     return resume and pinned.is_file() and latest_checkpoint(pinned.parent) is not None
 
 
-def training_settings(ckpt_dir: str | os.PathLike, family, name: str, resume: bool | str = True) -> dict:
+def training_recipe(ckpt_dir: str | os.PathLike, family, name: str, resume: bool | str = True) -> dict:
     """The training recipe a run of ``family`` (a :class:`~squid_monai.methods.base.ModelFamily`)
     uses: its recipe ``name`` as defined today, or, when the run resumes from a checkpoint of
     ``ckpt_dir``, the one that run pinned in its ``training.json``
@@ -234,10 +234,10 @@ def training_settings(ckpt_dir: str | os.PathLike, family, name: str, resume: bo
     path = Path(ckpt_dir, TRAINING_FILE)
     if not _resumes_from(path, resume):
         return get_recipe(family, name)
-    method, had, settings = load_training_settings(ckpt_dir)
-    if (method, had) != (family.name, name):
-        raise ValueError(f"{path}: the run in this folder was trained with {method}'s {had!r} recipe; this "
-                         f"command asks for {family.name}'s {name!r}. Resume with the same method and data, or start "
+    stored, had, settings = load_training_settings(ckpt_dir)
+    if (stored, had) != (family.name, name):
+        raise ValueError(f"{path}: the run in this folder was trained with {stored}'s {had!r} recipe; this "
+                         f"command asks for {family.name}'s {name!r}. Resume with the same family and data, or start "
                          "afresh with --resume false or another --output_dir")
     return settings
 
@@ -256,7 +256,7 @@ def curve_stability(auc_per_epoch: dict, warmup_fraction: float = 0.3) -> dict:
             "val_auc_drop_from_peak": round(float(values.max() - values[-1]), 4)}
 
 
-def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike, method: str = "squid") -> dict:
+def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike, family: str = "squid") -> dict:
     """Print (and return) what a finished run reached: best validation AUC and where the
     models are; also written to ``<ckpt_dir>/training_summary.json`` (with the validation
     AUC of every epoch of this process) for scripts."""
@@ -282,6 +282,6 @@ def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike, method: str
     summary.update(curve_stability(summary["val_auc_per_epoch"]))
     if is_main_process():
         write_json(Path(ckpt_dir, "training_summary.json"), summary)
-        print(f"{method} training finished: best validation AUC {summary['best_val_auc']:.4f} at epoch "
+        print(f"{family} training finished: best validation AUC {summary['best_val_auc']:.4f} at epoch "
               f"{summary['best_epoch']} of {summary['epochs']}; best model {summary['best_model']}", flush=True)
     return summary

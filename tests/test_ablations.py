@@ -44,4 +44,4 @@ def test_paired_differences_per_seed_and_the_papers_direction(tmp_path):
     table = (tmp_path / "ablations.md").read_text()
     assert "| no in-painting block | `{'inpainting': False}` | 2 | 80.9 | 2 | 70.0 +- 7.1 |" in table
     assert "| -5.0 +- 0.0 | yes |" in table and "| +0.0 +- 1.4 | **no** (n.s.) |" in table
-    assert "python benchmarks/ablations.py" in table and "--collect" in table
+    assert "python -m benchmarks.ablations" in table and "--collect" in table

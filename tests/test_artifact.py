@@ -8,27 +8,28 @@ import pytest
 import torch
 
 from squid_monai.artifact import CARD_FILE, RECIPE_FILE, WEIGHTS_FILE, ModelCard, Recipe
-from squid_monai.scoring import SQUIDScorer, build_scorer, load_scorer, save_network_config
+from squid_monai.methods.squid.scorer import SQUIDScorer
+from squid_monai.loading import build, build_scorer, image_size, load_scorer, network_config, save_network_config
 
 
 def test_recipe_round_trip_build_and_image_size(tmp_path):
     recipe = Recipe("tiny", {"space_aware": False})
-    path = recipe.save(tmp_path)
+    path = save_network_config(tmp_path, recipe)
     assert path == tmp_path / RECIPE_FILE
     written = json.loads(path.read_text())
-    assert {k: written[k] for k in ("method", "preset", "overrides")} == {"method": "squid", "preset": "tiny",
+    assert {k: written[k] for k in ("family", "preset", "overrides")} == {"family": "squid", "preset": "tiny",
                                                                           "overrides": {"space_aware": False}}
-    assert written["config"] == json.loads(json.dumps(recipe.config()))  # every setting pinned
+    assert written["config"] == json.loads(json.dumps(network_config(recipe)))  # every setting pinned
     assert Recipe.load(tmp_path) == Recipe.load(path) == Recipe.of(recipe.as_dict()) == recipe
-    assert recipe.image_size == 32 and isinstance(recipe.image_size, int)
-    assert isinstance(recipe.build(), SQUIDScorer)
+    assert image_size(recipe) == 32 and isinstance(image_size(recipe), int)
+    assert isinstance(build(recipe), SQUIDScorer)
     # a recipe written before the method field existed is SQUID
     path.write_text(json.dumps({"preset": "tiny", "overrides": {}}))
-    assert Recipe.load(path).method == "squid"
+    assert Recipe.load(path).family == "squid"
 
 
 def test_a_pinned_recipe_survives_a_change_of_its_preset_and_an_unpinned_one_its_revisions(tmp_path, monkeypatch):
-    from squid_monai.networks import presets
+    from squid_monai.methods.squid import presets
 
     torch.manual_seed(0)
     trained = build_scorer("tiny")
@@ -49,7 +50,7 @@ def test_a_pinned_recipe_survives_a_change_of_its_preset_and_an_unpinned_one_its
 
 
 def test_models_of_the_earlier_digitanatomy_default_still_load(tmp_path):
-    from squid_monai.networks.presets import PRESET_REVISIONS
+    from squid_monai.methods.squid.presets import PRESET_REVISIONS
 
     for revision in PRESET_REVISIONS["digitanatomy_small"]:
         trained = build_scorer("digitanatomy_small", **revision)
@@ -61,10 +62,10 @@ def test_models_of_the_earlier_digitanatomy_default_still_load(tmp_path):
 
 def test_recipe_errors(tmp_path):
     with pytest.raises(KeyError, match="unknown network setting"):
-        Recipe("tiny", {"nope": 1}).save(tmp_path)
+        save_network_config(tmp_path, Recipe("tiny", {"nope": 1}))
     assert not (tmp_path / RECIPE_FILE).exists()
     with pytest.raises(KeyError, match="unknown model family"):
-        Recipe("tiny", method="nope").image_size
+        image_size(Recipe("tiny", family="nope"))
     (tmp_path / RECIPE_FILE).write_text("{}")
     with pytest.raises(ValueError, match="without 'preset'"):
         Recipe.load(tmp_path)

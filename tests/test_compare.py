@@ -2,7 +2,7 @@
 reconstruction row per model), ``benchmarks/heatmaps.py`` (the heat maps' pointing game) and
 ``benchmarks/brightness.py`` (the reconstruction's level on background and strokes)."""
 
-import importlib.util
+import importlib
 import json
 import shlex
 
@@ -11,14 +11,12 @@ import torch
 from PIL import Image
 
 from .fake_runs import fake_run
-from .trained_bundle import REPO, trained_bundle
+from .trained_bundle import trained_bundle
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A benchmark command's module, imported as the package module it is."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 compare, figure6, heatmaps, brightness = _load("compare"), _load("figure6"), _load("heatmaps"), _load("brightness")
@@ -54,6 +52,20 @@ def test_table_gives_mean_and_std_over_seeds_beside_the_paper(tmp_path):
     assert cells[7:9] == ["72.0 +- 5.7", "+3.0 +- 1.4"]  # the pixel nearest neighbour, and the gain over it
     assert cells[9] == "110" and cells[10] == compare.PAPER_ZHANGLAB["memae"]
     assert "--epochs 2" in table
+
+
+def test_paired_difference_is_resolved_by_the_t_interval_for_the_seed_count():
+    # three seeds 1, 2 and 3 points down: mean -2, std 1; two standard errors (1.15) would call
+    # it resolved, the 95 % t interval with 2 degrees of freedom (half width 2.48) does not
+    reference = [{"seed": s, "report": {"auc": 0.8}} for s in range(3)]
+    down = [{"seed": s, "report": {"auc": 0.8 - d}} for s, d in enumerate((0.01, 0.02, 0.03))]
+    d = compare.paired(reference, down, "report")
+    assert d["mean"] == pytest.approx(-0.02) and d["std"] == pytest.approx(0.01) and d["n"] == 3
+    assert d["t_95ci"] == pytest.approx([-0.02 - 0.0248414, -0.02 + 0.0248414], rel=1e-5)
+    assert d["resolved"] is False
+    steady = [{"seed": s, "report": {"auc": 0.8 - d}} for s, d in enumerate((0.045, 0.05, 0.055))]
+    assert compare.paired(reference, steady, "report")["resolved"] is True  # -0.05 +- 0.0124
+    assert compare.paired(reference, down[:1], "report")["resolved"] is None  # one seed: no spread
 
 
 def test_figure6_has_one_row_per_model_and_the_inpainting_rates(tmp_path_factory, tmp_path):

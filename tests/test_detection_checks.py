@@ -9,8 +9,8 @@ from ignite.engine import Engine, Events
 from squid_monai.data.digitanatomy import inpainting_set
 from squid_monai.handlers import WeightEMA
 from squid_monai.metrics import SmoothedAUC, inpainting_rates, pointing_rates, roc_auc
-from squid_monai.networks import build
-from squid_monai.networks.generator import DecoderMemory
+from squid_monai.methods.squid.presets import build
+from squid_monai.methods.squid.networks.generator import DecoderMemory
 from squid_monai.workflow import curve_stability
 
 
@@ -167,7 +167,8 @@ def test_queue_decoder_memory_holds_real_window_features_after_a_training_step()
 
 
 def test_tile_residual_scores_the_worst_standardised_tile_fitted_on_normals_and_persists():
-    from squid_monai.scoring import SQUIDScorer, calibrate
+    from squid_monai.scoring import calibrate
+    from squid_monai.methods.squid.scorer import SQUIDScorer
 
     torch.manual_seed(0)
     scorer = SQUIDScorer(*build("tiny"), score_source="tile_residual")
@@ -201,7 +202,8 @@ def test_tile_residual_scores_the_worst_standardised_tile_fitted_on_normals_and_
 
 
 def test_residual_score_source_ranks_by_the_residual_batch_independently_and_persists():
-    from squid_monai.scoring import SQUIDScorer, calibrate
+    from squid_monai.scoring import calibrate
+    from squid_monai.methods.squid.scorer import SQUIDScorer
 
     torch.manual_seed(0)
     scorer = SQUIDScorer(*build("tiny"), score_source="residual")
@@ -226,14 +228,14 @@ def test_residual_score_source_ranks_by_the_residual_batch_independently_and_per
 
 
 def test_validation_reports_the_papers_logit_beside_the_score_in_use():
-    from squid_monai.engines import SQUIDEvaluator
+    from squid_monai.engines import AnomalyEvaluator
     from squid_monai.metrics import OptionalAUC
-    from squid_monai.scoring import SQUIDScorer
+    from squid_monai.methods.squid.scorer import SQUIDScorer
 
     torch.manual_seed(0)
     scorer = SQUIDScorer(*build("tiny"), score_source="tile_residual")
     batches = [{"image": torch.rand(4, 1, 32, 32), "label": torch.tensor([0, 1, 0, 1])} for _ in range(2)]
-    evaluator = SQUIDEvaluator("cpu", batches, scorer, running_stats=False, residual_scores=True)
+    evaluator = AnomalyEvaluator("cpu", batches, scorer, running_stats=False, residual_scores=True)
     outputs = []
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output))
     for name, key in (("val_auc_logit", "score_logit"), ("val_auc_residual", "score_residual")):
@@ -248,7 +250,7 @@ def test_validation_reports_the_papers_logit_beside_the_score_in_use():
 
 
 def test_tile_power_is_the_exponent_of_the_tile_residual_and_persists():
-    from squid_monai.scoring import SQUIDScorer
+    from squid_monai.methods.squid.scorer import SQUIDScorer
 
     torch.manual_seed(0)
     scorer = SQUIDScorer(*build("tiny"), score_source="tile_residual", tile_power=3.0)

@@ -63,3 +63,15 @@ def test_one_seed_resolves_nothing():
     one = {"mean": 0.8, "std": None, "n": 1}
     assert diseased.change(one, {**one, "mean": 0.5}) == {"points": pytest.approx(-30.0), "se": None,
                                                            "resolved_drop": None}
+
+
+def test_a_drop_is_resolved_by_welchs_t_interval_not_two_standard_errors():
+    # 10 points down, std 5 points at both shares over 3 seeds each: SE 4.1; two SE (8.2) would
+    # resolve it, Welch's t (4 degrees of freedom here, 2.78) needs 11.3
+    first, last = {"mean": 0.8, "std": 0.05, "n": 3}, {"mean": 0.7, "std": 0.05, "n": 3}
+    c = diseased.change(first, last)
+    assert c["points"] == pytest.approx(-10.0) and c["se"] == pytest.approx(4.0825, rel=1e-4)
+    assert c["resolved_drop"] is False
+    assert diseased.change(first, {**last, "mean": 0.65})["resolved_drop"] is True  # 15 > 11.3
+    flat = diseased.change({**first, "std": 0.0}, {**last, "std": 0.0})
+    assert flat["resolved_drop"] is True  # no spread at all

@@ -68,7 +68,7 @@ class _RecordReplica:
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _queues(self):
-        from squid_monai.networks import MemoryQueue
+        from squid_monai.methods.squid.networks import MemoryQueue
 
         return [m for m in self.generator.modules() if isinstance(m, MemoryQueue)]
 
@@ -124,8 +124,8 @@ def _nonfinite_main(rank: int, world: int, port: int, folder: str) -> None:
 
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    import squid_monai.engines.trainer as trainer_module
-    from squid_monai.networks import build
+    import squid_monai.methods.squid.trainer as trainer_module
+    from squid_monai.methods.squid.presets import build
 
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -266,7 +266,7 @@ def test_validation_covers_the_whole_set_once(ddp_runs):
     5 / 4: no padding duplicate), and equal those of one process scoring all images with
     the final weights."""
     from squid_monai.metrics import roc_auc
-    from squid_monai.scoring import load_scorer
+    from squid_monai.loading import load_scorer
     from squid_monai.workflow import DigitAnatomySource
 
     out, (_, first), (_, second), _ = ddp_runs
@@ -319,5 +319,5 @@ def test_a_family_the_multi_gpu_config_does_not_wire_is_refused_up_front(method,
     with pytest.raises(RuntimeError) as failure:  # monai.bundle wraps the expression's error
         run("training", config_file=configs, output_dir=str(tmp_path), logging_file=False, **TINY)
     assert isinstance(failure.value.__cause__, ValueError)
-    assert re.search(rf"not for method '{method}'.*drop multi_gpu_train.json", str(failure.value.__cause__))
+    assert re.search(rf"not for family '{method}'.*drop multi_gpu_train.json", str(failure.value.__cause__))
     assert not (tmp_path / "models").exists()

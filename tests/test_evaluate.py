@@ -14,7 +14,8 @@ import torch
 
 from squid_monai.baselines import image_stack, laplacian_energy, nearest_normal_pixels, sharpness_score
 from squid_monai.metrics import binary_metrics, roc_auc
-from squid_monai.scoring import CSV_COLUMNS, load_scorer
+from squid_monai.scoring import CSV_COLUMNS
+from squid_monai.loading import load_scorer
 from squid_monai.workflow import DigitAnatomySource
 
 from .trained_bundle import CONFIGS, IMAGE_SIZE, TINY, VAL_SIZE, run_command, trained_bundle

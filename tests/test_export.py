@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from squid_monai.export import CARD_FILE, export_bundle
-from squid_monai.scoring import explainer_for, load_scorer
+from squid_monai.scoring import explainer_for
+from squid_monai.loading import load_scorer
 from squid_monai.workflow import DigitAnatomySource
 
 from .trained_bundle import BUNDLE, CONFIGS, IMAGE_SIZE, VAL_SIZE, trained_bundle
@@ -209,7 +210,7 @@ def test_the_mlflow_model_and_the_deploy_app_score_with_the_openvino_export(mode
 def test_an_export_of_other_weights_is_not_used(model_copy, tmp_path):
     import shutil
 
-    from squid_monai.scoring import SQUIDScorer
+    from squid_monai.methods.squid.scorer import SQUIDScorer
 
     _export_format(model_copy, "openvino")
     stale = tmp_path / "models"

@@ -42,7 +42,7 @@ def test_table_and_claims_from_finished_runs(tmp_path):
     assert tiles_1.endswith("| -20.0 +- 0.0 | 50 |")  # paired with the default seed by seed, in points
     assert tiles["runs"][0]["vs_default"]["test"]["resolved"] is True  # the same 20-point drop on both seeds
     assert "| queue_slots | 200 items per region is best; above 500 the AUC drops | 200 | 50 | yes |" in table
-    assert "python benchmarks/hyperparams.py" in table and "--collect" in table
+    assert "python -m benchmarks.hyperparams" in table and "--collect" in table
     assert (tmp_path / "hyperparams.png").stat().st_size > 1000
 
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from squid_monai.inference import SQUIDInference, collect_inputs
-from squid_monai.scoring import CSV_COLUMNS, DiscriminatorGradCAM, forward, load_scorer
+from squid_monai.inference import Inference, collect_inputs
+from squid_monai.scoring import CSV_COLUMNS, DiscriminatorGradCAM, forward
+from squid_monai.loading import load_scorer
 from squid_monai.transforms import preprocess
 
 from .pipelines.factories import chest_pixels, write_dicom
@@ -133,7 +134,7 @@ def test_scores_are_identical_whatever_the_batch_size(scorer, mixed_folder, tmp_
     items = collect_inputs(mixed_folder)
     results = []
     for batch_size in (1, 4):
-        out = SQUIDInference(scorer, tmp_path / f"b{batch_size}", IMAGE_SIZE, batch_size=batch_size, images=False)
+        out = Inference(scorer, tmp_path / f"b{batch_size}", IMAGE_SIZE, batch_size=batch_size, images=False)
         out.run(items)
         with open(tmp_path / f"b{batch_size}" / "scores.csv", newline="") as f:
             results.append([(r["image"], r["score"], r["logit"], r["error"]) for r in csv.DictReader(f)])

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from squid_monai.networks import build
-from squid_monai.scoring import SQUIDScorer, save_network_config
+from squid_monai.methods.squid.presets import build
+from squid_monai.methods.squid.scorer import SQUIDScorer
+from squid_monai.loading import save_network_config
 from squid_monai.workflow import choose_data
 
 from .test_compare import _load
@@ -63,7 +64,7 @@ def test_queue_items_match_the_features_and_matrix_items_do_not(tmp_path):
     assert (q["n_items"], q["n_features"], m["n_items"]) == (64, 64, 64)  # 16 slots x 4 regions; 16 images x 4 tiles
     assert q["p_value"] > 0.05 and m["p_value"] < 0.05 and q["holds"] == m["holds"] == "yes"
     table = (out / "memory_tsne.md").read_text()
-    assert "The queue's MMD^2 is smaller than the matrix's" in table and "python benchmarks/memory_tsne.py" in table
+    assert "The queue's MMD^2 is smaller than the matrix's" in table and "python -m benchmarks.memory_tsne" in table
     assert (out / "memory_tsne.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="MemoryQueue"):
         memory_tsne.load_memory_model(matrix, "queue")

@@ -1,19 +1,13 @@
 """``benchmarks/paired.py``: two variants paired by seed, and the decision rules, on hand-built runs."""
 
 import csv
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
+from benchmarks import paired
 from squid_monai.metrics import roc_auc
-
-from .trained_bundle import REPO
-
-spec = importlib.util.spec_from_file_location("paired", REPO / "benchmarks" / "paired.py")
-paired = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(paired)
 
 N = 30  # images per class: a perfect against an inverted ranking is resolved on this many
 LABELS = [0] * N + [1] * N

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 import numpy as np
 import torch
 
-from squid_monai.scoring import build_scorer, calibrate, save_network_config
+from squid_monai.loading import build_scorer, save_network_config
+from squid_monai.scoring import calibrate
 
-from .trained_bundle import REPO, trained_bundle
+from .trained_bundle import trained_bundle
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("scores_benchmark", REPO / "benchmarks" / "scores.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("benchmarks.scores")
     return module
 
 
@@ -44,7 +43,7 @@ def test_every_score_is_reported_on_every_split(tmp_path_factory, tmp_path):
 def test_a_model_of_the_chest_recipe_scoring_by_the_combined_source(tmp_path):
     """The chest recipe's score source (``combined``) on a tiny untrained model saved as the
     bundle saves it: every score is reported (issue 39: ``KeyError: 'tokens'``)."""
-    from squid_monai.networks.memory import MemoryQueue
+    from squid_monai.methods.squid.networks.memory import MemoryQueue
 
     torch.manual_seed(0)
     scorer = build_scorer("tiny")

@@ -1,16 +1,13 @@
 """``benchmarks/seeds.py``: the multi-seed runner, end to end on the tiny preset, and its tables."""
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from .trained_bundle import CONFIGS, REPO, TINY
+from benchmarks import seeds
 
-spec = importlib.util.spec_from_file_location("seeds", REPO / "benchmarks" / "seeds.py")
-seeds = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(seeds)
+from .trained_bundle import CONFIGS, TINY
 
 REPORT_SIZE = 10
 

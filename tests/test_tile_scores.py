@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 import numpy as np
 import pytest
 import torch
 
+from squid_monai.loading import load_scorer
 from squid_monai.metrics import roc_auc
-from squid_monai.scoring import load_scorer
 from squid_monai.workflow import choose_data
 
-from .trained_bundle import REPO, trained_bundle
+from .trained_bundle import trained_bundle
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("tile_scores", REPO / "benchmarks" / "tile_scores.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("benchmarks.tile_scores")
     return module
 
 

@@ -123,7 +123,7 @@ def test_chest_cpu_recipe_trains_any_family_merged_before_it(tmp_path):
     parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "methods" / "ganomaly.json"),
                         str(CONFIGS / "chest_cpu.json")])
     parser.update({"output_dir": str(tmp_path), "val_per_class": 2, "calibration_images": 2})
-    assert parser.get_parsed_content("method") == "ganomaly" and parser.get_parsed_content("preset") == "small"
+    assert parser.get_parsed_content("family") == "ganomaly" and parser.get_parsed_content("preset") == "small"
     assert parser.get_parsed_content("epochs") == 12
     trainer = parser.get_parsed_content("train#trainer")
     assert isinstance(trainer, GANomalyTrainer) and trainer.state.max_epochs == 12
@@ -151,24 +151,25 @@ def test_a_resumed_run_builds_the_network_its_folder_pinned_not_todays_preset(tm
     from monai.bundle import ConfigParser
 
     from squid_monai.artifact import Recipe
-    from squid_monai.workflow import training_recipe
+    from squid_monai.loading import network_config
+    from squid_monai.workflow import network_recipe
 
     def settings(recipe):  # as JSON stores them (tuples become lists)
-        return json.loads(json.dumps(recipe.config()))
+        return json.loads(json.dumps(network_config(recipe)))
 
     models = tmp_path / "models"
-    pinned = Recipe("tiny", {}).config()
+    pinned = network_config(Recipe("tiny", {}))
     pinned["decoder_memory_windows"] = 1 if pinned["decoder_memory_windows"] != 1 else 2
     path = Recipe("tiny", {}, pinned=pinned).save(models)
     pinned = json.loads(json.dumps(pinned))
-    assert settings(training_recipe(models, "tiny", {})) == settings(Recipe("tiny", {})) != pinned  # no checkpoint
+    assert settings(network_recipe(models, "tiny", {})) == settings(Recipe("tiny", {})) != pinned  # no checkpoint
     (models / "checkpoint_epoch=1.pt").write_bytes(b"")
-    assert settings(training_recipe(models, "tiny", {})) == pinned
-    assert settings(training_recipe(models, "tiny", {}, resume="false")) != pinned
-    with pytest.raises(ValueError, match=r"network\.json.*trained with method 'squid', preset 'tiny'.*--resume false"):
-        training_recipe(models, "tiny", {"top_k": 2})
+    assert settings(network_recipe(models, "tiny", {})) == pinned
+    assert settings(network_recipe(models, "tiny", {}, resume="false")) != pinned
+    with pytest.raises(ValueError, match=r"network\.json.*trained with family 'squid', preset 'tiny'.*--resume false"):
+        network_recipe(models, "tiny", {"top_k": 2})
     with pytest.raises(ValueError, match=str(path)):
-        training_recipe(models, "small", {})
+        network_recipe(models, "small", {})
 
     parser = ConfigParser()
     parser.read_config(os.path.join(bundle_root(), "configs", "train.json"))
@@ -187,19 +188,19 @@ def test_a_resumed_run_keeps_the_training_recipe_its_folder_pinned(tmp_path):
 
     from squid_monai.methods import get_family
     from squid_monai.methods.squid.recipes import RECIPES
-    from squid_monai.workflow import save_training_settings, training_settings
+    from squid_monai.workflow import save_training_settings, training_recipe
 
     squid = get_family("squid")
     models = tmp_path / "models"
     today = RECIPES["digitanatomy"]
     pinned = {**today, "lr": 1e-4, "input_erasing": 0.0}
     path = save_training_settings(models, "squid", "digitanatomy", pinned)
-    assert training_settings(models, squid, "digitanatomy") == today  # no checkpoint: a fresh start
+    assert training_recipe(models, squid, "digitanatomy") == today  # no checkpoint: a fresh start
     (models / "checkpoint_epoch=1.pt").write_bytes(b"")
-    assert training_settings(models, squid, "digitanatomy") == pinned
-    assert training_settings(models, squid, "digitanatomy", resume="false") == today
+    assert training_recipe(models, squid, "digitanatomy") == pinned
+    assert training_recipe(models, squid, "digitanatomy", resume="false") == today
     with pytest.raises(ValueError, match=r"training\.json.*squid's 'digitanatomy' recipe.*'chest'.*--resume false"):
-        training_settings(models, squid, "chest")
+        training_recipe(models, squid, "chest")
 
     def parsed(**updates):
         parser = ConfigParser()
@@ -212,4 +213,4 @@ def test_a_resumed_run_keeps_the_training_recipe_its_folder_pinned(tmp_path):
     assert parsed(resume=False) == (today["lr"], today["input_erasing"])
     path.write_text("{not json")
     with pytest.raises(ValueError, match=str(path)):
-        training_settings(models, squid, "digitanatomy")
+        training_recipe(models, squid, "digitanatomy")

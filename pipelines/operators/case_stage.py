@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from monai.deploy.core import OperatorSpec
 
-from pipelines.cases import SQUIDCase
+from pipelines.cases import Case
 
 __all__ = ["CaseStage"]
 
@@ -17,10 +17,10 @@ class CaseStage:
     Subclasses say which cases they take (``wants``) and what they do to one (``handle``,
     in place); ``setup`` and ``compute`` are the same for all of them."""
 
-    def wants(self, case: SQUIDCase) -> bool:
+    def wants(self, case: Case) -> bool:
         raise NotImplementedError
 
-    def handle(self, case: SQUIDCase) -> None:
+    def handle(self, case: Case) -> None:
         raise NotImplementedError
 
     def setup(self, spec: OperatorSpec):

@@ -13,7 +13,7 @@ from monai.deploy.core import Fragment, OperatorSpec
 from monai.deploy.operators import DICOMDataLoaderOperator
 from pydicom import dcmread
 
-from pipelines.cases import CaseStatus, SQUIDCase
+from pipelines.cases import CaseStatus, Case
 
 __all__ = ["CheckedDICOMDataLoaderOperator"]
 
@@ -38,12 +38,12 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         input_folder: optional, as in the SDK loader.
     Named outputs:
         dicom_study_list: ``List[DICOMStudy]``, exactly as the SDK loader emits it.
-        unreadable_cases: ``List[SQUIDCase]``, one per file not loaded (``case_id`` is the file's
+        unreadable_cases: ``List[Case]``, one per file not loaded (``case_id`` is the file's
             path relative to the input folder): ``unreadable`` for a DICOM file (by name or by
             its marker) that cannot be parsed or is truncated, ``ignored`` for any other file (a
             manifest, notes), ``duplicate`` / ``conflict`` for a file whose SOPInstanceUID another
             file loaded has (:func:`_one_file_per_instance`); connect it to
-            ``SQUIDPreprocessOperator`` so that they are reported, or leave it unconnected.
+            ``PreprocessOperator`` so that they are reported, or leave it unconnected.
 
     Args:
         skip_suffixes: file name endings that are not DICOM candidates here (PNG/JPEG go
@@ -67,7 +67,7 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
     ):
         self.skip_suffixes = tuple(s.lower() for s in skip_suffixes)
         self.dicom_suffixes = tuple(s.lower() for s in dicom_suffixes)
-        self.unreadable: list[SQUIDCase] = []
+        self.unreadable: list[Case] = []
         super().__init__(fragment, *args, must_load=must_load, **kwargs)
 
     def setup(self, spec: OperatorSpec):
@@ -126,7 +126,7 @@ class _Checked(NamedTuple):
 
 
 def _one_file_per_instance(intact: list[_Checked],
-                           damaged: list[_Checked]) -> tuple[list[str], list[SQUIDCase]]:
+                           damaged: list[_Checked]) -> tuple[list[str], list[Case]]:
     """The files to load, one per SOPInstanceUID, and a case for every other file, so that no
     file is substituted for another in silence: the first intact file (name order) of an
     instance is loaded; an identical copy of it, or a damaged copy (an intact one always wins,
@@ -162,11 +162,11 @@ def _digest(file: Path) -> str:
 
 
 def _file_case(name: str, status: CaseStatus, reason: str,
-               checked: _Checked | None = None) -> SQUIDCase:
+               checked: _Checked | None = None) -> Case:
     source = {"file": name}
     if checked is not None and checked.instance_uid:
         source.update(StudyInstanceUID=checked.study_uid, SOPInstanceUID=checked.instance_uid)
-    return SQUIDCase(case_id=name, kind="file", source=source).fail(status, reason)
+    return Case(case_id=name, kind="file", source=source).fail(status, reason)
 
 
 def _is_dicom_candidate(file: Path, dicom_suffixes: tuple[str, ...]) -> bool:

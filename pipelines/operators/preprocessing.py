@@ -16,12 +16,12 @@ from typing import Iterable, Optional
 
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
 
-from pipelines.cases import CaseStatus, SQUIDCase
+from pipelines.cases import CaseStatus, Case
 from pipelines.operators.series_selection import SELECTED_INSTANCE_KEY, sorted_image_instances
 from squid_monai.scoring import read_image
 from squid_monai.transforms import RadiographError
 
-__all__ = ["SQUIDPreprocessOperator", "ImageFileLoaderOperator", "IMAGE_SUFFIXES"]
+__all__ = ["PreprocessOperator", "ImageFileLoaderOperator", "IMAGE_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _READ_ERRORS = (ValueError, OSError, EOFError, AttributeError, KeyError)
 
 
-class SQUIDPreprocessOperator(Operator):
+class PreprocessOperator(Operator):
     """Turn the selected image of each DICOM study into the SQUID model input.
 
     Named inputs:
@@ -40,16 +40,16 @@ class SQUIDPreprocessOperator(Operator):
             plain selector, the first image instance (by InstanceNumber) of the first series.
         dicom_study_list: ``List[DICOMStudy]`` (optional): studies it holds that were not selected
             are reported as ``no_suitable_series`` with the modalities found.
-        unreadable_cases: ``List[SQUIDCase]`` (optional), from ``CheckedDICOMDataLoaderOperator``:
+        unreadable_cases: ``List[Case]`` (optional), from ``CheckedDICOMDataLoaderOperator``:
             passed on so that the files are reported.
     Named output:
-        cases: ``List[SQUIDCase]``, one per study: ``pending`` with ``image`` (1, S, S) float32 in
+        cases: ``List[Case]``, one per study: ``pending`` with ``image`` (1, S, S) float32 in
             [0, 1] and ``dicom_series`` set, or ``multi_frame`` / ``unreadable`` / ``error`` with the
             reason; followed by the passed-on cases.
 
     Args:
         image_size: S, from the exported model's card.
-        preprocessing: the bundle's preprocessing (``ExportedSQUIDModel.preprocessing``); default
+        preprocessing: the bundle's preprocessing (``ExportedModel.preprocessing``); default
             ``squid_monai.transforms.preprocess`` at ``image_size`` (the same transforms).
     """
 
@@ -74,10 +74,10 @@ class SQUIDPreprocessOperator(Operator):
                 cases.append(_no_suitable_series(study))
         op_output.emit(cases + list(passed_on), "cases")
 
-    def prepare(self, study_selection) -> SQUIDCase:
+    def prepare(self, study_selection) -> Case:
         """One study's case: its selected image preprocessed, or the reason it cannot be."""
         study_uid = str(study_selection.study.StudyInstanceUID)
-        case = SQUIDCase(case_id=study_uid, kind="dicom", source={"StudyInstanceUID": study_uid})
+        case = Case(case_id=study_uid, kind="dicom", source={"StudyInstanceUID": study_uid})
         if not study_selection.selected_series:
             return case.fail(CaseStatus.NO_SUITABLE_SERIES, "no series selected")
         selected = study_selection.selected_series[0]
@@ -119,16 +119,16 @@ class ImageFileLoaderOperator(Operator):
     """PNG/JPEG files of a folder -> SQUID model inputs, one case per file (no DICOM output).
 
     Named input:
-        cases: only with ``receives_cases=True``: ``List[SQUIDCase]`` from upstream (e.g. the DICOM
+        cases: only with ``receives_cases=True``: ``List[Case]`` from upstream (e.g. the DICOM
             cases of a mixed folder), emitted first. Without it this is a source operator: give
             it a ``CountCondition(fragment, 1)``.
     Named output:
-        cases: ``List[SQUIDCase]`` with ``kind="image"`` and ``case_id`` the file stem (made unique).
+        cases: ``List[Case]`` with ``kind="image"`` and ``case_id`` the file stem (made unique).
 
     Args:
         input_folder: searched recursively for ``suffixes``.
         image_size: S, from the exported model's card.
-        preprocessing: as in ``SQUIDPreprocessOperator``.
+        preprocessing: as in ``PreprocessOperator``.
         receives_cases: declare the (then required) ``cases`` input.
     """
 
@@ -172,9 +172,9 @@ class ImageFileLoaderOperator(Operator):
             listed.append((path, stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"))
         return listed
 
-    def prepare(self, path: Path, case_id: str) -> SQUIDCase:
+    def prepare(self, path: Path, case_id: str) -> Case:
         name = str(path.relative_to(self.input_folder))
-        case = SQUIDCase(case_id=case_id, kind="image", source={"file": name})
+        case = Case(case_id=case_id, kind="image", source={"file": name})
         try:
             case.image, reason = read_image(path, self.image_size, self.preprocessing)
         except _READ_ERRORS as exc:
@@ -189,12 +189,12 @@ class ImageFileLoaderOperator(Operator):
         return case
 
 
-def _no_suitable_series(study) -> SQUIDCase:
+def _no_suitable_series(study) -> Case:
     study_uid = str(study.StudyInstanceUID)
     found = sorted({f"{s.Modality or '?'}" for s in study.get_all_series()})
     message = f"no frontal chest radiograph series (found modalities: {', '.join(found) or 'none'})"
     logger.warning("Study %s not scored: %s", study_uid, message)
-    case = SQUIDCase(case_id=study_uid, kind="dicom", source={"StudyInstanceUID": study_uid})
+    case = Case(case_id=study_uid, kind="dicom", source={"StudyInstanceUID": study_uid})
     return case.fail(CaseStatus.NO_SUITABLE_SERIES, message)
 
 

@@ -27,13 +27,13 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 from monai.deploy.operators import DICOMTextSRWriterOperator, EquipmentInfo, ModelInfo
 from pydicom.uid import generate_uid
 
-from pipelines.cases import CaseStatus, ExitCode, SQUIDCase, exit_code_for
+from pipelines.cases import CaseStatus, ExitCode, Case, exit_code_for
 from pipelines.operators.case_stage import CaseStage
 from squid_monai.scoring import save_images
 
 __all__ = [
-    "SQUIDTextSRWriterOperator",
-    "SQUIDResultWriterOperator",
+    "TextSRWriterOperator",
+    "ResultWriterOperator",
     "model_info_for",
     "report_text",
     "RESULT_FILE",
@@ -56,7 +56,7 @@ def model_info_for(model: dict) -> ModelInfo:
     return ModelInfo(creator=MODEL_CREATOR, name=name, version=version, uid=generate_uid(entropy_srcs=[name, version]))
 
 
-def report_text(case: SQUIDCase) -> str:
+def report_text(case: Case) -> str:
     """The SR's text: score, decision, threshold, model, and which image was scored."""
     decision = "ANOMALOUS (score above threshold)" if case.anomalous else "NORMAL (score not above threshold)"
     model = case.model
@@ -73,7 +73,7 @@ def report_text(case: SQUIDCase) -> str:
     )
 
 
-class SQUIDTextSRWriterOperator(CaseStage, DICOMTextSRWriterOperator):
+class TextSRWriterOperator(CaseStage, DICOMTextSRWriterOperator):
     """The SDK's ``DICOMTextSRWriterOperator``, writing one SR per scored DICOM study.
 
     The SDK operator writes one SR per call from the first series it receives; here each scored
@@ -82,7 +82,7 @@ class SQUIDTextSRWriterOperator(CaseStage, DICOMTextSRWriterOperator):
     Contributing Equipment Sequence, and ``report_text`` as content.
 
     Named input:
-        cases: ``List[SQUIDCase]``; scored ``dicom`` cases get an SR, the others pass unchanged.
+        cases: ``List[Case]``; scored ``dicom`` cases get an SR, the others pass unchanged.
     Named output:
         cases: the same list, ``outputs["sr"]`` set for each SR written (a failure is added to
             the case's ``problems`` and the next study goes on).
@@ -115,13 +115,13 @@ class SQUIDTextSRWriterOperator(CaseStage, DICOMTextSRWriterOperator):
             **kwargs,
         )
 
-    def wants(self, case: SQUIDCase) -> bool:
+    def wants(self, case: Case) -> bool:
         return case.kind == "dicom" and case.status is CaseStatus.SCORED
 
-    def handle(self, case: SQUIDCase) -> None:
+    def handle(self, case: Case) -> None:
         self.write_case(case)
 
-    def write_case(self, case: SQUIDCase) -> None:
+    def write_case(self, case: Case) -> None:
         """Write the SR of one scored study and record its path (relative to the output folder)."""
         folder = self.output_folder / case.folder
         self.model_info = self._fixed_model_info or model_info_for(case.model)
@@ -136,11 +136,11 @@ class SQUIDTextSRWriterOperator(CaseStage, DICOMTextSRWriterOperator):
             case.problems.append(f"SR not written: {type(exc).__name__}: {exc}")
 
 
-class SQUIDResultWriterOperator(Operator):
+class ResultWriterOperator(Operator):
     """Write the PNG images and JSON summary of each case, and the run summary.
 
     Named input:
-        cases: ``List[SQUIDCase]`` (the last operator of the graph).
+        cases: ``List[Case]`` (the last operator of the graph).
     Named output: none. Files: see the module docstring. After ``compute``, ``exit_code`` holds
         the run's ``ExitCode`` and ``summary`` the run summary dict.
 
@@ -169,7 +169,7 @@ class SQUIDResultWriterOperator(Operator):
         counts = ", ".join(f"{n} {status}" for status, n in self.summary["counts"].items()) or "no input"
         logger.info("Run finished: %s; exit code %d (%s)", counts, self.exit_code, self.exit_code.name)
 
-    def write_case(self, case: SQUIDCase) -> None:
+    def write_case(self, case: Case) -> None:
         folder = self.output_folder / case.folder
         folder.mkdir(parents=True, exist_ok=True)
         if case.status is CaseStatus.SCORED:
@@ -181,12 +181,12 @@ class SQUIDResultWriterOperator(Operator):
         case.outputs["result"] = str((folder / RESULT_FILE).relative_to(self.output_folder))
         (folder / RESULT_FILE).write_text(json.dumps(case.summary(), indent=2))
 
-    def _write_images(self, case: SQUIDCase, folder: Path) -> None:
+    def _write_images(self, case: Case, folder: Path) -> None:
         for name, path in save_images(case.record, folder, image=case.image).items():
             case.outputs[name] = str(path.relative_to(self.output_folder))
 
 
-def _run_summary(cases: list[SQUIDCase], exit_code: ExitCode) -> dict:
+def _run_summary(cases: list[Case], exit_code: ExitCode) -> dict:
     counts = Counter(case.status.value for case in cases)
     models = [case.model for case in cases if case.model]
     return {

@@ -10,26 +10,26 @@ from typing import Union
 
 from monai.deploy.core import Fragment, Operator
 
-from pipelines.cases import CaseStatus, SQUIDCase
-from pipelines.exported_model import ExportedSQUIDModel, load_exported_model
+from pipelines.cases import CaseStatus, Case
+from pipelines.exported_model import ExportedModel, load_exported_model
 from pipelines.operators.case_stage import CaseStage
 from squid_monai.scoring import score_images
 
-__all__ = ["SQUIDScoringOperator"]
+__all__ = ["ScoringOperator"]
 
 logger = logging.getLogger(__name__)
 
 
-class SQUIDScoringOperator(CaseStage, Operator):
+class ScoringOperator(CaseStage, Operator):
     """Score every pending case with the exported SQUID model.
 
-    The exported model is ``SQUIDScorer`` as TorchScript, so the calibration (mean, std of the
+    The exported model is a family's scorer as TorchScript, so the calibration (mean, std of the
     normal validation logits) is applied inside it: ``score = 1 - sigmoid((logit - mean) / std)``,
     higher = more anomalous. The decision is ``squid_monai.scoring.decide`` (``score > threshold``)
     with the card's threshold.
 
     Named input:
-        cases: ``List[SQUIDCase]``; those with status ``pending`` carry ``image`` (1, S, S).
+        cases: ``List[Case]``; those with status ``pending`` carry ``image`` (1, S, S).
     Named output:
         cases: the same list; pending ones become ``scored`` with their ``record``
             (``squid_monai.scoring.ScoreRecord``: score, logit, decision, threshold, reconstruction,
@@ -37,7 +37,7 @@ class SQUIDScoringOperator(CaseStage, Operator):
             ``error`` if the model fails on them); the others pass unchanged.
 
     Args:
-        model: an ``ExportedSQUIDModel`` or the path of the ``.ts`` file / its folder.
+        model: an ``ExportedModel`` or the path of the ``.ts`` file / its folder.
         device: where to run it when ``model`` is a path (default: CUDA if available).
     """
 
@@ -45,20 +45,20 @@ class SQUIDScoringOperator(CaseStage, Operator):
         self,
         fragment: Fragment,
         *args,
-        model: Union[ExportedSQUIDModel, str, Path],
+        model: Union[ExportedModel, str, Path],
         device: str | None = None,
         **kwargs,
     ):
-        self.model = model if isinstance(model, ExportedSQUIDModel) else load_exported_model(model, device)
+        self.model = model if isinstance(model, ExportedModel) else load_exported_model(model, device)
         super().__init__(fragment, *args, **kwargs)
 
-    def wants(self, case: SQUIDCase) -> bool:
+    def wants(self, case: Case) -> bool:
         return case.status is CaseStatus.PENDING
 
-    def handle(self, case: SQUIDCase) -> None:
+    def handle(self, case: Case) -> None:
         self.score(case)
 
-    def score(self, case: SQUIDCase) -> SQUIDCase:
+    def score(self, case: Case) -> Case:
         """Score one pending case in place (one image at a time: a bad one cannot spoil a batch)."""
         card = self.model.card
         expected = (1, card.image_size, card.image_size)

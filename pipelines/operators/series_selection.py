@@ -51,7 +51,7 @@ class RadiographSeriesSelectorOperator(DICOMSeriesSelectorOperator):
         dicom_study_list: ``List[DICOMStudy]``.
     Named output:
         study_selected_series_list: ``List[StudySelectedSeries]``, one selected series per study
-            that has a suitable image; studies without one are absent (``SQUIDPreprocessOperator``
+            that has a suitable image; studies without one are absent (``PreprocessOperator``
             reports them when it also receives the study list).
     """
 

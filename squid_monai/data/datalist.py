@@ -32,9 +32,10 @@ Report split (``report``, not in the paper): a second labelled set of ``--report
 normal + abnormal images (default 100 each) carved out of the training split the same way,
 drawn with the same seed *after* the validation images (so the validation split is exactly
 the one of the protocol without it), patient-disjoint from training and validation and
-removed from training. It is never used to choose a checkpoint, threshold or setting: it
-reports an unbiased AUC of whatever validation chose, where the official test split is
-kept for the final word. ``--report_per_class 0`` gives the protocol without it.
+removed from training. The code never chooses a checkpoint or threshold on it, and by the
+project's rule (docs/EVIDENCE.md) it chooses no setting either: it confirms, once, what
+validation chose, while the official test split is kept for the final word.
+``--report_per_class 0`` gives the protocol without it.
 
 Items: ``{"image", "label" (0 normal, 1 abnormal), "source", "class_name", "patient"}``
 (``patient`` is "" when unknown: every item has every key, so batches collate). Image

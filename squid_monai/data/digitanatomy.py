@@ -200,9 +200,9 @@ class DigitAnatomyDataset(torch.utils.data.Dataset):
         return apply_transform(self.transform, item) if self.transform is not None else item
 
 
-#: The report split (a second labelled set, never used for any choice): fresh images of the
-#: test split's handwriting, from a random stream of their own, so they are none of the
-#: validation or test images; adding it leaves those sets unchanged.
+#: The report split (a second labelled set that chooses nothing, docs/EVIDENCE.md): fresh
+#: images of the test split's handwriting, from a random stream of their own, so they are
+#: none of the validation or test images; adding it leaves those sets unchanged.
 REPORT_SPLIT = "report"
 _REPORT_SET = 4  # purpose key of the report split's stream (after 0-3 above)
 

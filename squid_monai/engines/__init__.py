@@ -1,11 +1,29 @@
-"""Ignite engines: the base of every family's trainer, the SQUID training iteration and the
-scoring evaluator, and the helpers they share (:mod:`.utils`)."""
+"""Ignite engines every family shares: the base of every family's trainer, the scoring
+evaluator, and the helpers they share (:mod:`.utils`). A family's own training iteration is
+its ``methods/<family>/trainer.py``."""
 
 from .base import GuardedTrainer
-from .evaluator import SQUIDEvaluator
-from .trainer import LOSS_KEYS, SQUIDTrainer, loss_terms
-from .utils import (all_ranks, average_running_stats, is_distributed, norm_buffers, plain_tensor, restore_buffers,
-                    unwrap)
+from .evaluator import AnomalyEvaluator
+from .utils import (
+    all_ranks,
+    average_running_stats,
+    is_distributed,
+    loss_terms,
+    norm_buffers,
+    plain_tensor,
+    restore_buffers,
+    unwrap,
+)
 
-__all__ = ["GuardedTrainer", "SQUIDTrainer", "SQUIDEvaluator", "LOSS_KEYS", "loss_terms", "unwrap", "plain_tensor",
-           "norm_buffers", "restore_buffers", "is_distributed", "all_ranks", "average_running_stats"]
+__all__ = [
+    "GuardedTrainer",
+    "AnomalyEvaluator",
+    "loss_terms",
+    "unwrap",
+    "plain_tensor",
+    "norm_buffers",
+    "restore_buffers",
+    "is_distributed",
+    "all_ranks",
+    "average_running_stats",
+]

@@ -1,7 +1,8 @@
-"""Validation and evaluation of SQUID as a MONAI :class:`~monai.engines.Evaluator`.
+"""Validation and evaluation of every family as a MONAI :class:`~monai.engines.Evaluator`.
 
-Every image is scored by :class:`~squid_monai.scoring.SQUIDScorer` (the one scoring path:
-no teacher, no autograd graph, per-image normalisation in the discriminator). The
+Every image is scored by the family's scorer (a
+:class:`~squid_monai.scoring.scorer.CalibratedScorer`: the one scoring path, no autograd
+graph). For a scorer whose discriminator has a per-image normalisation switch (SQUID's), the
 running-statistics logit of the same reconstruction is computed alongside (it costs one
 small discriminator pass), so that both scoring modes of SQUID.md section 5 are reported
 in every validation.
@@ -17,11 +18,10 @@ from ignite.engine import Events
 from monai.engines import Evaluator
 from monai.engines.utils import IterationEvents
 
-from ..scoring import SQUIDScorer, calibrated_score
-from ..scoring.scorer import feature_distance
+from ..scoring.scorer import CalibratedScorer, calibrated_score, feature_distance
 from .utils import plain_tensor
 
-__all__ = ["SQUIDEvaluator", "feature_residual"]
+__all__ = ["AnomalyEvaluator", "feature_residual"]
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def feature_residual(discriminator: torch.nn.Module, image: torch.Tensor, recons
         discriminator.train(was_training)
 
 
-class SQUIDEvaluator(Evaluator):
+class AnomalyEvaluator(Evaluator):
     """Scores a labelled data set; ``engine.state.output`` holds batch tensors ``image``,
     ``label``, ``score``, ``logit``, ``reconstruction`` and ``score_running`` (the score
     from running-statistics normalisation; only its ranking, hence its AUC, is meaningful
@@ -48,7 +48,7 @@ class SQUIDEvaluator(Evaluator):
     Args:
         device: device to score on.
         val_data_loader: yields dicts with ``image`` and ``label`` (0 normal, 1 abnormal).
-        scorer: the :class:`SQUIDScorer` sharing the trained networks.
+        scorer: the family's scorer sharing the trained networks.
         key_val_metric, additional_metrics, val_handlers, epoch_length, non_blocking, amp:
             as in :class:`monai.engines.SupervisedEvaluator`.
         running_stats: also compute ``score_running`` (scorers whose discriminator has a
@@ -63,7 +63,7 @@ class SQUIDEvaluator(Evaluator):
         self,
         device: str | torch.device,
         val_data_loader: Iterable,
-        scorer: SQUIDScorer,
+        scorer: CalibratedScorer,
         key_val_metric: dict | None = None,
         additional_metrics: dict | None = None,
         val_handlers: Sequence | None = None,
@@ -90,7 +90,7 @@ class SQUIDEvaluator(Evaluator):
         self.key_metric_history: dict[int, float] = {}
         self.add_event_handler(Events.EPOCH_COMPLETED, self._record_key_metric)
 
-    def _record_key_metric(self, engine: SQUIDEvaluator) -> None:
+    def _record_key_metric(self, engine: AnomalyEvaluator) -> None:
         name, metrics, epoch = engine.state.key_metric_name, engine.state.metrics, int(engine.state.epoch)
         if name is not None and name in metrics:
             self.key_metric_history[epoch] = float(metrics[name])
@@ -98,7 +98,7 @@ class SQUIDEvaluator(Evaluator):
         if auc is not None and auc in metrics:
             self.auc_history[epoch] = float(metrics[auc])
 
-    def _iteration(self, engine: SQUIDEvaluator, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def _iteration(self, engine: AnomalyEvaluator, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         image = plain_tensor(batchdata[self.image_key]).to(engine.state.device, non_blocking=engine.non_blocking).float()

@@ -17,7 +17,7 @@ exactly the gradient of its own objective, and one Adam step over all of them is
 step of each model trained alone (the paper trains them separately, App. B.2).
 
 The non-finite guard, the AMP step and ``run`` are :class:`~squid_monai.engines.base.GuardedTrainer`'s,
-as for :class:`~squid_monai.engines.trainer.SQUIDTrainer`: MONAI's iteration events fire in
+as for :class:`~squid_monai.methods.squid.trainer.SQUIDTrainer`: MONAI's iteration events fire in
 order, ``engine.state.output`` holds floats ``loss``, ``loss_reconstruction`` and (memory
 networks) ``loss_entropy``; a non-finite loss skips the step and restores the
 normalisation statistics the forward pass wrote.

@@ -53,9 +53,9 @@ def generator_groups(generator: torch.nn.Module, lr: float, head_lr_factor: floa
     Why (beyond the paper): Adam moves a parameter by about its rate per step, so in the
     DigitAnatomy default's 640 steps at 2e-4 the heads' biases end within 0.1 of where they
     were initialised; the reconstruction's brightness then has to come from the features
-    alone, and on some seeds it stays grey (BENCHMARKS.md, "Session 20"). A faster head
+    alone, and on some seeds it stays grey (docs/EXPERIMENTS.md, session 20). A faster head
     lets the output's level and contrast settle in the first steps, from any start (30 on
-    DigitAnatomy: BENCHMARKS.md, "Session 21"). Under the ``"paper"`` schedule the head
+    DigitAnatomy: docs/EXPERIMENTS.md, session 21). Under the ``"paper"`` schedule the head
     group anneals to the same floor as the others (``lr * lr_min_ratio``), so the head is
     fast early and common late.
     """

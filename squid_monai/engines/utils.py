@@ -9,7 +9,7 @@ import torch.distributed as dist
 from monai.data import MetaTensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["all_ranks", "average_running_stats", "is_distributed", "norm_buffers", "plain_tensor",
+__all__ = ["all_ranks", "average_running_stats", "is_distributed", "loss_terms", "norm_buffers", "plain_tensor",
            "restore_buffers", "unwrap"]
 
 
@@ -72,3 +72,11 @@ def average_running_stats(*modules: torch.nn.Module) -> None:
     for buf in stats:
         buf.copy_(flat[offset: offset + buf.numel()].view_as(buf))
         offset += buf.numel()
+
+
+def loss_terms(output: dict) -> dict[str, float]:
+    """``output_transform`` for StatsHandler / MLFlowHandler that logs every loss term: the
+    float entries whose key starts with ``loss`` (every family's trainer follows this
+    naming)."""
+    return {k: v for k, v in output.items() if k.startswith("loss") and isinstance(v, (int, float))}
+

@@ -7,7 +7,7 @@ import logging
 
 from ignite.engine import Engine, Events
 
-from ..scoring import SQUIDScorer, calibrate
+from ..scoring import CalibratedScorer, calibrate
 
 __all__ = ["Calibrate", "StoreThreshold"]
 
@@ -19,7 +19,7 @@ class Calibrate:
     un-augmented normal training images (``data_loader``): its mean and std, the normal-only
     threshold and what the source needs beyond them, into ``scorer``."""
 
-    def __init__(self, scorer: SQUIDScorer, data_loader, quantile: float = 0.95):
+    def __init__(self, scorer: CalibratedScorer, data_loader, quantile: float = 0.95):
         self.scorer, self.data_loader, self.quantile = scorer, data_loader, quantile
 
     def attach(self, engine: Engine) -> None:
@@ -36,7 +36,7 @@ class StoreThreshold:
     ``engine.state.metrics``) as the scorer's decision threshold. Attach before the
     checkpoint saver so that the saved model carries it."""
 
-    def __init__(self, scorer: SQUIDScorer, metric_key: str = "val/best_on_set/threshold"):
+    def __init__(self, scorer: CalibratedScorer, metric_key: str = "val/best_on_set/threshold"):
         self.scorer, self.metric_key = scorer, metric_key
 
     def attach(self, engine: Engine) -> None:

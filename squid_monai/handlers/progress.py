@@ -5,7 +5,7 @@ from __future__ import annotations
 from ignite.engine import Engine
 from ignite.handlers import ProgressBar as _IgniteProgressBar
 
-from ..engines.trainer import loss_terms
+from ..engines.utils import loss_terms
 from ..distributed import is_main_process
 
 __all__ = ["LossProgressBar"]

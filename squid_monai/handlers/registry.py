@@ -31,7 +31,7 @@ class RegisterModel:
     Rank 0 only. Any failure is a warning: the model stays on disk in ``model_dir``.
 
     Args:
-        model_dir: folder with ``model.pt`` (a SQUIDScorer state dict) and ``network.json``.
+        model_dir: folder with ``model.pt`` (a CalibratedScorer state dict) and ``network.json``.
         tracking: the tracking handler of the run, or a tracking URI.
         name, alias: registered model name and the alias set on the new version.
         enabled: False makes this a no-op (the bundle's ``--register_model`` switch).

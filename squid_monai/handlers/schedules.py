@@ -1,6 +1,6 @@
 """Every learning-rate schedule of a run, stepped once per epoch, whatever the family.
 
-A family's method config names its schedulers in one dict (``lr_schedulers``: SQUID has one
+A family's config names its schedulers in one dict (``lr_schedulers``: SQUID has one
 per network, an auto-encoder one, a family with a fixed rate none); this handler attaches
 MONAI's :class:`~monai.handlers.LrScheduleHandler` for each, so the training handlers list
 stays the same for every family. The first scheduler's rate is logged.

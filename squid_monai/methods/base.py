@@ -15,7 +15,7 @@ import copy
 import importlib
 import pkgutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -23,7 +23,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["Family", "ModelFamily", "Scorer", "get_family", "get_recipe", "family_names", "preset_config"]
+__all__ = ["Family", "ModelFamily", "Scorer", "get_family", "get_recipe", "family_names", "network_arguments",
+           "preset_config"]
 
 
 @runtime_checkable
@@ -139,20 +140,38 @@ def get_recipe(family: ModelFamily, name: str) -> dict[str, Any]:
 
 
 def preset_config(presets: Mapping[str, Mapping[str, Any]], preset: str, overrides: Mapping[str, Any],
-                  setting: str = "network setting", switches: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A copy of ``presets[preset]`` with ``overrides`` applied, the one way families resolve
-    a preset: unknown presets and settings are an error (``setting`` names them in the
-    message), JSON / command-line lists become tuples, and the ``switches`` accept
-    command-line strings such as ``"false"``."""
-    from monai.utils import str2bool
-
+                  setting: str = "network setting", switches: Iterable[str] = (),
+                  known: Iterable[str] = ()) -> dict[str, Any]:
+    """A copy of ``presets[preset]`` with ``overrides`` applied, the one way every family
+    resolves a preset: unknown presets and settings (neither in the preset nor ``known``, the
+    network's other arguments) are an error (``setting`` names them in the message), JSON /
+    command-line lists become tuples, and the ``switches`` accept command-line strings such as
+    ``"false"``, which Python would take as true and silently leave the switch on."""
     if preset not in presets:
         raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
     config = copy.deepcopy(dict(presets[preset]))
+    allowed, switches = set(config) | set(known), set(switches)
     for key, value in overrides.items():
-        if key not in config:
-            raise KeyError(f"unknown {setting} {key!r}; known: {sorted(config)}")
+        if key not in allowed:
+            raise KeyError(f"unknown {setting} {key!r}; known: {sorted(allowed)}")
         if key in switches:
-            value = str2bool(value.strip() if isinstance(value, str) else value)
+            value = _switch(key, value, setting)
         config[key] = tuple(value) if isinstance(value, list) else value
     return config
+
+
+def network_arguments(network: type) -> dict[str, Any]:
+    """The defaults of a network class's ``__init__`` arguments (the settings a preset may
+    leave out), for :func:`preset_config`'s ``known`` and ``switches``."""
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(network.__init__).parameters.items() if k != "self"}
+
+
+def _switch(key: str, value: Any, setting: str) -> bool:
+    from monai.utils import str2bool
+
+    try:
+        return str2bool(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise TypeError(f"{setting} {key!r} is a switch: use true or false, not {value!r}") from None

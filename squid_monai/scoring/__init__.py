@@ -5,18 +5,20 @@ Everything that scores (the validation evaluator, ``evaluate.json``, ``inference
 the MLflow model, the TorchScript export and the deploy operators) goes through this
 package, so they cannot drift apart:
 
-* :mod:`.scorer`: :class:`SQUIDScorer`, the calibration and :func:`decide`;
+* :mod:`.scorer`: :class:`CalibratedScorer` (every family's scorer base), the calibration
+  and :func:`decide`;
 * :mod:`.explain`: the ``heatmap``, what drives the reported score;
 * :mod:`.record`: :class:`ScoreRecord` and :func:`score_images`, the bad-file policy
   (:func:`read_image`) and the ``difference``;
 * :mod:`.writer`: the one ``scores.csv`` layout and the image files;
-* :mod:`.loading`: a scorer from a trained-model folder (:mod:`squid_monai.artifact`), or its
-  export on another runtime (:mod:`.runtimes`, held to :mod:`.parity`; :mod:`.folding` is the
+* :mod:`.runtimes`: an export on another runtime, held to :mod:`.parity` (:mod:`.folding` is the
   eager PyTorch fast path).
+
+Loading a scorer from a trained-model folder needs its family, so it lives above the families:
+:mod:`squid_monai.loading`.
 """
 
 from .explain import EXPLAINERS, DiscriminatorGradCAM, ScoreSaliency, explainer_for, gradcam_heatmap, last_conv_layer
-from .loading import build_scorer, load_export, load_scorer, save_network_config
 from .record import (
     PerImageInferer,
     ScoreRecord,
@@ -27,14 +29,14 @@ from .record import (
     score_images,
     source_name,
 )
-from .scorer import DEFAULT_EVIDENCE, EVIDENCE, CalibratedScorer, SQUIDScorer, calibrate, calibrated_score, decide, pixel_residual
+from .scorer import CalibratedScorer, calibrate, calibrated_score, decide, pixel_residual
 from .writer import CSV_COLUMNS, IMAGE_FILES, ScoreWriter, ScoreWriterHandler, csv_row, save_images, stem, unique_stems
 
 __all__ = [
-    "CSV_COLUMNS", "DEFAULT_EVIDENCE", "EVIDENCE", "EXPLAINERS", "IMAGE_FILES", "CalibratedScorer", "DiscriminatorGradCAM", "PerImageInferer", "SQUIDScorer", "ScoreRecord", "ScoreSaliency",
+    "CSV_COLUMNS", "EXPLAINERS", "IMAGE_FILES", "CalibratedScorer", "DiscriminatorGradCAM", "PerImageInferer",
+    "ScoreRecord", "ScoreSaliency",
     "ScoreWriter", "ScoreWriterHandler", "ScoringItems", "source_name", "stem",
-    "build_scorer", "calibrate", "calibrated_score", "csv_row", "decide", "difference_map", "explainer_for",
-    "forward", "gradcam_heatmap", "last_conv_layer", "load_export", "load_scorer", "read_image", "save_images",
-    "save_network_config",
+    "calibrate", "calibrated_score", "csv_row", "decide", "difference_map", "explainer_for",
+    "forward", "gradcam_heatmap", "last_conv_layer", "read_image", "save_images",
     "pixel_residual", "score_images", "unique_stems",
 ]

@@ -152,7 +152,7 @@ class ScoreSaliency:
     exactly as it was. One backward pass per batch: each image's score depends on that image
     alone (the scorers are batch-independent), so the gradient of the batch's summed score is
     each image's own gradient (``monai.visualize.VanillaGrad`` computes the same one image at a
-    time, at twice the cost; BENCHMARKS.md, "Heat maps").
+    time, at twice the cost; BENCHMARKS.md, "Reliability").
     """
 
     def __init__(self, scorer: nn.Module, smoothing: float = 1 / 32) -> None:

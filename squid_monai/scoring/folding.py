@@ -4,7 +4,7 @@ and ``channels_last`` weights.
 In eval mode a BatchNorm after a convolution is a fixed affine map (running statistics),
 so it folds into the convolution's weights and bias (``torch.nn.utils.fusion``), one pass
 over the activations fewer per layer. The discriminator's
-:class:`~squid_monai.networks.PerImageBatchNorm2d` normalises each image by its own
+:class:`~squid_monai.methods.squid.networks.PerImageBatchNorm2d` normalises each image by its own
 statistics: not a fixed map, so it is never folded, and per-image normalisation (and with
 it batch independence) survives. ``channels_last`` lets oneDNN run the convolutions without
 reordering every activation in and out of its blocked layout.

@@ -6,7 +6,7 @@ TorchScript-based ``torch.onnx.export`` (the same trace as the TorchScript expor
 where the ``torch.export`` route takes a minute; BatchNorm is folded into the convolutions
 on the way). The discriminator's per-image normalisation becomes ONNX
 ``InstanceNormalization`` and the calibration (``mean``, ``std``, score source) is part of
-the graph, so an export scores exactly what :class:`~squid_monai.scoring.SQUIDScorer` does.
+the graph, so an export scores exactly what :class:`~squid_monai.scoring.CalibratedScorer` does.
 OpenVINO reads that ONNX file; NNCF quantises the OpenVINO model.
 
 :class:`ExportedScorer` runs a file and keeps the PyTorch scorer beside it for what a

@@ -15,9 +15,9 @@ def test_inference_config_passes_monai_property_check(tmp_path):
     import torch
 
     from squid_monai.artifact import MODELS_DIR, WEIGHTS_FILE, Recipe
-    from squid_monai.scoring import build_scorer
+    from squid_monai.loading import build_scorer, save_network_config
 
-    Recipe("tiny").save(tmp_path / MODELS_DIR)  # an (untrained) model folder
+    save_network_config(tmp_path / MODELS_DIR, Recipe("tiny"))  # an (untrained) model folder
     torch.save(build_scorer("tiny").state_dict(), tmp_path / MODELS_DIR / WEIGHTS_FILE)
     workflow = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), workflow_type="infer",
                               logging_file=False, output_dir=str(tmp_path), preset="tiny", input=[])

@@ -29,7 +29,7 @@ def _parser(tmp_path, **overrides):
 def test_defaults_are_the_first_build():
     config = json.loads((CONFIGS / "train.json").read_text())
     assert {key: config[key] for key in DEFAULTS} == DEFAULTS
-    logged = {**config["mlflow_params"], **config["method_params"]}
+    logged = {**config["mlflow_params"], **config["family_params"]}
     assert {key: logged[key] for key in DEFAULTS} == {key: f"@{key}" for key in DEFAULTS}
 
 
@@ -104,5 +104,5 @@ def test_input_erasing_reaches_the_trainer(value):
     parser.read_config(str(CONFIGS / "train.json"))
     parser["input_erasing"] = value
     assert parser.get_parsed_content("train#trainer#input_erasing") == value
-    assert parser.get_parsed_content("method_params#input_erasing") == value
+    assert parser.get_parsed_content("family_params#input_erasing") == value
     assert tuple(parser.get_parsed_content("train#trainer#erasing_size")) == (0.125, 0.333)

@@ -7,7 +7,7 @@ from mlflow import MlflowClient
 
 from squid_monai.handlers.mlflow import tracking_uri
 from squid_monai.mlflow_model import load_registered
-from squid_monai.scoring import load_scorer
+from squid_monai.loading import load_scorer
 
 
 def _run(out):

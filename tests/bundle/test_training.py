@@ -10,7 +10,7 @@ import torch
 
 from squid_monai.handlers import latest_checkpoint
 from squid_monai.methods.squid.recipes import RECIPES
-from squid_monai.scoring import load_scorer
+from squid_monai.loading import load_scorer
 
 from ..trained_bundle import REPO, run_command, train_args
 
@@ -22,7 +22,7 @@ def test_training_command_end_to_end(trained_bundle):
     for name in ("model.pt", "model_final.pt", "network.json", "training.json", "checkpoint_epoch=2.pt"):
         assert (models / name).is_file(), name
     pinned = json.loads((models / "training.json").read_text())
-    assert (pinned["method"], pinned["recipe"]) == ("squid", "digitanatomy")
+    assert (pinned["family"], pinned["recipe"]) == ("squid", "digitanatomy")
     assert pinned["settings"] == json.loads(json.dumps(RECIPES["digitanatomy"]))  # the recipe the run started with
     scorer = load_scorer(models / "model.pt")
     assert scorer.std.item() > 0 and scorer.mean.item() != 0  # calibration stored with the model

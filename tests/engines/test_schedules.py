@@ -74,7 +74,7 @@ def test_unknown_schedule_is_an_error():
 
 
 def _generator():
-    from squid_monai.networks.presets import build
+    from squid_monai.methods.squid.presets import build
     return build("tiny")[0]
 
 

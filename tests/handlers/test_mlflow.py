@@ -21,7 +21,7 @@ from squid_monai.handlers.mlflow import (  # noqa: E402
     tracking_uri,
 )
 from squid_monai.mlflow_model import load_registered, register_model  # noqa: E402
-from squid_monai.scoring import build_scorer  # noqa: E402
+from squid_monai.loading import build_scorer  # noqa: E402
 
 LOGGER = "squid_monai.handlers"  # tracking, figures and registry log under it
 SIZE = 32  # image size of the "tiny" preset
@@ -155,10 +155,10 @@ def _scoring_loader(n_batches: int = 2, batch: int = 4):
 def test_validation_artifacts_per_trainer_epoch_logged_to_run(store, tmp_path):
     from monai.handlers import ValidationHandler
 
-    from squid_monai.engines import SQUIDEvaluator
+    from squid_monai.engines import AnomalyEvaluator
 
     handler = ResilientMLFlowHandler(store, iteration_log=False, experiment_name="squid")
-    evaluator = SQUIDEvaluator("cpu", _scoring_loader(), build_scorer("tiny"), running_stats=False)
+    evaluator = AnomalyEvaluator("cpu", _scoring_loader(), build_scorer("tiny"), running_stats=False)
     ValidationArtifacts(handler, tmp_path / "eval", max_images=6).attach(evaluator)
     handler.attach(evaluator)
     trainer = Engine(lambda engine, batch: None)

@@ -29,7 +29,7 @@ uvicorn = pytest.importorskip("uvicorn")
 from PIL import Image  # noqa: E402
 
 from squid_monai.mlflow_model import save_pyfunc  # noqa: E402
-from squid_monai.scoring import load_scorer  # noqa: E402
+from squid_monai.loading import load_scorer  # noqa: E402
 from squid_monai.transforms import preprocess  # noqa: E402
 from tests.pipelines.factories import chest_pixels, write_dicom  # noqa: E402
 

@@ -15,7 +15,7 @@ from monai.bundle import run
 from squid_monai.artifact import Recipe
 from squid_monai.export import export_bundle
 from squid_monai.methods import ModelFamily, Scorer, get_family
-from squid_monai.scoring import load_scorer
+from squid_monai.loading import build, load_scorer
 
 from ..trained_bundle import BUNDLE, CONFIGS
 
@@ -93,7 +93,7 @@ def train_evaluate_export(method: str, output_dir: Path, epochs: int = 2) -> dic
 
 def check_smoke(result: dict, method: str, scorer_class: type) -> None:
     """What every family's smoke run must show."""
-    assert result["recipe"].method == method and result["recipe"].preset == "tiny"
+    assert result["recipe"].family == method and result["recipe"].preset == "tiny"
     assert result["summary"]["epochs"] == 2 and result["summary"]["skipped_steps"] == 0
     assert 0.0 <= result["summary"]["best_val_auc"] <= 1.0
     checkpoint = result["checkpoint"]  # the resume checkpoint holds the method config's optimiser, schedule, scaler
@@ -101,7 +101,7 @@ def check_smoke(result: dict, method: str, scorer_class: type) -> None:
     assert all(int(s["step"]) == 4 for s in checkpoint["optimizer"]["state"].values())  # 2 epochs x 2 iterations
     scorer = result["scorer"]
     assert type(scorer) is scorer_class
-    fresh = result["recipe"].build().state_dict()
+    fresh = build(result["recipe"]).state_dict()
     assert any(not torch.equal(v, fresh[k]) for k, v in scorer.state_dict().items()
                if k.startswith("network.") and v.is_floating_point())  # trained
     assert float(scorer.std) > 0 and float(scorer.std) != 1.0  # calibrated on normal images

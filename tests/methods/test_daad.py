@@ -19,7 +19,8 @@ from squid_monai.methods.daad import (FAMILY, BlockMemory, DAADLossWeights, DAAD
                                       build_optimizers, calibrate_daad, discriminator_loss, division_rate, fit_scaling,
                                       generator_losses)
 from squid_monai.methods.daad.memory import drop_below, memory_read
-from squid_monai.scoring import CalibratedScorer, explainer_for, load_scorer
+from squid_monai.scoring import CalibratedScorer, explainer_for
+from squid_monai.loading import build, load_scorer
 
 from ..trained_bundle import CONFIGS, VAL_SIZE
 
@@ -253,7 +254,7 @@ def test_daad_is_a_model_family_with_the_required_presets():
     assert explainer_for(plus, "discriminator")(torch.rand(2, 1, 32, 32)).shape == (2, 32, 32)
     # the recipe rebuilds every trained weight and buffer (scaling included)
     plus.set_scaling((0.1, 0.2), (0.3, 0.4))
-    rebuilt = Recipe("tiny", {"adversarial": True}, method="daad").build()
+    rebuilt = build(Recipe("tiny", {"adversarial": True}, family="daad"))
     rebuilt.load_state_dict(plus.state_dict())  # strict
     assert torch.equal(rebuilt.alignment_range, torch.tensor([0.3, 0.4]))
 
@@ -263,8 +264,11 @@ def test_daad_is_a_model_family_with_the_required_presets():
 def test_daad_plus_is_daad_with_the_adversarial_switch_and_the_papers_learning_rate():
     daad, plus = (json.loads((CONFIGS / "methods" / f).read_text()) for f in ("daad.json", "daad_plus.json"))
     assert {k for k in {**daad, **plus} if daad.get(k) != plus.get(k)} == {"network_overrides", "lr"}
-    assert plus["network_overrides"] == {"adversarial": True} and (daad["lr"], plus["lr"]) == (1e-4, 2e-4)
-    assert daad["method"] == plus["method"] == "daad" and daad["lr_schedulers"] == {}  # a fixed rate (section 4.1)
+    assert plus["network_overrides"] == {"adversarial": True} and "lr" not in daad  # the recipe's lr
+    assert plus["lr"] == "$@recipe['adversarial_lr']"  # the numbers live in the recipes, not the configs
+    recipe = get_family("daad").recipe_presets["chest"]
+    assert (recipe["lr"], recipe["adversarial_lr"], recipe["betas"]) == (1e-4, 2e-4, (0.9, 0.999))
+    assert daad["family"] == plus["family"] == "daad" and daad["lr_schedulers"] == {}  # a fixed rate (section 4.1)
 
 
 @pytest.mark.parametrize("config, adversarial", [("daad.json", False), ("daad_plus.json", True)])
@@ -280,7 +284,7 @@ def test_train_evaluate_and_export_through_the_bundle(tmp_path, config, adversar
         digitanatomy_length=32, calibration_images=16, **common)
     models = out / "models"
     recipe = json.loads((models / "network.json").read_text())
-    assert recipe["method"] == "daad" and recipe["preset"] == "tiny"
+    assert recipe["family"] == "daad" and recipe["preset"] == "tiny"
     assert recipe["overrides"].get("adversarial", False) is adversarial
     scorer = load_scorer(models / "model.pt")
     assert isinstance(scorer, DAADScorer) and (scorer.discriminator is not None) is adversarial

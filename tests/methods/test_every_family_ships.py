@@ -23,12 +23,13 @@ pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not i
 
 from pipelines.cases import ExitCode  # noqa: E402
 from pipelines.exported_model import load_exported_model  # noqa: E402
-from pipelines.squid_app import SQUIDChestXRayApp  # noqa: E402
+from pipelines.squid_app import ChestXRayApp  # noqa: E402
 from squid_monai.artifact import WEIGHTS_FILE, Recipe  # noqa: E402
 from squid_monai.export import export_bundle  # noqa: E402
 from squid_monai.methods import family_names  # noqa: E402
 from squid_monai.mlflow_model import load_registered, register_model  # noqa: E402
-from squid_monai.scoring import calibrate, load_scorer  # noqa: E402
+from squid_monai.scoring import calibrate
+from squid_monai.loading import build, image_size, load_scorer  # noqa: E402
 from squid_monai.tracking import tracking_uri  # noqa: E402
 from squid_monai.transforms import preprocess  # noqa: E402
 from tests.pipelines.factories import chest_pixels, write_dicom  # noqa: E402
@@ -61,9 +62,9 @@ def store(tmp_path_factory) -> str:
 def _model_folder(method: str, output_dir: Path) -> Path:
     """A calibrated, untrained tiny model saved the way the bundle saves one."""
     torch.manual_seed(0)
-    recipe = Recipe("tiny", method=method)
-    scorer = recipe.build()
-    size = recipe.image_size
+    recipe = Recipe("tiny", family=method)
+    scorer = build(recipe)
+    size = image_size(recipe)
     calibrate(scorer, [torch.rand(4, 1, size, size) for _ in range(2)])
     scorer.threshold.fill_(0.5)
     models = output_dir / "models"
@@ -77,14 +78,14 @@ def _model_folder(method: str, output_dir: Path) -> Path:
 def test_family_exports_deploys_and_serves_from_the_registry(method, tmp_path, studies, store):
     models = _model_folder(method, tmp_path)
     eager = load_scorer(models / WEIGHTS_FILE)
-    size = Recipe.in_folder(models).image_size
+    size = image_size(Recipe.in_folder(models))
     inputs = {f.name: preprocess(f, size)[None] for f in sorted(studies.glob("*.dcm"))}
     expected = {name: float(eager(image)["score"][0]) for name, image in inputs.items()}
 
     exported = export_bundle(BUNDLE, output_dir=tmp_path)  # raises if TorchScript drifts from eager
     assert max(exported["max_abs_diff"].values()) <= 1e-5
 
-    app = SQUIDChestXRayApp(studies, tmp_path / "deploy", load_exported_model(exported["filepath"], device="cpu"))
+    app = ChestXRayApp(studies, tmp_path / "deploy", load_exported_model(exported["filepath"], device="cpu"))
     app.run()
     assert app.exit_code is ExitCode.OK
     cases = {case["case_id"]: case for case in app.summary["cases"]}
@@ -97,7 +98,7 @@ def test_family_exports_deploys_and_serves_from_the_registry(method, tmp_path, s
         assert (tmp_path / "deploy" / case["outputs"]["reconstruction"]).is_file()
 
     version = register_model(models, store, name=f"xray-{method}", alias="champion")
-    assert version.tags["method"] == method and version.tags["preset"] == "tiny"
+    assert version.tags["family"] == method and version.tags["preset"] == "tiny"
     files = sorted(expected)
     encoded = [base64.b64encode((studies / f).read_bytes()).decode() for f in files]  # what a client sends
     out = load_registered(f"xray-{method}", "champion", store).predict(pd.DataFrame({"image": encoded}))

@@ -15,7 +15,8 @@ import squid_monai.methods
 from squid_monai.artifact import Recipe
 from squid_monai.methods import ModelFamily, Scorer, family_names, get_family
 from squid_monai.methods.squid import FAMILY as SQUID
-from squid_monai.scoring import ScoreWriter, load_scorer, score_images
+from squid_monai.scoring import ScoreWriter, score_images
+from squid_monai.loading import build, image_size, load_scorer
 
 TOY = '''
 """A toy family: the score is the calibrated mean brightness (a stand-in for a seed baseline)."""
@@ -74,10 +75,10 @@ def test_a_second_family_is_a_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(squid_monai.methods, "__path__", [*squid_monai.methods.__path__, str(tmp_path)])
     try:
         assert name in family_names()
-        recipe = Recipe("toy", method=name)
-        assert recipe.image_size == 8
+        recipe = Recipe("toy", family=name)
+        assert image_size(recipe) == 8
         models = recipe.save(tmp_path / "models").parent
-        torch.save(recipe.build().state_dict(), models / "model.pt")
+        torch.save(build(recipe).state_dict(), models / "model.pt")
         scorer = load_scorer(models / "model.pt")  # the trained-model folder, unchanged
         records = score_images(scorer, torch.rand(3, 1, 8, 8), names=["a", "b", "c"])  # the scoring path
         assert all(r.scored and r.decision == int(r.score > 0.5) for r in records)

@@ -14,14 +14,15 @@ import torch
 from ignite.engine import Events
 from torch import nn
 
-from squid_monai.engines import SQUIDEvaluator
+from squid_monai.engines import AnomalyEvaluator
 from squid_monai.export import export_bundle
 from squid_monai.handlers import AtomicCheckpointSaver, ResumeFromLatest, RNGState, SaveLatest, latest_checkpoint
 from squid_monai.methods import ModelFamily, Scorer, get_family
 from squid_monai.methods.fanogan import (FAMILY, FAnoGANLossWeights, FAnoGANScorer, FAnoGANTrainer, StartEncoderStage,
                                          critic_loss, generator_loss, gradient_penalty, izi_f, resolve_gan_epochs)
 from squid_monai.metrics import SmoothedAUC
-from squid_monai.scoring import explainer_for, load_scorer
+from squid_monai.scoring import explainer_for
+from squid_monai.loading import load_scorer
 from squid_monai.workflow import DigitAnatomySource
 
 from ..trained_bundle import BUNDLE, CONFIGS, TINY, VAL_SIZE, run_command
@@ -300,7 +301,7 @@ def test_the_encoder_stage_restarts_model_selection_and_the_weight_average(tmp_p
     smoothed = SmoothedAUC(window=3, output_transform=lambda o: (o["score"], o["label"]))
     saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": scorer}, save_key_metric=True,
                                   key_metric_filename="model.pt")
-    evaluator = SQUIDEvaluator("cpu", data, scorer, key_val_metric={"val_auc_smoothed": smoothed}, val_handlers=[saver])
+    evaluator = AnomalyEvaluator("cpu", data, scorer, key_val_metric={"val_auc_smoothed": smoothed}, val_handlers=[saver])
     evaluator.run(1)
     assert evaluator.state.best_metric == 1.0 and (tmp_path / "model.pt").is_file()
     ema = copy.deepcopy(scorer)
@@ -328,7 +329,7 @@ def test_bundle_trains_both_stages_evaluates_and_exports(tmp_path):
     log = result.stdout + result.stderr
     assert "encoder stage from epoch 2" in log
     models = out / "models"
-    assert json.loads((models / "network.json").read_text())["method"] == "fanogan"
+    assert json.loads((models / "network.json").read_text())["family"] == "fanogan"
     summary = json.loads((models / "training_summary.json").read_text())
     assert summary["epochs"] == 2 and summary["best_epoch"] == 2  # chosen among encoder-stage validations
     assert "val_auc_feature" in summary["last_val_metrics"]  # the critic's features: the kappa term's AUC

@@ -25,7 +25,8 @@ from squid_monai.methods import ModelFamily, Scorer, get_family
 from squid_monai.methods.ganomaly import (FAMILY, GANomalyLossWeights, GANomalyScorer, GANomalyTrainer,
                                           discriminator_loss, generator_losses, latent_distance)
 from squid_monai.methods.ganomaly.networks import pyramid
-from squid_monai.scoring import explainer_for, last_conv_layer, load_scorer
+from squid_monai.scoring import explainer_for, last_conv_layer
+from squid_monai.loading import load_scorer
 from squid_monai.scoring.scorer import calibrated_score
 from squid_monai.workflow import DigitAnatomySource
 
@@ -279,7 +280,7 @@ def test_bundle_trains_evaluates_and_exports(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     models = out / "models"
     recipe = json.loads((models / "network.json").read_text())
-    assert {k: recipe[k] for k in ("method", "preset", "overrides")} == {"method": "ganomaly", "preset": "tiny",
+    assert {k: recipe[k] for k in ("family", "preset", "overrides")} == {"family": "ganomaly", "preset": "tiny",
                                                                          "overrides": {}}
     ckpt = torch.load(latest_checkpoint(models), weights_only=True)
     assert {"model", "ema_model", "g_optimizer", "d_optimizer", "g_scaler", "d_scaler", "trainer"} <= set(ckpt)

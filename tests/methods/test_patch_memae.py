@@ -11,7 +11,7 @@ import torch
 from squid_monai.engines.reconstruction import ReconstructionLossWeights, ReconstructionTrainer, reconstruction_losses
 from squid_monai.methods.memae import FAMILY as MEMAE, MemAE
 from squid_monai.methods.patch_memae import FAMILY, PatchMemAE, PatchMemAEScorer
-from squid_monai.networks.blocks import tile
+from squid_monai.nn.blocks import tile
 
 from .reconstruction_checks import check_batch_independence, check_family, check_smoke, train_evaluate_export
 

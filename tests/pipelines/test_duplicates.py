@@ -19,7 +19,7 @@ from monai.deploy.core import Fragment  # noqa: E402
 from pipelines.cases import CaseStatus, ExitCode  # noqa: E402
 from pipelines.exported_model import load_exported_model  # noqa: E402
 from pipelines.operators import CheckedDICOMDataLoaderOperator  # noqa: E402
-from pipelines.squid_app import SQUIDChestXRayApp  # noqa: E402
+from pipelines.squid_app import ChestXRayApp  # noqa: E402
 from tests.pipelines.factories import chest_pixels, write_dicom  # noqa: E402
 
 REAL_JPEG = (
@@ -123,7 +123,7 @@ def test_a_truncated_compressed_file_is_called_truncated_with_the_uids_it_carrie
 
 
 def test_the_app_accounts_for_every_file_and_scores_the_intact_copy(pairs, tmp_path, standin_model):
-    app = SQUIDChestXRayApp(
+    app = ChestXRayApp(
         pairs, tmp_path / "out", load_exported_model(standin_model, device="cpu")
     )
     app.run()

@@ -12,14 +12,14 @@ from monai.deploy.conditions import CountCondition
 from monai.deploy.core import Application, Fragment, Operator
 from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorOperator
 
-from pipelines.cases import CaseStatus, ExitCode, SQUIDCase, exit_code_for
+from pipelines.cases import CaseStatus, ExitCode, Case, exit_code_for
 from pipelines.exported_model import load_exported_model
 from pipelines.operators import (
     CheckedDICOMDataLoaderOperator,
     RadiographSeriesSelectorOperator,
-    SQUIDPreprocessOperator,
-    SQUIDScoringOperator,
-    SQUIDTextSRWriterOperator,
+    PreprocessOperator,
+    ScoringOperator,
+    TextSRWriterOperator,
     selection_rules,
 )
 from pipelines.operators.case_stage import CaseStage
@@ -69,23 +69,23 @@ def test_loader_reports_unreadable_files_and_keeps_the_rest(tmp_path):
 
 
 def test_exit_codes():
-    scored = SQUIDCase("a", "dicom", status=CaseStatus.SCORED)
-    skipped = SQUIDCase("b", "dicom", status=CaseStatus.NO_SUITABLE_SERIES)
+    scored = Case("a", "dicom", status=CaseStatus.SCORED)
+    skipped = Case("b", "dicom", status=CaseStatus.NO_SUITABLE_SERIES)
     assert exit_code_for([scored]) is ExitCode.OK
     assert exit_code_for([scored, skipped]) is ExitCode.PARTIAL
     assert exit_code_for([skipped]) is ExitCode.NOTHING_SCORED
     assert exit_code_for([]) is ExitCode.NOTHING_SCORED
-    flawed = SQUIDCase("c", "dicom", status=CaseStatus.SCORED, problems=["SR not written"])
+    flawed = Case("c", "dicom", status=CaseStatus.SCORED, problems=["SR not written"])
     assert exit_code_for([flawed]) is ExitCode.PARTIAL
-    manifest = SQUIDCase("MANIFEST.csv", "file", status=CaseStatus.IGNORED)
+    manifest = Case("MANIFEST.csv", "file", status=CaseStatus.IGNORED)
     assert exit_code_for([scored, manifest]) is ExitCode.OK
 
 
 def test_case_folders_stay_inside_the_output_folder():
     for hostile in ("..", ".", "../../etc/cron.d", "a/b\\c"):
-        folder = SQUIDCase(hostile, "image").folder
+        folder = Case(hostile, "image").folder
         assert "/" not in folder and "\\" not in folder and folder.strip(".")
-    assert SQUIDCase("1.2.840.113619.2", "dicom").folder == "1.2.840.113619.2"
+    assert Case("1.2.840.113619.2", "dicom").folder == "1.2.840.113619.2"
 
 
 class _HospitalSink(Operator):
@@ -128,9 +128,9 @@ class _HospitalApp(Application):
         rules = json.dumps({"selections": [{"name": "CR", "conditions": {"Modality": "CR"}}]})
         loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=self.folder, name="loader")
         selector = DICOMSeriesSelectorOperator(self, rules=rules, name="selector")
-        preprocess = SQUIDPreprocessOperator(self, image_size=self.model.card.image_size, name="squid_preprocess")
-        scorer = SQUIDScoringOperator(self, model=self.model, name="squid_scorer")
-        sr_writer = SQUIDTextSRWriterOperator(self, output_folder=self.output, name="squid_sr")
+        preprocess = PreprocessOperator(self, image_size=self.model.card.image_size, name="squid_preprocess")
+        scorer = ScoringOperator(self, model=self.model, name="squid_scorer")
+        sr_writer = TextSRWriterOperator(self, output_folder=self.output, name="squid_sr")
         self.audit = _HospitalAudit(self, name="hospital_audit")
         self.sink = _HospitalSink(self, name="hospital_sink")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
@@ -157,7 +157,7 @@ def test_operators_compose_into_a_hospital_graph(tmp_path, standin_model):
 def test_multi_frame_is_reported_not_scored(tmp_path):
     write_dicom(tmp_path / "mf.dcm", np.stack([chest_pixels()] * 3))
     _, selected = _select(tmp_path)
-    (case,) = [SQUIDPreprocessOperator(Fragment(), image_size=STANDIN_SIZE).prepare(s) for s in selected]
+    (case,) = [PreprocessOperator(Fragment(), image_size=STANDIN_SIZE).prepare(s) for s in selected]
     assert case.status is CaseStatus.MULTI_FRAME and "3 frames" in case.message and case.image is None
 
 
@@ -175,7 +175,7 @@ def test_preprocessing_is_the_bundles_on_the_in_memory_dataset_without_temporary
 
     monkeypatch.setattr(tempfile, "TemporaryDirectory", refuse)
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
-    (case,) = [SQUIDPreprocessOperator(Fragment(), image_size=STANDIN_SIZE).prepare(s) for s in selected]
+    (case,) = [PreprocessOperator(Fragment(), image_size=STANDIN_SIZE).prepare(s) for s in selected]
     assert case.status is CaseStatus.PENDING, case.message
     ds = selected[0].selected_series[0].series.get_sop_instances()[0].get_native_sop_instance()
     assert np.array_equal(case.image.numpy(), preprocess(ds, STANDIN_SIZE).numpy())

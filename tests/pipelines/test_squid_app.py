@@ -17,7 +17,7 @@ pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not i
 
 from pipelines.cases import ExitCode  # noqa: E402
 from pipelines.exported_model import load_exported_model  # noqa: E402
-from pipelines.squid_app import SQUIDChestXRayApp, main  # noqa: E402
+from pipelines.squid_app import ChestXRayApp, main  # noqa: E402
 from squid_monai.transforms import preprocess  # noqa: E402
 from tests.pipelines.factories import STANDIN_SIZE, chest_pixels, save_standin, write_dicom  # noqa: E402
 
@@ -28,7 +28,7 @@ BITS = 12
 
 
 def _run(inputs: Path, output: Path, model_path: Path):
-    app = SQUIDChestXRayApp(inputs, output, load_exported_model(model_path, device="cpu"))
+    app = ChestXRayApp(inputs, output, load_exported_model(model_path, device="cpu"))
     app.run()
     return app
 
@@ -189,8 +189,8 @@ def real_dicom() -> Path:
 @pytest.fixture(scope="module")
 def tiny_squid_model(tmp_path_factory):
     """A real (untrained) tiny SQUIDScorer, eager and exported as TorchScript with its card."""
-    from squid_monai.networks import get_config
-    from squid_monai.scoring import build_scorer
+    from squid_monai.methods.squid.presets import get_config
+    from squid_monai.loading import build_scorer
 
     torch.manual_seed(0)
     size = get_config("tiny")["image_size"]

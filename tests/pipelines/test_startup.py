@@ -17,7 +17,7 @@ from PIL import Image
 pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')")
 
 from pipelines.exported_model import load_exported_model  # noqa: E402
-from pipelines.squid_app import SQUIDChestXRayApp  # noqa: E402
+from pipelines.squid_app import ChestXRayApp  # noqa: E402
 from pipelines.startup import NOT_IN_THE_MAP  # noqa: E402
 from tests.pipelines.factories import chest_pixels, write_dicom  # noqa: E402
 
@@ -109,7 +109,7 @@ def test_the_program_scores_as_the_imported_app(tmp_path, standin_model):
          "-m", str(standin_model)], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    app = SQUIDChestXRayApp(folder, tmp_path / "here", load_exported_model(standin_model, device="cpu"))
+    app = ChestXRayApp(folder, tmp_path / "here", load_exported_model(standin_model, device="cpu"))
     app.run()
     here = {case["case_id"]: case for case in app.summary["cases"]}
     cli = {case["case_id"]: case for case in json.loads((tmp_path / "cli" / "run_summary.json").read_text())["cases"]}

@@ -1,6 +1,6 @@
 import torch
 
-from squid_monai.scoring import build_scorer
+from squid_monai.loading import build_scorer
 
 
 def random_scorer():

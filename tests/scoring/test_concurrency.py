@@ -9,7 +9,8 @@ import threading
 
 import torch
 
-from squid_monai.scoring import build_scorer, calibrate, load_scorer, save_network_config
+from squid_monai.loading import build_scorer, load_scorer, save_network_config
+from squid_monai.scoring import calibrate
 
 SIZE = 32  # the tiny preset
 

@@ -11,16 +11,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from squid_monai.scoring import (
-    CalibratedScorer,
-    DiscriminatorGradCAM,
-    ScoreSaliency,
-    build_scorer,
-    calibrate,
-    explainer_for,
-    gradcam_heatmap,
-    last_conv_layer,
-)
+from squid_monai.scoring import CalibratedScorer, DiscriminatorGradCAM, ScoreSaliency, calibrate, explainer_for, gradcam_heatmap, last_conv_layer
+from squid_monai.loading import build_scorer
 from squid_monai.visualize import overlay_heatmap
 
 

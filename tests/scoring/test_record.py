@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from squid_monai.scoring import (
-    DiscriminatorGradCAM,
-    ScoreRecord,
-    build_scorer,
-    decide,
-    difference_map,
-    forward,
-    read_image,
-    score_images,
-)
+from squid_monai.scoring import DiscriminatorGradCAM, ScoreRecord, decide, difference_map, forward, read_image, score_images
+from squid_monai.loading import build_scorer
 
 SIZE = 32  # the tiny preset
 

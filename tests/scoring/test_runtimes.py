@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from squid_monai.artifact import EXPORT_FILES
-from squid_monai.networks import PerImageBatchNorm2d
-from squid_monai.scoring import PerImageInferer, build_scorer, forward, runtimes
+from squid_monai.loading import build_scorer
+from squid_monai.methods.squid.networks import PerImageBatchNorm2d
+from squid_monai.scoring import PerImageInferer, forward, runtimes
 from squid_monai.scoring.folding import fast_eager, fold_batchnorm
 from squid_monai.scoring.parity import FP32_TOLERANCE, measure_parity
 
@@ -188,7 +189,7 @@ def _model_folder(scorer, folder, fmt: str):
     import dataclasses
 
     from squid_monai.artifact import RECIPE_FILE, WEIGHTS_FILE, ModelCard
-    from squid_monai.scoring import save_network_config
+    from squid_monai.loading import save_network_config
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(scorer.state_dict(), folder / WEIGHTS_FILE)
@@ -212,7 +213,8 @@ def test_auto_scores_with_an_export_only_where_it_meets_the_contract_here(scorer
     the export ``auto`` picks scores within 1e-4 of PyTorch, or ``auto`` does not pick it."""
     import copy
 
-    from squid_monai.scoring import calibrate, load_scorer, parity
+    from squid_monai.loading import load_scorer
+    from squid_monai.scoring import calibrate, parity
 
     _needs(fmt)
     model = copy.deepcopy(scorer)
@@ -236,7 +238,7 @@ def test_auto_refuses_an_export_that_misses_the_contract_on_this_machine(scorer,
     """The card's parity was measured where the export was made; here the runtime's scores
     drift by 2e-4 (as OpenVINO 2026.4's did for the combined score on one machine): ``auto``
     scores with PyTorch and says why, an explicit back-end is still honoured."""
-    from squid_monai.scoring import load_scorer
+    from squid_monai.loading import load_scorer
 
     _needs("onnx")
     weights = _model_folder(scorer, tmp_path, "onnx")

@@ -5,7 +5,7 @@
 * training: L2 on normal images, :class:`squid_monai.engines.reconstruction.ReconstructionTrainer`
   (shared with MemAE and Patch-MemAE);
 * score: the reconstruction error, :class:`.scorer.ReconstructionScorer` (no heat map);
-* presets: :mod:`.presets` (shared with MemAE and Patch-MemAE).
+* presets: :mod:`.presets` (which MemAE and Patch-MemAE extend).
 
 Train with ``bundles/squid/configs/methods/autoencoder.json`` merged after ``train.json``.
 """
@@ -13,10 +13,11 @@ Train with ``bundles/squid/configs/methods/autoencoder.json`` merged after ``tra
 from __future__ import annotations
 
 from .family import ReconstructionFamily
-from .networks import ConvAutoEncoder
-from .presets import AUTOENCODER_PRESETS, RECIPES
+from .networks import ACT, ConvAutoEncoder
+from .presets import AUTOENCODER_PRESETS
+from .recipes import RECIPES
 from .scorer import ReconstructionScorer
 
-__all__ = ["FAMILY", "ConvAutoEncoder", "ReconstructionFamily", "ReconstructionScorer"]
+__all__ = ["ACT", "AUTOENCODER_PRESETS", "FAMILY", "ConvAutoEncoder", "ReconstructionFamily", "ReconstructionScorer"]
 
 FAMILY = ReconstructionFamily("autoencoder", ConvAutoEncoder, ReconstructionScorer, AUTOENCODER_PRESETS, RECIPES)

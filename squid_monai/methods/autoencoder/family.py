@@ -5,13 +5,12 @@ written once here."""
 
 from __future__ import annotations
 
-import copy
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from ..base import network_arguments, preset_config
 from ...engines.reconstruction import ReconstructionLossWeights, ReconstructionTrainer
 
 __all__ = ["ReconstructionFamily"]
@@ -30,17 +29,10 @@ class ReconstructionFamily:
         self.network_presets, self.recipe_presets = network_presets, recipe_presets
 
     def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
-        """The preset with ``overrides`` (unknown keys are an error; JSON lists become
-        tuples, as the presets hold them)."""
-        if preset not in self.network_presets:
-            raise KeyError(f"{self.name}: unknown preset {preset!r}; choose one of {sorted(self.network_presets)}")
-        config = copy.deepcopy(dict(self.network_presets[preset]))
-        known = set(inspect.signature(self.network.__init__).parameters) - {"self"}
-        for key, value in overrides.items():
-            if key not in config and key not in known:
-                raise KeyError(f"{self.name}: unknown network setting {key!r}")
-            config[key] = tuple(value) if isinstance(value, list) else value
-        return config
+        """The preset with ``overrides`` (:func:`~..base.preset_config`; the network's other
+        arguments may be overridden too)."""
+        return preset_config(self.network_presets, preset, overrides, f"{self.name} network setting",
+                             known=network_arguments(self.network))
 
     def build_networks(self, preset: str, **overrides: Any) -> tuple[nn.Module]:
         return (self.network(**self.get_config(preset, **overrides)),)

@@ -34,7 +34,8 @@ from ..base import Family
 from .losses import DAADLossWeights, discriminator_loss, generator_losses
 from .memory import BlockMemory, division_rate, division_rates
 from .networks import DAADGenerator, DCGANDiscriminator
-from .presets import PRESETS, RECIPES, build, get_config
+from .presets import PRESETS, build, get_config
+from .recipes import RECIPES
 from .scorer import DAADScorer, FitScoreScaling, calibrate_daad, fit_scaling
 from .trainer import DAADTrainer
 

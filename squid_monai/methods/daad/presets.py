@@ -1,4 +1,4 @@
-"""DAAD's network presets and training recipes, the one home of their hyper-parameters.
+"""DAAD's network presets, the one home of its network settings (recipes: :mod:`.recipes`).
 
 Division rates per level (``division = 8`` fitted by :func:`~.memory.division_rate`, the
 largest rate <= 8 dividing the map's side; block = side / rate):
@@ -28,15 +28,13 @@ Recipes (``chest``, ``digitanatomy``): the loss weights of eq. (3), the paper's 
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 
 from ..base import preset_config
-from .losses import DAADLossWeights
 from .networks import DAADGenerator, DCGANDiscriminator
 
-__all__ = ["PRESETS", "RECIPES", "get_config", "build"]
+__all__ = ["PRESETS", "get_config", "build"]
 
 _PAPER: dict[str, Any] = {
     "image_size": 128,
@@ -62,10 +60,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {**_PAPER, "image_size": 32, "channels": (8, 16, 32), "disc_channels": (8, 16, 32)},
 }
 
-RECIPES: dict[str, dict[str, Any]] = {
-    "chest": {"loss_weights": asdict(DAADLossWeights())},
-    "digitanatomy": {"loss_weights": asdict(DAADLossWeights())},
-}
 
 _SWITCHES = ("adversarial", "renormalise")
 

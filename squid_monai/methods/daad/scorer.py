@@ -135,7 +135,7 @@ def calibrate_daad(scorer: DAADScorer, batches, device: torch.device | str = "cp
 
 class FitScoreScaling:
     """Before each validation, fit ``scorer``'s ``R`` / ``L`` ranges on the normal
-    calibration images (``data_loader``). Attach before ``Calibrate`` (the method configs
+    calibration images (``data_loader``). Attach before ``Calibrate`` (the family configs
     put it first in the validation handlers), which then calibrates the fused score."""
 
     def __init__(self, scorer: DAADScorer, data_loader):

@@ -10,7 +10,7 @@ Source: ``seeds/daad_paper.txt``, sections 3.1.3 and 3.2. One iteration:
 
 The non-finite-loss guard, mixed precision (one ``GradScaler`` per optimiser), the iteration
 events and the float ``engine.state.output`` (``loss`` and every ``loss_*`` term) follow
-:class:`squid_monai.engines.SQUIDTrainer` (their shared base:
+:class:`squid_monai.methods.squid.trainer.SQUIDTrainer` (their shared base:
 :class:`~squid_monai.engines.base.GuardedTrainer`).
 """
 

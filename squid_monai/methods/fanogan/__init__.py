@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from ..base import Family
 from .losses import FAnoGANLossWeights, critic_loss, generator_loss, gradient_penalty, izi_f
-from .networks import PRESETS, FAnoGANCritic, FAnoGANEncoder, FAnoGANGenerator, build, get_config
+from .networks import FAnoGANCritic, FAnoGANEncoder, FAnoGANGenerator
+from .presets import PRESETS, build, get_config
 from .recipes import RECIPES
 from .scorer import FAnoGANScorer
 from .trainer import FAnoGANTrainer, StartEncoderStage, resolve_gan_epochs, restart_selection

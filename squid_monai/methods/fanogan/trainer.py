@@ -29,7 +29,7 @@ the encoder is trained against).
 ``engine.state.output``: stage 1 ``loss`` (critic + generator), ``loss_critic``,
 ``loss_generator``, ``loss_wasserstein`` (the critic's distance estimate), ``loss_gradient_penalty``;
 stage 2 ``loss`` = ``loss_encoder`` (mean izi_f), ``loss_image``, ``loss_feature``; both
-``stage``. Non-finite losses are skipped as in :class:`~squid_monai.engines.SQUIDTrainer`
+``stage``. Non-finite losses are skipped as in :class:`~squid_monai.methods.squid.trainer.SQUIDTrainer`
 (the guard of their shared base, :class:`~squid_monai.engines.base.GuardedTrainer`; the
 generator's BatchNorm statistics restored). Distributed data parallelism is not wired
 for this family (the bundle's multi-GPU config wraps only a generator and a discriminator).

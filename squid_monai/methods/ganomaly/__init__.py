@@ -54,8 +54,8 @@ from __future__ import annotations
 
 from ..base import Family
 from .losses import GANomalyLossWeights, discriminator_loss, generator_losses, latent_distance
-from .networks import (PRESETS, GANomalyDecoder, GANomalyDiscriminator, GANomalyEncoder, GANomalyGenerator, build,
-                       get_config)
+from .networks import GANomalyDecoder, GANomalyDiscriminator, GANomalyEncoder, GANomalyGenerator
+from .presets import PRESETS, build, get_config
 from .recipes import RECIPES
 from .scorer import GANomalyScorer
 from .trainer import GANomalyTrainer

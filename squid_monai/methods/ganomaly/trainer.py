@@ -15,7 +15,7 @@ One iteration, in the order of the authors' ``optimize_params`` (Akcay et al., A
 Both networks are updated every iteration (no critic schedule). ``engine.state.output``
 holds ``loss`` and the terms (``loss_generator``, ``loss_discriminator``,
 ``loss_adversarial``, ``loss_contextual``, ``loss_latent``) as floats. As in
-:class:`~squid_monai.engines.SQUIDTrainer` (their shared base,
+:class:`~squid_monai.methods.squid.trainer.SQUIDTrainer` (their shared base,
 :class:`~squid_monai.engines.base.GuardedTrainer`): a non-finite loss is never back-propagated (the
 step is skipped, the BatchNorm statistics it touched restored, counted in
 ``engine.state.skipped_steps``; too many in a row stop the run), AMP uses one
@@ -56,7 +56,7 @@ class GANomalyTrainer(GuardedTrainer):
         reinit_discriminator: re-initialise the discriminator when its loss collapses (the
             original's behaviour, default on).
         reinit_threshold: the collapse level (the original's 1e-5).
-        amp, max_nonfinite, g_scaler, d_scaler: as in :class:`~squid_monai.engines.SQUIDTrainer`.
+        amp, max_nonfinite, g_scaler, d_scaler: as in :class:`~squid_monai.methods.squid.trainer.SQUIDTrainer`.
         engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~squid_monai.engines.base.GuardedTrainer`.
     """
 

@@ -7,7 +7,7 @@ Table 1: 77.8 +- 1.4 AUC on ZhangLab, 54.3 +- 4.0 on CheXpert).
   alpha), the shared :class:`squid_monai.engines.reconstruction.ReconstructionTrainer`;
 * score: the reconstruction error (:class:`~squid_monai.methods.autoencoder.ReconstructionScorer`;
   no heat map);
-* presets: the auto-encoder's plus the memory size (:mod:`squid_monai.methods.autoencoder.presets`).
+* presets: the auto-encoder's plus the memory size (:mod:`.presets`).
 
 Train with ``bundles/squid/configs/methods/memae.json`` merged after ``train.json``.
 """
@@ -15,10 +15,11 @@ Train with ``bundles/squid/configs/methods/memae.json`` merged after ``train.jso
 from __future__ import annotations
 
 from ..autoencoder import ReconstructionFamily, ReconstructionScorer
-from ..autoencoder.presets import MEMAE_PRESETS, MEMORY_RECIPES
 from .memory import MemoryUnit, hard_shrink
 from .networks import MemAE
+from .presets import MEMAE_PRESETS
+from .recipes import RECIPES
 
-__all__ = ["FAMILY", "MemAE", "MemoryUnit", "hard_shrink"]
+__all__ = ["FAMILY", "MEMAE_PRESETS", "RECIPES", "MemAE", "MemoryUnit", "hard_shrink"]
 
-FAMILY = ReconstructionFamily("memae", MemAE, ReconstructionScorer, MEMAE_PRESETS, MEMORY_RECIPES)
+FAMILY = ReconstructionFamily("memae", MemAE, ReconstructionScorer, MEMAE_PRESETS, RECIPES)

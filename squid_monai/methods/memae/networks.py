@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..autoencoder.networks import ACT, ConvAutoEncoder
+from ..autoencoder import ACT, ConvAutoEncoder
 from .memory import MemoryUnit
 
 __all__ = ["MemAE"]

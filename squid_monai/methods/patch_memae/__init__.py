@@ -7,7 +7,7 @@ accuracy points over MemAE on ZhangLab, still below SQUID).
   :class:`squid_monai.engines.reconstruction.ReconstructionTrainer`;
 * score: the mean of the positions' reconstruction errors, :class:`.scorer.PatchMemAEScorer`
   (no heat map);
-* presets: MemAE's plus ``tiles`` (:mod:`squid_monai.methods.autoencoder.presets`).
+* presets: MemAE's plus ``tiles`` (:mod:`.presets`).
 
 Train with ``bundles/squid/configs/methods/patch_memae.json`` merged after ``train.json``.
 """
@@ -15,10 +15,11 @@ Train with ``bundles/squid/configs/methods/patch_memae.json`` merged after ``tra
 from __future__ import annotations
 
 from ..autoencoder import ReconstructionFamily
-from ..autoencoder.presets import MEMORY_RECIPES, PATCH_MEMAE_PRESETS
 from .networks import PatchMemAE
+from .presets import PATCH_MEMAE_PRESETS
+from .recipes import RECIPES
 from .scorer import PatchMemAEScorer
 
 __all__ = ["FAMILY", "PatchMemAE", "PatchMemAEScorer"]
 
-FAMILY = ReconstructionFamily("patch_memae", PatchMemAE, PatchMemAEScorer, PATCH_MEMAE_PRESETS, MEMORY_RECIPES)
+FAMILY = ReconstructionFamily("patch_memae", PatchMemAE, PatchMemAEScorer, PATCH_MEMAE_PRESETS, RECIPES)

@@ -4,7 +4,7 @@ space-specific models were trained separately with their unique space-specific p
 and were then evaluated through an ensemble style".
 
 The image is cut into ``tiles`` x ``tiles`` non-overlapping patches (SQUID's own tiling,
-:func:`squid_monai.networks.blocks.tile`); position ``k`` has its own MemAE (encoder,
+:func:`squid_monai.nn.blocks.tile`); position ``k`` has its own MemAE (encoder,
 memory, decoder), which only ever sees the patches at ``k``. The reconstruction is the
 patches' reconstructions put back in place. Chosen where the paper is silent: each
 position's MemAE is the MemAE preset's network at the patch size (same widths, same
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ...networks.blocks import tile, untile
-from ..autoencoder.networks import ACT
-from ..memae.networks import MemAE
+from ...nn.blocks import tile, untile
+from ..autoencoder import ACT
+from ..memae import MemAE
 
 __all__ = ["PatchMemAE"]
 

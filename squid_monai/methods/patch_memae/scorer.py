@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..autoencoder.scorer import ReconstructionScorer
+from ..autoencoder import ReconstructionScorer
 
 __all__ = ["PatchMemAEScorer"]
 

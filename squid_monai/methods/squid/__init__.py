@@ -1,27 +1,33 @@
-"""SQUID as a model family: the first one on :class:`~squid_monai.methods.base.ModelFamily`.
+"""SQUID as a model family, in the same file set as every other family:
 
-Its pieces live where the data flow puts them; this folder only names them:
-
-* networks: :mod:`squid_monai.networks` (generator, discriminator, ``PRESETS``);
-* training iteration: :class:`squid_monai.engines.SQUIDTrainer`;
-* losses: :mod:`squid_monai.losses` (:class:`~squid_monai.losses.SQUIDLossWeights`);
-* score: :class:`squid_monai.scoring.SQUIDScorer` (student reconstruction -> discriminator
-  logit -> calibrated score);
-* presets: the network presets and the training recipes of :mod:`.recipes`.
+* :mod:`.networks`: the generator and the discriminator (plain ``nn.Module`` s);
+* :mod:`.losses`: :class:`~.losses.SQUIDLossWeights` and the loss terms;
+* :mod:`.trainer`: :class:`~.trainer.SQUIDTrainer`, one training iteration (with :mod:`.erasing`);
+* :mod:`.scorer`: :class:`~.scorer.SQUIDScorer` (student reconstruction -> discriminator
+  logit, or another score source -> calibrated score);
+* :mod:`.presets`: the network presets; :mod:`.recipes`: the training recipes.
 """
 
 from __future__ import annotations
 
 from ..base import Family
-from ...engines.trainer import SQUIDTrainer
-from ...losses import SQUIDLossWeights
-from ...networks import PRESETS, build, get_config
-from ...networks.presets import PRESET_REVISIONS
-from ...scoring.scorer import SQUIDScorer
+from .losses import SQUIDLossWeights
+from .presets import PRESET_REVISIONS, PRESETS, build, get_config
 from .recipes import RECIPES
+from .scorer import SQUIDScorer
+from .trainer import SQUIDTrainer
 
 __all__ = ["FAMILY"]
 
 
-FAMILY = Family("squid", PRESETS, RECIPES, SQUIDLossWeights, SQUIDTrainer, SQUIDScorer, get_config, build,
-                PRESET_REVISIONS)
+FAMILY = Family(
+    "squid",
+    PRESETS,
+    RECIPES,
+    SQUIDLossWeights,
+    SQUIDTrainer,
+    SQUIDScorer,
+    get_config,
+    build,
+    PRESET_REVISIONS,
+)

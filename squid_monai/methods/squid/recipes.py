@@ -8,26 +8,29 @@ and the critic schedule of each data regime (SQUID.md section 4).
                    summed): on every chest model measured it beats the logit, the paper's
                    score (``--score_source logit``), by 9-24 AUC points on the report split,
                    and it beats the pixel nearest-neighbour and sharpness baselines
-                   (BENCHMARKS.md, "Session 17"). ``cpu_epochs`` 36 sets the length of the CPU recipe
+                   (docs/EXPERIMENTS.md, session 17; report-split figures under review:
+                   docs/EVIDENCE.md). ``cpu_epochs`` 36 sets the length of the CPU recipe
                    (``chest_cpu.json``; other families keep its 12): with the ``small``
                    preset the validation AUC climbs until the learning rate has decayed,
                    and 36 epochs gain on validation and on the report split over 12, where
-                   SQUID first passes the sharpness baseline (BENCHMARKS.md, "Session 16").
+                   SQUID first passes the sharpness baseline (docs/EXPERIMENTS.md, session 16).
 ``digitanatomy``   the paper's DigitAnatomy recipe: student weight 1, one step each;
                    scored by the worst tile's standardised reconstruction residual
                    (``tile_residual``): the residual beats the logit by 30 AUC points on the
                    report split once the decoder memory is space-aware, and its worst tile
                    beats its image mean on every seed; learning rate 2e-4, not the paper's
                    1e-4: the default command's 640 steps gain on validation and on the
-                   report split on every seed with it (BENCHMARKS.md, "Make SQUID detect");
+                   report split on every seed with it (docs/EXPERIMENTS.md, "Making SQUID
+                   detect");
                    and, beyond the paper, half of each batch's generator inputs with one
                    random rectangle erased (``input_erasing`` 0.5): the decoder learns to
                    in-paint from the memory what the skips do not carry, which removes the
                    seeds that copied missing digits and the fall from the validation peak
-                   (BENCHMARKS.md, "Session 15"); and the decoders' output heads at 30 times
+                   (docs/EXPERIMENTS.md, session 15); and the decoders' output heads at 30 times
                    the learning rate (``head_lr_factor`` 30): at the common rate the output's
                    brightness stays near its random start, and the seeds that start bright
-                   keep a grey background that hides the anomalies (BENCHMARKS.md, "Session 21").
+                   keep a grey background that hides the anomalies (docs/EXPERIMENTS.md,
+                   session 21).
 
 The bundle picks one from the data source (``squid_monai.workflow.DataSource.recipe``) and
 each setting can still be overridden on the command line.
@@ -38,7 +41,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from ...losses import SQUIDLossWeights
+from .losses import SQUIDLossWeights
 
 __all__ = ["RECIPES"]
 
