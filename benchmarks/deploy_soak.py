@@ -127,8 +127,8 @@ def untrained_model(folder: Path, preset: str = "paper") -> Path:
     """An untrained SQUID of ``preset`` as TorchScript with its card (what the app loads)."""
     import torch
 
-    from squid_monai.methods import get_family
     from squid_monai.loading import build_scorer
+    from squid_monai.methods import get_family
 
     size = get_family("squid").get_config(preset)["image_size"]
     path = folder / f"squid_{preset}.ts"

@@ -13,7 +13,7 @@ from monai.deploy.core import Fragment, OperatorSpec
 from monai.deploy.operators import DICOMDataLoaderOperator
 from pydicom import dcmread
 
-from pipelines.cases import CaseStatus, Case
+from pipelines.cases import Case, CaseStatus
 
 __all__ = ["CheckedDICOMDataLoaderOperator"]
 
