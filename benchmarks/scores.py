@@ -123,7 +123,9 @@ def main(argv=None) -> dict:
                        report_per_class=args.per_class)
     calibration = data.calibration(size, intensity=intensity)
     normal = score_set(scorer, calibration)
-    scorer.fit_normals({"tile_residual": torch.from_numpy(normal["tiles"])})  # refitted: older models lack them
+    # refitted (older models lack them); the tile statistics only: a ``combined`` model's other
+    # normal statistics need outputs this table does not keep
+    scorer.fit_tiles(torch.from_numpy(normal["tiles"]))
     normal_images = image_stack(calibration)
     combined = load_scorer(model_dir / args.model)
     combined.set_score_source("combined")

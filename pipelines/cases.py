@@ -30,6 +30,11 @@ class CaseStatus(str, enum.Enum):
     MULTI_FRAME = "multi_frame"  # the selected radiograph has several frames
     UNREADABLE = "unreadable"  # a DICOM (by name or marker) or image file that is truncated or undecodable
     IGNORED = "ignored"  # neither DICOM nor PNG/JPEG by name and content (e.g. a manifest .csv): listed only
+    # another file with the same SOPInstanceUID was scored: an identical copy, or a truncated
+    # copy of an intact one; listed with the file it duplicates ("duplicate of ...")
+    DUPLICATE = "duplicate"
+    # same SOPInstanceUID as a file scored, but other content: not scored, the run is partial
+    CONFLICT = "conflict"
     ERROR = "error"  # anything else (the message says what)
 
 
@@ -106,8 +111,10 @@ class Case:
 
 
 def exit_code_for(cases: Iterable[Case]) -> ExitCode:
-    """Exit status of a run from its cases (ignored files do not count): OK, PARTIAL or NOTHING_SCORED."""
-    cases = [case for case in cases if case.status is not CaseStatus.IGNORED]
+    """Exit status of a run from its cases (ignored files and duplicates of a scored file do not
+    count): OK, PARTIAL or NOTHING_SCORED."""
+    uncounted = (CaseStatus.IGNORED, CaseStatus.DUPLICATE)
+    cases = [case for case in cases if case.status not in uncounted]
     scored = sum(case.status is CaseStatus.SCORED for case in cases)
     if cases and all(case.complete for case in cases):
         return ExitCode.OK

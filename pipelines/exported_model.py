@@ -140,25 +140,29 @@ def load_exported_model(
     model = ExportedModel(module=module, card=card, path=model_file, device=device, preprocessing=preprocessing,
                                preprocessing_source=source)
     if device.type == "cpu":
-        model.runtime, model.format = _faster_export(model_file, card)
+        model.runtime, model.format = _faster_export(model_file, card, module)
     if warm_up:
         _warm_up(model)
     return model
 
 
-def _faster_export(model_file: Path, card: ModelCard) -> tuple[Callable | None, str]:
+def _faster_export(model_file: Path, card: ModelCard, module) -> tuple[Callable | None, str]:
     """The runtime of the first export beside ``model_file`` (fastest first) that may stand in
-    for it, and its format; ``(None, "torchscript")`` when there is none."""
+    for ``module`` (its TorchScript scorer), here too, and its format; ``(None, "torchscript")``
+    when there is none."""
     from squid_monai.artifact import EXPORT_FILES
-    from squid_monai.loading import AUTO_ORDER, OPT_IN, export_problem
+    from squid_monai.loading import AUTO_ORDER, OPT_IN, export_problem, problem_here
 
     for fmt in AUTO_ORDER:
         path = model_file.with_name(EXPORT_FILES[fmt])
         problem = export_problem(path, fmt, (card.mean, card.std, card.threshold))
         if problem is None:
-            from squid_monai.scoring.runtimes import open_runtime
+            from squid_monai.scoring.runtimes import open_runtime, outputs_of
 
-            return open_runtime(path), fmt
+            runtime = open_runtime(path)
+            problem = problem_here(module, outputs_of(runtime), path, fmt)
+            if problem is None:
+                return runtime, fmt
         if path.is_file() and problem != OPT_IN:
             warnings.warn(f"{path}: {problem}; scoring with the TorchScript model", stacklevel=3)
     return None, "torchscript"

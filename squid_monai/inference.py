@@ -58,8 +58,8 @@ _DATALIST_SUFFIXES = (".json",)
 def collect_inputs(source: Any, datalist_key: str = "test") -> list[dict]:
     """Turn the ``--input`` of ``inference.json`` into items ``{"image": path[, "label"]}``.
 
-    ``source`` is a folder (every file with a supported extension, or without extension
-    for DICOM, recursively, hidden files skipped, sorted), a list of paths or items, a
+    ``source`` is a folder (every file, recursively, hidden files skipped, sorted: one that is
+    not an image of a supported format is a row with its reason), a list of paths or items, a
     ``.txt`` file with one path per line, a datalist ``.json`` (MONAI format, paths relative
     to its folder, list ``datalist_key``), or one image file.
     """
@@ -71,7 +71,8 @@ def collect_inputs(source: Any, datalist_key: str = "test") -> list[dict]:
     if path.is_dir():
         items = [{"image": str(p)} for p in _image_files(path)]
         if not items:
-            raise ValueError(f"{path}: no image files in the folder (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
+            supported = ", ".join(SUPPORTED_EXTENSIONS)
+            raise ValueError(f"{path}: no files in the folder (supported: {supported})")
         return items
     if not path.exists():
         raise FileNotFoundError(f"{path}: input not found")
@@ -205,15 +206,12 @@ def report(summary: dict) -> dict:
 
 
 def _image_files(folder: Path) -> list[Path]:
+    """Every file of ``folder`` but hidden ones: a file the readers do not take (a ``.npy``
+    array, notes) becomes a row with its reason, never a silent omission."""
     files = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in names:
-            lower = name.lower()
-            if name.startswith("."):
-                continue
-            if lower.endswith(tuple(SUPPORTED_EXTENSIONS)) or "." not in name:
-                files.append(Path(root) / name)
+        files.extend(Path(root) / name for name in names if not name.startswith("."))
     return sorted(files)
 
 

@@ -21,7 +21,7 @@ from .artifact import EXPORT_FILES, RECIPE_FILE, ModelCard, Recipe
 from .methods.base import get_family
 
 __all__ = ["AUTO_ORDER", "OPT_IN", "build", "build_scorer", "export_problem", "image_size", "load_scorer",
-           "load_export", "network_config", "save_network_config"]
+           "load_export", "network_config", "problem_here", "save_network_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ def load_scorer(weights: str | os.PathLike, network_config: Recipe | Mapping | s
     ``backend``: ``"pytorch"``; an export format of :data:`~squid_monai.artifact.EXPORT_FILES`
     beside the weights (an opt-in: used whatever its card's parity says); or ``"auto"``: on a
     CPU, the first of :data:`AUTO_ORDER` that is there, exported from these weights, whose
-    runtime is installed and whose card says it meets the parity contract, else PyTorch."""
+    runtime is installed, whose card says it meets the parity contract and which meets it on
+    this machine too (:func:`.scoring.parity.problem_here`), else PyTorch."""
     scorer = _load_pytorch(weights, network_config, map_location)
     if backend == "pytorch" or (backend == "auto" and torch.device(map_location).type != "cpu"):
         return scorer
@@ -91,18 +92,33 @@ def load_scorer(weights: str | os.PathLike, network_config: Recipe | Mapping | s
 def load_export(model_dir: str | os.PathLike, fmt: str, reference, required: bool = False):
     """The ``fmt`` export in ``model_dir`` as an :class:`~.runtimes.ExportedScorer` around
     ``reference`` (its PyTorch scorer), or None when :func:`export_problem` finds one (then,
-    if ``required``, an error), or, unless ``required``, its card does not say ``default``."""
+    if ``required``, an error), or, unless ``required``, its card does not say ``default``
+    or it misses the contract on this machine (:func:`.scoring.parity.problem_here`)."""
     from .scoring import runtimes
 
     path = Path(model_dir) / EXPORT_FILES[fmt] if fmt in EXPORT_FILES else None
     problem = export_problem(path, fmt, _calibration(reference), required)
     if problem and required:
         raise FileNotFoundError(f"{path}: {problem}")
+    exported = None if problem else runtimes.ExportedScorer(path, reference, fmt)
+    if exported is not None and not required:
+        problem = problem_here(reference, exported, path, fmt)
+        exported = None if problem else exported
     if problem:
         if path.is_file() and problem != OPT_IN:
             logger.warning("%s: %s; scoring with PyTorch", path, problem)
         return None
-    return runtimes.ExportedScorer(path, reference, fmt)
+    return exported
+
+
+def problem_here(reference, candidate, path: Path, fmt: str) -> str | None:
+    """:func:`.scoring.parity.problem_here` of the ``fmt`` export at ``path`` (its card gives the
+    image size): the one load-time check of :func:`load_scorer`, the MLflow model and the
+    deploy app."""
+    from .scoring import parity, runtimes
+
+    size = ModelCard.from_json(runtimes.embedded_card(path), str(path)).image_size
+    return parity.problem_here(reference, candidate, size, quantised=fmt.endswith("int8"))
 
 
 #: :func:`export_problem`'s answer for a valid export measured outside the parity contract

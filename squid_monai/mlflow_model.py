@@ -97,8 +97,9 @@ class PyfuncModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from squid_monai.artifact import Recipe
         from squid_monai.loading import image_size, load_scorer
-        from squid_monai.serving import ServingConfig
+        from squid_monai.serving import ServingConfig, quiet_scoring_server
 
+        quiet_scoring_server()  # in a scoring server, no answer quotes the request
         recipe = Recipe.load(context.artifacts["network"])
         config = dict(context.model_config or {})
         self.serving = ServingConfig.of(config)  # a bad config stops the server at start, not at a request
@@ -112,11 +113,12 @@ class PyfuncModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         from squid_monai.scoring import read_image
-        from squid_monai.serving import check_request, request_sources, serving_environment
+        from squid_monai.serving import (RequestRefused, check_request, request_sources,
+                                         serving_environment)
 
         batch_size = _batch_size(params)
         if not isinstance(model_input, pd.DataFrame):
-            raise MlflowException.invalid_parameter_value(
+            raise RequestRefused(
                 f"input must be a DataFrame with an '{IMAGE_COLUMN}' or '{PATH_COLUMN}' column, got "
                 f"{type(model_input).__name__}; preprocessed arrays: unwrap_python_model().predict_array")
         check_request(model_input, self.serving)
@@ -173,7 +175,9 @@ def _batch_size(params: Mapping[str, Any] | None) -> int:
     batch_size = (params or {}).get("batch_size")
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise MlflowException.invalid_parameter_value(f"params batch_size must be an integer >= 1, got {batch_size!r}")
+        from squid_monai.serving import RequestRefused
+
+        raise RequestRefused(f"params batch_size must be an integer >= 1, got {batch_size!r}")
     return int(batch_size)
 
 

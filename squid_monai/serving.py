@@ -15,12 +15,19 @@ A row carries its image in one of two columns:
 Too many images or bytes in one request raise an ``MlflowException`` with
 ``INVALID_PARAMETER_VALUE``, which the scoring server answers with HTTP 400 before decoding
 anything. A bad row is a per-row reason ("row 2: ..."); the other rows are still scored.
+
+No answer repeats the request: MLflow's scoring server quotes it in its HTTP 400 messages (the
+request's DataFrame around a refusal, the body of a request that is not JSON), and images are
+patient data. :func:`quiet_scoring_server`, installed when the model is loaded, keeps the
+reason and drops the quotation.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -29,10 +36,12 @@ from typing import Any
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from .transforms import DEFAULT_MAX_PIXELS, EncodedImage
 
-__all__ = ["IMAGE_COLUMN", "PATH_COLUMN", "ServingConfig", "check_request", "request_sources", "serving_environment"]
+__all__ = ["IMAGE_COLUMN", "PATH_COLUMN", "RequestRefused", "ServingConfig", "check_request",
+           "quiet_scoring_server", "request_sources", "serving_environment"]
 
 IMAGE_COLUMN, PATH_COLUMN = "image", "path"
 #: images in one request, by default
@@ -41,6 +50,10 @@ DEFAULT_MAX_IMAGES = 64
 DEFAULT_MAX_REQUEST_BYTES = 128 * 2**20
 #: model_config keys the model itself reads (the rest are :class:`ServingConfig` fields)
 MODEL_KEYS = ("device",)
+#: a message sharing this many consecutive characters with the request body quotes it
+QUOTE_LENGTH = 16
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,8 +150,63 @@ class _RowError(ValueError):
     """Why one row cannot be read (it becomes that row's reason)."""
 
 
+class RequestRefused(MlflowException):
+    """A request refused as a whole (HTTP 400); its message is ours, whatever the scoring
+    server prepends to it (:func:`quiet_scoring_server` restores it)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+        self.refusal = message
+
+
 def _bad_request(message: str) -> MlflowException:
-    return MlflowException.invalid_parameter_value(message)
+    return RequestRefused(message)
+
+
+def quiet_scoring_server() -> None:
+    """Make MLflow's scoring server answer errors without quoting the request: wraps its
+    ``invocations`` (looked up by name at each request) once per process; harmless where no
+    server runs. Our refusals keep their own message; MLflow's keep the reason and lose the
+    quotation ("Failed to predict data '<the request>'", "Input: <the body>"); any other message
+    that still shares :data:`QUOTE_LENGTH` characters with the body is withheld, and no stack
+    trace goes back to the client (it is logged here)."""
+    from mlflow.pyfunc import scoring_server
+
+    if getattr(scoring_server.invocations, "_squid_quiet", False):
+        return
+
+    @functools.wraps(scoring_server.invocations)
+    def invocations(data, *args, **kwargs):
+        try:
+            return answer(data, *args, **kwargs)
+        except MlflowException as err:
+            refused = isinstance(err, RequestRefused)
+            err.message = err.refusal if refused else _unquoted(err.message, data)
+            if (trace := err.json_kwargs.pop("stack_trace", None)) is not None:
+                logger.warning("request failed (%s); traceback:\n%s", err.message, trace)
+            raise
+
+    answer = scoring_server.invocations
+    invocations._squid_quiet = True
+    scoring_server.invocations = invocations
+
+
+def _unquoted(message: str, body: bytes | str) -> str:
+    """``message`` without MLflow's quotations of the request ``body``
+    (:func:`quiet_scoring_server`)."""
+    predict, separator = "Failed to predict data '", "'. \nError: "
+    if message.startswith(predict) and separator in message:
+        message = message.rpartition(separator)[2]
+    not_json = message.startswith("Invalid input. Ensure that input is a valid JSON")
+    if not_json or "\nInput: \n" in message:
+        return "Invalid input: the request body is not valid UTF-8 JSON"
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    window = 2**20  # quotations repeat the start of the request, or its end
+    text = text[:window] + "\n" + text[-window:]
+    if any(message[i:i + QUOTE_LENGTH] in text for i in range(len(message) - QUOTE_LENGTH + 1)):
+        return ("Invalid input: the request cannot be read as a table of 'image' or 'path' rows "
+                "(details withheld: they quote the request)")
+    return message
 
 
 def _missing(value: Any) -> bool:

@@ -22,7 +22,7 @@ import ctypes
 import os
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 __all__ = ["OUTPUTS", "RUNTIMES", "ScoreOutputs", "ExportedScorer", "export_onnx", "embed_onnx_card", "to_openvino",
-           "quantize_openvino", "save_openvino", "open_runtime", "embedded_card", "available"]
+           "quantize_openvino", "save_openvino", "open_runtime", "outputs_of", "embedded_card",
+           "available"]
 
 #: the graph outputs, in order (the keys of the scorer's dict)
 OUTPUTS = ("score", "logit", "residual", "reconstruction")
@@ -224,6 +225,17 @@ def open_runtime(model, threads: int | None = None):
     return run
 
 
+def outputs_of(run) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """A runtime of :func:`open_runtime` as a scorer: (B, 1, H, W) tensor -> the dict of
+    :data:`OUTPUTS` (CPU tensors)."""
+
+    def scorer(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = np.ascontiguousarray(image.detach().to("cpu", torch.float32).numpy())
+        return {key: torch.from_numpy(value) for key, value in zip(OUTPUTS, run(x))}
+
+    return scorer
+
+
 class ExportedScorer(nn.Module):
     """An exported scorer (a file, or an OpenVINO model in memory) run by its runtime, with
     the PyTorch ``reference`` scorer it was exported from for the thresholds, :meth:`decide`
@@ -235,13 +247,12 @@ class ExportedScorer(nn.Module):
         self.path = Path(model) if isinstance(model, (str, os.PathLike)) else None
         self.format = fmt
         self.reference = reference.cpu().eval()
-        self._run = open_runtime(model, threads)
+        self._run = outputs_of(open_runtime(model, threads))
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         if hasattr(image, "as_tensor"):  # MetaTensor
             image = image.as_tensor()
-        x = np.ascontiguousarray(image.detach().to("cpu", torch.float32).numpy())
-        return {key: torch.from_numpy(value) for key, value in zip(OUTPUTS, self._run(x))}
+        return self._run(image)
 
     @property
     def discriminator(self) -> nn.Module:

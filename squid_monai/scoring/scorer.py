@@ -40,8 +40,15 @@ class CalibratedScorer(nn.Module):
     A family implements :meth:`raw` (the network outputs of one batch, at least
     ``reconstruction``; with ``residual`` (B,) when a pixel residual is meaningful) and
     :meth:`normality` (the calibrated quantity, high = normal). ``forward`` runs ``raw``
-    under ``no_grad`` with every sub-module in eval mode and returns
-    ``{"score", "logit", **raw}``, ``logit`` being the normality unless ``raw`` gives one.
+    under ``no_grad`` and returns ``{"score", "logit", **raw}``, ``logit`` being the
+    normality unless ``raw`` gives one.
+
+    Scoring cannot change the model: every sub-module is put in eval mode when it is assigned
+    (so a freshly built or loaded scorer, and :meth:`raw` called directly, are in inference
+    mode), and ``forward`` only ever switches sub-modules *to* eval (a trainer sharing the
+    networks switches them back to training at its next iteration). It never restores a
+    training flag afterwards: with concurrent calls (a server's threads) a restore would leave
+    another call's forward in training mode, updating BatchNorm statistics and memories.
     """
 
     def __init__(self, mean: float = 0.0, std: float = 1.0, threshold: float = 0.5):
@@ -56,6 +63,17 @@ class CalibratedScorer(nn.Module):
     def train(self, mode: bool = True) -> CalibratedScorer:
         """A scorer is always in eval mode; training happens on the networks themselves."""
         return super().train(False)
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, nn.Module):
+            value.eval()  # in inference mode by construction (see the class docstring)
+        super().__setattr__(name, value)
+
+    def _inference_mode(self) -> None:
+        """Every sub-module in eval mode, one way only (thread-safe: no flag is restored)."""
+        for module in self.modules():
+            if module.training:
+                module.training = False
 
     def raw(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The family's outputs for a (B, 1, H, W) batch in [0, 1] (no_grad, eval mode)."""
@@ -88,20 +106,14 @@ class CalibratedScorer(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         if isinstance(image, MetaTensor):  # plain tensors: MetaTensor slows every op down
             image = image.as_tensor()
-        modes = [(m, m.training) for m in self.modules() if m is not self]
-        for m, _ in modes:
-            m.training = False
-        try:
-            # fp32 also under autocast: the threshold is chosen on these scores (calibration,
-            # validation) and applied to them at inference; fp16 would quantise scores near it
-            # and overflow to NaN
-            with torch.no_grad(), torch.autocast(device_type=image.device.type, enabled=False):
-                out = self.raw(image.float())
-                normality = self.normality(out).float()
-                score = calibrated_score(normality, self.mean, self.std)
-        finally:
-            for m, mode in modes:
-                m.training = mode
+        self._inference_mode()
+        # fp32 also under autocast: the threshold is chosen on these scores (calibration,
+        # validation) and applied to them at inference; fp16 would quantise scores near it
+        # and overflow to NaN
+        with torch.no_grad(), torch.autocast(device_type=image.device.type, enabled=False):
+            out = self.raw(image.float())
+            normality = self.normality(out).float()
+            score = calibrated_score(normality, self.mean, self.std)
         out.setdefault("logit", normality)
         return {"score": score, **out}
 

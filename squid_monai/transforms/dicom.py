@@ -102,6 +102,11 @@ def read_dicom(
             ds = pydicom.dcmread(source, force=True)
         except Exception as err:  # pydicom raises many types for damaged files
             raise RadiographError(path, f"not a readable DICOM file ({type(err).__name__}: {err})") from err
+        if len(ds) == 0 and _has_image_header(source):
+            # pydicom returns an empty dataset when a file ends inside encapsulated pixel data
+            raise RadiographError(path, f"truncated pixel data: the file ends inside its "
+                                        f"{_syntax_name(ds)} pixel data (cut short in transfer or "
+                                        "storage; the header is intact)")
     if "PixelData" not in ds:
         raise RadiographError(path, "DICOM file has no pixel data (not an image, or not DICOM)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -113,12 +118,7 @@ def read_dicom(
     try:
         pixels = ds.pixel_array
     except Exception as err:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", syntax)
-        raise RadiographError(
-            path, f"cannot decode pixel data (transfer syntax {name}; needs a pydicom pixel-data plugin "
-            f"such as pylibjpeg-libjpeg / pylibjpeg-openjpeg): {type(err).__name__}: {err}"
-        ) from err
+        raise RadiographError(path, _pixel_data_problem(ds, err)) from err
 
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples == 3 and pixels.ndim == 3:
@@ -166,6 +166,53 @@ def stored_value_range(ds, voi_lut: bool = False) -> tuple[float, float]:
         slope, intercept = float(ds.RescaleSlope), float(ds.get("RescaleIntercept", 0) or 0)
         low, high = sorted((low * slope + intercept, high * slope + intercept))
     return low, high
+
+
+def _syntax_name(ds) -> str:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return str(getattr(syntax, "name", syntax) or "unknown transfer syntax")
+
+
+def _has_image_header(source) -> bool:
+    """Whether the file (a path or an open file's contents) has an image header (``Rows``)
+    when read up to its pixel data: what a file cut inside its pixel data still has."""
+    import pydicom
+
+    try:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        return "Rows" in pydicom.dcmread(source, force=True, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - a damaged header: the caller's message stands
+        return False
+
+
+def _pixel_data_problem(ds, err: Exception) -> str:
+    """Why ``ds.pixel_array`` failed, named by its cause: uncompressed pixel data shorter than
+    the header says (truncated), a missing decoder plugin, or damaged compressed data."""
+    from pydicom.pixels import get_decoder
+
+    name = _syntax_name(ds)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    detail = f"{type(err).__name__}: {err}"
+    if syntax is not None and not syntax.is_compressed:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 0) or 0)
+        pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * frames * samples
+        expected = (pixels * bits + 7) // 8
+        held = len(ds.PixelData or b"")
+        if held < expected:
+            return (f"truncated pixel data: the file holds {held} of the {expected} bytes its "
+                    "header (Rows x Columns x BitsAllocated) needs (cut short in transfer or "
+                    "storage)")
+        return f"cannot decode the pixel data ({name}): {detail}"
+    try:
+        available = syntax is not None and get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):  # no decoder for this transfer syntax at all
+        available = False
+    if not available:
+        return (f"cannot decode pixel data (transfer syntax {name}; needs a pydicom pixel-data "
+                f"plugin such as pylibjpeg-libjpeg / pylibjpeg-openjpeg): {detail}")
+    return f"damaged or truncated compressed pixel data ({name}): the decoder fails ({detail})"
 
 
 def _transfer_syntax(image: EncodedImage) -> str | None:

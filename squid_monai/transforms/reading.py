@@ -15,9 +15,9 @@ DICOM):
   image, so a PNG saved as NIfTI by MONAI comes back upright. The affine is not used to
   reorient (2D radiographs stored as NIfTI seldom carry a meaningful one).
 
-Every image is then checked: non-empty, finite, not constant. Before decoding, a PNG,
-JPEG or DICOM image whose header claims more than ``max_pixels`` pixels is refused (a
-decompression bomb).
+Every image is then checked: at least :data:`MIN_SIDE` pixels a side, finite, not
+constant. Before decoding, a PNG, JPEG or DICOM image whose header claims more than
+``max_pixels`` pixels is refused (a decompression bomb).
 Failures raise :class:`RadiographError` naming the file and the problem.
 
 ``return_value_range=True`` also gives the *stored value range* ``(low, high)`` of the
@@ -50,6 +50,9 @@ SUPPORTED_EXTENSIONS = {
     ".nii": "nifti",
     ".nii.gz": "nifti",
 }
+#: The fewest pixels per side an image may have: fewer carry no picture (a single pixel is
+#: not "constant", it is too small).
+MIN_SIDE = 2
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -130,6 +133,10 @@ def validate_image(image: np.ndarray, path: str | os.PathLike | None = None) -> 
         raise RadiographError(path, f"expected a 2D image, got shape {tuple(image.shape)}")
     if image.size == 0:
         raise RadiographError(path, f"empty image (shape {tuple(image.shape)})")
+    if min(image.shape) < MIN_SIDE:
+        rows, cols = image.shape
+        raise RadiographError(path, f"image of {rows} x {cols} pixels is too small to be a "
+                                    f"radiograph (at least {MIN_SIDE} x {MIN_SIDE})")
     image = np.ascontiguousarray(image, dtype=np.float32)
     finite = np.isfinite(image)
     if not finite.all():

@@ -1,6 +1,7 @@
 """The MLflow model behind MLflow's own scoring server (``mlflow models serve`` runs this
 app with uvicorn): image bytes in, strictly valid JSON out, no reads of the server's files,
-request limits and decompression bombs refused."""
+request limits and decompression bombs refused, no answer quoting the request, and a load and
+fault test: parallel requests, bad rows and refused requests at once (issue 39)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -33,6 +35,8 @@ from tests.pipelines.factories import chest_pixels, write_dicom  # noqa: E402
 
 SIZE = 32  # the tiny preset
 LIMITS = {"max_images": 4, "max_request_bytes": 200_000}
+CLIENTS, REQUESTS, DEADLINE_S = 6, 4, 120  # the load test's bounds
+JSON = {"Content-Type": "application/json"}
 
 
 def _refuse_constant(name: str):
@@ -70,9 +74,17 @@ def scorer(model_dir):
 def _serve(model_path: Path, **model_config) -> Iterator[str]:
     """MLflow's scoring app of the model (``model_config`` added at load, as the
     ``SERVING_MODEL_CONFIG`` variable does) behind uvicorn on 127.0.0.1, in a thread."""
+    model = mlflow.pyfunc.load_model(str(model_path), model_config=model_config or None)
+    with serve_model(model) as url:
+        yield url
+
+
+@contextmanager
+def serve_model(model) -> Iterator[str]:
+    """MLflow's scoring app of a loaded pyfunc model behind uvicorn on 127.0.0.1, in a thread
+    (what ``mlflow models serve`` runs); yields the invocations URL."""
     from mlflow.pyfunc import scoring_server
 
-    model = mlflow.pyfunc.load_model(str(model_path), model_config=model_config or None)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "false")  # init() sets it; undone on leaving
         app = scoring_server.init(model)
@@ -247,3 +259,94 @@ def test_shared_real_dicoms_score_the_same_as_bytes_and_as_paths(saved_model, sh
     assert [row["error"] for row in served] == [None] * len(dicoms) and in_process["error"].isna().all()
     np.testing.assert_allclose([row["score"] for row in served], in_process["score"].astype(float), atol=1e-6)
     assert os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT") is None  # the serving flag did not leak
+
+
+def test_no_answer_quotes_the_request(server, files):
+    """HTTP 400 answers name the problem without repeating the request (images are patient
+    data): MLflow's own parsing errors and the model's refusals alike (issue 39)."""
+    secret = "SECRETPATIENTDATA"
+    good = _b64(files["png"].read_bytes())
+    bodies = [
+        '{"dataframe_records": [{"image": "' + secret + '"',  # not JSON
+        b'{"x": "\xff\xfe' + secret.encode() + b'"}',  # not UTF-8
+        json.dumps({"instances": [secret]}),  # no image column
+        json.dumps({"dataframe_records": [{"other": secret}]}),
+        json.dumps({"dataframe_records": [{"image": good + secret}] * (LIMITS["max_images"] + 1)}),
+        json.dumps({"dataframe_records": [{"image": secret}], "params": {"batch_size": secret}}),
+    ]
+    for body in bodies:
+        response = requests.post(server, data=body, headers=JSON, timeout=60)
+        assert response.status_code == 400, response.text[:300]
+        message = json.loads(response.text)["message"]
+        assert message and secret not in response.text, response.text[:300]
+        assert good[:16] not in response.text, response.text[:300]
+        assert "stack_trace" not in json.loads(response.text)
+    assert "at most 4 per request" in _post(server, [{"image": good}] * 5)[1]["message"]
+
+
+def test_a_one_pixel_image_and_a_truncated_dicom_are_named_so(server, files, tmp_path):
+    dot = io.BytesIO()
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(dot, format="PNG")
+    whole = write_dicom(tmp_path / "cut.dcm", chest_pixels(48, 40)).read_bytes()
+    out = _predictions(server, [{"image": _b64(dot.getvalue())}, {"image": _b64(whole[:-700])}])
+    assert "too small" in out[0]["error"] and "constant" not in out[0]["error"]
+    assert "truncated pixel data" in out[1]["error"] and "plugin" not in out[1]["error"]
+
+
+def test_parallel_requests_with_faults_give_identical_answers_and_leave_the_model_unchanged(
+        saved_model, files):
+    """MLflow's scoring server on 127.0.0.1 with parallel requests of good rows and a bad row
+    among them, requests over the limits and one that is not JSON, all in flight together;
+    bounded in count (:data:`CLIENTS` x :data:`REQUESTS`) and time. Every good answer is
+    bit-identical, every fault is answered as such, and the weights and buffers are unchanged."""
+    model = mlflow.pyfunc.load_model(str(saved_model))
+    scorer = model.unwrap_python_model().scorer
+    assert not any(m.training for m in scorer.modules())
+    before = {key: value.clone() for key, value in scorer.state_dict().items()}
+    good = [{"image": _b64(files[f].read_bytes())} for f in ("png", "dicom", "jpeg")]
+    bad = {"image": _b64(b"\x89PNG\r\n\x1a\n not really a png")}
+    requests_by_kind = {
+        "good": {"dataframe_records": [*good[:1], bad, *good[1:]]},
+        "too_many": {"dataframe_records": good[:1] * (LIMITS["max_images"] + 1)},
+        "too_big": {"dataframe_records": [{"image": _b64(bytes(LIMITS["max_request_bytes"]))}]},
+        "not_json": None,
+    }
+    kinds = ["good", "too_many", "good", "too_big", "good", "not_json"]
+    answers: dict[str, list[tuple[int, str]]] = {kind: [] for kind in requests_by_kind}
+    failures: list[BaseException] = []
+    with serve_model(model) as url:
+        start = threading.Barrier(CLIENTS)
+
+        def client(kind: str) -> None:
+            try:
+                start.wait(timeout=30)
+                for _ in range(REQUESTS):
+                    body = requests_by_kind[kind]
+                    data = '{"dataframe_records": [' if body is None else json.dumps(body)
+                    response = requests.post(url, data=data, headers=JSON, timeout=60)
+                    answers[kind].append((response.status_code, response.text))
+            except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+                failures.append(err)
+
+        began = time.monotonic()
+        threads = [threading.Thread(target=client, args=(kind,)) for kind in kinds]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=DEADLINE_S)
+        assert time.monotonic() - began < DEADLINE_S and not any(t.is_alive() for t in threads)
+    assert not failures, failures
+    assert len(answers["good"]) == 3 * REQUESTS and len({text for _, text in answers["good"]}) == 1
+    status, text = answers["good"][0]
+    rows = json.loads(text)["predictions"]
+    assert status == 200 and [row["error"] is None for row in rows] == [True, False, True, True]
+    assert rows[1]["error"].startswith("row 1: ") and rows[1]["score"] is None
+    limits = {"too_many": "max_images", "too_big": "max_request_bytes", "not_json": "not valid"}
+    for kind, limit in limits.items():
+        assert {status for status, _ in answers[kind]} == {400}, kind
+        assert all(limit in json.loads(text)["message"] for _, text in answers[kind]), kind
+    after = scorer.state_dict()
+    assert [key for key, value in after.items() if not torch.equal(value, before[key])] == []
+    # and the same answer as the model gives one request at a time, in-process
+    alone = model.predict(pd.DataFrame(requests_by_kind["good"]["dataframe_records"]))
+    assert [row["score"] for row in rows] == [None if pd.isna(v) else v for v in alone["score"]]

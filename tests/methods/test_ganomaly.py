@@ -149,7 +149,8 @@ def test_scores_do_not_depend_on_the_batch():
                     layer.running_var.uniform_(0.5, 2.0)
         x = torch.rand(5, 1, SIZE, SIZE)
         together = scorer(x)
-        assert scorer.generator.training  # the scorer restores the networks' modes
+        # scoring leaves every network in eval mode, never restores a training flag (issue 39)
+        assert not any(m.training for m in scorer.modules())
         for i in range(5):
             alone = scorer(x[i:i + 1])
             for key in ("score", "latent_distance", "reconstruction"):

@@ -83,10 +83,12 @@ def test_app_scores_reports_and_skips(synthetic_inputs, tmp_path, standin_model)
         "1.2.826.1.2": "scored",
         "1.2.826.1.3": "no_suitable_series",
         "1.2.826.1.4": "multi_frame",
-        "1.2.826.1.5": "unreadable",
+        "cut_pixels.dcm": "unreadable",  # truncated: found when loaded, never offered for selection
         "garbage.dcm": "unreadable",
     }
     assert "CT" in cases["1.2.826.1.3"]["message"]
+    assert cases["cut_pixels.dcm"]["message"].startswith("truncated pixel data")
+    assert cases["cut_pixels.dcm"]["source"]["StudyInstanceUID"] == "1.2.826.1.5"
     # MONOCHROME1 with slope/intercept gives the picture of its MONOCHROME2 twin, hence its score
     mono1, mono2 = cases["1.2.826.1.1"], cases["1.2.826.1.2"]
     assert np.array_equal(_model_input(output, mono1), _model_input(output, mono2))

@@ -8,9 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from squid_monai.artifact import EXPORT_FILES
+from squid_monai.loading import build_scorer
 from squid_monai.methods.squid.networks import PerImageBatchNorm2d
 from squid_monai.scoring import PerImageInferer, forward, runtimes
-from squid_monai.loading import build_scorer
 from squid_monai.scoring.folding import fast_eager, fold_batchnorm
 from squid_monai.scoring.parity import FP32_TOLERANCE, measure_parity
 
@@ -180,3 +181,77 @@ def test_the_combined_score_exports_with_its_normal_tokens(scorer, images, tmp_p
     got, expected = exported(images)["score"], combined(images)["score"]
     torch.testing.assert_close(got, expected, atol=FP32_TOLERANCE, rtol=0)
     assert not torch.allclose(expected, scorer(images)["score"], atol=1e-3)  # not the logit score
+
+
+def _model_folder(scorer, folder, fmt: str):
+    """A trained-model folder as the export command leaves it: weights, recipe, and the ``fmt``
+    export whose card says it meets the parity contract (as measured where it was made)."""
+    import dataclasses
+
+    from squid_monai.artifact import RECIPE_FILE, WEIGHTS_FILE, ModelCard
+    from squid_monai.loading import save_network_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(scorer.state_dict(), folder / WEIGHTS_FILE)
+    save_network_config(folder / RECIPE_FILE, "tiny")
+    card = ModelCard.from_scorer(scorer, SIZE)
+    card = dataclasses.replace(card, format=fmt, parity={"default": True})
+    target = folder / EXPORT_FILES[fmt]
+    if fmt == "onnx":
+        runtimes.export_onnx(scorer, target, SIZE, card_json=card.to_json())
+    else:
+        onnx_path = runtimes.export_onnx(scorer, folder / "graph" / "model.onnx", SIZE)
+        runtimes.save_openvino(runtimes.to_openvino(onnx_path), target, card.to_json())
+    return folder / WEIGHTS_FILE
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+@pytest.mark.parametrize("source", ["logit", "residual", "tile_residual", "combined"])
+def test_auto_scores_with_an_export_only_where_it_meets_the_contract_here(scorer, images, tmp_path,
+                                                                          fmt, source):
+    """Every shipped score source on every fp32 back-end ``auto`` may pick (issue 39): either
+    the export ``auto`` picks scores within 1e-4 of PyTorch, or ``auto`` does not pick it."""
+    import copy
+
+    from squid_monai.loading import load_scorer
+    from squid_monai.scoring import calibrate, parity
+
+    _needs(fmt)
+    model = copy.deepcopy(scorer)
+    model.set_score_source(source)
+    if source != "logit":
+        calibrate(model, [images[:6]])
+    weights = _model_folder(model, tmp_path, fmt)
+    reference, chosen = load_scorer(weights), load_scorer(weights, backend="auto")
+    if isinstance(chosen, runtimes.ExportedScorer):
+        assert chosen.format == fmt
+        for batch in (images, images[:1]):
+            got, expected = chosen(batch)["score"], reference(batch)["score"]
+            torch.testing.assert_close(got, expected, atol=FP32_TOLERANCE, rtol=0)
+    else:  # refused: only because it misses the contract on this machine
+        exported = runtimes.ExportedScorer(weights.with_name(EXPORT_FILES[fmt]), reference, fmt)
+        assert parity.problem_here(reference, exported, SIZE, quantised=False) is not None
+
+
+def test_auto_refuses_an_export_that_misses_the_contract_on_this_machine(scorer, tmp_path,
+                                                                         monkeypatch, caplog):
+    """The card's parity was measured where the export was made; here the runtime's scores
+    drift by 2e-4 (as OpenVINO 2026.4's did for the combined score on one machine): ``auto``
+    scores with PyTorch and says why, an explicit back-end is still honoured."""
+    from squid_monai.loading import load_scorer
+
+    _needs("onnx")
+    weights = _model_folder(scorer, tmp_path, "onnx")
+    real = runtimes.open_runtime
+
+    def drifting(model, threads=None):
+        run = real(model, threads)
+        return lambda x: [value + 2e-4 if key == "score" else value
+                          for key, value in zip(runtimes.OUTPUTS, run(x))]
+
+    monkeypatch.setattr(runtimes, "open_runtime", drifting)
+    with caplog.at_level("WARNING"):
+        chosen = load_scorer(weights, backend="auto")
+    assert not isinstance(chosen, runtimes.ExportedScorer)
+    assert "misses the fp32 parity contract on this machine" in caplog.text
+    assert isinstance(load_scorer(weights, backend="onnx"), runtimes.ExportedScorer)

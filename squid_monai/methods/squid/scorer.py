@@ -169,15 +169,24 @@ class SQUIDScorer(CalibratedScorer):
         valid = self.token_slots < self.normal_count
         return distance.masked_fill(~valid, float("inf")).amin(-1).mean(1)
 
+    def fit_tiles(self, tile_residual: torch.Tensor) -> torch.Tensor:
+        """Each tile's residual (log residual when two-sided) mean and std on normal images,
+        from their ``tile_residual`` (N, tiles), in place; whatever the score source (only the
+        tile statistics: the rest of :meth:`fit_normals` needs the source's own outputs).
+        Returns the values described."""
+        tiles = self._tile_values(tile_residual.float())
+        self.tile_mean.copy_(tiles.mean(0))
+        spread = tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std)
+        self.tile_std.copy_(spread)
+        return tiles
+
     def fit_normals(self, out: dict[str, torch.Tensor]) -> None:
         """From the normal calibration images' outputs ``out``, in place (the buffers may be
         shared with an EMA copy): each tile's residual (log residual when two-sided) mean and
         std; for ``combined``, the normal token bank (the first :data:`NORMAL_TOKENS` images)
         and the mean and std of each piece of evidence. A calibration image's own token is
         left out of its nearest-normal distance, which ``out["normal_knn"]`` then holds."""
-        tiles = self._tile_values(out["tile_residual"].float())
-        self.tile_mean.copy_(tiles.mean(0))
-        self.tile_std.copy_(tiles.std(0).clamp_min(1e-8) if len(tiles) > 1 else torch.ones_like(self.tile_std))
+        tiles = self.fit_tiles(out["tile_residual"])
         if not self._combined:
             return
         if len(tiles) < 2:
