@@ -45,7 +45,11 @@ ABLATIONS: dict[str, tuple[dict, str, float]] = {
     "convolution instead of transformer": ({"context": "conv"}, "6", 76.9),
     "soft masked shortcut": ({"shortcut": "soft"}, "6", 79.7),
     "pixel-level in-painting": ({"pixel_mask_ratio": 0.25}, "6", 79.1),
-    "out-of-grid neighbours as zero tokens (authors' code)": ({"mask_out_of_grid": False}, "-", float("nan")),
+    "out-of-grid neighbours as zero tokens (authors' code)": (
+        {"mask_out_of_grid": False},
+        "-",
+        float("nan"),
+    ),
 }
 
 
@@ -53,14 +57,19 @@ def selected(only: list[str] | None) -> list[str]:
     """The variant names ``--only`` asks for (names, ``table2``, ``table6``), the full model first."""
     names = []
     for item in only or list(ABLATIONS):
-        table = [n for n, (_, tables, _) in ABLATIONS.items() if item.startswith("table")
-                 and item[len("table"):] in tables.split(", ")]
+        table = [
+            n
+            for n, (_, tables, _) in ABLATIONS.items()
+            if item.startswith("table") and item[len("table") :] in tables.split(", ")
+        ]
         if table:
             names += table
         elif item in ABLATIONS:
             names.append(item)
         else:
-            raise SystemExit(f"unknown variant {item!r}; choose from table2, table6 or {sorted(ABLATIONS)}")
+            raise SystemExit(
+                f"unknown variant {item!r}; choose from table2, table6 or {sorted(ABLATIONS)}"
+            )
     return [FULL] + [n for n in dict.fromkeys(names) if n != FULL]
 
 
@@ -86,63 +95,135 @@ def main(argv: list[str] | None = None) -> int:
     data = ["--dataset_dir", args.dataset_dir] if args.dataset_dir else []
     common = [*data, "--progress", "false", *compare.budget_overrides(args), *extra]
     train = compare.train_command("squid", recipe)
-    runs = {slug(n): (train, [*common, *(["--network_overrides", repr(ABLATIONS[n][0])] if ABLATIONS[n][0] else [])])
-            for n in names}
+    runs = {
+        slug(n): (
+            train,
+            [*common, *(["--network_overrides", repr(ABLATIONS[n][0])] if ABLATIONS[n][0] else [])],
+        )
+        for n in names
+    }
     splits = compare.SPLITS["zhanglab" if args.dataset_dir else "digitanatomy"]
-    rows = compare.run_variants(runs, Path(args.output_root).resolve(), args.seeds, splits, args.parallel,
-                                args.collect, args.dry_run)
+    rows = compare.run_variants(
+        runs,
+        Path(args.output_root).resolve(),
+        args.seeds,
+        splits,
+        args.parallel,
+        args.collect,
+        args.dry_run,
+    )
     if args.dry_run:
         return 0
     full = rows[0]
-    result = {"command": "python -m benchmarks.ablations " + shlex.join(own + (["--", *extra] if extra else [])),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits, "train_command": train,
-              "common_overrides": common, "variants": []}
+    result = {
+        "command": "python -m benchmarks.ablations "
+        + shlex.join(own + (["--", *extra] if extra else [])),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "splits": splits,
+        "train_command": train,
+        "common_overrides": common,
+        "variants": [],
+    }
     for name, row in zip(names, rows):
         overrides, tables, paper_auc = ABLATIONS[name]
-        deltas = {s: None if row is full else compare.paired(full["seeds"], row["seeds"], s) for s in splits}
-        result["variants"].append({"name": name, "run": row["name"], "overrides": overrides, "paper_tables": tables,
-                                   "paper_auc": None if paper_auc != paper_auc else paper_auc,
-                                   "seeds": row["seeds"], "aggregate": row["aggregate"], "vs_full": deltas})
+        deltas = {
+            s: None if row is full else compare.paired(full["seeds"], row["seeds"], s)
+            for s in splits
+        }
+        result["variants"].append(
+            {
+                "name": name,
+                "run": row["name"],
+                "overrides": overrides,
+                "paper_tables": tables,
+                "paper_auc": None if paper_auc != paper_auc else paper_auc,
+                "seeds": row["seeds"],
+                "aggregate": row["aggregate"],
+                "vs_full": deltas,
+            }
+        )
     result["wall_time_s"] = time.time() - start
-    publish(Path(args.output_root).resolve(), "ablations", HEADING, markdown(result, compare.how(args)), result,
-            args.write)
+    publish(
+        Path(args.output_root).resolve(),
+        "ablations",
+        HEADING,
+        markdown(result, compare.how(args)),
+        result,
+        args.write,
+    )
     return 0
 
 
 def markdown(result: dict, how: str) -> str:
     splits = result["splits"]
-    head = ["variant", "switch", "paper table", "paper AUC (ZhangLab)", "seeds", *compare.split_headings(splits),
-            *(f"{s} AUC vs full (paired)" for s in splits), "below full, as the paper?", "train time per run (s)"]
+    head = [
+        "variant",
+        "switch",
+        "paper table",
+        "paper AUC (ZhangLab)",
+        "seeds",
+        *compare.split_headings(splits),
+        *(f"{s} AUC vs full (paired)" for s in splits),
+        "below full, as the paper?",
+        "train time per run (s)",
+    ]
     primary = splits[-1]
     body = []
     for v in result["variants"]:
         paper = "-" if v["paper_auc"] is None else f"{v['paper_auc']:.1f}"
         deltas = [compare.paired_cell(v["vs_full"][s]) for s in splits]
-        body.append([v["name"], f"`{v['overrides']}`" if v["overrides"] else "(none)", v["paper_tables"], paper,
-                     str(len(v["seeds"])), *compare.split_cells(v["aggregate"], splits), *deltas,
-                     direction(v["vs_full"][primary], v["paper_auc"]),
-                     compare.train_time_cell(v["aggregate"])])
-    return "\n".join([
-        *provenance(result["command"], result["wall_time_s"], how),
-        f"Every run: `{result['train_command']} {shlex.join(result['common_overrides'])}` with the variant's "
-        "`--network_overrides`, then `evaluate.json` on each split; runs and `seeds.md` in `<output_root>/<variant>/`. "
-        "In %: mean +- sample std over seeds; accuracy and F1 at the threshold chosen on validation; the sharpness "
-        "baseline (no learning) on the same images.", "",
-        *markdown_table(head, body), "",
-        "\"vs full\": the variant's AUC minus the full model's, seed by seed on the same images (mean +- std over "
-        f"seeds). \"below full, as the paper?\" reads the {primary} split: the paper reports every ablation below the "
-        "full model; **no** marks a variant at or above ours; (n.s.) a difference whose 95 % t "
-        "interval over seeds contains 0, i.e. not resolved by this many seeds. The paper's figures "
-        "are its ZhangLab test split at 128 px and 200+ epochs on a GPU; for that scale add "
-        "`--preset paper --epochs 200`.", ""])
+        body.append(
+            [
+                v["name"],
+                f"`{v['overrides']}`" if v["overrides"] else "(none)",
+                v["paper_tables"],
+                paper,
+                str(len(v["seeds"])),
+                *compare.split_cells(v["aggregate"], splits),
+                *deltas,
+                direction(v["vs_full"][primary], v["paper_auc"]),
+                compare.train_time_cell(v["aggregate"]),
+            ]
+        )
+    return "\n".join(
+        [
+            *provenance(result["command"], result["wall_time_s"], how),
+            f"Every run: `{result['train_command']} {shlex.join(result['common_overrides'])}` with the variant's "
+            "`--network_overrides`, then `evaluate.json` on each split; runs and `seeds.md` in `<output_root>/<variant>/`. "
+            "In %: mean +- sample std over seeds; accuracy and F1 at the threshold chosen on validation; the sharpness "
+            "baseline (no learning) on the same images.",
+            "",
+            *markdown_table(head, body),
+            "",
+            "\"vs full\": the variant's AUC minus the full model's, seed by seed on the same images (mean +- std over "
+            f'seeds). "below full, as the paper?" reads the {primary} split: the paper reports every ablation below the '
+            "full model; **no** marks a variant at or above ours; (n.s.) a difference whose 95 % t "
+            "interval over seeds contains 0, i.e. not resolved by this many seeds. The paper's figures "
+            "are its ZhangLab test split at 128 px and 200+ epochs on a GPU; for that scale add "
+            "`--preset paper --epochs 200`.",
+            "",
+        ]
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablations", description=__doc__.split("\n\n")[0],
-                                     epilog="Bundle overrides for every run go after `--`.")
-    parser.add_argument("--dataset_dir", default=None, help="ZhangLab or normal/abnormal folders (default: DigitAnatomy)")
-    parser.add_argument("--only", nargs="+", default=None, metavar="VARIANT",
-                        help="variant names, table2 or table6 (default: all); the full model always runs")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.ablations",
+        description=__doc__.split("\n\n")[0],
+        epilog="Bundle overrides for every run go after `--`.",
+    )
+    parser.add_argument(
+        "--dataset_dir",
+        default=None,
+        help="ZhangLab or normal/abnormal folders (default: DigitAnatomy)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="VARIANT",
+        help="variant names, table2 or table6 (default: all); the full model always runs",
+    )
     compare.study_arguments(parser)
     return parser
 

@@ -113,9 +113,7 @@ def make_inputs(
             files[name] = files[name] if how.startswith("cut_pixels") else ""
     for k in range(duplicates):
         original = f"study{corrupt + k:04d}.dcm"  # intact studies
-        copy = (
-            f"aa_truncated_copy_of_{original}" if k % 2 else f"{Path(original).stem}_copy.dcm"
-        )
+        copy = f"aa_truncated_copy_of_{original}" if k % 2 else f"{Path(original).stem}_copy.dcm"
         shutil.copyfile(folder / original, folder / copy)
         if copy.startswith("aa_"):
             damage(folder / copy, "cut_pixels")

@@ -31,8 +31,13 @@ from squid_monai.visualize import image_grid
 
 def model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model NAME=MODEL_DIR`` (repeated) and ``--weights``, for :func:`named_models`."""
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=MODEL_DIR",
-                        help="a row: its title and the trained model folder (repeat, in row order)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=MODEL_DIR",
+        help="a row: its title and the trained model folder (repeat, in row order)",
+    )
     parser.add_argument("--weights", default="model.pt", help="weights file in each model folder")
 
 
@@ -44,13 +49,22 @@ def named_models(specs: list[str], weights: str = "model.pt"):
         if not folder:
             raise SystemExit(f"--model needs NAME=MODEL_DIR, got {spec!r}")
         folder = Path(folder)
-        yield name, load_scorer(folder / weights), ResizeRadiograph(image_size(Recipe.load(folder / "network.json"))), folder
+        yield (
+            name,
+            load_scorer(folder / weights),
+            ResizeRadiograph(image_size(Recipe.load(folder / "network.json"))),
+            folder,
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.figure6", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.figure6", description=__doc__.split("\n\n")[0]
+    )
     model_arguments(parser)
-    parser.add_argument("--n_per_type", type=int, default=16, help="images per anomaly type for the rates")
+    parser.add_argument(
+        "--n_per_type", type=int, default=16, help="images per anomaly type for the rates"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", required=True, help="the PNG to write")
     args = parser.parse_args(argv)
@@ -60,7 +74,11 @@ def main(argv: list[str] | None = None) -> dict:
     image = torch.stack([torch.as_tensor(it["image"]) for it in items])
     normal = torch.stack([torch.as_tensor(it["normal"]) for it in items])
     blank = torch.zeros(1, *image.shape[1:])
-    rows, titles, report = [torch.cat([image[first], blank]), torch.cat([normal[first], blank])], ["input", "normal"], {}
+    rows, titles, report = (
+        [torch.cat([image[first], blank]), torch.cat([normal[first], blank])],
+        ["input", "normal"],
+        {},
+    )
     for name, scorer, resize, _ in named_models(args.model, args.weights):
         shown = torch.stack([resize(x) for x in torch.cat([image, blank])])
         with torch.no_grad():
@@ -68,17 +86,28 @@ def main(argv: list[str] | None = None) -> dict:
         size = image.shape[-1]
         back = ResizeRadiograph(size)
         recon = torch.stack([back(r) for r in recon])
-        report[name] = inpainting_rates(recon[:-1], normal, image, [it["cells"] for it in items], kinds, grid=GRID)
+        report[name] = inpainting_rates(
+            recon[:-1], normal, image, [it["cells"] for it in items], kinds, grid=GRID
+        )
         rows.append(torch.cat([recon[first], recon[-1:]]))
         titles.append(name)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     image_grid(rows, titles, out, max_images=len(first) + 1, value_ranges=[(0, 1)] * len(rows))
-    out.with_suffix(".json").write_text(json.dumps({"columns": [kinds[i] for i in first] + ["blank"],
-                                                    "inpainted": report}, indent=2))
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {"columns": [kinds[i] for i in first] + ["blank"], "inpainted": report}, indent=2
+        )
+    )
     for name, rates in report.items():
-        print(f"{name:14s}", "  ".join(f"{k.split('/')[-1]}={v:.2f}" for k, v in rates.items()
-                                     if k.startswith("inpainted/")))
+        print(
+            f"{name:14s}",
+            "  ".join(
+                f"{k.split('/')[-1]}={v:.2f}"
+                for k, v in rates.items()
+                if k.startswith("inpainted/")
+            ),
+        )
     return report
 
 

@@ -64,7 +64,10 @@ def explained(scorer, shown: torch.Tensor, batch: int = 50):
     for explain in EXPLAINERS:
         explainer = explainer_for(scorer, explain)
         if explainer is not None:
-            yield explain, torch.from_numpy(np.concatenate([explainer.explain(x, out) for x, out in batches]))
+            yield (
+                explain,
+                torch.from_numpy(np.concatenate([explainer.explain(x, out) for x, out in batches])),
+            )
 
 
 def digitanatomy(args) -> tuple[dict, list, list, list]:
@@ -91,7 +94,11 @@ def chest(args) -> tuple[dict, list, list, list]:
     report: dict = {"uniform": None}
     rows, titles, shown_first = [], [], None
     for name, scorer, resize, folder in named_models(args.model, args.weights):
-        split = data.validation(resize.spatial_size[0], split="report", intensity=trained_intensity(folder, "percentile"))
+        split = data.validation(
+            resize.spatial_size[0],
+            split="report",
+            intensity=trained_intensity(folder, "percentile"),
+        )
         items = [split[i] for i in range(len(split))]
         image, label = image_stack(items), torch.tensor([int(item["label"]) for item in items])
         first = torch.cat([torch.where(label == 0)[0][:3], torch.where(label == 1)[0][:3]])
@@ -102,20 +109,38 @@ def chest(args) -> tuple[dict, list, list, list]:
         report[name] = {}
         for explain, maps in explained(scorer, image):
             share = border_share(maps.float(), args.band)
-            report[name][explain] = {f"border/{c}": float(share[label == k].mean()) for k, c in ((0, "normal"), (1, "abnormal"))}
+            report[name][explain] = {
+                f"border/{c}": float(share[label == k].mean())
+                for k, c in ((0, "normal"), (1, "abnormal"))
+            }
             rows.append(maps[first][:, None])
             titles.append(f"{name} {explain}")
     return report, rows, titles, ["normal"] * 3 + ["abnormal"] * 3
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.heatmaps", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.heatmaps", description=__doc__.split("\n\n")[0]
+    )
     model_arguments(parser)
-    parser.add_argument("--n_per_type", type=int, default=25, help="DigitAnatomy: images per anomaly type")
-    parser.add_argument("--split", default="test", help="DigitAnatomy: the split the images come from")
-    parser.add_argument("--dataset_dir", default=None, help="chest X-rays: the data set folder (report split)")
-    parser.add_argument("--seed", type=int, default=0, help="chest X-rays: the seed that split the data set")
-    parser.add_argument("--band", type=float, default=1 / 8, help="chest X-rays: the border band, a fraction of the side")
+    parser.add_argument(
+        "--n_per_type", type=int, default=25, help="DigitAnatomy: images per anomaly type"
+    )
+    parser.add_argument(
+        "--split", default="test", help="DigitAnatomy: the split the images come from"
+    )
+    parser.add_argument(
+        "--dataset_dir", default=None, help="chest X-rays: the data set folder (report split)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="chest X-rays: the seed that split the data set"
+    )
+    parser.add_argument(
+        "--band",
+        type=float,
+        default=1 / 8,
+        help="chest X-rays: the border band, a fraction of the side",
+    )
     parser.add_argument("--out", required=True, help="the PNG to write (and <out>.json)")
     args = parser.parse_args(argv)
     report, rows, titles, columns = chest(args) if args.dataset_dir else digitanatomy(args)
@@ -123,15 +148,32 @@ def main(argv: list[str] | None = None) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     image_grid(rows, titles, path, max_images=len(columns), value_ranges=[(0, 1)] * len(rows))
     key = "border" if args.dataset_dir else "pointing"
-    path.with_suffix(".json").write_text(json.dumps({"columns": columns, "n_per_type": args.n_per_type,
-                                                     "dataset_dir": args.dataset_dir, "seed": args.seed, key: report},
-                                                    indent=2))
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "columns": columns,
+                "n_per_type": args.n_per_type,
+                "dataset_dir": args.dataset_dir,
+                "seed": args.seed,
+                key: report,
+            },
+            indent=2,
+        )
+    )
     for name, per in report.items():
         if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
-            print(f"{name:10s}", per if not isinstance(per, dict) else "  ".join(f"{k.split('/')[-1]}={v:.2f}" for k, v in per.items()))
+            print(
+                f"{name:10s}",
+                per
+                if not isinstance(per, dict)
+                else "  ".join(f"{k.split('/')[-1]}={v:.2f}" for k, v in per.items()),
+            )
             continue
         for explain, rates in per.items():
-            print(f"{name:10s} {explain:14s}", "  ".join(f"{k.split('/')[-1]}={v:.2f}" for k, v in rates.items()))
+            print(
+                f"{name:10s} {explain:14s}",
+                "  ".join(f"{k.split('/')[-1]}={v:.2f}" for k, v in rates.items()),
+            )
     return report
 
 

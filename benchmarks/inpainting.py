@@ -51,10 +51,12 @@ def queue_usage(gen, images: torch.Tensor, threshold: float = 0.01) -> dict:
     block = gen.inpainting
     bottleneck, _ = gen.encoder(tile(images, gen.grid))
     z = block.project_in(bottleneck)
-    weights = block.memory.weights(z.reshape(-1, gen.grid ** 2, z[0].numel()))
-    return {"items_used_per_tile": float((weights > threshold).float().sum(-1).mean()),
-            "top_weight": float(weights.max(-1).values.mean()),
-            "top_item": weights.argmax(-1)}
+    weights = block.memory.weights(z.reshape(-1, gen.grid**2, z[0].numel()))
+    return {
+        "items_used_per_tile": float((weights > threshold).float().sum(-1).mean()),
+        "top_weight": float(weights.max(-1).values.mean()),
+        "top_item": weights.argmax(-1),
+    }
 
 
 def main(argv=None) -> dict:
@@ -80,16 +82,30 @@ def main(argv=None) -> dict:
         "no skips": _student(gen, image, torch.zeros_like(image)),
         "normal image (reference)": _student(gen, normal, normal),
     }
-    report = {name: inpainting_rates(rec, normal, image, cells, kinds, grid=gen.grid) for name, rec in variants.items()}
+    report = {
+        name: inpainting_rates(rec, normal, image, cells, kinds, grid=gen.grid)
+        for name, rec in variants.items()
+    }
     if gen.inpainting is not None:
         a, n = queue_usage(gen, image), queue_usage(gen, normal)
-        report["queue"] = {"items_used_per_tile": a["items_used_per_tile"], "top_weight": a["top_weight"],
-                           "same_top_item_as_normal": float((a["top_item"] == n["top_item"]).float().mean())}
+        report["queue"] = {
+            "items_used_per_tile": a["items_used_per_tile"],
+            "top_weight": a["top_weight"],
+            "same_top_item_as_normal": float((a["top_item"] == n["top_item"]).float().mean()),
+        }
     figure6(gen.reconstruct, image, variants["as trained"], kinds, out / "figure6.png")
     (out / "inpainting.json").write_text(json.dumps(report, indent=2))
     for name, rates in report.items():
-        print(f"{name:28s}", "  ".join(f"{k.split('/')[-1]}={v:.2f}" for k, v in rates.items()
-                                      if k.startswith("inpainted/")) if name != "queue" else rates)
+        print(
+            f"{name:28s}",
+            "  ".join(
+                f"{k.split('/')[-1]}={v:.2f}"
+                for k, v in rates.items()
+                if k.startswith("inpainted/")
+            )
+            if name != "queue"
+            else rates,
+        )
     return report
 
 

@@ -77,8 +77,13 @@ def _measure(preset: str, repeats: int, threads: int) -> dict:
     torch.manual_seed(0)
     size = get_config(preset)["image_size"]
     gen, disc = build(preset)
-    g_opt, d_opt = torch.optim.Adam(gen.parameters(), 1e-4), torch.optim.Adam(disc.parameters(), 1e-4)
-    generator_step, iteration = training_steps(gen, disc, g_opt, d_opt, torch.rand(16, 1, size, size))
+    g_opt, d_opt = (
+        torch.optim.Adam(gen.parameters(), 1e-4),
+        torch.optim.Adam(disc.parameters(), 1e-4),
+    )
+    generator_step, iteration = training_steps(
+        gen, disc, g_opt, d_opt, torch.rand(16, 1, size, size)
+    )
 
     with FlopCounterMode(display=False) as counter:
         iteration()
@@ -123,21 +128,38 @@ def _table(rows: list[dict], args) -> str:
             f"{r['score_b1_s']:.3f} | {r['score_b64_s_per_image']:.4f} | {r['peak_rss_gb']:.2f} |"
         )
     if paper:
-        lines += ["", "Cost relative to `paper` (FLOP ratio of one training iteration): " + ", ".join(
-            f"`{r['preset']}` {r['iteration_gflop'] / paper['iteration_gflop']:.3f}" for r in rows if r is not paper) + "."]
-    lines += ["", f"For scale, the {AUTHORS}. Their scoring also runs the teacher (14.8 GFLOP at batch 1 here); "
-              "ours computes only the student path and the discriminator (the teacher is not needed for the score) "
-              "and projects keys and values once per tile instead of once per neighbour."]
+        lines += [
+            "",
+            "Cost relative to `paper` (FLOP ratio of one training iteration): "
+            + ", ".join(
+                f"`{r['preset']}` {r['iteration_gflop'] / paper['iteration_gflop']:.3f}"
+                for r in rows
+                if r is not paper
+            )
+            + ".",
+        ]
+    lines += [
+        "",
+        f"For scale, the {AUTHORS}. Their scoring also runs the teacher (14.8 GFLOP at batch 1 here); "
+        "ours computes only the student path and the discriminator (the teacher is not needed for the score) "
+        "and projects keys and values once per tile instead of once per neighbour.",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["paper", "digitanatomy", "small", "digitanatomy_small"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--presets", nargs="+", default=["paper", "digitanatomy", "small", "digitanatomy_small"]
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one preset in this process
+    parser.add_argument(
+        "--one", help=argparse.SUPPRESS
+    )  # internal: measure one preset in this process
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(_measure(args.one, args.repeats, args.threads)))
@@ -145,8 +167,22 @@ def main(argv: list[str] | None = None) -> int:
     args.load_before = load_average()
     rows = []
     for preset in args.presets:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.networks", "--one", preset, "--threads", str(args.threads),
-                              "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.networks",
+                "--one",
+                preset,
+                "--threads",
+                str(args.threads),
+                "--repeats",
+                str(args.repeats),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     table = _table(rows, args)

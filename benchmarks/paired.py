@@ -55,15 +55,22 @@ def paired_split(variant: Path, baseline: Path) -> dict:
     """Both AUCs on one split's images and the paired bootstrap interval of their difference."""
     a, b = read_scores(variant), read_scores(baseline)
     if a.keys() != b.keys():
-        raise ValueError(f"{variant} and {baseline} score different images ({len(a.keys() ^ b.keys())} not in both)")
+        raise ValueError(
+            f"{variant} and {baseline} score different images ({len(a.keys() ^ b.keys())} not in both)"
+        )
     images = sorted(a)
     labels = [a[i][0] for i in images]
     if labels != [b[i][0] for i in images]:
         raise ValueError(f"{variant} and {baseline} label the same images differently")
     sa, sb = [a[i][1] for i in images], [b[i][1] for i in images]
     diff = bootstrap_auc(labels, sa, reference=sb)
-    return {"variant": roc_auc(labels, sa), "baseline": roc_auc(labels, sb), "difference": diff["value"],
-            "difference_95ci": [diff["low"], diff["high"]], "n": len(images)}
+    return {
+        "variant": roc_auc(labels, sa),
+        "baseline": roc_auc(labels, sb),
+        "difference": diff["value"],
+        "difference_95ci": [diff["low"], diff["high"]],
+        "n": len(images),
+    }
 
 
 def curve(run: Path, warmup_fraction: float) -> dict:
@@ -76,24 +83,40 @@ def seeds_in(root: Path, splits) -> dict[int, Path]:
     """The seeds of a root that finished training and every split's evaluation."""
     runs = {}
     for run in root.glob("seed*"):
-        if run.name[4:].isdigit() and (run / "models" / "training_summary.json").is_file() and all(
-                (run / "eval" / s / "scores.csv").is_file() for s in splits):
+        if (
+            run.name[4:].isdigit()
+            and (run / "models" / "training_summary.json").is_file()
+            and all((run / "eval" / s / "scores.csv").is_file() for s in splits)
+        ):
             runs[int(run.name[4:])] = run
     return runs
 
 
-def compare(variant: Path, baseline: Path, splits, target: float = 0.95, warmup_fraction: float = 0.3) -> dict:
+def compare(
+    variant: Path, baseline: Path, splits, target: float = 0.95, warmup_fraction: float = 0.3
+) -> dict:
     """Per-seed paired rows and the aggregates over the seeds both roots have."""
     va, ba = seeds_in(variant, splits), seeds_in(baseline, splits)
     rows = []
     for seed in sorted(va.keys() & ba.keys()):
-        row = {"seed": seed, "variant_curve": curve(va[seed], warmup_fraction),
-               "baseline_curve": curve(ba[seed], warmup_fraction)}
+        row = {
+            "seed": seed,
+            "variant_curve": curve(va[seed], warmup_fraction),
+            "baseline_curve": curve(ba[seed], warmup_fraction),
+        }
         for split in splits:
-            row[split] = paired_split(va[seed] / "eval" / split / "scores.csv", ba[seed] / "eval" / split / "scores.csv")
+            row[split] = paired_split(
+                va[seed] / "eval" / split / "scores.csv", ba[seed] / "eval" / split / "scores.csv"
+            )
         rows.append(row)
-    return {"variant": str(variant), "baseline": str(baseline), "splits": list(splits), "target": target,
-            "seeds": rows, "aggregate": {split: aggregate([r[split] for r in rows], target) for split in splits}}
+    return {
+        "variant": str(variant),
+        "baseline": str(baseline),
+        "splits": list(splits),
+        "target": target,
+        "seeds": rows,
+        "aggregate": {split: aggregate([r[split] for r in rows], target) for split in splits},
+    }
 
 
 def aggregate(cells: list[dict], target: float) -> dict:
@@ -105,12 +128,20 @@ def aggregate(cells: list[dict], target: float) -> dict:
     for arm in out:
         out[arm]["below_target"] = sum(c[arm] < target for c in cells)
     d = _spread([c["difference"] for c in cells])
-    half = None if d["std"] is None else float(stats.t.ppf(0.975, len(cells) - 1) * d["std"] / np.sqrt(len(cells)))
-    out["difference"] = {"mean": d["mean"], "std": d["std"],
-                         "t_95ci": None if half is None else [d["mean"] - half, d["mean"] + half],
-                         "up": sum(c["difference"] > 0 for c in cells), "n": len(cells),
-                         "resolved_gains": sum(c["difference_95ci"][0] > 0 for c in cells),
-                         "resolved_losses": sum(c["difference_95ci"][1] < 0 for c in cells)}
+    half = (
+        None
+        if d["std"] is None
+        else float(stats.t.ppf(0.975, len(cells) - 1) * d["std"] / np.sqrt(len(cells)))
+    )
+    out["difference"] = {
+        "mean": d["mean"],
+        "std": d["std"],
+        "t_95ci": None if half is None else [d["mean"] - half, d["mean"] + half],
+        "up": sum(c["difference"] > 0 for c in cells),
+        "n": len(cells),
+        "resolved_gains": sum(c["difference_95ci"][0] > 0 for c in cells),
+        "resolved_losses": sum(c["difference_95ci"][1] < 0 for c in cells),
+    }
     return out
 
 
@@ -121,24 +152,36 @@ def _std(std: float | None) -> str:
 
 def _spread(values: list[float]) -> dict:
     v = np.array(values, dtype=float)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else None, "worst": float(v.min())}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if v.size > 1 else None,
+        "worst": float(v.min()),
+    }
 
 
 def rule_strict(result: dict, split: str, max_drop: float = 0.02, **_) -> dict[str, bool]:
     agg, rows = result["aggregate"][split], result["seeds"]
-    return {"no seed loses (resolved)": agg["difference"]["resolved_losses"] == 0,
-            "mean difference > 0": agg["difference"]["mean"] > 0,
-            f"no variant run falls > {max_drop}": all(r["variant_curve"]["drop"] <= max_drop for r in rows)}
+    return {
+        "no seed loses (resolved)": agg["difference"]["resolved_losses"] == 0,
+        "mean difference > 0": agg["difference"]["mean"] > 0,
+        f"no variant run falls > {max_drop}": all(
+            r["variant_curve"]["drop"] <= max_drop for r in rows
+        ),
+    }
 
 
-def rule_worst_seed(result: dict, split: str, max_drop: float = 0.02, min_no_fall: float = 0.9, **_) -> dict[str, bool]:
+def rule_worst_seed(
+    result: dict, split: str, max_drop: float = 0.02, min_no_fall: float = 0.9, **_
+) -> dict[str, bool]:
     agg, rows = result["aggregate"][split], result["seeds"]
     kept = sum(r["variant_curve"]["drop"] <= max_drop for r in rows)
-    return {"mean difference > 0": agg["difference"]["mean"] > 0,
-            "worst seed no worse": agg["variant"]["worst"] >= agg["baseline"]["worst"],
-            "resolved losses <= resolved gains":
-                agg["difference"]["resolved_losses"] <= agg["difference"]["resolved_gains"],
-            f">= {min_no_fall:.0%} of variant runs fall <= {max_drop}": kept >= min_no_fall * len(rows)}
+    return {
+        "mean difference > 0": agg["difference"]["mean"] > 0,
+        "worst seed no worse": agg["variant"]["worst"] >= agg["baseline"]["worst"],
+        "resolved losses <= resolved gains": agg["difference"]["resolved_losses"]
+        <= agg["difference"]["resolved_gains"],
+        f">= {min_no_fall:.0%} of variant runs fall <= {max_drop}": kept >= min_no_fall * len(rows),
+    }
 
 
 RULES = {"strict": rule_strict, "worst_seed": rule_worst_seed}
@@ -149,13 +192,22 @@ def decide(result: dict, rule: str, split: str = "validation", **options) -> dic
     if not result["seeds"]:
         raise ValueError("no seed is trained and evaluated in both roots")
     criteria = RULES[rule](result, split, **options)
-    return {"rule": rule, "split": split, "options": options, "criteria": criteria, "adopt": all(criteria.values())}
+    return {
+        "rule": rule,
+        "split": split,
+        "options": options,
+        "criteria": criteria,
+        "adopt": all(criteria.values()),
+    }
 
 
 def markdown(result: dict) -> str:
     splits = result["splits"]
-    head = ["seed"] + [f"{s} AUC: baseline -> variant (paired)" for s in splits] + ["drop: baseline / variant",
-                                                                                  "std after warm-up: baseline / variant"]
+    head = (
+        ["seed"]
+        + [f"{s} AUC: baseline -> variant (paired)" for s in splits]
+        + ["drop: baseline / variant", "std after warm-up: baseline / variant"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["seeds"]:
         cells = [str(r["seed"])]
@@ -163,46 +215,90 @@ def markdown(result: dict) -> str:
             c = r[s]
             lo, hi = c["difference_95ci"]
             interval = f"{c['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-            cells.append(f"{c['baseline']:.3f} -> {c['variant']:.3f} ("
-                         + (f"**{interval}**" if lo > 0 or hi < 0 else interval) + ")")
+            cells.append(
+                f"{c['baseline']:.3f} -> {c['variant']:.3f} ("
+                + (f"**{interval}**" if lo > 0 or hi < 0 else interval)
+                + ")"
+            )
         bc, vc = r["baseline_curve"], r["variant_curve"]
         cells += [f"{bc['drop']:.3f} / {vc['drop']:.3f}", f"{bc['std']:.3f} / {vc['std']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| split | baseline: mean +- std, worst, below target | variant: mean +- std, worst, below target "
-              "| difference: mean +- std [95 % t] | up / resolved gains / resolved losses |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| split | baseline: mean +- std, worst, below target | variant: mean +- std, worst, below target "
+        "| difference: mean +- std [95 % t] | up / resolved gains / resolved losses |",
+        "|---|---|---|---|---|",
+    ]
     for s in splits:
         a = result["aggregate"][s]
         if not a:
             continue
         d = a["difference"]
-        arm = [f"{a[k]['mean']:.3f} +- {_std(a[k]['std'])}, {a[k]['worst']:.3f}, {a[k]['below_target']}"
-               for k in ("baseline", "variant")]
+        arm = [
+            f"{a[k]['mean']:.3f} +- {_std(a[k]['std'])}, {a[k]['worst']:.3f}, {a[k]['below_target']}"
+            for k in ("baseline", "variant")
+        ]
         t = "" if d["t_95ci"] is None else f" [{d['t_95ci'][0]:+.3f}, {d['t_95ci'][1]:+.3f}]"
-        lines.append(f"| {s} | {arm[0]} | {arm[1]} | {d['mean']:+.3f} +- {_std(d['std'])}{t} "
-                     f"| {d['up']} of {d['n']} / {d['resolved_gains']} / {d['resolved_losses']} |")
+        lines.append(
+            f"| {s} | {arm[0]} | {arm[1]} | {d['mean']:+.3f} +- {_std(d['std'])}{t} "
+            f"| {d['up']} of {d['n']} / {d['resolved_gains']} / {d['resolved_losses']} |"
+        )
     if "decision" in result:
         dec = result["decision"]
-        lines += ["", f"Rule `{dec['rule']}` on {dec['split']}: " + ("**adopt**" if dec["adopt"] else "**do not adopt**"), ""]
+        lines += [
+            "",
+            f"Rule `{dec['rule']}` on {dec['split']}: "
+            + ("**adopt**" if dec["adopt"] else "**do not adopt**"),
+            "",
+        ]
         lines += [f"- {'holds' if ok else 'FAILS'}: {name}" for name, ok in dec["criteria"].items()]
-    return "\n".join([f"# {result['variant']} against {result['baseline']}, paired by seed", "",
-                      f"Target {result['target']}; bold: paired 95 % bootstrap interval excludes 0.", "", *lines]) + "\n"
+    return (
+        "\n".join(
+            [
+                f"# {result['variant']} against {result['baseline']}, paired by seed",
+                "",
+                f"Target {result['target']}; bold: paired 95 % bootstrap interval excludes 0.",
+                "",
+                *lines,
+            ]
+        )
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.paired", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", type=Path, required=True, help="seeds.py output root of the candidate")
-    parser.add_argument("--baseline", type=Path, required=True, help="seeds.py output root it is compared with")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.paired", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--variant", type=Path, required=True, help="seeds.py output root of the candidate"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, required=True, help="seeds.py output root it is compared with"
+    )
     parser.add_argument("--splits", nargs="+", default=["validation", "report"])
     parser.add_argument("--rule", choices=sorted(RULES), help="apply this decision rule")
-    parser.add_argument("--decide", default="validation", help="the split the rule reads (default %(default)s)")
-    parser.add_argument("--target", type=float, default=0.95, help="AUC a seed should reach (default %(default)s)")
-    parser.add_argument("--max_drop", type=float, default=0.02, help="largest allowed fall from the peak")
-    parser.add_argument("--min_no_fall", type=float, default=0.9, help="worst_seed: share of runs that must not fall")
+    parser.add_argument(
+        "--decide", default="validation", help="the split the rule reads (default %(default)s)"
+    )
+    parser.add_argument(
+        "--target", type=float, default=0.95, help="AUC a seed should reach (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max_drop", type=float, default=0.02, help="largest allowed fall from the peak"
+    )
+    parser.add_argument(
+        "--min_no_fall",
+        type=float,
+        default=0.9,
+        help="worst_seed: share of runs that must not fall",
+    )
     args = parser.parse_args(argv)
     result = compare(args.variant, args.baseline, args.splits, args.target)
     if args.rule:
-        result["decision"] = decide(result, args.rule, args.decide, max_drop=args.max_drop,
-                                    min_no_fall=args.min_no_fall)
+        result["decision"] = decide(
+            result, args.rule, args.decide, max_drop=args.max_drop, min_no_fall=args.min_no_fall
+        )
     out = args.variant / f"paired_{args.baseline.name}"
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     out.with_suffix(".md").write_text(markdown(result))

@@ -46,7 +46,9 @@ def _rate(fn, items, repeats: int = 1) -> tuple[float, float]:
     return n / (time.process_time() - cpu), n / (time.perf_counter() - wall)
 
 
-def measure(zhanglab_dir: Path, dicom_dir: Path | None, n_images: int, image_size: int) -> list[tuple[str, tuple]]:
+def measure(
+    zhanglab_dir: Path, dicom_dir: Path | None, n_images: int, image_size: int
+) -> list[tuple[str, tuple]]:
     import monai
 
     from squid_monai.data import make_dataset
@@ -73,7 +75,9 @@ def measure(zhanglab_dir: Path, dicom_dir: Path | None, n_images: int, image_siz
 
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         syntax = getattr(ds.file_meta.TransferSyntaxUID, "name", "?")
-        label = f"inference, DICOM {ds.Columns}x{ds.Rows} {ds.BitsStored}-bit, {syntax} ({path.name})"
+        label = (
+            f"inference, DICOM {ds.Columns}x{ds.Rows} {ds.BitsStored}-bit, {syntax} ({path.name})"
+        )
         results.append((label, _rate(infer, [{"image": str(path)}], repeats=5)))
     return results
 
@@ -112,8 +116,12 @@ def _section(results: list[tuple[str, tuple]], command: str, image_size: int) ->
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--zhanglab_dir", type=Path, required=True, help="ZhangLab root (train/NORMAL/*.jpeg)")
-    parser.add_argument("--dicom_dir", type=Path, default=None, help="folder of .dcm files to time as well")
+    parser.add_argument(
+        "--zhanglab_dir", type=Path, required=True, help="ZhangLab root (train/NORMAL/*.jpeg)"
+    )
+    parser.add_argument(
+        "--dicom_dir", type=Path, default=None, help="folder of .dcm files to time as well"
+    )
     parser.add_argument("--n_images", type=int, default=200)
     parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--output", type=Path, default=BENCHMARKS)
@@ -124,7 +132,9 @@ def main(argv=None) -> int:
     for name, (cpu, wall) in results:
         print(f"{cpu:8.1f} img/CPU-s {wall:8.1f} img/wall-s  {name}")
     if not args.no_write:
-        command = "python -m benchmarks.preprocessing " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        command = "python -m benchmarks.preprocessing " + " ".join(
+            shlex.quote(a) for a in (argv or sys.argv[1:])
+        )
         write_section(SECTION, _section(results, command, args.image_size), args.output)
         print(f"updated {args.output}")
     return 0

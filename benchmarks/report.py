@@ -12,8 +12,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "BENCHMARKS.md"
 
-__all__ = ["REPO", "BENCHMARKS", "command_line", "cpu_name", "curve_figure", "load_average", "markdown_table",
-           "provenance", "publish", "published_figure", "write_section"]
+__all__ = [
+    "REPO",
+    "BENCHMARKS",
+    "command_line",
+    "cpu_name",
+    "curve_figure",
+    "load_average",
+    "markdown_table",
+    "provenance",
+    "publish",
+    "published_figure",
+    "write_section",
+]
 
 
 def cpu_name() -> str:
@@ -46,12 +57,21 @@ def load_average() -> str:
 def provenance(command: str, wall_s: float, how: str) -> list[str]:
     """The markdown lines that say how a study's table was made (``how``, e.g. "trained and
     evaluated"): date, machine, command, wall time."""
-    return [f"Measured {date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores; load {load_average()}); "
-            f"{how} in {wall_s:.0f} s of wall time. Command (from the repository root):", "", f"    {command}", ""]
+    return [
+        f"Measured {date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores; load {load_average()}); "
+        f"{how} in {wall_s:.0f} s of wall time. Command (from the repository root):",
+        "",
+        f"    {command}",
+        "",
+    ]
 
 
 def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
 
 
 def publish(root: Path, name: str, heading: str, body: str, result: dict, write: bool) -> None:
@@ -97,7 +117,11 @@ def write_section(heading: str, body: str, path: Path = BENCHMARKS) -> None:
         end = len(content) if end < 0 else end
         section = content[start:end]
         if BEGIN in section and END in section:
-            section = section[:section.index(BEGIN)] + generated + section[section.index(END) + len(END):]
+            section = (
+                section[: section.index(BEGIN)]
+                + generated
+                + section[section.index(END) + len(END) :]
+            )
         else:
             section = f"{heading}\n\n{generated}\n"
         content = content[:start] + section.rstrip("\n") + "\n" + content[end:]
@@ -117,8 +141,14 @@ def curve_figure(panels: list[dict], path: Path, ylabel: str = "AUC (%)") -> Pat
         xs = list(range(len(panel["x"])))
         for label, (means, stds) in panel["series"].items():
             nan = float("nan")
-            ax.errorbar(xs, [nan if m is None else m for m in means], yerr=[0 if s is None else s for s in stds],
-                        marker="o", capsize=3, label=label)
+            ax.errorbar(
+                xs,
+                [nan if m is None else m for m in means],
+                yerr=[0 if s is None else s for s in stds],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
         ax.set_xticks(xs, [str(v) for v in panel["x"]])
         ax.set_title(panel["title"], fontsize=9)
         ax.set_xlabel(panel["xlabel"])

@@ -51,8 +51,20 @@ from squid_monai.scoring import calibrate
 from squid_monai.workflow import choose_data, trained_intensity
 
 GAMMAS = [round(0.1 * i, 1) for i in range(11)]
-SCORES = ("logit", "residual", "tile_residual", "feature", "feature_two_sided", "residual_two_sided", "combined", "fused",
-          "memory_distance", "inpainting_shift", "teacher_student", "normal_knn")
+SCORES = (
+    "logit",
+    "residual",
+    "tile_residual",
+    "feature",
+    "feature_two_sided",
+    "residual_two_sided",
+    "combined",
+    "fused",
+    "memory_distance",
+    "inpainting_shift",
+    "teacher_student",
+    "normal_knn",
+)
 BASELINES = ("sharpness", "pixel_knn")
 
 
@@ -64,16 +76,22 @@ def score_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
     for batch in loader:
         image = torch.as_tensor(batch["image"]).float()
         out = scorer(image)
-        values = {"logit": -out["logit"],  # ranks as the calibrated logit score, whatever the model's score source
-                  "residual": out["residual"],
-                  "feature": feature_residual(scorer.discriminator, image, out["reconstruction"]),
-                  "sharpness": sharpness_score(image),
-                  **scorer.generator.probes(image)}
+        values = {
+            "logit": -out[
+                "logit"
+            ],  # ranks as the calibrated logit score, whatever the model's score source
+            "residual": out["residual"],
+            "feature": feature_residual(scorer.discriminator, image, out["reconstruction"]),
+            "sharpness": sharpness_score(image),
+            **scorer.generator.probes(image),
+        }
         if "label" in batch:
             values["label"] = torch.as_tensor(batch["label"]).reshape(-1)
         for k, v in values.items():
             parts.setdefault(k, []).append(v.reshape(-1).cpu().numpy())
-        parts.setdefault("tiles", []).append(out["tile_residual"].cpu().numpy())  # (B, tiles), standardised later
+        parts.setdefault("tiles", []).append(
+            out["tile_residual"].cpu().numpy()
+        )  # (B, tiles), standardised later
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -83,8 +101,10 @@ def combined_set(scorer, dataset, batch_size: int = 32) -> dict[str, np.ndarray]
     token distances (``normal_knn``)."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     outs = [scorer(torch.as_tensor(b["image"]).float()) for b in loader]
-    return {"combined": torch.cat([o["score"] for o in outs]).numpy(),
-            "normal_knn": torch.cat([o["normal_knn"] for o in outs]).numpy()}
+    return {
+        "combined": torch.cat([o["score"] for o in outs]).numpy(),
+        "normal_knn": torch.cat([o["normal_knn"] for o in outs]).numpy(),
+    }
 
 
 def standardised(scores: dict, normal: dict, key: str) -> np.ndarray:
@@ -93,7 +113,9 @@ def standardised(scores: dict, normal: dict, key: str) -> np.ndarray:
 
 
 def fused(scores: dict, normal: dict, gamma: float) -> np.ndarray:
-    return gamma * standardised(scores, normal, "residual") + (1 - gamma) * standardised(scores, normal, "feature")
+    return gamma * standardised(scores, normal, "residual") + (1 - gamma) * standardised(
+        scores, normal, "feature"
+    )
 
 
 def two_sided(scores: dict, normal: dict, key: str) -> np.ndarray:
@@ -107,20 +129,37 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default="model.pt")
     parser.add_argument("--dataset_dir", default=None)
     parser.add_argument("--datalist", default=None)
-    parser.add_argument("--seed", type=int, default=0, help="the training run's seed (it drew the splits)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the training run's seed (it drew the splits)"
+    )
     parser.add_argument("--per_class", type=int, default=100)
-    parser.add_argument("--splits", nargs="+", default=["validation", "report"],
-                        help="labelled splits to score (validation first: gamma is chosen on it)")
-    parser.add_argument("--versus", default="sharpness", choices=(*SCORES, *BASELINES),
-                        help="the score every paired difference is taken against")
-    parser.add_argument("--out", default=None, help="JSON file for the results (default: <model_dir>/scores.json)")
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        default=["validation", "report"],
+        help="labelled splits to score (validation first: gamma is chosen on it)",
+    )
+    parser.add_argument(
+        "--versus",
+        default="sharpness",
+        choices=(*SCORES, *BASELINES),
+        help="the score every paired difference is taken against",
+    )
+    parser.add_argument(
+        "--out", default=None, help="JSON file for the results (default: <model_dir>/scores.json)"
+    )
     args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
     scorer = load_scorer(model_dir / args.model)
     size = scorer.generator.image_size
     intensity = trained_intensity(model_dir, "percentile")
-    data = choose_data(args.dataset_dir, args.datalist, seed=args.seed, val_per_class=args.per_class,
-                       report_per_class=args.per_class)
+    data = choose_data(
+        args.dataset_dir,
+        args.datalist,
+        seed=args.seed,
+        val_per_class=args.per_class,
+        report_per_class=args.per_class,
+    )
     calibration = data.calibration(size, intensity=intensity)
     normal = score_set(scorer, calibration)
     # refitted (older models lack them); the tile statistics only: a ``combined`` model's other
@@ -134,15 +173,27 @@ def main(argv=None) -> dict:
     if args.splits[0] != "validation":
         parser.error("--splits must start with validation (gamma is chosen on it)")
     for split in args.splits:
-        dataset = data.validation(size, split=split, n_normal=args.per_class, n_abnormal=args.per_class,
-                                  intensity=intensity)
+        dataset = data.validation(
+            size,
+            split=split,
+            n_normal=args.per_class,
+            n_abnormal=args.per_class,
+            intensity=intensity,
+        )
         sets[split] = score_set(scorer, dataset)
         sets[split].update(combined_set(combined, dataset))
-        sets[split]["pixel_knn"] = nearest_normal_pixels(image_stack(dataset), normal_images).numpy()
+        sets[split]["pixel_knn"] = nearest_normal_pixels(
+            image_stack(dataset), normal_images
+        ).numpy()
     val = sets["validation"]
     gamma = max(GAMMAS, key=lambda g: roc_auc(val["label"], fused(val, normal, g)))
-    results: dict = {"gamma": gamma, "model": str(model_dir / args.model), "versus": args.versus,
-                     "tile_power": float(scorer.tile_power), "tile_two_sided": bool(scorer.tile_two_sided)}
+    results: dict = {
+        "gamma": gamma,
+        "model": str(model_dir / args.model),
+        "versus": args.versus,
+        "tile_power": float(scorer.tile_power),
+        "tile_two_sided": bool(scorer.tile_two_sided),
+    }
     for split, s in sets.items():
         s["fused"] = fused(s, normal, gamma)
         for key in ("feature", "residual"):
@@ -160,8 +211,14 @@ def main(argv=None) -> dict:
     for split in args.splits:
         for name, row in results[split].items():
             a, d = row["auc"], row.get("minus")
-            diff = f"  minus {args.versus} {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]" if d else ""
-            print(f"{split:10s} {name:16s} AUC {100 * a['value']:.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]{diff}")
+            diff = (
+                f"  minus {args.versus} {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+                if d
+                else ""
+            )
+            print(
+                f"{split:10s} {name:16s} AUC {100 * a['value']:.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]{diff}"
+            )
     return results
 
 

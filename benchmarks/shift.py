@@ -44,9 +44,9 @@ from scipy import stats
 from squid_monai.artifact import Recipe
 from squid_monai.baselines import ControlEnsemble, image_stack
 from squid_monai.engines.evaluator import feature_residual
-from squid_monai.metrics import roc_auc
 from squid_monai.loading import image_size, load_scorer
 from squid_monai.methods.squid.scorer import SCORE_SOURCES, SQUIDScorer
+from squid_monai.metrics import roc_auc
 from squid_monai.scoring import calibrate
 from squid_monai.transforms.shifts import SHIFTS, shifted_transforms
 from squid_monai.workflow import choose_data, trained_intensity
@@ -90,7 +90,9 @@ def source_scorers(scorer, calibration) -> dict:
 
 
 @torch.no_grad()
-def score_images(scorer, others: dict, control: ControlEnsemble, dataset, batch_size: int = 32) -> dict:
+def score_images(
+    scorer, others: dict, control: ControlEnsemble, dataset, batch_size: int = 32
+) -> dict:
     """Every score of every image of ``dataset`` (abnormal = high) and its label, as arrays."""
     parts: dict[str, list] = {}
     discriminator = getattr(scorer, "discriminator", None)
@@ -114,14 +116,20 @@ def score_images(scorer, others: dict, control: ControlEnsemble, dataset, batch_
 
 def aucs(scores: dict) -> dict[str, float]:
     """The AUC of every score (``label`` excluded), learned scores first, controls last."""
-    names = [k for k in scores if k != "label" and k not in CONTROLS] + [k for k in CONTROLS if k in scores]
+    names = [k for k in scores if k != "label" and k not in CONTROLS] + [
+        k for k in CONTROLS if k in scores
+    ]
     return {name: roc_auc(scores["label"], scores[name]) for name in names}
 
 
 def with_mean(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """``table`` (condition -> score -> AUC) with the mean over the shifted conditions added."""
     shifted = [c for c in table if c != UNSHIFTED and c not in DIAGNOSTICS]
-    mean = {s: float(np.mean([table[c][s] for c in shifted])) for s in table[UNSHIFTED]} if shifted else {}
+    mean = (
+        {s: float(np.mean([table[c][s] for c in shifted])) for s in table[UNSHIFTED]}
+        if shifted
+        else {}
+    )
     return {**table, **({MEAN: mean} if mean else {})}
 
 
@@ -130,17 +138,32 @@ def run(args: argparse.Namespace) -> dict:
     recipe = Recipe.of(model_dir / "network.json")
     size, intensity = image_size(recipe), trained_intensity(model_dir, "percentile")
     scorer = load_scorer(model_dir / args.model)
-    data = choose_data(args.dataset_dir, args.datalist, seed=args.seed, val_per_class=args.per_class,
-                       report_per_class=args.per_class)
+    data = choose_data(
+        args.dataset_dir,
+        args.datalist,
+        seed=args.seed,
+        val_per_class=args.per_class,
+        report_per_class=args.per_class,
+    )
     calibration = data.calibration(size, max_images=args.calibration_images, intensity=intensity)
     control = ControlEnsemble(image_stack(calibration))
     others = source_scorers(scorer, calibration)
     shifts = [UNSHIFTED, *args.shifts, *args.diagnostics]
-    result = {"model": str(model_dir / args.model), "family": recipe.family, "image_size": size,
-              "intensity": intensity, "seed": args.seed, "shift_seed": args.shift_seed,
-              "shifts": {name: SHIFTS[name].description for name in args.shifts},
-              "diagnostics": {name: f"normals: {n}, abnormals: {a}" for name, (n, a) in DIAGNOSTICS.items()
-                              if name in args.diagnostics}, "splits": {}}
+    result = {
+        "model": str(model_dir / args.model),
+        "family": recipe.family,
+        "image_size": size,
+        "intensity": intensity,
+        "seed": args.seed,
+        "shift_seed": args.shift_seed,
+        "shifts": {name: SHIFTS[name].description for name in args.shifts},
+        "diagnostics": {
+            name: f"normals: {n}, abnormals: {a}"
+            for name, (n, a) in DIAGNOSTICS.items()
+            if name in args.diagnostics
+        },
+        "splits": {},
+    }
     for split in args.splits:
         items = data.splits[split] if data.splits else None
         if not items:
@@ -148,31 +171,55 @@ def run(args: argparse.Namespace) -> dict:
         table = {}
         for shift in shifts:
             if shift in DIAGNOSTICS:
-                transform = ByLabel(*(shifted_transforms(size, s, args.shift_seed, intensity) for s in DIAGNOSTICS[shift]))
+                transform = ByLabel(
+                    *(
+                        shifted_transforms(size, s, args.shift_seed, intensity)
+                        for s in DIAGNOSTICS[shift]
+                    )
+                )
             else:
-                transform = shifted_transforms(size, None if shift == UNSHIFTED else shift, args.shift_seed, intensity)
+                transform = shifted_transforms(
+                    size, None if shift == UNSHIFTED else shift, args.shift_seed, intensity
+                )
             table[shift] = aucs(score_images(scorer, others, control, Dataset(items, transform)))
-            print(f"{split} {shift}: " + ", ".join(f"{k} {v:.3f}" for k, v in table[shift].items()), flush=True)
+            print(
+                f"{split} {shift}: " + ", ".join(f"{k} {v:.3f}" for k, v in table[shift].items()),
+                flush=True,
+            )
         result["splits"][split] = {"n": len(items), "auc": with_mean(table)}
     return result
 
 
 def markdown(result: dict) -> str:
     """One table per split: a row per score, a column per condition, the mean over shifts last."""
-    lines = [(f"Shift test of `{result['model']}` ({result['family']}, {result['image_size']} px, intensity "
-              f"{result['intensity']}, data seed {result['seed']}, shift seed {result['shift_seed']}). AUC in %."), ""]
+    lines = [
+        (
+            f"Shift test of `{result['model']}` ({result['family']}, {result['image_size']} px, intensity "
+            f"{result['intensity']}, data seed {result['seed']}, shift seed {result['shift_seed']}). AUC in %."
+        ),
+        "",
+    ]
     for split, block in result["splits"].items():
         table = block["auc"]
         conditions = list(table)
-        lines += [f"**{split}** ({block['n']} images)", "",
-                  "| score | " + " | ".join(c.replace("_", " ") for c in conditions) + " |",
-                  "|---|" + "---:|" * len(conditions)]
+        lines += [
+            f"**{split}** ({block['n']} images)",
+            "",
+            "| score | " + " | ".join(c.replace("_", " ") for c in conditions) + " |",
+            "|---|" + "---:|" * len(conditions),
+        ]
         for score in table[UNSHIFTED]:
-            lines.append(f"| {score} | " + " | ".join(f"{100 * table[c][score]:.1f}" for c in conditions) + " |")
+            lines.append(
+                f"| {score} | "
+                + " | ".join(f"{100 * table[c][score]:.1f}" for c in conditions)
+                + " |"
+            )
         lines.append("")
     lines += ["Shifts: " + "; ".join(f"`{k}` {v}" for k, v in result["shifts"].items()) + "."]
-    lines += [f"Diagnostic `{k}` ({v}): label-dependent, not in the mean over shifts."
-              for k, v in result.get("diagnostics", {}).items()]
+    lines += [
+        f"Diagnostic `{k}` ({v}): label-dependent, not in the mean over shifts."
+        for k, v in result.get("diagnostics", {}).items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -182,8 +229,12 @@ def t_interval(values) -> dict:
     if values.size < 2:
         return {"mean": float(values.mean()), "half_width": None, "n": int(values.size)}
     critical = float(stats.t.ppf(0.975, values.size - 1))
-    return {"mean": float(values.mean()), "half_width": critical * float(values.std(ddof=1)) / np.sqrt(values.size),
-            "n": int(values.size), "t_critical": critical}
+    return {
+        "mean": float(values.mean()),
+        "half_width": critical * float(values.std(ddof=1)) / np.sqrt(values.size),
+        "n": int(values.size),
+        "t_critical": critical,
+    }
 
 
 def combine(results: list[dict], against: list[dict] | None = None) -> dict:
@@ -191,15 +242,25 @@ def combine(results: list[dict], against: list[dict] | None = None) -> dict:
     unshifted AUC, the mean over shifts, and its difference to each control, seed by seed;
     with ``against`` (the same seeds of another variant, matched by seed), also the difference
     to that variant's same score (``<condition>_minus_against``)."""
-    out = {"models": [r["model"] for r in results], "family": results[0].get("family", results[0].get("method")), "splits": {}}
+    out = {
+        "models": [r["model"] for r in results],
+        "family": results[0].get("family", results[0].get("method")),
+        "splits": {},
+    }
     if against is not None:
         by_seed = {r["seed"]: r for r in against}
         if sorted(by_seed) != sorted(r["seed"] for r in results):
-            raise SystemExit(f"--against needs the same seeds: {sorted(by_seed)} vs {[r['seed'] for r in results]}")
+            raise SystemExit(
+                f"--against needs the same seeds: {sorted(by_seed)} vs {[r['seed'] for r in results]}"
+            )
         out["against"] = [by_seed[r["seed"]]["model"] for r in results]
     for split in results[0]["splits"]:
         rows = {}
-        present = [c for c in (UNSHIFTED, MEAN, *DIAGNOSTICS) if all(c in r["splits"][split]["auc"] for r in results)]
+        present = [
+            c
+            for c in (UNSHIFTED, MEAN, *DIAGNOSTICS)
+            if all(c in r["splits"][split]["auc"] for r in results)
+        ]
         for score in results[0]["splits"][split]["auc"][UNSHIFTED]:
             row = {}
             for condition in present:
@@ -207,10 +268,19 @@ def combine(results: list[dict], against: list[dict] | None = None) -> dict:
                 row[condition] = t_interval([p[score] for p in per_seed])
                 for ref in CONTROLS:
                     if ref != score:
-                        row[f"{condition}_minus_{ref}"] = t_interval([p[score] - p[ref] for p in per_seed])
-                if against is not None and condition in against[0]["splits"].get(split, {}).get("auc", {}):
-                    other = [by_seed[r["seed"]]["splits"][split]["auc"][condition][score] for r in results]
-                    row[f"{condition}_minus_against"] = t_interval([p[score] - o for p, o in zip(per_seed, other)])
+                        row[f"{condition}_minus_{ref}"] = t_interval(
+                            [p[score] - p[ref] for p in per_seed]
+                        )
+                if against is not None and condition in against[0]["splits"].get(split, {}).get(
+                    "auc", {}
+                ):
+                    other = [
+                        by_seed[r["seed"]]["splits"][split]["auc"][condition][score]
+                        for r in results
+                    ]
+                    row[f"{condition}_minus_against"] = t_interval(
+                        [p[score] - o for p, o in zip(per_seed, other)]
+                    )
             rows[score] = row
         out["splits"][split] = rows
     return out
@@ -218,24 +288,52 @@ def combine(results: list[dict], against: list[dict] | None = None) -> dict:
 
 def combined_markdown(out: dict) -> str:
     def cell(s: dict) -> str:
-        return f"{100 * s['mean']:.1f}" + ("" if s["half_width"] is None else f" +- {100 * s['half_width']:.1f}")
+        return f"{100 * s['mean']:.1f}" + (
+            "" if s["half_width"] is None else f" +- {100 * s['half_width']:.1f}"
+        )
 
     n = len(out["models"])
     conditions = {UNSHIFTED: "unshifted", MEAN: "mean over shifts"}
     refs = [*CONTROLS, *(["against"] if "against" in out else [])]
-    head = ["score", *conditions.values(), *(f"{name} minus {c}" for name in conditions.values() for c in refs)]
-    diagnostics = [d for d in DIAGNOSTICS if any(d in row for rows in out["splits"].values() for row in rows.values())]
+    head = [
+        "score",
+        *conditions.values(),
+        *(f"{name} minus {c}" for name in conditions.values() for c in refs),
+    ]
+    diagnostics = [
+        d
+        for d in DIAGNOSTICS
+        if any(d in row for rows in out["splits"].values() for row in rows.values())
+    ]
     head += [f"{d} (diagnostic)" for d in diagnostics]
-    lines = [(f"{out['family']}, {n} seed(s): AUC in %, mean +- half-width of the 95 % t-interval over seeds "
-              f"(Student's t, {n - 1} degrees of freedom); differences seed by seed"
-              + ("; 'against': the same score of the same seed's model in " + ", ".join(out["against"])
-                 if "against" in out else "") + "."), ""]
+    lines = [
+        (
+            f"{out['family']}, {n} seed(s): AUC in %, mean +- half-width of the 95 % t-interval over seeds "
+            f"(Student's t, {n - 1} degrees of freedom); differences seed by seed"
+            + (
+                "; 'against': the same score of the same seed's model in "
+                + ", ".join(out["against"])
+                if "against" in out
+                else ""
+            )
+            + "."
+        ),
+        "",
+    ]
     for split, rows in out["splits"].items():
-        lines += [f"**{split}**", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        lines += [
+            f"**{split}**",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|---|" + "---:|" * (len(head) - 1),
+        ]
         for score, row in rows.items():
             cells = [cell(row[c]) if c in row else "-" for c in conditions]
-            cells += [cell(row[f"{c}_minus_{ref}"]) if f"{c}_minus_{ref}" in row else "-"
-                      for c in conditions for ref in refs]
+            cells += [
+                cell(row[f"{c}_minus_{ref}"]) if f"{c}_minus_{ref}" in row else "-"
+                for c in conditions
+                for ref in refs
+            ]
             cells += [cell(row[d]) if d in row else "-" for d in diagnostics]
             lines.append(f"| {score} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -243,24 +341,52 @@ def combined_markdown(out: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.shift", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_dir", help="a trained model folder (model.pt, network.json, preprocessing.json)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.shift", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--model_dir", help="a trained model folder (model.pt, network.json, preprocessing.json)"
+    )
     parser.add_argument("--model", default="model.pt")
     parser.add_argument("--dataset_dir", default=None)
     parser.add_argument("--datalist", default=None)
-    parser.add_argument("--seed", type=int, default=0, help="the training run's seed (it drew the splits)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the training run's seed (it drew the splits)"
+    )
     parser.add_argument("--per_class", type=int, default=100)
-    parser.add_argument("--calibration_images", type=int, default=256, help="as the bundle's calibration_images")
+    parser.add_argument(
+        "--calibration_images", type=int, default=256, help="as the bundle's calibration_images"
+    )
     parser.add_argument("--splits", nargs="+", default=["validation", "report"])
-    parser.add_argument("--shifts", nargs="*", default=list(SHIFTS), choices=list(SHIFTS),
-                        help="the shifts (default: all; none: only the unshifted images and --diagnostics)")
-    parser.add_argument("--shift_seed", type=int, default=0, help="seeds the random shifts (noise, crop)")
-    parser.add_argument("--diagnostics", nargs="*", default=[], choices=list(DIAGNOSTICS),
-                        help="label-dependent diagnostics, reported apart from the mean over shifts")
-    parser.add_argument("--out", default=None, help="JSON file (default: <model_dir>/shift.json); .md beside it")
-    parser.add_argument("--combine", nargs="+", default=None, help="tabulate these shift JSON files over seeds")
-    parser.add_argument("--against", nargs="+", default=None,
-                        help="with --combine: shift JSON files of another variant, same seeds, for paired differences")
+    parser.add_argument(
+        "--shifts",
+        nargs="*",
+        default=list(SHIFTS),
+        choices=list(SHIFTS),
+        help="the shifts (default: all; none: only the unshifted images and --diagnostics)",
+    )
+    parser.add_argument(
+        "--shift_seed", type=int, default=0, help="seeds the random shifts (noise, crop)"
+    )
+    parser.add_argument(
+        "--diagnostics",
+        nargs="*",
+        default=[],
+        choices=list(DIAGNOSTICS),
+        help="label-dependent diagnostics, reported apart from the mean over shifts",
+    )
+    parser.add_argument(
+        "--out", default=None, help="JSON file (default: <model_dir>/shift.json); .md beside it"
+    )
+    parser.add_argument(
+        "--combine", nargs="+", default=None, help="tabulate these shift JSON files over seeds"
+    )
+    parser.add_argument(
+        "--against",
+        nargs="+",
+        default=None,
+        help="with --combine: shift JSON files of another variant, same seeds, for paired differences",
+    )
     return parser
 
 

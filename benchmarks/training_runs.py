@@ -30,8 +30,11 @@ def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
 def _training_run(output_dir: Path):
     client = MlflowClient(f"sqlite:///{output_dir.resolve() / 'mlruns.db'}")
     experiment = client.get_experiment_by_name("squid")
-    runs = [r for r in client.search_runs([experiment.experiment_id])
-            if not r.data.tags.get("mlflow.runName", "").startswith("evaluate")]
+    runs = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if not r.data.tags.get("mlflow.runName", "").startswith("evaluate")
+    ]
     return client, runs[0]
 
 
@@ -62,39 +65,74 @@ def section(args) -> str:
             "",
             f"Best model on the `{args.eval_split}` split (`monai.bundle run evaluating`, {m.get('n', '?')} images): "
             f"SQUID AUC **{squid['auc']:.3f}**"
-            + (f", accuracy {at_val['accuracy']:.3f}, F1 {at_val['f1']:.3f} at the stored threshold" if at_val else "")
+            + (
+                f", accuracy {at_val['accuracy']:.3f}, F1 {at_val['f1']:.3f} at the stored threshold"
+                if at_val
+                else ""
+            )
             + f"; trivial sharpness baseline (negated Laplacian energy, no learning) AUC **{base['auc']:.3f}** "
             "on the same images"
-            + (f", pixel nearest neighbour (distance to the closest calibration image, no learning) AUC "
-               f"**{m['baseline_pixel_knn']['auc']:.3f}**" if "baseline_pixel_knn" in m else "") + ".",
+            + (
+                f", pixel nearest neighbour (distance to the closest calibration image, no learning) AUC "
+                f"**{m['baseline_pixel_knn']['auc']:.3f}**"
+                if "baseline_pixel_knn" in m
+                else ""
+            )
+            + ".",
         ]
-        if "squid_minus_baseline_auc" in m:  # reports written before the intervals existed lack them
-            gain, (lo, hi), (blo, bhi) = m["squid_minus_baseline_auc"], squid["auc_95ci"], base["auc_95ci"]
-            lines += [f"95 % bootstrap intervals: SQUID [{lo:.3f}, {hi:.3f}], baseline [{blo:.3f}, {bhi:.3f}]; "
-                      f"paired difference SQUID - baseline {gain['value']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}]"
-                      + (" (resolved: the interval excludes 0)." if gain["low"] > 0 or gain["high"] < 0 else
-                         " (not resolved by this many images: the interval contains 0).")]
+        if (
+            "squid_minus_baseline_auc" in m
+        ):  # reports written before the intervals existed lack them
+            gain, (lo, hi), (blo, bhi) = (
+                m["squid_minus_baseline_auc"],
+                squid["auc_95ci"],
+                base["auc_95ci"],
+            )
+            lines += [
+                f"95 % bootstrap intervals: SQUID [{lo:.3f}, {hi:.3f}], baseline [{blo:.3f}, {bhi:.3f}]; "
+                f"paired difference SQUID - baseline {gain['value']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}]"
+                + (
+                    " (resolved: the interval excludes 0)."
+                    if gain["low"] > 0 or gain["high"] < 0
+                    else " (not resolved by this many images: the interval contains 0)."
+                )
+            ]
         if args.eval_split == "validation":
-            lines += ["(The validation split also chose the checkpoint and the threshold: these figures are "
-                      "optimistic; the official test split is held out and not in this repository's data.)"]
+            lines += [
+                "(The validation split also chose the checkpoint and the threshold: these figures are "
+                "optimistic; the official test split is held out and not in this repository's data.)"
+            ]
     lines += [
         "",
         "| epoch | " + " | ".join(str(e) for e in sorted(auc)) + " |",
         "|---|" + "---:|" * len(auc),
         f"| val AUC ({params.get('score_source', 'logit')} score) | "
-        + " | ".join(f"{auc[e]:.3f}" for e in sorted(auc)) + " |",
+        + " | ".join(f"{auc[e]:.3f}" for e in sorted(auc))
+        + " |",
     ]
-    if logit and params.get("score_source", "logit") != "logit":  # the paper's score beside the one in use
-        lines.append("| val AUC (logit, the paper's score) | "
-                     + " | ".join(f"{logit.get(e, float('nan')):.3f}" for e in sorted(auc)) + " |")
-    if len(set(running.values())) > 1:  # a constant 0.5: the score does not read the discriminator's statistics
-        lines.append("| val AUC (logit, running statistics) | "
-                     + " | ".join(f"{running.get(e, float('nan')):.3f}" for e in sorted(auc)) + " |")
+    if (
+        logit and params.get("score_source", "logit") != "logit"
+    ):  # the paper's score beside the one in use
+        lines.append(
+            "| val AUC (logit, the paper's score) | "
+            + " | ".join(f"{logit.get(e, float('nan')):.3f}" for e in sorted(auc))
+            + " |"
+        )
+    if (
+        len(set(running.values())) > 1
+    ):  # a constant 0.5: the score does not read the discriminator's statistics
+        lines.append(
+            "| val AUC (logit, running statistics) | "
+            + " | ".join(f"{running.get(e, float('nan')):.3f}" for e in sorted(auc))
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--title", required=True)
     parser.add_argument("--command", required=True)

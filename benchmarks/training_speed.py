@@ -28,8 +28,12 @@ from benchmarks.networks import training_steps
 from benchmarks.report import command_line, cpu_name, load_average, write_section
 
 SECTION = "## Training throughput"
-VARIANTS = {"today (out of place, Adam)": (False, False), "in-place": (True, False),
-            "fused Adam": (False, True), "in-place + fused Adam": (True, True)}
+VARIANTS = {
+    "today (out of place, Adam)": (False, False),
+    "in-place": (True, False),
+    "fused Adam": (False, True),
+    "in-place + fused Adam": (True, True),
+}
 
 
 def _set_inplace(module: torch.nn.Module, inplace: bool) -> None:
@@ -52,7 +56,11 @@ def _timed(fn) -> tuple[float, float, int]:
     before, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     fn()
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return time.perf_counter() - wall, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt
+    return (
+        time.perf_counter() - wall,
+        after.ru_stime - before.ru_stime,
+        after.ru_minflt - before.ru_minflt,
+    )
 
 
 def measure(presets: list[str], batch: int, repeats: int) -> list[dict]:
@@ -73,41 +81,60 @@ def measure(presets: list[str], batch: int, repeats: int) -> list[dict]:
         times: dict[str, list] = {name: [] for name in steps}
         names = list(steps)
         for rep in range(repeats):
-            for name in names[rep % len(names):] + names[:rep % len(names)]:
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
                 times[name].append(_timed(steps[name][0]))
-            print(f"{preset} rep {rep}: " + ", ".join(f"{n} {t[-1][0]:.2f} s" for n, t in times.items()), flush=True)
+            print(
+                f"{preset} rep {rep}: "
+                + ", ".join(f"{n} {t[-1][0]:.2f} s" for n, t in times.items()),
+                flush=True,
+            )
         today = times[names[0]]
         for name in names:
             t = times[name]
-            rows.append({"preset": preset, "variant": name, "batch": batch, "repeats": repeats,
-                         "iteration_s": statistics.median(w for w, _, _ in t),
-                         "ratio": statistics.median(a[0] / b[0] for a, b in zip(t, today)),
-                         "system_s": statistics.median(s for _, s, _ in t),
-                         "minor_faults": statistics.median(f for _, _, f in t), "weight_drift": drift})
+            rows.append(
+                {
+                    "preset": preset,
+                    "variant": name,
+                    "batch": batch,
+                    "repeats": repeats,
+                    "iteration_s": statistics.median(w for w, _, _ in t),
+                    "ratio": statistics.median(a[0] / b[0] for a, b in zip(t, today)),
+                    "system_s": statistics.median(s for _, s, _ in t),
+                    "minor_faults": statistics.median(f for _, _, f in t),
+                    "weight_drift": drift,
+                }
+            )
     return rows
 
 
 def _section(rows: list[dict], command: str, load: tuple[str, str]) -> str:
-    table = ["| preset | variant | s / iteration (wall) | x today | system CPU-s / iteration | minor page faults "
-             "/ iteration |", "|---|---|---:|---:|---:|---:|"]
+    table = [
+        "| preset | variant | s / iteration (wall) | x today | system CPU-s / iteration | minor page faults "
+        "/ iteration |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        table.append(f"| {r['preset']} | {r['variant']} | {r['iteration_s']:.2f} | {r['ratio']:.2f} | "
-                     f"{r['system_s']:.2f} | {r['minor_faults']:.0f} |")
+        table.append(
+            f"| {r['preset']} | {r['variant']} | {r['iteration_s']:.2f} | {r['ratio']:.2f} | "
+            f"{r['system_s']:.2f} | {r['minor_faults']:.0f} |"
+        )
     drift = max(r["weight_drift"] for r in rows)
-    return "\n".join([
-        f"Measured {datetime.date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores, shared with other "
-        f"jobs), torch {torch.__version__} with {torch.get_num_threads()} thread(s). Load average before: "
-        f"`{load[0]}`; after: `{load[1]}`. One full D + G iteration of the SQUID trainer at batch "
-        f"{rows[0]['batch']}, {rows[0]['repeats']} repetitions per variant, interleaved in a rotating order; "
-        "medians, the ratio taken within each repetition. Command (from the repository root):",
-        "",
-        f"    {command}",
-        "",
-        *table,
-        "",
-        f"Results: the variants' weights after the warm-up iteration differ by at most {drift:.1e} (fused Adam "
-        "rounds differently; in-place is bitwise the same), i.e. the same training in distribution.",
-    ])
+    return "\n".join(
+        [
+            f"Measured {datetime.date.today().isoformat()} on {cpu_name()} ({os.cpu_count()} cores, shared with other "
+            f"jobs), torch {torch.__version__} with {torch.get_num_threads()} thread(s). Load average before: "
+            f"`{load[0]}`; after: `{load[1]}`. One full D + G iteration of the SQUID trainer at batch "
+            f"{rows[0]['batch']}, {rows[0]['repeats']} repetitions per variant, interleaved in a rotating order; "
+            "medians, the ratio taken within each repetition. Command (from the repository root):",
+            "",
+            f"    {command}",
+            "",
+            *table,
+            "",
+            f"Results: the variants' weights after the warm-up iteration differ by at most {drift:.1e} (fused Adam "
+            "rounds differently; in-place is bitwise the same), i.e. the same training in distribution.",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(args.presets, args.batch_size, args.repeats)
     after = load_average()
     for r in rows:
-        print(f"{r['preset']:6s} {r['variant']:28s} {r['iteration_s']:.2f} s x{r['ratio']:.2f} "
-              f"sys {r['system_s']:.2f} s faults {r['minor_faults']:.0f}")
+        print(
+            f"{r['preset']:6s} {r['variant']:28s} {r['iteration_s']:.2f} s x{r['ratio']:.2f} "
+            f"sys {r['system_s']:.2f} s faults {r['minor_faults']:.0f}"
+        )
     if not args.no_write:
         write_section(SECTION, _section(rows, command_line(__file__, argv), (before, after)))
     return 0

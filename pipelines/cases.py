@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import torch
 
@@ -26,9 +27,13 @@ class CaseStatus(str, enum.Enum):
 
     PENDING = "pending"  # preprocessed, waiting for the scorer
     SCORED = "scored"
-    NO_SUITABLE_SERIES = "no_suitable_series"  # no CR/DX/DR frontal chest series (e.g. CT, MR, lateral)
+    NO_SUITABLE_SERIES = (
+        "no_suitable_series"  # no CR/DX/DR frontal chest series (e.g. CT, MR, lateral)
+    )
     MULTI_FRAME = "multi_frame"  # the selected radiograph has several frames
-    UNREADABLE = "unreadable"  # a DICOM (by name or marker) or image file that is truncated or undecodable
+    UNREADABLE = (
+        "unreadable"  # a DICOM (by name or marker) or image file that is truncated or undecodable
+    )
     IGNORED = "ignored"  # neither DICOM nor PNG/JPEG by name and content (e.g. a manifest .csv): listed only
     # another file with the same SOPInstanceUID was scored: an identical copy, or a truncated
     # copy of an intact one; listed with the file it duplicates ("duplicate of ...")
@@ -61,15 +66,17 @@ class Case:
     status: CaseStatus = CaseStatus.PENDING
     message: str = ""
     source: dict[str, Any] = field(default_factory=dict)  # UIDs / file name of what was scored
-    image: Optional[torch.Tensor] = None  # (1, H, W) float32 in [0, 1], the model input
+    image: torch.Tensor | None = None  # (1, H, W) float32 in [0, 1], the model input
     dicom_series: Any = None  # monai.deploy DICOMSeries the SR copies study tags from
-    score: Optional[float] = None
-    logit: Optional[float] = None
-    threshold: Optional[float] = None
-    anomalous: Optional[bool] = None
-    record: Optional[ScoreRecord] = None  # the scoring result (reconstruction, difference, ...)
+    score: float | None = None
+    logit: float | None = None
+    threshold: float | None = None
+    anomalous: bool | None = None
+    record: ScoreRecord | None = None  # the scoring result (reconstruction, difference, ...)
     model: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)  # name -> file written, relative to the output folder
+    outputs: dict[str, str] = field(
+        default_factory=dict
+    )  # name -> file written, relative to the output folder
     problems: list[str] = field(default_factory=list)  # output steps that failed for a scored case
     #: UIDs of DICOM objects of the case, by name: the scored image (``source``) and those the
     #: app wrote (``heatmap_sc``), for the SR's references
@@ -86,7 +93,7 @@ class Case:
         """Scored and every output written."""
         return self.status is CaseStatus.SCORED and not self.problems
 
-    def fail(self, status: CaseStatus, message: str) -> "Case":
+    def fail(self, status: CaseStatus, message: str) -> Case:
         """Mark the case as not scorable, dropping pixel data it no longer needs."""
         self.status, self.message = status, message
         self.image = self.record = None
@@ -103,7 +110,9 @@ class Case:
             "score": self.score,
             "logit": self.logit,
             "threshold": self.threshold,
-            "decision": None if self.anomalous is None else ("anomalous" if self.anomalous else "normal"),
+            "decision": None
+            if self.anomalous is None
+            else ("anomalous" if self.anomalous else "normal"),
             "model": self.model,
             "outputs": self.outputs,
             "problems": self.problems,

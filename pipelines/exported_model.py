@@ -29,9 +29,10 @@ size; a model without it (e.g. traced by hand) gets the same function,
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -52,7 +53,9 @@ MODEL_CARD_KEYS = ModelCard.REQUIRED
 EXTRA_FILE_NAME = CARD_FILE
 BUNDLE_CONFIG_FILE = "inference.json"  # the bundle config ckpt_export embeds
 _MODEL_SUFFIXES = (".ts", ".pt")
-_WARM_UP_CALLS = 2  # optimised: the profiling executor's profiling run, then its first optimised run
+_WARM_UP_CALLS = (
+    2  # optimised: the profiling executor's profiling run, then its first optimised run
+)
 
 
 class ModelLoadError(ValueError):
@@ -88,8 +91,14 @@ class ExportedModel:
             from squid_monai.scoring.runtimes import OUTPUTS
 
             outputs = self.runtime(images.detach().to("cpu", torch.float32).contiguous().numpy())
-            return {key: torch.from_numpy(value) for key, value in zip(OUTPUTS, outputs) if key != "residual"}
-        with torch.jit.optimized_execution(self.optimised):  # a per-thread switch: set on every call
+            return {
+                key: torch.from_numpy(value)
+                for key, value in zip(OUTPUTS, outputs)
+                if key != "residual"
+            }
+        with torch.jit.optimized_execution(
+            self.optimised
+        ):  # a per-thread switch: set on every call
             out = self.module(images.to(self.device, torch.float32))
         return {key: value.detach().float().cpu() for key, value in out.items()}
 
@@ -128,17 +137,31 @@ def load_exported_model(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     extra_files = {EXTRA_FILE_NAME: "", BUNDLE_CONFIG_FILE: ""}
     try:
-        with warnings.catch_warnings():  # TorchScript is the agreed deploy format; torch >= 2.10 flags it as legacy
-            warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=DeprecationWarning)
+        with (
+            warnings.catch_warnings()
+        ):  # TorchScript is the agreed deploy format; torch >= 2.10 flags it as legacy
+            warnings.filterwarnings(
+                "ignore", message=".*torch.jit.load.*", category=DeprecationWarning
+            )
             module = torch.jit.load(str(model_file), map_location=device, _extra_files=extra_files)
     except Exception as exc:  # torch raises RuntimeError/ValueError for anything not TorchScript
         raise ModelLoadError(f"{model_file}: not a loadable TorchScript model ({exc})") from exc
     module.eval()
     card = _read_card(model_file, extra_files[EXTRA_FILE_NAME])
-    preprocessing, source = _preprocessing(model_file, extra_files[BUNDLE_CONFIG_FILE], card.image_size,
-                                           str(card.extra.get("intensity", "percentile")))
-    model = ExportedModel(module=module, card=card, path=model_file, device=device, preprocessing=preprocessing,
-                               preprocessing_source=source)
+    preprocessing, source = _preprocessing(
+        model_file,
+        extra_files[BUNDLE_CONFIG_FILE],
+        card.image_size,
+        str(card.extra.get("intensity", "percentile")),
+    )
+    model = ExportedModel(
+        module=module,
+        card=card,
+        path=model_file,
+        device=device,
+        preprocessing=preprocessing,
+        preprocessing_source=source,
+    )
     if device.type == "cpu":
         model.runtime, model.format = _faster_export(model_file, card, module)
     if warm_up:
@@ -180,12 +203,17 @@ def _warm_up(model: ExportedModel) -> None:
         ) from exc
 
 
-def _preprocessing(model_file: Path, config: str | bytes, image_size: int,
-                   intensity: str = "percentile") -> tuple[Callable[[dict], dict], str]:
+def _preprocessing(
+    model_file: Path, config: str | bytes, image_size: int, intensity: str = "percentile"
+) -> tuple[Callable[[dict], dict], str]:
     """The embedded bundle config's ``preprocessing`` at ``image_size``, or ``inference_transforms``."""
-    content = _parse_json(config, f"{model_file} (extra file {BUNDLE_CONFIG_FILE})") if config else {}
+    content = (
+        _parse_json(config, f"{model_file} (extra file {BUNDLE_CONFIG_FILE})") if config else {}
+    )
     if "preprocessing" not in content:
-        return inference_transforms(image_size, intensity=intensity), "squid_monai.transforms.inference_transforms"
+        return inference_transforms(
+            image_size, intensity=intensity
+        ), "squid_monai.transforms.inference_transforms"
     from monai.bundle import ConfigParser
 
     parser = ConfigParser(content)
@@ -196,7 +224,9 @@ def _preprocessing(model_file: Path, config: str | bytes, image_size: int,
     try:
         return parser.get_parsed_content("preprocessing"), f"extra file {BUNDLE_CONFIG_FILE}"
     except Exception as exc:
-        raise ModelLoadError(f"{model_file}: the bundle's preprocessing cannot be built ({exc})") from exc
+        raise ModelLoadError(
+            f"{model_file}: the bundle's preprocessing cannot be built ({exc})"
+        ) from exc
 
 
 def _read_card(model_file: Path, embedded: str | bytes) -> ModelCard:
@@ -212,8 +242,11 @@ def _read_card(model_file: Path, embedded: str | bytes) -> ModelCard:
     try:
         return ModelCard.from_dict(values, source=" + ".join(sources))
     except ValueError as exc:
-        hint = (f"; put them in the TorchScript extra file '{EXTRA_FILE_NAME}' or in the sidecar {sidecar.name}"
-                if "missing" in str(exc) else "")
+        hint = (
+            f"; put them in the TorchScript extra file '{EXTRA_FILE_NAME}' or in the sidecar {sidecar.name}"
+            if "missing" in str(exc)
+            else ""
+        )
         raise ModelLoadError(f"{model_file}: {exc}{hint}") from exc
 
 

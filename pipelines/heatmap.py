@@ -46,8 +46,11 @@ class ExportedHeatmap:
             try:
                 return self.saliency(images)
             except (ValueError, RuntimeError) as exc:  # not differentiable (no graph, no grad_fn)
-                logger.warning("The exported model cannot be differentiated (%s); heat maps show "
-                               "the residual evidence instead", exc)
+                logger.warning(
+                    "The exported model cannot be differentiated (%s); heat maps show "
+                    "the residual evidence instead",
+                    exc,
+                )
                 self.kind = RESIDUAL
         reconstruction = out["reconstruction"].detach().float().cpu()
         residual = (images.detach().float().cpu() - reconstruction).abs()
@@ -66,8 +69,9 @@ def colour(heatmap: np.ndarray) -> np.ndarray:
     return np.round(_jet(heatmap) * 255.0).astype(np.uint8)
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
-            min_side: int = 256) -> np.ndarray:
+def overlay(
+    image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, min_side: int = 256
+) -> np.ndarray:
     """The heat map blended over the grey model input (both (H, W) in [0, 1]) as an RGB
     uint8 image, enlarged by a whole factor to at least ``min_side`` pixels (bilinear), the
     way ``squid_monai.visualize.overlay_heatmap`` shows it."""

@@ -17,7 +17,9 @@ scorer and result writer (no SR). The exit status is an ``ExitCode`` (see pipeli
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # the app as a program: import as in the MAP image (pipelines/startup.py)
+if (
+    __name__ == "__main__"
+):  # the app as a program: import as in the MAP image (pipelines/startup.py)
     from pipelines.startup import start_like_the_map
 
     start_like_the_map()
@@ -26,8 +28,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import Application, init_app_context
@@ -40,8 +42,8 @@ from pipelines.operators import (
     CheckedDICOMDataLoaderOperator,
     HeatmapSCWriterOperator,
     ImageFileLoaderOperator,
-    RadiographSeriesSelectorOperator,
     PreprocessOperator,
+    RadiographSeriesSelectorOperator,
     ResultWriterOperator,
     ScoringOperator,
     TextSRWriterOperator,
@@ -59,16 +61,18 @@ class ChestXRayApp(Application):
     ``run_summary.json``.
     """
 
-    def __init__(self, input_folder: str | Path, output_folder: str | Path, model: ExportedModel, argv=None):
+    def __init__(
+        self, input_folder: str | Path, output_folder: str | Path, model: ExportedModel, argv=None
+    ):
         self.input_folder = Path(input_folder)
         self.output_folder = Path(output_folder)
         self.model = model
-        self._result_writer: Optional[ResultWriterOperator] = None
+        self._result_writer: ResultWriterOperator | None = None
         # holoscan parses its own flags from argv; pass ours explicitly so a host process's argv is not read
         super().__init__(list(argv) if argv else [sys.executable, __file__])
 
     @property
-    def exit_code(self) -> Optional[ExitCode]:
+    def exit_code(self) -> ExitCode | None:
         return self._result_writer.exit_code if self._result_writer else None
 
     @property
@@ -79,7 +83,9 @@ class ChestXRayApp(Application):
         image_size = self.model.card.image_size
         has_images, has_others = _input_kinds(self.input_folder)
         scorer = ScoringOperator(self, model=self.model, name="squid_scorer")
-        writer = ResultWriterOperator(self, output_folder=self.output_folder, name="squid_result_writer")
+        writer = ResultWriterOperator(
+            self, output_folder=self.output_folder, name="squid_result_writer"
+        )
         self._result_writer = writer
         if has_others or not has_images:
             loader = CheckedDICOMDataLoaderOperator(
@@ -87,21 +93,38 @@ class ChestXRayApp(Application):
             )
             selector = RadiographSeriesSelectorOperator(self, name="series_selector")
             preprocess = PreprocessOperator(
-                self, image_size=image_size, preprocessing=self.model.preprocessing, name="squid_preprocess"
+                self,
+                image_size=image_size,
+                preprocessing=self.model.preprocessing,
+                name="squid_preprocess",
             )
-            sc_writer = HeatmapSCWriterOperator(self, output_folder=self.output_folder,
-                                                name="heatmap_sc_writer")
-            sr_writer = TextSRWriterOperator(self, output_folder=self.output_folder, name="squid_sr_writer")
+            sc_writer = HeatmapSCWriterOperator(
+                self, output_folder=self.output_folder, name="heatmap_sc_writer"
+            )
+            sr_writer = TextSRWriterOperator(
+                self, output_folder=self.output_folder, name="squid_sr_writer"
+            )
             self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
-            self.add_flow(selector, preprocess, {("study_selected_series_list", "study_selected_series_list")})
             self.add_flow(
-                loader, preprocess, {("dicom_study_list", "dicom_study_list"), ("unreadable_cases", "unreadable_cases")}
+                selector, preprocess, {("study_selected_series_list", "study_selected_series_list")}
+            )
+            self.add_flow(
+                loader,
+                preprocess,
+                {
+                    ("dicom_study_list", "dicom_study_list"),
+                    ("unreadable_cases", "unreadable_cases"),
+                },
             )
             upstream = preprocess
             if has_images:  # mixed folder: the image cases join the DICOM ones before scoring
                 images = ImageFileLoaderOperator(
-                    self, input_folder=self.input_folder, image_size=image_size, receives_cases=True,
-                    preprocessing=self.model.preprocessing, name="image_loader",
+                    self,
+                    input_folder=self.input_folder,
+                    image_size=image_size,
+                    receives_cases=True,
+                    preprocessing=self.model.preprocessing,
+                    name="image_loader",
                 )
                 self.add_flow(preprocess, images, {("cases", "cases")})
                 upstream = images
@@ -111,24 +134,33 @@ class ChestXRayApp(Application):
             self.add_flow(sr_writer, writer, {("cases", "cases")})
         else:
             images = ImageFileLoaderOperator(
-                self, CountCondition(self, 1), input_folder=self.input_folder, image_size=image_size,
-                preprocessing=self.model.preprocessing, name="image_loader",
+                self,
+                CountCondition(self, 1),
+                input_folder=self.input_folder,
+                image_size=image_size,
+                preprocessing=self.model.preprocessing,
+                name="image_loader",
             )
             self.add_flow(images, scorer, {("cases", "cases")})
             self.add_flow(scorer, writer, {("cases", "cases")})
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the app with SDK-style arguments (``argv[0]`` is the program); return the exit status."""
     argv = list(sys.argv if argv is None else argv)
     try:
-        context = init_app_context(argv)  # -i/-o/-m/-l, or the HOLOSCAN_*_PATH variables; sets up logging
+        context = init_app_context(
+            argv
+        )  # -i/-o/-m/-l, or the HOLOSCAN_*_PATH variables; sets up logging
     except SystemExit as exc:  # argparse: message already printed
         return int(ExitCode.USAGE) if exc.code else 0
     _keep_datasets_out_of_logs()
     input_folder, output_folder = Path(context.input_path), Path(context.output_path)
     if not input_folder.is_dir():
-        logger.error("Input %s is not a folder: give the folder holding the DICOM or PNG/JPEG files", input_folder)
+        logger.error(
+            "Input %s is not a folder: give the folder holding the DICOM or PNG/JPEG files",
+            input_folder,
+        )
         return int(ExitCode.USAGE)
     start = time.perf_counter()
     try:
@@ -137,9 +169,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.error("Unusable model: %s", exc)
         return int(ExitCode.USAGE)
     card = model.card
-    logger.info("Model %s version %s (image size %d, threshold %.4f, card from %s, preprocessing from %s) on %s, "
-                "scored with %s", card.model_name, card.model_version, card.image_size, card.threshold, card.source,
-                model.preprocessing_source, model.device, model.format)
+    logger.info(
+        "Model %s version %s (image size %d, threshold %.4f, card from %s, preprocessing from %s) on %s, "
+        "scored with %s",
+        card.model_name,
+        card.model_version,
+        card.image_size,
+        card.threshold,
+        card.source,
+        model.preprocessing_source,
+        model.device,
+        model.format,
+    )
     loaded, loaded_cpu = time.perf_counter(), time.process_time()
     app = ChestXRayApp(input_folder, output_folder, model)
     try:
@@ -189,7 +230,9 @@ def _input_kinds(folder: Path) -> tuple[bool, bool]:
     return has_images, has_others
 
 
-def _add_timing(summary_file: Path, summary: dict, model_load_s: float, graph_s: float, graph_cpu_s: float) -> None:
+def _add_timing(
+    summary_file: Path, summary: dict, model_load_s: float, graph_s: float, graph_cpu_s: float
+) -> None:
     """Record where the time went: model loading (with warm-up), then the graph, wall-clock and
     CPU seconds of this process (imports and start-up before them are not counted: BENCHMARKS.md)."""
     cases = len(summary.get("cases", []))

@@ -37,8 +37,18 @@ __all__ = ["NOT_IN_THE_MAP", "start_like_the_map"]
 #: Top-level import names that the app's imports reach and that the MAP image does not install
 #: (tests/pipelines/test_startup.py checks them against pipelines/requirements.txt).
 NOT_IN_THE_MAP = (
-    "IPython", "ignite", "jsonschema", "matplotlib", "mlflow", "pandas", "pydot", "scipy", "skimage", "sklearn",
-    "tifffile", "tqdm",
+    "IPython",
+    "ignite",
+    "jsonschema",
+    "matplotlib",
+    "mlflow",
+    "pandas",
+    "pydot",
+    "scipy",
+    "skimage",
+    "sklearn",
+    "tifffile",
+    "tqdm",
 )
 
 
@@ -47,8 +57,11 @@ class _NotInTheMap(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] in NOT_IN_THE_MAP:
-            raise ModuleNotFoundError(f"No module named {name!r} (the MAP image does not install it: "
-                                      "pipelines/startup.py)", name=name)
+            raise ModuleNotFoundError(
+                f"No module named {name!r} (the MAP image does not install it: "
+                "pipelines/startup.py)",
+                name=name,
+            )
         return None
 
 
@@ -64,8 +77,12 @@ def start_like_the_map() -> None:
     try:
         _import_monai_packages_only()
     except Exception as error:  # MONAI's start-up changed: take its own, full import
-        warnings.warn(f"pipelines/startup.py: importing MONAI without its every-module pass failed ({error!r}); "
-                      "importing it in full (a slower start)", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"pipelines/startup.py: importing MONAI without its every-module pass failed ({error!r}); "
+            "importing it in full (a slower start)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         importlib.import_module("monai")
 
 

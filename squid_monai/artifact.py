@@ -23,17 +23,32 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .distributed import is_main_process
 from .transforms.compose import check_switches
 
-__all__ = ["MODELS_DIR", "WEIGHTS_FILE", "RECIPE_FILE", "PREPROCESSING_FILE", "TRAINING_FILE", "CARD_FILE",
-           "TORCHSCRIPT_FILE",
-           "EXPORT_FILES", "SCORE_RULE", "Recipe", "ModelCard", "load_training_settings", "save_preprocessing",
-           "save_training_settings", "trained_intensity", "write_json"]
+__all__ = [
+    "MODELS_DIR",
+    "WEIGHTS_FILE",
+    "RECIPE_FILE",
+    "PREPROCESSING_FILE",
+    "TRAINING_FILE",
+    "CARD_FILE",
+    "TORCHSCRIPT_FILE",
+    "EXPORT_FILES",
+    "SCORE_RULE",
+    "Recipe",
+    "ModelCard",
+    "load_training_settings",
+    "save_preprocessing",
+    "save_training_settings",
+    "trained_intensity",
+    "write_json",
+]
 
 #: folder of the trained model under a run's output folder
 MODELS_DIR = "models"
@@ -50,8 +65,12 @@ CARD_FILE = "squid.json"
 #: the TorchScript export
 TORCHSCRIPT_FILE = "model.ts"
 #: export format -> its file in the model folder (``python -m squid_monai.export --format``)
-EXPORT_FILES = {"torchscript": TORCHSCRIPT_FILE, "onnx": "model.onnx", "openvino": "model.xml",
-                "openvino_int8": "model_int8.xml"}
+EXPORT_FILES = {
+    "torchscript": TORCHSCRIPT_FILE,
+    "onnx": "model.onnx",
+    "openvino": "model.xml",
+    "openvino_int8": "model_int8.xml",
+}
 #: how the card's numbers turn a logit into a decision
 SCORE_RULE = "1 - sigmoid((x - mean) / std), x the logit, the negated residual, the negated worst standardised tile residual or the negated sum of standardised evidence (combined) (score_source); decision: score > threshold"
 _DEFAULT_FAMILY = "squid"
@@ -103,8 +122,12 @@ class Recipe:
         if not isinstance(content, Mapping) or "preset" not in content:
             raise ValueError(f"{where}: network recipe without 'preset'")
         pinned = content.get("config")
-        return cls(preset=str(content["preset"]), overrides=dict(content.get("overrides") or {}),
-                   family=_family_name(content), pinned=None if pinned is None else dict(pinned))
+        return cls(
+            preset=str(content["preset"]),
+            overrides=dict(content.get("overrides") or {}),
+            family=_family_name(content),
+            pinned=None if pinned is None else dict(pinned),
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``network.json`` (``path`` is the file or its folder) as it is (pin it first:
@@ -137,8 +160,13 @@ class Recipe:
         return cls.load(recipe)
 
     @classmethod
-    def in_folder(cls, model_dir: str | os.PathLike, preset: str = "", overrides: Mapping | None = None,
-                  family: str = _DEFAULT_FAMILY) -> Recipe:
+    def in_folder(
+        cls,
+        model_dir: str | os.PathLike,
+        preset: str = "",
+        overrides: Mapping | None = None,
+        family: str = _DEFAULT_FAMILY,
+    ) -> Recipe:
         """The trained model's recipe in ``model_dir``, or the given one when there is none
         yet (an untrained bundle: ``verify_net_in_out`` and other checks still need a network)."""
         path = Path(model_dir) / RECIPE_FILE
@@ -183,13 +211,21 @@ class ModelCard:
     REQUIRED = ("image_size", "mean", "std", "threshold", "model_name", "model_version")
 
     @classmethod
-    def from_scorer(cls, scorer: Any, image_size: int, metadata: Mapping[str, Any] | None = None) -> ModelCard:
+    def from_scorer(
+        cls, scorer: Any, image_size: int, metadata: Mapping[str, Any] | None = None
+    ) -> ModelCard:
         """The card of a scorer (PyTorch or TorchScript: both carry the calibration buffers);
         name and version from the bundle's ``metadata.json``."""
         metadata = metadata or {}
-        return cls(image_size=int(image_size), mean=float(scorer.mean), std=float(scorer.std),
-                   threshold=float(scorer.threshold), normal_threshold=float(scorer.normal_threshold),
-                   model_name=str(metadata.get("name", "squid")), model_version=str(metadata.get("version", "0")))
+        return cls(
+            image_size=int(image_size),
+            mean=float(scorer.mean),
+            std=float(scorer.std),
+            threshold=float(scorer.threshold),
+            normal_threshold=float(scorer.normal_threshold),
+            model_name=str(metadata.get("name", "squid")),
+            model_version=str(metadata.get("version", "0")),
+        )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "") -> ModelCard:
@@ -199,13 +235,24 @@ class ModelCard:
             raise ValueError(f"model card incomplete, missing {missing}")
         try:
             normal = values.get("normal_threshold")
-            card = cls(image_size=int(values["image_size"]), mean=float(values["mean"]), std=float(values["std"]),
-                       threshold=float(values["threshold"]), model_name=str(values["model_name"]),
-                       model_version=str(values["model_version"]),
-                       normal_threshold=None if normal is None else float(normal), source=source,
-                       format=str(values.get("format", "")), parity=dict(values.get("parity") or {}),
-                       extra={k: v for k, v in values.items() if k not in cls.REQUIRED
-                              and k not in ("normal_threshold", "score", "format", "parity")})
+            card = cls(
+                image_size=int(values["image_size"]),
+                mean=float(values["mean"]),
+                std=float(values["std"]),
+                threshold=float(values["threshold"]),
+                model_name=str(values["model_name"]),
+                model_version=str(values["model_version"]),
+                normal_threshold=None if normal is None else float(normal),
+                source=source,
+                format=str(values.get("format", "")),
+                parity=dict(values.get("parity") or {}),
+                extra={
+                    k: v
+                    for k, v in values.items()
+                    if k not in cls.REQUIRED
+                    and k not in ("normal_threshold", "score", "format", "parity")
+                },
+            )
         except (TypeError, ValueError) as err:
             raise ValueError(f"model card has a malformed value ({err})") from err
         _positive("image_size", card.image_size)
@@ -258,10 +305,14 @@ def trained_intensity(ckpt_dir: str | os.PathLike, default: str = "percentile") 
     path = Path(ckpt_dir, PREPROCESSING_FILE)
     if not path.is_file():
         return check_switches(intensity=default)["intensity"]
-    return check_switches(intensity=json.loads(path.read_text()).get("intensity", default))["intensity"]
+    return check_switches(intensity=json.loads(path.read_text()).get("intensity", default))[
+        "intensity"
+    ]
 
 
-def save_training_settings(ckpt_dir: str | os.PathLike, family: str, name: str, settings: Mapping[str, Any]) -> Path:
+def save_training_settings(
+    ckpt_dir: str | os.PathLike, family: str, name: str, settings: Mapping[str, Any]
+) -> Path:
     """Pin the training recipe a run starts with in ``<ckpt_dir>/training.json``
     (:data:`TRAINING_FILE`): ``{"family", "recipe", "settings"}``."""
     path = Path(ckpt_dir, TRAINING_FILE)
@@ -279,8 +330,10 @@ def load_training_settings(ckpt_dir: str | os.PathLike) -> tuple[str, str, dict[
         stored = json.loads(path.read_text())
         family, name, settings = _family_name(stored), stored["recipe"], stored["settings"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: cannot read the pinned training recipe ({err}); start afresh with --resume false "
-                         "or another --output_dir") from err
+        raise ValueError(
+            f"{path}: cannot read the pinned training recipe ({err}); start afresh with --resume false "
+            "or another --output_dir"
+        ) from err
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: the pinned training settings are not a JSON object")
     return family, name, settings

@@ -20,8 +20,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CONTROL_PARTS", "ControlEnsemble", "image_stack", "laplacian_energy", "nearest_normal_pixels",
-           "nearest_other_normal", "sharpness_score"]
+__all__ = [
+    "CONTROL_PARTS",
+    "ControlEnsemble",
+    "image_stack",
+    "laplacian_energy",
+    "nearest_normal_pixels",
+    "nearest_other_normal",
+    "sharpness_score",
+]
 
 # 4-neighbour discrete Laplacian
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -33,7 +40,9 @@ def laplacian_energy(images: torch.Tensor) -> torch.Tensor:
     Only the interior is used (no padding), so the image border does not add a fake edge.
     """
     if images.ndim != 4 or images.shape[1] != 1 or min(images.shape[-2:]) < 3:
-        raise ValueError(f"expected a (B, 1, H, W) batch with H, W >= 3, got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"expected a (B, 1, H, W) batch with H, W >= 3, got shape {tuple(images.shape)}"
+        )
     x = images.detach().to(torch.float64)
     kernel = _LAPLACIAN.to(x)[None, None]
     return F.conv2d(x, kernel).pow(2).mean(dim=(1, 2, 3)).to(torch.float32)
@@ -57,8 +66,10 @@ def nearest_normal_pixels(images: torch.Tensor, normals: torch.Tensor) -> torch.
     """Anomaly score of the pixel nearest neighbour: the mean squared pixel difference of each
     image of a (B, 1, H, W) batch to the nearest of the ``normals`` (N, 1, H, W) -> (B,)."""
     if images.shape[1:] != normals.shape[1:] or len(normals) == 0:
-        raise ValueError(f"images {tuple(images.shape)} and normals {tuple(normals.shape)} must share (C, H, W), "
-                         "with at least one normal")
+        raise ValueError(
+            f"images {tuple(images.shape)} and normals {tuple(normals.shape)} must share (C, H, W), "
+            "with at least one normal"
+        )
     x, n = images.detach().flatten(1).double(), normals.detach().flatten(1).double()
     return (torch.cdist(x, n).pow(2).amin(1) / x.shape[1]).to(torch.float32)
 
@@ -71,7 +82,9 @@ def nearest_other_normal(normals: torch.Tensor) -> torch.Tensor:
     """:func:`nearest_normal_pixels` of each of the ``normals`` (N, 1, H, W) to the *other*
     normals (N,): an image's distance to itself (0) would bias its statistics low."""
     if len(normals) < 2:
-        raise ValueError(f"the pixel nearest neighbour of a normal needs at least two normals, got {len(normals)}")
+        raise ValueError(
+            f"the pixel nearest neighbour of a normal needs at least two normals, got {len(normals)}"
+        )
     x = normals.detach().flatten(1).double()
     distance = torch.cdist(x, x).pow(2) / x.shape[1]
     distance.fill_diagonal_(float("inf"))
@@ -97,7 +110,9 @@ class ControlEnsemble:
         self.mean, self.std = own.mean(0), own.std(0).clamp_min(1e-8)
 
     def parts(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        values = torch.stack([sharpness_score(images), nearest_normal_pixels(images, self.normals)], 1)
+        values = torch.stack(
+            [sharpness_score(images), nearest_normal_pixels(images, self.normals)], 1
+        )
         out = dict(zip(CONTROL_PARTS, values.unbind(1)))
         out["control"] = ((values - self.mean) / self.std).sum(1)
         return out

@@ -12,8 +12,15 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-__all__ = ["rank", "world_size", "is_main_process", "per_rank_batch", "on_rank0_then_share",
-           "DDP_FAMILIES", "require_ddp_support"]
+__all__ = [
+    "rank",
+    "world_size",
+    "is_main_process",
+    "per_rank_batch",
+    "on_rank0_then_share",
+    "DDP_FAMILIES",
+    "require_ddp_support",
+]
 
 T = TypeVar("T")
 
@@ -41,8 +48,10 @@ def per_rank_batch(batch_size: int, world: int | None = None) -> int:
     world = world_size() if world is None else int(world)
     batch_size = int(batch_size)
     if batch_size % world:
-        raise ValueError(f"batch_size {batch_size} (the global batch) cannot be split over "
-                         f"{world} ranks: choose a multiple of {world}")
+        raise ValueError(
+            f"batch_size {batch_size} (the global batch) cannot be split over "
+            f"{world} ranks: choose a multiple of {world}"
+        )
     return batch_size // world
 
 
@@ -71,5 +80,7 @@ def require_ddp_support(family: str) -> None:
     not wire: the others' trainers take other networks (one auto-encoder, f-AnoGAN's
     encoder stage) or have not been checked replica for replica."""
     if family not in DDP_FAMILIES:
-        raise ValueError(f"multi_gpu_train.json: multi-GPU training is wired and tested for {', '.join(DDP_FAMILIES)} "
-                         f"only, not for family {family!r}; train it on one device (drop multi_gpu_train.json)")
+        raise ValueError(
+            f"multi_gpu_train.json: multi-GPU training is wired and tested for {', '.join(DDP_FAMILIES)} "
+            f"only, not for family {family!r}; train it on one device (drop multi_gpu_train.json)"
+        )

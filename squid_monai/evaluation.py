@@ -40,7 +40,7 @@ from ignite.engine import Engine, Events
 
 from .baselines import ControlEnsemble, image_stack, sharpness_score
 from .metrics import auc_by_anomaly, bootstrap_auc, evaluate_scores, roc_auc
-from .scoring import ScoreRecord, ScoreWriter, CalibratedScorer, score_images
+from .scoring import CalibratedScorer, ScoreRecord, ScoreWriter, score_images
 
 __all__ = ["EvaluationReport", "EXTRA_COLUMNS"]
 
@@ -52,13 +52,23 @@ _OPTIMISTIC = "best_on_this_set"
 
 #: baselines of the report: name -> (note, key of SQUID's paired difference to it)
 _BASELINES = {
-    "sharpness": ("negated Laplacian energy of the preprocessed image (no learning): the known smoothness "
-                  "shortcut; a SQUID gain must be judged against it", "squid_minus_baseline_auc"),
-    "pixel_knn": ("mean squared pixel difference to the nearest of the images the model calibrates on "
-                  "(memory, no learning)", "squid_minus_pixel_knn_auc"),
-    "control": (("control ensemble: sharpness + pixel nearest neighbour, each standardised by its mean and std "
-                 "on the normal calibration images, summed (no learning); the bar a learned score must clear"),
-                "squid_minus_control_auc"),
+    "sharpness": (
+        "negated Laplacian energy of the preprocessed image (no learning): the known smoothness "
+        "shortcut; a SQUID gain must be judged against it",
+        "squid_minus_baseline_auc",
+    ),
+    "pixel_knn": (
+        "mean squared pixel difference to the nearest of the images the model calibrates on "
+        "(memory, no learning)",
+        "squid_minus_pixel_knn_auc",
+    ),
+    "control": (
+        (
+            "control ensemble: sharpness + pixel nearest neighbour, each standardised by its mean and std "
+            "on the normal calibration images, summed (no learning); the bar a learned score must clear"
+        ),
+        "squid_minus_control_auc",
+    ),
 }
 
 
@@ -77,10 +87,22 @@ class EvaluationReport:
             control ensemble; ``None`` leaves them out. Preprocessed as the evaluated images are.
     """
 
-    def __init__(self, scorer: CalibratedScorer, output_dir: str | os.PathLike, split: str = "test",
-                 best_criterion: str = "f1", model_path: str | os.PathLike | None = None, family: str = "squid",
-                 normals: Any = None):
-        self.scorer, self.output_dir, self.split, self.family = scorer, Path(output_dir), split, family
+    def __init__(
+        self,
+        scorer: CalibratedScorer,
+        output_dir: str | os.PathLike,
+        split: str = "test",
+        best_criterion: str = "f1",
+        model_path: str | os.PathLike | None = None,
+        family: str = "squid",
+        normals: Any = None,
+    ):
+        self.scorer, self.output_dir, self.split, self.family = (
+            scorer,
+            Path(output_dir),
+            split,
+            family,
+        )
         self._normals_source, self._control = normals, None
         self.best_criterion = best_criterion
         self.model_path = None if model_path is None else str(model_path)
@@ -101,8 +123,14 @@ class EvaluationReport:
         if "score_running" in out:
             self._running.extend(out["score_running"].detach().reshape(-1).double().cpu().tolist())
         n = out["score"].numel()
-        records = score_images(self.scorer, out["image"], names=_image_names(batch, n, self.split, len(self.rows)),
-                               labels=out["label"].detach().reshape(-1).cpu(), pixels=False, output=out)
+        records = score_images(
+            self.scorer,
+            out["image"],
+            names=_image_names(batch, n, self.split, len(self.rows)),
+            labels=out["label"].detach().reshape(-1).cpu(),
+            pixels=False,
+            output=out,
+        )
         image = torch.as_tensor(out["image"].detach().cpu()).float()
         baselines = {"sharpness_score": sharpness_score(image)}
         if self._normals_source is not None:
@@ -135,32 +163,58 @@ class EvaluationReport:
         (self.output_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
 
         tag = f"{self.split} split"
-        visualize.plot_roc(labels, scores, self.output_dir / "roc.png", title=f"{self.family} ROC, {tag}")
-        visualize.plot_score_histogram(labels, scores, self.output_dir / "score_histogram.png",
-                                       thresholds={"validation": thr_val, "normal-only": thr_normal},
-                                       title=f"{self.family} scores by class, {tag}")
-        visualize.plot_confusion_matrix(labels, scores, thr_val, self.output_dir / "confusion_matrix.png")
-        visualize.plot_confusion_matrix(labels, scores, thr_normal,
-                                        self.output_dir / "confusion_matrix_normal_threshold.png")
+        visualize.plot_roc(
+            labels, scores, self.output_dir / "roc.png", title=f"{self.family} ROC, {tag}"
+        )
+        visualize.plot_score_histogram(
+            labels,
+            scores,
+            self.output_dir / "score_histogram.png",
+            thresholds={"validation": thr_val, "normal-only": thr_normal},
+            title=f"{self.family} scores by class, {tag}",
+        )
+        visualize.plot_confusion_matrix(
+            labels, scores, thr_val, self.output_dir / "confusion_matrix.png"
+        )
+        visualize.plot_confusion_matrix(
+            labels, scores, thr_normal, self.output_dir / "confusion_matrix_normal_threshold.png"
+        )
         for key, value in flat.items():
             engine.state.metrics[f"{self.split}/{key}"] = value
         interval = self.metrics["squid"]["auc_95ci"]
-        engine.state.metrics.update({f"{self.split}/auc_95ci_low": interval[0], f"{self.split}/auc_95ci_high": interval[1]})
+        engine.state.metrics.update(
+            {f"{self.split}/auc_95ci_low": interval[0], f"{self.split}/auc_95ci_high": interval[1]}
+        )
         for name, (_, gain_key) in _BASELINES.items():
             if f"baseline_{name}" not in self.metrics:
                 continue
             gain = self.metrics[gain_key]
-            engine.state.metrics.update({
-                f"{self.split}/baseline_{name}/auc": self.metrics[f"baseline_{name}"]["auc"],
-                f"{self.split}/{gain_key}": gain["value"],
-                f"{self.split}/{gain_key}_95ci_low": gain["low"], f"{self.split}/{gain_key}_95ci_high": gain["high"],
-            })
+            engine.state.metrics.update(
+                {
+                    f"{self.split}/baseline_{name}/auc": self.metrics[f"baseline_{name}"]["auc"],
+                    f"{self.split}/{gain_key}": gain["value"],
+                    f"{self.split}/{gain_key}_95ci_low": gain["low"],
+                    f"{self.split}/{gain_key}_95ci_high": gain["high"],
+                }
+            )
         if "auc_running_stats" in self.metrics["squid"]:
-            engine.state.metrics[f"{self.split}/auc_running_stats"] = self.metrics["squid"]["auc_running_stats"]
-        baselines = ", ".join(f"{name} baseline {self.metrics[f'baseline_{name}']['auc']:.4f}" for name in _BASELINES
-                              if f"baseline_{name}" in self.metrics)
-        logger.info("%s: %s AUC %.4f (%s) on %d images; report in %s", self.split, self.family, flat["auc"], baselines,
-                    len(self.rows), self.output_dir)
+            engine.state.metrics[f"{self.split}/auc_running_stats"] = self.metrics["squid"][
+                "auc_running_stats"
+            ]
+        baselines = ", ".join(
+            f"{name} baseline {self.metrics[f'baseline_{name}']['auc']:.4f}"
+            for name in _BASELINES
+            if f"baseline_{name}" in self.metrics
+        )
+        logger.info(
+            "%s: %s AUC %.4f (%s) on %d images; report in %s",
+            self.split,
+            self.family,
+            flat["auc"],
+            baselines,
+            len(self.rows),
+            self.output_dir,
+        )
 
     def _write_csv(self) -> None:
         extra = [c for c in EXTRA_COLUMNS if c in self.rows[0].extra]
@@ -171,13 +225,21 @@ class EvaluationReport:
         def section(prefix: str) -> dict:
             return {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(prefix + "/")}
 
-        squid = {"auc": flat["auc"], "at_validation_threshold": section("at_val_threshold"),
-                 "at_normal_threshold": section("at_normal_threshold"),
-                 _OPTIMISTIC: {"note": f"threshold maximising {self.best_criterion} on this very set: optimistic, "
-                                       "for comparison with the paper only", **section("best_on_set")}}
+        squid = {
+            "auc": flat["auc"],
+            "at_validation_threshold": section("at_val_threshold"),
+            "at_normal_threshold": section("at_normal_threshold"),
+            _OPTIMISTIC: {
+                "note": f"threshold maximising {self.best_criterion} on this very set: optimistic, "
+                "for comparison with the paper only",
+                **section("best_on_set"),
+            },
+        }
         squid["auc_95ci"] = _interval(bootstrap_auc(labels, scores))
         kinds = [r.extra.get("anomaly", "") for r in self.rows]
-        by_type = auc_by_anomaly(labels, scores, kinds)  # DigitAnatomy only: {} without anomaly types
+        by_type = auc_by_anomaly(
+            labels, scores, kinds
+        )  # DigitAnatomy only: {} without anomaly types
         if by_type:
             squid["auc_by_anomaly"] = by_type
         if len(self._running) == len(self.rows):
@@ -185,7 +247,9 @@ class EvaluationReport:
         report = {
             "split": self.split,
             "model": self.model_path,
-            "n": flat["n"], "n_normal": flat["n_normal"], "n_abnormal": flat["n_abnormal"],
+            "n": flat["n"],
+            "n_normal": flat["n_normal"],
+            "n_abnormal": flat["n_abnormal"],
             "calibration": {"mean": float(self.scorer.mean), "std": float(self.scorer.std)},
             "squid": squid,
         }
@@ -194,12 +258,15 @@ class EvaluationReport:
                 continue
             base = np.array([r.extra[f"{name}_score"] for r in self.rows])
             report[f"baseline_{name}"] = {
-                "auc": roc_auc(labels, base), "auc_95ci": _interval(bootstrap_auc(labels, base)),
-                **({"auc_by_anomaly": auc_by_anomaly(labels, base, kinds)} if by_type else {}), "note": note}
+                "auc": roc_auc(labels, base),
+                "auc_95ci": _interval(bootstrap_auc(labels, base)),
+                **({"auc_by_anomaly": auc_by_anomaly(labels, base, kinds)} if by_type else {}),
+                "note": note,
+            }
             report[gain_key] = {
                 **bootstrap_auc(labels, scores, reference=base),
                 "note": "paired stratified bootstrap over these images; an interval above 0 is a gain "
-                        "over the baseline that the sample size supports",
+                "over the baseline that the sample size supports",
             }
         return report
 
@@ -218,5 +285,9 @@ def _image_names(batch: Any, n: int, split: str, offset: int) -> list[str]:
     if isinstance(names, str):
         names = [names]
     names = list(names) if names is not None else []
-    return [str(names[i]) if i < len(names) and not str(names[i]).startswith("<") else f"{split}#{offset + i}"
-            for i in range(n)]
+    return [
+        str(names[i])
+        if i < len(names) and not str(names[i]).startswith("<")
+        else f"{split}#{offset + i}"
+        for i in range(n)
+    ]

@@ -41,14 +41,30 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifact import (CARD_FILE, EXPORT_FILES, MODELS_DIR, WEIGHTS_FILE, ModelCard, Recipe,
-                       trained_intensity)
-from .scoring import CalibratedScorer, forward
 from . import loading
+from .artifact import (
+    CARD_FILE,
+    EXPORT_FILES,
+    MODELS_DIR,
+    WEIGHTS_FILE,
+    ModelCard,
+    Recipe,
+    trained_intensity,
+)
 from .loading import load_scorer
+from .scoring import CalibratedScorer, forward
 
-__all__ = ["CARD_FILE", "FORMATS", "ScoreHead", "model_card", "embed_model_card", "parity", "export_runtime",
-           "export_bundle", "main"]
+__all__ = [
+    "CARD_FILE",
+    "FORMATS",
+    "ScoreHead",
+    "model_card",
+    "embed_model_card",
+    "parity",
+    "export_runtime",
+    "export_bundle",
+    "main",
+]
 
 #: what ``--format`` takes
 FORMATS = tuple(EXPORT_FILES)
@@ -68,8 +84,12 @@ class ScoreHead(nn.Module):
         return self.scorer(image)["score"].unsqueeze(1)
 
 
-def _load_torchscript(path: str | os.PathLike, extra_files: dict | None = None) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():  # TorchScript is the agreed deploy format; torch flags it as legacy
+def _load_torchscript(
+    path: str | os.PathLike, extra_files: dict | None = None
+) -> torch.jit.ScriptModule:
+    with (
+        warnings.catch_warnings()
+    ):  # TorchScript is the agreed deploy format; torch flags it as legacy
         warnings.filterwarnings("ignore", message=".*torch.jit.*", category=DeprecationWarning)
         return torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files or {})
 
@@ -84,8 +104,13 @@ def model_card(module: nn.Module, image_size: int, metadata: dict) -> dict:
     return ModelCard.from_scorer(module, image_size, metadata).to_dict()
 
 
-def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict | None = None,
-                     intensity: str | None = None, measured: dict | None = None) -> dict:
+def embed_model_card(
+    ts_path: str | os.PathLike,
+    image_size: int,
+    metadata: dict | None = None,
+    intensity: str | None = None,
+    measured: dict | None = None,
+) -> dict:
     """Write :func:`model_card` into the TorchScript file as ``squid.json`` (the other extra
     files, e.g. MONAI's ``metadata.json`` and the configs, are kept). Returns the card."""
     ts_path = Path(ts_path)
@@ -94,7 +119,9 @@ def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict
     if metadata is None and extra.get("metadata.json"):
         metadata = json.loads(extra["metadata.json"])
     card = ModelCard.from_scorer(module, image_size, metadata)
-    if intensity is not None:  # the intensity rule the model was trained with, for the deploy preprocessing
+    if (
+        intensity is not None
+    ):  # the intensity rule the model was trained with, for the deploy preprocessing
         card = dataclasses.replace(card, extra={**card.extra, "intensity": intensity})
     if measured is not None:
         card = dataclasses.replace(card, format="torchscript", parity=measured)
@@ -104,20 +131,32 @@ def embed_model_card(ts_path: str | os.PathLike, image_size: int, metadata: dict
 
 
 @torch.no_grad()
-def parity(ts_path: str | os.PathLike, scorer: CalibratedScorer, image_size: int, batch_size: int = 4,
-           seed: int = 0) -> dict[str, float]:
+def parity(
+    ts_path: str | os.PathLike,
+    scorer: CalibratedScorer,
+    image_size: int,
+    batch_size: int = 4,
+    seed: int = 0,
+) -> dict[str, float]:
     """Largest absolute difference of each output between the TorchScript file and
     ``scorer`` on a random batch (batch size other than the traced one on purpose)."""
     module = _load_torchscript(ts_path).eval()
-    x = torch.rand(batch_size, 1, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    x = torch.rand(
+        batch_size, 1, image_size, image_size, generator=torch.Generator().manual_seed(seed)
+    )
     scorer = scorer.cpu()
     expected, got = forward(scorer, x, per_image=False), forward(module, x, per_image=False)
     return {key: float((expected[key] - got[key]).abs().max()) for key in expected}
 
 
 def _split(source, split: str, size: int, intensity: str, n: int) -> tuple[torch.Tensor, list[int]]:
-    data = (source.calibration(size, max_images=n, cache=False, intensity=intensity) if split == "calibration"
-            else source.validation(size, split=split, n_normal=n, n_abnormal=n, cache=False, intensity=intensity))
+    data = (
+        source.calibration(size, max_images=n, cache=False, intensity=intensity)
+        if split == "calibration"
+        else source.validation(
+            size, split=split, n_normal=n, n_abnormal=n, cache=False, intensity=intensity
+        )
+    )
     items = [data[i] for i in range(len(data))]
     images = torch.stack([torch.as_tensor(it["image"]).float() for it in items])
     return images, [int(it.get("label", 0)) for it in items]
@@ -132,8 +171,15 @@ def _weights_on_cpu(weights: Path, folder: Path) -> Path:
     return copy
 
 
-def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, source, calibration_images: int = 300,
-                   val_per_class: int = 100) -> dict:
+def export_runtime(
+    fmt: str,
+    models: Path,
+    filepath: Path,
+    metadata: dict,
+    source,
+    calibration_images: int = 300,
+    val_per_class: int = 100,
+) -> dict:
     """Write ``models/model.pt`` as ``fmt`` (ONNX, OpenVINO, OpenVINO INT8 calibrated on
     ``calibration_images`` training normals of ``source``, a
     :class:`~squid_monai.workflow.DataSource`), measure its parity on the validation split,
@@ -146,8 +192,9 @@ def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, sourc
 
     scorer = load_scorer(models / WEIGHTS_FILE)
     size, intensity = loading.image_size(Recipe.in_folder(models)), trained_intensity(models)
-    card = dataclasses.replace(ModelCard.from_scorer(scorer, size, metadata), format=fmt,
-                               extra={"intensity": intensity})
+    card = dataclasses.replace(
+        ModelCard.from_scorer(scorer, size, metadata), format=fmt, extra={"intensity": intensity}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = runtimes.export_onnx(scorer, Path(tmp) / "model.onnx", size)
         model = onnx_path
@@ -157,10 +204,17 @@ def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, sourc
                 calibration, _ = _split(source, "calibration", size, intensity, calibration_images)
                 model = runtimes.quantize_openvino(model, [calibration])
         images, labels = _split(source, "validation", size, intensity, val_per_class)
-        measured = contract.measure_parity(scorer, runtimes.ExportedScorer(model, scorer, fmt), images, labels,
-                                           quantised=fmt.endswith("int8"))
+        measured = contract.measure_parity(
+            scorer,
+            runtimes.ExportedScorer(model, scorer, fmt),
+            images,
+            labels,
+            quantised=fmt.endswith("int8"),
+        )
         if not fmt.endswith("int8") and not measured["default"]:
-            raise RuntimeError(f"{fmt} export of {models / WEIGHTS_FILE} misses the fp32 parity contract: {measured}")
+            raise RuntimeError(
+                f"{fmt} export of {models / WEIGHTS_FILE} misses the fp32 parity contract: {measured}"
+            )
         card = dataclasses.replace(card, parity=measured)
         if fmt == "onnx":
             filepath.parent.mkdir(parents=True, exist_ok=True)
@@ -170,11 +224,20 @@ def export_runtime(fmt: str, models: Path, filepath: Path, metadata: dict, sourc
     return {"filepath": str(filepath), "card": card.to_dict(), "parity": measured}
 
 
-def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike | None = None,
-                  filepath: str | os.PathLike | None = None, config_file: str | os.PathLike | None = None,
-                  meta_file: str | os.PathLike | None = None, tolerance: float = 1e-5, fmt: str = "torchscript",
-                  dataset_dir: str | None = None, datalist: str | None = None, seed: int = 0,
-                  val_per_class: int = 100, calibration_images: int = 300) -> dict:
+def export_bundle(
+    bundle_root: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    filepath: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    meta_file: str | os.PathLike | None = None,
+    tolerance: float = 1e-5,
+    fmt: str = "torchscript",
+    dataset_dir: str | None = None,
+    datalist: str | None = None,
+    seed: int = 0,
+    val_per_class: int = 100,
+    calibration_images: int = 300,
+) -> dict:
     """``ckpt_export`` of ``<output_dir>/models/model.pt`` to ``models/model.ts`` (traced),
     then the card and the parity check; raises if the export drifts beyond ``tolerance``.
     Another ``fmt`` (:data:`FORMATS`) goes to :func:`export_runtime` with the run's data
@@ -191,19 +254,33 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
     meta_file = Path(meta_file) if meta_file else bundle_root / "configs" / "metadata.json"
     recipe = Recipe.in_folder(models)
     if not recipe.preset:
-        raise FileNotFoundError(f"{models}: no trained model (network recipe) to export (train the bundle first)")
+        raise FileNotFoundError(
+            f"{models}: no trained model (network recipe) to export (train the bundle first)"
+        )
     size = loading.image_size(recipe)
     metadata = json.loads(meta_file.read_text())
     if fmt != "torchscript":
         from .workflow import choose_data
 
         source = choose_data(dataset_dir, datalist, seed, val_per_class=val_per_class)
-        return export_runtime(fmt, models, filepath, metadata, source, calibration_images, val_per_class)
-    declared = metadata.get("network_data_format", {}).get("inputs", {}).get("image", {}).get("spatial_shape")
+        return export_runtime(
+            fmt, models, filepath, metadata, source, calibration_images, val_per_class
+        )
+    declared = (
+        metadata.get("network_data_format", {})
+        .get("inputs", {})
+        .get("image", {})
+        .get("spatial_shape")
+    )
     overrides = {}
     if declared and list(declared) != [size, size]:
-        logger.warning("metadata.json declares input %s but the trained network takes %s: the exported "
-                       "metadata says %s", declared, [size, size], [size, size])
+        logger.warning(
+            "metadata.json declares input %s but the trained network takes %s: the exported "
+            "metadata says %s",
+            declared,
+            [size, size],
+            [size, size],
+        )
         overrides["_meta_#network_data_format#inputs#image#spatial_shape"] = [size, size]
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         # the tracer flags shape checks (tile grid, top-k size) as constants: true for a fixed input
@@ -211,38 +288,88 @@ def export_bundle(bundle_root: str | os.PathLike, output_dir: str | os.PathLike 
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*torch.jit.*", category=DeprecationWarning)
         ckpt_export(
-            net_id="network_def", filepath=str(filepath),
+            net_id="network_def",
+            filepath=str(filepath),
             ckpt_file=str(_weights_on_cpu(models / WEIGHTS_FILE, Path(tmp))),
-            meta_file=str(meta_file), config_file=str(config_file), bundle_root=str(bundle_root),
-            output_dir=str(output_dir), use_trace=True, input_shape=[1, 1, size, size],
-            converter_kwargs={"strict": False}, **overrides,
+            meta_file=str(meta_file),
+            config_file=str(config_file),
+            bundle_root=str(bundle_root),
+            output_dir=str(output_dir),
+            use_trace=True,
+            input_shape=[1, 1, size, size],
+            converter_kwargs={"strict": False},
+            **overrides,
         )
     diff = parity(filepath, load_scorer(models / WEIGHTS_FILE), size)
     if max(diff.values()) > tolerance:
-        raise RuntimeError(f"{filepath}: TorchScript differs from the PyTorch scorer by {diff} (> {tolerance})")
-    card = embed_model_card(filepath, size, intensity=trained_intensity(models), measured={"max_abs_diff": diff})
+        raise RuntimeError(
+            f"{filepath}: TorchScript differs from the PyTorch scorer by {diff} (> {tolerance})"
+        )
+    card = embed_model_card(
+        filepath, size, intensity=trained_intensity(models), measured={"max_abs_diff": diff}
+    )
     return {"filepath": str(filepath), "card": card, "max_abs_diff": diff}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m squid_monai.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle_root", default=None, help="bundle folder (default: found from the current folder)")
-    parser.add_argument("--output_dir", default=None,
-                        help="training output folder holding models/ (default: bundle_root)")
-    parser.add_argument("--format", default="torchscript", choices=FORMATS, help="export format (default: torchscript)")
-    parser.add_argument("--filepath", default=None, help="exported file (default: <output_dir>/models/<the format's file>)")
-    parser.add_argument("--tolerance", type=float, default=1e-5, help="largest accepted |TorchScript - PyTorch|")
-    parser.add_argument("--dataset_dir", default=None, help="training data, as for training (default: DigitAnatomy)")
-    parser.add_argument("--datalist", default=None, help="MONAI datalist JSON instead of --dataset_dir")
-    parser.add_argument("--seed", type=int, default=0, help="the training run's seed (its data split)")
-    parser.add_argument("--val_per_class", type=int, default=100, help="validation images per class, as for training")
-    parser.add_argument("--calibration_images", type=int, default=300, help="training normals that calibrate INT8")
+    parser = argparse.ArgumentParser(
+        prog="python -m squid_monai.export", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--bundle_root", default=None, help="bundle folder (default: found from the current folder)"
+    )
+    parser.add_argument(
+        "--output_dir",
+        default=None,
+        help="training output folder holding models/ (default: bundle_root)",
+    )
+    parser.add_argument(
+        "--format",
+        default="torchscript",
+        choices=FORMATS,
+        help="export format (default: torchscript)",
+    )
+    parser.add_argument(
+        "--filepath",
+        default=None,
+        help="exported file (default: <output_dir>/models/<the format's file>)",
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-5, help="largest accepted |TorchScript - PyTorch|"
+    )
+    parser.add_argument(
+        "--dataset_dir", default=None, help="training data, as for training (default: DigitAnatomy)"
+    )
+    parser.add_argument(
+        "--datalist", default=None, help="MONAI datalist JSON instead of --dataset_dir"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the training run's seed (its data split)"
+    )
+    parser.add_argument(
+        "--val_per_class",
+        type=int,
+        default=100,
+        help="validation images per class, as for training",
+    )
+    parser.add_argument(
+        "--calibration_images", type=int, default=300, help="training normals that calibrate INT8"
+    )
     args = parser.parse_args(argv)
     from .workflow import bundle_root
 
-    result = export_bundle(args.bundle_root or bundle_root(), args.output_dir, args.filepath, tolerance=args.tolerance,
-                           fmt=args.format, dataset_dir=args.dataset_dir, datalist=args.datalist, seed=args.seed,
-                           val_per_class=args.val_per_class, calibration_images=args.calibration_images)
+    result = export_bundle(
+        args.bundle_root or bundle_root(),
+        args.output_dir,
+        args.filepath,
+        tolerance=args.tolerance,
+        fmt=args.format,
+        dataset_dir=args.dataset_dir,
+        datalist=args.datalist,
+        seed=args.seed,
+        val_per_class=args.val_per_class,
+        calibration_images=args.calibration_images,
+    )
     print(json.dumps(result, indent=2))
     return 0
 

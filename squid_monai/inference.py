@@ -81,7 +81,11 @@ def collect_inputs(source: Any, datalist_key: str = "test") -> list[dict]:
         return _read_datalist(path, datalist_key)
     if name.endswith(_LIST_SUFFIXES):
         lines = [ln.strip() for ln in path.read_text().splitlines()]
-        return [{"image": str(_relative_to(path.parent, ln))} for ln in lines if ln and not ln.startswith("#")]
+        return [
+            {"image": str(_relative_to(path.parent, ln))}
+            for ln in lines
+            if ln and not ln.startswith("#")
+        ]
     return [{"image": str(path)}]
 
 
@@ -102,31 +106,56 @@ class ScoringEvaluator(Evaluator):
         val_handlers: e.g. a :class:`~squid_monai.scoring.ScoreWriterHandler`.
     """
 
-    def __init__(self, device: str | torch.device, val_data_loader, network: torch.nn.Module,
-                 inferer: Inferer | None = None, threshold: float | None = None, explainer=None,
-                 pixels: bool = True, val_handlers: Sequence | None = None, amp: bool = False):
-        super().__init__(device=torch.device(device), val_data_loader=val_data_loader, val_handlers=val_handlers,
-                         amp=amp, decollate=False)
+    def __init__(
+        self,
+        device: str | torch.device,
+        val_data_loader,
+        network: torch.nn.Module,
+        inferer: Inferer | None = None,
+        threshold: float | None = None,
+        explainer=None,
+        pixels: bool = True,
+        val_handlers: Sequence | None = None,
+        amp: bool = False,
+    ):
+        super().__init__(
+            device=torch.device(device),
+            val_data_loader=val_data_loader,
+            val_handlers=val_handlers,
+            amp=amp,
+            decollate=False,
+        )
         self.network, self.inferer = network, inferer or PerImageInferer()
         self.threshold = float(network.threshold) if threshold is None else float(threshold)
         self.explainer, self.pixels = explainer, pixels
 
-    def _iteration(self, engine: ScoringEvaluator, batchdata: list[dict]) -> dict[str, list[ScoreRecord]]:
+    def _iteration(
+        self, engine: ScoringEvaluator, batchdata: list[dict]
+    ) -> dict[str, list[ScoreRecord]]:
         good = [b for b in batchdata if b["image"] is not None]
         scored = {}
         if good:
             images = torch.stack([b["image"] for b in good]).to(engine.state.device, torch.float32)
             output = self.inferer(images, self.network)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            records = score_images(self.network, images, [b["name"] for b in good], self.threshold,
-                                   [b["label"] for b in good], explainer=self.explainer, pixels=self.pixels,
-                                   output=output)
+            records = score_images(
+                self.network,
+                images,
+                [b["name"] for b in good],
+                self.threshold,
+                [b["label"] for b in good],
+                explainer=self.explainer,
+                pixels=self.pixels,
+                output=output,
+            )
             scored = {b["index"]: r for b, r in zip(good, records)}
         records = []
         for b in batchdata:
             if b["image"] is None:
                 logger.warning("not scored: %s: %s", b["name"], b["error"])
-                records.append(ScoreRecord.unreadable(b["name"], b["error"], b["label"], self.threshold))
+                records.append(
+                    ScoreRecord.unreadable(b["name"], b["error"], b["label"], self.threshold)
+                )
             else:
                 records.append(scored[b["index"]])
         engine.state.output = {"records": records}
@@ -177,7 +206,12 @@ class Inference:
         self.scorer, self.output_dir, self.image_size = scorer, Path(output_dir), int(image_size)
         self.device = torch.device(device)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.heatmaps, self.explain, self.images, self.per_image_forward = heatmaps, explain, images, per_image_forward
+        self.heatmaps, self.explain, self.images, self.per_image_forward = (
+            heatmaps,
+            explain,
+            images,
+            per_image_forward,
+        )
         self.threshold = float(scorer.threshold) if threshold is None else float(threshold)
         self.heatmap_colormap, self.transform_options = heatmap_colormap, transform_options
 
@@ -186,22 +220,43 @@ class Inference:
         return self.run(collect_inputs(source, datalist_key))
 
     def run(self, items: Sequence[dict]) -> dict:
-        dataset = ScoringItems(items, inference_transforms(self.image_size, **(self.transform_options or {})))
-        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                            collate_fn=list)
-        writer = ScoreWriterHandler(self.output_dir, images=self.images, heatmap_colormap=self.heatmap_colormap)
+        dataset = ScoringItems(
+            items, inference_transforms(self.image_size, **(self.transform_options or {}))
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=list,
+        )
+        writer = ScoreWriterHandler(
+            self.output_dir, images=self.images, heatmap_colormap=self.heatmap_colormap
+        )
         evaluator = ScoringEvaluator(
-            self.device, loader, self.scorer, PerImageInferer() if self.per_image_forward else SimpleInferer(),
-            self.threshold, explainer_for(self.scorer, self.explain) if self.images and self.heatmaps else None,
-            pixels=self.images, val_handlers=[writer])
+            self.device,
+            loader,
+            self.scorer,
+            PerImageInferer() if self.per_image_forward else SimpleInferer(),
+            self.threshold,
+            explainer_for(self.scorer, self.explain) if self.images and self.heatmaps else None,
+            pixels=self.images,
+            val_handlers=[writer],
+        )
         evaluator.run()
         return writer.summary
 
 
 def report(summary: dict) -> dict:
     """Log (and return) the summary of an inference run."""
-    logger.info("scored %d of %d images (%d flagged abnormal, %d unreadable): %s", summary["scored"],
-                summary["images"], summary["abnormal"], summary["errors"], summary["csv"])
+    logger.info(
+        "scored %d of %d images (%d flagged abnormal, %d unreadable): %s",
+        summary["scored"],
+        summary["images"],
+        summary["abnormal"],
+        summary["errors"],
+        summary["csv"],
+    )
     return summary
 
 
@@ -222,8 +277,13 @@ def _read_datalist(path: Path, key: str) -> list[dict]:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(content, dict) or key not in content:
         keys = sorted(content) if isinstance(content, dict) else type(content).__name__
-        raise ValueError(f"{path}: datalist has no {key!r} list (found {keys}); choose one with --datalist_key")
-    return [_as_item(it) for it in load_decathlon_datalist(str(path), is_segmentation=False, data_list_key=key)]
+        raise ValueError(
+            f"{path}: datalist has no {key!r} list (found {keys}); choose one with --datalist_key"
+        )
+    return [
+        _as_item(it)
+        for it in load_decathlon_datalist(str(path), is_segmentation=False, data_list_key=key)
+    ]
 
 
 def _as_item(entry: Any) -> dict:

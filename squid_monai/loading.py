@@ -20,8 +20,19 @@ import torch
 from .artifact import EXPORT_FILES, RECIPE_FILE, ModelCard, Recipe
 from .methods.base import get_family
 
-__all__ = ["AUTO_ORDER", "OPT_IN", "build", "build_scorer", "export_problem", "image_size", "load_scorer",
-           "load_export", "network_config", "problem_here", "save_network_config"]
+__all__ = [
+    "AUTO_ORDER",
+    "OPT_IN",
+    "build",
+    "build_scorer",
+    "export_problem",
+    "image_size",
+    "load_scorer",
+    "load_export",
+    "network_config",
+    "problem_here",
+    "save_network_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +62,9 @@ def pin(recipe: Recipe) -> Recipe:
     return replace(recipe, pinned=network_config(recipe))
 
 
-def save_network_config(path: str | os.PathLike, preset: str | Recipe, family: str = "squid",
-                        **overrides: Any) -> Path:
+def save_network_config(
+    path: str | os.PathLike, preset: str | Recipe, family: str = "squid", **overrides: Any
+) -> Path:
     """Write the recipe of a trained network (family, preset, overrides; or a :class:`Recipe`),
     every setting pinned, beside its weights (:meth:`Recipe.save`), so that every consumer
     rebuilds exactly the trained architecture."""
@@ -65,8 +77,12 @@ def build_scorer(preset: str = "paper", family: str = "squid", **overrides: Any)
     return build(Recipe(preset, overrides, family=family))
 
 
-def load_scorer(weights: str | os.PathLike, network_config: Recipe | Mapping | str | os.PathLike | None = None,
-                map_location: str | torch.device = "cpu", backend: str = "pytorch"):
+def load_scorer(
+    weights: str | os.PathLike,
+    network_config: Recipe | Mapping | str | os.PathLike | None = None,
+    map_location: str | torch.device = "cpu",
+    backend: str = "pytorch",
+):
     """Rebuild a trained scorer from ``model.pt`` (a scorer state dict, or a checkpoint
     holding it under ``model``) and its recipe (default: ``network.json`` beside the
     weights). Loads with ``weights_only=True``, to the CPU whatever device saved it, then moves
@@ -125,8 +141,9 @@ def problem_here(reference, candidate, path: Path, fmt: str) -> str | None:
 OPT_IN = "an opt-in export (its card does not meet the parity contract)"
 
 
-def export_problem(path: Path | None, fmt: str, calibration: tuple[float, float, float],
-                   opt_in: bool = False) -> str | None:
+def export_problem(
+    path: Path | None, fmt: str, calibration: tuple[float, float, float], opt_in: bool = False
+) -> str | None:
     """Why the ``fmt`` export at ``path`` cannot stand in for the scorer whose calibration
     (mean, std, threshold) is given, or None when it can: not there, its runtime not
     installed, exported from other weights, or (unless ``opt_in``) :data:`OPT_IN`. The one
@@ -134,7 +151,9 @@ def export_problem(path: Path | None, fmt: str, calibration: tuple[float, float,
     from .scoring import runtimes
 
     if fmt not in runtimes.RUNTIMES:
-        raise ValueError(f"backend must be 'pytorch', 'auto' or one of {sorted(runtimes.RUNTIMES)}, got {fmt!r}")
+        raise ValueError(
+            f"backend must be 'pytorch', 'auto' or one of {sorted(runtimes.RUNTIMES)}, got {fmt!r}"
+        )
     if not path.is_file():
         return "not exported"
     if not runtimes.available(fmt):
@@ -159,8 +178,15 @@ def _load_pytorch(weights, network_config, map_location):
     state = state.get("model", state) if isinstance(state, dict) else state
     # an unpinned recipe may predate a change of its preset: then try the preset's earlier definitions
     family = get_family(recipe.family)
-    earlier = () if recipe.pinned is not None else getattr(family, "preset_revisions", {}).get(recipe.preset, ())
-    for candidate in (recipe, *(replace(recipe, overrides={**revision, **recipe.overrides}) for revision in earlier)):
+    earlier = (
+        ()
+        if recipe.pinned is not None
+        else getattr(family, "preset_revisions", {}).get(recipe.preset, ())
+    )
+    for candidate in (
+        recipe,
+        *(replace(recipe, overrides={**revision, **recipe.overrides}) for revision in earlier),
+    ):
         scorer = build(candidate)
         try:
             missing, unexpected = scorer.load_state_dict(state, strict=False)
@@ -168,6 +194,8 @@ def _load_pytorch(weights, network_config, map_location):
             problem = str(err).splitlines()[-1].strip()
             continue
         if missing or unexpected:
-            raise ValueError(f"{weights}: does not match the network recipe (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise ValueError(
+                f"{weights}: does not match the network recipe (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
         return scorer.to(map_location)
     raise ValueError(f"{weights}: does not match the network recipe {recipe.as_dict()} ({problem})")

@@ -75,7 +75,9 @@ def _check_scores(scores: Any, what: str = "scores") -> np.ndarray:
     return arr
 
 
-def check_labels_scores(labels: Any, scores: Any, both_classes: bool) -> tuple[np.ndarray, np.ndarray]:
+def check_labels_scores(
+    labels: Any, scores: Any, both_classes: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``labels`` (0/1) and ``scores`` (finite, same length); return them as flat
     int64 / float64 arrays. ``both_classes`` demands normal and abnormal images (AUC, thresholds)."""
     y = _as_1d(labels, "labels")
@@ -83,7 +85,9 @@ def check_labels_scores(labels: Any, scores: Any, both_classes: bool) -> tuple[n
     if y.shape != s.shape:
         raise ValueError(f"labels and scores differ in length: {y.size} vs {s.size}")
     if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"labels must be 0 (normal) or 1 (abnormal), got values {np.unique(y).tolist()}")
+        raise ValueError(
+            f"labels must be 0 (normal) or 1 (abnormal), got values {np.unique(y).tolist()}"
+        )
     y = y.astype(np.int64)
     if both_classes:
         n_pos = int(y.sum())
@@ -127,8 +131,14 @@ def _auc_rows(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return ((ranks * y).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def bootstrap_auc(labels: Any, scores: Any, reference: Any = None, n_resamples: int = 2000,
-                  level: float = 0.95, seed: int = 0) -> dict[str, float]:
+def bootstrap_auc(
+    labels: Any,
+    scores: Any,
+    reference: Any = None,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
     """AUC with a percentile bootstrap confidence interval; with ``reference`` (other scores
     of the same images), the paired difference ``AUC(scores) - AUC(reference)`` instead.
 
@@ -148,15 +158,22 @@ def bootstrap_auc(labels: Any, scores: Any, reference: Any = None, n_resamples: 
         raise ValueError(f"n_resamples must be positive, got {n_resamples}")
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    idx = np.concatenate([rng.choice(pos, (n_resamples, pos.size)), rng.choice(neg, (n_resamples, neg.size))], axis=1)
+    idx = np.concatenate(
+        [rng.choice(pos, (n_resamples, pos.size)), rng.choice(neg, (n_resamples, neg.size))], axis=1
+    )
     stats, value = _auc_rows(y[idx], s[idx]), roc_auc(y, s)
     if reference is not None:
         _, r = check_labels_scores(y, reference, both_classes=True)
         stats, value = stats - _auc_rows(y[idx], r[idx]), value - roc_auc(y, r)
     alpha = (1 - level) / 2
     low, high = np.quantile(stats, [alpha, 1 - alpha])
-    return {"value": float(value), "low": float(low), "high": float(high), "level": level,
-            "n_resamples": int(n_resamples)}
+    return {
+        "value": float(value),
+        "low": float(low),
+        "high": float(high),
+        "level": level,
+        "n_resamples": int(n_resamples),
+    }
 
 
 def _ratio(num: float, den: float, undefined: float) -> float:
@@ -378,8 +395,14 @@ class AnomalyMetrics(_EpochScores):
             engine.state.metrics[f"{name}/{key}"] = value
 
 
-def inpainting_rates(reconstruction: Any, normal: Any, anomalous: Any, cells: Sequence[Sequence[int]],
-                     anomaly: Sequence[str], grid: int = 3) -> dict[str, float]:
+def inpainting_rates(
+    reconstruction: Any,
+    normal: Any,
+    anomalous: Any,
+    cells: Sequence[Sequence[int]],
+    anomaly: Sequence[str],
+    grid: int = 3,
+) -> dict[str, float]:
     """Does the reconstruction in-paint anomalous cells (DigitAnatomy, SQUID Figure 6)?
 
     For every affected cell of every image, the reconstructed cell is compared by mean
@@ -391,10 +414,16 @@ def inpainting_rates(reconstruction: Any, normal: Any, anomalous: Any, cells: Se
     (d_anom + d_norm)`` in [-1, 1] (``inpainting_margin/<type>``; +1 = perfect in-painting,
     -1 = a perfect copy of the anomaly).
     """
-    rec, nor, ano = (np.asarray(torch.as_tensor(x).detach().float().cpu()).reshape(len(cells), -1, *np.shape(x)[-2:])
-                     for x in (reconstruction, normal, anomalous))
+    rec, nor, ano = (
+        np.asarray(torch.as_tensor(x).detach().float().cpu()).reshape(
+            len(cells), -1, *np.shape(x)[-2:]
+        )
+        for x in (reconstruction, normal, anomalous)
+    )
     if not rec.shape == nor.shape == ano.shape:
-        raise ValueError(f"reconstruction, normal and anomalous shapes differ: {rec.shape}, {nor.shape}, {ano.shape}")
+        raise ValueError(
+            f"reconstruction, normal and anomalous shapes differ: {rec.shape}, {nor.shape}, {ano.shape}"
+        )
     if len(anomaly) != len(cells):
         raise ValueError(f"{len(cells)} cell lists but {len(anomaly)} anomaly types")
     ch, cw = rec.shape[-2] // grid, rec.shape[-1] // grid
@@ -402,7 +431,7 @@ def inpainting_rates(reconstruction: Any, normal: Any, anomalous: Any, cells: Se
     for i, (kind, affected) in enumerate(zip(anomaly, cells)):
         for c in affected:
             r, q = divmod(int(c), grid)
-            window = np.s_[..., r * ch:(r + 1) * ch, q * cw:(q + 1) * cw]
+            window = np.s_[..., r * ch : (r + 1) * ch, q * cw : (q + 1) * cw]
             d_norm = float(np.mean((rec[i][window] - nor[i][window]) ** 2))
             d_anom = float(np.mean((rec[i][window] - ano[i][window]) ** 2))
             margin = (d_anom - d_norm) / (d_anom + d_norm) if d_anom + d_norm > 0 else 0.0
@@ -417,7 +446,9 @@ def inpainting_rates(reconstruction: Any, normal: Any, anomalous: Any, cells: Se
     return out
 
 
-def pointing_rates(heatmaps: Any, cells: Sequence[Sequence[int]], anomaly: Sequence[str], grid: int = 3) -> dict[str, float]:
+def pointing_rates(
+    heatmaps: Any, cells: Sequence[Sequence[int]], anomaly: Sequence[str], grid: int = 3
+) -> dict[str, float]:
     """Does the heat map point at the anomaly (DigitAnatomy)? The pointing game of Zhang et
     al. (2018) on the layout's cells: an image is a *hit* when the cell holding the most heat
     (the map summed over each of the ``grid x grid`` cells, reading order) is one of its
@@ -426,14 +457,23 @@ def pointing_rates(heatmaps: Any, cells: Sequence[Sequence[int]], anomaly: Seque
     """
     maps = np.asarray(torch.as_tensor(heatmaps).detach().float().cpu())
     if maps.ndim != 3 or len(maps) != len(cells) or len(anomaly) != len(cells):
-        raise ValueError(f"need (N, H, W) heat maps with one cell list and one anomaly type each, got "
-                         f"{maps.shape}, {len(cells)} cell lists, {len(anomaly)} types")
+        raise ValueError(
+            f"need (N, H, W) heat maps with one cell list and one anomaly type each, got "
+            f"{maps.shape}, {len(cells)} cell lists, {len(anomaly)} types"
+        )
     ch, cw = maps.shape[1] // grid, maps.shape[2] // grid
-    heat = maps[:, :grid * ch, :grid * cw].reshape(len(maps), grid, ch, grid, cw).sum((2, 4)).reshape(len(maps), -1)
+    heat = (
+        maps[:, : grid * ch, : grid * cw]
+        .reshape(len(maps), grid, ch, grid, cw)
+        .sum((2, 4))
+        .reshape(len(maps), -1)
+    )
     hits: dict[str, list[bool]] = {}
     for kind, affected, cell_heat in zip(anomaly, cells, heat):
         if len(affected):
-            hits.setdefault(str(kind), []).append(int(cell_heat.argmax()) in {int(c) for c in affected})
+            hits.setdefault(str(kind), []).append(
+                int(cell_heat.argmax()) in {int(c) for c in affected}
+            )
     hits["all"] = [h for values in hits.values() for h in values]
     return {f"pointing/{kind}": float(np.mean(values)) for kind, values in hits.items() if values}
 
@@ -450,7 +490,12 @@ class SmoothedAUC(_EpochScores):
     labels)`` as for :class:`AnomalyMetrics`.
     """
 
-    def __init__(self, window: int = 3, output_transform: Callable = lambda x: x, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        window: int = 3,
+        output_transform: Callable = lambda x: x,
+        device: str | torch.device = "cpu",
+    ):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = int(window)
@@ -460,7 +505,7 @@ class SmoothedAUC(_EpochScores):
     def compute(self) -> float:
         s, y = self._epoch_scores()
         self.history.append(roc_auc(y, s))
-        return float(np.mean(self.history[-self.window:]))
+        return float(np.mean(self.history[-self.window :]))
 
     def state_dict(self) -> dict:
         return {"history": list(self.history), "window": self.window}
@@ -478,8 +523,10 @@ class OptionalAUC(_EpochScores):
 
     def __init__(self, key: str, label_key: str = "label", device: str | torch.device = "cpu"):
         self.key, self.label_key = key, label_key
-        super().__init__(output_transform=lambda output: (output.get(self.key), output[self.label_key]),
-                         device=device)
+        super().__init__(
+            output_transform=lambda output: (output.get(self.key), output[self.label_key]),
+            device=device,
+        )
 
     @reinit__is_reduced
     def update(self, output: Sequence[Any]) -> None:

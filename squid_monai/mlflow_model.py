@@ -41,7 +41,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from .artifact import PREPROCESSING_FILE, RECIPE_FILE, WEIGHTS_FILE, ModelCard, Recipe, trained_intensity
+from .artifact import (
+    PREPROCESSING_FILE,
+    RECIPE_FILE,
+    WEIGHTS_FILE,
+    ModelCard,
+    Recipe,
+    trained_intensity,
+)
 from .promotion import Promotion, metric_tags, promote
 from .serving import IMAGE_COLUMN, PATH_COLUMN, ServingConfig
 from .tracking import ENV_URI, artifact_location, mlflow_client, sqlite_path
@@ -57,21 +64,40 @@ MODEL_ARTIFACT_PATH = "model"
 #: distributions the scoring path imports at module level, with the pydicom plugins that decode
 #: compressed DICOM requests (pinned to the versions of the logging process); a test checks the
 #: list against the imports of the modules a served model loads
-RUNTIME_DISTRIBUTIONS = ("mlflow", "torch", "pytorch-ignite", "monai", "numpy", "pandas", "pillow",
-                         "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
-                         "nibabel", "cloudpickle")
+RUNTIME_DISTRIBUTIONS = (
+    "mlflow",
+    "torch",
+    "pytorch-ignite",
+    "monai",
+    "numpy",
+    "pandas",
+    "pillow",
+    "pydicom",
+    "pylibjpeg",
+    "pylibjpeg-libjpeg",
+    "pylibjpeg-openjpeg",
+    "nibabel",
+    "cloudpickle",
+)
 
 SIGNATURE = ModelSignature(
     # one row per image, in one of the two columns (squid_monai.serving); MLflow refuses other
     # input, so preprocessed arrays go through PyfuncModel.predict_array instead
-    inputs=Schema([ColSpec("string", IMAGE_COLUMN, required=False), ColSpec("string", PATH_COLUMN, required=False)]),
+    inputs=Schema(
+        [
+            ColSpec("string", IMAGE_COLUMN, required=False),
+            ColSpec("string", PATH_COLUMN, required=False),
+        ]
+    ),
     # an unreadable image has no score, logit or decision (null), and an error
-    outputs=Schema([
-        ColSpec("double", "score", required=False),
-        ColSpec("double", "logit", required=False),
-        ColSpec("long", "decision", required=False),
-        ColSpec("string", "error", required=False),
-    ]),
+    outputs=Schema(
+        [
+            ColSpec("double", "score", required=False),
+            ColSpec("double", "logit", required=False),
+            ColSpec("long", "decision", required=False),
+            ColSpec("string", "error", required=False),
+        ]
+    ),
     params=ParamSchema([ParamSpec("batch_size", "long", DEFAULT_BATCH_SIZE)]),
 )
 
@@ -102,10 +128,16 @@ class PyfuncModel(mlflow.pyfunc.PythonModel):
         quiet_scoring_server()  # in a scoring server, no answer quotes the request
         recipe = Recipe.load(context.artifacts["network"])
         config = dict(context.model_config or {})
-        self.serving = ServingConfig.of(config)  # a bad config stops the server at start, not at a request
-        self.device = torch.device(config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.serving = ServingConfig.of(
+            config
+        )  # a bad config stops the server at start, not at a request
+        self.device = torch.device(
+            config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        )
         # an export shipped beside the weights (see _export_artifacts) is used on a CPU
-        self.scorer = load_scorer(context.artifacts["weights"], recipe, map_location=self.device, backend="auto")
+        self.scorer = load_scorer(
+            context.artifacts["weights"], recipe, map_location=self.device, backend="auto"
+        )
         self.image_size = image_size(recipe)
         # the intensity rule the model was trained with: its preprocessing.json sits beside the
         # weights among the model's artifacts (models logged without one: the default rule)
@@ -113,41 +145,69 @@ class PyfuncModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         from squid_monai.scoring import read_image
-        from squid_monai.serving import (RequestRefused, check_request, request_sources,
-                                         serving_environment)
+        from squid_monai.serving import (
+            RequestRefused,
+            check_request,
+            request_sources,
+            serving_environment,
+        )
 
         batch_size = _batch_size(params)
         if not isinstance(model_input, pd.DataFrame):
             raise RequestRefused(
                 f"input must be a DataFrame with an '{IMAGE_COLUMN}' or '{PATH_COLUMN}' column, got "
-                f"{type(model_input).__name__}; preprocessed arrays: unwrap_python_model().predict_array")
+                f"{type(model_input).__name__}; preprocessed arrays: unwrap_python_model().predict_array"
+            )
         check_request(model_input, self.serving)
         names, read = [], []
-        for name, source, reason in request_sources(model_input, self.serving, served=serving_environment()):
+        for name, source, reason in request_sources(
+            model_input, self.serving, served=serving_environment()
+        ):
             names.append(name)
-            read.append((None, reason) if reason is not None else
-                        read_image(source, self.image_size, intensity=self.intensity,
-                                   max_pixels=self.serving.max_pixels))
+            read.append(
+                (None, reason)
+                if reason is not None
+                else read_image(
+                    source,
+                    self.image_size,
+                    intensity=self.intensity,
+                    max_pixels=self.serving.max_pixels,
+                )
+            )
         return self._score(names, read, batch_size, model_input.index)
 
     def predict_array(self, images: Any, batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
         """Score images already preprocessed to (B, 1, S, S) in [0, 1] (the in-process route
         the request signature leaves out); the same output as :meth:`predict`."""
         array = self._check_array(images)
-        return self._score([f"#{i}" for i in range(len(array))], [(image, None) for image in array],
-                           _batch_size({"batch_size": batch_size}), pd.RangeIndex(len(array)))
+        return self._score(
+            [f"#{i}" for i in range(len(array))],
+            [(image, None) for image in array],
+            _batch_size({"batch_size": batch_size}),
+            pd.RangeIndex(len(array)),
+        )
 
-    def _score(self, names: list[str], read: list, batch_size: int, index: pd.Index) -> pd.DataFrame:
+    def _score(
+        self, names: list[str], read: list, batch_size: int, index: pd.Index
+    ) -> pd.DataFrame:
         from squid_monai.scoring import ScoreRecord, score_images
 
-        records: list = [ScoreRecord.unreadable(name, f"{name}: {error}") if error else None
-                         for name, (_, error) in zip(names, read)]
+        records: list = [
+            ScoreRecord.unreadable(name, f"{name}: {error}") if error else None
+            for name, (_, error) in zip(names, read)
+        ]
         rows = [i for i, (_, error) in enumerate(read) if error is None]
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            batch = torch.stack([torch.as_tensor(read[i][0]) for i in chunk]).float().to(self.device)
-            for i, record in zip(chunk, score_images(self.scorer, batch, [names[i] for i in chunk], per_image=False,
-                                                     pixels=False)):
+            chunk = rows[start : start + batch_size]
+            batch = (
+                torch.stack([torch.as_tensor(read[i][0]) for i in chunk]).float().to(self.device)
+            )
+            for i, record in zip(
+                chunk,
+                score_images(
+                    self.scorer, batch, [names[i] for i in chunk], per_image=False, pixels=False
+                ),
+            ):
                 records[i] = record
         return result_frame(records, index)
 
@@ -167,14 +227,22 @@ def result_frame(records: list, index: pd.Index) -> pd.DataFrame:
     """The output columns as objects, ``None`` where a value is missing: MLflow's scoring
     server writes ``None`` as JSON ``null``, but a float column's NaN as a bare ``NaN``,
     which strict JSON parsers refuse."""
-    columns = {key: [getattr(r, key) for r in records] for key in ("score", "logit", "decision", "error")}
-    return pd.DataFrame({key: pd.Series(values, index=index, dtype=object) for key, values in columns.items()})
+    columns = {
+        key: [getattr(r, key) for r in records] for key in ("score", "logit", "decision", "error")
+    }
+    return pd.DataFrame(
+        {key: pd.Series(values, index=index, dtype=object) for key, values in columns.items()}
+    )
 
 
 def _batch_size(params: Mapping[str, Any] | None) -> int:
     batch_size = (params or {}).get("batch_size")
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         from squid_monai.serving import RequestRefused
 
         raise RequestRefused(f"params batch_size must be an integer >= 1, got {batch_size!r}")
@@ -201,7 +269,9 @@ def _model_files(model_dir: str | os.PathLike, weights: str) -> tuple[Path, Path
     files = model_dir / weights, model_dir / RECIPE_FILE
     for f in files:
         if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing; a trained model folder holds {weights} and {RECIPE_FILE}")
+            raise FileNotFoundError(
+                f"{f}: missing; a trained model folder holds {weights} and {RECIPE_FILE}"
+            )
     return files
 
 
@@ -214,9 +284,14 @@ def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int, dict[s
     scorer = load_scorer(weights, recipe, backend="auto")
     card = ModelCard.from_scorer(scorer, image_size(recipe))
     tags = {k: f"{getattr(card, k):.9g}" for k in ("threshold", "normal_threshold")}
-    tags.update(calibration_mean=f"{card.mean:.9g}", calibration_std=f"{card.std:.9g}", family=recipe.family,
-                preset=recipe.preset, network_overrides=json.dumps(dict(recipe.overrides)),
-                cpu_format=getattr(scorer, "format", "pytorch"))
+    tags.update(
+        calibration_mean=f"{card.mean:.9g}",
+        calibration_std=f"{card.std:.9g}",
+        family=recipe.family,
+        preset=recipe.preset,
+        network_overrides=json.dumps(dict(recipe.overrides)),
+        cpu_format=getattr(scorer, "format", "pytorch"),
+    )
     return tags, image_size(recipe), _export_artifacts(scorer)
 
 
@@ -236,29 +311,50 @@ def _export_artifacts(scorer) -> dict[str, Path]:
 SQUIDPyfuncModel = PyfuncModel
 
 
-def save_pyfunc(path: str | os.PathLike, model_dir: str | os.PathLike, weights: str = WEIGHTS_FILE,
-                metadata: Mapping[str, Any] | None = None, model_config: Mapping[str, Any] | None = None) -> Path:
+def save_pyfunc(
+    path: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    weights: str = WEIGHTS_FILE,
+    metadata: Mapping[str, Any] | None = None,
+    model_config: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the MLflow model of ``model_dir`` (``model.pt`` + ``network.json``) to ``path``
     (which must not exist or be empty); ``mlflow models serve -m <path>`` serves it.
     ``model_config``: the model's default configuration (:class:`PyfuncModel`), e.g.
     ``{"allowed_root": "/data/xrays", "max_images": 16}``."""
     weights_path, network_path = _model_files(model_dir, weights)
     tags, size, exports = _describe(weights_path, network_path)
-    return _save(Path(path), weights_path, network_path, {**tags, **_strings(metadata)}, size, model_config, exports)
+    return _save(
+        Path(path),
+        weights_path,
+        network_path,
+        {**tags, **_strings(metadata)},
+        size,
+        model_config,
+        exports,
+    )
 
 
 def _strings(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in (metadata or {}).items()}
 
 
-def _model_arguments(weights: Path, network: Path, metadata: dict[str, str], image_size: int,
-                     model_config: Mapping[str, Any] | None, exports: Mapping[str, Path],
-                     code: Path) -> dict:
+def _model_arguments(
+    weights: Path,
+    network: Path,
+    metadata: dict[str, str],
+    image_size: int,
+    model_config: Mapping[str, Any] | None,
+    exports: Mapping[str, Path],
+    code: Path,
+) -> dict:
     """What ``mlflow.pyfunc.save_model`` and ``log_model`` both take: the files, the package
     copy ``code``, requirements, signature, example, metadata and the checked model config."""
     # checked here (a typo fails now, not when a server starts), and saved with every key
-    config = {"device": dict(model_config or {}).get("device"),
-              **ServingConfig.of(model_config, resolve_root=False).as_model_config()}
+    config = {
+        "device": dict(model_config or {}).get("device"),
+        **ServingConfig.of(model_config, resolve_root=False).as_model_config(),
+    }
     artifacts = {"weights": str(weights), "network": str(network)}
     if (record := weights.with_name(PREPROCESSING_FILE)).is_file():
         artifacts["preprocessing"] = str(record)
@@ -283,16 +379,25 @@ def _package_copy() -> Iterator[Path]:
 
     with tempfile.TemporaryDirectory(prefix="squid_code_") as tmp:
         copy = Path(tmp) / "squid_monai"
-        shutil.copytree(Path(squid_monai.__file__).parent, copy,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            Path(squid_monai.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__")
+        )
         yield copy
 
 
-def _save(path: Path, weights: Path, network: Path, metadata: dict[str, str], image_size: int,
-          model_config: Mapping[str, Any] | None, exports: Mapping[str, Path]) -> Path:
+def _save(
+    path: Path,
+    weights: Path,
+    network: Path,
+    metadata: dict[str, str],
+    image_size: int,
+    model_config: Mapping[str, Any] | None,
+    exports: Mapping[str, Path],
+) -> Path:
     with _package_copy() as code:
-        arguments = _model_arguments(weights, network, metadata, image_size, model_config, exports,
-                                     code)
+        arguments = _model_arguments(
+            weights, network, metadata, image_size, model_config, exports, code
+        )
         mlflow.pyfunc.save_model(path=str(path), **arguments)
     return path
 
@@ -302,14 +407,23 @@ def _input_example(size: int) -> pd.DataFrame:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(np.linspace(0, 255, size * size).reshape(size, size).astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(np.linspace(0, 255, size * size).reshape(size, size).astype(np.uint8)).save(
+        buffer, format="PNG"
+    )
     return pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buffer.getvalue()).decode("ascii")]})
 
 
-def _new_run(client: mlflow.MlflowClient, tracking_uri: str, experiment_name: str, run_name: str) -> str:
+def _new_run(
+    client: mlflow.MlflowClient, tracking_uri: str, experiment_name: str, run_name: str
+) -> str:
     experiment = client.get_experiment_by_name(experiment_name)
-    experiment_id = (experiment.experiment_id if experiment is not None else
-                     client.create_experiment(experiment_name, artifact_location=artifact_location(tracking_uri)))
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(
+            experiment_name, artifact_location=artifact_location(tracking_uri)
+        )
+    )
     return client.create_run(experiment_id, run_name=run_name).info.run_id
 
 
@@ -377,16 +491,25 @@ def register_model(
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="anomaly scorer of chest radiographs "
-                                                         "(score > threshold = abnormal)")
-    with _package_copy() as code, _fluent_store(tracking_uri), \
-            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-        arguments = _model_arguments(weights_path, network_path, tags, size, model_config, exports,
-                                     code)
+        client.create_registered_model(
+            name, description="anomaly scorer of chest radiographs (score > threshold = abnormal)"
+        )
+    with (
+        _package_copy() as code,
+        _fluent_store(tracking_uri),
+        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None),
+    ):
+        arguments = _model_arguments(
+            weights_path, network_path, tags, size, model_config, exports, code
+        )
         info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT_PATH, registered_model_name=name, tags=tags,
+            name=MODEL_ARTIFACT_PATH,
+            registered_model_name=name,
+            tags=tags,
             # a remote registry may copy the files asynchronously: MLflow waits until READY
-            await_registration_for=int(await_registration_s), **arguments)
+            await_registration_for=int(await_registration_s),
+            **arguments,
+        )
         if metric is not None:  # the logged model's metric, in the run too
             mlflow.log_metric(str(metric[0]), float(metric[1]), model_id=info.model_id)
     if was_running:  # the training run goes on: ending it was start_run's doing, not ours
@@ -394,14 +517,19 @@ def register_model(
     version = str(info.registered_model_version)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    decision: Promotion = promote(client, name, version, metric, run_id, champion=alias,
-                                  challenger=challenger_alias)
+    decision: Promotion = promote(
+        client, name, version, metric, run_id, champion=alias, challenger=challenger_alias
+    )
     logger.info("%s version %s is the %s: %s", name, version, decision.alias, decision.reason)
     return client.get_model_version(name, version)
 
 
-def load_registered(name: str = "squid", alias: str = "champion", tracking_uri: str | None = None,
-                    model_config: Mapping[str, Any] | None = None) -> mlflow.pyfunc.PyFuncModel:
+def load_registered(
+    name: str = "squid",
+    alias: str = "champion",
+    tracking_uri: str | None = None,
+    model_config: Mapping[str, Any] | None = None,
+) -> mlflow.pyfunc.PyFuncModel:
     """Load ``models:/<name>@<alias>`` from the registry at ``tracking_uri`` (default: MLflow's
     own resolution, e.g. ``MLFLOW_TRACKING_URI``) without changing MLflow's global URIs."""
     uri = f"models:/{name}@{alias}"
@@ -414,6 +542,8 @@ def load_registered(name: str = "squid", alias: str = "champion", tracking_uri: 
         version = client.get_model_version_by_alias(name, alias)
         uri = mlflow.artifacts.download_artifacts(
             artifact_uri=client.get_model_version_download_uri(name, version.version),
-            tracking_uri=tracking_uri, dst_path=tempfile.mkdtemp(prefix="squid_model_"))
+            tracking_uri=tracking_uri,
+            dst_path=tempfile.mkdtemp(prefix="squid_model_"),
+        )
     # the folder is kept: the model's code may be imported lazily from it after loading
     return mlflow.pyfunc.load_model(uri, model_config=dict(model_config or {}))

@@ -40,8 +40,16 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from .transforms import DEFAULT_MAX_PIXELS, EncodedImage
 
-__all__ = ["IMAGE_COLUMN", "PATH_COLUMN", "RequestRefused", "ServingConfig", "check_request",
-           "quiet_scoring_server", "request_sources", "serving_environment"]
+__all__ = [
+    "IMAGE_COLUMN",
+    "PATH_COLUMN",
+    "RequestRefused",
+    "ServingConfig",
+    "check_request",
+    "quiet_scoring_server",
+    "request_sources",
+    "serving_environment",
+]
 
 IMAGE_COLUMN, PATH_COLUMN = "image", "path"
 #: images in one request, by default
@@ -75,10 +83,16 @@ class ServingConfig:
         values = {k: v for k, v in dict(config or {}).items() if k not in MODEL_KEYS}
         known = [f.name for f in fields(cls)]
         if unknown := sorted(set(values) - set(known)):
-            raise ValueError(f"unknown model_config key(s) {unknown}; known: {sorted([*known, *MODEL_KEYS])}")
+            raise ValueError(
+                f"unknown model_config key(s) {unknown}; known: {sorted([*known, *MODEL_KEYS])}"
+            )
         for key in ("max_images", "max_request_bytes", "max_pixels"):
-            if key in values and (isinstance(values[key], bool) or not isinstance(values[key], int) or values[key] < 1):
-                raise ValueError(f"model_config {key} must be a positive integer, got {values[key]!r}")
+            if key in values and (
+                isinstance(values[key], bool) or not isinstance(values[key], int) or values[key] < 1
+            ):
+                raise ValueError(
+                    f"model_config {key} must be a positive integer, got {values[key]!r}"
+                )
         if (root := values.get("allowed_root")) is not None:
             root = Path(os.path.expanduser(os.fspath(root)))
             if resolve_root:
@@ -91,7 +105,10 @@ class ServingConfig:
     def as_model_config(self) -> dict[str, Any]:
         """Every key, JSON-ready: saved with the model so that each can be overridden when it
         is loaded (MLflow drops load-time keys that the saved ``model_config`` lacks)."""
-        return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v for f in fields(self)}
+        return {
+            f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v
+            for f in fields(self)
+        }
 
 
 def serving_environment() -> bool:
@@ -109,21 +126,28 @@ def check_request(frame: pd.DataFrame, config: ServingConfig) -> None:
     """Refuse, before decoding anything, a request without an image column, with more than
     ``max_images`` rows or more than ``max_request_bytes`` of image data."""
     if IMAGE_COLUMN not in frame.columns and PATH_COLUMN not in frame.columns:
-        raise _bad_request(f"the request needs an '{IMAGE_COLUMN}' column (base64-encoded PNG, JPEG or DICOM file "
-                           f"contents) or a '{PATH_COLUMN}' column; other columns are ignored")
+        raise _bad_request(
+            f"the request needs an '{IMAGE_COLUMN}' column (base64-encoded PNG, JPEG or DICOM file "
+            f"contents) or a '{PATH_COLUMN}' column; other columns are ignored"
+        )
     if len(frame) > config.max_images:
-        raise _bad_request(f"the request has {len(frame)} images; this model accepts at most {config.max_images} per "
-                           "request (model_config max_images): send them in several requests")
+        raise _bad_request(
+            f"the request has {len(frame)} images; this model accepts at most {config.max_images} per "
+            "request (model_config max_images): send them in several requests"
+        )
     if IMAGE_COLUMN in frame.columns:
         size = sum(len(v) * 3 // 4 for v in frame[IMAGE_COLUMN] if isinstance(v, str))
         if size > config.max_request_bytes:
-            raise _bad_request(f"the request carries about {size} bytes of image data; this model accepts at most "
-                               f"{config.max_request_bytes} per request (model_config max_request_bytes): send the "
-                               "images in several requests")
+            raise _bad_request(
+                f"the request carries about {size} bytes of image data; this model accepts at most "
+                f"{config.max_request_bytes} per request (model_config max_request_bytes): send the "
+                "images in several requests"
+            )
 
 
-def request_sources(frame: pd.DataFrame, config: ServingConfig,
-                    served: bool) -> Iterator[tuple[str, str | EncodedImage | None, str | None]]:
+def request_sources(
+    frame: pd.DataFrame, config: ServingConfig, served: bool
+) -> Iterator[tuple[str, str | EncodedImage | None, str | None]]:
     """Per row, ``(name, source, None)`` or ``(name, None, reason)``; ``name`` is ``row <n>``
     (0-based, the request's order). One row is decoded at a time (bounded memory)."""
     images = frame[IMAGE_COLUMN] if IMAGE_COLUMN in frame.columns else [None] * len(frame)
@@ -203,9 +227,11 @@ def _unquoted(message: str, body: bytes | str) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
     window = 2**20  # quotations repeat the start of the request, or its end
     text = text[:window] + "\n" + text[-window:]
-    if any(message[i:i + QUOTE_LENGTH] in text for i in range(len(message) - QUOTE_LENGTH + 1)):
-        return ("Invalid input: the request cannot be read as a table of 'image' or 'path' rows "
-                "(details withheld: they quote the request)")
+    if any(message[i : i + QUOTE_LENGTH] in text for i in range(len(message) - QUOTE_LENGTH + 1)):
+        return (
+            "Invalid input: the request cannot be read as a table of 'image' or 'path' rows "
+            "(details withheld: they quote the request)"
+        )
     return message
 
 
@@ -217,10 +243,14 @@ def _decode(text: Any) -> bytes:
     if not isinstance(text, str):
         raise _RowError(f"'{IMAGE_COLUMN}' must be a base64 string, got {type(text).__name__}")
     try:
-        return base64.b64decode("".join(text.split()), validate=True)  # line breaks (base64 -w 76) are fine
+        return base64.b64decode(
+            "".join(text.split()), validate=True
+        )  # line breaks (base64 -w 76) are fine
     except (binascii.Error, ValueError) as err:
-        raise _RowError(f"'{IMAGE_COLUMN}' is not valid base64 ({err}); file paths go in the '{PATH_COLUMN}' "
-                        "column") from None
+        raise _RowError(
+            f"'{IMAGE_COLUMN}' is not valid base64 ({err}); file paths go in the '{PATH_COLUMN}' "
+            "column"
+        ) from None
 
 
 def _path_source(path: str, name: str, config: ServingConfig, served: bool) -> str | EncodedImage:
@@ -229,8 +259,10 @@ def _path_source(path: str, name: str, config: ServingConfig, served: bool) -> s
     root = config.allowed_root
     if root is None:
         if served:
-            raise _RowError(f"this server does not read file paths; send the file's contents base64-encoded in "
-                            f"the '{IMAGE_COLUMN}' column")
+            raise _RowError(
+                f"this server does not read file paths; send the file's contents base64-encoded in "
+                f"the '{IMAGE_COLUMN}' column"
+            )
         return path
     try:
         real = Path(os.path.realpath(root / path))  # an absolute path replaces the root
@@ -242,8 +274,10 @@ def _path_source(path: str, name: str, config: ServingConfig, served: bool) -> s
         if not real.is_file():
             raise _RowError("path not found under the allowed folder (or not a file)")
         if (size := real.stat().st_size) > config.max_request_bytes:
-            raise _RowError(f"file of {size} bytes is larger than the limit of {config.max_request_bytes} bytes "
-                            "(model_config max_request_bytes)")
+            raise _RowError(
+                f"file of {size} bytes is larger than the limit of {config.max_request_bytes} bytes "
+                "(model_config max_request_bytes)"
+            )
         return EncodedImage(real.read_bytes(), name)
     except OSError as err:
         raise _RowError(f"file cannot be read ({type(err).__name__})") from None

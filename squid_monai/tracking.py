@@ -12,7 +12,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ENV_URI", "artifact_location", "mlflow_client", "sqlite_path", "sqlite_uri", "tracking_uri"]
+__all__ = [
+    "ENV_URI",
+    "artifact_location",
+    "mlflow_client",
+    "sqlite_path",
+    "sqlite_uri",
+    "tracking_uri",
+]
 
 #: the environment variable MLflow reads the tracking URI from
 ENV_URI = "MLFLOW_TRACKING_URI"
@@ -34,7 +41,7 @@ def sqlite_path(uri: str | None) -> Path | None:
     """The database file of a ``sqlite:///`` URI (None for other stores and in-memory SQLite)."""
     if not uri or not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
 
 

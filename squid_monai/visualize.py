@@ -63,8 +63,13 @@ def plot_roc(labels: Any, scores: Any, path: str | Path, title: str | None = Non
     ax = fig.add_subplot()
     ax.plot(fpr, tpr, lw=2, label=f"AUC = {roc_auc(y, s):.3f}")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (1 - specificity)",
-           ylabel="true-positive rate (sensitivity)", title=title or "ROC")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="false-positive rate (1 - specificity)",
+        ylabel="true-positive rate (sensitivity)",
+        title=title or "ROC",
+    )
     ax.legend(loc="lower right")
     return _save(fig, path)
 
@@ -88,14 +93,18 @@ def plot_score_histogram(
             ax.hist(sel, bins=bins, alpha=0.55, label=f"{name} (n={sel.size})")
     for i, (name, thr) in enumerate((thresholds or {}).items()):
         ax.axvline(float(thr), ls="--", c=f"C{i + 2}", label=f"{name} = {float(thr):.3g}")
-    ax.set(xlabel="anomaly score (higher = more abnormal)", ylabel="images",
-           title=title or "Scores by class")
+    ax.set(
+        xlabel="anomaly score (higher = more abnormal)",
+        ylabel="images",
+        title=title or "Scores by class",
+    )
     ax.legend()
     return _save(fig, path)
 
 
-def plot_confusion_matrix(labels: Any, scores: Any, threshold: float, path: str | Path,
-                          title: str | None = None) -> Path:
+def plot_confusion_matrix(
+    labels: Any, scores: Any, threshold: float, path: str | Path, title: str | None = None
+) -> Path:
     """2 x 2 confusion matrix at ``threshold`` (decision ``score > threshold``)."""
     m = binary_metrics(labels, scores, threshold)
     counts = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
@@ -103,11 +112,20 @@ def plot_confusion_matrix(labels: Any, scores: Any, threshold: float, path: str 
     ax = fig.add_subplot()
     ax.imshow(counts, cmap="Blues", vmin=0)
     for (i, j), c in np.ndenumerate(counts):
-        ax.text(j, i, str(c), ha="center", va="center",
-                color="white" if c > counts.max() / 2 else "black", fontsize=14)
+        ax.text(
+            j,
+            i,
+            str(c),
+            ha="center",
+            va="center",
+            color="white" if c > counts.max() / 2 else "black",
+            fontsize=14,
+        )
     ax.set_xticks([0, 1], [f"pred. {n}" for n in _CLASS_NAMES])
     ax.set_yticks([0, 1], [f"true {n}" for n in _CLASS_NAMES])
-    ax.set_title(title or f"threshold {float(threshold):.3g}: acc {m['accuracy']:.3f}, F1 {m['f1']:.3f}")
+    ax.set_title(
+        title or f"threshold {float(threshold):.3g}: acc {m['accuracy']:.3f}, F1 {m['f1']:.3f}"
+    )
     return _save(fig, path)
 
 
@@ -142,7 +160,7 @@ def tile_images(rows: Sequence[Any], max_images: int = 8, pad: int = 2) -> np.nd
     grid = np.full((len(arrays) * (h + pad) - pad, n * (w + pad) - pad), np.nan, np.float32)
     for r, a in enumerate(arrays):
         for c in range(n):
-            grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = a[c]
+            grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = a[c]
     return grid
 
 
@@ -178,14 +196,17 @@ def image_grid(
     return _save(fig, path)
 
 
-def overlay_heatmap(image: Any, heatmap: Any, path: str | Path, alpha: float = 0.45,
-                    title: str | None = None) -> Path:
+def overlay_heatmap(
+    image: Any, heatmap: Any, path: str | Path, alpha: float = 0.45, title: str | None = None
+) -> Path:
     """Save the grey image with the heat map (values in [0, 1]) blended on top, with a colour bar."""
     img = np.squeeze(_to_numpy(image))
     hm = np.squeeze(_to_numpy(heatmap))
     if img.ndim != 2 or img.shape != hm.shape:
-        raise ValueError(f"overlay needs one 2-D image and a heat map of the same shape, got "
-                         f"{tuple(np.shape(image))} and {tuple(np.shape(heatmap))}")
+        raise ValueError(
+            f"overlay needs one 2-D image and a heat map of the same shape, got "
+            f"{tuple(np.shape(image))} and {tuple(np.shape(heatmap))}"
+        )
     fig = _new_figure((4, 4))
     ax = fig.add_subplot()
     ax.imshow(img, cmap="gray")

@@ -22,5 +22,7 @@ def _seed():
 def shared_data() -> Path:
     """The real radiographs beside the repository (``../shared/data``); skip when absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the repository on dev machines)")
+        pytest.skip(
+            f"real data folder {SHARED_DATA} is absent (it sits beside the repository on dev machines)"
+        )
     return SHARED_DATA

@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from squid_monai.artifact import CARD_FILE, RECIPE_FILE, WEIGHTS_FILE, ModelCard, Recipe
+from squid_monai.loading import (
+    build,
+    build_scorer,
+    image_size,
+    load_scorer,
+    network_config,
+    save_network_config,
+)
 from squid_monai.methods.squid.scorer import SQUIDScorer
-from squid_monai.loading import build, build_scorer, image_size, load_scorer, network_config, save_network_config
 
 
 def test_recipe_round_trip_build_and_image_size(tmp_path):
@@ -17,9 +24,14 @@ def test_recipe_round_trip_build_and_image_size(tmp_path):
     path = save_network_config(tmp_path, recipe)
     assert path == tmp_path / RECIPE_FILE
     written = json.loads(path.read_text())
-    assert {k: written[k] for k in ("family", "preset", "overrides")} == {"family": "squid", "preset": "tiny",
-                                                                          "overrides": {"space_aware": False}}
-    assert written["config"] == json.loads(json.dumps(network_config(recipe)))  # every setting pinned
+    assert {k: written[k] for k in ("family", "preset", "overrides")} == {
+        "family": "squid",
+        "preset": "tiny",
+        "overrides": {"space_aware": False},
+    }
+    assert written["config"] == json.loads(
+        json.dumps(network_config(recipe))
+    )  # every setting pinned
     assert Recipe.load(tmp_path) == Recipe.load(path) == Recipe.of(recipe.as_dict()) == recipe
     assert image_size(recipe) == 32 and isinstance(image_size(recipe), int)
     assert isinstance(build(recipe), SQUIDScorer)
@@ -28,19 +40,28 @@ def test_recipe_round_trip_build_and_image_size(tmp_path):
     assert Recipe.load(path).family == "squid"
 
 
-def test_a_pinned_recipe_survives_a_change_of_its_preset_and_an_unpinned_one_its_revisions(tmp_path, monkeypatch):
+def test_a_pinned_recipe_survives_a_change_of_its_preset_and_an_unpinned_one_its_revisions(
+    tmp_path, monkeypatch
+):
     from squid_monai.methods.squid import presets
 
     torch.manual_seed(0)
     trained = build_scorer("tiny")
     torch.save(trained.state_dict(), tmp_path / WEIGHTS_FILE)
     save_network_config(tmp_path / RECIPE_FILE, "tiny")
-    monkeypatch.setitem(presets.PRESETS, "tiny", {**presets.PRESETS["tiny"], "decoder_memory_items": 8})
+    monkeypatch.setitem(
+        presets.PRESETS, "tiny", {**presets.PRESETS["tiny"], "decoder_memory_items": 8}
+    )
     loaded = load_scorer(tmp_path / WEIGHTS_FILE)  # pinned: today's tiny is not what was trained
     key = "generator.student.memories.0.memory.memory"
-    assert loaded.state_dict()[key].shape == trained.state_dict()[key].shape and loaded.state_dict()[key].shape[1] == 16
+    assert (
+        loaded.state_dict()[key].shape == trained.state_dict()[key].shape
+        and loaded.state_dict()[key].shape[1] == 16
+    )
     # a file written before the pin: the preset's earlier definition rebuilds it
-    (tmp_path / RECIPE_FILE).write_text(json.dumps({"method": "squid", "preset": "tiny", "overrides": {}}))
+    (tmp_path / RECIPE_FILE).write_text(
+        json.dumps({"method": "squid", "preset": "tiny", "overrides": {}})
+    )
     with pytest.raises(ValueError, match=f"{WEIGHTS_FILE}: does not match the network recipe"):
         load_scorer(tmp_path / WEIGHTS_FILE)
     monkeypatch.setitem(presets.PRESET_REVISIONS, "tiny", ({"decoder_memory_items": 16},))
@@ -55,7 +76,9 @@ def test_models_of_the_earlier_digitanatomy_default_still_load(tmp_path):
     for revision in PRESET_REVISIONS["digitanatomy_small"]:
         trained = build_scorer("digitanatomy_small", **revision)
         torch.save(trained.state_dict(), tmp_path / WEIGHTS_FILE)
-        (tmp_path / RECIPE_FILE).write_text(json.dumps({"preset": "digitanatomy_small", "overrides": {}}))
+        (tmp_path / RECIPE_FILE).write_text(
+            json.dumps({"preset": "digitanatomy_small", "overrides": {}})
+        )
         loaded = load_scorer(tmp_path / WEIGHTS_FILE)
         assert loaded.state_dict().keys() == trained.state_dict().keys()
 
@@ -89,13 +112,22 @@ def test_model_card_json_round_trip_and_checks():
     scorer.set_calibration(0.5, 1.5, threshold=0.75)
     card = ModelCard.from_scorer(scorer, 32, {"name": "squid", "version": "1.2.0"})
     content = json.loads(card.to_json())
-    assert content["model_version"] == "1.2.0" and content["threshold"] == 0.75 and "score" in content
+    assert (
+        content["model_version"] == "1.2.0" and content["threshold"] == 0.75 and "score" in content
+    )
     again = ModelCard.from_json(card.to_json(), source=CARD_FILE)
     assert (again.image_size, again.mean, again.std, again.threshold, again.normal_threshold) == (
-        32, 0.5, 1.5, 0.75, card.normal_threshold)
+        32,
+        0.5,
+        1.5,
+        0.75,
+        card.normal_threshold,
+    )
     assert again.to_dict() == card.to_dict() and again.source == CARD_FILE
     with pytest.raises(ValueError, match=r"missing \['threshold'"):
-        ModelCard.from_dict({k: v for k, v in content.items() if k not in ("threshold", "model_name")})
+        ModelCard.from_dict(
+            {k: v for k, v in content.items() if k not in ("threshold", "model_name")}
+        )
     with pytest.raises(ValueError, match="std > 0"):
         ModelCard.from_dict({**content, "std": 0})
     with pytest.raises(ValueError, match="not valid JSON"):
@@ -107,9 +139,14 @@ def test_an_export_is_one_more_entry_of_the_card():
 
     card = ModelCard.from_scorer(build_scorer("tiny"), 32)
     assert "format" not in card.to_dict()  # a plain card stays as it was
-    exported = dataclasses.replace(card, format="openvino", parity={"max_abs_score_diff": 3e-6, "default": True})
+    exported = dataclasses.replace(
+        card, format="openvino", parity={"max_abs_score_diff": 3e-6, "default": True}
+    )
     again = ModelCard.from_json(exported.to_json())
-    assert (again.format, dict(again.parity)) == ("openvino", {"max_abs_score_diff": 3e-6, "default": True})
+    assert (again.format, dict(again.parity)) == (
+        "openvino",
+        {"max_abs_score_diff": 3e-6, "default": True},
+    )
     assert again.to_dict() == exported.to_dict() and not again.extra
 
 

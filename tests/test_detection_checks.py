@@ -8,9 +8,9 @@ from ignite.engine import Engine, Events
 
 from squid_monai.data.digitanatomy import inpainting_set
 from squid_monai.handlers import WeightEMA
-from squid_monai.metrics import SmoothedAUC, inpainting_rates, pointing_rates, roc_auc
-from squid_monai.methods.squid.presets import build
 from squid_monai.methods.squid.networks.generator import DecoderMemory
+from squid_monai.methods.squid.presets import build
+from squid_monai.metrics import SmoothedAUC, inpainting_rates, pointing_rates, roc_auc
 from squid_monai.workflow import curve_stability
 
 
@@ -27,8 +27,12 @@ def test_inpainting_metric_on_a_hand_built_case():
     # a reconstruction equal to the normal image in-paints; one equal to the input copies
     good = inpainting_rates(normal, normal, anomalous, cells, kinds)
     copy = inpainting_rates(anomalous, normal, anomalous, cells, kinds)
-    assert good["inpainted/missing"] == 1.0 and good["inpainting_margin/missing"] == pytest.approx(1.0)
-    assert copy["inpainted/missing"] == 0.0 and copy["inpainting_margin/missing"] == pytest.approx(-1.0)
+    assert good["inpainted/missing"] == 1.0 and good["inpainting_margin/missing"] == pytest.approx(
+        1.0
+    )
+    assert copy["inpainted/missing"] == 0.0 and copy["inpainting_margin/missing"] == pytest.approx(
+        -1.0
+    )
     # a flat grey guess is not in-painting, even though it is nearer the normal cell than the blank
     grey = anomalous.copy()
     grey[..., 0:8, 8:16] = 0.5
@@ -47,33 +51,45 @@ def test_pointing_game_on_a_hand_built_case():
     maps[2, 8:16, 8:16] = 1.0  # cell 4
     cells, kinds = [[1], [6, 7], [0]], ["missing", "misordered", "missing"]
     rates = pointing_rates(maps, cells, kinds)
-    assert rates == {"pointing/missing": 0.5, "pointing/misordered": 1.0, "pointing/all": pytest.approx(2 / 3)}
-    assert pointing_rates(maps[:1], [[]], ["normal"]) == {}  # an image with no affected cell is not counted
+    assert rates == {
+        "pointing/missing": 0.5,
+        "pointing/misordered": 1.0,
+        "pointing/all": pytest.approx(2 / 3),
+    }
+    assert (
+        pointing_rates(maps[:1], [[]], ["normal"]) == {}
+    )  # an image with no affected cell is not counted
     with pytest.raises(ValueError, match="one cell list"):
         pointing_rates(maps, cells[:2], kinds)
 
 
 def test_inpainting_set_pairs_each_anomaly_with_its_normal_counterpart():
     items = inpainting_set(2, seed=0, split="validation")
-    assert [it["anomaly"] for it in items] == ["missing"] * 2 + ["misordered"] * 2 + ["flipped"] * 2 + ["zero"] * 2
+    assert [it["anomaly"] for it in items] == ["missing"] * 2 + ["misordered"] * 2 + [
+        "flipped"
+    ] * 2 + ["zero"] * 2
     for it in items:
         image, normal = it["image"][0], it["normal"][0]
         mask = np.zeros_like(image, dtype=bool)
         for c in it["cells"]:
             r, q = divmod(c, 3)
-            mask[r * 32:(r + 1) * 32, q * 32:(q + 1) * 32] = True
+            mask[r * 32 : (r + 1) * 32, q * 32 : (q + 1) * 32] = True
         assert np.array_equal(image[~mask], normal[~mask])  # identical outside the affected cells
         assert not np.array_equal(image[mask], normal[mask])
         if it["anomaly"] == "flipped":
             r, q = divmod(it["cells"][0], 3)
-            cell = np.s_[r * 32:(r + 1) * 32, q * 32:(q + 1) * 32]
+            cell = np.s_[r * 32 : (r + 1) * 32, q * 32 : (q + 1) * 32]
             assert np.array_equal(image[cell], normal[cell][:, ::-1])
 
 
 def test_smoothed_auc_averages_the_last_validations_and_resumes():
     metric = SmoothedAUC(window=2)
     labels = np.array([0, 0, 1, 1])
-    epochs = [np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.4, 0.1, 0.2, 0.3]), np.array([0.3, 0.4, 0.1, 0.2])]
+    epochs = [
+        np.array([0.1, 0.2, 0.3, 0.4]),
+        np.array([0.4, 0.1, 0.2, 0.3]),
+        np.array([0.3, 0.4, 0.1, 0.2]),
+    ]
     values = []
     for scores in epochs:
         metric.reset()
@@ -93,6 +109,7 @@ def _engine_that_moves(model: torch.nn.Module) -> Engine:
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(1.0)
+
     return Engine(step)
 
 
@@ -102,7 +119,9 @@ def test_weight_ema_updates_and_is_the_model_that_is_scored():
     ema = WeightEMA(model, momentum=0.5, momentum_warmup=None, warmup_iters=None)
     engine = _engine_that_moves(model)
     ema.attach(engine)
-    engine.run([0, 1], max_epochs=1)  # two iterations: the model moves +1 twice; EMA p0+0.5, then p0+1.25
+    engine.run(
+        [0, 1], max_epochs=1
+    )  # two iterations: the model moves +1 twice; EMA p0+0.5, then p0+1.25
     for p0, p_live, p_ema in zip(start, model.parameters(), ema.scoring_model.parameters()):
         assert torch.allclose(p_live, p0 + 2)
         assert torch.allclose(p_ema, p0 + 1.25)
@@ -147,7 +166,9 @@ def test_curve_stability_leaves_out_the_warm_up():
     assert report["val_auc_peak"] == 0.8 and report["val_auc_last"] == 0.7
     assert report["val_auc_drop_from_peak"] == pytest.approx(0.1)
     # 5 validations: the first round(0.3 * 5) = 2 are warm-up
-    assert report["val_auc_std_after_warmup"] == pytest.approx(float(np.std([0.8, 0.8, 0.7])), abs=1e-4)
+    assert report["val_auc_std_after_warmup"] == pytest.approx(
+        float(np.std([0.8, 0.8, 0.7])), abs=1e-4
+    )
 
 
 def test_queue_decoder_memory_holds_real_window_features_after_a_training_step():
@@ -167,8 +188,8 @@ def test_queue_decoder_memory_holds_real_window_features_after_a_training_step()
 
 
 def test_tile_residual_scores_the_worst_standardised_tile_fitted_on_normals_and_persists():
-    from squid_monai.scoring import calibrate
     from squid_monai.methods.squid.scorer import SQUIDScorer
+    from squid_monai.scoring import calibrate
 
     torch.manual_seed(0)
     scorer = SQUIDScorer(*build("tiny"), score_source="tile_residual")
@@ -184,7 +205,10 @@ def test_tile_residual_scores_the_worst_standardised_tile_fitted_on_normals_and_
     expected = -((tiles - tiles.mean(0)) / tiles.std(0)).amax(1)
     assert torch.allclose(scorer.normality(out), expected, atol=1e-5)
     # one corrupted tile outranks a whole image made slightly worse everywhere
-    local, diffuse = normals[:1].clone(), normals[:1] + 0.45 / grid  # diffuse: 2.25 x the squared error in all
+    local, diffuse = (
+        normals[:1].clone(),
+        normals[:1] + 0.45 / grid,
+    )  # diffuse: 2.25 x the squared error in all
     step = 32 // grid
     local[..., :step, :step] += 0.3
     normality = scorer.normality(scorer(torch.cat([local, diffuse])))
@@ -195,15 +219,19 @@ def test_tile_residual_scores_the_worst_standardised_tile_fitted_on_normals_and_
     scorer.score_source_code.fill_(2)
     reloaded = SQUIDScorer(*build("tiny"))
     reloaded.load_state_dict(scorer.state_dict())
-    assert reloaded.score_source == "tile_residual" and torch.equal(reloaded.tile_std, scorer.tile_std)
+    assert reloaded.score_source == "tile_residual" and torch.equal(
+        reloaded.tile_std, scorer.tile_std
+    )
     legacy = SQUIDScorer(*build("tiny"))
-    legacy.load_state_dict({k: v for k, v in scorer.state_dict().items() if not k.startswith("tile_")})
+    legacy.load_state_dict(
+        {k: v for k, v in scorer.state_dict().items() if not k.startswith("tile_")}
+    )
     assert torch.equal(legacy.tile_std, torch.ones(grid * grid))  # saved before the tile score
 
 
 def test_residual_score_source_ranks_by_the_residual_batch_independently_and_persists():
-    from squid_monai.scoring import calibrate
     from squid_monai.methods.squid.scorer import SQUIDScorer
+    from squid_monai.scoring import calibrate
 
     torch.manual_seed(0)
     scorer = SQUIDScorer(*build("tiny"), score_source="residual")
@@ -229,22 +257,28 @@ def test_residual_score_source_ranks_by_the_residual_batch_independently_and_per
 
 def test_validation_reports_the_papers_logit_beside_the_score_in_use():
     from squid_monai.engines import AnomalyEvaluator
-    from squid_monai.metrics import OptionalAUC
     from squid_monai.methods.squid.scorer import SQUIDScorer
+    from squid_monai.metrics import OptionalAUC
 
     torch.manual_seed(0)
     scorer = SQUIDScorer(*build("tiny"), score_source="tile_residual")
-    batches = [{"image": torch.rand(4, 1, 32, 32), "label": torch.tensor([0, 1, 0, 1])} for _ in range(2)]
+    batches = [
+        {"image": torch.rand(4, 1, 32, 32), "label": torch.tensor([0, 1, 0, 1])} for _ in range(2)
+    ]
     evaluator = AnomalyEvaluator("cpu", batches, scorer, running_stats=False, residual_scores=True)
     outputs = []
-    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output))
+    evaluator.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output)
+    )
     for name, key in (("val_auc_logit", "score_logit"), ("val_auc_residual", "score_residual")):
         OptionalAUC(key).attach(evaluator, name)
     evaluator.run()
     logit = torch.cat([o["logit"] for o in outputs])
     assert torch.equal(torch.cat([o["score_logit"] for o in outputs]), -logit)
     labels = np.array([0, 1, 0, 1] * 2)
-    assert evaluator.state.metrics["val_auc_logit"] == pytest.approx(roc_auc(labels, -logit.numpy()))
+    assert evaluator.state.metrics["val_auc_logit"] == pytest.approx(
+        roc_auc(labels, -logit.numpy())
+    )
     residual = torch.cat([o["residual"] for o in outputs]).numpy()
     assert evaluator.state.metrics["val_auc_residual"] == pytest.approx(roc_auc(labels, residual))
 
@@ -266,7 +300,14 @@ def test_tile_power_is_the_exponent_of_the_tile_residual_and_persists():
     assert torch.allclose(reloaded(x)["tile_residual"], out["tile_residual"], atol=1e-7)
     legacy = {k: v for k, v in scorer.state_dict().items() if k != "tile_power"}
     reloaded.load_state_dict(legacy)  # saved before the exponent existed: the squared residual
-    squared = (x - out["reconstruction"]).pow(2).unfold(2, step, step).unfold(3, step, step).mean((-1, -2)).flatten(1)
+    squared = (
+        (x - out["reconstruction"])
+        .pow(2)
+        .unfold(2, step, step)
+        .unfold(3, step, step)
+        .mean((-1, -2))
+        .flatten(1)
+    )
     assert torch.allclose(reloaded(x)["tile_residual"], squared, atol=1e-7)
     with pytest.raises(ValueError, match="tile_power"):
         SQUIDScorer(*build("tiny"), tile_power=0)

@@ -16,19 +16,46 @@ SIZES = ["--val_per_class", "2", "--report_per_class", "2"]
 def zhanglab(tmp_path):
     """train: 30 normal images of 30 patients, 40 pneumonia of 40 (empty files: never read)."""
     root = tmp_path / "zhanglab"
-    for folder, names in (("NORMAL", [f"IM-{p:04d}-0001.jpeg" for p in range(30)]),
-                          ("PNEUMONIA", [f"person{p}_bacteria_{p}.jpeg" for p in range(40)])):
+    for folder, names in (
+        ("NORMAL", [f"IM-{p:04d}-0001.jpeg" for p in range(30)]),
+        ("PNEUMONIA", [f"person{p}_bacteria_{p}.jpeg" for p in range(40)]),
+    ):
         (root / "train" / folder).mkdir(parents=True)
         for name in names:
             (root / "train" / folder / name).touch()
     return root
 
 
-def test_dry_run_writes_one_datalist_per_share_and_calibrates_on_training(zhanglab, tmp_path, capsys):
+def test_dry_run_writes_one_datalist_per_share_and_calibrates_on_training(
+    zhanglab, tmp_path, capsys
+):
     root = tmp_path / "runs"
-    assert diseased.main(["--dataset_dir", str(zhanglab), "--output_root", str(root), "--fractions", "0", "0.25",
-                          "0.5", "--methods", "squid", "ganomaly", "--seeds", "0", *SIZES, "--dry_run"]) == 0
-    lists = {f: json.loads((root / "datalists" / f"abnormal_{f}.json").read_text()) for f in ("00", "25", "50")}
+    assert (
+        diseased.main(
+            [
+                "--dataset_dir",
+                str(zhanglab),
+                "--output_root",
+                str(root),
+                "--fractions",
+                "0",
+                "0.25",
+                "0.5",
+                "--methods",
+                "squid",
+                "ganomaly",
+                "--seeds",
+                "0",
+                *SIZES,
+                "--dry_run",
+            ]
+        )
+        == 0
+    )
+    lists = {
+        f: json.loads((root / "datalists" / f"abnormal_{f}.json").read_text())
+        for f in ("00", "25", "50")
+    }
     for f, datalist in lists.items():
         train = datalist["training"]
         share = sum(it["label"] for it in train) / len(train)
@@ -39,30 +66,66 @@ def test_dry_run_writes_one_datalist_per_share_and_calibrates_on_training(zhangl
     trainings = [line for line in capsys.readouterr().out.splitlines() if " run training " in line]
     assert len(trainings) == 6 and sum("methods/ganomaly.json" in t for t in trainings) == 3
     assert all("--calibrate_on training" in t and "--dataset_dir" not in t for t in trainings)
-    assert "chest_cpu.json" in trainings[0] and f"--datalist {root}/datalists/abnormal_25.json" in trainings[1]
+    assert (
+        "chest_cpu.json" in trainings[0]
+        and f"--datalist {root}/datalists/abnormal_25.json" in trainings[1]
+    )
 
 
 def test_table_and_the_change_at_the_largest_share(zhanglab, tmp_path):
-    aucs = {"squid_abnormal_00": (0.80, 0.82), "squid_abnormal_50": (0.81, 0.80),
-            "memae_abnormal_00": (0.80, 0.81), "memae_abnormal_50": (0.60, 0.61)}
+    aucs = {
+        "squid_abnormal_00": (0.80, 0.82),
+        "squid_abnormal_50": (0.81, 0.80),
+        "memae_abnormal_00": (0.80, 0.81),
+        "memae_abnormal_50": (0.60, 0.61),
+    }
     for run, per_seed in aucs.items():
         for seed, auc in enumerate(per_seed):
             fake_run(tmp_path / run / f"seed{seed}", auc, splits=("validation", "report"))
-    assert diseased.main(["--dataset_dir", str(zhanglab), "--output_root", str(tmp_path), "--fractions", "0", "0.5",
-                          "--methods", "squid", "memae", "--seeds", "0", "1", *SIZES, "--collect"]) == 0
+    assert (
+        diseased.main(
+            [
+                "--dataset_dir",
+                str(zhanglab),
+                "--output_root",
+                str(tmp_path),
+                "--fractions",
+                "0",
+                "0.5",
+                "--methods",
+                "squid",
+                "memae",
+                "--seeds",
+                "0",
+                "1",
+                *SIZES,
+                "--collect",
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "diseased_training.json").read_text())
-    squid, memae = result["methods"]["squid"]["change"]["report"], result["methods"]["memae"]["change"]["report"]
+    squid, memae = (
+        result["methods"]["squid"]["change"]["report"],
+        result["methods"]["memae"]["change"]["report"],
+    )
     assert squid["points"] == pytest.approx(-0.5) and squid["resolved_drop"] is False
     assert memae["points"] == pytest.approx(-20.0) and memae["resolved_drop"] is True
     table = (tmp_path / "diseased_training.md").read_text()
-    assert "| memae | 50 % | 2 | 60.5 +- 0.7 |" in table and "| memae | report | -20.0 +- 0.7 | yes |" in table
+    assert (
+        "| memae | 50 % | 2 | 60.5 +- 0.7 |" in table
+        and "| memae | report | -20.0 +- 0.7 | yes |" in table
+    )
     assert (tmp_path / "diseased_training.png").stat().st_size > 1000
 
 
 def test_one_seed_resolves_nothing():
     one = {"mean": 0.8, "std": None, "n": 1}
-    assert diseased.change(one, {**one, "mean": 0.5}) == {"points": pytest.approx(-30.0), "se": None,
-                                                           "resolved_drop": None}
+    assert diseased.change(one, {**one, "mean": 0.5}) == {
+        "points": pytest.approx(-30.0),
+        "se": None,
+        "resolved_drop": None,
+    }
 
 
 def test_a_drop_is_resolved_by_welchs_t_interval_not_two_standard_errors():

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from squid_monai.export import CARD_FILE, export_bundle
-from squid_monai.scoring import explainer_for
 from squid_monai.loading import load_scorer
+from squid_monai.scoring import explainer_for
 from squid_monai.workflow import DigitAnatomySource
 
 from .trained_bundle import BUNDLE, CONFIGS, IMAGE_SIZE, VAL_SIZE, trained_bundle
@@ -57,7 +57,10 @@ def test_torchscript_matches_pytorch_within_1e_5(exported, bundle):
     scorer, module = load_scorer(bundle.model), _load(path)
     data = DigitAnatomySource().validation(IMAGE_SIZE, split="test", n_normal=3, n_abnormal=3)
     real = torch.stack([data[i]["image"].as_tensor() for i in range(len(data))])
-    for images in (real, torch.rand(1, 1, IMAGE_SIZE, IMAGE_SIZE)):  # traced at batch 1; any batch works
+    for images in (
+        real,
+        torch.rand(1, 1, IMAGE_SIZE, IMAGE_SIZE),
+    ):  # traced at batch 1; any batch works
         expected, got = scorer(images), module(images)
         assert set(got) == {"score", "logit", "residual", "tile_residual", "reconstruction"}
         for key in expected:
@@ -75,7 +78,10 @@ def test_export_embeds_configs_metadata_and_the_deploy_card(exported, bundle):
     scorer = load_scorer(bundle.model)
     assert card == result["card"]
     assert card["image_size"] == IMAGE_SIZE
-    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [IMAGE_SIZE, IMAGE_SIZE]
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [
+        IMAGE_SIZE,
+        IMAGE_SIZE,
+    ]
     for key in ("mean", "std", "threshold", "normal_threshold"):
         assert card[key] == pytest.approx(getattr(scorer, key).item())
     assert card["model_version"] == json.loads(METADATA.read_text())["version"]
@@ -83,7 +89,6 @@ def test_export_embeds_configs_metadata_and_the_deploy_card(exported, bundle):
 
 def test_exported_model_loads_in_the_deploy_app(exported):
     from pipelines.exported_model import load_exported_model
-
     from squid_monai.transforms import preprocess
 
     _, path = exported
@@ -93,15 +98,22 @@ def test_exported_model_loads_in_the_deploy_app(exported):
     # the bundle's preprocessing, read from the embedded inference.json (MONAI Deploy's convention)
     assert model.preprocessing_source == "extra file inference.json"
     image = torch.rand(50, 40)
-    assert torch.equal(model.preprocessing({"image": image})["image"].as_tensor(), preprocess(image, IMAGE_SIZE))
+    assert torch.equal(
+        model.preprocessing({"image": image})["image"].as_tensor(), preprocess(image, IMAGE_SIZE)
+    )
 
 
 def test_verify_net_in_out_passes(bundle):
     from monai.bundle import verify_net_in_out
 
-    verify_net_in_out(net_id="score_network", meta_file=str(METADATA), config_file=str(CONFIGS / "inference.json"),
-                      device="cpu", output_dir=str(bundle.output_dir),
-                      **{"_meta_#network_data_format#inputs#image#spatial_shape": [IMAGE_SIZE, IMAGE_SIZE]})
+    verify_net_in_out(
+        net_id="score_network",
+        meta_file=str(METADATA),
+        config_file=str(CONFIGS / "inference.json"),
+        device="cpu",
+        output_dir=str(bundle.output_dir),
+        **{"_meta_#network_data_format#inputs#image#spatial_shape": [IMAGE_SIZE, IMAGE_SIZE]},
+    )
 
 
 def test_verify_metadata_passes_offline(offline, tmp_path):
@@ -112,8 +124,14 @@ def test_verify_metadata_passes_offline(offline, tmp_path):
     assert metadata["version"] in metadata["changelog"]  # what JSON Schema cannot express
 
 
-@pytest.mark.parametrize("path", [("task",), ("network_data_format", "inputs", "image", "modality"),
-                                  ("network_data_format", "outputs", "pred", "num_channels")])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("task",),
+        ("network_data_format", "inputs", "image", "modality"),
+        ("network_data_format", "outputs", "pred", "num_channels"),
+    ],
+)
 def test_schema_rejects_metadata_without_a_mandatory_key(offline, tmp_path, path):
     from monai.bundle import verify_metadata
 
@@ -134,8 +152,11 @@ def model_copy(bundle, tmp_path_factory):
     import shutil
 
     root = tmp_path_factory.mktemp("exported_formats")
-    shutil.copytree(bundle.output_dir / "models", root / "models",
-                    ignore=shutil.ignore_patterns("checkpoint*", "*.ts"))
+    shutil.copytree(
+        bundle.output_dir / "models",
+        root / "models",
+        ignore=shutil.ignore_patterns("checkpoint*", "*.ts"),
+    )
     return root
 
 
@@ -155,24 +176,40 @@ def test_openvino_export_records_format_and_parity_and_inference_uses_it(model_c
     result = _export_format(model_copy, "openvino")
     card, measured = result["card"], result["parity"]
     assert card["format"] == "openvino" and card["parity"] == measured
-    assert measured["default"] and measured["max_abs_score_diff"] <= 1e-4 and measured["images"] == 2 * VAL_SIZE
-    assert measured["batch_max_abs_score_diff"] <= 1e-4 and measured["auc"] == pytest.approx(measured["auc_reference"])
+    assert (
+        measured["default"]
+        and measured["max_abs_score_diff"] <= 1e-4
+        and measured["images"] == 2 * VAL_SIZE
+    )
+    assert measured["batch_max_abs_score_diff"] <= 1e-4 and measured["auc"] == pytest.approx(
+        measured["auc_reference"]
+    )
     weights = model_copy / "models" / "model.pt"
     exported, reference = load_scorer(weights, backend="auto"), load_scorer(weights)
     assert isinstance(exported, ExportedScorer) and exported.format == "openvino"
     assert float(exported.threshold) == float(reference.threshold)
     images = torch.rand(3, 1, IMAGE_SIZE, IMAGE_SIZE)
-    torch.testing.assert_close(exported(images)["score"], reference(images)["score"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        exported(images)["score"], reference(images)["score"], atol=1e-4, rtol=0
+    )
     # its heat maps explain the score of the PyTorch scorer it was exported from
-    np.testing.assert_allclose(explainer_for(exported).explain(images), explainer_for(reference).explain(images),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        explainer_for(exported).explain(images), explainer_for(reference).explain(images), atol=1e-6
+    )
     # inference.json (backend auto) scores with it, heat maps from the PyTorch scorer
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(2):
-        Image.fromarray((np.random.default_rng(i).random((40, 40)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    run(config_file=str(CONFIGS / "inference.json"), logging_file=False, output_dir=str(model_copy),
-        input=str(folder), inference_dir=str(tmp_path / "out"))
+        Image.fromarray((np.random.default_rng(i).random((40, 40)) * 255).astype(np.uint8)).save(
+            folder / f"{i}.png"
+        )
+    run(
+        config_file=str(CONFIGS / "inference.json"),
+        logging_file=False,
+        output_dir=str(model_copy),
+        input=str(folder),
+        inference_dir=str(tmp_path / "out"),
+    )
     assert sorted(p.name for p in (tmp_path / "out" / "images").glob("*heatmap*"))
 
 
@@ -180,7 +217,6 @@ def test_the_mlflow_model_and_the_deploy_app_score_with_the_openvino_export(mode
     import mlflow
 
     from pipelines.exported_model import load_exported_model
-
     from squid_monai.mlflow_model import save_pyfunc
     from squid_monai.scoring.runtimes import ExportedScorer
 
@@ -191,7 +227,10 @@ def test_the_mlflow_model_and_the_deploy_app_score_with_the_openvino_export(mode
     # the MLflow model ships the export beside the weights and its runtime among the requirements
     saved = save_pyfunc(tmp_path / "pyfunc", models)
     assert {"model.xml", "model.bin"} <= {p.name for p in (saved / "artifacts").iterdir()}
-    assert any(line.startswith("openvino==") for line in (saved / "requirements.txt").read_text().splitlines())
+    assert any(
+        line.startswith("openvino==")
+        for line in (saved / "requirements.txt").read_text().splitlines()
+    )
     assert mlflow.models.Model.load(str(saved)).metadata["cpu_format"] == "openvino"
     served = mlflow.pyfunc.load_model(str(saved)).unwrap_python_model()
     assert isinstance(served.scorer, ExportedScorer) and served.scorer.format == "openvino"
@@ -227,9 +266,17 @@ def test_int8_export_is_default_only_within_the_contract(model_copy):
     from squid_monai.scoring.runtimes import ExportedScorer
 
     measured = _export_format(model_copy, "openvino_int8")["parity"]
-    within = (abs(measured["auc"] - measured["auc_reference"]) <= 0.005 and measured["spearman"] >= 0.999
-              and measured["batch_max_abs_score_diff"] <= 1e-4)
+    within = (
+        abs(measured["auc"] - measured["auc_reference"]) <= 0.005
+        and measured["spearman"] >= 0.999
+        and measured["batch_max_abs_score_diff"] <= 1e-4
+    )
     assert measured["default"] == within
     chosen = load_scorer(model_copy / "models" / "model.pt", backend="auto")
-    assert isinstance(chosen, ExportedScorer) and chosen.format == ("openvino_int8" if within else "openvino")
-    assert load_scorer(model_copy / "models" / "model.pt", backend="openvino_int8").format == "openvino_int8"
+    assert isinstance(chosen, ExportedScorer) and chosen.format == (
+        "openvino_int8" if within else "openvino"
+    )
+    assert (
+        load_scorer(model_copy / "models" / "model.pt", backend="openvino_int8").format
+        == "openvino_int8"
+    )

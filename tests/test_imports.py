@@ -57,7 +57,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -87,7 +87,9 @@ def test_no_import_cycle():
 def test_the_store_location_is_at_the_bottom():
     modules = _modules()
     assert _imported("squid_monai.tracking", modules["squid_monai.tracking"], modules) == set()
-    assert _imported("squid_monai.methods.base", modules["squid_monai.methods.base"], modules) == set()
+    assert (
+        _imported("squid_monai.methods.base", modules["squid_monai.methods.base"], modules) == set()
+    )
 
 
 def _graph() -> dict[str, set[str]]:
@@ -97,26 +99,46 @@ def _graph() -> dict[str, set[str]]:
 
 FAMILIES = "squid_monai.methods."
 #: the layers below the families: they never import a family, the family registry or an adapter
-BELOW_THE_FAMILIES = ("squid_monai.artifact", "squid_monai.scoring", "squid_monai.engines", "squid_monai.nn",
-                      "squid_monai.transforms", "squid_monai.data", "squid_monai.tracking", "squid_monai.metrics")
-ABOVE_THE_FAMILIES = ("squid_monai.methods", "squid_monai.loading", "squid_monai.workflow", "squid_monai.inference",
-                      "squid_monai.evaluation", "squid_monai.export", "squid_monai.mlflow_model",
-                      "squid_monai.serving", "pipelines")
+BELOW_THE_FAMILIES = (
+    "squid_monai.artifact",
+    "squid_monai.scoring",
+    "squid_monai.engines",
+    "squid_monai.nn",
+    "squid_monai.transforms",
+    "squid_monai.data",
+    "squid_monai.tracking",
+    "squid_monai.metrics",
+)
+ABOVE_THE_FAMILIES = (
+    "squid_monai.methods",
+    "squid_monai.loading",
+    "squid_monai.workflow",
+    "squid_monai.inference",
+    "squid_monai.evaluation",
+    "squid_monai.export",
+    "squid_monai.mlflow_model",
+    "squid_monai.serving",
+    "pipelines",
+)
 
 
 def _family_of(module: str) -> str | None:
     """``squid_monai.methods.<name>...`` -> ``<name>`` (``base`` is not a family)."""
     if not module.startswith(FAMILIES):
         return None
-    name = module[len(FAMILIES):].split(".")[0]
+    name = module[len(FAMILIES) :].split(".")[0]
     return None if name == "base" else name
 
 
 def _internal_imports(graph: dict[str, set[str]]) -> list[str]:
     """Imports of a family's internals (``squid_monai.methods.<name>.<module>``) from a module
     outside ``methods/<name>/``: everything else sees a family only through its package."""
-    return sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
-                  if _family_of(target) and target.count(".") > 2 and _family_of(module) != _family_of(target))
+    return sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if _family_of(target) and target.count(".") > 2 and _family_of(module) != _family_of(target)
+    )
 
 
 def test_no_module_outside_a_family_imports_its_internals():
@@ -124,10 +146,14 @@ def test_no_module_outside_a_family_imports_its_internals():
 
 
 def test_the_internals_check_can_fail():
-    graph = {"squid_monai.evaluation": {"squid_monai.methods.squid.scorer"},
-             "squid_monai.methods.memae.networks": {"squid_monai.methods.autoencoder"},
-             "squid_monai.methods.squid.trainer": {"squid_monai.methods.squid.losses"}}
-    assert _internal_imports(graph) == ["squid_monai.evaluation -> squid_monai.methods.squid.scorer"]
+    graph = {
+        "squid_monai.evaluation": {"squid_monai.methods.squid.scorer"},
+        "squid_monai.methods.memae.networks": {"squid_monai.methods.autoencoder"},
+        "squid_monai.methods.squid.trainer": {"squid_monai.methods.squid.losses"},
+    }
+    assert _internal_imports(graph) == [
+        "squid_monai.evaluation -> squid_monai.methods.squid.scorer"
+    ]
 
 
 def _under(module: str, packages: tuple[str, ...]) -> bool:
@@ -138,7 +164,14 @@ def test_no_upward_arrow_below_the_families():
     """The artifact, scoring, engines, blocks, transforms and data never reach up into the
     families, the family registry or an adapter (at module level or inside a function)."""
     graph = _graph()
-    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() if _under(m, BELOW_THE_FAMILIES)
-                    for t in targets if _under(t, ABOVE_THE_FAMILIES))
+    upward = sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        if _under(m, BELOW_THE_FAMILIES)
+        for t in targets
+        if _under(t, ABOVE_THE_FAMILIES)
+    )
     assert upward == []
-    assert "squid_monai.methods.base" in graph["squid_monai.loading"]  # the recipe meets its family up there
+    assert (
+        "squid_monai.methods.base" in graph["squid_monai.loading"]
+    )  # the recipe meets its family up there

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from squid_monai.inference import Inference, collect_inputs
-from squid_monai.scoring import CSV_COLUMNS, DiscriminatorGradCAM, forward
 from squid_monai.loading import load_scorer
+from squid_monai.scoring import CSV_COLUMNS, DiscriminatorGradCAM, forward
 from squid_monai.transforms import preprocess
 
 from .pipelines.factories import chest_pixels, write_dicom
@@ -23,8 +23,11 @@ from .trained_bundle import CONFIGS, IMAGE_SIZE, trained_bundle
 GOOD = ("a_chest.png", "b_chest.jpg", "c_chest.dcm", "d_chest.nii.gz", "e_rgb.png")
 CORRUPT = "bad.png"
 #: every input accounted for, each with the reason that names its problem (issue 39)
-UNUSABLE = {"f_array.npy": "unsupported file type", "g_dot.png": "too small",
-            "h_cut.dcm": "truncated pixel data"}
+UNUSABLE = {
+    "f_array.npy": "unsupported file type",
+    "g_dot.png": "too small",
+    "h_cut.dcm": "truncated pixel data",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,9 @@ def mixed_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mixed")
     pixels = chest_pixels(rows=80, cols=64, bits=12)
     Image.fromarray((pixels >> 4).astype(np.uint8)).save(folder / GOOD[0])
-    Image.fromarray((chest_pixels(60, 60, 8, seed=1)).astype(np.uint8)).save(folder / GOOD[1], quality=95)
+    Image.fromarray((chest_pixels(60, 60, 8, seed=1)).astype(np.uint8)).save(
+        folder / GOOD[1], quality=95
+    )
     write_dicom(folder / GOOD[2], chest_pixels(72, 72, 12, seed=2))
     (folder / "sub").mkdir()
     nifti = nib.Nifti1Image(chest_pixels(64, 48, 12, seed=3).T.astype(np.float32), np.eye(4))
@@ -66,8 +71,14 @@ def inference(bundle, mixed_folder, tmp_path_factory):
     from monai.bundle import run
 
     out = tmp_path_factory.mktemp("inference_out")
-    run(config_file=str(CONFIGS / "inference.json"), logging_file=False, output_dir=str(bundle.output_dir),
-        input=str(mixed_folder), inference_dir=str(out), batch_size=4)
+    run(
+        config_file=str(CONFIGS / "inference.json"),
+        logging_file=False,
+        output_dir=str(bundle.output_dir),
+        input=str(mixed_folder),
+        inference_dir=str(out),
+        batch_size=4,
+    )
     with open(out / "scores.csv", newline="") as f:
         return out, list(csv.DictReader(f))
 
@@ -117,8 +128,14 @@ def test_per_image_pngs_have_the_model_input_shape(inference):
 
 
 def test_gradcam_heat_map_has_the_image_shape_and_is_not_constant(scorer):
-    images = torch.stack([preprocess(torch.from_numpy(chest_pixels(64, 64, seed=k).astype(np.float32)), IMAGE_SIZE)
-                          for k in range(3)])
+    images = torch.stack(
+        [
+            preprocess(
+                torch.from_numpy(chest_pixels(64, 64, seed=k).astype(np.float32)), IMAGE_SIZE
+            )
+            for k in range(3)
+        ]
+    )
     reconstruction = scorer(images)["reconstruction"]
     maps = DiscriminatorGradCAM(scorer.discriminator)(reconstruction)
     assert maps.shape == (3, IMAGE_SIZE, IMAGE_SIZE)
@@ -134,10 +151,14 @@ def test_scores_are_identical_whatever_the_batch_size(scorer, mixed_folder, tmp_
     items = collect_inputs(mixed_folder)
     results = []
     for batch_size in (1, 4):
-        out = Inference(scorer, tmp_path / f"b{batch_size}", IMAGE_SIZE, batch_size=batch_size, images=False)
+        out = Inference(
+            scorer, tmp_path / f"b{batch_size}", IMAGE_SIZE, batch_size=batch_size, images=False
+        )
         out.run(items)
         with open(tmp_path / f"b{batch_size}" / "scores.csv", newline="") as f:
-            results.append([(r["image"], r["score"], r["logit"], r["error"]) for r in csv.DictReader(f)])
+            results.append(
+                [(r["image"], r["score"], r["logit"], r["error"]) for r in csv.DictReader(f)]
+            )
     assert results[0] == results[1]
 
 
@@ -146,7 +167,9 @@ def test_batched_forward_agrees_to_float_rounding(scorer):
     one_by_one = forward(scorer, images, per_image=True)
     batched = forward(scorer, images, per_image=False)
     torch.testing.assert_close(batched["logit"], one_by_one["logit"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(batched["reconstruction"], one_by_one["reconstruction"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        batched["reconstruction"], one_by_one["reconstruction"], atol=1e-5, rtol=0
+    )
 
 
 def test_input_forms(mixed_folder, tmp_path):

@@ -6,8 +6,8 @@ extras name."""
 from __future__ import annotations
 
 import re
-import tomllib
 
+import tomllib
 from packaging.requirements import Requirement
 
 from .trained_bundle import REPO

@@ -7,7 +7,14 @@ import pytest
 import torch
 from ignite.engine import Engine
 from monai.handlers import ROCAUC, from_engine
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from squid_monai.metrics import (
     AnomalyMetrics,
@@ -115,11 +122,14 @@ def test_best_threshold_may_flag_everything_and_is_midway():
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize(("criterion", "fn"), [
-    ("f1", lambda m: m["f1"]),
-    ("accuracy", lambda m: m["accuracy"]),
-    ("youden", lambda m: m["sensitivity"] + m["specificity"] - 1),
-])
+@pytest.mark.parametrize(
+    ("criterion", "fn"),
+    [
+        ("f1", lambda m: m["f1"]),
+        ("accuracy", lambda m: m["accuracy"]),
+        ("youden", lambda m: m["sensitivity"] + m["specificity"] - 1),
+    ],
+)
 def test_best_threshold_is_optimal_against_brute_force(seed, criterion, fn):
     labels, scores = _random_set(seed)
     u = np.unique(scores)
@@ -153,7 +163,11 @@ def test_evaluate_scores_keys_and_values():
     labels, scores = _random_set(7)
     out = evaluate_scores(labels, scores, threshold_val=0.4, threshold_normal=1.2)
     assert out["auc"] == pytest.approx(roc_auc_score(labels, scores))
-    assert out["n"] == 60 and out["n_abnormal"] == labels.sum() and out["n_normal"] == 60 - labels.sum()
+    assert (
+        out["n"] == 60
+        and out["n_abnormal"] == labels.sum()
+        and out["n_normal"] == 60 - labels.sum()
+    )
     for prefix, thr in (("at_val_threshold", 0.4), ("at_normal_threshold", 1.2)):
         assert out[f"{prefix}/threshold"] == thr
         assert out[f"{prefix}/f1"] == pytest.approx(f1_score(labels, scores > thr))
@@ -167,7 +181,9 @@ def test_evaluate_scores_keys_and_values():
 def _run_epoch(batches, **metric_kwargs):
     """Run an Ignite engine whose output mimics MONAI's decollated evaluator output."""
     engine = Engine(lambda e, batch: batch)
-    AnomalyMetrics(output_transform=from_engine(["score", "label"]), **metric_kwargs).attach(engine, "val")
+    AnomalyMetrics(output_transform=from_engine(["score", "label"]), **metric_kwargs).attach(
+        engine, "val"
+    )
     ROCAUC(output_transform=from_engine(["score", "label"])).attach(engine, "val_auc")
     engine.run(batches, max_epochs=1)
     return engine.state.metrics
@@ -176,9 +192,11 @@ def _run_epoch(batches, **metric_kwargs):
 def test_ignite_metrics_match_functions_and_monai_rocauc():
     labels, scores = _random_set(3, n=50)
     # decollated: a list of per-item dicts with 0-d tensors, batches of uneven size
-    items = [{"score": torch.tensor(s, dtype=torch.float32), "label": torch.tensor(l)}
-             for s, l in zip(scores, labels)]
-    batches = [items[i:i + 16] for i in range(0, 50, 16)]
+    items = [
+        {"score": torch.tensor(s, dtype=torch.float32), "label": torch.tensor(y)}
+        for s, y in zip(scores, labels)
+    ]
+    batches = [items[i : i + 16] for i in range(0, 50, 16)]
     metrics = _run_epoch(batches, threshold_val=0.4, threshold_normal=lambda: 1.0)
     expected = evaluate_scores(labels, scores.astype(np.float32), 0.4, 1.0)
     assert {k: metrics[f"val/{k}"] for k in expected} == pytest.approx(expected)
@@ -189,8 +207,10 @@ def test_ignite_metrics_match_functions_and_monai_rocauc():
 
 def test_ignite_metrics_accept_batched_tensors():
     labels, scores = _random_set(4, n=32)
-    batches = [{"score": torch.tensor(scores[i:i + 8, None]), "label": torch.tensor(labels[i:i + 8])}
-               for i in range(0, 32, 8)]
+    batches = [
+        {"score": torch.tensor(scores[i : i + 8, None]), "label": torch.tensor(labels[i : i + 8])}
+        for i in range(0, 32, 8)
+    ]
     engine = Engine(lambda e, batch: batch)
     AnomalyMetrics(output_transform=lambda o: (o["score"], o["label"])).attach(engine, "m")
     engine.run(batches, max_epochs=1)
@@ -239,8 +259,14 @@ def test_paired_bootstrap_difference():
     assert nudged["high"] - nudged["low"] < 0.5 * (alone["high"] - alone["low"])
 
 
-@pytest.mark.parametrize("kwargs, match", [({"level": 1.0}, "level"), ({"n_resamples": 0}, "n_resamples"),
-                                           ({"reference": [0.1, 0.2]}, "mismatch|length|scores")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"level": 1.0}, "level"),
+        ({"n_resamples": 0}, "n_resamples"),
+        ({"reference": [0.1, 0.2]}, "mismatch|length|scores"),
+    ],
+)
 def test_bootstrap_auc_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bootstrap_auc([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], **kwargs)
@@ -258,9 +284,13 @@ def test_optional_auc_scores_the_key_when_present_and_writes_nothing_without_it(
         return engine.state.metrics
 
     label = torch.tensor([0, 1, 0, 1])
-    with_key = [{"label": label, "score_feature": torch.tensor([0.1, 0.9, 0.2, 0.3])},
-                {"label": label, "score_feature": torch.tensor([0.5, 0.4, 0.0, 0.8])}]
-    expected = roc_auc(torch.cat([label, label]).numpy(), np.array([0.1, 0.9, 0.2, 0.3, 0.5, 0.4, 0.0, 0.8]))
+    with_key = [
+        {"label": label, "score_feature": torch.tensor([0.1, 0.9, 0.2, 0.3])},
+        {"label": label, "score_feature": torch.tensor([0.5, 0.4, 0.0, 0.8])},
+    ]
+    expected = roc_auc(
+        torch.cat([label, label]).numpy(), np.array([0.1, 0.9, 0.2, 0.3, 0.5, 0.4, 0.0, 0.8])
+    )
     assert run(with_key)["val_auc_feature"] == pytest.approx(expected)
     assert run([{"label": label, "score": torch.rand(4)}]) == {}
 
@@ -272,8 +302,12 @@ def test_auc_by_anomaly_is_every_normal_against_one_type():
     scores = [0.1, 0.2, 0.3, 0.9, 0.8, 0.15, 0.25]
     kinds = ["normal", "normal", "normal", "zero", "zero", "missing", "missing"]
     result = auc_by_anomaly(labels, scores, kinds)
-    assert result == {"missing": pytest.approx(roc_auc([0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.15, 0.25])),
-                      "zero": 1.0}
-    assert result["missing"] == pytest.approx(3 / 6)  # 0.15 beats one normal, 0.25 two, of six pairs
+    assert result == {
+        "missing": pytest.approx(roc_auc([0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.15, 0.25])),
+        "zero": 1.0,
+    }
+    assert result["missing"] == pytest.approx(
+        3 / 6
+    )  # 0.15 beats one normal, 0.25 two, of six pairs
     assert auc_by_anomaly([1, 1], [0.5, 0.6], ["zero", "zero"]) == {}  # no normals: no AUC
     assert auc_by_anomaly(labels, scores, [""] * 7) == {}  # no types (chest X-rays)

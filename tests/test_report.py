@@ -14,14 +14,25 @@ def test_a_rerun_replaces_the_generated_block_and_keeps_the_prose_and_other_sect
     assert "| 1 |" in first and first.endswith(report.END + "\n")
 
     # a person writes provenance above and a reading below the generated block
-    path.write_text(first.replace("## Study\n\n", "## Study\n\nTrained in session 7.\n\n")
-                    + "\nReading: one row.\n\n## Later\n\nalso kept\n")
+    path.write_text(
+        first.replace("## Study\n\n", "## Study\n\nTrained in session 7.\n\n")
+        + "\nReading: one row.\n\n## Later\n\nalso kept\n"
+    )
     report.write_section("## Study", "| a |\n|---|\n| 2 |", path)
     second = path.read_text()
     assert "| 2 |" in second and "| 1 |" not in second
-    for kept in ("Trained in session 7.", "Reading: one row.", "## Other\n\nkept", "## Later\n\nalso kept"):
+    for kept in (
+        "Trained in session 7.",
+        "Reading: one row.",
+        "## Other\n\nkept",
+        "## Later\n\nalso kept",
+    ):
         assert kept in second
-    assert second.index("Trained in session 7.") < second.index("| 2 |") < second.index("Reading: one row.")
+    assert (
+        second.index("Trained in session 7.")
+        < second.index("| 2 |")
+        < second.index("Reading: one row.")
+    )
     assert second.count("## Study") == 1 and second.count(report.BEGIN) == 1
 
 
@@ -34,7 +45,9 @@ def test_a_section_without_markers_is_replaced_whole(tmp_path):
     assert text.index(report.END) < text.index("## Next")
 
 
-def test_a_written_study_links_a_copy_of_its_figure_in_docs_and_a_dry_one_its_scratch_file(tmp_path, monkeypatch):
+def test_a_written_study_links_a_copy_of_its_figure_in_docs_and_a_dry_one_its_scratch_file(
+    tmp_path, monkeypatch
+):
     monkeypatch.setattr(report, "REPO", tmp_path / "repo")
     figure = tmp_path / "runs" / "hyperparams.png"
     figure.parent.mkdir()
@@ -43,4 +56,7 @@ def test_a_written_study_links_a_copy_of_its_figure_in_docs_and_a_dry_one_its_sc
     assert not (tmp_path / "repo").exists()
     link = report.published_figure(figure, "figure9.png", write=True)
     assert (tmp_path / "repo" / "docs" / "figures" / "figure9.png").read_bytes() == b"png"
-    assert link.startswith("[`docs/figures/figure9.png`](docs/figures/figure9.png)") and str(tmp_path) not in link
+    assert (
+        link.startswith("[`docs/figures/figure9.png`](docs/figures/figure9.png)")
+        and str(tmp_path) not in link
+    )

@@ -20,20 +20,36 @@ def _benchmark():
 
 def test_two_sided_and_fused_scores_standardise_on_the_normal_images_only():
     scores = _benchmark()
-    normal = {"feature": np.array([1.0, 3.0]), "residual": np.array([10.0, 14.0])}  # means 2 and 12, std 1 and 2
+    normal = {
+        "feature": np.array([1.0, 3.0]),
+        "residual": np.array([10.0, 14.0]),
+    }  # means 2 and 12, std 1 and 2
     split = {"feature": np.array([-1.0, 2.0, 5.0]), "residual": np.array([12.0, 8.0, 16.0])}
     np.testing.assert_allclose(scores.two_sided(split, normal, "feature"), [3.0, 0.0, 3.0])
     np.testing.assert_allclose(scores.two_sided(split, normal, "residual"), [0.0, 2.0, 2.0])
-    np.testing.assert_allclose(scores.fused(split, normal, 0.25), 0.25 * np.array([0.0, -2.0, 2.0]) + 0.75 * np.array([-3.0, 0.0, 3.0]))
+    np.testing.assert_allclose(
+        scores.fused(split, normal, 0.25),
+        0.25 * np.array([0.0, -2.0, 2.0]) + 0.75 * np.array([-3.0, 0.0, 3.0]),
+    )
     # the score of an image does not depend on the other images of its split
-    np.testing.assert_allclose(scores.two_sided({"feature": split["feature"][:1]}, normal, "feature"), [3.0])
+    np.testing.assert_allclose(
+        scores.two_sided({"feature": split["feature"][:1]}, normal, "feature"), [3.0]
+    )
 
 
 def test_every_score_is_reported_on_every_split(tmp_path_factory, tmp_path):
     bundle = trained_bundle(tmp_path_factory)
     scores = _benchmark()
-    results = scores.main(["--model_dir", str(bundle.output_dir / "models"), "--per_class", "10",
-                           "--out", str(tmp_path / "s.json")])
+    results = scores.main(
+        [
+            "--model_dir",
+            str(bundle.output_dir / "models"),
+            "--per_class",
+            "10",
+            "--out",
+            str(tmp_path / "s.json"),
+        ]
+    )
     for split in ("validation", "report"):
         assert set(results[split]) == {*scores.SCORES, *scores.BASELINES}
         assert all(0.0 <= row["auc"]["value"] <= 1.0 for row in results[split].values())

@@ -20,13 +20,33 @@ def _benchmark():
     return module
 
 
-def test_each_rule_is_the_scorers_own_tile_score_refitted_on_the_calibration_normals(tmp_path_factory, tmp_path):
+def test_each_rule_is_the_scorers_own_tile_score_refitted_on_the_calibration_normals(
+    tmp_path_factory, tmp_path
+):
     bundle = trained_bundle(tmp_path_factory)
-    results = _benchmark().main(["--model_dir", str(bundle.output_dir / "models"), "--per_class", "10",
-                                 "--splits", "validation", "report", "--powers", "2", "4", "--out", str(tmp_path / "t.json")])
+    results = _benchmark().main(
+        [
+            "--model_dir",
+            str(bundle.output_dir / "models"),
+            "--per_class",
+            "10",
+            "--splits",
+            "validation",
+            "report",
+            "--powers",
+            "2",
+            "4",
+            "--out",
+            str(tmp_path / "t.json"),
+        ]
+    )
     rows = results["validation"]
-    assert set(rows) == {"2:one", "2:two", "4:one", "4:two"} == set(results["report"])  # every split, each rule
-    assert "minus" not in rows["2:one"] and all("minus" in rows[r] for r in ("2:two", "4:one", "4:two"))
+    assert (
+        set(rows) == {"2:one", "2:two", "4:one", "4:two"} == set(results["report"])
+    )  # every split, each rule
+    assert "minus" not in rows["2:one"] and all(
+        "minus" in rows[r] for r in ("2:two", "4:one", "4:two")
+    )
     # the same rule through the scorer's own path: fit_normals on the calibration images, then its score
     data = choose_data(None, None, seed=0, val_per_class=10, report_per_class=10)
     size = load_scorer(bundle.model).generator.image_size

@@ -34,7 +34,9 @@ def test_plots_write_nonempty_pngs(tmp_path):
     labels, scores = _labels_scores()
     paths = [
         plot_roc(labels, scores, tmp_path / "roc.png", title="val"),
-        plot_score_histogram(labels, scores, tmp_path / "sub" / "hist.png", {"val": 0.5, "normal-only": 1.2}),
+        plot_score_histogram(
+            labels, scores, tmp_path / "sub" / "hist.png", {"val": 0.5, "normal-only": 1.2}
+        ),
         plot_confusion_matrix(labels, scores, 0.5, tmp_path / "cm.png"),
     ]
     for p in paths:
@@ -71,8 +73,13 @@ def test_image_grid_png_grows_with_rows(tmp_path):
     x = torch.rand(6, 1, 16, 16)
     r = torch.rand(6, 1, 16, 16)
     one = image_grid([x], ["input"], tmp_path / "one.png", max_images=4)
-    three = image_grid([x, r, difference_map(x, r)], ["input", "student", "|difference|"],
-                       tmp_path / "three.png", max_images=4, value_ranges=[(0, 1), (0, 1), None])
+    three = image_grid(
+        [x, r, difference_map(x, r)],
+        ["input", "student", "|difference|"],
+        tmp_path / "three.png",
+        max_images=4,
+        value_ranges=[(0, 1), (0, 1), None],
+    )
     (_, h1), (w3, h3) = _png_size(one), _png_size(three)
     assert h3 > 2 * h1 and w3 > 100
     with pytest.raises(ValueError, match="row titles"):

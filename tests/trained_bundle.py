@@ -17,8 +17,18 @@ CONFIGS = BUNDLE / "configs"
 #: toy run: 2 iterations per epoch, 20 + 20 validation (and test) images, 16 calibration images
 VAL_SIZE = 20
 IMAGE_SIZE = 32  # the tiny preset
-TINY = ["--preset", "tiny", "--digitanatomy_length", "32", "--val_per_class", str(VAL_SIZE),
-        "--calibration_images", "16", "--progress", "false"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--digitanatomy_length",
+    "32",
+    "--val_per_class",
+    str(VAL_SIZE),
+    "--calibration_images",
+    "16",
+    "--progress",
+    "false",
+]
 
 
 @dataclass(frozen=True)
@@ -37,14 +47,30 @@ _CACHE: dict[str, TrainedBundle] = {}
 def run_command(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     """``python -m monai.bundle <args>`` from the repository root, as a user types it."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def train_args(output_dir, epochs: int = 2, *extra: str) -> list[str]:
     """``monai.bundle`` arguments of the tiny training run into ``output_dir``."""
-    return ["run", "training", "--config_file", str(CONFIGS / "train.json"), "--epochs", str(epochs),
-            "--output_dir", str(output_dir), *TINY, *extra]
+    return [
+        "run",
+        "training",
+        "--config_file",
+        str(CONFIGS / "train.json"),
+        "--epochs",
+        str(epochs),
+        "--output_dir",
+        str(output_dir),
+        *TINY,
+        *extra,
+    ]
 
 
 def trained_bundle(tmp_path_factory) -> TrainedBundle:

@@ -7,7 +7,11 @@ whatever happens to the others. See ``pipelines/README.md`` for an embedding exa
 
 from pipelines.operators.dicom_loading import CheckedDICOMDataLoaderOperator
 from pipelines.operators.heatmap_writing import HeatmapSCWriterOperator
-from pipelines.operators.preprocessing import IMAGE_SUFFIXES, ImageFileLoaderOperator, PreprocessOperator
+from pipelines.operators.preprocessing import (
+    IMAGE_SUFFIXES,
+    ImageFileLoaderOperator,
+    PreprocessOperator,
+)
 from pipelines.operators.result_writing import (
     RESULT_FILE,
     SUMMARY_FILE,

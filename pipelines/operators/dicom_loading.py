@@ -6,8 +6,9 @@ import hashlib
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from monai.deploy.core import Fragment, OperatorSpec
 from monai.deploy.operators import DICOMDataLoaderOperator
@@ -76,7 +77,9 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
 
     def compute(self, op_input, op_output, context):
         self.unreadable = []
-        super().compute(op_input, op_output, context)  # calls load_data_to_studies, emits the studies
+        super().compute(
+            op_input, op_output, context
+        )  # calls load_data_to_studies, emits the studies
         op_output.emit(self.unreadable, self.UNREADABLE_OUTPUT)
 
     def load_data_to_studies(self, input_path: Path):
@@ -91,8 +94,12 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
                 continue
             name = str(file.relative_to(input_path))
             if not _is_dicom_candidate(file, self.dicom_suffixes):
-                logger.info("Ignored input file %s: neither a DICOM name nor the DICOM marker", name)
-                self.unreadable.append(_file_case(name, CaseStatus.IGNORED, "not a DICOM file (name and content)"))
+                logger.info(
+                    "Ignored input file %s: neither a DICOM name nor the DICOM marker", name
+                )
+                self.unreadable.append(
+                    _file_case(name, CaseStatus.IGNORED, "not a DICOM file (name and content)")
+                )
                 continue
             checked = _check(file, name, self._CHECK_DEFER_SIZE, self.SOP_CLASSES_TO_IGNORE)
             if checked.reason is None:
@@ -108,9 +115,13 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         if self._must_load and not studies:
             raise ValueError(f"{input_path}: no DICOM study found")
         counts = sorted(Counter(case.status.value for case in self.unreadable).items())
-        logger.info("Loaded %d DICOM studies from %d files (%d not loaded: %s)", len(studies),
-                    len(readable), len(self.unreadable),
-                    ", ".join(f"{n} {status}" for status, n in counts) or "none")
+        logger.info(
+            "Loaded %d DICOM studies from %d files (%d not loaded: %s)",
+            len(studies),
+            len(readable),
+            len(self.unreadable),
+            ", ".join(f"{n} {status}" for status, n in counts) or "none",
+        )
         return studies
 
 
@@ -125,8 +136,9 @@ class _Checked(NamedTuple):
     study_uid: str = ""
 
 
-def _one_file_per_instance(intact: list[_Checked],
-                           damaged: list[_Checked]) -> tuple[list[str], list[Case]]:
+def _one_file_per_instance(
+    intact: list[_Checked], damaged: list[_Checked]
+) -> tuple[list[str], list[Case]]:
     """The files to load, one per SOPInstanceUID, and a case for every other file, so that no
     file is substituted for another in silence: the first intact file (name order) of an
     instance is loaded; an identical copy of it, or a damaged copy (an intact one always wins,
@@ -143,16 +155,20 @@ def _one_file_per_instance(intact: list[_Checked],
             why = f"duplicate of {kept.name} (same SOPInstanceUID, identical content): scored once"
             cases.append(_file_case(item.name, CaseStatus.DUPLICATE, why, item))
         else:
-            why = (f"same SOPInstanceUID as {kept.name} but different content: not scored (study "
-                   f"scored from {kept.name}; which copy is the original cannot be told)")
+            why = (
+                f"same SOPInstanceUID as {kept.name} but different content: not scored (study "
+                f"scored from {kept.name}; which copy is the original cannot be told)"
+            )
             cases.append(_file_case(item.name, CaseStatus.CONFLICT, why, item))
     for item in damaged:
         kept = first.get(item.instance_uid) if item.instance_uid else None
         if kept is None:
             cases.append(_file_case(item.name, CaseStatus.UNREADABLE, item.reason, item))
         else:
-            why = (f"duplicate of {kept.name} (same SOPInstanceUID), which was scored; this copy: "
-                   f"{item.reason}")
+            why = (
+                f"duplicate of {kept.name} (same SOPInstanceUID), which was scored; this copy: "
+                f"{item.reason}"
+            )
             cases.append(_file_case(item.name, CaseStatus.DUPLICATE, why, item))
     return load, cases
 
@@ -161,8 +177,7 @@ def _digest(file: Path) -> str:
     return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
-def _file_case(name: str, status: CaseStatus, reason: str,
-               checked: _Checked | None = None) -> Case:
+def _file_case(name: str, status: CaseStatus, reason: str, checked: _Checked | None = None) -> Case:
     source = {"file": name}
     if checked is not None and checked.instance_uid:
         source.update(StudyInstanceUID=checked.study_uid, SOPInstanceUID=checked.instance_uid)
@@ -206,8 +221,10 @@ def _check(file: Path, name: str, defer_size: int, ignored_classes: Iterable[str
         # pixel data; its header, read up to the pixel data, still has the UIDs
         header = _header(file)
         if header is not None and not [key for key in _REQUIRED_UIDS if not header.get(key)]:
-            why = (f"truncated pixel data: the file ends inside its {_syntax(ds)} pixel data (the "
-                   "header is intact)")
+            why = (
+                f"truncated pixel data: the file ends inside its {_syntax(ds)} pixel data (the "
+                "header is intact)"
+            )
             return _Checked(file, name, why, *_uids(header))
         # a file cut inside its header parses "successfully" up to the cut
         why = f"DICOM file without {', '.join(missing)} (truncated or incomplete)"
@@ -216,8 +233,10 @@ def _check(file: Path, name: str, defer_size: int, ignored_classes: Iterable[str
     held = file.stat().st_size - getattr(pixels, "value_tell", 0)
     deferred = getattr(pixels, "value", b"") is None and pixels.length != _UNDEFINED_LENGTH
     if deferred and held < pixels.length:
-        why = (f"truncated pixel data: the file holds {max(held, 0)} of its {pixels.length} bytes "
-               "of pixel data (cut short in transfer or storage)")
+        why = (
+            f"truncated pixel data: the file holds {max(held, 0)} of its {pixels.length} bytes "
+            "of pixel data (cut short in transfer or storage)"
+        )
         return _Checked(file, name, why, *_uids(ds))
     return _Checked(file, name, None, *_uids(ds))
 

@@ -51,15 +51,24 @@ def heatmap_sc(source: Dataset, case: Case):
     rgb = overlay(np.asarray(case.image)[0], case.record.heatmap)
     name, version = case.model.get("model_name", ""), case.model.get("model_version", "")
     sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=source, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,
-        coordinate_system="PATIENT", series_instance_uid=generate_uid(),
-        series_number=HEATMAP_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer=MANUFACTURER, patient_orientation=_orientation(source),
+        ref_dataset=source,
+        pixel_array=rgb,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=generate_uid(),
+        series_number=HEATMAP_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        patient_orientation=_orientation(source),
     )
     sc.SeriesDescription = f"SQUID heat map ({kind}). Research use only, not for diagnostic use."
-    sc.ImageComments = (f"Heat map of model {name} version {version}: "
-                        f"{DESCRIPTIONS.get(kind, kind)}, hot = drives the anomaly score up, over "
-                        f"the model input; score {case.score:.6f}, threshold {case.threshold:.6f}.")
+    sc.ImageComments = (
+        f"Heat map of model {name} version {version}: "
+        f"{DESCRIPTIONS.get(kind, kind)}, hot = drives the anomaly score up, over "
+        f"the model input; score {case.score:.6f}, threshold {case.threshold:.6f}."
+    )
     sc.ManufacturerModelName, sc.SoftwareVersions = name, version
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID

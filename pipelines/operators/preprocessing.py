@@ -11,12 +11,12 @@ hands the in-memory ``pydicom.Dataset`` over as it is: no temporary file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
 
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
 
-from pipelines.cases import CaseStatus, Case
+from pipelines.cases import Case, CaseStatus
 from pipelines.operators.series_selection import SELECTED_INSTANCE_KEY, sorted_image_instances
 from squid_monai.scoring import read_image
 from squid_monai.transforms import RadiographError
@@ -162,7 +162,9 @@ class ImageFileLoaderOperator(Operator):
     def list_images(self) -> list[tuple[Path, str]]:
         """(file, unique case id) for every image file under the input folder."""
         files = sorted(
-            p for p in self.input_folder.rglob("*") if p.is_file() and p.name.lower().endswith(self.suffixes)
+            p
+            for p in self.input_folder.rglob("*")
+            if p.is_file() and p.name.lower().endswith(self.suffixes)
         )
         seen: dict[str, int] = {}
         listed = []
@@ -198,7 +200,7 @@ def _no_suitable_series(study) -> Case:
     return case.fail(CaseStatus.NO_SUITABLE_SERIES, message)
 
 
-def _receive_optional(op_input, name: str) -> Optional[list]:
+def _receive_optional(op_input, name: str) -> list | None:
     try:
         return op_input.receive(name)
     except Exception:  # unconnected optional port

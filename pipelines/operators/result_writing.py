@@ -23,7 +23,6 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 from monai.deploy.operators import DICOMTextSRWriterOperator, EquipmentInfo, ModelInfo
@@ -32,7 +31,7 @@ from pydicom import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
-from pipelines.cases import CaseStatus, ExitCode, Case, exit_code_for
+from pipelines.cases import Case, CaseStatus, ExitCode, exit_code_for
 from pipelines.heatmap import colour
 from pipelines.operators.case_stage import CaseStage
 from squid_monai.scoring import IMAGE_FILES, save_images
@@ -60,12 +59,21 @@ def model_info_for(model: dict) -> ModelInfo:
     The Device UID is derived from name and version, so it changes exactly when the model does.
     """
     name, version = str(model.get("model_name", "")), str(model.get("model_version", ""))
-    return ModelInfo(creator=MODEL_CREATOR, name=name, version=version, uid=generate_uid(entropy_srcs=[name, version]))
+    return ModelInfo(
+        creator=MODEL_CREATOR,
+        name=name,
+        version=version,
+        uid=generate_uid(entropy_srcs=[name, version]),
+    )
 
 
 def report_text(case: Case) -> str:
     """The SR's text: score, decision, threshold, model, and which image was scored."""
-    decision = "ANOMALOUS (score above threshold)" if case.anomalous else "NORMAL (score not above threshold)"
+    decision = (
+        "ANOMALOUS (score above threshold)"
+        if case.anomalous
+        else "NORMAL (score not above threshold)"
+    )
     model = case.model
     return "\n".join(
         [
@@ -85,9 +93,11 @@ def _heatmap_line(case: Case) -> list[str]:
     sc = case.references.get("heatmap_sc")
     if not sc:
         return []
-    line = (f"Heat map ({case.model.get('heatmap', '')}, hot = drives the score up): Secondary "
-            f"Capture SOP Instance UID {sc['SOPInstanceUID']} in Series Instance UID "
-            f"{sc['SeriesInstanceUID']}")
+    line = (
+        f"Heat map ({case.model.get('heatmap', '')}, hot = drives the score up): Secondary "
+        f"Capture SOP Instance UID {sc['SOPInstanceUID']} in Series Instance UID "
+        f"{sc['SeriesInstanceUID']}"
+    )
     return [line]
 
 
@@ -109,17 +119,22 @@ def reference_images(sr_file: Path, references: dict[str, dict[str, str]]) -> No
     for name, uids in references.items():
         if name not in _IMAGE_CONCEPTS:
             continue
-        sr.ContentSequence.append(hd.sr.ImageContentItem(
-            name=getattr(codes.DCM, _IMAGE_CONCEPTS[name]), relationship_type="CONTAINS",
-            referenced_sop_class_uid=uids["SOPClassUID"],
-            referenced_sop_instance_uid=uids["SOPInstanceUID"]))
+        sr.ContentSequence.append(
+            hd.sr.ImageContentItem(
+                name=getattr(codes.DCM, _IMAGE_CONCEPTS[name]),
+                relationship_type="CONTAINS",
+                referenced_sop_class_uid=uids["SOPClassUID"],
+                referenced_sop_instance_uid=uids["SOPInstanceUID"],
+            )
+        )
         instance = Dataset()
         instance.ReferencedSOPClassUID = uids["SOPClassUID"]
         instance.ReferencedSOPInstanceUID = uids["SOPInstanceUID"]
         study = studies.setdefault(uids["StudyInstanceUID"], {})
         study.setdefault(uids["SeriesInstanceUID"], []).append(instance)
     sr.CurrentRequestedProcedureEvidenceSequence = DicomSequence(
-        [_evidence(study, series) for study, series in studies.items()])
+        [_evidence(study, series) for study, series in studies.items()]
+    )
     sr.save_as(sr_file)
 
 
@@ -162,9 +177,9 @@ class TextSRWriterOperator(CaseStage, DICOMTextSRWriterOperator):
         fragment: Fragment,
         *args,
         output_folder: str | Path,
-        model_info: Optional[ModelInfo] = None,
-        equipment_info: Optional[EquipmentInfo] = None,
-        custom_tags: Optional[dict[str, str]] = None,
+        model_info: ModelInfo | None = None,
+        equipment_info: EquipmentInfo | None = None,
+        custom_tags: dict[str, str] | None = None,
         **kwargs,
     ):
         self._fixed_model_info = model_info
@@ -216,7 +231,7 @@ class ResultWriterOperator(Operator):
 
     def __init__(self, fragment: Fragment, *args, output_folder: str | Path, **kwargs):
         self.output_folder = Path(output_folder)
-        self.exit_code: Optional[ExitCode] = None
+        self.exit_code: ExitCode | None = None
         self.summary: dict = {}
         super().__init__(fragment, *args, **kwargs)
 
@@ -232,8 +247,12 @@ class ResultWriterOperator(Operator):
         self.exit_code = exit_code_for(cases)
         self.summary = _run_summary(cases, self.exit_code)
         (self.output_folder / SUMMARY_FILE).write_text(json.dumps(self.summary, indent=2))
-        counts = ", ".join(f"{n} {status}" for status, n in self.summary["counts"].items()) or "no input"
-        logger.info("Run finished: %s; exit code %d (%s)", counts, self.exit_code, self.exit_code.name)
+        counts = (
+            ", ".join(f"{n} {status}" for status, n in self.summary["counts"].items()) or "no input"
+        )
+        logger.info(
+            "Run finished: %s; exit code %d (%s)", counts, self.exit_code, self.exit_code.name
+        )
 
     def write_case(self, case: Case) -> None:
         folder = self.output_folder / case.folder

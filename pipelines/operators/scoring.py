@@ -6,11 +6,10 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Union
 
 from monai.deploy.core import Fragment, Operator
 
-from pipelines.cases import CaseStatus, Case
+from pipelines.cases import Case, CaseStatus
 from pipelines.exported_model import ExportedModel, load_exported_model
 from pipelines.heatmap import ExportedHeatmap
 from pipelines.operators.case_stage import CaseStage
@@ -47,11 +46,13 @@ class ScoringOperator(CaseStage, Operator):
         self,
         fragment: Fragment,
         *args,
-        model: Union[ExportedModel, str, Path],
+        model: ExportedModel | str | Path,
         device: str | None = None,
         **kwargs,
     ):
-        self.model = model if isinstance(model, ExportedModel) else load_exported_model(model, device)
+        self.model = (
+            model if isinstance(model, ExportedModel) else load_exported_model(model, device)
+        )
         self.heatmap = ExportedHeatmap(self.model.module)
         super().__init__(fragment, *args, **kwargs)
 
@@ -67,11 +68,18 @@ class ScoringOperator(CaseStage, Operator):
         expected = (1, card.image_size, card.image_size)
         if case.image is None or tuple(case.image.shape) != expected:
             shape = None if case.image is None else tuple(case.image.shape)
-            return case.fail(CaseStatus.ERROR, f"model input has shape {shape}, the model expects {expected}")
+            return case.fail(
+                CaseStatus.ERROR, f"model input has shape {shape}, the model expects {expected}"
+            )
         start = time.perf_counter()
         try:
-            (record,) = score_images(self.model, case.image[None], [case.case_id],
-                                     threshold=card.threshold, explainer=self.heatmap)
+            (record,) = score_images(
+                self.model,
+                case.image[None],
+                [case.case_id],
+                threshold=card.threshold,
+                explainer=self.heatmap,
+            )
         except Exception as exc:
             logger.exception("Case %s: model failed", case.case_id)
             return case.fail(CaseStatus.ERROR, f"model failed: {type(exc).__name__}: {exc}")

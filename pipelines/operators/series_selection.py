@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from monai.deploy.core import Fragment
 from monai.deploy.core.domain.dicom_series import DICOMSeries
@@ -34,7 +35,9 @@ SELECTION_NAME = "frontal chest radiograph"
 def selection_rules(modalities: Iterable[str] = RADIOGRAPH_MODALITIES) -> str:
     """The SDK selector's JSON rules: any series of one of ``modalities``."""
     pattern = "^(" + "|".join(m.upper() for m in modalities) + ")$"
-    return json.dumps({"selections": [{"name": SELECTION_NAME, "conditions": {"Modality": pattern}}]})
+    return json.dumps(
+        {"selections": [{"name": SELECTION_NAME, "conditions": {"Modality": pattern}}]}
+    )
 
 
 class RadiographSeriesSelectorOperator(DICOMSeriesSelectorOperator):
@@ -66,9 +69,13 @@ class RadiographSeriesSelectorOperator(DICOMSeriesSelectorOperator):
     ):
         self.view_positions = tuple(v.upper() for v in view_positions)
         self.body_parts = tuple(b.upper() for b in body_parts)
-        super().__init__(fragment, *args, rules=selection_rules(modalities), all_matched=True, **kwargs)
+        super().__init__(
+            fragment, *args, rules=selection_rules(modalities), all_matched=True, **kwargs
+        )
 
-    def filter(self, selection_rules, dicom_study_list, all_matched=False, sort_by_sop_instance_count=False):
+    def filter(
+        self, selection_rules, dicom_study_list, all_matched=False, sort_by_sop_instance_count=False
+    ):
         """SDK modality matching (all matches), then per study the first frontal chest image,
         single-frame images first (a multi-frame one is kept only when there is nothing else,
         so that the study is reported as multi-frame rather than as having no radiograph)."""
@@ -86,19 +93,23 @@ class RadiographSeriesSelectorOperator(DICOMSeriesSelectorOperator):
             choice, index = found
             kept = StudySelectedSeries(study_selection.study)
             kept.add_selected_series(
-                SelectedSeries(choice.selection_name, choice.series, None, {SELECTED_INSTANCE_KEY: index})
+                SelectedSeries(
+                    choice.selection_name, choice.series, None, {SELECTED_INSTANCE_KEY: index}
+                )
             )
             selected.append(kept)
         return selected
 
-    def frontal_instance_index(self, series: DICOMSeries, single_frame: bool = False) -> Optional[int]:
+    def frontal_instance_index(self, series: DICOMSeries, single_frame: bool = False) -> int | None:
         """Index in ``sorted_image_instances(series)`` of the first frontal chest image
         (only single-frame ones if ``single_frame``), or None."""
         for index, instance in enumerate(sorted_image_instances(series)):
             ds = instance.get_native_sop_instance()
             if single_frame and int(ds.get("NumberOfFrames", 1) or 1) > 1:
                 continue
-            if _allowed(ds, "ViewPosition", self.view_positions) and _allowed(ds, "BodyPartExamined", self.body_parts):
+            if _allowed(ds, "ViewPosition", self.view_positions) and _allowed(
+                ds, "BodyPartExamined", self.body_parts
+            ):
                 return index
         return None
 

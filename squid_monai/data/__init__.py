@@ -8,13 +8,29 @@ from importlib import import_module
 
 _EXPORTS = {
     "squid_monai.data.datalist": (
-        "apply_protocol", "build_chexpert", "build_folders", "build_from_folder", "build_zhanglab",
-        "check_items", "load_datalist", "write_datalist",
+        "apply_protocol",
+        "build_chexpert",
+        "build_folders",
+        "build_from_folder",
+        "build_zhanglab",
+        "check_items",
+        "load_datalist",
+        "write_datalist",
     ),
-    "squid_monai.data.datasets": ("SafeCacheDataset", "SkipBadItems", "make_dataset", "read_skip_report"),
+    "squid_monai.data.datasets": (
+        "SafeCacheDataset",
+        "SkipBadItems",
+        "make_dataset",
+        "read_skip_report",
+    ),
     "squid_monai.data.digitanatomy": (
-        "ANOMALY_TYPES", "DigitAnatomy", "DigitAnatomyDataset", "digitanatomy_split", "inpainting_set",
-        "render_preview", "write_digitanatomy",
+        "ANOMALY_TYPES",
+        "DigitAnatomy",
+        "DigitAnatomyDataset",
+        "digitanatomy_split",
+        "inpainting_set",
+        "render_preview",
+        "write_digitanatomy",
     ),
     "squid_monai.data.digits": ("DigitBank", "load_digit_bank"),
 }

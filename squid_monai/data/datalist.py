@@ -83,7 +83,15 @@ _CHEXPERT_PATIENT = re.compile(r"(patient\d+)")
 CHEXPERT_TEST_NORMAL = 250
 CHEXPERT_TEST_ABNORMAL = 250
 CHEXPERT_TEST_PER_FINDING = 10
-_CHEXPERT_NOT_FINDINGS = {"Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Support Devices"}
+_CHEXPERT_NOT_FINDINGS = {
+    "Path",
+    "Sex",
+    "Age",
+    "Frontal/Lateral",
+    "AP/PA",
+    "No Finding",
+    "Support Devices",
+}
 
 
 # ----------------------------------------------------------------------------- builders
@@ -98,7 +106,9 @@ def build_zhanglab(root: str | os.PathLike, **protocol) -> dict:
         for class_name, label in _ZHANGLAB_CLASSES.items():
             for path in _image_files(root / split / class_name):
                 match = _ZHANGLAB_PATIENT.match(path.name)
-                items.append(_item(path, label, "zhanglab", class_name, match.group(1) if match else ""))
+                items.append(
+                    _item(path, label, "zhanglab", class_name, match.group(1) if match else "")
+                )
         return items
 
     test = scan("test") if (root / "test").is_dir() else []
@@ -121,7 +131,9 @@ def build_folders(root: str | os.PathLike, **protocol) -> dict:
     elif (root / "normal").is_dir():
         train, test = scan(root), []
     else:
-        raise FileNotFoundError(f"{root}: expected normal/ and abnormal/ folders (or train/ and test/ containing them)")
+        raise FileNotFoundError(
+            f"{root}: expected normal/ and abnormal/ folders (or train/ and test/ containing them)"
+        )
     return apply_protocol(train, test, **protocol)
 
 
@@ -150,13 +162,18 @@ def build_chexpert(
     if test_csv:
         test, carved = _read_chexpert(Path(test_csv), image_root, view)[0], None
     else:
-        rng = np.random.default_rng([protocol.get("seed", DEFAULT_SEED), 1])  # its own stream of the seed
-        test, train = _carve_chexpert_test(train, findings, n_test_normal, n_test_abnormal, test_per_finding, rng)
+        rng = np.random.default_rng(
+            [protocol.get("seed", DEFAULT_SEED), 1]
+        )  # its own stream of the seed
+        test, train = _carve_chexpert_test(
+            train, findings, n_test_normal, n_test_abnormal, test_per_finding, rng
+        )
         carved = {f: sum(f in it["class_name"].split("|") for it in test) for f in findings}
     datalist = apply_protocol(train, test, **protocol)
     if carved is not None:
         datalist["description"] = datalist["description"].replace(
-            "test = official test split", "test = carved from the training CSV (paper section 4.2)")
+            "test = official test split", "test = carved from the training CSV (paper section 4.2)"
+        )
         datalist["test_positives_per_finding"] = carved
     return datalist
 
@@ -186,11 +203,19 @@ def apply_protocol(
     # it; with no report images the random stream is untouched (the protocol without it exactly)
     report_normal, report_abnormal = [], []
     if n_report_normal or n_report_abnormal:
-        report_normal, rest_normal = _draw_patients(rest_normal, n_report_normal, rng, "normal", "report")
-        report_abnormal, rest_abnormal = _draw_patients(
-            _without_patients(rest_abnormal, val_patients), n_report_abnormal, rng, "abnormal", "report"
+        report_normal, rest_normal = _draw_patients(
+            rest_normal, n_report_normal, rng, "normal", "report"
         )
-    held_out = val_patients | {it["patient"] for it in report_normal + report_abnormal if it["patient"]}
+        report_abnormal, rest_abnormal = _draw_patients(
+            _without_patients(rest_abnormal, val_patients),
+            n_report_abnormal,
+            rng,
+            "abnormal",
+            "report",
+        )
+    held_out = val_patients | {
+        it["patient"] for it in report_normal + report_abnormal if it["patient"]
+    }
     rest_normal = _without_patients(rest_normal, held_out)
     training = list(rest_normal)
     if abnormal_fraction > 0:
@@ -263,9 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         items = [it for split in SPLITS for it in _load_split_or_empty(args.datalist, split)]
         return _report_check(items, args.workers)
     protocol = dict(
-        n_val_normal=args.n_val_normal, n_val_abnormal=args.n_val_abnormal,
-        seed=args.seed, abnormal_fraction=args.abnormal_fraction,
-        n_report_normal=args.report_per_class, n_report_abnormal=args.report_per_class,
+        n_val_normal=args.n_val_normal,
+        n_val_abnormal=args.n_val_abnormal,
+        seed=args.seed,
+        abnormal_fraction=args.abnormal_fraction,
+        n_report_normal=args.report_per_class,
+        n_report_abnormal=args.report_per_class,
     )
     if args.command == "zhanglab":
         datalist = build_zhanglab(args.root, **protocol)
@@ -273,9 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         datalist = build_folders(args.root, **protocol)
     else:
         datalist = build_chexpert(
-            args.csv, image_root=args.image_root, view=args.view, test_csv=args.test_csv,
-            n_test_normal=args.test_normal, n_test_abnormal=args.test_abnormal,
-            test_per_finding=args.test_per_finding, **protocol,
+            args.csv,
+            image_root=args.image_root,
+            view=args.view,
+            test_csv=args.test_csv,
+            n_test_normal=args.test_normal,
+            n_test_abnormal=args.test_abnormal,
+            test_per_finding=args.test_per_finding,
+            **protocol,
         )
     path = write_datalist(datalist, args.output, absolute=args.absolute)
     counts = {split: _counts(datalist[split]) for split in SPLITS}
@@ -297,28 +330,56 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--n_val_normal", type=int, default=PAPER_VALIDATION_NORMAL)
     common.add_argument("--n_val_abnormal", type=int, default=PAPER_VALIDATION_ABNORMAL)
     common.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    common.add_argument("--report_per_class", type=int, default=REPORT_PER_CLASS,
-                        help="normal and abnormal images of the report split (default %(default)s; 0: none)")
-    common.add_argument("--abnormal_fraction", type=float, default=0.0,
-                        help="fraction of the training set made of abnormal images (default 0: normals only)")
+    common.add_argument(
+        "--report_per_class",
+        type=int,
+        default=REPORT_PER_CLASS,
+        help="normal and abnormal images of the report split (default %(default)s; 0: none)",
+    )
+    common.add_argument(
+        "--abnormal_fraction",
+        type=float,
+        default=0.0,
+        help="fraction of the training set made of abnormal images (default 0: normals only)",
+    )
     common.add_argument("--absolute", action="store_true", help="write absolute image paths")
-    common.add_argument("--check", action="store_true", help="also load every image and report bad ones")
+    common.add_argument(
+        "--check", action="store_true", help="also load every image and report bad ones"
+    )
     common.add_argument("--workers", type=int, default=None, help="threads for --check")
     p = sub.add_parser("zhanglab", parents=[common], help="ROOT/train|test/NORMAL|PNEUMONIA")
     p.add_argument("root")
-    p = sub.add_parser("folders", parents=[common], help="ROOT/normal|abnormal or ROOT/train|test/normal|abnormal")
+    p = sub.add_parser(
+        "folders", parents=[common], help="ROOT/normal|abnormal or ROOT/train|test/normal|abnormal"
+    )
     p.add_argument("root")
     p = sub.add_parser("chexpert", parents=[common], help="CheXpert-style CSV")
     p.add_argument("csv")
     p.add_argument("--image_root", default=None, help="folder the CSV's paths are relative to")
     p.add_argument("--view", choices=("pa", "frontal"), default="pa")
-    p.add_argument("--test_csv", default=None,
-                   help="official test CSV (e.g. CheXpert valid.csv) instead of the test carved from the CSV")
-    p.add_argument("--test_normal", type=int, default=CHEXPERT_TEST_NORMAL, help="carved normal test images")
-    p.add_argument("--test_abnormal", type=int, default=CHEXPERT_TEST_ABNORMAL, help="carved abnormal test images")
-    p.add_argument("--test_per_finding", type=int, default=CHEXPERT_TEST_PER_FINDING,
-                   help="carved abnormal test images positive for each finding, at least")
-    p = sub.add_parser("check", help="load every image of an existing datalist; exit 1 if any is bad")
+    p.add_argument(
+        "--test_csv",
+        default=None,
+        help="official test CSV (e.g. CheXpert valid.csv) instead of the test carved from the CSV",
+    )
+    p.add_argument(
+        "--test_normal", type=int, default=CHEXPERT_TEST_NORMAL, help="carved normal test images"
+    )
+    p.add_argument(
+        "--test_abnormal",
+        type=int,
+        default=CHEXPERT_TEST_ABNORMAL,
+        help="carved abnormal test images",
+    )
+    p.add_argument(
+        "--test_per_finding",
+        type=int,
+        default=CHEXPERT_TEST_PER_FINDING,
+        help="carved abnormal test images positive for each finding, at least",
+    )
+    p = sub.add_parser(
+        "check", help="load every image of an existing datalist; exit 1 if any is bad"
+    )
     p.add_argument("datalist")
     p.add_argument("--workers", type=int, default=None)
     return parser
@@ -341,7 +402,13 @@ def _load_split_or_empty(path: str, split: str) -> list[dict]:
 
 # ----------------------------------------------------------------------------- helpers
 def _item(path: Path, label: int, source: str, class_name: str, patient: str) -> dict:
-    return {"image": str(path), "label": int(label), "source": source, "class_name": class_name, "patient": patient}
+    return {
+        "image": str(path),
+        "label": int(label),
+        "source": source,
+        "class_name": class_name,
+        "patient": patient,
+    }
 
 
 def _image_files(folder: Path, recursive: bool = False) -> list[Path]:
@@ -349,18 +416,25 @@ def _image_files(folder: Path, recursive: bool = False) -> list[Path]:
         return []
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     exts = tuple(SUPPORTED_EXTENSIONS)
-    return sorted(p for p in candidates if p.is_file() and p.name.lower().endswith(exts) and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in candidates
+        if p.is_file() and p.name.lower().endswith(exts) and not p.name.startswith(".")
+    )
 
 
 def _without_patients(items: list[dict], patients: set) -> list[dict]:
     return [it for it in items if not it["patient"] or it["patient"] not in patients]
 
 
-def _draw_patients(items: list[dict], n: int, rng: np.random.Generator, what: str,
-                   split: str = "validation") -> tuple[list[dict], list[dict]]:
+def _draw_patients(
+    items: list[dict], n: int, rng: np.random.Generator, what: str, split: str = "validation"
+) -> tuple[list[dict], list[dict]]:
     """Draw exactly ``n`` items made of whole patients (an unknown patient is its own group)."""
     if n > len(items):
-        raise ValueError(f"{split} needs {n} {what} images, the training split has only {len(items)} left")
+        raise ValueError(
+            f"{split} needs {n} {what} images, the training split has only {len(items)} left"
+        )
     groups: dict[str, list[int]] = defaultdict(list)
     for i, it in enumerate(items):
         groups[it["patient"] or f"#item{i}"].append(i)
@@ -376,8 +450,14 @@ def _draw_patients(items: list[dict], n: int, rng: np.random.Generator, what: st
     return [items[i] for i in sorted(picked)], [it for i, it in enumerate(items) if i not in picked]
 
 
-def _carve_chexpert_test(pool: list[dict], findings: Sequence[str], n_normal: int, n_abnormal: int,
-                         per_finding: int, rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
+def _carve_chexpert_test(
+    pool: list[dict],
+    findings: Sequence[str],
+    n_normal: int,
+    n_abnormal: int,
+    per_finding: int,
+    rng: np.random.Generator,
+) -> tuple[list[dict], list[dict]]:
     """``(test, rest)``: the paper's CheXpert test set out of ``pool`` (module docstring); the
     rest holds no image of a test patient."""
     normals = [it for it in pool if it["label"] == 0]
@@ -385,21 +465,27 @@ def _carve_chexpert_test(pool: list[dict], findings: Sequence[str], n_normal: in
     test, _ = _draw_patients(normals, n_normal, rng, "normal", "test")
     has = [set(it["class_name"].split("|")) for it in abnormals]
     chosen: list[int] = []
-    rarest_first = sorted(findings, key=lambda f: (sum(f in h for h in has), f)) if n_abnormal else []
+    rarest_first = (
+        sorted(findings, key=lambda f: (sum(f in h for h in has), f)) if n_abnormal else []
+    )
     for finding in rarest_first:
         taken = set(chosen)
         left = [i for i, h in enumerate(has) if finding in h and i not in taken]
         need = per_finding - sum(finding in has[i] for i in chosen)
         if need > len(left):
-            raise ValueError(f"test needs {per_finding} images positive for {finding!r}, "
-                             f"the training CSV has only {sum(finding in h for h in has)}")
-        chosen += [left[j] for j in rng.permutation(len(left))[:max(need, 0)]]
+            raise ValueError(
+                f"test needs {per_finding} images positive for {finding!r}, "
+                f"the training CSV has only {sum(finding in h for h in has)}"
+            )
+        chosen += [left[j] for j in rng.permutation(len(left))[: max(need, 0)]]
     taken = set(chosen)
     others = [i for i in range(len(abnormals)) if i not in taken]
     if not len(chosen) <= n_abnormal <= len(chosen) + len(others):
-        raise ValueError(f"cannot carve {n_abnormal} abnormal test images with {per_finding} per finding "
-                         f"({len(chosen)} needed for the findings, {len(abnormals)} abnormal images)")
-    chosen += [others[j] for j in rng.permutation(len(others))[:n_abnormal - len(chosen)]]
+        raise ValueError(
+            f"cannot carve {n_abnormal} abnormal test images with {per_finding} per finding "
+            f"({len(chosen)} needed for the findings, {len(abnormals)} abnormal images)"
+        )
+    chosen += [others[j] for j in rng.permutation(len(others))[: n_abnormal - len(chosen)]]
     test += [abnormals[i] for i in sorted(chosen)]
     images, patients = {it["image"] for it in test}, {it["patient"] for it in test if it["patient"]}
     rest = [it for it in _without_patients(pool, patients) if it["image"] not in images]
@@ -411,7 +497,9 @@ def _read_chexpert(csv_path: Path, image_root, view: str) -> tuple[list[dict], l
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows or "Path" not in rows[0] or "No Finding" not in rows[0]:
-        raise ValueError(f"{csv_path}: not a CheXpert-style CSV (needs 'Path' and 'No Finding' columns)")
+        raise ValueError(
+            f"{csv_path}: not a CheXpert-style CSV (needs 'Path' and 'No Finding' columns)"
+        )
     root = Path(image_root) if image_root else _chexpert_root(csv_path, rows[0]["Path"])
     findings = [c for c in rows[0] if c not in _CHEXPERT_NOT_FINDINGS]
     items = []
@@ -428,7 +516,11 @@ def _read_chexpert(csv_path: Path, image_root, view: str) -> tuple[list[dict], l
                 continue  # only uncertain or blank labels: neither clearly normal nor abnormal
             label, class_name = 1, "|".join(positive)
         match = _CHEXPERT_PATIENT.search(row["Path"])
-        items.append(_item(root / row["Path"], label, "chexpert", class_name, match.group(1) if match else ""))
+        items.append(
+            _item(
+                root / row["Path"], label, "chexpert", class_name, match.group(1) if match else ""
+            )
+        )
     return items, findings
 
 
@@ -448,7 +540,10 @@ def _sorted(items: list[dict]) -> list[dict]:
 
 
 def _counts(items: Sequence[dict]) -> dict:
-    return {"normal": sum(it["label"] == 0 for it in items), "abnormal": sum(it["label"] == 1 for it in items)}
+    return {
+        "normal": sum(it["label"] == 0 for it in items),
+        "abnormal": sum(it["label"] == 1 for it in items),
+    }
 
 
 if __name__ == "__main__":

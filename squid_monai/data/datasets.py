@@ -29,7 +29,12 @@ import torch
 from monai.data import CacheDataset, Dataset
 
 from squid_monai.data.datalist import load_datalist
-from squid_monai.transforms import RadiographError, find_radiograph_error, inference_transforms, train_transforms
+from squid_monai.transforms import (
+    RadiographError,
+    find_radiograph_error,
+    inference_transforms,
+    train_transforms,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +50,9 @@ class SkipBadItems(torch.utils.data.Dataset):
         report_path: optional file to append ``{"image": ..., "reason": ...}`` JSON lines to.
     """
 
-    def __init__(self, dataset: torch.utils.data.Dataset, report_path: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, dataset: torch.utils.data.Dataset, report_path: str | os.PathLike | None = None
+    ) -> None:
         self.dataset = dataset
         self.report_path = os.fspath(report_path) if report_path is not None else None
         self.skipped: dict[str, str] = {}
@@ -150,7 +157,11 @@ def make_dataset(
     if cache:
         cache_class = SafeCacheDataset if skip_bad else CacheDataset
         dataset = cache_class(
-            data=items, transform=transform, cache_rate=1.0, num_workers=num_workers, progress=progress
+            data=items,
+            transform=transform,
+            cache_rate=1.0,
+            num_workers=num_workers,
+            progress=progress,
         )
     else:
         dataset = Dataset(data=items, transform=transform)

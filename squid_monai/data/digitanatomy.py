@@ -97,7 +97,9 @@ class DigitAnatomy:
             "cells": ",".join(str(c) for c in affected),
         }
 
-    def _apply_anomaly(self, rng: np.random.Generator, anomaly: str, cells: list[np.ndarray]) -> list[int]:
+    def _apply_anomaly(
+        self, rng: np.random.Generator, anomaly: str, cells: list[np.ndarray]
+    ) -> list[int]:
         if anomaly == "missing":
             chosen = self._choose_cells(rng, range(len(cells)), 1)
             for c in chosen:
@@ -137,12 +139,19 @@ class DigitAnatomy:
         origin = (np.array([h, w]) - window) * offset
         step = window / inner  # source pixels per output pixel
         out = ndi.affine_transform(
-            src, np.diag(step), offset=origin + 0.5 * step - 0.5, output_shape=(inner, inner),
-            order=3, mode="constant", cval=0.0,
+            src,
+            np.diag(step),
+            offset=origin + 0.5 * step - 0.5,
+            output_shape=(inner, inner),
+            order=3,
+            mode="constant",
+            cval=0.0,
         )
         if self.bank.sigma > 0:
             out = ndi.gaussian_filter(out, self.bank.sigma)
-        out = np.clip((out - self.bank.ink_low) / (self.bank.ink_high - self.bank.ink_low), 0.0, 1.0)
+        out = np.clip(
+            (out - self.bank.ink_low) / (self.bank.ink_high - self.bank.ink_low), 0.0, 1.0
+        )
         cell = np.zeros((self.cell_size, self.cell_size), dtype=np.float32)
         cell[margin : margin + inner, margin : margin + inner] = out
         return cell
@@ -183,7 +192,9 @@ class DigitAnatomyDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.split = split
         self.epoch = 0
-        self.generator = DigitAnatomy(load_digit_bank(split, mnist_dir), cell_size=cell_size, crop_range=crop_range)
+        self.generator = DigitAnatomy(
+            load_digit_bank(split, mnist_dir), cell_size=cell_size, crop_range=crop_range
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -195,7 +206,9 @@ class DigitAnatomyDataset(torch.utils.data.Dataset):
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
         index %= self.length
-        rng = np.random.default_rng([self.seed, _SPLIT_STREAM[self.split], _ON_THE_FLY, self.epoch, index])
+        rng = np.random.default_rng(
+            [self.seed, _SPLIT_STREAM[self.split], _ON_THE_FLY, self.epoch, index]
+        )
         item = self.generator.sample(rng, NORMAL)
         return apply_transform(self.transform, item) if self.transform is not None else item
 
@@ -226,7 +239,10 @@ def digitanatomy_split(
     """
     bank, purpose = ("test", _REPORT_SET) if split == REPORT_SPLIT else (split, _FIXED_SET)
     generator = DigitAnatomy(
-        load_digit_bank(bank, mnist_dir), cell_size=cell_size, crop_range=crop_range, max_cells=max_cells
+        load_digit_bank(bank, mnist_dir),
+        cell_size=cell_size,
+        crop_range=crop_range,
+        max_cells=max_cells,
     )
     kinds = [NORMAL] * n_normal + [ANOMALY_TYPES[i % len(ANOMALY_TYPES)] for i in range(n_abnormal)]
     return [
@@ -257,12 +273,20 @@ def inpainting_set(
             key = [seed, _SPLIT_STREAM[split], _INPAINTING, t, i]
             item = generator.sample(np.random.default_rng(key), kind)
             normal = generator.sample(np.random.default_rng(key), NORMAL)
-            items.append({"image": item["image"], "normal": normal["image"], "anomaly": kind,
-                          "cells": [int(c) for c in item["cells"].split(",")]})
+            items.append(
+                {
+                    "image": item["image"],
+                    "normal": normal["image"],
+                    "anomaly": kind,
+                    "cells": [int(c) for c in item["cells"].split(",")],
+                }
+            )
     return items
 
 
-def render_preview(path: str | os.PathLike, seed: int = 0, columns: int = 4, split: str = "validation") -> Path:
+def render_preview(
+    path: str | os.PathLike, seed: int = 0, columns: int = 4, split: str = "validation"
+) -> Path:
     """Save a PNG grid: one row per kind (normal, then each anomaly type), ``columns`` examples each."""
     from PIL import Image
 
@@ -270,7 +294,9 @@ def render_preview(path: str | os.PathLike, seed: int = 0, columns: int = 4, spl
     rows = []
     for r, kind in enumerate((NORMAL, *ANOMALY_TYPES)):
         tiles = [
-            generator.sample(np.random.default_rng([seed, _SPLIT_STREAM[split], _PREVIEW, r, c]), kind)["image"][0]
+            generator.sample(
+                np.random.default_rng([seed, _SPLIT_STREAM[split], _PREVIEW, r, c]), kind
+            )["image"][0]
             for c in range(columns)
         ]
         gap = np.full((generator.image_size, 4), 0.5, dtype=np.float32)
@@ -304,16 +330,29 @@ def write_digitanatomy(
         "validation": digitanatomy_split(
             n_validation_normal, n_validation_abnormal, seed, "validation", mnist_dir, max_cells
         ),
-        "test": digitanatomy_split(n_test_normal, n_test_abnormal, seed, "test", mnist_dir, max_cells),
+        "test": digitanatomy_split(
+            n_test_normal, n_test_abnormal, seed, "test", mnist_dir, max_cells
+        ),
     }
-    datalist: dict = {"name": "DigitAnatomy", "seed": seed, "digits": "mnist" if mnist_dir else "sklearn"}
+    datalist: dict = {
+        "name": "DigitAnatomy",
+        "seed": seed,
+        "digits": "mnist" if mnist_dir else "sklearn",
+    }
     for split, items in splits.items():
         (out / split).mkdir(parents=True, exist_ok=True)
         entries = []
         for i, item in enumerate(items):
             rel = f"{split}/{i:05d}_{item['anomaly']}.png"
             Image.fromarray((item["image"][0] * 255).round().astype(np.uint8)).save(out / rel)
-            entries.append({"image": rel, "label": item["label"], "anomaly": item["anomaly"], "cells": item["cells"]})
+            entries.append(
+                {
+                    "image": rel,
+                    "label": item["label"],
+                    "anomaly": item["anomaly"],
+                    "cells": item["cells"],
+                }
+            )
         datalist[split] = entries
     path = out / "datalist.json"
     path.write_text(json.dumps(datalist, indent=1))
@@ -332,12 +371,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n_test_normal", type=int, default=100)
     parser.add_argument("--n_test_abnormal", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max_cells", type=int, default=DEFAULT_MAX_CELLS, help="most cells one anomaly affects")
-    parser.add_argument("--mnist_dir", default=None, help="folder with MNIST idx files (default: scikit-learn digits)")
+    parser.add_argument(
+        "--max_cells", type=int, default=DEFAULT_MAX_CELLS, help="most cells one anomaly affects"
+    )
+    parser.add_argument(
+        "--mnist_dir",
+        default=None,
+        help="folder with MNIST idx files (default: scikit-learn digits)",
+    )
     args = parser.parse_args(argv)
     path = write_digitanatomy(
-        args.output_dir, args.n_train, args.n_validation_normal, args.n_validation_abnormal,
-        args.n_test_normal, args.n_test_abnormal, seed=args.seed, mnist_dir=args.mnist_dir, max_cells=args.max_cells,
+        args.output_dir,
+        args.n_train,
+        args.n_validation_normal,
+        args.n_validation_abnormal,
+        args.n_test_normal,
+        args.n_test_abnormal,
+        seed=args.seed,
+        mnist_dir=args.mnist_dir,
+        max_cells=args.max_cells,
     )
     preview = render_preview(Path(args.output_dir) / "preview.png", seed=args.seed)
     print(f"wrote {path} and {preview}")

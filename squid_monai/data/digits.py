@@ -18,7 +18,7 @@ from __future__ import annotations
 import gzip
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,9 @@ class DigitBank:
     source: str
 
 
-def load_digit_bank(split: str = "training", mnist_dir: str | os.PathLike | None = None) -> DigitBank:
+def load_digit_bank(
+    split: str = "training", mnist_dir: str | os.PathLike | None = None
+) -> DigitBank:
     """The digit samples of ``split`` ('training', 'validation' or 'test')."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -61,7 +63,7 @@ def load_digit_bank(split: str = "training", mnist_dir: str | os.PathLike | None
     return _mnist_bank(str(Path(mnist_dir).resolve()), split)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sklearn_bank(split: str) -> DigitBank:
     from sklearn.datasets import load_digits
 
@@ -78,7 +80,7 @@ def _sklearn_bank(split: str) -> DigitBank:
     return DigitBank(samples, margin=_SKLEARN_MARGIN, source="sklearn", **_SKLEARN_STROKE)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _mnist_bank(folder: str, split: str) -> DigitBank:
     prefix = "train" if split == "training" else "t10k"
     images = _read_idx(_find_idx(folder, f"{prefix}-images-idx3-ubyte")).astype(np.float32) / 255.0
@@ -98,7 +100,12 @@ def _mnist_bank(folder: str, split: str) -> DigitBank:
 
 
 def _find_idx(folder: str, stem: str) -> Path:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    for name in (
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ):
         path = Path(folder) / name
         if path.is_file():
             return path

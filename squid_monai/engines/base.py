@@ -73,9 +73,18 @@ class GuardedTrainer(Trainer):
         event_to_attr: dict | None = None,
     ):
         super().__init__(
-            device=device, max_epochs=max_epochs, data_loader=train_data_loader, epoch_length=epoch_length,
-            non_blocking=non_blocking, key_metric=key_train_metric, additional_metrics=additional_metrics,
-            handlers=train_handlers, amp=amp, event_names=event_names, event_to_attr=event_to_attr, decollate=False,
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            handlers=train_handlers,
+            amp=amp,
+            event_names=event_names,
+            event_to_attr=event_to_attr,
+            decollate=False,
         )
         self.optimizer = optimizer
         self.max_nonfinite, self.image_key = max_nonfinite, image_key
@@ -102,7 +111,9 @@ class GuardedTrainer(Trainer):
     def _autocast(self):
         return torch.autocast(device_type=self.amp_device, dtype=self.amp_dtype, enabled=self.amp)
 
-    def _image(self, engine: GuardedTrainer, batchdata: dict[str, Any] | torch.Tensor) -> torch.Tensor:
+    def _image(
+        self, engine: GuardedTrainer, batchdata: dict[str, Any] | torch.Tensor
+    ) -> torch.Tensor:
         """The batch's image: a plain float tensor on the engine's device."""
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
@@ -118,7 +129,10 @@ class GuardedTrainer(Trainer):
         engine.state.skipped_steps += 1
         self._nonfinite_run += 1
         logging.getLogger(type(self).__module__).warning(
-            "non-finite %s loss at iteration %d: step skipped, weights untouched", what, engine.state.iteration)
+            "non-finite %s loss at iteration %d: step skipped, weights untouched",
+            what,
+            engine.state.iteration,
+        )
         if self._nonfinite_run >= self.max_nonfinite:
             raise RuntimeError(
                 f"{self._nonfinite_run} consecutive non-finite losses (last: {what} at iteration "
@@ -127,8 +141,15 @@ class GuardedTrainer(Trainer):
             )
         return False
 
-    def _guarded_step(self, engine: GuardedTrainer, what: str, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                      scaler: torch.amp.GradScaler, saved: list[tuple[torch.Tensor, torch.Tensor]] = ()) -> bool:
+    def _guarded_step(
+        self,
+        engine: GuardedTrainer,
+        what: str,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        saved: list[tuple[torch.Tensor, torch.Tensor]] = (),
+    ) -> bool:
         """One :meth:`_step` on ``loss`` if it is finite on every rank (:meth:`_finite`);
         otherwise none, and the BatchNorm statistics in ``saved``
         (:func:`~.utils.norm_buffers`) are restored. Whether the step was taken."""
@@ -139,7 +160,9 @@ class GuardedTrainer(Trainer):
         return False
 
     @staticmethod
-    def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    def _step(
+        loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+    ) -> None:
         """One optimiser step on ``loss`` (its gradients cleared first), through ``scaler``."""
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

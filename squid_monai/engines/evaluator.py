@@ -25,7 +25,9 @@ __all__ = ["AnomalyEvaluator", "feature_residual"]
 
 
 @torch.no_grad()
-def feature_residual(discriminator: torch.nn.Module, image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+def feature_residual(
+    discriminator: torch.nn.Module, image: torch.Tensor, reconstruction: torch.Tensor
+) -> torch.Tensor:
     """Per image, the mean squared difference of the discriminator's last convolutional
     features of ``x`` and ``x_hat`` (f-AnoGAN's kappa term, DAAD's alignment error L), with
     per-image normalisation, so that no image's score depends on its batch. (The pixel
@@ -34,7 +36,10 @@ def feature_residual(discriminator: torch.nn.Module, image: torch.Tensor, recons
     discriminator.eval()
     try:
         with torch.autocast(device_type=image.device.type, enabled=False):
-            return feature_distance(discriminator.features(image.float()), discriminator.features(reconstruction.float()))
+            return feature_distance(
+                discriminator.features(image.float()),
+                discriminator.features(reconstruction.float()),
+            )
     finally:
         discriminator.train(was_training)
 
@@ -79,11 +84,21 @@ class AnomalyEvaluator(Evaluator):
         label_key: str = "label",
     ):
         super().__init__(
-            device=device, val_data_loader=val_data_loader, epoch_length=epoch_length, non_blocking=non_blocking,
-            key_val_metric=key_val_metric, additional_metrics=additional_metrics, val_handlers=val_handlers,
-            amp=amp, decollate=False,
+            device=device,
+            val_data_loader=val_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            key_val_metric=key_val_metric,
+            additional_metrics=additional_metrics,
+            val_handlers=val_handlers,
+            amp=amp,
+            decollate=False,
         )
-        self.scorer, self.running_stats, self.residual_scores = scorer, running_stats, residual_scores
+        self.scorer, self.running_stats, self.residual_scores = (
+            scorer,
+            running_stats,
+            residual_scores,
+        )
         self.image_key, self.label_key = image_key, label_key
         #: AUC of every validation run by this process, by (trainer) epoch: the metric
         #: ``val_auc`` when there is one (the key metric may be its smoothed version)
@@ -93,22 +108,34 @@ class AnomalyEvaluator(Evaluator):
         self.add_event_handler(Events.EPOCH_COMPLETED, self._record_key_metric)
 
     def _record_key_metric(self, engine: AnomalyEvaluator) -> None:
-        name, metrics, epoch = engine.state.key_metric_name, engine.state.metrics, int(engine.state.epoch)
+        name, metrics, epoch = (
+            engine.state.key_metric_name,
+            engine.state.metrics,
+            int(engine.state.epoch),
+        )
         if name is not None and name in metrics:
             self.key_metric_history[epoch] = float(metrics[name])
         auc = "val_auc" if "val_auc" in metrics else name
         if auc is not None and auc in metrics:
             self.auc_history[epoch] = float(metrics[auc])
 
-    def _iteration(self, engine: AnomalyEvaluator, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def _iteration(
+        self, engine: AnomalyEvaluator, batchdata: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
-        image = plain_tensor(batchdata[self.image_key]).to(engine.state.device, non_blocking=engine.non_blocking).float()
+        image = (
+            plain_tensor(batchdata[self.image_key])
+            .to(engine.state.device, non_blocking=engine.non_blocking)
+            .float()
+        )
         label = plain_tensor(batchdata[self.label_key]).reshape(-1).to(engine.state.device)
         out = self.scorer(image)  # fp32 (the threshold is chosen on these scores), also under AMP
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         output = {"image": image, "label": label, **{k: v.float() for k, v in out.items()}}
-        if self.running_stats and hasattr(getattr(self.scorer, "discriminator", None), "per_image_norm"):
+        if self.running_stats and hasattr(
+            getattr(self.scorer, "discriminator", None), "per_image_norm"
+        ):
             disc = self.scorer.discriminator
             previous, disc.per_image_norm = disc.per_image_norm, False
             try:
@@ -121,10 +148,17 @@ class AnomalyEvaluator(Evaluator):
         if self.residual_scores and "residual" in output:
             output["score_residual"] = output["residual"]
         if self.residual_scores and "logit" in output:
-            output["score_logit"] = -output["logit"]  # the paper's score, whatever score_source ranks by
-        if self.residual_scores and hasattr(getattr(self.scorer, "discriminator", None), "features"):
-            output["score_feature"] = (output["feature"] if "feature" in output  # the combined source computed it
-                                       else feature_residual(self.scorer.discriminator, image, output["reconstruction"]))
+            output["score_logit"] = -output[
+                "logit"
+            ]  # the paper's score, whatever score_source ranks by
+        if self.residual_scores and hasattr(
+            getattr(self.scorer, "discriminator", None), "features"
+        ):
+            output["score_feature"] = (
+                output["feature"]
+                if "feature" in output  # the combined source computed it
+                else feature_residual(self.scorer.discriminator, image, output["reconstruction"])
+            )
         engine.state.output = output
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return output

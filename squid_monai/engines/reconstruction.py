@@ -35,7 +35,12 @@ from monai.engines.utils import IterationEvents
 from .base import GuardedTrainer
 from .utils import average_running_stats, norm_buffers, unwrap
 
-__all__ = ["ReconstructionLossWeights", "ReconstructionTrainer", "addressing_entropy", "reconstruction_losses"]
+__all__ = [
+    "ReconstructionLossWeights",
+    "ReconstructionTrainer",
+    "addressing_entropy",
+    "reconstruction_losses",
+]
 
 #: inside the logarithm of the entropy: keeps ``0 * log 0`` at 0 with a finite gradient
 ENTROPY_EPS = 1e-12
@@ -59,8 +64,12 @@ def addressing_entropy(weights: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return -(weights * torch.log(weights + ENTROPY_EPS)).sum(dim).mean()
 
 
-def reconstruction_losses(out: dict[str, torch.Tensor], image: torch.Tensor,
-                          weights: ReconstructionLossWeights, num_models: int = 1) -> dict[str, torch.Tensor]:
+def reconstruction_losses(
+    out: dict[str, torch.Tensor],
+    image: torch.Tensor,
+    weights: ReconstructionLossWeights,
+    num_models: int = 1,
+) -> dict[str, torch.Tensor]:
     """The objective's terms (module docstring): ``reconstruction`` (mean squared error),
     ``entropy`` (when ``out`` has addressing ``weights``) and ``total`` (their weighted sum,
     times ``num_models``: what is back-propagated), all in fp32."""
@@ -91,17 +100,35 @@ class ReconstructionTrainer(GuardedTrainer):
         engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~.base.GuardedTrainer`.
     """
 
-    def __init__(self, device: str | torch.device, max_epochs: int, train_data_loader: Iterable,
-                 network: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 loss_weights: ReconstructionLossWeights | dict | None = None, amp: bool = False,
-                 max_nonfinite: int = 20, scaler: torch.amp.GradScaler | None = None, **engine_args):
-        super().__init__(device, max_epochs, train_data_loader, amp=amp, max_nonfinite=max_nonfinite,
-                         optimizer=optimizer, **engine_args)
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_weights: ReconstructionLossWeights | dict | None = None,
+        amp: bool = False,
+        max_nonfinite: int = 20,
+        scaler: torch.amp.GradScaler | None = None,
+        **engine_args,
+    ):
+        super().__init__(
+            device,
+            max_epochs,
+            train_data_loader,
+            amp=amp,
+            max_nonfinite=max_nonfinite,
+            optimizer=optimizer,
+            **engine_args,
+        )
         self.network = network
         self.loss_weights = self._loss_weights(loss_weights, ReconstructionLossWeights)
         self.scaler = self.grad_scaler(scaler)
 
-    def _iteration(self, engine: ReconstructionTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
+    def _iteration(
+        self, engine: ReconstructionTrainer, batchdata: dict[str, Any]
+    ) -> dict[str, Any]:
         image = self._image(engine, batchdata)
         net = self.network
         net.train()
@@ -109,9 +136,13 @@ class ReconstructionTrainer(GuardedTrainer):
         with self._autocast():
             out = net(image)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        terms = reconstruction_losses(out, image, self.loss_weights, getattr(unwrap(net), "num_models", 1))
+        terms = reconstruction_losses(
+            out, image, self.loss_weights, getattr(unwrap(net), "num_models", 1)
+        )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        ok = self._guarded_step(engine, "reconstruction", terms["total"], self.optimizer, self.scaler, saved)
+        ok = self._guarded_step(
+            engine, "reconstruction", terms["total"], self.optimizer, self.scaler, saved
+        )
         if ok:
             self._nonfinite_run = 0
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)

@@ -26,8 +26,13 @@ LR_SCHEDULES = ("paper", "authors")
 AUTHORS_GENERATOR_T_MAX_FACTOR = 1.5
 
 
-def lr_scheduler(optimizer: torch.optim.Optimizer, network: str, schedule: str = "paper", epochs: int = 1,
-                 lr_min_ratio: float = 0.2) -> LRScheduler:
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer,
+    network: str,
+    schedule: str = "paper",
+    epochs: int = 1,
+    lr_min_ratio: float = 0.2,
+) -> LRScheduler:
     """The per-epoch scheduler of ``optimizer``, the optimiser of ``network``
     (``"generator"`` or ``"discriminator"``), under ``schedule`` (module docstring).
     ``lr_min_ratio`` only concerns ``"paper"``."""
@@ -41,7 +46,9 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, network: str, schedule: str =
         base = optimizer.param_groups[0]["lr"]
         return CosineAnnealingLR(optimizer, T_max=epochs, eta_min=base * lr_min_ratio)
     if network == "generator":
-        return CosineAnnealingLR(optimizer, T_max=AUTHORS_GENERATOR_T_MAX_FACTOR * epochs, eta_min=0.0)
+        return CosineAnnealingLR(
+            optimizer, T_max=AUTHORS_GENERATOR_T_MAX_FACTOR * epochs, eta_min=0.0
+        )
     return ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
@@ -65,7 +72,9 @@ def generator_groups(generator: torch.nn.Module, lr: float, head_lr_factor: floa
         return list(generator.parameters())
     head = [p for name, p in generator.named_parameters() if name.split(".")[-2:-1] == ["head"]]
     if not head:
-        raise ValueError(f"head_lr_factor {head_lr_factor}: {type(generator).__name__} has no module named 'head'")
+        raise ValueError(
+            f"head_lr_factor {head_lr_factor}: {type(generator).__name__} has no module named 'head'"
+        )
     ids = {id(p) for p in head}
     rest = [p for p in generator.parameters() if id(p) not in ids]
     return [{"params": rest}, {"params": head, "lr": lr * head_lr_factor}]

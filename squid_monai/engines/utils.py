@@ -9,8 +9,16 @@ import torch.distributed as dist
 from monai.data import MetaTensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["all_ranks", "average_running_stats", "is_distributed", "loss_terms", "norm_buffers", "plain_tensor",
-           "restore_buffers", "unwrap"]
+__all__ = [
+    "all_ranks",
+    "average_running_stats",
+    "is_distributed",
+    "loss_terms",
+    "norm_buffers",
+    "plain_tensor",
+    "restore_buffers",
+    "unwrap",
+]
 
 
 def plain_tensor(data) -> torch.Tensor:
@@ -26,8 +34,14 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 def norm_buffers(*modules: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(buffer, copy) of every BatchNorm running statistic: a few KB, cheap to keep."""
-    return [(b, b.clone()) for m in modules for layer in m.modules() if isinstance(layer, _BatchNorm)
-            for b in (layer.running_mean, layer.running_var, layer.num_batches_tracked) if b is not None]
+    return [
+        (b, b.clone())
+        for m in modules
+        for layer in m.modules()
+        if isinstance(layer, _BatchNorm)
+        for b in (layer.running_mean, layer.running_var, layer.num_batches_tracked)
+        if b is not None
+    ]
 
 
 def restore_buffers(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -60,9 +74,14 @@ def average_running_stats(*modules: torch.nn.Module) -> None:
     batch means (what SyncBatchNorm would include)."""
     if not is_distributed():
         return
-    stats = [buf for module in modules for m in unwrap(module).modules()
-             if isinstance(m, _BatchNorm) and m.track_running_stats
-             for buf in (m.running_mean, m.running_var) if buf is not None]
+    stats = [
+        buf
+        for module in modules
+        for m in unwrap(module).modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats
+        for buf in (m.running_mean, m.running_var)
+        if buf is not None
+    ]
     if not stats:
         return
     flat = torch.cat([buf.reshape(-1).float() for buf in stats])
@@ -70,7 +89,7 @@ def average_running_stats(*modules: torch.nn.Module) -> None:
     flat /= dist.get_world_size()
     offset = 0
     for buf in stats:
-        buf.copy_(flat[offset: offset + buf.numel()].view_as(buf))
+        buf.copy_(flat[offset : offset + buf.numel()].view_as(buf))
         offset += buf.numel()
 
 
@@ -79,4 +98,3 @@ def loss_terms(output: dict) -> dict[str, float]:
     float entries whose key starts with ``loss`` (every family's trainer follows this
     naming)."""
     return {k: v for k, v in output.items() if k.startswith("loss") and isinstance(v, (int, float))}
-

@@ -30,15 +30,21 @@ class Calibrate:
 
     def __call__(self, engine: Engine) -> None:
         def fit():
-            return calibrate(self.scorer, self.data_loader, engine.state.device,
-                             quantile=self.quantile)
+            return calibrate(
+                self.scorer, self.data_loader, engine.state.device, quantile=self.quantile
+            )
 
         fitted = on_rank0_then_share(self.scorer, fit)
         if fitted is None:  # not rank 0
             return
         mean, std = fitted
-        logger.info("calibration (%s): mean %.4f std %.4f, normal-only threshold %.4f",
-                    getattr(self.scorer, "score_source", "normality"), mean, std, self.scorer.normal_threshold.item())
+        logger.info(
+            "calibration (%s): mean %.4f std %.4f, normal-only threshold %.4f",
+            getattr(self.scorer, "score_source", "normality"),
+            mean,
+            std,
+            self.scorer.normal_threshold.item(),
+        )
 
 
 class StoreThreshold:

@@ -23,14 +23,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.data.utils import set_rnd
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from ..determinism import seed_generators
 from ..distributed import rank
 
-__all__ = ["AtomicCheckpointSaver", "RNGState", "BestMetricState", "SaveLatest", "ResumeFromLatest", "EpochSeed", "latest_checkpoint",
-           "rank_seed"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "RNGState",
+    "BestMetricState",
+    "SaveLatest",
+    "ResumeFromLatest",
+    "EpochSeed",
+    "latest_checkpoint",
+    "rank_seed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +70,13 @@ class RNGState:
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         return {
             "torch": torch.get_rng_state(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached": float(cached),
+            },
             "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
         }
 
@@ -95,7 +108,11 @@ class BestMetricState:
 
 def latest_checkpoint(folder: str | Path, prefix: str = "checkpoint") -> Path | None:
     """The checkpoint of the highest epoch in ``folder`` (``<prefix>_epoch=<n>.pt``)."""
-    found = [(int(m.group(1)), p) for p in Path(folder).glob(f"{prefix}*epoch=*.pt") if (m := _EPOCH.search(p.name))]
+    found = [
+        (int(m.group(1)), p)
+        for p in Path(folder).glob(f"{prefix}*epoch=*.pt")
+        if (m := _EPOCH.search(p.name))
+    ]
     return max(found)[1] if found else None
 
 
@@ -110,7 +127,11 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+        for checkpoint in (
+            self._final_checkpoint,
+            self._key_metric_checkpoint,
+            self._interval_checkpoint,
+        ):
             if checkpoint is not None:
                 checkpoint.save_handler._atomic = True
 
@@ -135,8 +156,9 @@ class SaveLatest:
     def attach(self, engine: Engine) -> None:
         if self.enabled:
             save_dict = {**self.save_dict, "trainer": engine}
-            AtomicCheckpointSaver(self.folder, save_dict, file_prefix="", save_interval=1, epoch_level=True,
-                                  n_saved=1).attach(engine)
+            AtomicCheckpointSaver(
+                self.folder, save_dict, file_prefix="", save_interval=1, epoch_level=True, n_saved=1
+            ).attach(engine)
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._remove_stale)
 
     def _remove_stale(self, engine: Engine) -> None:
@@ -176,11 +198,14 @@ class ResumeFromLatest:
     a GPU, the RNG state (a CPU byte tensor by contract) would not restore. A scaler state is
     restored only when the saved run used AMP."""
 
-    def __init__(self, folder: str | Path, load_dict: dict, enabled: bool = True,
-                 map_location="cpu"):
+    def __init__(
+        self, folder: str | Path, load_dict: dict, enabled: bool = True, map_location="cpu"
+    ):
         self.folder, self.enabled, self.map_location = Path(folder), enabled, map_location
-        self.load_dict = {key: _ScalerState(obj) if isinstance(obj, torch.amp.GradScaler) else obj
-                          for key, obj in load_dict.items()}
+        self.load_dict = {
+            key: _ScalerState(obj) if isinstance(obj, torch.amp.GradScaler) else obj
+            for key, obj in load_dict.items()
+        }
 
     def attach(self, engine: Engine) -> None:
         self.load_dict = {**self.load_dict, "trainer": engine}

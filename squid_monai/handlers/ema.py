@@ -36,12 +36,22 @@ class WeightEMA(EMAHandler):
         enabled: off = score the live weights (the paper's setting).
     """
 
-    def __init__(self, model: nn.Module, momentum: float = 0.02, momentum_warmup: float | None = 0.5,
-                 warmup_iters: int | None = 100, enabled: bool | str = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        momentum: float = 0.02,
+        momentum_warmup: float | None = 0.5,
+        warmup_iters: int | None = 100,
+        enabled: bool | str = True,
+    ):
         self.enabled = str2bool(enabled) if isinstance(enabled, str) else bool(enabled)
         # the warm-up is computed from the engine's iteration (restored on resume), not by
         # Ignite's warm-up scheduler, whose own event counter would restart after a resume
-        self.warmup = (float(momentum_warmup), int(warmup_iters)) if momentum_warmup and warmup_iters else None
+        self.warmup = (
+            (float(momentum_warmup), int(warmup_iters))
+            if momentum_warmup and warmup_iters
+            else None
+        )
         if self.enabled:
             super().__init__(model, momentum=momentum, handle_buffers="copy")
         else:

@@ -84,7 +84,9 @@ class ValidationArtifacts:
         out = _batch_output(engine.state.output)
         score_key, label_key, image_key, rec_key = self.keys
         if score_key not in out or label_key not in out:
-            self._warn_once("all figures", f"the evaluator output has no {score_key!r} / {label_key!r}")
+            self._warn_once(
+                "all figures", f"the evaluator output has no {score_key!r} / {label_key!r}"
+            )
             return
         score = torch.as_tensor(out[score_key]).detach().reshape(-1).float().cpu()
         label = torch.as_tensor(out[label_key]).detach().reshape(-1).long().cpu()
@@ -94,14 +96,20 @@ class ValidationArtifacts:
             return
         image, rec = out[image_key], out[rec_key]
         for cls, kept in self._examples.items():
-            for i in torch.nonzero(label == cls).reshape(-1).tolist()[: self.max_images - len(kept)]:
+            for i in (
+                torch.nonzero(label == cls).reshape(-1).tolist()[: self.max_images - len(kept)]
+            ):
                 kept.append((image[i].detach().float().cpu(), rec[i].detach().float().cpu()))
 
     def _gathered(self) -> tuple[torch.Tensor, torch.Tensor]:
         scores = torch.cat(self._scores) if self._scores else torch.zeros(0)
         labels = torch.cat(self._labels) if self._labels else torch.zeros(0, dtype=torch.long)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+            device = (
+                torch.device("cuda", torch.cuda.current_device())
+                if dist.get_backend() == "nccl"
+                else "cpu"
+            )
             scores = evenly_divisible_all_gather(scores.to(device), concat=True).cpu()
             labels = evenly_divisible_all_gather(labels.to(device), concat=True).cpu()
         return scores, labels
@@ -120,8 +128,14 @@ class ValidationArtifacts:
             self._warn_once("all figures", err)
             return
         try:
-            written.append(visualize.plot_roc(labels, scores, folder / "roc.png",
-                                              title=f"validation ROC, epoch {engine.state.epoch}"))
+            written.append(
+                visualize.plot_roc(
+                    labels,
+                    scores,
+                    folder / "roc.png",
+                    title=f"validation ROC, epoch {engine.state.epoch}",
+                )
+            )
         except Exception as err:  # noqa: BLE001 - a figure never stops training
             self._warn_once("ROC curve", err)
         try:
@@ -136,7 +150,9 @@ class ValidationArtifacts:
 
         normals, abnormals = self._examples[0], self._examples[1]
         if not normals and not abnormals:
-            self._warn_once("reconstruction grid", "the evaluator output has no image / reconstruction")
+            self._warn_once(
+                "reconstruction grid", "the evaluator output has no image / reconstruction"
+            )
             return None
         n = self.max_images
         n_abn = min(len(abnormals), max(n // 2, n - len(normals)))
@@ -147,7 +163,9 @@ class ValidationArtifacts:
         return visualize.image_grid(
             [image, rec, difference_map(image, rec)],
             ["input", "reconstruction", "|difference|"],  # columns: normals first, then abnormals
-            path, max_images=n, value_ranges=[(0.0, 1.0), (0.0, 1.0), None],
+            path,
+            max_images=n,
+            value_ranges=[(0.0, 1.0), (0.0, 1.0), None],
         )
 
     def _log(self, folder: Path, artifact_path: str) -> None:

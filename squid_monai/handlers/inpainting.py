@@ -30,17 +30,29 @@ __all__ = ["InpaintingReport", "figure6"]
 logger = logging.getLogger(__name__)
 
 
-def figure6(reconstruct: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, reconstructions: torch.Tensor,
-            kinds: list[str], path: str | Path) -> Path:
+def figure6(
+    reconstruct: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    reconstructions: torch.Tensor,
+    kinds: list[str],
+    path: str | Path,
+) -> Path:
     """Two inputs of each anomaly type and a blank image (top) with their reconstructions
     (bottom); only the blank image is reconstructed here, by ``reconstruct`` (a batch of
     images -> their reconstructions, e.g. a SQUID generator's ``reconstruct``)."""
-    picks = [kinds.index(k) + j for k in dict.fromkeys(kinds) for j in range(2) if kinds.count(k) > j]
+    picks = [
+        kinds.index(k) + j for k in dict.fromkeys(kinds) for j in range(2) if kinds.count(k) > j
+    ]
     blank = torch.zeros(1, *images.shape[1:], device=images.device)
     shown = torch.cat([images[picks], blank])
     recon = torch.cat([reconstructions[picks], reconstruct(blank)])
-    return image_grid([shown.cpu(), recon.cpu()], ["input", "reconstruction"], path, max_images=len(shown),
-                      value_ranges=[(0, 1), (0, 1)])
+    return image_grid(
+        [shown.cpu(), recon.cpu()],
+        ["input", "reconstruction"],
+        path,
+        max_images=len(shown),
+        value_ranges=[(0, 1), (0, 1)],
+    )
 
 
 class InpaintingReport:
@@ -55,9 +67,21 @@ class InpaintingReport:
         enabled: off on data sets without known normal counterparts (real radiographs).
     """
 
-    def __init__(self, scorer: torch.nn.Module, image_size: int, output_dir: str | Path, n_per_type: int = 16,
-                 enabled: bool = True, seed: int = 0):
-        self.scorer, self.image_size, self.output_dir, self.enabled = scorer, int(image_size), Path(output_dir), bool(enabled)
+    def __init__(
+        self,
+        scorer: torch.nn.Module,
+        image_size: int,
+        output_dir: str | Path,
+        n_per_type: int = 16,
+        enabled: bool = True,
+        seed: int = 0,
+    ):
+        self.scorer, self.image_size, self.output_dir, self.enabled = (
+            scorer,
+            int(image_size),
+            Path(output_dir),
+            bool(enabled),
+        )
         self.n_per_type, self.seed = n_per_type, seed
         self._items: list[dict] | None = None
 
@@ -78,11 +102,24 @@ class InpaintingReport:
         normal = torch.stack([resize(torch.as_tensor(it["normal"])) for it in self._items])
         kinds = [it["anomaly"] for it in self._items]
         recon = self.reconstruct(image)
-        rates = inpainting_rates(recon, normal, image, [it["cells"] for it in self._items], kinds, grid=GRID)
+        rates = inpainting_rates(
+            recon, normal, image, [it["cells"] for it in self._items], kinds, grid=GRID
+        )
         engine.state.metrics.update(rates)
         epoch = int(engine.state.epoch)
         if is_main_process():
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            figure6(self.reconstruct, image, recon, kinds, self.output_dir / f"inpainting_epoch={epoch}.png")
-        logger.info("in-painted cells at epoch %d: %s", epoch,
-                    ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in rates.items() if k.startswith("inpainted/")))
+            figure6(
+                self.reconstruct,
+                image,
+                recon,
+                kinds,
+                self.output_dir / f"inpainting_epoch={epoch}.png",
+            )
+        logger.info(
+            "in-painted cells at epoch %d: %s",
+            epoch,
+            ", ".join(
+                f"{k.split('/')[1]} {v:.2f}" for k, v in rates.items() if k.startswith("inpainted/")
+            ),
+        )

@@ -8,5 +8,11 @@ from .figures import ValidationArtifacts
 from .registry import RegisterModel
 from .tracking import ResilientMLFlowHandler
 
-__all__ = ["tracking_uri", "artifact_location", "sqlite_path", "ResilientMLFlowHandler", "ValidationArtifacts",
-           "RegisterModel"]
+__all__ = [
+    "tracking_uri",
+    "artifact_location",
+    "sqlite_path",
+    "ResilientMLFlowHandler",
+    "ValidationArtifacts",
+    "RegisterModel",
+]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ignite.engine import Engine
 from ignite.handlers import ProgressBar as _IgniteProgressBar
 
-from ..engines.utils import loss_terms
 from ..distributed import is_main_process
+from ..engines.utils import loss_terms
 
 __all__ = ["LossProgressBar"]
 
@@ -20,5 +20,7 @@ class LossProgressBar:
 
     def attach(self, engine: Engine) -> None:
         if self.enabled and is_main_process():
-            short = lambda out: {k.replace("loss_", ""): v for k, v in loss_terms(out).items() if k != "loss"}
+            short = lambda out: {
+                k.replace("loss_", ""): v for k, v in loss_terms(out).items() if k != "loss"
+            }
             _IgniteProgressBar(persist=self.persist).attach(engine, output_transform=short)

@@ -83,8 +83,13 @@ class RegisterModel:
             uri = getattr(self.handler.client, "tracking_uri", None) or uri
         uri = uri or tracking_uri(self.model_dir)
         if uri in ResilientMLFlowHandler._failed:
-            logger.warning("model not registered: MLflow at %s failed earlier in this run (%s); the model "
-                           "stays in %s", uri, ResilientMLFlowHandler._failed[uri], self.model_dir)
+            logger.warning(
+                "model not registered: MLflow at %s failed earlier in this run (%s); the model "
+                "stays in %s",
+                uri,
+                ResilientMLFlowHandler._failed[uri],
+                self.model_dir,
+            )
             return
         metadata: dict[str, Any] = {"epochs": engine.state.epoch}
         if self.evaluator is not None:
@@ -92,18 +97,35 @@ class RegisterModel:
                 if getattr(self.evaluator.state, key, None) is not None:
                     metadata[f"validation_{key}"] = getattr(self.evaluator.state, key)
         try:
-            self.version = register_model(self.model_dir, uri, self.name, self.alias, run_id=run_id,
-                                          metadata=metadata, weights=self.weights,
-                                          metric=self.metric(),
-                                          challenger_alias=self.challenger_alias)
+            self.version = register_model(
+                self.model_dir,
+                uri,
+                self.name,
+                self.alias,
+                run_id=run_id,
+                metadata=metadata,
+                weights=self.weights,
+                metric=self.metric(),
+                challenger_alias=self.challenger_alias,
+            )
         except Exception as err:  # noqa: BLE001 - registration never fails a finished training
-            logger.warning("model not registered in MLflow at %s (%s: %s); the model stays in %s",
-                           uri, type(err).__name__, err, self.model_dir)
+            logger.warning(
+                "model not registered in MLflow at %s (%s: %s); the model stays in %s",
+                uri,
+                type(err).__name__,
+                err,
+                self.model_dir,
+            )
             return
         tags = self.version.tags
-        logger.info("registered model %r version %s as models:/%s@%s (%s)", self.name,
-                    self.version.version, self.name, tags.get("promotion"),
-                    tags.get("promotion_reason"))
+        logger.info(
+            "registered model %r version %s as models:/%s@%s (%s)",
+            self.name,
+            self.version.version,
+            self.name,
+            tags.get("promotion"),
+            tags.get("promotion_reason"),
+        )
 
     def metric(self) -> tuple[str, float] | None:
         """The gate's validation metric: the evaluator's key metric at its best epoch, the

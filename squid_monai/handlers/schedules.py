@@ -18,7 +18,9 @@ __all__ = ["LrSchedules"]
 
 class LrSchedules:
     def __init__(self, schedulers: Mapping | None):
-        self.handlers = [LrScheduleHandler(s, print_lr=i == 0) for i, s in enumerate((schedulers or {}).values())]
+        self.handlers = [
+            LrScheduleHandler(s, print_lr=i == 0) for i, s in enumerate((schedulers or {}).values())
+        ]
 
     def attach(self, engine: Engine) -> None:
         for handler in self.handlers:

@@ -38,9 +38,15 @@ def _hidden_env(name: str):
 def _fail_fast(timeout: float):
     """MLflow's own HTTP settings for one call: no retries and a short timeout, unless the
     user set ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_TIMEOUT`` already."""
-    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
 
-    chosen = {MLFLOW_HTTP_REQUEST_MAX_RETRIES.name: "0", MLFLOW_HTTP_REQUEST_TIMEOUT.name: str(max(1, round(timeout)))}
+    chosen = {
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES.name: "0",
+        MLFLOW_HTTP_REQUEST_TIMEOUT.name: str(max(1, round(timeout))),
+    }
     added = [name for name in chosen if name not in os.environ]
     os.environ.update({name: chosen[name] for name in added})
     try:
@@ -75,9 +81,15 @@ class ResilientMLFlowHandler(MLFlowHandler):
     #: tracking URIs that failed in this process -> the error
     _failed: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, tracking_uri: str | None = None, *args: Any, enabled: bool = True,
-                 probe_timeout: float = 5.0, datasets: Mapping[str, tuple[Any, int]] | None = None,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        *args: Any,
+        enabled: bool = True,
+        probe_timeout: float = 5.0,
+        datasets: Mapping[str, tuple[Any, int]] | None = None,
+        **kwargs: Any,
+    ):
         self.probe_timeout, self._probed = probe_timeout, False
         #: the run's dataset lineage, ``{split: (mlflow dataset, size)}``
         #: (:mod:`squid_monai.data.lineage`)
@@ -104,8 +116,11 @@ class ResilientMLFlowHandler(MLFlowHandler):
             return
         if uri in self._failed:
             self.disabled = True
-            logger.info("MLflow tracking to %s stays off (it failed earlier in this process: %s)",
-                        uri, self._failed[uri])
+            logger.info(
+                "MLflow tracking to %s stays off (it failed earlier in this process: %s)",
+                uri,
+                self._failed[uri],
+            )
 
     def attach(self, engine: Engine) -> None:
         if self.enabled:
@@ -123,8 +138,10 @@ class ResilientMLFlowHandler(MLFlowHandler):
         run = self.client.get_run(self.cur_run.info.run_id)
         known = {(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs}
         inputs = [
-            DatasetInput(dataset._to_mlflow_entity(),
-                         [InputTag(MLFLOW_DATASET_CONTEXT, split), InputTag(SIZE_TAG, str(size))])
+            DatasetInput(
+                dataset._to_mlflow_entity(),
+                [InputTag(MLFLOW_DATASET_CONTEXT, split), InputTag(SIZE_TAG, str(size))],
+            )
             for split, (dataset, size) in self.datasets.items()
             if (dataset.name, dataset.digest) not in known
         ]
@@ -133,8 +150,15 @@ class ResilientMLFlowHandler(MLFlowHandler):
 
     def _fallback_attributes(self, kwargs: dict) -> None:
         """Attributes ``attach`` and the event methods read, when MONAI's constructor failed."""
-        defaults = {"iteration_log": True, "epoch_log": True, "close_on_complete": False, "artifacts": (),
-                    "client": None, "cur_run": None, "experiment": None}
+        defaults = {
+            "iteration_log": True,
+            "epoch_log": True,
+            "close_on_complete": False,
+            "artifacts": (),
+            "client": None,
+            "cur_run": None,
+            "experiment": None,
+        }
         for name, value in defaults.items():
             if name not in self.__dict__:
                 setattr(self, name, kwargs.get(name, value))
@@ -154,7 +178,10 @@ class ResilientMLFlowHandler(MLFlowHandler):
             logger.warning(
                 "MLflow tracking to %s failed while %s (%s: %s); tracking is disabled for the rest of "
                 "this run, training goes on and checkpoints and figures are still written locally.",
-                self.tracking_uri, during, type(err).__name__, err,
+                self.tracking_uri,
+                during,
+                type(err).__name__,
+                err,
             )
 
     def _guarded(self, during: str, fn, *args: Any) -> None:

@@ -23,8 +23,16 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["Family", "ModelFamily", "Scorer", "get_family", "get_recipe", "family_names", "network_arguments",
-           "preset_config"]
+__all__ = [
+    "Family",
+    "ModelFamily",
+    "Scorer",
+    "get_family",
+    "get_recipe",
+    "family_names",
+    "network_arguments",
+    "preset_config",
+]
 
 
 @runtime_checkable
@@ -126,7 +134,9 @@ def get_family(name: str) -> ModelFamily:
         raise KeyError(f"unknown model family {name!r}; installed: {family_names()}")
     family = importlib.import_module(f"squid_monai.methods.{name}").FAMILY
     if not isinstance(family, ModelFamily):
-        raise TypeError(f"squid_monai.methods.{name}.FAMILY does not provide the ModelFamily interface")
+        raise TypeError(
+            f"squid_monai.methods.{name}.FAMILY does not provide the ModelFamily interface"
+        )
     return family
 
 
@@ -134,14 +144,23 @@ def get_recipe(family: ModelFamily, name: str) -> dict[str, Any]:
     """A copy of the family's training recipe ``name`` (the bundle picks ``chest`` or
     ``digitanatomy`` from the data source); unknown names are an error."""
     if name not in family.recipe_presets:
-        raise KeyError(f"{family.name} has no training recipe {name!r}; choose one of {sorted(family.recipe_presets)}")
-    return {key: dict(value) if isinstance(value, Mapping) else value
-            for key, value in family.recipe_presets[name].items()}
+        raise KeyError(
+            f"{family.name} has no training recipe {name!r}; choose one of {sorted(family.recipe_presets)}"
+        )
+    return {
+        key: dict(value) if isinstance(value, Mapping) else value
+        for key, value in family.recipe_presets[name].items()
+    }
 
 
-def preset_config(presets: Mapping[str, Mapping[str, Any]], preset: str, overrides: Mapping[str, Any],
-                  setting: str = "network setting", switches: Iterable[str] = (),
-                  known: Iterable[str] = ()) -> dict[str, Any]:
+def preset_config(
+    presets: Mapping[str, Mapping[str, Any]],
+    preset: str,
+    overrides: Mapping[str, Any],
+    setting: str = "network setting",
+    switches: Iterable[str] = (),
+    known: Iterable[str] = (),
+) -> dict[str, Any]:
     """A copy of ``presets[preset]`` with ``overrides`` applied, the one way every family
     resolves a preset: unknown presets and settings (neither in the preset nor ``known``, the
     network's other arguments) are an error (``setting`` names them in the message), JSON /
@@ -165,7 +184,11 @@ def network_arguments(network: type) -> dict[str, Any]:
     leave out), for :func:`preset_config`'s ``known`` and ``switches``."""
     import inspect
 
-    return {k: p.default for k, p in inspect.signature(network.__init__).parameters.items() if k != "self"}
+    return {
+        k: p.default
+        for k, p in inspect.signature(network.__init__).parameters.items()
+        if k != "self"
+    }
 
 
 def _switch(key: str, value: Any, setting: str) -> bool:
@@ -174,4 +197,6 @@ def _switch(key: str, value: Any, setting: str) -> bool:
     try:
         return str2bool(value.strip() if isinstance(value, str) else value)
     except ValueError:
-        raise TypeError(f"{setting} {key!r} is a switch: use true or false, not {value!r}") from None
+        raise TypeError(
+            f"{setting} {key!r} is a switch: use true or false, not {value!r}"
+        ) from None

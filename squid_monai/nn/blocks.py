@@ -32,7 +32,9 @@ class ResidualDoubleConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
-        self.conv = Convolution(2, in_channels, out_channels, strides=stride, kernel_size=3, act=RELU, norm="batch")
+        self.conv = Convolution(
+            2, in_channels, out_channels, strides=stride, kernel_size=3, act=RELU, norm="batch"
+        )
         self.residual = nn.Sequential(
             Convolution(2, out_channels, out_channels, kernel_size=3, act=RELU, norm="batch"),
             Convolution(2, out_channels, out_channels, kernel_size=3, act=None, norm="batch"),
@@ -88,7 +90,11 @@ def zero_tiles(x: torch.Tensor, grid: int, count: int) -> torch.Tensor:
         raise ValueError(f"cannot zero {count} of {grid * grid} tiles")
     chosen = torch.rand(b, grid * grid, device=x.device).argsort(dim=1)[:, :count]
     keep = torch.ones(b, grid * grid, device=x.device, dtype=x.dtype).scatter(1, chosen, 0.0)
-    keep = keep.reshape(b, 1, grid, grid).repeat_interleave(h // grid, 2).repeat_interleave(w // grid, 3)
+    keep = (
+        keep.reshape(b, 1, grid, grid)
+        .repeat_interleave(h // grid, 2)
+        .repeat_interleave(w // grid, 3)
+    )
     return x * keep
 
 

@@ -18,7 +18,14 @@ Loading a scorer from a trained-model folder needs its family, so it lives above
 :mod:`squid_monai.loading`.
 """
 
-from .explain import EXPLAINERS, DiscriminatorGradCAM, ScoreSaliency, explainer_for, gradcam_heatmap, last_conv_layer
+from .explain import (
+    EXPLAINERS,
+    DiscriminatorGradCAM,
+    ScoreSaliency,
+    explainer_for,
+    gradcam_heatmap,
+    last_conv_layer,
+)
 from .record import (
     PerImageInferer,
     ScoreRecord,
@@ -30,13 +37,43 @@ from .record import (
     source_name,
 )
 from .scorer import CalibratedScorer, calibrate, calibrated_score, decide, pixel_residual
-from .writer import CSV_COLUMNS, IMAGE_FILES, ScoreWriter, ScoreWriterHandler, csv_row, save_images, stem, unique_stems
+from .writer import (
+    CSV_COLUMNS,
+    IMAGE_FILES,
+    ScoreWriter,
+    ScoreWriterHandler,
+    csv_row,
+    save_images,
+    stem,
+    unique_stems,
+)
 
 __all__ = [
-    "CSV_COLUMNS", "EXPLAINERS", "IMAGE_FILES", "CalibratedScorer", "DiscriminatorGradCAM", "PerImageInferer",
-    "ScoreRecord", "ScoreSaliency",
-    "ScoreWriter", "ScoreWriterHandler", "ScoringItems", "source_name", "stem",
-    "calibrate", "calibrated_score", "csv_row", "decide", "difference_map", "explainer_for",
-    "forward", "gradcam_heatmap", "last_conv_layer", "read_image", "save_images",
-    "pixel_residual", "score_images", "unique_stems",
+    "CSV_COLUMNS",
+    "EXPLAINERS",
+    "IMAGE_FILES",
+    "CalibratedScorer",
+    "DiscriminatorGradCAM",
+    "PerImageInferer",
+    "ScoreRecord",
+    "ScoreSaliency",
+    "ScoreWriter",
+    "ScoreWriterHandler",
+    "ScoringItems",
+    "source_name",
+    "stem",
+    "calibrate",
+    "calibrated_score",
+    "csv_row",
+    "decide",
+    "difference_map",
+    "explainer_for",
+    "forward",
+    "gradcam_heatmap",
+    "last_conv_layer",
+    "read_image",
+    "save_images",
+    "pixel_residual",
+    "score_images",
+    "unique_stems",
 ]

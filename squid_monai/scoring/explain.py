@@ -25,8 +25,15 @@ from monai.networks.layers.convutils import gaussian_1d
 from monai.visualize import GradCAM
 from torch import nn
 
-__all__ = ["EXPLAINERS", "DiscriminatorGradCAM", "ExportSaliency", "ScoreSaliency", "explainer_for",
-           "gradcam_heatmap", "last_conv_layer"]
+__all__ = [
+    "EXPLAINERS",
+    "DiscriminatorGradCAM",
+    "ExportSaliency",
+    "ScoreSaliency",
+    "explainer_for",
+    "gradcam_heatmap",
+    "last_conv_layer",
+]
 
 #: What a heat map can explain (:func:`explainer_for`): the reported score, or the discriminator.
 EXPLAINERS = ("score", "discriminator")
@@ -37,7 +44,9 @@ def last_conv_layer(module: nn.Module) -> str:
     the deepest layer that still has a spatial map)."""
     names = [n for n, m in module.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
     if not names:
-        raise ValueError(f"{type(module).__name__} has no convolution layer; pass target_layer explicitly")
+        raise ValueError(
+            f"{type(module).__name__} has no convolution layer; pass target_layer explicitly"
+        )
     return names[-1]
 
 
@@ -52,7 +61,9 @@ class _Oriented(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
         if out.ndim != 2 or out.shape[1] != 1:
-            raise ValueError(f"discriminator must return logits (B, 1), got shape {tuple(out.shape)}")
+            raise ValueError(
+                f"discriminator must return logits (B, 1), got shape {tuple(out.shape)}"
+            )
         return self.sign * out
 
 
@@ -85,8 +96,9 @@ class DiscriminatorGradCAM:
             abnormal; the score rises as the logit falls), ``"normal"`` the logit itself.
     """
 
-    def __init__(self, discriminator: nn.Module, target_layer: str | None = None,
-                 target: str = "abnormal") -> None:
+    def __init__(
+        self, discriminator: nn.Module, target_layer: str | None = None, target: str = "abnormal"
+    ) -> None:
         if target not in ("abnormal", "normal"):
             raise ValueError(f"target must be 'abnormal' or 'normal', got {target!r}")
         net = copy.deepcopy(discriminator).eval()
@@ -97,8 +109,9 @@ class DiscriminatorGradCAM:
             raise ValueError(f"target_layer {layer!r} not found in {type(discriminator).__name__}")
         self.target_layer = layer
         self._model = _Oriented(net, -1.0 if target == "abnormal" else 1.0).eval()
-        self._cam = GradCAM(nn_module=self._model, target_layers=f"net.{layer}",
-                            postprocessing=lambda m: m)
+        self._cam = GradCAM(
+            nn_module=self._model, target_layers=f"net.{layer}", postprocessing=lambda m: m
+        )
 
     def explain(self, images: torch.Tensor, out: dict[str, torch.Tensor]) -> np.ndarray:
         """The heat maps of a scored batch (``out``: the scorer's output on ``images``): of its
@@ -116,8 +129,12 @@ class DiscriminatorGradCAM:
         return _normalise_per_image(cam[:, 0].detach().float().cpu().numpy())
 
 
-def gradcam_heatmap(discriminator: nn.Module, image: torch.Tensor, target_layer: str | None = None,
-                    target: str = "abnormal") -> np.ndarray:
+def gradcam_heatmap(
+    discriminator: nn.Module,
+    image: torch.Tensor,
+    target_layer: str | None = None,
+    target: str = "abnormal",
+) -> np.ndarray:
     """One-shot :class:`DiscriminatorGradCAM`: heat maps (B, H, W) in [0, 1] for ``image``
     (B,1,H,W). For many batches build a ``DiscriminatorGradCAM`` once instead."""
     return DiscriminatorGradCAM(discriminator, target_layer, target)(image)
@@ -160,14 +177,18 @@ class ScoreSaliency:
         self.smoothing = _check_smoothing(smoothing)
         for name in ("raw", "normality"):
             if not callable(getattr(scorer, name, None)):
-                raise ValueError(f"{type(scorer).__name__} has no {name}(): the score saliency needs a "
-                                 "CalibratedScorer (not an export)")
+                raise ValueError(
+                    f"{type(scorer).__name__} has no {name}(): the score saliency needs a "
+                    "CalibratedScorer (not an export)"
+                )
         net = copy.deepcopy(scorer).eval()
         for p in net.parameters():
             p.requires_grad_(False)  # gradients are needed w.r.t. the input only
         self._model = _Abnormality(net).eval()
 
-    def explain(self, images: torch.Tensor, out: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+    def explain(
+        self, images: torch.Tensor, out: dict[str, torch.Tensor] | None = None
+    ) -> np.ndarray:
         """The heat maps of a scored batch: of the input ``images`` (``out`` is not needed)."""
         return self(images)
 
@@ -185,8 +206,9 @@ class ScoreSaliency:
 
 def _check_smoothing(smoothing: float) -> float:
     if not 0 <= float(smoothing) < 1:
-        raise ValueError(f"smoothing must be in [0, 1) (a fraction of the image side), "
-                         f"got {smoothing!r}")
+        raise ValueError(
+            f"smoothing must be in [0, 1) (a fraction of the image side), got {smoothing!r}"
+        )
     return float(smoothing)
 
 
@@ -197,8 +219,10 @@ def _saliency(model, x: torch.Tensor, smoothing: float, name: str) -> np.ndarray
     with torch.enable_grad():
         abnormality = model(x)
         if not abnormality.requires_grad:
-            raise ValueError(f"the score of {name} does not depend on the input through autograd; "
-                             "it cannot be explained by its gradient")
+            raise ValueError(
+                f"the score of {name} does not depend on the input through autograd; "
+                "it cannot be explained by its gradient"
+            )
         (grad,) = torch.autograd.grad(abnormality.sum(), x)
     heat = grad.abs()
     if smoothing > 0:
@@ -234,7 +258,9 @@ class ExportSaliency:
         return _saliency(score, x, self.smoothing, type(self.model).__name__)
 
 
-def explainer_for(scorer: nn.Module, explain: str = "score") -> ScoreSaliency | DiscriminatorGradCAM | None:
+def explainer_for(
+    scorer: nn.Module, explain: str = "score"
+) -> ScoreSaliency | DiscriminatorGradCAM | None:
     """The heat-map explainer of a scorer (:data:`EXPLAINERS`): ``score``, the saliency of its
     reported score (:class:`ScoreSaliency`); ``discriminator``, Grad-CAM of its
     ``discriminator``. An ONNX or OpenVINO scorer (:class:`.runtimes.ExportedScorer`) is
@@ -249,6 +275,8 @@ def explainer_for(scorer: nn.Module, explain: str = "score") -> ScoreSaliency | 
         scorer = getattr(scorer, "reference", scorer)
         return ScoreSaliency(scorer) if callable(getattr(scorer, "raw", None)) else None
     discriminator = getattr(scorer, "discriminator", None)
-    if not isinstance(discriminator, nn.Module) or isinstance(discriminator, torch.jit.ScriptModule):
+    if not isinstance(discriminator, nn.Module) or isinstance(
+        discriminator, torch.jit.ScriptModule
+    ):
         return None
     return DiscriminatorGradCAM(discriminator)

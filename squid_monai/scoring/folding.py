@@ -32,7 +32,11 @@ def fold_batchnorm(scorer: nn.Module) -> nn.Module:
             continue
         order = list(module.adn._modules)
         norm = module.adn._modules.get("N")
-        if order[:1] == ["N"] and type(norm) is nn.BatchNorm2d and isinstance(module.conv, nn.Conv2d):
+        if (
+            order[:1] == ["N"]
+            and type(norm) is nn.BatchNorm2d
+            and isinstance(module.conv, nn.Conv2d)
+        ):
             module.conv = fuse_conv_bn_eval(module.conv, norm)
             module.adn.N = nn.Identity()
     return folded

@@ -22,15 +22,22 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-
 from monai.inferers import Inferer
 
 from ..transforms import EncodedImage, find_radiograph_error, preprocess
 from ..transforms.dicom import dataset_name, is_dicom_dataset
 from .scorer import decide
 
-__all__ = ["PerImageInferer", "ScoreRecord", "ScoringItems", "difference_map", "forward", "read_image",
-           "score_images", "source_name"]
+__all__ = [
+    "PerImageInferer",
+    "ScoreRecord",
+    "ScoringItems",
+    "difference_map",
+    "forward",
+    "read_image",
+    "score_images",
+    "source_name",
+]
 
 
 @dataclass
@@ -56,7 +63,9 @@ class ScoreRecord:
         return self.error is None and self.score is not None
 
     @classmethod
-    def unreadable(cls, image: Any, error: str, label: Any = None, threshold: float | None = None) -> ScoreRecord:
+    def unreadable(
+        cls, image: Any, error: str, label: Any = None, threshold: float | None = None
+    ) -> ScoreRecord:
         """The record of an image that could not be read (the bad-file policy: a row with
         its reason and no score)."""
         return cls(image=str(image), label=_label(label), threshold=threshold, error=str(error))
@@ -65,15 +74,21 @@ class ScoreRecord:
 def difference_map(image: Any, reconstruction: Any) -> Any:
     """``|image - reconstruction|``, same type (tensor or array) and shape as the inputs."""
     if tuple(image.shape) != tuple(reconstruction.shape):
-        raise ValueError(f"image and reconstruction shapes differ: {tuple(image.shape)} vs "
-                         f"{tuple(reconstruction.shape)}")
+        raise ValueError(
+            f"image and reconstruction shapes differ: {tuple(image.shape)} vs "
+            f"{tuple(reconstruction.shape)}"
+        )
     if isinstance(image, torch.Tensor):
         return (image - reconstruction.to(image)).abs()
     return np.abs(np.asarray(image) - np.asarray(reconstruction))
 
 
-def read_image(source: Any, image_size: int | None = None, transform: Callable[[dict], dict] | None = None,
-               **options: Any) -> tuple[torch.Tensor | None, str | None]:
+def read_image(
+    source: Any,
+    image_size: int | None = None,
+    transform: Callable[[dict], dict] | None = None,
+    **options: Any,
+) -> tuple[torch.Tensor | None, str | None]:
     """``(preprocessed image (1, S, S), None)`` or ``(None, reason)``: the bad-file policy
     of every consumer (a :class:`~squid_monai.transforms.RadiographError` is a reason, not
     an exception, so one file cannot stop a run; any other error is a bug and propagates).
@@ -85,13 +100,19 @@ def read_image(source: Any, image_size: int | None = None, transform: Callable[[
     ``options``, the same ``inference_transforms``.
     """
     try:
-        image = preprocess(source, image_size, **options) if transform is None else transform({"image": source})["image"]
+        image = (
+            preprocess(source, image_size, **options)
+            if transform is None
+            else transform({"image": source})["image"]
+        )
     except Exception as err:  # noqa: BLE001 - MONAI wraps a transform's error in a RuntimeError
         found = find_radiograph_error(err)
         if found is None:
             raise
         return None, found.reason
-    return (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).float(), None
+    return (
+        image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+    ).float(), None
 
 
 def source_name(source: Any) -> str:
@@ -124,19 +145,28 @@ class ScoringItems(torch.utils.data.Dataset):
         item = self.data[index]
         source = item["image"]
         image, error = read_image(source, transform=self.transform)
-        return {"index": index, "name": source_name(source), "label": item.get("label"), "image": image,
-                "error": error}
+        return {
+            "index": index,
+            "name": source_name(source),
+            "label": item.get("label"),
+            "image": image,
+            "error": error,
+        }
 
 
 class PerImageInferer(Inferer):
     """MONAI inferer running the network on one image at a time (:func:`forward`): scores
     bitwise independent of the batch size. ``SimpleInferer`` is the batched alternative."""
 
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         return forward(network, inputs, per_image=True)
 
 
-def forward(scorer: Callable[[torch.Tensor], dict], images: torch.Tensor, per_image: bool = True) -> dict[str, torch.Tensor]:
+def forward(
+    scorer: Callable[[torch.Tensor], dict], images: torch.Tensor, per_image: bool = True
+) -> dict[str, torch.Tensor]:
     """``scorer(images)``, one image at a time when ``per_image``: CPU (and GPU) kernels choose
     their blocking by batch size, so a batched forward differs from a single-image one in
     the last bits, which the calibration magnifies; per image, a score is a pure function
@@ -145,7 +175,7 @@ def forward(scorer: Callable[[torch.Tensor], dict], images: torch.Tensor, per_im
         images = images.as_tensor()
     if not per_image or images.shape[0] <= 1:
         return scorer(images)
-    outs = [scorer(images[i:i + 1]) for i in range(images.shape[0])]
+    outs = [scorer(images[i : i + 1]) for i in range(images.shape[0])]
     return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
 
 
@@ -179,16 +209,24 @@ def score_images(
     maps = explainer.explain(images, out) if explainer is not None else None
     score = out["score"].detach().reshape(-1)
     decisions = decide(score, threshold).cpu().tolist()
-    scores, logits = score.double().cpu().tolist(), out["logit"].detach().reshape(-1).double().cpu().tolist()
+    scores, logits = (
+        score.double().cpu().tolist(),
+        out["logit"].detach().reshape(-1).double().cpu().tolist(),
+    )
     limit = float(threshold)
     if pixels:
         reconstruction = out["reconstruction"].detach().float().cpu()
         difference = difference_map(torch.as_tensor(images).detach().float().cpu(), reconstruction)
     records = []
     for i in range(len(scores)):
-        record = ScoreRecord(image=str(names[i]) if names is not None else f"#{i}",
-                             label=_label(labels[i]) if labels is not None else None,
-                             score=scores[i], logit=logits[i], decision=int(decisions[i]), threshold=limit)
+        record = ScoreRecord(
+            image=str(names[i]) if names is not None else f"#{i}",
+            label=_label(labels[i]) if labels is not None else None,
+            score=scores[i],
+            logit=logits[i],
+            decision=int(decisions[i]),
+            threshold=limit,
+        )
         if pixels:
             record.reconstruction = reconstruction[i, 0].numpy()
             record.difference = difference[i, 0].numpy()

@@ -29,15 +29,29 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["OUTPUTS", "RUNTIMES", "ScoreOutputs", "ExportedScorer", "export_onnx", "embed_onnx_card", "to_openvino",
-           "quantize_openvino", "save_openvino", "open_runtime", "outputs_of", "embedded_card",
-           "available"]
+__all__ = [
+    "OUTPUTS",
+    "RUNTIMES",
+    "ScoreOutputs",
+    "ExportedScorer",
+    "export_onnx",
+    "embed_onnx_card",
+    "to_openvino",
+    "quantize_openvino",
+    "save_openvino",
+    "open_runtime",
+    "outputs_of",
+    "embedded_card",
+    "available",
+]
 
 #: the graph outputs, in order (the keys of the scorer's dict)
 OUTPUTS = ("score", "logit", "residual", "reconstruction")
 #: format -> the Python module its runtime needs
 RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino", "openvino_int8": "openvino"}
-_CARD_KEY = "squid.json"  # the model card's entry in ONNX metadata / OpenVINO rt_info (as in TorchScript)
+_CARD_KEY = (
+    "squid.json"  # the model card's entry in ONNX metadata / OpenVINO rt_info (as in TorchScript)
+)
 
 
 def available(fmt: str) -> bool:
@@ -60,17 +74,28 @@ class ScoreOutputs(nn.Module):
         return tuple(out[key] for key in OUTPUTS)
 
 
-def export_onnx(scorer: nn.Module, path: str | os.PathLike, image_size: int, card_json: str | None = None) -> Path:
+def export_onnx(
+    scorer: nn.Module, path: str | os.PathLike, image_size: int, card_json: str | None = None
+) -> Path:
     """Write the ONNX graph of ``scorer`` (any batch size) to ``path``, the model card (JSON)
     in its metadata when given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(1, 1, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings():  # tracer notes on shape-only branches, and the exporter's deprecation notice
+    with (
+        warnings.catch_warnings()
+    ):  # tracer notes on shape-only branches, and the exporter's deprecation notice
         warnings.simplefilter("ignore")
-        torch.onnx.export(ScoreOutputs(scorer.cpu()).eval(), (example,), str(path), dynamo=False,
-                          input_names=["image"], output_names=list(OUTPUTS), opset_version=18,
-                          dynamic_axes={"image": {0: "batch"}, **{key: {0: "batch"} for key in OUTPUTS}})
+        torch.onnx.export(
+            ScoreOutputs(scorer.cpu()).eval(),
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=["image"],
+            output_names=list(OUTPUTS),
+            opset_version=18,
+            dynamic_axes={"image": {0: "batch"}, **{key: {0: "batch"} for key in OUTPUTS}},
+        )
     return path if card_json is None else embed_onnx_card(path, card_json)
 
 
@@ -109,11 +134,14 @@ def quantize_openvino(model, images: Iterable[torch.Tensor], subset_size: int = 
 
     nncf.set_log_level(logging.WARNING)  # not one line per node left in fp32
     batches = [torch.as_tensor(b).float().numpy() for b in images]
-    items = [b[i:i + 1] for b in batches for i in range(len(b))]
-    fp32 = nncf.IgnoredScope(types=["MatMul", "Einsum", "Softmax", "TopK"], patterns=list(FP32_SCOPES), validate=False)
+    items = [b[i : i + 1] for b in batches for i in range(len(b))]
+    fp32 = nncf.IgnoredScope(
+        types=["MatMul", "Einsum", "Softmax", "TopK"], patterns=list(FP32_SCOPES), validate=False
+    )
     with keep_signal_stack():  # NNCF compiles OpenVINO models to collect the statistics
-        return nncf.quantize(model, nncf.Dataset(items), subset_size=min(subset_size, len(items)),
-                             ignored_scope=fp32)
+        return nncf.quantize(
+            model, nncf.Dataset(items), subset_size=min(subset_size, len(items)), ignored_scope=fp32
+        )
 
 
 def save_openvino(model, path: str | os.PathLike, card_json: str | None = None) -> Path:
@@ -135,7 +163,9 @@ def embedded_card(path: str | os.PathLike) -> str:
     if path.suffix == ".onnx":
         import onnx
 
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        props = {
+            p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
+        }
         return props.get(_CARD_KEY, "")
     import openvino as ov
 
@@ -144,7 +174,11 @@ def embedded_card(path: str | os.PathLike) -> str:
 
 
 class _SignalStack(ctypes.Structure):
-    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+    _fields_ = [
+        ("ss_sp", ctypes.c_void_p),
+        ("ss_flags", ctypes.c_int),
+        ("ss_size", ctypes.c_size_t),
+    ]
 
 
 @contextlib.contextmanager
@@ -187,7 +221,9 @@ def export_files(path: str | os.PathLike) -> list[Path]:
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     model = onnx.load(str(path), load_external_data=False)
-    locations = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
+    locations = {
+        ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)
+    }
     return [path, *(path.with_name(name) for name in sorted(locations))]
 
 
@@ -211,8 +247,15 @@ def open_runtime(model, threads: int | None = None):
     if isinstance(model, (str, os.PathLike)):
         model = core.read_model(str(model))
     with keep_signal_stack():
-        compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-                                                     "INFERENCE_PRECISION_HINT": "f32"})
+        compiled = core.compile_model(
+            model,
+            "CPU",
+            {
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads,
+                "INFERENCE_PRECISION_HINT": "f32",
+            },
+        )
     request = compiled.create_infer_request()
     outputs = [compiled.output(key) for key in OUTPUTS]
     lock = threading.Lock()  # one request, reused: a server's threads take turns
@@ -269,4 +312,3 @@ class ExportedScorer(nn.Module):
     def train(self, mode: bool = True) -> ExportedScorer:
         """Always in eval mode, like the scorer it stands for."""
         return super().train(False)
-

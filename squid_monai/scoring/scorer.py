@@ -15,18 +15,31 @@ import torch
 import torch.nn as nn
 from monai.data import MetaTensor
 
-__all__ = ["CalibratedScorer", "feature_distance", "pixel_residual", "calibrate", "calibrated_score", "decide"]
+__all__ = [
+    "CalibratedScorer",
+    "feature_distance",
+    "pixel_residual",
+    "calibrate",
+    "calibrated_score",
+    "decide",
+]
 
 
 def decide(score: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
     """THE decision rule: 1 = "likely abnormal, look closer" when ``score > threshold``,
     compared in float64 (a threshold read from JSON is not rounded to the score's dtype)."""
     score = torch.as_tensor(score).double()
-    limit = threshold.to(score) if isinstance(threshold, torch.Tensor) else torch.tensor(float(threshold), dtype=score.dtype)
+    limit = (
+        threshold.to(score)
+        if isinstance(threshold, torch.Tensor)
+        else torch.tensor(float(threshold), dtype=score.dtype)
+    )
     return (score > limit).long()
 
 
-def calibrated_score(logit: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float) -> torch.Tensor:
+def calibrated_score(
+    logit: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float
+) -> torch.Tensor:
     """Map discriminator logits (real = high) to anomaly scores in (0, 1) (abnormal = high):
     ``1 - sigmoid(z)``, computed as ``sigmoid(-z)``, which keeps very normal images above 0
     in float32 (``1 - sigmoid(20)`` rounds to exactly 0)."""
@@ -134,8 +147,13 @@ def feature_distance(features: torch.Tensor, reference: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def calibrate(scorer: CalibratedScorer, batches: Iterable, device: torch.device | str = "cpu",
-              key: str = "image", quantile: float = 0.95) -> tuple[float, float]:
+def calibrate(
+    scorer: CalibratedScorer,
+    batches: Iterable,
+    device: torch.device | str = "cpu",
+    key: str = "image",
+    quantile: float = 0.95,
+) -> tuple[float, float]:
     """Mean and std of the scored quantity (:meth:`CalibratedScorer.normality`: the logit, the
     negated residual or the negated worst tile) over un-augmented normal images, stored in ``scorer``,
     together with the normal-only threshold (the ``quantile`` of their calibrated scores).

@@ -32,15 +32,37 @@ import numpy as np
 from ..transforms import SUPPORTED_EXTENSIONS
 from .record import ScoreRecord
 
-__all__ = ["CSV_COLUMNS", "IMAGE_FILES", "ScoreWriter", "ScoreWriterHandler", "csv_row", "save_images", "stem",
-           "unique_stems"]
+__all__ = [
+    "CSV_COLUMNS",
+    "IMAGE_FILES",
+    "ScoreWriter",
+    "ScoreWriterHandler",
+    "csv_row",
+    "save_images",
+    "stem",
+    "unique_stems",
+]
 
 #: the common columns of every ``scores.csv``
-CSV_COLUMNS = ("image", "label", "score", "logit", "decision", "threshold", "error",
-               "reconstruction", "difference", "heatmap")
+CSV_COLUMNS = (
+    "image",
+    "label",
+    "score",
+    "logit",
+    "decision",
+    "threshold",
+    "error",
+    "reconstruction",
+    "difference",
+    "heatmap",
+)
 #: file name of each image of a record
-IMAGE_FILES = {"input": "input.png", "reconstruction": "reconstruction.png", "difference": "difference.png",
-               "heatmap": "heatmap.png"}
+IMAGE_FILES = {
+    "input": "input.png",
+    "reconstruction": "reconstruction.png",
+    "difference": "difference.png",
+    "heatmap": "heatmap.png",
+}
 _HEATMAP_COLORMAP = "jet"
 
 
@@ -58,22 +80,31 @@ def csv_row(record: ScoreRecord, files: dict[str, Any] | None = None) -> dict[st
     return row
 
 
-def save_images(record: ScoreRecord, folder: str | os.PathLike, prefix: str = "", image: Any = None,
-                heatmap_colormap: str = _HEATMAP_COLORMAP) -> dict[str, Path]:
+def save_images(
+    record: ScoreRecord,
+    folder: str | os.PathLike,
+    prefix: str = "",
+    image: Any = None,
+    heatmap_colormap: str = _HEATMAP_COLORMAP,
+) -> dict[str, Path]:
     """Write the image files of a scored record into ``folder`` (names ``prefix`` +
     :data:`IMAGE_FILES`); ``image``: the model input, written as ``input.png`` when given.
     Returns name -> path of what was written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    grey = {"input": None if image is None else _plane(image), "reconstruction": record.reconstruction,
-            "difference": record.difference}
+    grey = {
+        "input": None if image is None else _plane(image),
+        "reconstruction": record.reconstruction,
+        "difference": record.difference,
+    }
     for name, values in grey.items():
         if values is not None:
             written[name] = _save_grey(folder / f"{prefix}{IMAGE_FILES[name]}", values)
     if record.heatmap is not None:
-        written["heatmap"] = _save_colour(folder / f"{prefix}{IMAGE_FILES['heatmap']}", record.heatmap,
-                                          heatmap_colormap)
+        written["heatmap"] = _save_colour(
+            folder / f"{prefix}{IMAGE_FILES['heatmap']}", record.heatmap, heatmap_colormap
+        )
     return written
 
 
@@ -90,8 +121,13 @@ class ScoreWriter:
         heatmap_colormap: matplotlib colour map of ``heatmap.png``.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, images: bool = True, extra_columns: Sequence[str] = (),
-                 heatmap_colormap: str = _HEATMAP_COLORMAP):
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        images: bool = True,
+        extra_columns: Sequence[str] = (),
+        heatmap_colormap: str = _HEATMAP_COLORMAP,
+    ):
         self.output_dir, self.images = Path(output_dir), images
         self.columns = (*CSV_COLUMNS, *extra_columns)
         self.heatmap_colormap = heatmap_colormap
@@ -113,8 +149,12 @@ class ScoreWriter:
         """One row (and its images, named ``<stem>_...``); returns the row."""
         files = {}
         if self.images and record.scored:
-            files = save_images(record, self.output_dir / "images", f"{stem or 'image'}_",
-                                heatmap_colormap=self.heatmap_colormap)
+            files = save_images(
+                record,
+                self.output_dir / "images",
+                f"{stem or 'image'}_",
+                heatmap_colormap=self.heatmap_colormap,
+            )
         row = csv_row(record, files)
         self._csv.writerow(row)
         self.counts["images"] += 1
@@ -155,10 +195,20 @@ class ScoreWriterHandler:
     Args: as :class:`ScoreWriter`, plus ``output_key``.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, images: bool = True, extra_columns: Sequence[str] = (),
-                 heatmap_colormap: str = _HEATMAP_COLORMAP, output_key: str = "records"):
-        self.writer = ScoreWriter(output_dir, images=images, extra_columns=extra_columns,
-                                  heatmap_colormap=heatmap_colormap)
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        images: bool = True,
+        extra_columns: Sequence[str] = (),
+        heatmap_colormap: str = _HEATMAP_COLORMAP,
+        output_key: str = "records",
+    ):
+        self.writer = ScoreWriter(
+            output_dir,
+            images=images,
+            extra_columns=extra_columns,
+            heatmap_colormap=heatmap_colormap,
+        )
         self.output_key = output_key
         self.summary: dict[str, Any] = {}
         self._rows = 0
@@ -181,22 +231,34 @@ class ScoreWriterHandler:
         stems = [stem(self._rows + i, r.image, self._total) for i, r in enumerate(records)]
         self._rows += len(records)
         self.writer.write_all(records, stems)
-        self._threshold = next((r.threshold for r in records if r.threshold is not None), self._threshold)
+        self._threshold = next(
+            (r.threshold for r in records if r.threshold is not None), self._threshold
+        )
 
     def _close(self, engine) -> None:
         self.writer.__exit__()
-        self.summary = {**self.writer.counts, "threshold": self._threshold, "csv": str(self.writer.path)}
+        self.summary = {
+            **self.writer.counts,
+            "threshold": self._threshold,
+            "csv": str(self.writer.path),
+        }
 
 
 def _plane(values: Any) -> np.ndarray:
-    array = values.detach().float().cpu().numpy() if hasattr(values, "detach") else np.asarray(values, np.float32)
+    array = (
+        values.detach().float().cpu().numpy()
+        if hasattr(values, "detach")
+        else np.asarray(values, np.float32)
+    )
     return array.reshape(array.shape[-2:])
 
 
 def _save_grey(path: Path, values: Any) -> Path:
     from PIL import Image
 
-    Image.fromarray(np.round(np.clip(_plane(values), 0.0, 1.0) * 255.0).astype(np.uint8), mode="L").save(path)
+    Image.fromarray(
+        np.round(np.clip(_plane(values), 0.0, 1.0) * 255.0).astype(np.uint8), mode="L"
+    ).save(path)
     return path
 
 

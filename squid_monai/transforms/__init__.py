@@ -13,7 +13,12 @@ from squid_monai.transforms.intensity import (
     RobustScaleIntensityd,
 )
 from squid_monai.transforms.loading import LoadRadiograph, LoadRadiographd
-from squid_monai.transforms.reading import SUPPORTED_EXTENSIONS, image_format, read_radiograph, validate_image
+from squid_monai.transforms.reading import (
+    SUPPORTED_EXTENSIONS,
+    image_format,
+    read_radiograph,
+    validate_image,
+)
 from squid_monai.transforms.spatial import (
     AUGMENT_RESAMPLINGS,
     RandScaleTranslate,

@@ -41,8 +41,12 @@ def check_global_augment(value: str) -> str:
     return value
 
 
-def global_augment_transforms(keys: KeysCollection, image_size: int, value: str = "acquisition",
-                              allow_missing_keys: bool = False) -> list:
+def global_augment_transforms(
+    keys: KeysCollection,
+    image_size: int,
+    value: str = "acquisition",
+    allow_missing_keys: bool = False,
+) -> list:
     """The transforms of ``global_augment=value`` (empty for ``"none"``): each with its own
     probability, strengths of the order of the shift test's (contrast x 0.7-1.3, gamma
     0.67-1.5, blur sigma up to 1 model pixel, edge enhancement up to alpha 2, noise std up to
@@ -55,8 +59,15 @@ def global_augment_transforms(keys: KeysCollection, image_size: int, value: str 
         RandAdjustContrastd(prob=0.5, gamma=(0.67, 1.5), **kw),
         BorderPadd(spatial_border=_BORDER, mode="reflect", **kw),
         RandGaussianSmoothd(prob=0.25, sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0), **kw),
-        RandGaussianSharpend(prob=0.25, sigma1_x=(0.3, 0.6), sigma1_y=(0.3, 0.6), sigma2_x=(0.8, 1.5),
-                             sigma2_y=(0.8, 1.5), alpha=(0.5, 2.0), **kw),
+        RandGaussianSharpend(
+            prob=0.25,
+            sigma1_x=(0.3, 0.6),
+            sigma1_y=(0.3, 0.6),
+            sigma2_x=(0.8, 1.5),
+            sigma2_y=(0.8, 1.5),
+            alpha=(0.5, 2.0),
+            **kw,
+        ),
         CenterSpatialCropd(roi_size=image_size, **kw),
         RandGaussianNoised(prob=0.25, std=0.03, **kw),
         ScaleIntensityRanged(a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True, **kw),

@@ -54,11 +54,16 @@ def check_switches(**switches: str) -> dict:
     """The given preprocessing switches (``intensity``, ``augment_resampling``,
     ``global_augment``), checked: a ``ValueError`` names an unknown key or value. For the
     configs' ``**options``."""
-    checks = {"intensity": check_intensity_rule, "augment_resampling": check_resampling,
-              "global_augment": check_global_augment}
+    checks = {
+        "intensity": check_intensity_rule,
+        "augment_resampling": check_resampling,
+        "global_augment": check_global_augment,
+    }
     unknown = set(switches) - set(checks)
     if unknown:
-        raise ValueError(f"unknown preprocessing switch(es) {sorted(unknown)}; known: {sorted(checks)}")
+        raise ValueError(
+            f"unknown preprocessing switch(es) {sorted(unknown)}; known: {sorted(checks)}"
+        )
     return {key: checks[key](value) for key, value in switches.items()}
 
 
@@ -83,11 +88,18 @@ def inference_transforms(
     return Compose(
         [
             LoadRadiographd(
-                keys, apply_voi=apply_voi, dicom_modalities=dicom_modalities, allow_missing_keys=allow_missing_keys,
+                keys,
+                apply_voi=apply_voi,
+                dicom_modalities=dicom_modalities,
+                allow_missing_keys=allow_missing_keys,
                 max_pixels=max_pixels,
             ),
             intensity_transformd(
-                keys, intensity, lower=lower_percentile, upper=upper_percentile, allow_missing_keys=allow_missing_keys
+                keys,
+                intensity,
+                lower=lower_percentile,
+                upper=upper_percentile,
+                allow_missing_keys=allow_missing_keys,
             ),
             ResizeRadiographd(keys, image_size=image_size, allow_missing_keys=allow_missing_keys),
         ]
@@ -133,7 +145,9 @@ def train_transforms(
         allow_missing_keys=allow_missing_keys,
     )
     size = image_size if isinstance(image_size, int) else tuple(image_size)
-    extra = global_augment_transforms(keys, size, global_augment, allow_missing_keys=allow_missing_keys)
+    extra = global_augment_transforms(
+        keys, size, global_augment, allow_missing_keys=allow_missing_keys
+    )
     return Compose([*deterministic.transforms, augment, *extra])
 
 
@@ -154,9 +168,15 @@ def preprocess(
     ``pydicom.Dataset`` or an (H, W) / (1, H, W) array. Bad input raises ``RadiographError``
     itself (MONAI's ``Compose`` wraps it in a RuntimeError, which is unwrapped here).
     """
-    transforms = inference_transforms(image_size, lower_percentile=lower_percentile, upper_percentile=upper_percentile,
-                                      apply_voi=apply_voi, dicom_modalities=dicom_modalities, intensity=intensity,
-                                      max_pixels=max_pixels)
+    transforms = inference_transforms(
+        image_size,
+        lower_percentile=lower_percentile,
+        upper_percentile=upper_percentile,
+        apply_voi=apply_voi,
+        dicom_modalities=dicom_modalities,
+        intensity=intensity,
+        max_pixels=max_pixels,
+    )
     try:
         out = transforms({"image": image})["image"]
     except RuntimeError as err:

@@ -61,7 +61,11 @@ def is_dicom_dataset(source) -> bool:
 def dataset_name(ds) -> str:
     """How messages name an in-memory dataset: its file when it came from one."""
     filename = getattr(ds, "filename", None)
-    return os.fspath(filename) if isinstance(filename, (str, os.PathLike)) and filename else "<DICOM dataset>"
+    return (
+        os.fspath(filename)
+        if isinstance(filename, (str, os.PathLike)) and filename
+        else "<DICOM dataset>"
+    )
 
 
 def read_dicom(
@@ -95,23 +99,33 @@ def read_dicom(
         if isinstance(source, EncodedImage):
             path = source.name
             if _transfer_syntax(source) == pydicom.uid.DeflatedExplicitVRLittleEndian:
-                raise RadiographError(path, "deflated DICOM (transfer syntax Deflated Explicit VR Little Endian) "
-                                            "is not accepted from memory: it inflates without a bound")
+                raise RadiographError(
+                    path,
+                    "deflated DICOM (transfer syntax Deflated Explicit VR Little Endian) "
+                    "is not accepted from memory: it inflates without a bound",
+                )
             source = source.open()
         try:
             ds = pydicom.dcmread(source, force=True)
         except Exception as err:  # pydicom raises many types for damaged files
-            raise RadiographError(path, f"not a readable DICOM file ({type(err).__name__}: {err})") from err
+            raise RadiographError(
+                path, f"not a readable DICOM file ({type(err).__name__}: {err})"
+            ) from err
         if len(ds) == 0 and _has_image_header(source):
             # pydicom returns an empty dataset when a file ends inside encapsulated pixel data
-            raise RadiographError(path, f"truncated pixel data: the file ends inside its "
-                                        f"{_syntax_name(ds)} pixel data (cut short in transfer or "
-                                        "storage; the header is intact)")
+            raise RadiographError(
+                path,
+                f"truncated pixel data: the file ends inside its "
+                f"{_syntax_name(ds)} pixel data (cut short in transfer or "
+                "storage; the header is intact)",
+            )
     if "PixelData" not in ds:
         raise RadiographError(path, "DICOM file has no pixel data (not an image, or not DICOM)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
-        raise RadiographError(path, f"multi-frame DICOM ({frames} frames): only single 2D radiographs are supported")
+        raise RadiographError(
+            path, f"multi-frame DICOM ({frames} frames): only single 2D radiographs are supported"
+        )
     _check_is_radiograph(path, ds, modalities)
     check_pixels(path, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), max_pixels)
 
@@ -123,9 +137,13 @@ def read_dicom(
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples == 3 and pixels.ndim == 3:
         # colour Secondary Capture of a radiograph: pydicom returns RGB; take the luma
-        pixels = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        pixels = pixels[..., :3].astype(np.float32) @ np.array(
+            [0.299, 0.587, 0.114], dtype=np.float32
+        )
     elif pixels.ndim != 2:
-        raise RadiographError(path, f"pixel data has shape {tuple(pixels.shape)}: not a single 2D image")
+        raise RadiographError(
+            path, f"pixel data has shape {tuple(pixels.shape)}: not a single 2D image"
+        )
 
     image = apply_modality_lut(pixels, ds)
     has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
@@ -134,7 +152,9 @@ def read_dicom(
         try:
             image = apply_voi_lut(image, ds, index=0, prefer_lut=True)
         except Exception as err:
-            raise RadiographError(path, f"invalid VOI LUT / window ({type(err).__name__}: {err})") from err
+            raise RadiographError(
+                path, f"invalid VOI LUT / window ({type(err).__name__}: {err})"
+            ) from err
     image = np.asarray(image, dtype=np.float32)
 
     if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
@@ -201,17 +221,21 @@ def _pixel_data_problem(ds, err: Exception) -> str:
         expected = (pixels * bits + 7) // 8
         held = len(ds.PixelData or b"")
         if held < expected:
-            return (f"truncated pixel data: the file holds {held} of the {expected} bytes its "
-                    "header (Rows x Columns x BitsAllocated) needs (cut short in transfer or "
-                    "storage)")
+            return (
+                f"truncated pixel data: the file holds {held} of the {expected} bytes its "
+                "header (Rows x Columns x BitsAllocated) needs (cut short in transfer or "
+                "storage)"
+            )
         return f"cannot decode the pixel data ({name}): {detail}"
     try:
         available = syntax is not None and get_decoder(syntax).is_available
     except (NotImplementedError, ValueError):  # no decoder for this transfer syntax at all
         available = False
     if not available:
-        return (f"cannot decode pixel data (transfer syntax {name}; needs a pydicom pixel-data "
-                f"plugin such as pylibjpeg-libjpeg / pylibjpeg-openjpeg): {detail}")
+        return (
+            f"cannot decode pixel data (transfer syntax {name}; needs a pydicom pixel-data "
+            f"plugin such as pylibjpeg-libjpeg / pylibjpeg-openjpeg): {detail}"
+        )
     return f"damaged or truncated compressed pixel data ({name}): the decoder fails ({detail})"
 
 
@@ -223,7 +247,9 @@ def _transfer_syntax(image: EncodedImage) -> str | None:
     fp = image.open()
     fp.seek(132)
     try:
-        for element in data_element_generator(fp, False, True, stop_when=lambda tag, vr, length: tag.group != 2):
+        for element in data_element_generator(
+            fp, False, True, stop_when=lambda tag, vr, length: tag.group != 2
+        ):
             if element.tag == 0x00020010:
                 return element.value.decode("ascii", "replace").strip("\0 ")
     except Exception:  # noqa: BLE001 - a damaged meta group: dcmread reports it
@@ -242,11 +268,14 @@ def _check_is_radiograph(path, ds, modalities) -> None:
     sop_class = str(ds.get("SOPClassUID", "") or "")
     if modality in modalities:
         return
-    if modality in SECONDARY_CAPTURE_MODALITIES or sop_class.startswith(_SECONDARY_CAPTURE_SOP_PREFIX):
+    if modality in SECONDARY_CAPTURE_MODALITIES or sop_class.startswith(
+        _SECONDARY_CAPTURE_SOP_PREFIX
+    ):
         return
     raise RadiographError(
-        path, f"modality {modality!r} is not a projection radiograph (accepted: {', '.join(modalities)} "
-        "or Secondary Capture)"
+        path,
+        f"modality {modality!r} is not a projection radiograph (accepted: {', '.join(modalities)} "
+        "or Secondary Capture)",
     )
 
 

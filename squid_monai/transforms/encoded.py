@@ -49,8 +49,9 @@ def encoded_format(image: EncodedImage) -> str:
     if has_dicom_marker(data[:132]):
         return "dicom"
     raise RadiographError(
-        image.name, "unsupported content: not a PNG, JPEG or DICOM file (DICOM needs its 128-byte preamble and "
-        "the 'DICM' marker)"
+        image.name,
+        "unsupported content: not a PNG, JPEG or DICOM file (DICOM needs its 128-byte preamble and "
+        "the 'DICM' marker)",
     )
 
 
@@ -59,6 +60,7 @@ def check_pixels(name: str, rows: int, cols: int, max_pixels: int | None) -> Non
     is decoded: a small file can claim a huge image (a decompression bomb)."""
     if max_pixels is not None and rows * cols > max_pixels:
         raise RadiographError(
-            name, f"image of {rows} x {cols} pixels is larger than the limit of {max_pixels} pixels; refused "
-            "before decoding (max_pixels sets the limit)"
+            name,
+            f"image of {rows} x {cols} pixels is larger than the limit of {max_pixels} pixels; refused "
+            "before decoding (max_pixels sets the limit)",
         )

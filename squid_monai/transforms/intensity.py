@@ -56,9 +56,13 @@ DEFAULT_UPPER_PERCENTILE = 99.5
 class RobustScaleIntensity(Transform):
     """Clip an image at the given percentiles and scale it linearly to [0, 1] (float32)."""
 
-    def __init__(self, lower: float = DEFAULT_LOWER_PERCENTILE, upper: float = DEFAULT_UPPER_PERCENTILE) -> None:
+    def __init__(
+        self, lower: float = DEFAULT_LOWER_PERCENTILE, upper: float = DEFAULT_UPPER_PERCENTILE
+    ) -> None:
         if not 0.0 <= lower < upper <= 100.0:
-            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
+            raise ValueError(
+                f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}"
+            )
         self.lower = float(lower)
         self.upper = float(upper)
 
@@ -70,7 +74,9 @@ class RobustScaleIntensity(Transform):
             low, high = values.min(), values.max()
         if not high > low:
             name = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
-            raise RadiographError(name, f"constant image (every pixel is {float(low):g}): cannot scale to [0, 1]")
+            raise RadiographError(
+                name, f"constant image (every pixel is {float(low):g}): cannot scale to [0, 1]"
+            )
         # float32 throughout, so that the pixel at the upper bound maps to exactly 1
         return ((img.float() - low) / (high - low)).clamp_(0.0, 1.0)
 
@@ -103,12 +109,17 @@ class RawScaleIntensity(Transform):
         meta = img.meta if isinstance(img, MetaTensor) else {}
         if "value_range" not in meta:
             raise RadiographError(
-                meta.get("filename_or_obj"), 'the "raw" intensity rule needs the stored bit depth of the image, '
-                "which is not known here (floating-point data?): use the \"percentile\" rule"
+                meta.get("filename_or_obj"),
+                'the "raw" intensity rule needs the stored bit depth of the image, '
+                'which is not known here (floating-point data?): use the "percentile" rule',
             )
-        low, high = (float(v) for v in np.asarray(meta["value_range"], dtype=np.float64).reshape(-1)[:2])
+        low, high = (
+            float(v) for v in np.asarray(meta["value_range"], dtype=np.float64).reshape(-1)[:2]
+        )
         if not high > low:
-            raise RadiographError(meta.get("filename_or_obj"), f"empty stored value range [{low:g}, {high:g}]")
+            raise RadiographError(
+                meta.get("filename_or_obj"), f"empty stored value range [{low:g}, {high:g}]"
+            )
         # float32 arithmetic; low = 0 gives exactly value / full scale (8-bit: pixel / 255)
         return ((img.float() - low) / (high - low)).clamp_(0.0, 1.0)
 
@@ -130,17 +141,27 @@ def check_intensity_rule(rule: str) -> str:
     return rule
 
 
-def intensity_transform(rule: str = "percentile", lower: float = DEFAULT_LOWER_PERCENTILE,
-                        upper: float = DEFAULT_UPPER_PERCENTILE) -> Transform:
+def intensity_transform(
+    rule: str = "percentile",
+    lower: float = DEFAULT_LOWER_PERCENTILE,
+    upper: float = DEFAULT_UPPER_PERCENTILE,
+) -> Transform:
     """The array transform of an intensity ``rule`` (percentiles only concern ``"percentile"``)."""
     if check_intensity_rule(rule) == "raw":
         return RawScaleIntensity()
     return RobustScaleIntensity(lower=lower, upper=upper)
 
 
-def intensity_transformd(keys: KeysCollection, rule: str = "percentile", lower: float = DEFAULT_LOWER_PERCENTILE,
-                         upper: float = DEFAULT_UPPER_PERCENTILE, allow_missing_keys: bool = False) -> MapTransform:
+def intensity_transformd(
+    keys: KeysCollection,
+    rule: str = "percentile",
+    lower: float = DEFAULT_LOWER_PERCENTILE,
+    upper: float = DEFAULT_UPPER_PERCENTILE,
+    allow_missing_keys: bool = False,
+) -> MapTransform:
     """The dictionary transform of an intensity ``rule``."""
     if check_intensity_rule(rule) == "raw":
         return RawScaleIntensityd(keys, allow_missing_keys=allow_missing_keys)
-    return RobustScaleIntensityd(keys, lower=lower, upper=upper, allow_missing_keys=allow_missing_keys)
+    return RobustScaleIntensityd(
+        keys, lower=lower, upper=upper, allow_missing_keys=allow_missing_keys
+    )

@@ -11,7 +11,12 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES, dataset_name, is_dicom_dataset, read_dicom
+from squid_monai.transforms.dicom import (
+    RADIOGRAPH_MODALITIES,
+    dataset_name,
+    is_dicom_dataset,
+    read_dicom,
+)
 from squid_monai.transforms.encoded import DEFAULT_MAX_PIXELS, EncodedImage
 from squid_monai.transforms.errors import RadiographError
 from squid_monai.transforms.reading import array_value_range, read_radiograph, validate_image
@@ -59,14 +64,23 @@ class LoadRadiograph(Transform):
         if isinstance(source, (str, os.PathLike, EncodedImage)):
             name = source.name if isinstance(source, EncodedImage) else os.fspath(source)
             image, value_range = read_radiograph(
-                source, apply_voi=self.apply_voi, reorient=self.reorient, dicom_modalities=self.dicom_modalities,
-                return_value_range=True, max_pixels=self.max_pixels,
+                source,
+                apply_voi=self.apply_voi,
+                reorient=self.reorient,
+                dicom_modalities=self.dicom_modalities,
+                return_value_range=True,
+                max_pixels=self.max_pixels,
             )
         elif is_dicom_dataset(source):
             name = dataset_name(source)
-            image, value_range = read_dicom(source, apply_voi=self.apply_voi, reorient=self.reorient,
-                                            modalities=self.dicom_modalities, return_value_range=True,
-                                            max_pixels=self.max_pixels)
+            image, value_range = read_dicom(
+                source,
+                apply_voi=self.apply_voi,
+                reorient=self.reorient,
+                modalities=self.dicom_modalities,
+                return_value_range=True,
+                max_pixels=self.max_pixels,
+            )
             image = validate_image(image, name)
         elif isinstance(source, (np.ndarray, torch.Tensor)):
             meta = source.meta if isinstance(source, MetaTensor) else {}
@@ -75,7 +89,9 @@ class LoadRadiograph(Transform):
             value_range = meta.get("value_range", array_value_range(array))
             image = validate_image(array, name)
         else:
-            raise RadiographError(None, f"cannot load an object of type {type(source).__name__} as an image")
+            raise RadiographError(
+                None, f"cannot load an object of type {type(source).__name__} as an image"
+            )
         meta = {"filename_or_obj": name, "spatial_shape": np.asarray(image.shape)}
         if value_range is not None:
             meta["value_range"] = np.asarray(value_range, dtype=np.float64).reshape(2)
@@ -95,8 +111,12 @@ class LoadRadiographd(MapTransform):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadRadiograph(apply_voi=apply_voi, reorient=reorient, dicom_modalities=dicom_modalities,
-                                     max_pixels=max_pixels)
+        self.loader = LoadRadiograph(
+            apply_voi=apply_voi,
+            reorient=reorient,
+            dicom_modalities=dicom_modalities,
+            max_pixels=max_pixels,
+        )
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -106,9 +126,13 @@ class LoadRadiographd(MapTransform):
 
 
 def _array_to_2d(source, name: str) -> np.ndarray:
-    array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+    array = (
+        source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+    )
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2:
-        raise RadiographError(name, f"in-memory image must be (H, W) or (1, H, W), got shape {tuple(array.shape)}")
+        raise RadiographError(
+            name, f"in-memory image must be (H, W) or (1, H, W), got shape {tuple(array.shape)}"
+        )
     return array

@@ -37,7 +37,13 @@ from pathlib import Path
 import numpy as np
 
 from squid_monai.transforms.dicom import RADIOGRAPH_MODALITIES, read_dicom
-from squid_monai.transforms.encoded import DEFAULT_MAX_PIXELS, EncodedImage, check_pixels, encoded_format, has_dicom_marker
+from squid_monai.transforms.encoded import (
+    DEFAULT_MAX_PIXELS,
+    EncodedImage,
+    check_pixels,
+    encoded_format,
+    has_dicom_marker,
+)
 from squid_monai.transforms.errors import RadiographError
 
 #: File name endings and the reader each one selects.
@@ -65,7 +71,8 @@ def image_format(path: str | os.PathLike) -> str:
     if _has_dicom_marker(path):
         return "dicom"
     raise RadiographError(
-        path, f"unsupported file type (supported: {', '.join(SUPPORTED_EXTENSIONS)}, or DICOM without extension)"
+        path,
+        f"unsupported file type (supported: {', '.join(SUPPORTED_EXTENSIONS)}, or DICOM without extension)",
     )
 
 
@@ -102,15 +109,23 @@ def read_radiograph(
         elif kind == "nifti":
             image, value_range = _read_nifti(source)  # local files only: no pixel limit
         else:
-            image, value_range = read_dicom(source, apply_voi=apply_voi, reorient=reorient, modalities=dicom_modalities,
-                                            return_value_range=True, max_pixels=max_pixels)
+            image, value_range = read_dicom(
+                source,
+                apply_voi=apply_voi,
+                reorient=reorient,
+                modalities=dicom_modalities,
+                return_value_range=True,
+                max_pixels=max_pixels,
+            )
     except RadiographError:
         raise
     except Exception as err:  # noqa: BLE001
         if not isinstance(source, EncodedImage):
             raise
         # bytes from a client: whatever a decoder trips over is a property of the data, not a bug here
-        raise RadiographError(name, f"cannot decode the image ({type(err).__name__}: {err})") from err
+        raise RadiographError(
+            name, f"cannot decode the image ({type(err).__name__}: {err})"
+        ) from err
     image = validate_image(image, name)
     return (image, value_range) if return_value_range else image
 
@@ -135,12 +150,17 @@ def validate_image(image: np.ndarray, path: str | os.PathLike | None = None) -> 
         raise RadiographError(path, f"empty image (shape {tuple(image.shape)})")
     if min(image.shape) < MIN_SIDE:
         rows, cols = image.shape
-        raise RadiographError(path, f"image of {rows} x {cols} pixels is too small to be a "
-                                    f"radiograph (at least {MIN_SIDE} x {MIN_SIDE})")
+        raise RadiographError(
+            path,
+            f"image of {rows} x {cols} pixels is too small to be a "
+            f"radiograph (at least {MIN_SIDE} x {MIN_SIDE})",
+        )
     image = np.ascontiguousarray(image, dtype=np.float32)
     finite = np.isfinite(image)
     if not finite.all():
-        raise RadiographError(path, f"{int(image.size - finite.sum())} pixel values are NaN or infinite")
+        raise RadiographError(
+            path, f"{int(image.size - finite.sum())} pixel values are NaN or infinite"
+        )
     low, high = float(image.min()), float(image.max())
     if high <= low:
         raise RadiographError(path, f"constant image (every pixel is {low:g}): nothing to see")
@@ -155,15 +175,21 @@ def _has_dicom_marker(path) -> bool:
         return False
 
 
-def _read_pil(source: str | EncodedImage, max_pixels: int | None) -> tuple[np.ndarray, tuple[float, float] | None]:
+def _read_pil(
+    source: str | EncodedImage, max_pixels: int | None
+) -> tuple[np.ndarray, tuple[float, float] | None]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    name, fp = (source.name, source.open()) if isinstance(source, EncodedImage) else (source, source)
+    name, fp = (
+        (source.name, source.open()) if isinstance(source, EncodedImage) else (source, source)
+    )
     try:
         with Image.open(fp) as img:  # reads the header only
             frames = getattr(img, "n_frames", 1)
             if frames > 1:
-                raise RadiographError(name, f"multi-frame image ({frames} frames): only single 2D radiographs")
+                raise RadiographError(
+                    name, f"multi-frame image ({frames} frames): only single 2D radiographs"
+                )
             check_pixels(name, img.height, img.width, max_pixels)
             img.load()  # decode now: truncated files fail here, not later
             img = ImageOps.exif_transpose(img)
@@ -175,7 +201,9 @@ def _read_pil(source: str | EncodedImage, max_pixels: int | None) -> tuple[np.nd
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         # Pillow names an in-memory file by its object's repr: name it as the caller does
         detail = str(err).replace(repr(fp), repr(name))
-        raise RadiographError(name, f"cannot decode image ({type(err).__name__}: {detail})") from err
+        raise RadiographError(
+            name, f"cannot decode image ({type(err).__name__}: {detail})"
+        ) from err
 
 
 def _pil_to_grey(img) -> np.ndarray:
@@ -187,7 +215,9 @@ def _pil_to_grey(img) -> np.ndarray:
         return np.asarray(img.getchannel("L"), dtype=np.float32)
     rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-        return np.ascontiguousarray(rgb[..., 0])  # R = G = B: exactly (the float32 luma is off by ~1e-5)
+        return np.ascontiguousarray(
+            rgb[..., 0]
+        )  # R = G = B: exactly (the float32 luma is off by ~1e-5)
     return rgb @ _LUMA
 
 
@@ -215,8 +245,9 @@ def _read_nifti(path: str) -> tuple[np.ndarray, tuple[float, float] | None]:
     axes = [n for n in data.shape if n != 1]
     if len(axes) != 2:
         raise RadiographError(
-            path, f"NIfTI image of shape {tuple(data.shape)} is not 2D (a 3D volume or several channels): "
-            "only 2D radiographs are supported"
+            path,
+            f"NIfTI image of shape {tuple(data.shape)} is not 2D (a 3D volume or several channels): "
+            "only 2D radiographs are supported",
         )
     return data.reshape(axes).T, value_range  # (x, y) -> (rows, cols)
 

@@ -64,7 +64,14 @@ from monai.transforms import (
 )
 from PIL import Image
 
-__all__ = ["SHIFTS", "AcquisitionShiftd", "Shift", "apply_shift", "image_seed", "shifted_transforms"]
+__all__ = [
+    "SHIFTS",
+    "AcquisitionShiftd",
+    "Shift",
+    "apply_shift",
+    "image_seed",
+    "shifted_transforms",
+]
 
 
 def _reflected(transform: Callable, x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -72,7 +79,7 @@ def _reflected(transform: Callable, x: torch.Tensor, pad: int) -> torch.Tensor:
     (MONAI's Gaussian filters pad with zeros, which would darken the border), cropped back."""
     pad = min(pad, x.shape[-1] - 1, x.shape[-2] - 1)
     out = torch.as_tensor(transform(F.pad(x[None], (pad,) * 4, mode="reflect")[0]))
-    return out[..., pad:pad + x.shape[-2], pad:pad + x.shape[-1]]
+    return out[..., pad : pad + x.shape[-2], pad : pad + x.shape[-1]]
 
 
 def _gaussian_pad(*sigmas: float) -> int:
@@ -98,7 +105,9 @@ def blur(x: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
     return _reflected(GaussianSmooth(sigma=s), x, _gaussian_pad(s))
 
 
-def sharpen(x: torch.Tensor, sigma1: float, sigma2: float, alpha: float, seed: int = 0) -> torch.Tensor:
+def sharpen(
+    x: torch.Tensor, sigma1: float, sigma2: float, alpha: float, seed: int = 0
+) -> torch.Tensor:
     """MONAI's edge enhancement, both sigmas a share of the image's shorter side."""
     s1, s2 = sigma1 * _side(x), sigma2 * _side(x)
     return _reflected(GaussianSharpen(sigma1=s1, sigma2=s2, alpha=alpha), x, _gaussian_pad(s1, s2))
@@ -159,21 +168,37 @@ def _shift(name: str, function: Callable, description: str, **params) -> Shift:
 
 
 #: The documented shifts (module docstring), by name, in the order of the report.
-SHIFTS: dict[str, Shift] = {s.name: s for s in (
-    _shift("contrast_down", contrast, "linear contrast x 0.7 about the mean", factor=-0.3),
-    _shift("contrast_up", contrast, "linear contrast x 1.3 about the mean, clipped", factor=0.3),
-    _shift("gamma_0.67", gamma, "gamma 0.67 (brighter mid-tones)", value=0.67),
-    _shift("gamma_1.5", gamma, "gamma 1.5 (darker mid-tones)", value=1.5),
-    _shift("blur", blur, "Gaussian blur, sigma 1 % of the side", sigma=0.01),
-    _shift("sharpen", sharpen, "edge enhancement (GaussianSharpen, sigmas 0.25 % / 1 % of the side, alpha 1.5)",
-           sigma1=0.0025, sigma2=0.01, alpha=1.5),
-    _shift("gauss_noise", gaussian_noise, "additive Gaussian noise, std 0.05", std=0.05),
-    _shift("poisson_noise", poisson_noise, "Poisson (quantum) noise, 100 photons at full scale", photons=100.0),
-    _shift("down_up", down_up, "resolution x 0.3 (area) and restored (bilinear)", factor=0.3),
-    _shift("jpeg", jpeg, "8-bit JPEG re-encoding, quality 30", quality=30),
-    _shift("crop", crop, "random 80 % window resized back (seeded per image)", fraction=0.8),
-    _shift("zoom_out", zoom_out, "field of view 1/0.85 wider, black border", factor=0.85),
-)}
+SHIFTS: dict[str, Shift] = {
+    s.name: s
+    for s in (
+        _shift("contrast_down", contrast, "linear contrast x 0.7 about the mean", factor=-0.3),
+        _shift(
+            "contrast_up", contrast, "linear contrast x 1.3 about the mean, clipped", factor=0.3
+        ),
+        _shift("gamma_0.67", gamma, "gamma 0.67 (brighter mid-tones)", value=0.67),
+        _shift("gamma_1.5", gamma, "gamma 1.5 (darker mid-tones)", value=1.5),
+        _shift("blur", blur, "Gaussian blur, sigma 1 % of the side", sigma=0.01),
+        _shift(
+            "sharpen",
+            sharpen,
+            "edge enhancement (GaussianSharpen, sigmas 0.25 % / 1 % of the side, alpha 1.5)",
+            sigma1=0.0025,
+            sigma2=0.01,
+            alpha=1.5,
+        ),
+        _shift("gauss_noise", gaussian_noise, "additive Gaussian noise, std 0.05", std=0.05),
+        _shift(
+            "poisson_noise",
+            poisson_noise,
+            "Poisson (quantum) noise, 100 photons at full scale",
+            photons=100.0,
+        ),
+        _shift("down_up", down_up, "resolution x 0.3 (area) and restored (bilinear)", factor=0.3),
+        _shift("jpeg", jpeg, "8-bit JPEG re-encoding, quality 30", quality=30),
+        _shift("crop", crop, "random 80 % window resized back (seeded per image)", fraction=0.8),
+        _shift("zoom_out", zoom_out, "field of view 1/0.85 wider, black border", factor=0.85),
+    )
+}
 
 
 def image_seed(seed: int, shift: str, name: str) -> int:
@@ -182,19 +207,30 @@ def image_seed(seed: int, shift: str, name: str) -> int:
     return zlib.crc32(f"{seed}|{shift}|{name}".encode())
 
 
-def apply_shift(image: torch.Tensor, shift: str, seed: int = 0, name: str = "",
-                value_range: tuple[float, float] | None = None) -> torch.Tensor:
+def apply_shift(
+    image: torch.Tensor,
+    shift: str,
+    seed: int = 0,
+    name: str = "",
+    value_range: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """The shifted (1, H, W) raw ``image`` (see the module docstring): in its stored units
     ``value_range`` (default: its own min and max), clipped to them, rounded when integer."""
     if shift not in SHIFTS:
         raise ValueError(f"unknown shift {shift!r}; known: {list(SHIFTS)}")
     x = torch.as_tensor(image.as_tensor() if isinstance(image, MetaTensor) else image).float()
     if x.ndim != 3 or x.shape[0] != 1:
-        raise ValueError(f"{name or 'image'}: a shift needs a (1, H, W) image, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name or 'image'}: a shift needs a (1, H, W) image, got shape {tuple(x.shape)}"
+        )
     low, high = (float(x.min()), float(x.max())) if value_range is None else map(float, value_range)
     span = high - low if high > low else 1.0
     x01 = ((x - low) / span).clamp(0, 1)
-    out = torch.as_tensor(SHIFTS[shift](x01, seed=image_seed(seed, shift, name))).float().clamp(0, 1) * span + low
+    out = (
+        torch.as_tensor(SHIFTS[shift](x01, seed=image_seed(seed, shift, name))).float().clamp(0, 1)
+        * span
+        + low
+    )
     integral = bool(torch.equal(x, x.round()))
     return out.round() if integral else out
 
@@ -204,7 +240,9 @@ class AcquisitionShiftd(MapTransform):
     replaced by its ``shift`` (:func:`apply_shift`, seeded by ``seed`` and the file name in
     ``meta["filename_or_obj"]``); the metadata is kept."""
 
-    def __init__(self, keys: KeysCollection, shift: str, seed: int = 0, allow_missing_keys: bool = False):
+    def __init__(
+        self, keys: KeysCollection, shift: str, seed: int = 0, allow_missing_keys: bool = False
+    ):
         if shift not in SHIFTS:
             raise ValueError(f"unknown shift {shift!r}; known: {list(SHIFTS)}")
         super().__init__(keys, allow_missing_keys)
@@ -216,13 +254,20 @@ class AcquisitionShiftd(MapTransform):
             image = d[key]
             meta = dict(getattr(image, "meta", {}) or {})
             value_range = meta.get("value_range")
-            out = apply_shift(image, self.shift, self.seed, str(meta.get("filename_or_obj", "")),
-                              None if value_range is None else tuple(np.asarray(value_range).reshape(2)))
+            out = apply_shift(
+                image,
+                self.shift,
+                self.seed,
+                str(meta.get("filename_or_obj", "")),
+                None if value_range is None else tuple(np.asarray(value_range).reshape(2)),
+            )
             d[key] = MetaTensor(out, meta=meta)
         return d
 
 
-def shifted_transforms(image_size: int, shift: str | None, seed: int = 0, intensity: str = "percentile") -> Compose:
+def shifted_transforms(
+    image_size: int, shift: str | None, seed: int = 0, intensity: str = "percentile"
+) -> Compose:
     """The model's inference preprocessing with ``shift`` applied right after loading (the
     raw image), before the intensity scaling and resize; ``None``: no shift."""
     from squid_monai.transforms.compose import check_switches, inference_transforms
@@ -231,4 +276,3 @@ def shifted_transforms(image_size: int, shift: str | None, seed: int = 0, intens
     if shift is not None:
         steps.insert(1, AcquisitionShiftd("image", shift, seed))
     return Compose(steps)
-

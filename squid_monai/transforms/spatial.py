@@ -55,7 +55,11 @@ class ResizeRadiograph(Transform):
         tensor = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
         tensor = tensor.float()
         out = F.interpolate(
-            tensor[None], size=self.spatial_size, mode="bilinear", antialias=True, align_corners=False
+            tensor[None],
+            size=self.spatial_size,
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
         )[0]
         # interpolation is convex: clamp away float round-off outside the input's range
         out = out.clamp_(tensor.min(), tensor.max())
@@ -67,7 +71,12 @@ class ResizeRadiograph(Transform):
 class ResizeRadiographd(MapTransform):
     """Dictionary version of :class:`ResizeRadiograph`."""
 
-    def __init__(self, keys: KeysCollection, image_size: int | Sequence[int], allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        keys: KeysCollection,
+        image_size: int | Sequence[int],
+        allow_missing_keys: bool = False,
+    ):
         super().__init__(keys, allow_missing_keys)
         self.resizer = ResizeRadiograph(image_size)
 
@@ -124,7 +133,9 @@ class RandScaleTranslate(RandomizableTransform):
             self.randomize(img.shape[1:])
         if not self._do_transform:
             return img.float()
-        return _scale_translate(img, self.scale_factor, self.translation, self.padding_mode, self.mode)
+        return _scale_translate(
+            img, self.scale_factor, self.translation, self.padding_mode, self.mode
+        )
 
 
 class RandScaleTranslated(RandomizableTransform, MapTransform):
@@ -167,12 +178,19 @@ class RandScaleTranslated(RandomizableTransform, MapTransform):
 def check_resampling(mode: str) -> str:
     """``mode`` if it is one of :data:`AUGMENT_RESAMPLINGS`, else a ``ValueError``."""
     if mode not in AUGMENT_RESAMPLINGS:
-        raise ValueError(f"augmentation resampling must be one of {AUGMENT_RESAMPLINGS}, got {mode!r}")
+        raise ValueError(
+            f"augmentation resampling must be one of {AUGMENT_RESAMPLINGS}, got {mode!r}"
+        )
     return mode
 
 
-def _scale_translate(img: torch.Tensor, scale: float, translation: np.ndarray, padding_mode: str,
-                     mode: str = "bilinear") -> torch.Tensor:
+def _scale_translate(
+    img: torch.Tensor,
+    scale: float,
+    translation: np.ndarray,
+    padding_mode: str,
+    mode: str = "bilinear",
+) -> torch.Tensor:
     """Scale (C, H, W) content by ``scale`` about the image centre, then shift it by
     ``translation`` pixels (rows, cols); ``mode`` bilinear or nearest. A direct ``affine_grid`` / ``grid_sample``
     call: MONAI's generic ``Affine`` costs several times more per 128 px image."""
@@ -183,12 +201,16 @@ def _scale_translate(img: torch.Tensor, scale: float, translation: np.ndarray, p
     shift = torch.tensor([2.0 * translation[1] / width, 2.0 * translation[0] / height]) / scale
     theta = torch.cat([torch.eye(2) / scale, -shift[:, None]], dim=1)[None].float()
     grid = F.affine_grid(theta, [1, *tensor.shape], align_corners=False)
-    out = F.grid_sample(tensor[None], grid, mode=mode, padding_mode=padding_mode, align_corners=False)[0]
+    out = F.grid_sample(
+        tensor[None], grid, mode=mode, padding_mode=padding_mode, align_corners=False
+    )[0]
     return MetaTensor(out, meta=dict(img.meta)) if isinstance(img, MetaTensor) else out
 
 
 def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     size = (int(image_size),) * 2 if np.isscalar(image_size) else tuple(int(s) for s in image_size)
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+        raise ValueError(
+            f"image_size must be a positive int or (height, width), got {image_size!r}"
+        )
     return size

@@ -19,13 +19,28 @@ def test_inference_config_passes_monai_property_check(tmp_path):
 
     save_network_config(tmp_path / MODELS_DIR, Recipe("tiny"))  # an (untrained) model folder
     torch.save(build_scorer("tiny").state_dict(), tmp_path / MODELS_DIR / WEIGHTS_FILE)
-    workflow = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), workflow_type="infer",
-                              logging_file=False, output_dir=str(tmp_path), preset="tiny", input=[])
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.json"),
+        workflow_type="infer",
+        logging_file=False,
+        output_dir=str(tmp_path),
+        preset="tiny",
+        input=[],
+    )
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
     parser = workflow.parser
-    for key in ("preprocessing", "dataset", "evaluator", "inferer", "handlers", "network_def", "bundle_root", "device",
-                "dataset_dir"):
+    for key in (
+        "preprocessing",
+        "dataset",
+        "evaluator",
+        "inferer",
+        "handlers",
+        "network_def",
+        "bundle_root",
+        "device",
+        "dataset_dir",
+    ):
         assert key in parser.config, key
     assert isinstance(parser.get_parsed_content("inferer"), PerImageInferer)
     assert isinstance(parser.get_parsed_content("writer"), ScoreWriterHandler)

@@ -13,7 +13,9 @@ SIZE = 16
 
 @pytest.fixture
 def items(tmp_path, write_image):
-    good = [{"image": str(write_image(tmp_path / f"g{i}.png", seed=i)), "label": 0} for i in range(4)]
+    good = [
+        {"image": str(write_image(tmp_path / f"g{i}.png", seed=i)), "label": 0} for i in range(4)
+    ]
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(write_image(tmp_path / "full.png", seed=9, size=64).read_bytes()[:60])
     flat = tmp_path / "flat.png"
@@ -26,7 +28,9 @@ def test_cache_decodes_each_file_once_and_augments_every_time(items, monkeypatch
     good = [it for it in items if it["image"].rsplit("/", 1)[-1].startswith("g")]
     calls = []
     real = loading.read_radiograph
-    monkeypatch.setattr(loading, "read_radiograph", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(
+        loading, "read_radiograph", lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+    )
     ds = make_dataset(good, image_size=SIZE, train=True, num_workers=1)
     assert isinstance(ds, CacheDataset) and len(calls) == len(good)
     first, second = ds[0]["image"], ds[0]["image"]
@@ -41,13 +45,23 @@ def test_bad_item_stops_a_run_with_the_file_named(items):
     ds = make_dataset(items, image_size=SIZE, train=False, cache=False)
     with pytest.raises(RuntimeError) as info:
         ds[2]
-    assert isinstance(info.value.__cause__, RadiographError) and "cut.png" in str(info.value.__cause__)
+    assert isinstance(info.value.__cause__, RadiographError) and "cut.png" in str(
+        info.value.__cause__
+    )
 
 
 @pytest.mark.parametrize("cache", [True, False])
 def test_skip_bad_items_reports_and_returns_next_good(items, tmp_path, cache):
     report = tmp_path / "skipped.jsonl"
-    ds = make_dataset(items, image_size=SIZE, train=True, cache=cache, skip_bad=True, report_path=report, num_workers=1)
+    ds = make_dataset(
+        items,
+        image_size=SIZE,
+        train=True,
+        cache=cache,
+        skip_bad=True,
+        report_path=report,
+        num_workers=1,
+    )
     assert isinstance(ds, SkipBadItems) and len(ds) == len(items)
     images = [ds[i]["image"] for i in range(len(ds))]
     assert all(x.shape == (1, SIZE, SIZE) for x in images)
@@ -62,7 +76,9 @@ def test_skip_bad_items_reports_and_returns_next_good(items, tmp_path, cache):
 
 def test_skip_bad_items_works_across_loader_workers(items, tmp_path):
     report = tmp_path / "skipped.jsonl"
-    ds = make_dataset(items, image_size=SIZE, train=True, cache=False, skip_bad=True, report_path=report)
+    ds = make_dataset(
+        items, image_size=SIZE, train=True, cache=False, skip_bad=True, report_path=report
+    )
     batches = list(DataLoader(ds, batch_size=3, num_workers=2))
     assert sum(b["image"].shape[0] for b in batches) == len(items)
     assert sorted(p.rsplit("/", 1)[-1] for p in read_skip_report(report)) == ["cut.png", "flat.png"]

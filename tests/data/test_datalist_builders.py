@@ -90,7 +90,11 @@ def test_folders_layout_flat_and_split(tmp_path, write_image):
         write_image(flat / "abnormal" / f"a{i}.png", seed=50 + i)
     (flat / "normal" / "notes.txt").write_text("not an image")
     datalist = build_folders(flat, n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT)
-    assert len(datalist["training"]) == 6 and len(datalist["validation"]) == 4 and datalist["test"] == []
+    assert (
+        len(datalist["training"]) == 6
+        and len(datalist["validation"]) == 4
+        and datalist["test"] == []
+    )
     assert all(it["source"] == "folders" and it["patient"] == "" for it in datalist["training"])
 
     split = tmp_path / "split"
@@ -100,14 +104,27 @@ def test_folders_layout_flat_and_split(tmp_path, write_image):
         write_image(split / "train" / "abnormal" / f"a{i}.png", seed=10 + i)
         write_image(split / "test" / ("normal" if i else "abnormal") / f"t{i}.png", seed=20 + i)
     datalist = build_folders(split, n_val_normal=1, n_val_abnormal=1, **NO_REPORT)
-    assert (len(datalist["training"]), len(datalist["validation"]), len(datalist["test"])) == (5, 2, 3)
+    assert (len(datalist["training"]), len(datalist["validation"]), len(datalist["test"])) == (
+        5,
+        2,
+        3,
+    )
     with pytest.raises(FileNotFoundError, match="normal/ and abnormal/"):
         build_folders(tmp_path / "nothing")
 
 
 def test_chexpert_csv(tmp_path, write_image):
     root = tmp_path / "chex"
-    header = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Cardiomegaly", "Edema"]
+    header = [
+        "Path",
+        "Sex",
+        "Age",
+        "Frontal/Lateral",
+        "AP/PA",
+        "No Finding",
+        "Cardiomegaly",
+        "Edema",
+    ]
     header.append("Support Devices")
     rows = []
     for p in range(12):
@@ -121,19 +138,51 @@ def test_chexpert_csv(tmp_path, write_image):
             labels = ["", "-1.0", "", "1.0"]  # uncertain finding, devices only: left out
         rows.append([path, "F", "50", "Frontal", "PA", *labels])
     base = "CheXpert-v1.0-small/train"
-    rows.append([f"{base}/patient00000/study1/view2_lateral.jpg", "F", "50", "Lateral", "", "1.0", "", "", ""])
-    rows.append([f"{base}/patient00001/study2/view1_frontal.jpg", "F", "50", "Frontal", "AP", "1.0", "", "", ""])
+    rows.append(
+        [
+            f"{base}/patient00000/study1/view2_lateral.jpg",
+            "F",
+            "50",
+            "Lateral",
+            "",
+            "1.0",
+            "",
+            "",
+            "",
+        ]
+    )
+    rows.append(
+        [
+            f"{base}/patient00001/study2/view1_frontal.jpg",
+            "F",
+            "50",
+            "Frontal",
+            "AP",
+            "1.0",
+            "",
+            "",
+            "",
+        ]
+    )
     csv_path = root / "CheXpert-v1.0-small" / "train.csv"
     with open(csv_path, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
-    no_test = dict(n_test_normal=0, n_test_abnormal=0)  # the carved test split: tests/data/test_chexpert_protocol.py
-    datalist = build_chexpert(csv_path, n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT, **no_test)
+    no_test = dict(
+        n_test_normal=0, n_test_abnormal=0
+    )  # the carved test split: tests/data/test_chexpert_protocol.py
+    datalist = build_chexpert(
+        csv_path, n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT, **no_test
+    )
     assert len(datalist["training"]) == 4 and len(datalist["validation"]) == 4
     assert all(os.path.isfile(it["image"]) for it in datalist["training"] + datalist["validation"])
-    assert {it["class_name"] for it in datalist["validation"] if it["label"]} <= {"Cardiomegaly", "Edema"}
+    assert {it["class_name"] for it in datalist["validation"] if it["label"]} <= {
+        "Cardiomegaly",
+        "Edema",
+    }
     assert datalist["training"][0]["patient"].startswith("patient")
-    frontal = build_chexpert(csv_path, view="frontal", n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT,
-                             **no_test)
+    frontal = build_chexpert(
+        csv_path, view="frontal", n_val_normal=2, n_val_abnormal=2, seed=0, **NO_REPORT, **no_test
+    )
     assert len(frontal["training"]) == 5  # the AP image joins
 
 
@@ -146,7 +195,9 @@ def test_written_datalist_is_relative_and_loads_with_monai(zhanglab, tmp_path):
     loaded = load_datalist(path, "validation")
     real = lambda items: [os.path.realpath(p) for p in _images(items)]  # noqa: E731
     assert real(loaded) == real(datalist["validation"])
-    absolute = json.loads(write_datalist(datalist, tmp_path / "abs.json", absolute=True).read_text())
+    absolute = json.loads(
+        write_datalist(datalist, tmp_path / "abs.json", absolute=True).read_text()
+    )
     assert os.path.isabs(absolute["test"][0]["image"])
     no_test = write_datalist({**datalist, "test": []}, tmp_path / "no_test.json")
     assert load_datalist(no_test, "test") == []
@@ -154,8 +205,19 @@ def test_written_datalist_is_relative_and_loads_with_monai(zhanglab, tmp_path):
 
 def test_command_line_builds_and_checks(zhanglab, tmp_path, capsys):
     out = tmp_path / "dl.json"
-    args = ["zhanglab", str(zhanglab), "-o", str(out), "--n_val_normal", "4", "--n_val_abnormal", "3", "--check",
-            "--report_per_class", "0"]
+    args = [
+        "zhanglab",
+        str(zhanglab),
+        "-o",
+        str(out),
+        "--n_val_normal",
+        "4",
+        "--n_val_abnormal",
+        "3",
+        "--check",
+        "--report_per_class",
+        "0",
+    ]
     assert main(args) == 0
     assert "checked 30 images: 0 bad" in capsys.readouterr().out
     bad = zhanglab / "train" / "NORMAL" / "IM-0003-0001.jpeg"
@@ -170,7 +232,11 @@ def test_command_line_builds_and_checks(zhanglab, tmp_path, capsys):
 
 
 def test_protocol_keeps_patients_whole(tmp_path):
-    pool = [{"image": f"p{p}_{k}.png", "label": 0, "patient": f"p{p}"} for p in range(6) for k in range(3)]
+    pool = [
+        {"image": f"p{p}_{k}.png", "label": 0, "patient": f"p{p}"}
+        for p in range(6)
+        for k in range(3)
+    ]
     pool += [{"image": f"a{i}.png", "label": 1, "patient": ""} for i in range(4)]
     datalist = apply_protocol(pool, n_val_normal=6, n_val_abnormal=2, seed=3, **NO_REPORT)
     val_patients = {it["patient"] for it in datalist["validation"] if it["label"] == 0}

@@ -21,7 +21,11 @@ CELL = 32
 
 
 def _cells(image):
-    return [image[0, r * CELL : (r + 1) * CELL, c * CELL : (c + 1) * CELL] for r in range(3) for c in range(3)]
+    return [
+        image[0, r * CELL : (r + 1) * CELL, c * CELL : (c + 1) * CELL]
+        for r in range(3)
+        for c in range(3)
+    ]
 
 
 def test_training_dataset_is_reproducible_and_normal_only():
@@ -70,7 +74,10 @@ def test_validation_split_is_fixed_and_has_every_type():
     assert [it["label"] for it in items] == [0] * 3 + [1] * 8
     assert {it["anomaly"] for it in items[3:]} == set(ANOMALY_TYPES)
     again = digitanatomy_split(n_normal=3, n_abnormal=8, seed=4, split="validation")
-    assert all(np.array_equal(a["image"], b["image"]) and a["cells"] == b["cells"] for a, b in zip(items, again))
+    assert all(
+        np.array_equal(a["image"], b["image"]) and a["cells"] == b["cells"]
+        for a, b in zip(items, again)
+    )
     test = digitanatomy_split(n_normal=3, n_abnormal=8, seed=4, split="test")
     assert not np.array_equal(items[0]["image"], test[0]["image"])
 
@@ -100,7 +107,11 @@ def test_mnist_files_can_replace_the_bundled_digits(tmp_path):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = np.arange(n, dtype=np.uint8) % 10
         with gzip.open(tmp_path / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in images.shape) + images.tobytes())
+            f.write(
+                bytes([0, 0, 8, 3])
+                + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
+                + images.tobytes()
+            )
         with open(tmp_path / f"{prefix}-labels-idx1-ubyte", "wb") as f:
             f.write(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + labels.tobytes())
     bank = load_digit_bank("test", mnist_dir=tmp_path)
@@ -110,12 +121,35 @@ def test_mnist_files_can_replace_the_bundled_digits(tmp_path):
 
 
 def test_command_line_writes_pngs_datalist_and_preview(tmp_path):
-    assert main(["--output_dir", str(tmp_path), "--n_train", "3", "--n_validation_normal", "2",
-                 "--n_validation_abnormal", "4", "--n_test_normal", "1", "--n_test_abnormal", "4", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "--output_dir",
+                str(tmp_path),
+                "--n_train",
+                "3",
+                "--n_validation_normal",
+                "2",
+                "--n_validation_abnormal",
+                "4",
+                "--n_test_normal",
+                "1",
+                "--n_test_abnormal",
+                "4",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     datalist = json.loads((tmp_path / "datalist.json").read_text())
     assert [len(datalist[s]) for s in ("training", "validation", "test")] == [3, 6, 5]
     assert {it["anomaly"] for it in datalist["test"]} == {"normal", *ANOMALY_TYPES}
-    assert all((tmp_path / it["image"]).is_file() for s in ("training", "validation", "test") for it in datalist[s])
+    assert all(
+        (tmp_path / it["image"]).is_file()
+        for s in ("training", "validation", "test")
+        for it in datalist[s]
+    )
     assert (tmp_path / "preview.png").is_file()
     ds = make_dataset(tmp_path / "datalist.json", image_size=96, train=False, split="validation")
     assert ds[5]["image"].shape == (1, 96, 96) and ds[5]["label"] == 1

@@ -10,12 +10,17 @@ def test_zhanglab224_gives_the_paper_split(shared_data):
     train, val, report = datalist["training"], datalist["validation"], datalist["report"]
     assert len(train) == 1341 - 100 - 100 and all(it["label"] == 0 for it in train)
     for split in (val, report):
-        assert sum(it["label"] == 0 for it in split) == 100 and sum(it["label"] == 1 for it in split) == 100
+        assert (
+            sum(it["label"] == 0 for it in split) == 100
+            and sum(it["label"] == 1 for it in split) == 100
+        )
     for a, b in ((train, val), (train, report), (val, report)):
         assert not {it["image"] for it in a} & {it["image"] for it in b}
         assert not {it["patient"] for it in a} & {it["patient"] for it in b}
     # the validation split of the protocol without the report split: earlier results stay comparable
-    without = build_zhanglab(shared_data / "zhanglab224", seed=0, n_report_normal=0, n_report_abnormal=0)
+    without = build_zhanglab(
+        shared_data / "zhanglab224", seed=0, n_report_normal=0, n_report_abnormal=0
+    )
     assert without["validation"] == val and len(without["training"]) == 1241
     assert datalist["test"] == []  # the official test split is not in this folder
 
@@ -25,4 +30,8 @@ def test_zhanglab224_validation_images_preprocess(shared_data):
     ds = make_dataset(datalist["validation"][95:105], image_size=SIZE, train=False, num_workers=1)
     for i in range(len(ds)):
         image = ds[i]["image"]
-        assert image.shape == (1, SIZE, SIZE) and 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+        assert (
+            image.shape == (1, SIZE, SIZE)
+            and 0.0 <= float(image.min())
+            and float(image.max()) <= 1.0
+        )

@@ -39,8 +39,12 @@ def test_non_finite_step_is_skipped_counted_logged_and_restores_norm_statistics(
     trainer = _Tiny([_batch(), _batch(float("nan")), _batch()], epoch_length=3)
     assert trainer.optimizer is not None and not trainer.scaler.is_enabled()  # fp32 CPU: scaler off
     state = {}
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: state.setdefault(
-        e.state.iteration, {k: v.clone() for k, v in e.net.state_dict().items()}))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda e: state.setdefault(
+            e.state.iteration, {k: v.clone() for k, v in e.net.state_dict().items()}
+        ),
+    )
     with caplog.at_level(logging.WARNING, logger=__name__):
         trainer.run()
     assert trainer.stepped == [True, False, True]
@@ -54,8 +58,12 @@ def test_non_finite_step_is_skipped_counted_logged_and_restores_norm_statistics(
 
 def test_consecutive_non_finite_losses_stop_the_run_and_a_finite_one_resets_the_count():
     nan = float("nan")
-    trainer = _Tiny([_batch(nan), _batch(), _batch(nan), _batch(nan)], max_nonfinite=2, epoch_length=4)
-    with pytest.raises(RuntimeError, match="2 consecutive non-finite losses .last: test at iteration 4"):
+    trainer = _Tiny(
+        [_batch(nan), _batch(), _batch(nan), _batch(nan)], max_nonfinite=2, epoch_length=4
+    )
+    with pytest.raises(
+        RuntimeError, match="2 consecutive non-finite losses .last: test at iteration 4"
+    ):
         trainer.run()
     assert trainer.stepped == [False, True, False]  # the error is raised inside iteration 4
     assert trainer.state.skipped_steps == 3

@@ -26,9 +26,14 @@ def _sequence(network, schedule, epochs=EPOCHS):
 @pytest.mark.parametrize("network", ["generator", "discriminator"])
 def test_paper_schedule_cosine_to_lr_min_ratio_for_both(network):
     lrs, _ = _sequence(network, "paper")
-    expected = [0.2 * LR + 0.8 * LR * (1 + math.cos(math.pi * e / EPOCHS)) / 2 for e in range(EPOCHS)]
+    expected = [
+        0.2 * LR + 0.8 * LR * (1 + math.cos(math.pi * e / EPOCHS)) / 2 for e in range(EPOCHS)
+    ]
     assert lrs == pytest.approx(expected, rel=1e-9)
-    assert isinstance(lr_scheduler(_optimizer(), network, "paper", EPOCHS), torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert isinstance(
+        lr_scheduler(_optimizer(), network, "paper", EPOCHS),
+        torch.optim.lr_scheduler.CosineAnnealingLR,
+    )
 
 
 def test_authors_schedule_generator_long_cosine_discriminator_constant():
@@ -75,6 +80,7 @@ def test_unknown_schedule_is_an_error():
 
 def _generator():
     from squid_monai.methods.squid.presets import build
+
     return build("tiny")[0]
 
 
@@ -86,12 +92,18 @@ def test_generator_groups_default_is_one_rate():
 
 def test_generator_groups_give_both_heads_their_own_rate_and_anneal_to_the_common_floor():
     generator = _generator()
-    heads = {generator.student.head.weight, generator.student.head.bias,
-             generator.teacher.head.weight, generator.teacher.head.bias}
+    heads = {
+        generator.student.head.weight,
+        generator.student.head.bias,
+        generator.teacher.head.weight,
+        generator.teacher.head.bias,
+    }
     optimizer = torch.optim.Adam(generator_groups(generator, LR, head_lr_factor=10), lr=LR)
     scheduler = lr_scheduler(optimizer, "generator", "paper", EPOCHS, lr_min_ratio=0.2)
     rest, head = optimizer.param_groups
-    assert {id(p) for p in head["params"]} == {id(p) for p in heads} and head["lr"] == pytest.approx(10 * LR)
+    assert {id(p) for p in head["params"]} == {id(p) for p in heads} and head[
+        "lr"
+    ] == pytest.approx(10 * LR)
     assert rest["lr"] == LR and len(rest["params"]) + 4 == len(list(generator.parameters()))
     # one Adam step moves every parameter by about its group's rate (Adam's first step is lr * sign)
     before = {id(p): p.detach().clone() for p in generator.parameters()}

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from squid_monai.scoring import calibrate
 from squid_monai.loading import build_scorer, save_network_config
+from squid_monai.scoring import calibrate
 
 SIZE = 32  # image size of the "tiny" preset
 

@@ -18,8 +18,12 @@ def _engine(epoch, auc, best_epoch):
 def test_resumed_run_keeps_the_best_model_until_a_better_one(tmp_path):
     net = torch.nn.Linear(2, 1)
     # a fresh saver, as after a resume: the best (0.9 at epoch 1) is restored in the engine state only
-    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_filename="model.pt")
-    torch.save({"weight": torch.zeros(1, 2), "bias": torch.zeros(1)}, tmp_path / "model.pt")  # the best so far
+    saver = AtomicCheckpointSaver(
+        str(tmp_path), {"model": net}, save_key_metric=True, key_metric_filename="model.pt"
+    )
+    torch.save(
+        {"weight": torch.zeros(1, 2), "bias": torch.zeros(1)}, tmp_path / "model.pt"
+    )  # the best so far
     net.weight.data.fill_(1.0)
     saver.metrics_completed(_engine(epoch=3, auc=0.6, best_epoch=1))  # worse: not saved
     assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].eq(0).all()

@@ -20,8 +20,8 @@ from squid_monai.handlers.mlflow import (  # noqa: E402
     artifact_location,
     tracking_uri,
 )
-from squid_monai.mlflow_model import load_registered, register_model  # noqa: E402
 from squid_monai.loading import build_scorer  # noqa: E402
+from squid_monai.mlflow_model import load_registered, register_model  # noqa: E402
 
 LOGGER = "squid_monai.handlers"  # tracking, figures and registry log under it
 SIZE = 32  # image size of the "tiny" preset
@@ -65,7 +65,11 @@ def _run(engine: Engine, epochs: int = 2, length: int = 3) -> Engine:
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name.startswith(LOGGER) and r.levelno == logging.WARNING]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith(LOGGER) and r.levelno == logging.WARNING
+    ]
 
 
 def test_tracking_uri_defaults_to_sqlite_under_output_dir(tmp_path, monkeypatch):
@@ -81,8 +85,9 @@ def test_tracking_uri_defaults_to_sqlite_under_output_dir(tmp_path, monkeypatch)
 def test_metrics_params_and_artifact_folder_in_sqlite_store(store, tmp_path, monkeypatch):
     # an explicit URI (e.g. --tracking_uri) wins over the environment variable
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere' / 'other.db'}")
-    handler = ResilientMLFlowHandler(store, output_transform=lambda out: out, experiment_name="squid",
-                                     close_on_complete=True)
+    handler = ResilientMLFlowHandler(
+        store, output_transform=lambda out: out, experiment_name="squid", close_on_complete=True
+    )
     engine = _loss_engine()
     handler.attach(engine)
     _run(engine)
@@ -92,7 +97,8 @@ def test_metrics_params_and_artifact_folder_in_sqlite_store(store, tmp_path, mon
     run = client.search_runs([client.get_experiment_by_name("squid").experiment_id])[0]
     assert run.info.status == "FINISHED"
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == pytest.approx(
-        [1.0 / i for i in range(1, 7)])
+        [1.0 / i for i in range(1, 7)]
+    )
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_auc")] == [1, 2]
     assert run.data.params["max_epochs"] == "2"
     # artifacts go beside the database, never into the current directory
@@ -100,8 +106,11 @@ def test_metrics_params_and_artifact_folder_in_sqlite_store(store, tmp_path, mon
     assert not (tmp_path / "elsewhere" / "other.db").exists()
 
 
-@pytest.mark.parametrize("uri", ["http://127.0.0.1:9", "file:///nonexistent/mlruns"],
-                         ids=["unreachable-server", "file-store-uri"])
+@pytest.mark.parametrize(
+    "uri",
+    ["http://127.0.0.1:9", "file:///nonexistent/mlruns"],
+    ids=["unreachable-server", "file-store-uri"],
+)
 def test_tracking_failure_is_one_warning_and_training_goes_on(uri, store, monkeypatch, caplog):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
@@ -125,7 +134,9 @@ def test_backend_error_mid_run_is_one_warning_and_keeps_what_was_logged(store, m
     from mlflow.exceptions import MlflowException
 
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    handler = ResilientMLFlowHandler(store, output_transform=lambda out: out, close_on_complete=True)
+    handler = ResilientMLFlowHandler(
+        store, output_transform=lambda out: out, close_on_complete=True
+    )
     engine = _loss_engine()
     handler.attach(engine)
     log_batch = handler.client.log_batch
@@ -148,8 +159,13 @@ def test_backend_error_mid_run_is_one_warning_and_keeps_what_was_logged(store, m
 
 def _scoring_loader(n_batches: int = 2, batch: int = 4):
     gen = torch.Generator().manual_seed(1)
-    return [{"image": torch.rand(batch, 1, SIZE, SIZE, generator=gen),
-             "label": torch.tensor([0, 1] * (batch // 2))} for _ in range(n_batches)]
+    return [
+        {
+            "image": torch.rand(batch, 1, SIZE, SIZE, generator=gen),
+            "label": torch.tensor([0, 1] * (batch // 2)),
+        }
+        for _ in range(n_batches)
+    ]
 
 
 def test_validation_artifacts_per_trainer_epoch_logged_to_run(store, tmp_path):
@@ -158,7 +174,9 @@ def test_validation_artifacts_per_trainer_epoch_logged_to_run(store, tmp_path):
     from squid_monai.engines import AnomalyEvaluator
 
     handler = ResilientMLFlowHandler(store, iteration_log=False, experiment_name="squid")
-    evaluator = AnomalyEvaluator("cpu", _scoring_loader(), build_scorer("tiny"), running_stats=False)
+    evaluator = AnomalyEvaluator(
+        "cpu", _scoring_loader(), build_scorer("tiny"), running_stats=False
+    )
     ValidationArtifacts(handler, tmp_path / "eval", max_images=6).attach(evaluator)
     handler.attach(evaluator)
     trainer = Engine(lambda engine, batch: None)
@@ -169,14 +187,22 @@ def test_validation_artifacts_per_trainer_epoch_logged_to_run(store, tmp_path):
         assert (tmp_path / "eval" / f"epoch_{epoch}" / "roc.png").stat().st_size > 0
         assert (tmp_path / "eval" / f"epoch_{epoch}" / "reconstructions.png").stat().st_size > 0
     client = mlflow.MlflowClient(store)
-    logged = {Path(a.path).name for a in client.list_artifacts(handler.run_id, "validation/epoch_2")}
+    logged = {
+        Path(a.path).name for a in client.list_artifacts(handler.run_id, "validation/epoch_2")
+    }
     assert logged == {"roc.png", "reconstructions.png"}
 
 
 def test_validation_artifacts_without_tracking_or_second_class(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    engine = Engine(lambda e, b: {"score": torch.rand(4), "label": torch.zeros(4),
-                                  "image": torch.rand(4, 1, 8, 8), "reconstruction": torch.rand(4, 1, 8, 8)})
+    engine = Engine(
+        lambda e, b: {
+            "score": torch.rand(4),
+            "label": torch.zeros(4),
+            "image": torch.rand(4, 1, 8, 8),
+            "reconstruction": torch.rand(4, 1, 8, 8),
+        }
+    )
     ValidationArtifacts(None, tmp_path).attach(engine)
     engine.run(range(2), max_epochs=2)
     assert (tmp_path / "epoch_2" / "reconstructions.png").is_file()
@@ -185,7 +211,9 @@ def test_validation_artifacts_without_tracking_or_second_class(tmp_path, caplog)
 
 
 def test_registry_round_trip_by_alias(store, model_dir, monkeypatch):
-    version = register_model(model_dir, store, name="squid", alias="champion", metadata={"val_auc": 0.75})
+    version = register_model(
+        model_dir, store, name="squid", alias="champion", metadata={"val_auc": 0.75}
+    )
     assert version.aliases == ["champion"]
     scorer = build_scorer("tiny")
     scorer.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True))
@@ -209,11 +237,15 @@ def test_registry_round_trip_by_alias(store, model_dir, monkeypatch):
     np.testing.assert_allclose(small["logit"].astype(float), expected["logit"].numpy(), atol=1e-5)
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    again = load_registered("squid", "champion", store).unwrap_python_model().predict_array(x.numpy())
+    again = (
+        load_registered("squid", "champion", store).unwrap_python_model().predict_array(x.numpy())
+    )
     np.testing.assert_allclose(again["score"].astype(float), expected["score"].numpy(), atol=1e-6)
     with pytest.raises(ValueError, match=r"\(B, 1, 32, 32\)"):
         model.unwrap_python_model().predict_array(np.zeros((2, 1, 16, 16), np.float32))
-    with pytest.raises(mlflow.exceptions.MlflowException, match="schema"):  # the signature takes file columns
+    with pytest.raises(
+        mlflow.exceptions.MlflowException, match="schema"
+    ):  # the signature takes file columns
         model.predict(x.numpy())
 
 
@@ -232,7 +264,9 @@ def test_registered_model_scores_files_and_reports_bad_ones(store, model_dir, tm
     paths.insert(1, corrupt)
 
     register_model(model_dir, store)
-    out = load_registered("squid", "champion", store).predict(pd.DataFrame({"path": [str(p) for p in paths]}))
+    out = load_registered("squid", "champion", store).predict(
+        pd.DataFrame({"path": [str(p) for p in paths]})
+    )
 
     assert out["error"].notna().tolist() == [False, True, False, False]
     assert out["error"][1].startswith("row 1: cannot decode")  # the row and the reason
@@ -246,7 +280,9 @@ def test_registered_model_scores_files_and_reports_bad_ones(store, model_dir, tm
 
 
 def test_register_model_handler_logs_into_the_training_run(store, model_dir, tmp_path, caplog):
-    handler = ResilientMLFlowHandler(store, output_transform=lambda out: out, close_on_complete=True)
+    handler = ResilientMLFlowHandler(
+        store, output_transform=lambda out: out, close_on_complete=True
+    )
     engine = _loss_engine()
     handler.attach(engine)
     register = RegisterModel(model_dir, handler, name="squid-test", alias="best", enabled=True)
@@ -258,11 +294,15 @@ def test_register_model_handler_logs_into_the_training_run(store, model_dir, tmp
     client = mlflow.MlflowClient(store)
     version = client.get_model_version_by_alias("squid-test", "best")
     assert version.run_id == register.version.run_id
-    assert client.get_run(version.run_id).data.metrics["loss"] == pytest.approx(1 / 3)  # the training run
+    assert client.get_run(version.run_id).data.metrics["loss"] == pytest.approx(
+        1 / 3
+    )  # the training run
     assert [m for m in _warnings(caplog) if "not registered" in m and "missing" in m]
 
 
-def test_tracking_switched_off_attaches_nothing_and_registration_opens_its_own_run(store, model_dir, tmp_path):
+def test_tracking_switched_off_attaches_nothing_and_registration_opens_its_own_run(
+    store, model_dir, tmp_path
+):
     handler = ResilientMLFlowHandler(store, enabled=False)
     engine = _loss_engine()
     handler.attach(engine)
@@ -272,7 +312,9 @@ def test_tracking_switched_off_attaches_nothing_and_registration_opens_its_own_r
     _run(engine, epochs=1)
 
     run = mlflow.MlflowClient(store).get_run(register.version.run_id)
-    assert run.data.metrics == {} and run.info.status == "FINISHED"  # a registration run, not a training run
+    assert (
+        run.data.metrics == {} and run.info.status == "FINISHED"
+    )  # a registration run, not a training run
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").resolve().as_uri())
 
 
@@ -302,4 +344,6 @@ def test_pyfunc_model_preprocesses_with_the_trained_intensity_rule(model_dir, tm
     scorer.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
     expected = scorer(preprocess(image, SIZE, intensity="raw")[None])["score"].item()
     assert out["score"][0] == pytest.approx(expected, abs=1e-6)
-    assert expected != pytest.approx(scorer(preprocess(image, SIZE)[None])["score"].item(), abs=1e-6)
+    assert expected != pytest.approx(
+        scorer(preprocess(image, SIZE)[None])["score"].item(), abs=1e-6
+    )

@@ -28,8 +28,8 @@ requests = pytest.importorskip("requests")
 uvicorn = pytest.importorskip("uvicorn")
 from PIL import Image  # noqa: E402
 
-from squid_monai.mlflow_model import save_pyfunc  # noqa: E402
 from squid_monai.loading import load_scorer  # noqa: E402
+from squid_monai.mlflow_model import save_pyfunc  # noqa: E402
 from squid_monai.transforms import preprocess  # noqa: E402
 from tests.pipelines.factories import chest_pixels, write_dicom  # noqa: E402
 
@@ -56,7 +56,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     root.mkdir()
     Image.fromarray(grey[::-1]).save(root / "inside.png")
     (root / "escape.png").symlink_to(folder / "chest.png")  # inside by name, outside once resolved
-    return {"png": folder / "chest.png", "jpeg": folder / "chest.jpg", "dicom": folder / "chest.dcm", "root": root}
+    return {
+        "png": folder / "chest.png",
+        "jpeg": folder / "chest.jpg",
+        "dicom": folder / "chest.dcm",
+        "root": root,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +91,9 @@ def serve_model(model) -> Iterator[str]:
     from mlflow.pyfunc import scoring_server
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "false")  # init() sets it; undone on leaving
+        patch.setenv(
+            "_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "false"
+        )  # init() sets it; undone on leaving
         app = scoring_server.init(model)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -134,16 +141,25 @@ def _png_header(width: int, height: int) -> bytes:
     """A valid PNG that claims ``width`` x ``height`` pixels but carries almost no data."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_signature_declares_the_request_and_response_columns(saved_model):
     metadata = mlflow.models.Model.load(str(saved_model))
     inputs, outputs = metadata.get_input_schema(), metadata.get_output_schema()
-    assert inputs.input_names() == ["image", "path"] and set(inputs.input_types()) == {mlflow.types.DataType.string}
+    assert inputs.input_names() == ["image", "path"] and set(inputs.input_types()) == {
+        mlflow.types.DataType.string
+    }
     assert not inputs.required_input_names()  # either column
     assert outputs.input_names() == ["score", "logit", "decision", "error"]
     example = json.loads((saved_model / "serving_input_example.json").read_text())
@@ -154,7 +170,9 @@ def test_base64_png_jpeg_and_dicom_score_as_the_preprocessing_does(server, files
     formats = ("png", "jpeg", "dicom")
     out = _predictions(server, [{"image": _b64(files[f].read_bytes())} for f in formats])
     expected = scorer(torch.stack([preprocess(files[f], SIZE) for f in formats]))
-    for row, score, logit, decision in zip(out, expected["score"], expected["logit"], scorer.decide(expected["score"])):
+    for row, score, logit, decision in zip(
+        out, expected["score"], expected["logit"], scorer.decide(expected["score"])
+    ):
         assert row["error"] is None and row["decision"] == int(decision)
         assert row["score"] == pytest.approx(float(score), abs=1e-6)
         assert row["logit"] == pytest.approx(float(logit), abs=1e-5)
@@ -162,23 +180,41 @@ def test_base64_png_jpeg_and_dicom_score_as_the_preprocessing_does(server, files
 
 def test_bad_files_among_good_ones_are_row_errors_with_null_scores(server, files):
     good = _b64(files["png"].read_bytes())
-    rows = [{"image": good}, {"image": _b64(b"\x89PNG\r\n\x1a\n not really a png")}, {"image": "not base64!"},
-            {"image": _b64(b"%PDF-1.4 a document")}]
+    rows = [
+        {"image": good},
+        {"image": _b64(b"\x89PNG\r\n\x1a\n not really a png")},
+        {"image": "not base64!"},
+        {"image": _b64(b"%PDF-1.4 a document")},
+    ]
     out = _predictions(server, rows)
     assert out[0]["error"] is None and isinstance(out[0]["score"], float)
-    for n, problem in ((1, "cannot decode image"), (2, "not valid base64"), (3, "not a PNG, JPEG or DICOM")):
+    for n, problem in (
+        (1, "cannot decode image"),
+        (2, "not valid base64"),
+        (3, "not a PNG, JPEG or DICOM"),
+    ):
         assert out[n]["error"].startswith(f"row {n}: ") and problem in out[n]["error"], out[n]
         assert out[n]["score"] is None and out[n]["logit"] is None and out[n]["decision"] is None
     status, body = _post(server, [{"image": good, "path": "x.png"}, {"other": "ignored"}])
     assert status == 200
-    assert "not both" in body["predictions"][0]["error"] and "empty" in body["predictions"][1]["error"]
+    assert (
+        "not both" in body["predictions"][0]["error"] and "empty" in body["predictions"][1]["error"]
+    )
 
 
-def test_paths_are_refused_when_served_without_a_root_alike_for_files_that_exist_or_not(server, files):
-    rows = [{"path": str(files["png"])}, {"path": str(files["png"].with_name("missing.png"))}, {"path": "/etc/passwd"}]
+def test_paths_are_refused_when_served_without_a_root_alike_for_files_that_exist_or_not(
+    server, files
+):
+    rows = [
+        {"path": str(files["png"])},
+        {"path": str(files["png"].with_name("missing.png"))},
+        {"path": "/etc/passwd"},
+    ]
     out = _predictions(server, rows)
     reasons = {row["error"].split(": ", 1)[1] for row in out}
-    assert len(reasons) == 1 and "does not read file paths" in reasons.pop()  # nothing tells them apart
+    assert (
+        len(reasons) == 1 and "does not read file paths" in reasons.pop()
+    )  # nothing tells them apart
     assert all(row["score"] is None for row in out)
     assert not any(str(files["png"].parent) in row["error"] for row in out)
 
@@ -187,14 +223,27 @@ def test_paths_inside_the_allowed_root_are_read_and_nothing_outside(saved_model,
     root = files["root"]
     with _serve(saved_model, allowed_root=str(root)) as url:
         out = _predictions(url, [{"path": "inside.png"}, {"path": str(root / "inside.png")}])
-        out += _predictions(url, [{"path": "../chest.png"}, {"path": "escape.png"}, {"path": "../missing.png"},
-                                  {"path": "bad\u0000name"}])
-        assert _predictions(url, [{"path": "missing.png"}])[0]["error"].startswith("row 0: path not found")
+        out += _predictions(
+            url,
+            [
+                {"path": "../chest.png"},
+                {"path": "escape.png"},
+                {"path": "../missing.png"},
+                {"path": "bad\u0000name"},
+            ],
+        )
+        assert _predictions(url, [{"path": "missing.png"}])[0]["error"].startswith(
+            "row 0: path not found"
+        )
     # logits: the tiny calibration std magnifies the float rounding of a batch of 2 in the score
     expected = scorer(preprocess(root / "inside.png", SIZE)[None])["logit"].item()
     assert [row["logit"] for row in out[:2]] == pytest.approx([expected] * 2, abs=1e-5)
-    refused = [row["error"] for row in out[2:]]  # outside, a symlink out, outside and missing: the same answer
-    assert refused == [f"row {n}: path refused: outside the folder this model may read" for n in (0, 1, 2, 3)]
+    refused = [
+        row["error"] for row in out[2:]
+    ]  # outside, a symlink out, outside and missing: the same answer
+    assert refused == [
+        f"row {n}: path refused: outside the folder this model may read" for n in (0, 1, 2, 3)
+    ]
     assert not any(str(root) in row["error"] for row in out[2:])
 
 
@@ -220,12 +269,19 @@ def test_decompression_bombs_are_refused_before_decoding(server, files, tmp_path
     deflated = pydicom.dcmread(write_dicom(tmp_path / "deflated.dcm", chest_pixels(16, 16)))
     deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     deflated.save_as(tmp_path / "deflated.dcm")
-    rows = [{"image": _b64(png_bomb)}, {"image": _b64((tmp_path / "bomb.dcm").read_bytes())},
-            {"image": _b64((tmp_path / "deflated.dcm").read_bytes())}, {"image": _b64(files["jpeg"].read_bytes())}]
+    rows = [
+        {"image": _b64(png_bomb)},
+        {"image": _b64((tmp_path / "bomb.dcm").read_bytes())},
+        {"image": _b64((tmp_path / "deflated.dcm").read_bytes())},
+        {"image": _b64(files["jpeg"].read_bytes())},
+    ]
     start = time.monotonic()
     out = _predictions(server, rows)
     assert time.monotonic() - start < 20
-    assert "refused before decoding" in out[0]["error"] and "refused before decoding" in out[1]["error"]
+    assert (
+        "refused before decoding" in out[0]["error"]
+        and "refused before decoding" in out[1]["error"]
+    )
     assert "50000 x 50000" in out[1]["error"] and "deflated DICOM" in out[2]["error"]
     assert out[3]["error"] is None and isinstance(out[3]["score"], float)
 
@@ -233,8 +289,10 @@ def test_decompression_bombs_are_refused_before_decoding(server, files, tmp_path
 def test_a_smaller_pixel_limit_refuses_a_real_image_before_decoding(saved_model, files):
     with _serve(saved_model, max_pixels=100) as url:
         out = _predictions(url, [{"image": _b64(files["jpeg"].read_bytes())}])
-    assert out[0]["error"] == ("row 0: image of 48 x 40 pixels is larger than the limit of 100 pixels; refused "
-                               "before decoding (max_pixels sets the limit)")
+    assert out[0]["error"] == (
+        "row 0: image of 48 x 40 pixels is larger than the limit of 100 pixels; refused "
+        "before decoding (max_pixels sets the limit)"
+    )
 
 
 def test_bad_model_config_fails_when_saved_or_loaded(model_dir, saved_model, tmp_path):
@@ -243,22 +301,34 @@ def test_bad_model_config_fails_when_saved_or_loaded(model_dir, saved_model, tmp
     with pytest.raises(ValueError, match="max_images must be a positive integer"):
         save_pyfunc(tmp_path / "zero", model_dir, model_config={"max_images": 0})
     with pytest.raises(ValueError, match="allowed_root .*: not a folder"):
-        mlflow.pyfunc.load_model(str(saved_model), model_config={"allowed_root": str(tmp_path / "absent")})
+        mlflow.pyfunc.load_model(
+            str(saved_model), model_config={"allowed_root": str(tmp_path / "absent")}
+        )
 
 
 def test_shared_real_dicoms_score_the_same_as_bytes_and_as_paths(saved_model, shared_data):
-    dicoms = sorted((shared_data / "dicom").glob("*.dcm"))[:LIMITS["max_images"]]
+    dicoms = sorted((shared_data / "dicom").glob("*.dcm"))[: LIMITS["max_images"]]
     assert dicoms
     big = max(p.stat().st_size for p in dicoms)
-    with _serve(saved_model, max_request_bytes=max(LIMITS["max_request_bytes"], 2 * big * len(dicoms))) as url:
+    with _serve(
+        saved_model, max_request_bytes=max(LIMITS["max_request_bytes"], 2 * big * len(dicoms))
+    ) as url:
         served = _predictions(url, [{"image": _b64(p.read_bytes())} for p in dicoms])
     import pandas as pd
 
-    local = mlflow.pyfunc.load_model(str(saved_model), model_config={"max_request_bytes": 2 * big * len(dicoms)})
+    local = mlflow.pyfunc.load_model(
+        str(saved_model), model_config={"max_request_bytes": 2 * big * len(dicoms)}
+    )
     in_process = local.predict(pd.DataFrame({"path": [str(p) for p in dicoms]}))
-    assert [row["error"] for row in served] == [None] * len(dicoms) and in_process["error"].isna().all()
-    np.testing.assert_allclose([row["score"] for row in served], in_process["score"].astype(float), atol=1e-6)
-    assert os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT") is None  # the serving flag did not leak
+    assert [row["error"] for row in served] == [None] * len(dicoms) and in_process[
+        "error"
+    ].isna().all()
+    np.testing.assert_allclose(
+        [row["score"] for row in served], in_process["score"].astype(float), atol=1e-6
+    )
+    assert (
+        os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT") is None
+    )  # the serving flag did not leak
 
 
 def test_no_answer_quotes_the_request(server, files):
@@ -294,7 +364,8 @@ def test_a_one_pixel_image_and_a_truncated_dicom_are_named_so(server, files, tmp
 
 
 def test_parallel_requests_with_faults_give_identical_answers_and_leave_the_model_unchanged(
-        saved_model, files):
+    saved_model, files
+):
     """MLflow's scoring server on 127.0.0.1 with parallel requests of good rows and a bad row
     among them, requests over the limits and one that is not JSON, all in flight together;
     bounded in count (:data:`CLIENTS` x :data:`REQUESTS`) and time. Every good answer is

@@ -14,8 +14,8 @@ from monai.bundle import run
 
 from squid_monai.artifact import Recipe
 from squid_monai.export import export_bundle
-from squid_monai.methods import ModelFamily, Scorer, get_family
 from squid_monai.loading import build, load_scorer
+from squid_monai.methods import ModelFamily, Scorer, get_family
 
 from ..trained_bundle import BUNDLE, CONFIGS
 
@@ -26,10 +26,14 @@ def check_family(family, scorer_class: type) -> None:
     """The ModelFamily interface, the contract's presets and recipes, and a scorer that
     returns at least score, logit, residual and reconstruction for each preset's size."""
     assert isinstance(family, ModelFamily) and get_family(family.name) is family
-    assert set(PRESETS) <= set(family.network_presets) and {"chest", "digitanatomy"} <= set(family.recipe_presets)
+    assert set(PRESETS) <= set(family.network_presets) and {"chest", "digitanatomy"} <= set(
+        family.recipe_presets
+    )
     assert family.get_config("tiny")["image_size"] in (32, 64)
     for recipe in family.recipe_presets.values():
-        family.loss_weights(**recipe["loss_weights"])  # the recipe's weights are the dataclass's fields
+        family.loss_weights(
+            **recipe["loss_weights"]
+        )  # the recipe's weights are the dataclass's fields
     for preset in ("tiny", "digitanatomy_small"):
         size = family.get_config(preset)["image_size"]
         (network,) = family.build_networks(preset)
@@ -42,8 +46,12 @@ def check_family(family, scorer_class: type) -> None:
         assert out["score"].shape == out["logit"].shape == out["residual"].shape == (2,)
         assert out["reconstruction"].shape == (2, 1, size, size)
         assert 0 <= float(out["reconstruction"].min()) and float(out["reconstruction"].max()) <= 1
-        torch.testing.assert_close(out["logit"], -out["residual"])  # normality = -reconstruction error
-        torch.testing.assert_close(out["residual"], (image - out["reconstruction"]).pow(2).mean((1, 2, 3)))
+        torch.testing.assert_close(
+            out["logit"], -out["residual"]
+        )  # normality = -reconstruction error
+        torch.testing.assert_close(
+            out["residual"], (image - out["reconstruction"]).pow(2).mean((1, 2, 3))
+        )
     try:
         family.get_config("tiny", no_such_setting=1)
     except KeyError:
@@ -62,29 +70,49 @@ def check_batch_independence(scorer: torch.nn.Module, size: int) -> None:
     together = scorer(images)
     other = scorer(torch.cat([images[:1], torch.zeros(3, 1, size, size)]))
     for i in range(5):
-        alone = scorer(images[i:i + 1])
+        alone = scorer(images[i : i + 1])
         for key in ("score", "residual", "reconstruction"):
             torch.testing.assert_close(alone[key][0], together[key][i], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(other["score"][0], together["score"][0], rtol=1e-5, atol=1e-6)
 
 
-SMALL = {"preset": "tiny", "digitanatomy_length": 32, "val_per_class": 8, "report_per_class": 8,
-         "calibration_images": 16, "progress": False, "mlflow_tracking": False}
+SMALL = {
+    "preset": "tiny",
+    "digitanatomy_length": 32,
+    "val_per_class": 8,
+    "report_per_class": 8,
+    "calibration_images": 16,
+    "progress": False,
+    "mlflow_tracking": False,
+}
 
 
 def train_evaluate_export(method: str, output_dir: Path, epochs: int = 2) -> dict:
     """Run the three commands into ``output_dir``; returns what each left behind."""
     method_config = CONFIGS / "methods" / f"{method}.json"
-    run("training", config_file=[str(CONFIGS / "train.json"), str(method_config)], logging_file=False,
-        output_dir=str(output_dir), epochs=epochs, **SMALL)
+    run(
+        "training",
+        config_file=[str(CONFIGS / "train.json"), str(method_config)],
+        logging_file=False,
+        output_dir=str(output_dir),
+        epochs=epochs,
+        **SMALL,
+    )
     models = output_dir / "models"
-    run("evaluating", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], logging_file=False,
-        output_dir=str(output_dir), **SMALL)
+    run(
+        "evaluating",
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        logging_file=False,
+        output_dir=str(output_dir),
+        **SMALL,
+    )
     exported = export_bundle(BUNDLE, output_dir=output_dir)
     return {
         "recipe": Recipe.in_folder(models),
         "summary": json.loads((models / "training_summary.json").read_text()),
-        "checkpoint": torch.load(models / f"checkpoint_epoch={epochs}.pt", map_location="cpu", weights_only=False),
+        "checkpoint": torch.load(
+            models / f"checkpoint_epoch={epochs}.pt", map_location="cpu", weights_only=False
+        ),
         "metrics": json.loads((output_dir / "eval" / "report" / "metrics.json").read_text()),
         "scorer": load_scorer(models / "model.pt"),
         "export": exported,
@@ -96,14 +124,21 @@ def check_smoke(result: dict, method: str, scorer_class: type) -> None:
     assert result["recipe"].family == method and result["recipe"].preset == "tiny"
     assert result["summary"]["epochs"] == 2 and result["summary"]["skipped_steps"] == 0
     assert 0.0 <= result["summary"]["best_val_auc"] <= 1.0
-    checkpoint = result["checkpoint"]  # the resume checkpoint holds the method config's optimiser, schedule, scaler
+    checkpoint = result[
+        "checkpoint"
+    ]  # the resume checkpoint holds the method config's optimiser, schedule, scaler
     assert {"model", "ema_model", "optimizer", "scheduler", "scaler"} <= set(checkpoint)
-    assert all(int(s["step"]) == 4 for s in checkpoint["optimizer"]["state"].values())  # 2 epochs x 2 iterations
+    assert all(
+        int(s["step"]) == 4 for s in checkpoint["optimizer"]["state"].values()
+    )  # 2 epochs x 2 iterations
     scorer = result["scorer"]
     assert type(scorer) is scorer_class
     fresh = build(result["recipe"]).state_dict()
-    assert any(not torch.equal(v, fresh[k]) for k, v in scorer.state_dict().items()
-               if k.startswith("network.") and v.is_floating_point())  # trained
+    assert any(
+        not torch.equal(v, fresh[k])
+        for k, v in scorer.state_dict().items()
+        if k.startswith("network.") and v.is_floating_point()
+    )  # trained
     assert float(scorer.std) > 0 and float(scorer.std) != 1.0  # calibrated on normal images
     metrics = result["metrics"]
     assert metrics["n_normal"] == metrics["n_abnormal"] == SMALL["report_per_class"]

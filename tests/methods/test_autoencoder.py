@@ -10,16 +10,28 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from squid_monai.engines.reconstruction import ReconstructionLossWeights, ReconstructionTrainer, reconstruction_losses
+from squid_monai.engines.reconstruction import (
+    ReconstructionLossWeights,
+    ReconstructionTrainer,
+    reconstruction_losses,
+)
 from squid_monai.methods.autoencoder import FAMILY, ConvAutoEncoder, ReconstructionScorer
 
-from .reconstruction_checks import check_batch_independence, check_family, check_smoke, train_evaluate_export
+from .reconstruction_checks import (
+    check_batch_independence,
+    check_family,
+    check_smoke,
+    train_evaluate_export,
+)
 
 
 def test_family_interface():
     check_family(FAMILY, ReconstructionScorer)
     assert FAMILY.name == "autoencoder" and FAMILY.trainer is ReconstructionTrainer
-    assert all(r["loss_weights"] == {"reconstruction": 1.0, "entropy": 0.0} for r in FAMILY.recipe_presets.values())
+    assert all(
+        r["loss_weights"] == {"reconstruction": 1.0, "entropy": 0.0}
+        for r in FAMILY.recipe_presets.values()
+    )
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "digitanatomy_small", "paper", "digitanatomy"])
@@ -46,7 +58,9 @@ def test_score_rises_with_the_reconstruction_error():
     scores as more anomalous."""
     scorer = FAMILY.build_scorer("tiny")
     scorer.set_calibration(-0.05, 0.01)
-    out = scorer(torch.stack([torch.full((1, 32, 32), 0.5), torch.zeros(1, 32, 32), torch.ones(1, 32, 32)]))
+    out = scorer(
+        torch.stack([torch.full((1, 32, 32), 0.5), torch.zeros(1, 32, 32), torch.ones(1, 32, 32)])
+    )
     order = torch.argsort(out["residual"])
     assert torch.equal(torch.argsort(out["score"]), order)
     expected = torch.sigmoid((out["residual"] - 0.05) / 0.01)
@@ -64,8 +78,9 @@ def test_l2_objective():
     assert terms["reconstruction"].item() == pytest.approx(0.01)
     assert terms["total"].item() == pytest.approx(0.02)
     assert "entropy" not in terms
-    assert reconstruction_losses(out, image, ReconstructionLossWeights(), num_models=4)["total"].item() == \
-        pytest.approx(0.04)
+    assert reconstruction_losses(out, image, ReconstructionLossWeights(), num_models=4)[
+        "total"
+    ].item() == pytest.approx(0.04)
     with pytest.raises(ValueError, match="without a memory"):
         reconstruction_losses(out, image, ReconstructionLossWeights(entropy=0.1))
 
@@ -78,7 +93,9 @@ def _trainer(net, batches, **kwargs):
 def test_trainer_fits_normal_images():
     net = FAMILY.build_networks("tiny")[0]
     image = torch.rand(4, 1, 32, 32)
-    trainer, _ = _trainer(net, [{"image": image}] * 30, loss_weights={"reconstruction": 1.0, "entropy": 0.0})
+    trainer, _ = _trainer(
+        net, [{"image": image}] * 30, loss_weights={"reconstruction": 1.0, "entropy": 0.0}
+    )
     losses = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output))
     trainer.run()
@@ -94,7 +111,9 @@ def test_trainer_skips_a_non_finite_step():
     trainer, _ = _trainer(net, [{"image": image}])
     trainer.run()
     assert trainer.state.skipped_steps == 1 and trainer.state.output["updated"] is False
-    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # weights and BN statistics
+    assert all(
+        torch.equal(v, before[k]) for k, v in net.state_dict().items()
+    )  # weights and BN statistics
 
 
 def test_end_to_end(tmp_path):

@@ -19,17 +19,20 @@ import pydicom
 import pytest
 import torch
 
-pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')")
+pytest.importorskip(
+    "monai.deploy.operators",
+    reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')",
+)
 
 from pipelines.cases import ExitCode  # noqa: E402
 from pipelines.exported_model import load_exported_model  # noqa: E402
 from pipelines.squid_app import ChestXRayApp  # noqa: E402
 from squid_monai.artifact import WEIGHTS_FILE, Recipe  # noqa: E402
 from squid_monai.export import export_bundle  # noqa: E402
+from squid_monai.loading import build, image_size, load_scorer  # noqa: E402
 from squid_monai.methods import family_names  # noqa: E402
 from squid_monai.mlflow_model import load_registered, register_model  # noqa: E402
 from squid_monai.scoring import calibrate
-from squid_monai.loading import build, image_size, load_scorer  # noqa: E402
 from squid_monai.tracking import tracking_uri  # noqa: E402
 from squid_monai.transforms import preprocess  # noqa: E402
 from tests.pipelines.factories import chest_pixels, write_dicom  # noqa: E402
@@ -41,7 +44,9 @@ FAMILIES = sorted(family_names())
 
 def test_every_documented_family_is_covered():
     """A family added later is picked up here automatically; these are the ones the issue names."""
-    assert {"squid", "autoencoder", "memae", "patch_memae", "fanogan", "ganomaly", "daad"} <= set(FAMILIES)
+    assert {"squid", "autoencoder", "memae", "patch_memae", "fanogan", "ganomaly", "daad"} <= set(
+        FAMILIES
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +90,9 @@ def test_family_exports_deploys_and_serves_from_the_registry(method, tmp_path, s
     exported = export_bundle(BUNDLE, output_dir=tmp_path)  # raises if TorchScript drifts from eager
     assert max(exported["max_abs_diff"].values()) <= 1e-5
 
-    app = ChestXRayApp(studies, tmp_path / "deploy", load_exported_model(exported["filepath"], device="cpu"))
+    app = ChestXRayApp(
+        studies, tmp_path / "deploy", load_exported_model(exported["filepath"], device="cpu")
+    )
     app.run()
     assert app.exit_code is ExitCode.OK
     cases = {case["case_id"]: case for case in app.summary["cases"]}
@@ -100,11 +107,17 @@ def test_family_exports_deploys_and_serves_from_the_registry(method, tmp_path, s
     version = register_model(models, store, name=f"xray-{method}", alias="champion")
     assert version.tags["family"] == method and version.tags["preset"] == "tiny"
     files = sorted(expected)
-    encoded = [base64.b64encode((studies / f).read_bytes()).decode() for f in files]  # what a client sends
-    out = load_registered(f"xray-{method}", "champion", store).predict(pd.DataFrame({"image": encoded}))
+    encoded = [
+        base64.b64encode((studies / f).read_bytes()).decode() for f in files
+    ]  # what a client sends
+    out = load_registered(f"xray-{method}", "champion", store).predict(
+        pd.DataFrame({"image": encoded})
+    )
     assert out["error"].isna().all(), out["error"].tolist()
     # the pyfunc model scores the files as one batch: the same logits up to float rounding, which
     # the untrained network's tiny calibration std magnifies in the score
     logits = eager(torch.cat([inputs[f] for f in files]))["logit"]
     np.testing.assert_allclose(out["logit"].to_numpy(float), logits.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out["score"].to_numpy(float), [expected[f] for f in files], atol=1e-3)
+    np.testing.assert_allclose(
+        out["score"].to_numpy(float), [expected[f] for f in files], atol=1e-3
+    )

@@ -13,10 +13,10 @@ import torch
 
 import squid_monai.methods
 from squid_monai.artifact import Recipe
+from squid_monai.loading import build, image_size, load_scorer
 from squid_monai.methods import ModelFamily, Scorer, family_names, get_family
 from squid_monai.methods.squid import FAMILY as SQUID
 from squid_monai.scoring import ScoreWriter, score_images
-from squid_monai.loading import build, image_size, load_scorer
 
 TOY = '''
 """A toy family: the score is the calibrated mean brightness (a stand-in for a seed baseline)."""
@@ -61,7 +61,9 @@ def test_squid_is_the_first_family():
     assert get_family("squid") is SQUID and isinstance(SQUID, ModelFamily)
     scorer = SQUID.build_scorer("tiny")
     assert isinstance(scorer, SQUID.scorer) and isinstance(scorer, Scorer)
-    assert {"score", "logit", "reconstruction"} <= set(scorer(torch.rand(1, 1, 32, 32)))  # at least these
+    assert {"score", "logit", "reconstruction"} <= set(
+        scorer(torch.rand(1, 1, 32, 32))
+    )  # at least these
     assert SQUID.recipe_presets["chest"]["loss_weights"]["student"] == 10.0
     assert SQUID.recipe_presets["digitanatomy"]["n_critic"] == 1
     with pytest.raises(KeyError, match="unknown model family"):
@@ -72,7 +74,9 @@ def test_a_second_family_is_a_folder(tmp_path, monkeypatch):
     name = "toyfamily_test"
     (tmp_path / name).mkdir()
     (tmp_path / name / "__init__.py").write_text(textwrap.dedent(TOY.replace("{name}", name)))
-    monkeypatch.setattr(squid_monai.methods, "__path__", [*squid_monai.methods.__path__, str(tmp_path)])
+    monkeypatch.setattr(
+        squid_monai.methods, "__path__", [*squid_monai.methods.__path__, str(tmp_path)]
+    )
     try:
         assert name in family_names()
         recipe = Recipe("toy", family=name)
@@ -80,7 +84,9 @@ def test_a_second_family_is_a_folder(tmp_path, monkeypatch):
         models = recipe.save(tmp_path / "models").parent
         torch.save(build(recipe).state_dict(), models / "model.pt")
         scorer = load_scorer(models / "model.pt")  # the trained-model folder, unchanged
-        records = score_images(scorer, torch.rand(3, 1, 8, 8), names=["a", "b", "c"])  # the scoring path
+        records = score_images(
+            scorer, torch.rand(3, 1, 8, 8), names=["a", "b", "c"]
+        )  # the scoring path
         assert all(r.scored and r.decision == int(r.score > 0.5) for r in records)
         with ScoreWriter(tmp_path / "out", images=False) as writer:  # the writer
             writer.write_all(records)

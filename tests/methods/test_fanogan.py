@@ -16,13 +16,29 @@ from torch import nn
 
 from squid_monai.engines import AnomalyEvaluator
 from squid_monai.export import export_bundle
-from squid_monai.handlers import AtomicCheckpointSaver, ResumeFromLatest, RNGState, SaveLatest, latest_checkpoint
+from squid_monai.handlers import (
+    AtomicCheckpointSaver,
+    ResumeFromLatest,
+    RNGState,
+    SaveLatest,
+    latest_checkpoint,
+)
+from squid_monai.loading import load_scorer
 from squid_monai.methods import ModelFamily, Scorer, get_family
-from squid_monai.methods.fanogan import (FAMILY, FAnoGANLossWeights, FAnoGANScorer, FAnoGANTrainer, StartEncoderStage,
-                                         critic_loss, generator_loss, gradient_penalty, izi_f, resolve_gan_epochs)
+from squid_monai.methods.fanogan import (
+    FAMILY,
+    FAnoGANLossWeights,
+    FAnoGANScorer,
+    FAnoGANTrainer,
+    StartEncoderStage,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    izi_f,
+    resolve_gan_epochs,
+)
 from squid_monai.metrics import SmoothedAUC
 from squid_monai.scoring import explainer_for
-from squid_monai.loading import load_scorer
 from squid_monai.workflow import DigitAnatomySource
 
 from ..trained_bundle import BUNDLE, CONFIGS, TINY, VAL_SIZE, run_command
@@ -43,9 +59,12 @@ def _one_thread():
 
 # --- the family -------------------------------------------------------------------------------
 
+
 def test_fanogan_is_a_model_family():
     assert get_family("fanogan") is FAMILY and isinstance(FAMILY, ModelFamily)
-    assert {"tiny", "small", "digitanatomy_small", "paper", "digitanatomy"} <= set(FAMILY.network_presets)
+    assert {"tiny", "small", "digitanatomy_small", "paper", "digitanatomy"} <= set(
+        FAMILY.network_presets
+    )
     sizes = {p: FAMILY.get_config(p)["image_size"] for p in FAMILY.network_presets}
     assert sizes["tiny"] == 32 and sizes["small"] == 64 and sizes["paper"] == 128
     assert sizes["digitanatomy"] == sizes["digitanatomy_small"] == 96
@@ -53,7 +72,9 @@ def test_fanogan_is_a_model_family():
     assert FAMILY.recipe_presets["chest"]["n_critic"] == 5  # WGAN-GP's
     assert FAMILY.loss_weights is FAnoGANLossWeights and FAMILY.trainer is FAnoGANTrainer
     nets = FAMILY.build_networks("tiny", latent_dim=8)
-    assert len(nets) == 3 and all(type(n).__module__.startswith("squid_monai") and isinstance(n, nn.Module) for n in nets)
+    assert len(nets) == 3 and all(
+        type(n).__module__.startswith("squid_monai") and isinstance(n, nn.Module) for n in nets
+    )
     assert nets[0].latent_dim == 8 and nets[2](torch.rand(2, 1, SIZE, SIZE)).shape == (2, 8)
     with pytest.raises(KeyError, match="unknown network setting"):
         FAMILY.get_config("tiny", channels=(1,))
@@ -79,6 +100,7 @@ def test_the_critic_is_the_scorers_discriminator_and_grad_cam_works():
 
 
 # --- losses against their definitions ----------------------------------------------------------
+
 
 class _Linear(nn.Module):
     """D(x) = <w, x> + b: its input gradient is w everywhere, so ||grad|| = ||w||."""
@@ -118,8 +140,12 @@ def test_gradient_penalty_interpolates_per_sample():
 
 
 def test_critic_and_generator_losses_by_hand():
-    terms = critic_loss(torch.tensor([[1.0], [2.0]]), torch.tensor([[0.0], [-1.0]]), torch.tensor(0.5),
-                        FAnoGANLossWeights(gradient_penalty=10.0))
+    terms = critic_loss(
+        torch.tensor([[1.0], [2.0]]),
+        torch.tensor([[0.0], [-1.0]]),
+        torch.tensor(0.5),
+        FAnoGANLossWeights(gradient_penalty=10.0),
+    )
     assert terms["wasserstein"].item() == pytest.approx(2.0)  # 1.5 - (-0.5)
     assert terms["critic"].item() == pytest.approx(-2.0 + 10.0 * 0.5)
     assert generator_loss(torch.tensor([[0.0], [-1.0]])).item() == pytest.approx(0.5)
@@ -132,7 +158,9 @@ def test_izi_f_by_hand():
     f_rec = torch.tensor([[3.0, 2.0], [1.0, 1.0]])
     terms = izi_f(image, reconstruction, f_image, f_rec, kappa=0.5)
     torch.testing.assert_close(terms["image"], torch.tensor([1.0, 0.25]))  # 1/n ||x - G(E(x))||^2
-    torch.testing.assert_close(terms["feature"], torch.tensor([2.0, 1.0]))  # 1/n_d ||f(x) - f(G(E(x)))||^2
+    torch.testing.assert_close(
+        terms["feature"], torch.tensor([2.0, 1.0])
+    )  # 1/n_d ||f(x) - f(G(E(x)))||^2
     torch.testing.assert_close(terms["izi_f"], torch.tensor([1.0 + 0.5 * 2.0, 0.25 + 0.5 * 1.0]))
 
 
@@ -163,7 +191,9 @@ def test_the_score_is_izi_f_of_the_image():
 
 def test_scores_do_not_depend_on_the_batch():
     scorer = FAMILY.build_scorer("tiny")
-    with torch.no_grad():  # G's BatchNorm statistics away from their initial values, as after training
+    with (
+        torch.no_grad()
+    ):  # G's BatchNorm statistics away from their initial values, as after training
         for layer in scorer.generator.modules():
             if isinstance(layer, nn.BatchNorm2d):
                 layer.running_mean.uniform_(-0.5, 0.5)
@@ -171,12 +201,13 @@ def test_scores_do_not_depend_on_the_batch():
     x = torch.rand(5, 1, SIZE, SIZE)
     together = scorer(x)
     for i in range(5):
-        alone = scorer(x[i:i + 1])
+        alone = scorer(x[i : i + 1])
         for key in ("score", "izi_f", "reconstruction"):
-            torch.testing.assert_close(alone[key], together[key][i:i + 1], atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(alone[key], together[key][i : i + 1], atol=1e-6, rtol=1e-5)
 
 
 # --- the trainer -------------------------------------------------------------------------------
+
 
 def _batches(n=3, batch=4, seed=1):
     g = torch.Generator().manual_seed(seed)
@@ -186,15 +217,26 @@ def _batches(n=3, batch=4, seed=1):
 def _setup(seed=0, **kwargs):
     torch.manual_seed(seed)
     g, d, e = FAMILY.build_networks("tiny")
-    opts = {"g_optimizer": torch.optim.Adam(g.parameters(), 1e-3, betas=(0.0, 0.9)),
-            "d_optimizer": torch.optim.Adam(d.parameters(), 1e-3, betas=(0.0, 0.9)),
-            "e_optimizer": torch.optim.Adam(e.parameters(), 1e-3)}
+    opts = {
+        "g_optimizer": torch.optim.Adam(g.parameters(), 1e-3, betas=(0.0, 0.9)),
+        "d_optimizer": torch.optim.Adam(d.parameters(), 1e-3, betas=(0.0, 0.9)),
+        "e_optimizer": torch.optim.Adam(e.parameters(), 1e-3),
+    }
     kwargs = {"max_epochs": 2, "gan_epochs": 1, "n_critic": 2, **kwargs}
-    trainer = FAnoGANTrainer("cpu", train_data_loader=_batches(), generator=g, discriminator=d, encoder=e,
-                             **opts, **kwargs)
+    trainer = FAnoGANTrainer(
+        "cpu",
+        train_data_loader=_batches(),
+        generator=g,
+        discriminator=d,
+        encoder=e,
+        **opts,
+        **kwargs,
+    )
     outputs = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED,
-                              lambda eng: outputs.append((eng.state.epoch, dict(eng.state.output))))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda eng: outputs.append((eng.state.epoch, dict(eng.state.output))),
+    )
     return trainer, (g, d, e), opts, outputs
 
 
@@ -208,7 +250,9 @@ def _equal(a, b):
 
 def test_gan_epochs_a_fraction_or_a_count():
     assert resolve_gan_epochs(0.8, 10) == 8 and resolve_gan_epochs(0.5, 2) == 1
-    assert resolve_gan_epochs(0.99, 2) == 1 and resolve_gan_epochs(0.01, 10) == 1  # both stages always run
+    assert (
+        resolve_gan_epochs(0.99, 2) == 1 and resolve_gan_epochs(0.01, 10) == 1
+    )  # both stages always run
     assert resolve_gan_epochs(3, 10) == 3 and resolve_gan_epochs(3.0, 10) == 3
     for bad, epochs in ((10, 10), (1.5, 10), (0, 10), (0.5, 1)):
         with pytest.raises(ValueError):
@@ -219,34 +263,68 @@ def test_stage_1_trains_g_and_d_stage_2_only_e_with_g_and_d_bitwise_frozen():
     trainer, (g, d, e), opts, outputs = _setup()
     assert [trainer.stage(k) for k in (1, 2)] == [1, 2]
     states = {}
-    trainer.add_event_handler(Events.EPOCH_STARTED(once=2),
-                              lambda _: states.update(g=_state(g), d=_state(d), e=_state(e),
-                                                      opt={k: copy.deepcopy(o.state_dict()) for k, o in opts.items()}))
+    trainer.add_event_handler(
+        Events.EPOCH_STARTED(once=2),
+        lambda _: states.update(
+            g=_state(g),
+            d=_state(d),
+            e=_state(e),
+            opt={k: copy.deepcopy(o.state_dict()) for k, o in opts.items()},
+        ),
+    )
     start = {"g": _state(g), "d": _state(d), "e": _state(e)}
     trainer.run()
     # stage 1: the critic every iteration, the generator every n_critic-th (iteration 2), E untouched
     assert [(ep, o["stage"]) for ep, o in outputs] == [(1, 1)] * 3 + [(2, 2)] * 3
     assert [o["generator_updated"] for _, o in outputs[:3]] == [False, True, False]
-    assert {"loss", "loss_critic", "loss_generator", "loss_wasserstein", "loss_gradient_penalty"} <= set(outputs[0][1])
+    assert {
+        "loss",
+        "loss_critic",
+        "loss_generator",
+        "loss_wasserstein",
+        "loss_gradient_penalty",
+    } <= set(outputs[0][1])
     assert {"loss", "loss_encoder", "loss_image", "loss_feature"} <= set(outputs[3][1])
     assert not _equal(start["g"], states["g"]) and not _equal(start["d"], states["d"])
     assert _equal(start["e"], states["e"])
-    assert not any(k.endswith("num_batches_tracked") and v.item() == 0 for k, v in states["g"].items())
+    assert not any(
+        k.endswith("num_batches_tracked") and v.item() == 0 for k, v in states["g"].items()
+    )
     # stage 2: G and D (weights and BatchNorm statistics) bitwise as stage 1 left them, E trained
     assert _equal(states["g"], _state(g)) and _equal(states["d"], _state(d))
     assert not _equal(states["e"], _state(e))
-    assert _optimizer_steps(opts["g_optimizer"]) == _optimizer_steps(states["opt"]["g_optimizer"]) == 1
-    assert _optimizer_steps(opts["d_optimizer"]) == _optimizer_steps(states["opt"]["d_optimizer"]) == 3
-    assert _optimizer_steps(opts["e_optimizer"]) == 3 and _optimizer_steps(states["opt"]["e_optimizer"]) == 0
-    assert all(p.requires_grad for net in (g, d, e) for p in net.parameters())  # frozen only during the step
+    assert (
+        _optimizer_steps(opts["g_optimizer"]) == _optimizer_steps(states["opt"]["g_optimizer"]) == 1
+    )
+    assert (
+        _optimizer_steps(opts["d_optimizer"]) == _optimizer_steps(states["opt"]["d_optimizer"]) == 3
+    )
+    assert (
+        _optimizer_steps(opts["e_optimizer"]) == 3
+        and _optimizer_steps(states["opt"]["e_optimizer"]) == 0
+    )
+    assert all(
+        p.requires_grad for net in (g, d, e) for p in net.parameters()
+    )  # frozen only during the step
     # the stage-2 optimiser holds E's parameters only
     with pytest.raises(ValueError, match="encoder's parameters only"):
-        FAnoGANTrainer("cpu", 2, _batches(), g, d, e, opts["g_optimizer"], opts["d_optimizer"],
-                       torch.optim.Adam([*e.parameters(), *g.parameters()]))
+        FAnoGANTrainer(
+            "cpu",
+            2,
+            _batches(),
+            g,
+            d,
+            e,
+            opts["g_optimizer"],
+            opts["d_optimizer"],
+            torch.optim.Adam([*e.parameters(), *g.parameters()]),
+        )
 
 
 def _optimizer_steps(optimizer) -> int:
-    state = optimizer.state_dict()["state"] if hasattr(optimizer, "state_dict") else optimizer["state"]
+    state = (
+        optimizer.state_dict()["state"] if hasattr(optimizer, "state_dict") else optimizer["state"]
+    )
     return max((int(s["step"]) for s in state.values()), default=0)
 
 
@@ -255,15 +333,29 @@ def test_a_killed_run_resumes_in_the_right_stage_to_the_same_weights(tmp_path):
     reference.run()
 
     def handlers(folder, nets, opts, trainer_scalers=None):
-        objects = {"generator": nets[0], "discriminator": nets[1], "encoder": nets[2], **opts, "rng": RNGState()}
+        objects = {
+            "generator": nets[0],
+            "discriminator": nets[1],
+            "encoder": nets[2],
+            **opts,
+            "rng": RNGState(),
+        }
         return [ResumeFromLatest(folder, objects), SaveLatest(folder, objects)]
 
     # first run: killed after epoch 1 (the last GAN epoch)
     torch.manual_seed(0)
     nets = FAMILY.build_networks("tiny")
     opts = _opts(nets)
-    first = FAnoGANTrainer("cpu", 2, _batches(), *nets, **opts, gan_epochs=1, n_critic=2,
-                           train_handlers=handlers(tmp_path, nets, opts))
+    first = FAnoGANTrainer(
+        "cpu",
+        2,
+        _batches(),
+        *nets,
+        **opts,
+        gan_epochs=1,
+        n_critic=2,
+        train_handlers=handlers(tmp_path, nets, opts),
+    )
     first.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda eng: eng.terminate())
     first.run()
     assert latest_checkpoint(tmp_path).name == "checkpoint_epoch=1.pt"
@@ -272,10 +364,22 @@ def test_a_killed_run_resumes_in_the_right_stage_to_the_same_weights(tmp_path):
     nets = FAMILY.build_networks("tiny")
     opts = _opts(nets)
     started = []
-    second = FAnoGANTrainer("cpu", 2, _batches(), *nets, **opts, gan_epochs=1, n_critic=2,
-                            train_handlers=handlers(tmp_path, nets, opts), on_encoder_stage=[started.append])
+    second = FAnoGANTrainer(
+        "cpu",
+        2,
+        _batches(),
+        *nets,
+        **opts,
+        gan_epochs=1,
+        n_critic=2,
+        train_handlers=handlers(tmp_path, nets, opts),
+        on_encoder_stage=[started.append],
+    )
     stages = []
-    second.add_event_handler(Events.ITERATION_COMPLETED, lambda eng: stages.append((eng.state.epoch, eng.state.output["stage"])))
+    second.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda eng: stages.append((eng.state.epoch, eng.state.output["stage"])),
+    )
     second.run()
     assert stages == [(2, 2)] * 3 and started == [second]
     for a, b in zip(ref_nets, nets):
@@ -284,9 +388,11 @@ def test_a_killed_run_resumes_in_the_right_stage_to_the_same_weights(tmp_path):
 
 def _opts(nets):
     g, d, e = nets
-    return {"g_optimizer": torch.optim.Adam(g.parameters(), 1e-3, betas=(0.0, 0.9)),
-            "d_optimizer": torch.optim.Adam(d.parameters(), 1e-3, betas=(0.0, 0.9)),
-            "e_optimizer": torch.optim.Adam(e.parameters(), 1e-3)}
+    return {
+        "g_optimizer": torch.optim.Adam(g.parameters(), 1e-3, betas=(0.0, 0.9)),
+        "d_optimizer": torch.optim.Adam(d.parameters(), 1e-3, betas=(0.0, 0.9)),
+        "e_optimizer": torch.optim.Adam(e.parameters(), 1e-3),
+    }
 
 
 def test_the_encoder_stage_restarts_model_selection_and_the_weight_average(tmp_path):
@@ -299,9 +405,15 @@ def test_the_encoder_stage_restarts_model_selection_and_the_weight_average(tmp_p
     label[order[4:]] = 1  # the 4 highest scores abnormal: AUC 1
     data = [{"image": x, "label": label}]
     smoothed = SmoothedAUC(window=3, output_transform=lambda o: (o["score"], o["label"]))
-    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": scorer}, save_key_metric=True,
-                                  key_metric_filename="model.pt")
-    evaluator = AnomalyEvaluator("cpu", data, scorer, key_val_metric={"val_auc_smoothed": smoothed}, val_handlers=[saver])
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path),
+        save_dict={"model": scorer},
+        save_key_metric=True,
+        key_metric_filename="model.pt",
+    )
+    evaluator = AnomalyEvaluator(
+        "cpu", data, scorer, key_val_metric={"val_auc_smoothed": smoothed}, val_handlers=[saver]
+    )
     evaluator.run(1)
     assert evaluator.state.best_metric == 1.0 and (tmp_path / "model.pt").is_file()
     ema = copy.deepcopy(scorer)
@@ -309,7 +421,9 @@ def test_the_encoder_stage_restarts_model_selection_and_the_weight_average(tmp_p
         for p in ema.parameters():
             p.add_(0.1)  # the average lags behind the live weights
     (tmp_path / "model.pt").unlink()
-    StartEncoderStage(evaluator, {"val_auc_smoothed": smoothed}, ema_model=ema, model=scorer)(evaluator)
+    StartEncoderStage(evaluator, {"val_auc_smoothed": smoothed}, ema_model=ema, model=scorer)(
+        evaluator
+    )
     assert evaluator.state.best_metric == -1 and smoothed.history == []
     assert all(torch.equal(a, b) for a, b in zip(ema.parameters(), scorer.parameters()))
     label[:] = 1 - label  # a worse validation (AUC 0) is the best of stage 2 and is saved
@@ -320,10 +434,24 @@ def test_the_encoder_stage_restarts_model_selection_and_the_weight_average(tmp_p
 
 # --- the bundle, end to end --------------------------------------------------------------------
 
+
 def test_bundle_trains_both_stages_evaluates_and_exports(tmp_path):
     out = tmp_path / "run"
-    args = ["run", "training", "--config_file", FANOGAN_CONFIGS, "--epochs", "2", "--output_dir", str(out), *TINY,
-            "--n_critic", "2", "--mlflow_tracking", "false"]
+    args = [
+        "run",
+        "training",
+        "--config_file",
+        FANOGAN_CONFIGS,
+        "--epochs",
+        "2",
+        "--output_dir",
+        str(out),
+        *TINY,
+        "--n_critic",
+        "2",
+        "--mlflow_tracking",
+        "false",
+    ]
     result = run_command(args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
@@ -331,16 +459,47 @@ def test_bundle_trains_both_stages_evaluates_and_exports(tmp_path):
     models = out / "models"
     assert json.loads((models / "network.json").read_text())["family"] == "fanogan"
     summary = json.loads((models / "training_summary.json").read_text())
-    assert summary["epochs"] == 2 and summary["best_epoch"] == 2  # chosen among encoder-stage validations
-    assert "val_auc_feature" in summary["last_val_metrics"]  # the critic's features: the kappa term's AUC
+    assert (
+        summary["epochs"] == 2 and summary["best_epoch"] == 2
+    )  # chosen among encoder-stage validations
+    assert (
+        "val_auc_feature" in summary["last_val_metrics"]
+    )  # the critic's features: the kappa term's AUC
     ckpt = torch.load(latest_checkpoint(models), weights_only=True)
-    assert {"g_optimizer", "d_optimizer", "e_optimizer", "g_scaler", "d_scaler", "e_scaler", "trainer"} <= set(ckpt)
-    assert ckpt["trainer"]["iteration"] == 4 and ckpt["e_optimizer"]["state"]  # 2 x 2 iterations; E was trained
+    assert {
+        "g_optimizer",
+        "d_optimizer",
+        "e_optimizer",
+        "g_scaler",
+        "d_scaler",
+        "e_scaler",
+        "trainer",
+    } <= set(ckpt)
+    assert (
+        ckpt["trainer"]["iteration"] == 4 and ckpt["e_optimizer"]["state"]
+    )  # 2 x 2 iterations; E was trained
     scorer = load_scorer(models / "model.pt")
-    assert isinstance(scorer, FAnoGANScorer) and scorer.std.item() > 0 and 0 < scorer.threshold.item() < 1
+    assert (
+        isinstance(scorer, FAnoGANScorer)
+        and scorer.std.item() > 0
+        and 0 < scorer.threshold.item() < 1
+    )
 
-    result = run_command(["run", "evaluating", "--config_file", EVAL_CONFIGS, "--output_dir", str(out),
-                          "--eval_split", "test", *TINY, "--mlflow_tracking", "false"])
+    result = run_command(
+        [
+            "run",
+            "evaluating",
+            "--config_file",
+            EVAL_CONFIGS,
+            "--output_dir",
+            str(out),
+            "--eval_split",
+            "test",
+            *TINY,
+            "--mlflow_tracking",
+            "false",
+        ]
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with open(out / "eval" / "test" / "scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -10,12 +10,21 @@ import math
 import pytest
 import torch
 
-from squid_monai.engines.reconstruction import (ReconstructionLossWeights, ReconstructionTrainer, addressing_entropy,
-                                                reconstruction_losses)
+from squid_monai.engines.reconstruction import (
+    ReconstructionLossWeights,
+    ReconstructionTrainer,
+    addressing_entropy,
+    reconstruction_losses,
+)
 from squid_monai.methods.autoencoder import ReconstructionScorer
 from squid_monai.methods.memae import FAMILY, MemAE, MemoryUnit, hard_shrink
 
-from .reconstruction_checks import check_batch_independence, check_family, check_smoke, train_evaluate_export
+from .reconstruction_checks import (
+    check_batch_independence,
+    check_family,
+    check_smoke,
+    train_evaluate_export,
+)
 
 E = math.e
 
@@ -23,7 +32,10 @@ E = math.e
 def test_family_interface():
     check_family(FAMILY, ReconstructionScorer)
     assert FAMILY.name == "memae" and FAMILY.trainer is ReconstructionTrainer
-    assert all(r["loss_weights"] == {"reconstruction": 1.0, "entropy": 0.0002} for r in FAMILY.recipe_presets.values())
+    assert all(
+        r["loss_weights"] == {"reconstruction": 1.0, "entropy": 0.0002}
+        for r in FAMILY.recipe_presets.values()
+    )
     assert isinstance(FAMILY.build_networks("tiny")[0], MemAE)
 
 
@@ -31,10 +43,14 @@ def test_hard_shrinkage_zeroes_weights_below_the_threshold_and_renormalises():
     w = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.25, 0.25, 0.25, 0.25]], dtype=torch.float64)
     got = hard_shrink(w, 0.1)
     # eq. 7 by hand: w_i (up to eps) above the threshold, 0 below; then divided by the sum
-    kept = torch.tensor([0.4 * 0.5 / (0.4 + 1e-12), 0.2 * 0.3 / (0.2 + 1e-12), 0.05 * 0.15 / (0.05 + 1e-12), 0.0],
-                        dtype=torch.float64)
+    kept = torch.tensor(
+        [0.4 * 0.5 / (0.4 + 1e-12), 0.2 * 0.3 / (0.2 + 1e-12), 0.05 * 0.15 / (0.05 + 1e-12), 0.0],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(got[0], kept / kept.sum(), rtol=0, atol=1e-15)
-    torch.testing.assert_close(got[0], torch.tensor([10, 6, 3, 0], dtype=torch.float64) / 19, rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        got[0], torch.tensor([10, 6, 3, 0], dtype=torch.float64) / 19, rtol=0, atol=1e-10
+    )
     torch.testing.assert_close(got[1], w[1])  # nothing below: unchanged (sums to 1 already)
     # a weight exactly at the threshold is dropped (eq. 6: kept only if w_i > l); none left: all zero, no NaN
     assert hard_shrink(torch.tensor([[0.5, 0.5]]), 0.5).tolist() == [[0.0, 0.0]]
@@ -89,7 +105,9 @@ def test_entropy_loss():
     assert addressing_entropy(uniform).item() == pytest.approx(math.log(8), abs=1e-6)
     image = torch.zeros(1, 1, 2, 2)
     out = {"reconstruction": torch.full((1, 1, 2, 2), 0.1), "weights": w}
-    terms = reconstruction_losses(out, image, ReconstructionLossWeights(reconstruction=1.0, entropy=0.5))
+    terms = reconstruction_losses(
+        out, image, ReconstructionLossWeights(reconstruction=1.0, entropy=0.5)
+    )
     assert terms["entropy"].item() == pytest.approx(math.log(2) / 2, abs=1e-9)
     assert terms["total"].item() == pytest.approx(0.01 + 0.5 * math.log(2) / 2, abs=1e-7)
 
@@ -101,7 +119,9 @@ def test_gradients_reach_encoder_memory_and_decoder_through_the_shrinkage():
     terms["total"].backward()
     for part in (net.encode, net.memory, net.decode):
         grads = [p.grad for p in part.parameters()]
-        assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+        assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(
+            g.abs().sum() > 0 for g in grads
+        )
 
 
 def test_training_sharpens_the_addressing():
@@ -113,11 +133,24 @@ def test_training_sharpens_the_addressing():
         torch.manual_seed(0)
         net = FAMILY.build_networks("tiny", image_size=16, memory_items=16)[0]
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-        trainer = ReconstructionTrainer("cpu", 10, [{"image": image}], net, optimizer,
-                                        loss_weights={"reconstruction": 1.0, "entropy": weight})
-        first = reconstruction_losses(net(image), image, ReconstructionLossWeights())["entropy"].item()
+        trainer = ReconstructionTrainer(
+            "cpu",
+            10,
+            [{"image": image}],
+            net,
+            optimizer,
+            loss_weights={"reconstruction": 1.0, "entropy": weight},
+        )
+        first = reconstruction_losses(net(image), image, ReconstructionLossWeights())[
+            "entropy"
+        ].item()
         trainer.run()
-        assert set(trainer.state.output) == {"loss", "loss_reconstruction", "loss_entropy", "updated"}
+        assert set(trainer.state.output) == {
+            "loss",
+            "loss_reconstruction",
+            "loss_entropy",
+            "updated",
+        }
         entropy[weight] = trainer.state.output["loss_entropy"]
     assert entropy[1.0] < 0.85 * first and entropy[1.0] < 0.85 * entropy[0.0]
 

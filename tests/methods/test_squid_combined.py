@@ -37,7 +37,11 @@ def _nearest(tokens: torch.Tensor, bank: torch.Tensor, leave_out: bool) -> torch
     for i in range(len(tokens)):
         per_tile = []
         for t in range(tokens.shape[1]):
-            d = [((tokens[i, t] - bank[j, t]) ** 2).mean() for j in range(len(bank)) if not (leave_out and j == i)]
+            d = [
+                ((tokens[i, t] - bank[j, t]) ** 2).mean()
+                for j in range(len(bank))
+                if not (leave_out and j == i)
+            ]
             per_tile.append(min(d))
         values.append(torch.stack(per_tile).mean())
     return torch.stack(values)
@@ -50,16 +54,31 @@ def _evidence(scorer, images: torch.Tensor, tile_stats=None):
     reconstruction = generator.reconstruct(images)
     logit = scorer.discriminator.eval()(reconstruction).reshape(-1)
     side = SIZE // generator.grid
-    tiles = ((images - reconstruction) ** 2).reshape(len(images), 1, generator.grid, side, generator.grid, side)
+    tiles = ((images - reconstruction) ** 2).reshape(
+        len(images), 1, generator.grid, side, generator.grid, side
+    )
     tiles = tiles.mean((1, 3, 5)).flatten(1)  # (N, tiles), row-major
     mean, std = tile_stats if tile_stats is not None else (tiles.mean(0), tiles.std(0))
-    return torch.stack([-logit, generator.probes(images)["teacher_student"], torch.zeros_like(logit),
-                        feature_residual(scorer.discriminator, images, reconstruction),
-                        ((tiles - mean) / std).amax(1)], 1), (mean, std)
+    return torch.stack(
+        [
+            -logit,
+            generator.probes(images)["teacher_student"],
+            torch.zeros_like(logit),
+            feature_residual(scorer.discriminator, images, reconstruction),
+            ((tiles - mean) / std).amax(1),
+        ],
+        1,
+    ), (mean, std)
 
 
-@pytest.mark.parametrize("evidence", [("logit", "teacher_student", "normal_knn", "feature"),
-                                      ("tile_residual", "normal_knn"), ("feature",)])
+@pytest.mark.parametrize(
+    "evidence",
+    [
+        ("logit", "teacher_student", "normal_knn", "feature"),
+        ("tile_residual", "normal_knn"),
+        ("feature",),
+    ],
+)
 def test_the_combined_score_is_the_sum_of_the_chosen_standardised_evidence(evidence):
     scorer = _scorer()
     scorer.set_score_source("combined", evidence)
@@ -106,7 +125,9 @@ def test_the_normal_bank_keeps_the_first_images_and_scores_the_rest_against_them
     tokens = scorer.generator.tokens(normal)
     torch.testing.assert_close(scorer.normal_tokens.transpose(0, 1), tokens[:6])
     # the last three calibration images are not in the bank: their distance is an ordinary one
-    expected = torch.cat([_nearest(tokens[:6], tokens[:6], leave_out=True), _nearest(tokens[6:], tokens[:6], False)])
+    expected = torch.cat(
+        [_nearest(tokens[:6], tokens[:6], leave_out=True), _nearest(tokens[6:], tokens[:6], False)]
+    )
     out = scorer(normal)
     torch.testing.assert_close(out["normal_knn"][6:], expected[6:], rtol=1e-4, atol=1e-7)
     assert (out["normal_knn"][:6] < 1e-6).all()  # scored later, a bank image is its own neighbour
@@ -122,8 +143,18 @@ def test_a_combined_model_round_trips_and_older_models_load_as_they_scored(tmp_p
     assert loaded.score_source == "combined"
     images = _images(4, 5)
     torch.testing.assert_close(loaded(images)["score"], scorer(images)["score"])
-    older = {k: v for k, v in _scorer().state_dict().items()
-             if k not in ("evidence_weights", "evidence_mean", "evidence_std", "normal_tokens", "normal_count")}
+    older = {
+        k: v
+        for k, v in _scorer().state_dict().items()
+        if k
+        not in (
+            "evidence_weights",
+            "evidence_mean",
+            "evidence_std",
+            "normal_tokens",
+            "normal_count",
+        )
+    }
     fresh = _scorer()
     assert fresh.load_state_dict(older, strict=True) is not None and fresh.score_source == "logit"
     assert set(fresh(images)) == {"score", "logit", "residual", "tile_residual", "reconstruction"}
@@ -132,8 +163,11 @@ def test_a_combined_model_round_trips_and_older_models_load_as_they_scored(tmp_p
     # into a scorer built to sum other evidence, they still score as they did
     scorer.set_score_source("combined", ["logit", "teacher_student", "normal_knn", "feature"])
     calibrate(scorer, [_images(8, 4)])
-    first = {k: (v[:4].clone() if k.endswith(("evidence_mean", "evidence_std")) else v)
-             for k, v in scorer.state_dict().items() if not k.endswith("evidence_weights")}
+    first = {
+        k: (v[:4].clone() if k.endswith(("evidence_mean", "evidence_std")) else v)
+        for k, v in scorer.state_dict().items()
+        if not k.endswith("evidence_weights")
+    }
     first["evidence_mean"][0] *= -1
     built = _scorer()
     built.set_score_source("combined", ["tile_residual"])

@@ -4,9 +4,9 @@ targets and the memory queue clean."""
 import pytest
 import torch
 
-from squid_monai.methods.squid.trainer import SQUIDTrainer
 from squid_monai.methods.squid.erasing import erase_random_rectangles
 from squid_monai.methods.squid.presets import build
+from squid_monai.methods.squid.trainer import SQUIDTrainer
 
 
 def test_erases_one_rectangle_in_the_given_share_of_the_batch():
@@ -18,7 +18,11 @@ def test_erases_one_rectangle_in_the_given_share_of_the_batch():
         hole = erased[i, 0] == 0
         rows, cols = hole.any(1).nonzero().flatten(), hole.any(0).nonzero().flatten()
         # one filled axis-aligned rectangle, within the size bounds, the rest untouched
-        assert hole.sum() == len(rows) * len(cols) == hole[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].sum()
+        assert (
+            hole.sum()
+            == len(rows) * len(cols)
+            == hole[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].sum()
+        )
         assert 12 <= len(rows) <= 24 and 10 <= len(cols) <= 20
         assert torch.equal(erased[i, 0][~hole], image[i, 0][~hole])
     assert torch.all(image >= 0.5)  # the input batch is not modified
@@ -34,7 +38,9 @@ def test_zero_share_is_the_identity_and_one_image_always_stays_clean():
     assert clean.all()
 
 
-@pytest.mark.parametrize("fraction, size", [(1.0, (0.1, 0.3)), (-0.1, (0.1, 0.3)), (0.5, (0.4, 0.2)), (0.5, (0.0, 0.3))])
+@pytest.mark.parametrize(
+    "fraction, size", [(1.0, (0.1, 0.3)), (-0.1, (0.1, 0.3)), (0.5, (0.4, 0.2)), (0.5, (0.0, 0.3))]
+)
 def test_bad_settings_are_named(fraction, size):
     gen, disc = build("tiny")
     opts = [torch.optim.Adam(m.parameters(), 1e-4) for m in (gen, disc)]
@@ -58,5 +64,7 @@ def test_trainer_feeds_erased_inputs_but_clean_targets_and_clean_tokens():
     assert gen.inpainting.memory.size.item() == 2
     # the student's loss is measured against the clean batch, not against its erased input
     mse = torch.nn.functional.mse_loss
-    assert trainer.state.output["loss_student"] == pytest.approx(float(mse(outputs[0], image)), rel=1e-6)
+    assert trainer.state.output["loss_student"] == pytest.approx(
+        float(mse(outputs[0], image)), rel=1e-6
+    )
     assert float(mse(outputs[0], image)) != pytest.approx(float(mse(outputs[0], seen[0])), rel=1e-3)

@@ -12,7 +12,9 @@ def _teacher_grad_from_distillation(detach_teacher: bool) -> float:
     image = torch.rand(2, 1, gen.image_size, gen.image_size)
     out = gen(image)
     # the distillation term alone: every other weight is zero
-    weights = SQUIDLossWeights(teacher=0.0, student=0.0, distillation=1.0, adversarial=0.0, discriminator=0.0)
+    weights = SQUIDLossWeights(
+        teacher=0.0, student=0.0, distillation=1.0, adversarial=0.0, discriminator=0.0
+    )
     terms = generator_losses(out, image, torch.zeros(2, 1), weights, detach_teacher=detach_teacher)
     assert terms["distillation"] > 0
     terms["generator"].backward()
@@ -31,7 +33,9 @@ def test_detach_teacher_is_the_default_and_does_not_change_the_loss_values():
     image = torch.rand(2, 1, gen.image_size, gen.image_size)
     out = gen(image)
     default = generator_losses(out, image, torch.zeros(2, 1), SQUIDLossWeights())
-    attached = generator_losses(out, image, torch.zeros(2, 1), SQUIDLossWeights(), detach_teacher=False)
+    attached = generator_losses(
+        out, image, torch.zeros(2, 1), SQUIDLossWeights(), detach_teacher=False
+    )
     for key in default:
         assert torch.equal(default[key].detach(), attached[key].detach()), key
 

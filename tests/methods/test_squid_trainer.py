@@ -4,8 +4,8 @@ import pytest
 import torch
 from monai.engines.utils import IterationEvents
 
-from squid_monai.methods.squid.trainer import LOSS_KEYS, SQUIDTrainer
 from squid_monai.methods.squid.presets import build
+from squid_monai.methods.squid.trainer import LOSS_KEYS, SQUIDTrainer
 
 
 def _trainer(n_critic=1, batches=4, lr=1e-4, **kw):
@@ -19,12 +19,20 @@ def _trainer(n_critic=1, batches=4, lr=1e-4, **kw):
 def test_events_fire_in_order_and_output_holds_every_loss_term():
     trainer = _trainer(batches=1)
     fired = []
-    for event in (IterationEvents.FORWARD_COMPLETED, IterationEvents.LOSS_COMPLETED,
-                  IterationEvents.BACKWARD_COMPLETED, IterationEvents.MODEL_COMPLETED):
+    for event in (
+        IterationEvents.FORWARD_COMPLETED,
+        IterationEvents.LOSS_COMPLETED,
+        IterationEvents.BACKWARD_COMPLETED,
+        IterationEvents.MODEL_COMPLETED,
+    ):
         trainer.add_event_handler(event, lambda e, ev=event: fired.append(ev))
     trainer.run()
-    assert fired == [IterationEvents.FORWARD_COMPLETED, IterationEvents.LOSS_COMPLETED,
-                     IterationEvents.BACKWARD_COMPLETED, IterationEvents.MODEL_COMPLETED]
+    assert fired == [
+        IterationEvents.FORWARD_COMPLETED,
+        IterationEvents.LOSS_COMPLETED,
+        IterationEvents.BACKWARD_COMPLETED,
+        IterationEvents.MODEL_COMPLETED,
+    ]
     out = trainer.state.output
     assert set(LOSS_KEYS) <= set(out) and all(math.isfinite(out[k]) for k in LOSS_KEYS)
     assert out["loss"] == pytest.approx(out["loss_generator"] + out["loss_discriminator"])
@@ -34,10 +42,16 @@ def test_generator_every_n_critic_iterations_discriminator_every_one():
     trainer = _trainer(n_critic=2, batches=4)
     g_before = [p.detach().clone() for p in trainer.generator.parameters()]
     d_steps, g_updates, queue_sizes = [], [], []
-    trainer.add_event_handler(IterationEvents.MODEL_COMPLETED, lambda e: (
-        g_updates.append(e.state.output["generator_updated"]),
-        queue_sizes.append(e.generator.inpainting.memory.size.item()),
-        d_steps.append(e.d_optimizer.state[next(iter(e.discriminator.parameters()))]["step"].item())))
+    trainer.add_event_handler(
+        IterationEvents.MODEL_COMPLETED,
+        lambda e: (
+            g_updates.append(e.state.output["generator_updated"]),
+            queue_sizes.append(e.generator.inpainting.memory.size.item()),
+            d_steps.append(
+                e.d_optimizer.state[next(iter(e.discriminator.parameters()))]["step"].item()
+            ),
+        ),
+    )
     trainer.run()
     assert g_updates == [False, True, False, True]
     assert d_steps == [1, 2, 3, 4]

@@ -15,8 +15,8 @@ import pytest
 
 import squid_monai.methods
 
-from .reconstruction_checks import SMALL
 from ..trained_bundle import BUNDLE, CONFIGS
+from .reconstruction_checks import SMALL
 
 TOY = Path(__file__).resolve().parent / "toy_family"
 
@@ -25,9 +25,15 @@ TOY = Path(__file__).resolve().parent / "toy_family"
 def toy_family(tmp_path, monkeypatch) -> Path:
     """The toy's folder on the families' package path and its config beside it; both gone after."""
     shutil.copytree(TOY / "toy", tmp_path / "families" / "toy")
-    monkeypatch.setattr(squid_monai.methods, "__path__", [*squid_monai.methods.__path__, str(tmp_path / "families")])
+    monkeypatch.setattr(
+        squid_monai.methods, "__path__", [*squid_monai.methods.__path__, str(tmp_path / "families")]
+    )
     yield TOY / "toy.json"
-    for name in [m for m in sys.modules if m == "squid_monai.methods.toy" or m.startswith("squid_monai.methods.toy.")]:
+    for name in [
+        m
+        for m in sys.modules
+        if m == "squid_monai.methods.toy" or m.startswith("squid_monai.methods.toy.")
+    ]:
         del sys.modules[name]
 
 
@@ -47,16 +53,31 @@ def test_a_ninth_family_trains_evaluates_exports_and_deploys(toy_family, tmp_pat
 
     assert "toy" in family_names()
     out = tmp_path / "run"
-    run("training", config_file=[str(CONFIGS / "train.json"), str(toy_family)], logging_file=False,
-        output_dir=str(out), epochs=1, **SMALL)
+    run(
+        "training",
+        config_file=[str(CONFIGS / "train.json"), str(toy_family)],
+        logging_file=False,
+        output_dir=str(out),
+        epochs=1,
+        **SMALL,
+    )
     models = out / "models"
     assert json.loads((models / "network.json").read_text())["family"] == "toy"
     scorer = load_scorer(models / "model.pt")
     assert type(scorer).__name__ == "ToyScorer" and scorer.std.item() > 0  # trained and calibrated
 
-    run("evaluating", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
-        logging_file=False, output_dir=str(out), **SMALL)
-    assert 0.0 <= json.loads((out / "eval" / "report" / "metrics.json").read_text())["squid"]["auc"] <= 1.0
+    run(
+        "evaluating",
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        logging_file=False,
+        output_dir=str(out),
+        **SMALL,
+    )
+    assert (
+        0.0
+        <= json.loads((out / "eval" / "report" / "metrics.json").read_text())["squid"]["auc"]
+        <= 1.0
+    )
 
     exported = export_bundle(BUNDLE, output_dir=out)  # raises if TorchScript drifts from eager
     assert max(exported["max_abs_diff"].values()) <= 1e-5
@@ -64,10 +85,15 @@ def test_a_ninth_family_trains_evaluates_exports_and_deploys(toy_family, tmp_pat
     studies = tmp_path / "studies"
     studies.mkdir()
     write_dicom(studies / "cr.dcm", chest_pixels(seed=0), study_uid="1.2.826.7.9")
-    app = ChestXRayApp(studies, tmp_path / "deploy", load_exported_model(exported["filepath"], device="cpu"))
+    app = ChestXRayApp(
+        studies, tmp_path / "deploy", load_exported_model(exported["filepath"], device="cpu")
+    )
     app.run()
     assert app.exit_code is ExitCode.OK
     (case,) = app.summary["cases"]
     expected = float(scorer(preprocess(studies / "cr.dcm", 32)[None])["score"][0])
     assert case["score"] == pytest.approx(expected, abs=1e-5)
-    assert str(pydicom.dcmread(studies / "cr.dcm", stop_before_pixels=True).StudyInstanceUID) == case["case_id"]
+    assert (
+        str(pydicom.dcmread(studies / "cr.dcm", stop_before_pixels=True).StudyInstanceUID)
+        == case["case_id"]
+    )

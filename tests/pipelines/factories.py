@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -39,14 +38,14 @@ class StandInScorer(torch.nn.Module):
         self.mean = mean
         self.std = std
 
-    def forward(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         reconstruction = F.avg_pool2d(image, 3, 1, 1, count_include_pad=False)
         logit = -100.0 * (image - reconstruction).abs().mean(dim=(1, 2, 3))
         score = 1.0 - torch.sigmoid((logit - self.mean) / self.std)
         return {"score": score, "logit": logit, "reconstruction": reconstruction}
 
 
-def save_standin(path: Path, embed_card: bool = True, sidecar: Optional[dict] = None) -> Path:
+def save_standin(path: Path, embed_card: bool = True, sidecar: dict | None = None) -> Path:
     """Script and save the stand-in; its card embedded as ``squid.json`` and/or as a sidecar."""
     module = torch.jit.script(StandInScorer(STANDIN_CARD["mean"], STANDIN_CARD["std"]))
     extra = {"squid.json": json.dumps(STANDIN_CARD)} if embed_card else {}
@@ -60,8 +59,12 @@ def chest_pixels(rows: int = 64, cols: int = 48, bits: int = 12, seed: int = 0) 
     """A chest-like test picture in MONOCHROME2 convention (bright = dense), uint16."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:rows, 0:cols]
-    lungs = np.exp(-(((x - cols * 0.3) / (cols * 0.15)) ** 2 + ((y - rows / 2) / (rows * 0.3)) ** 2))
-    lungs += np.exp(-(((x - cols * 0.7) / (cols * 0.15)) ** 2 + ((y - rows / 2) / (rows * 0.3)) ** 2))
+    lungs = np.exp(
+        -(((x - cols * 0.3) / (cols * 0.15)) ** 2 + ((y - rows / 2) / (rows * 0.3)) ** 2)
+    )
+    lungs += np.exp(
+        -(((x - cols * 0.7) / (cols * 0.15)) ** 2 + ((y - rows / 2) / (rows * 0.3)) ** 2)
+    )
     picture = 0.8 - 0.6 * lungs + 0.05 * rng.standard_normal((rows, cols))
     top = 2**bits - 1
     return np.clip(picture * top, 0, top).astype(np.uint16)
@@ -73,10 +76,10 @@ def write_dicom(
     modality: str = "CR",
     photometric: str = "MONOCHROME2",
     bits: int = 12,
-    study_uid: Optional[str] = None,
-    series_uid: Optional[str] = None,
-    view_position: Optional[str] = "PA",
-    body_part: Optional[str] = "CHEST",
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    view_position: str | None = "PA",
+    body_part: str | None = "CHEST",
     slope: float = 1.0,
     intercept: float = 0.0,
 ) -> Path:
@@ -86,7 +89,10 @@ def write_dicom(
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
     ds.StudyInstanceUID = study_uid or generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
     ds.PatientName, ds.PatientID = "TEST^PATIENT", "SECRET-ID-123"

@@ -123,9 +123,7 @@ def test_a_truncated_compressed_file_is_called_truncated_with_the_uids_it_carrie
 
 
 def test_the_app_accounts_for_every_file_and_scores_the_intact_copy(pairs, tmp_path, standin_model):
-    app = ChestXRayApp(
-        pairs, tmp_path / "out", load_exported_model(standin_model, device="cpu")
-    )
+    app = ChestXRayApp(pairs, tmp_path / "out", load_exported_model(standin_model, device="cpu"))
     app.run()
     cases = {case["case_id"]: case for case in app.summary["cases"]}
     files = sorted(p.name for p in pairs.iterdir())

@@ -1,7 +1,6 @@
 """Loading the exported model and its card: embedded extra file, sidecar, and clear errors."""
 
 import json
-from typing import Dict
 
 import pytest
 import torch
@@ -16,13 +15,22 @@ def test_card_from_extra_file_and_scoring(standin_model):
     assert model.card.threshold == STANDIN_CARD["threshold"]
     assert model.card.source == "extra file squid.json"
     out = model(torch.rand(2, 1, STANDIN_SIZE, STANDIN_SIZE))
-    assert out["score"].shape == (2,) and out["reconstruction"].shape == (2, 1, STANDIN_SIZE, STANDIN_SIZE)
+    assert out["score"].shape == (2,) and out["reconstruction"].shape == (
+        2,
+        1,
+        STANDIN_SIZE,
+        STANDIN_SIZE,
+    )
 
 
 def test_sidecar_overrides_embedded_card(tmp_path):
     path = save_standin(tmp_path / "m.ts", sidecar={"threshold": 0.9, "model_version": "2.0"})
     card = load_exported_model(path, device="cpu").card
-    assert (card.threshold, card.model_version, card.model_name) == (0.9, "2.0", STANDIN_CARD["model_name"])
+    assert (card.threshold, card.model_version, card.model_name) == (
+        0.9,
+        "2.0",
+        STANDIN_CARD["model_name"],
+    )
     assert "m.json" in card.source
 
 
@@ -64,15 +72,21 @@ class _FlatScorer(torch.nn.Module):
         super().__init__()
         self.fc = torch.nn.Linear(64, 1)
 
-    def forward(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         logit = self.fc(image.flatten(1))[:, 0]
         return {"score": torch.sigmoid(-logit), "logit": logit, "reconstruction": image}
 
 
 def test_card_image_size_the_model_rejects_fails_at_load(tmp_path):
     path = tmp_path / "flat.ts"
-    torch.jit.save(torch.jit.script(_FlatScorer()), str(path), _extra_files={"squid.json": json.dumps(STANDIN_CARD)})
-    with pytest.raises(ModelLoadError, match=r"flat\.ts: the model fails on a \(1, 1, 32, 32\) image"):
+    torch.jit.save(
+        torch.jit.script(_FlatScorer()),
+        str(path),
+        _extra_files={"squid.json": json.dumps(STANDIN_CARD)},
+    )
+    with pytest.raises(
+        ModelLoadError, match=r"flat\.ts: the model fails on a \(1, 1, 32, 32\) image"
+    ):
         load_exported_model(path, device="cpu")
     path.with_suffix(".json").write_text(json.dumps({"image_size": 8}))
     assert load_exported_model(path, device="cpu").card.image_size == 8

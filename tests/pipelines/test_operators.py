@@ -6,18 +6,21 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')")
+pytest.importorskip(
+    "monai.deploy.operators",
+    reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')",
+)
 
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import Application, Fragment, Operator
 from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorOperator
 
-from pipelines.cases import CaseStatus, ExitCode, Case, exit_code_for
+from pipelines.cases import Case, CaseStatus, ExitCode, exit_code_for
 from pipelines.exported_model import load_exported_model
 from pipelines.operators import (
     CheckedDICOMDataLoaderOperator,
-    RadiographSeriesSelectorOperator,
     PreprocessOperator,
+    RadiographSeriesSelectorOperator,
     ScoringOperator,
     TextSRWriterOperator,
     selection_rules,
@@ -27,7 +30,9 @@ from tests.pipelines.factories import STANDIN_SIZE, chest_pixels, write_dicom
 
 
 def _select(folder):
-    studies = CheckedDICOMDataLoaderOperator(Fragment(), input_folder=folder).load_data_to_studies(folder)
+    studies = CheckedDICOMDataLoaderOperator(Fragment(), input_folder=folder).load_data_to_studies(
+        folder
+    )
     selector = RadiographSeriesSelectorOperator(Fragment())
     return studies, selector.filter(json.loads(selection_rules()), studies)
 
@@ -37,9 +42,21 @@ def test_selector_keeps_frontal_chest_radiographs_only(tmp_path):
     lateral_study = "1.2.3.1"
     write_dicom(tmp_path / "lat.dcm", pixels, view_position="LL", study_uid=lateral_study)
     write_dicom(tmp_path / "pa.dcm", pixels, view_position="PA", study_uid=lateral_study)
-    write_dicom(tmp_path / "knee.dcm", pixels, modality="DX", body_part="KNEE", view_position="AP", study_uid="1.2.3.2")
     write_dicom(
-        tmp_path / "untagged.dcm", pixels, modality="DX", body_part=None, view_position=None, study_uid="1.2.3.3"
+        tmp_path / "knee.dcm",
+        pixels,
+        modality="DX",
+        body_part="KNEE",
+        view_position="AP",
+        study_uid="1.2.3.2",
+    )
+    write_dicom(
+        tmp_path / "untagged.dcm",
+        pixels,
+        modality="DX",
+        body_part=None,
+        view_position=None,
+        study_uid="1.2.3.3",
     )
     write_dicom(tmp_path / "ct.dcm", pixels, modality="CT", view_position=None, study_uid="1.2.3.4")
     write_dicom(tmp_path / "a_cine.dcm", np.stack([pixels] * 2), study_uid="1.2.3.5")
@@ -47,12 +64,22 @@ def test_selector_keeps_frontal_chest_radiographs_only(tmp_path):
     studies, selected = _select(tmp_path)
     assert len(studies) == 5
     chosen = {
-        str(s.study.StudyInstanceUID): s.selected_series[0].series.get_sop_instances()[0].get_native_sop_instance()
+        str(s.study.StudyInstanceUID): s.selected_series[0]
+        .series.get_sop_instances()[0]
+        .get_native_sop_instance()
         for s in selected
     }
-    assert set(chosen) == {lateral_study, "1.2.3.3", "1.2.3.5"}  # knee and CT studies have nothing suitable
-    assert chosen[lateral_study].ViewPosition == "PA"  # the lateral series of the same study is passed over
-    assert "NumberOfFrames" not in chosen["1.2.3.5"]  # a single-frame image wins over a multi-frame one
+    assert set(chosen) == {
+        lateral_study,
+        "1.2.3.3",
+        "1.2.3.5",
+    }  # knee and CT studies have nothing suitable
+    assert (
+        chosen[lateral_study].ViewPosition == "PA"
+    )  # the lateral series of the same study is passed over
+    assert (
+        "NumberOfFrames" not in chosen["1.2.3.5"]
+    )  # a single-frame image wins over a multi-frame one
 
 
 def test_loader_reports_unreadable_files_and_keeps_the_rest(tmp_path):
@@ -126,15 +153,21 @@ class _HospitalApp(Application):
 
     def compose(self):
         rules = json.dumps({"selections": [{"name": "CR", "conditions": {"Modality": "CR"}}]})
-        loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=self.folder, name="loader")
+        loader = DICOMDataLoaderOperator(
+            self, CountCondition(self, 1), input_folder=self.folder, name="loader"
+        )
         selector = DICOMSeriesSelectorOperator(self, rules=rules, name="selector")
-        preprocess = PreprocessOperator(self, image_size=self.model.card.image_size, name="squid_preprocess")
+        preprocess = PreprocessOperator(
+            self, image_size=self.model.card.image_size, name="squid_preprocess"
+        )
         scorer = ScoringOperator(self, model=self.model, name="squid_scorer")
         sr_writer = TextSRWriterOperator(self, output_folder=self.output, name="squid_sr")
         self.audit = _HospitalAudit(self, name="hospital_audit")
         self.sink = _HospitalSink(self, name="hospital_sink")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
-        self.add_flow(selector, preprocess, {("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(
+            selector, preprocess, {("study_selected_series_list", "study_selected_series_list")}
+        )
         self.add_flow(preprocess, scorer, {("cases", "cases")})
         self.add_flow(scorer, sr_writer, {("cases", "cases")})
         self.add_flow(sr_writer, self.audit, {("cases", "cases")})
@@ -151,17 +184,23 @@ def test_operators_compose_into_a_hospital_graph(tmp_path, standin_model):
     assert case.status is CaseStatus.SCORED and case.case_id == "1.2.3.9"
     assert case.image.shape == (1, STANDIN_SIZE, STANDIN_SIZE)
     assert (tmp_path / "out" / case.outputs["sr"]).is_file()
-    assert app.audit.audited == [("1.2.3.9", case.score)]  # a CaseStage of the hospital's, passing the case on
+    assert app.audit.audited == [
+        ("1.2.3.9", case.score)
+    ]  # a CaseStage of the hospital's, passing the case on
 
 
 def test_multi_frame_is_reported_not_scored(tmp_path):
     write_dicom(tmp_path / "mf.dcm", np.stack([chest_pixels()] * 3))
     _, selected = _select(tmp_path)
     (case,) = [PreprocessOperator(Fragment(), image_size=STANDIN_SIZE).prepare(s) for s in selected]
-    assert case.status is CaseStatus.MULTI_FRAME and "3 frames" in case.message and case.image is None
+    assert (
+        case.status is CaseStatus.MULTI_FRAME and "3 frames" in case.message and case.image is None
+    )
 
 
-def test_preprocessing_is_the_bundles_on_the_in_memory_dataset_without_temporary_files(tmp_path, monkeypatch):
+def test_preprocessing_is_the_bundles_on_the_in_memory_dataset_without_temporary_files(
+    tmp_path, monkeypatch
+):
     import tempfile
 
     from squid_monai.transforms import preprocess

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement  # a dependency of pytest
 
-tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml without extra packages")
+tomllib = pytest.importorskip(
+    "tomllib", reason="Python >= 3.11 reads pyproject.toml without extra packages"
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINES = REPO / "pipelines"
@@ -23,7 +25,9 @@ def _name(requirement: Requirement) -> str:
 
 
 def test_app_yaml_passes_the_packagers_reader():
-    reader = pytest.importorskip("holoscan_cli.packager.config_reader", reason="holoscan-cli not installed")
+    reader = pytest.importorskip(
+        "holoscan_cli.packager.config_reader", reason="holoscan-cli not installed"
+    )
     config = reader.ApplicationConfiguration()
     config.read(PIPELINES / "app.yaml")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -33,12 +37,17 @@ def test_app_yaml_passes_the_packagers_reader():
 def test_map_requirements_match_pyproject():
     """Every MAP requirement is a project dependency (core or the `deploy` extra), same pins."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"].get("deploy", [])]
+    declared = [
+        Requirement(r)
+        for r in project["dependencies"] + project["optional-dependencies"].get("deploy", [])
+    ]
     declared_by_name = {_name(r): r for r in declared}
     for requirement in _requirements(PIPELINES / "requirements.txt"):
         assert _name(requirement) in declared_by_name, f"{requirement} missing from pyproject.toml"
         if any(spec.operator == "==" for spec in requirement.specifier):
-            assert requirement.specifier == declared_by_name[_name(requirement)].specifier, requirement
+            assert requirement.specifier == declared_by_name[_name(requirement)].specifier, (
+                requirement
+            )
 
 
 def test_packaging_command_is_available_with_the_pins():

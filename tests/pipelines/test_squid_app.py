@@ -14,7 +14,10 @@ import torch
 from PIL import Image
 from pydicom.uid import SecondaryCaptureImageStorage
 
-pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')")
+pytest.importorskip(
+    "monai.deploy.operators",
+    reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')",
+)
 
 from pipelines.cases import ExitCode  # noqa: E402
 from pipelines.exported_model import load_exported_model  # noqa: E402
@@ -51,7 +54,9 @@ def _model_input(output: Path, case: dict) -> np.ndarray:
 
 def _assert_bundle_preprocessing(output: Path, case: dict, expected: torch.Tensor) -> None:
     """The app's pixels are the bundle's ``preprocess`` output (up to the PNG's 8-bit rounding)."""
-    assert np.abs(_model_input(output, case) - expected[0].numpy()).max() <= 0.5 / 255 + 1e-6, case["case_id"]
+    assert np.abs(_model_input(output, case) - expected[0].numpy()).max() <= 0.5 / 255 + 1e-6, case[
+        "case_id"
+    ]
 
 
 @pytest.fixture
@@ -61,10 +66,26 @@ def synthetic_inputs(tmp_path) -> Path:
     folder.mkdir()
     pixels = chest_pixels(bits=BITS)
     mono1 = (2**BITS - 1) - pixels  # same picture, stored the MONOCHROME1 way
-    write_dicom(folder / "cr_mono1.dcm", mono1, photometric="MONOCHROME1", bits=BITS, study_uid="1.2.826.1.1",
-                slope=2.0, intercept=-100.0)
-    write_dicom(folder / "cr_mono2.dcm", pixels, bits=BITS, study_uid="1.2.826.1.2", slope=2.0, intercept=-100.0)
-    write_dicom(folder / "ct.dcm", pixels, modality="CT", view_position=None, study_uid="1.2.826.1.3")
+    write_dicom(
+        folder / "cr_mono1.dcm",
+        mono1,
+        photometric="MONOCHROME1",
+        bits=BITS,
+        study_uid="1.2.826.1.1",
+        slope=2.0,
+        intercept=-100.0,
+    )
+    write_dicom(
+        folder / "cr_mono2.dcm",
+        pixels,
+        bits=BITS,
+        study_uid="1.2.826.1.2",
+        slope=2.0,
+        intercept=-100.0,
+    )
+    write_dicom(
+        folder / "ct.dcm", pixels, modality="CT", view_position=None, study_uid="1.2.826.1.3"
+    )
     write_dicom(folder / "multiframe.dcm", np.stack([pixels, pixels]), study_uid="1.2.826.1.4")
     cut = write_dicom(folder / "cut_pixels.dcm", pixels, study_uid="1.2.826.1.5")
     cut.write_bytes(cut.read_bytes()[:-1000])  # truncated inside the pixel data
@@ -94,7 +115,9 @@ def test_app_scores_reports_and_skips(synthetic_inputs, tmp_path, standin_model)
     assert np.array_equal(_model_input(output, mono1), _model_input(output, mono2))
     assert _model_input(output, mono1).std() > 0.1  # a picture, not a blank
     assert mono1["score"] == pytest.approx(mono2["score"], abs=1e-5)
-    _assert_bundle_preprocessing(output, mono1, preprocess(synthetic_inputs / "cr_mono1.dcm", STANDIN_SIZE))
+    _assert_bundle_preprocessing(
+        output, mono1, preprocess(synthetic_inputs / "cr_mono1.dcm", STANDIN_SIZE)
+    )
     assert cases["1.2.826.1.1"]["score"] == pytest.approx(
         _expected_score(standin_model, synthetic_inputs / "cr_mono1.dcm"), abs=1e-6
     )
@@ -110,9 +133,13 @@ def test_app_scores_reports_and_skips(synthetic_inputs, tmp_path, standin_model)
         assert case["model"]["heatmap"] == "score gradient"  # the export is differentiated
         for name in ("input", "reconstruction", "difference", "heatmap"):
             assert Image.open(output / case["outputs"][name]).size == (STANDIN_SIZE, STANDIN_SIZE)
-        assert json.loads((output / case["outputs"]["result"]).read_text())["score"] == case["score"]
+        assert (
+            json.loads((output / case["outputs"]["result"]).read_text())["score"] == case["score"]
+        )
     assert not list((output / "1.2.826.1.3").glob("*.dcm"))  # nothing scored, no SR
-    written = (output / "run_summary.json").read_text() + "".join(p.read_text() for p in output.rglob("*.json"))
+    written = (output / "run_summary.json").read_text() + "".join(
+        p.read_text() for p in output.rglob("*.json")
+    )
     assert not any(identifier in written for identifier in PATIENT_IDENTIFIERS)
 
 
@@ -120,13 +147,17 @@ def _content_images(sr) -> dict[str, object]:
     """The SR's IMAGE items, read back with highdicom, by concept meaning."""
     import highdicom as hd
 
-    items = [hd.sr.ImageContentItem.from_dataset(item) for item in sr.ContentSequence
-             if item.ValueType == "IMAGE"]
+    items = [
+        hd.sr.ImageContentItem.from_dataset(item)
+        for item in sr.ContentSequence
+        if item.ValueType == "IMAGE"
+    ]
     return {item.name.meaning: item for item in items}
 
 
-def test_sr_references_the_heatmap_secondary_capture_in_the_source_study(synthetic_inputs, tmp_path,
-                                                                           standin_model):
+def test_sr_references_the_heatmap_secondary_capture_in_the_source_study(
+    synthetic_inputs, tmp_path, standin_model
+):
     import highdicom as hd
 
     output = tmp_path / "out"
@@ -154,10 +185,15 @@ def test_sr_references_the_heatmap_secondary_capture_in_the_source_study(synthet
         assert images["Source image"].referenced_sop_instance_uid == source.SOPInstanceUID
         (evidence,) = sr.CurrentRequestedProcedureEvidenceSequence
         assert evidence.StudyInstanceUID == study
-        listed = {(s.SeriesInstanceUID, i.ReferencedSOPInstanceUID)
-                  for s in evidence.ReferencedSeriesSequence for i in s.ReferencedSOPSequence}
-        assert listed == {(source.SeriesInstanceUID, source.SOPInstanceUID),
-                          (sc.SeriesInstanceUID, sc.SOPInstanceUID)}
+        listed = {
+            (s.SeriesInstanceUID, i.ReferencedSOPInstanceUID)
+            for s in evidence.ReferencedSeriesSequence
+            for i in s.ReferencedSOPSequence
+        }
+        assert listed == {
+            (source.SeriesInstanceUID, source.SOPInstanceUID),
+            (sc.SeriesInstanceUID, sc.SOPInstanceUID),
+        }
         assert sc.SOPInstanceUID in sr.ContentSequence[0].TextValue
     assert not list((output / "1.2.826.1.3").glob("*.dcm"))  # nothing scored: no SR, no SC
 
@@ -187,11 +223,29 @@ def test_command_line_exit_codes_and_log(tmp_path, standin_model):
     write_dicom(folder / "cr.dcm", chest_pixels(), study_uid="1.2.826.2.1")
     Image.fromarray(chest_pixels(bits=8).astype(np.uint8)).save(folder / "extra.png")
     output = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "pipelines.squid_app", "-i", str(folder), "-o", str(output), "-m", str(standin_model),
-         "-l", "DEBUG"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pipelines.squid_app",
+            "-i",
+            str(folder),
+            "-o",
+            str(output),
+            "-m",
+            str(standin_model),
+            "-l",
+            "DEBUG",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     log = done.stdout + done.stderr
     assert done.returncode == ExitCode.OK, log[-3000:]
@@ -217,7 +271,9 @@ def test_usage_errors_exit_2(tmp_path, _restore_logging):
     (tmp_path / "in").mkdir()
     args = ["squid_app", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out")]
     assert main(args + ["-m", str(bad_model)]) == ExitCode.USAGE
-    assert main(args + ["-m", str(tmp_path / "missing.ts")]) == ExitCode.USAGE  # argparse: no such path
+    assert (
+        main(args + ["-m", str(tmp_path / "missing.ts")]) == ExitCode.USAGE
+    )  # argparse: no such path
 
 
 def test_empty_folder_is_nothing_scored(tmp_path, standin_model):
@@ -229,23 +285,31 @@ def test_empty_folder_is_nothing_scored(tmp_path, standin_model):
 @pytest.fixture(scope="module")
 def real_dicom() -> Path:
     if not REAL_DICOM.is_dir():
-        pytest.skip(f"real DICOM folder {REAL_DICOM.resolve()} is absent (it sits beside the repository)")
+        pytest.skip(
+            f"real DICOM folder {REAL_DICOM.resolve()} is absent (it sits beside the repository)"
+        )
     return REAL_DICOM
 
 
 @pytest.fixture(scope="module")
 def tiny_squid_model(tmp_path_factory):
     """A real (untrained) tiny SQUIDScorer, eager and exported as TorchScript with its card."""
-    from squid_monai.methods.squid.presets import get_config
     from squid_monai.loading import build_scorer
+    from squid_monai.methods.squid.presets import get_config
 
     torch.manual_seed(0)
     size = get_config("tiny")["image_size"]
     scorer = build_scorer("tiny")
     scorer.set_calibration(mean=0.0, std=1.0, threshold=0.5)
     traced = torch.jit.trace(scorer, torch.rand(1, 1, size, size), strict=False, check_trace=False)
-    card = {"image_size": size, "mean": 0.0, "std": 1.0, "threshold": 0.5, "model_name": "squid-tiny",
-            "model_version": "test"}
+    card = {
+        "image_size": size,
+        "mean": 0.0,
+        "std": 1.0,
+        "threshold": 0.5,
+        "model_name": "squid-tiny",
+        "model_version": "test",
+    }
     path = tmp_path_factory.mktemp("tiny") / "squid_tiny.ts"
     torch.jit.save(traced, str(path), _extra_files={"squid.json": json.dumps(card)})
     return path, scorer, size
@@ -269,7 +333,10 @@ def test_real_dicoms_sr_per_study_and_bundle_scores(real_dicom, tmp_path, tiny_s
     app = _run(main_in, output, model_path)
     assert app.exit_code is ExitCode.OK
     cases = app.summary["cases"]
-    by_study = {str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID): f for f in main_in.iterdir()}
+    by_study = {
+        str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID): f
+        for f in main_in.iterdir()
+    }
     assert sorted(case["case_id"] for case in cases) == sorted(by_study)
     for case in cases:
         source = by_study[case["case_id"]]
@@ -289,21 +356,33 @@ def test_real_dicoms_sr_per_study_and_bundle_scores(real_dicom, tmp_path, tiny_s
 
     (mono1_case,) = _run(mono1_in, tmp_path / "out_mono1", model_path).summary["cases"]
     mono2_case = next(c for c in cases if c["case_id"] == mono1_case["case_id"])
-    assert (mono1_case["source"]["PhotometricInterpretation"], mono2_case["source"]["PhotometricInterpretation"]) == (
-        "MONOCHROME1", "MONOCHROME2"
-    )
+    assert (
+        mono1_case["source"]["PhotometricInterpretation"],
+        mono2_case["source"]["PhotometricInterpretation"],
+    ) == ("MONOCHROME1", "MONOCHROME2")
     # The copy stores the very same pixel values under a MONOCHROME1 header, so the standard's
     # display rule makes it the *inverted* picture (bone dark): the app must show exactly that.
     mono1_input = _model_input(tmp_path / "out_mono1", mono1_case)
     assert np.abs(mono1_input + _model_input(output, mono2_case) - 1.0).max() <= 1.5 / 255
-    _assert_bundle_preprocessing(tmp_path / "out_mono1", mono1_case, preprocess(fake_mono1[0], size))
+    _assert_bundle_preprocessing(
+        tmp_path / "out_mono1", mono1_case, preprocess(fake_mono1[0], size)
+    )
 
 
 def test_sidecar_card_drives_the_app(tmp_path):
     """A model whose card is only the sidecar JSON (no extra file) runs the same way."""
-    model = save_standin(tmp_path / "m.ts", embed_card=False,
-                         sidecar={"image_size": 16, "mean": -2.0, "std": 0.5, "threshold": 0.99,
-                                  "model_name": "sidecar-model", "model_version": "7"})
+    model = save_standin(
+        tmp_path / "m.ts",
+        embed_card=False,
+        sidecar={
+            "image_size": 16,
+            "mean": -2.0,
+            "std": 0.5,
+            "threshold": 0.99,
+            "model_name": "sidecar-model",
+            "model_version": "7",
+        },
+    )
     folder = tmp_path / "in"
     folder.mkdir()
     write_dicom(folder / "cr.dcm", chest_pixels(), study_uid="1.2.826.3.1")

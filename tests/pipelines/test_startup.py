@@ -14,7 +14,10 @@ import pytest
 from packaging.requirements import Requirement  # a dependency of pytest
 from PIL import Image
 
-pytest.importorskip("monai.deploy.operators", reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')")
+pytest.importorskip(
+    "monai.deploy.operators",
+    reason="MONAI Deploy App SDK not installed (pip install -e '.[deploy]')",
+)
 
 from pipelines.exported_model import load_exported_model  # noqa: E402
 from pipelines.squid_app import ChestXRayApp  # noqa: E402
@@ -40,7 +43,10 @@ _IMPORTS_OF_A_RUN = (
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
 
 
 def _key(name: str) -> str:
@@ -49,7 +55,10 @@ def _key(name: str) -> str:
 
 def _map_distributions() -> set[str]:
     """pipelines/requirements.txt and everything they require, as installed here (extras included)."""
-    lines = (line.split("#")[0].strip() for line in (REPO / "pipelines" / "requirements.txt").read_text().splitlines())
+    lines = (
+        line.split("#")[0].strip()
+        for line in (REPO / "pipelines" / "requirements.txt").read_text().splitlines()
+    )
     todo = [Requirement(line) for line in lines if line]
     extras: dict[str, set[str]] = {}
     while todo:
@@ -64,7 +73,9 @@ def _map_distributions() -> set[str]:
             continue
         for line in requires:
             needed = Requirement(line)
-            if needed.marker is None or any(needed.marker.evaluate({"extra": e}) for e in {"", *extras[key]}):
+            if needed.marker is None or any(
+                needed.marker.evaluate({"extra": e}) for e in {"", *extras[key]}
+            ):
                 todo.append(needed)
     return set(extras)
 
@@ -74,15 +85,23 @@ def test_what_the_app_hides_is_what_the_map_lacks():
     in_the_map = _map_distributions()
     owners = metadata.packages_distributions()
     for name in NOT_IN_THE_MAP:
-        assert not {_key(d) for d in owners.get(name, [])} & in_the_map, f"{name}: the MAP installs it"
+        assert not {_key(d) for d in owners.get(name, [])} & in_the_map, (
+            f"{name}: the MAP installs it"
+        )
 
 
 @pytest.mark.parametrize("entry", ["pipelines", "pipelines.squid_app"])
 def test_run_as_a_program_the_app_imports_only_what_the_map_installs(entry):
     """Fails when a module of the deploy path imports, at module level, a package the MAP lacks
     (it fails to start) or one the MAP does not list, or pulls in one that is costly and unused."""
-    done = subprocess.run([sys.executable, "-c", _IMPORTS_OF_A_RUN, entry], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_OF_A_RUN, entry],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     modules = json.loads(done.stdout.splitlines()[-1])
     imported = {name.partition(".")[0] for name in modules}
@@ -90,9 +109,14 @@ def test_run_as_a_program_the_app_imports_only_what_the_map_installs(entry):
     assert not costly, f"imported by the app's start: {sorted(costly)}"
     allowed = _map_distributions() | {"squid-monai"}
     owners = metadata.packages_distributions()
-    outside = {name: owners[name] for name in imported if name in owners
-               and not {_key(d) for d in owners[name]} & allowed}
-    assert not outside, f"imported, but not installed by the MAP (pipelines/requirements.txt): {outside}"
+    outside = {
+        name: owners[name]
+        for name in imported
+        if name in owners and not {_key(d) for d in owners[name]} & allowed
+    }
+    assert not outside, (
+        f"imported, but not installed by the MAP (pipelines/requirements.txt): {outside}"
+    )
     assert EVERY_MODULE_PASS_ONLY not in modules
 
 
@@ -105,20 +129,38 @@ def test_the_program_scores_as_the_imported_app(tmp_path, standin_model):
     write_dicom(folder / "cr.dcm", chest_pixels(), study_uid="1.2.826.4.1")
     Image.fromarray(chest_pixels(bits=8).astype(np.uint8)).save(folder / "extra.png")
     done = subprocess.run(
-        [sys.executable, "-m", "pipelines.squid_app", "-i", str(folder), "-o", str(tmp_path / "cli"),
-         "-m", str(standin_model)], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pipelines.squid_app",
+            "-i",
+            str(folder),
+            "-o",
+            str(tmp_path / "cli"),
+            "-m",
+            str(standin_model),
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     app = ChestXRayApp(folder, tmp_path / "here", load_exported_model(standin_model, device="cpu"))
     app.run()
     here = {case["case_id"]: case for case in app.summary["cases"]}
-    cli = {case["case_id"]: case for case in json.loads((tmp_path / "cli" / "run_summary.json").read_text())["cases"]}
+    cli = {
+        case["case_id"]: case
+        for case in json.loads((tmp_path / "cli" / "run_summary.json").read_text())["cases"]
+    }
     assert sorted(cli) == sorted(here) == ["1.2.826.4.1", "extra"]
     for case_id, case in cli.items():
         assert case["status"] == "scored" and case["score"] == here[case_id]["score"], case_id
         for name in ("input", "reconstruction"):
             assert (tmp_path / "cli" / case["outputs"][name]).read_bytes() == (
-                tmp_path / "here" / here[case_id]["outputs"][name]).read_bytes()
+                tmp_path / "here" / here[case_id]["outputs"][name]
+            ).read_bytes()
 
 
 _BROKEN_SHORTCUT = """
@@ -139,8 +181,14 @@ print(json.dumps([str(w.message) for w in caught if issubclass(w.category, Runti
 
 
 def test_a_monai_whose_start_up_changed_is_imported_in_full_with_a_warning():
-    done = subprocess.run([sys.executable, "-c", _BROKEN_SHORTCUT], cwd=REPO, env=_env(), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _BROKEN_SHORTCUT],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     messages = json.loads(done.stdout.splitlines()[-1])
     assert any("importing it in full" in m and "load_submodules" in m for m in messages), messages

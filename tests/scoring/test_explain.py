@@ -11,8 +11,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from squid_monai.scoring import CalibratedScorer, DiscriminatorGradCAM, ScoreSaliency, calibrate, explainer_for, gradcam_heatmap, last_conv_layer
 from squid_monai.loading import build_scorer
+from squid_monai.scoring import (
+    CalibratedScorer,
+    DiscriminatorGradCAM,
+    ScoreSaliency,
+    calibrate,
+    explainer_for,
+    gradcam_heatmap,
+    last_conv_layer,
+)
 from squid_monai.visualize import overlay_heatmap
 
 
@@ -28,7 +36,11 @@ class _StandInDiscriminator(nn.Module):
         super().__init__()
         layers, ch = [], 1
         for out in (8, 16, 16):
-            layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.BatchNorm2d(out), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Conv2d(ch, out, 3, stride=2, padding=1),
+                nn.BatchNorm2d(out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
             ch = out
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(ch * (size // 8) ** 2, 1)
@@ -77,7 +89,9 @@ def test_gradcam_shape_range_and_model_untouched(tmp_path):
 
 def test_gradcam_localises_what_lowers_the_logit():
     # a discriminator whose logit falls with brightness: a bright square makes the image look abnormal
-    disc = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(2 * 24 * 24, 1))
+    disc = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(2 * 24 * 24, 1)
+    )
     with torch.no_grad():
         disc[0].weight.fill_(1.0)
         disc[2].weight.fill_(-1.0)
@@ -108,10 +122,13 @@ class _RegionScorer(CalibratedScorer):
     that region alone, so its gradient, the saliency, is zero everywhere else."""
 
     def raw(self, image):
-        return {"reconstruction": torch.zeros_like(image), "region": image[..., 2:6, 8:12].sum((1, 2, 3))}
+        return {
+            "reconstruction": torch.zeros_like(image),
+            "region": image[..., 2:6, 8:12].sum((1, 2, 3)),
+        }
 
     def normality(self, out):
-        return -out["region"] ** 2
+        return -(out["region"] ** 2)
 
 
 def test_score_saliency_is_the_gradient_of_the_score_and_nothing_else():
@@ -160,7 +177,9 @@ def test_score_saliency_of_squid_follows_its_score_source_and_leaves_the_model_u
         assert all(p.grad is None for p in scorer.parameters())
         assert [m.training for m in scorer.modules()] == modes
         # a map does not depend on the rest of the batch (one backward for all: float rounding)
-        np.testing.assert_allclose(ScoreSaliency(scorer, smoothing=0)(image[1:2])[0], heat[1], atol=1e-5)
+        np.testing.assert_allclose(
+            ScoreSaliency(scorer, smoothing=0)(image[1:2])[0], heat[1], atol=1e-5
+        )
     # the worst tile's residual is a function of that tile's pixels first: most heat lies there
     tile = size // scorer.generator.grid
     grid = scorer.generator.grid

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from squid_monai.scoring import DiscriminatorGradCAM, ScoreRecord, decide, difference_map, forward, read_image, score_images
 from squid_monai.loading import build_scorer
+from squid_monai.scoring import (
+    DiscriminatorGradCAM,
+    ScoreRecord,
+    decide,
+    difference_map,
+    forward,
+    read_image,
+    score_images,
+)
 
 SIZE = 32  # the tiny preset
 
@@ -42,8 +50,13 @@ def test_decide_is_score_above_threshold_in_float64():
 def test_records_carry_score_logit_decision_threshold_and_pixels(scorer):
     images = torch.rand(3, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     out = scorer(images)
-    records = score_images(scorer, images, names=["a", "b", "c"], labels=[0, 1, "1"],
-                           explainer=DiscriminatorGradCAM(scorer.discriminator))
+    records = score_images(
+        scorer,
+        images,
+        names=["a", "b", "c"],
+        labels=[0, 1, "1"],
+        explainer=DiscriminatorGradCAM(scorer.discriminator),
+    )
     assert [r.image for r in records] == ["a", "b", "c"] and [r.label for r in records] == [0, 1, 1]
     for i, r in enumerate(records):
         assert r.scored and r.error is None
@@ -51,7 +64,9 @@ def test_records_carry_score_logit_decision_threshold_and_pixels(scorer):
         assert r.logit == pytest.approx(out["logit"][i].item(), abs=1e-5)
         assert r.threshold == pytest.approx(0.5) and r.decision == int(r.score > 0.5)
         assert r.reconstruction.shape == r.difference.shape == r.heatmap.shape == (SIZE, SIZE)
-        np.testing.assert_allclose(r.difference, np.abs(images[i, 0].numpy() - r.reconstruction), atol=1e-6)
+        np.testing.assert_allclose(
+            r.difference, np.abs(images[i, 0].numpy() - r.reconstruction), atol=1e-6
+        )
         assert 0.0 <= r.heatmap.min() and r.heatmap.max() <= 1.0
     table = score_images(scorer, images, pixels=False, threshold=0.0)
     assert table[0].image == "#0" and table[0].reconstruction is None and table[0].heatmap is None
@@ -70,6 +85,8 @@ def test_bad_file_policy(tmp_path):
     image, error = read_image(bad, SIZE)
     assert image is None and "cannot decode" in error and str(bad) not in error
     record = ScoreRecord.unreadable(bad, error, label="0", threshold=0.5)
-    assert not record.scored and record.score is None and record.decision is None and record.label == 0
+    assert (
+        not record.scored and record.score is None and record.decision is None and record.label == 0
+    )
     good, none = read_image(torch.rand(40, 30), SIZE)
     assert none is None and good.shape == (1, SIZE, SIZE) and good.dtype == torch.float32

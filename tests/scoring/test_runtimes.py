@@ -22,8 +22,10 @@ SIZE = 32  # the tiny preset
 
 def _needs(fmt: str) -> None:
     if not runtimes.available(fmt):
-        pytest.skip(f"{runtimes.RUNTIMES[fmt]}{' and nncf' if fmt.endswith('int8') else ''} not installed "
-                    "(pip install squid-monai[export])")
+        pytest.skip(
+            f"{runtimes.RUNTIMES[fmt]}{' and nncf' if fmt.endswith('int8') else ''} not installed "
+            "(pip install squid-monai[export])"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,9 @@ def images():
 @pytest.fixture(scope="module")
 def onnx_file(scorer, tmp_path_factory):
     _needs("onnx") if runtimes.available("onnx") else _needs("openvino")
-    return runtimes.export_onnx(scorer, tmp_path_factory.mktemp("onnx") / "model.onnx", SIZE, card_json='{"a": 1}')
+    return runtimes.export_onnx(
+        scorer, tmp_path_factory.mktemp("onnx") / "model.onnx", SIZE, card_json='{"a": 1}'
+    )
 
 
 _BUILT: dict = {}
@@ -66,9 +70,13 @@ def test_folding_keeps_scores_and_the_per_image_norms(scorer, images):
     folded = fold_batchnorm(scorer)
     plain_bn = [m for m in folded.modules() if type(m) is torch.nn.BatchNorm2d]
     per_image = [m for m in folded.modules() if isinstance(m, PerImageBatchNorm2d)]
-    assert not plain_bn and len(per_image) == len([m for m in scorer.modules() if isinstance(m, PerImageBatchNorm2d)])
+    assert not plain_bn and len(per_image) == len(
+        [m for m in scorer.modules() if isinstance(m, PerImageBatchNorm2d)]
+    )
     for fast in (folded, fast_eager(scorer)):
-        torch.testing.assert_close(fast(images)["score"], scorer(images)["score"], atol=FP32_TOLERANCE, rtol=0)
+        torch.testing.assert_close(
+            fast(images)["score"], scorer(images)["score"], atol=FP32_TOLERANCE, rtol=0
+        )
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
@@ -77,7 +85,12 @@ def test_fp32_runtimes_meet_the_parity_contract(fmt, onnx_file, scorer, images):
     result = measure_parity(scorer, exported, images, None, quantised=False, batch_size=5)
     assert result["default"], result
     expected, got = scorer(images), exported(images)
-    assert set(got) == {"score", "logit", "residual", "reconstruction"}  # the exported outputs, every family's
+    assert set(got) == {
+        "score",
+        "logit",
+        "residual",
+        "reconstruction",
+    }  # the exported outputs, every family's
     for key in got:
         torch.testing.assert_close(got[key], expected[key], atol=FP32_TOLERANCE, rtol=0)
 
@@ -109,19 +122,32 @@ def test_int8_parity_is_measured_not_assumed(onnx_file, scorer, images):
     exported = _exported("openvino_int8", onnx_file, scorer, images)
     labels = [0] * 6 + [1] * 6
     result = measure_parity(scorer, exported, images, labels, quantised=True, batch_size=5)
-    assert {"auc", "auc_reference", "spearman", "max_abs_score_diff", "batch_max_abs_score_diff"} <= set(result)
-    contract_met = (abs(result["auc"] - result["auc_reference"]) <= 0.005 and result["spearman"] >= 0.999
-                    and result["batch_max_abs_score_diff"] <= FP32_TOLERANCE)
+    assert {
+        "auc",
+        "auc_reference",
+        "spearman",
+        "max_abs_score_diff",
+        "batch_max_abs_score_diff",
+    } <= set(result)
+    contract_met = (
+        abs(result["auc"] - result["auc_reference"]) <= 0.005
+        and result["spearman"] >= 0.999
+        and result["batch_max_abs_score_diff"] <= FP32_TOLERANCE
+    )
     assert result["default"] == contract_met
     # the inference path scores one image at a time: bitwise the same whatever the batch
-    alone = torch.cat([PerImageInferer()(images[i:i + 1], exported)["score"] for i in range(len(images))])
+    alone = torch.cat(
+        [PerImageInferer()(images[i : i + 1], exported)["score"] for i in range(len(images))]
+    )
     assert torch.equal(PerImageInferer()(images, exported)["score"], alone)
 
 
 def test_the_card_travels_inside_the_file(onnx_file, tmp_path):
     assert runtimes.embedded_card(onnx_file) == '{"a": 1}'
     if runtimes.available("openvino"):
-        xml = runtimes.save_openvino(runtimes.to_openvino(onnx_file), tmp_path / "model.xml", '{"b": 2}')
+        xml = runtimes.save_openvino(
+            runtimes.to_openvino(onnx_file), tmp_path / "model.xml", '{"b": 2}'
+        )
         assert runtimes.embedded_card(xml) == '{"b": 2}'
 
 
@@ -157,7 +183,9 @@ def test_the_tile_score_exports_with_its_statistics(scorer, images, tmp_path):
     tiled.tile_two_sided.fill_(True)
     calibrate(tiled, [images[:6]])
     assert not torch.equal(tiled.tile_std, torch.ones_like(tiled.tile_std))
-    exported = runtimes.ExportedScorer(runtimes.export_onnx(tiled, tmp_path / "tiled.onnx", SIZE), tiled, "onnx")
+    exported = runtimes.ExportedScorer(
+        runtimes.export_onnx(tiled, tmp_path / "tiled.onnx", SIZE), tiled, "onnx"
+    )
     got, expected = exported(images)["score"], tiled(images)["score"]
     torch.testing.assert_close(got, expected, atol=FP32_TOLERANCE, rtol=0)
     assert not torch.allclose(expected, scorer(images)["score"], atol=1e-3)  # not the logit score
@@ -177,7 +205,9 @@ def test_the_combined_score_exports_with_its_normal_tokens(scorer, images, tmp_p
     calibrate(combined, [images[:6]])
     assert int(combined.normal_count) == 6
     path = runtimes.export_onnx(combined, tmp_path / "combined.onnx", SIZE)
-    exported = runtimes.ExportedScorer(path if fmt == "onnx" else runtimes.to_openvino(path), combined, fmt)
+    exported = runtimes.ExportedScorer(
+        path if fmt == "onnx" else runtimes.to_openvino(path), combined, fmt
+    )
     got, expected = exported(images)["score"], combined(images)["score"]
     torch.testing.assert_close(got, expected, atol=FP32_TOLERANCE, rtol=0)
     assert not torch.allclose(expected, scorer(images)["score"], atol=1e-3)  # not the logit score
@@ -207,8 +237,9 @@ def _model_folder(scorer, folder, fmt: str):
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 @pytest.mark.parametrize("source", ["logit", "residual", "tile_residual", "combined"])
-def test_auto_scores_with_an_export_only_where_it_meets_the_contract_here(scorer, images, tmp_path,
-                                                                          fmt, source):
+def test_auto_scores_with_an_export_only_where_it_meets_the_contract_here(
+    scorer, images, tmp_path, fmt, source
+):
     """Every shipped score source on every fp32 back-end ``auto`` may pick (issue 39): either
     the export ``auto`` picks scores within 1e-4 of PyTorch, or ``auto`` does not pick it."""
     import copy
@@ -233,8 +264,9 @@ def test_auto_scores_with_an_export_only_where_it_meets_the_contract_here(scorer
         assert parity.problem_here(reference, exported, SIZE, quantised=False) is not None
 
 
-def test_auto_refuses_an_export_that_misses_the_contract_on_this_machine(scorer, tmp_path,
-                                                                         monkeypatch, caplog):
+def test_auto_refuses_an_export_that_misses_the_contract_on_this_machine(
+    scorer, tmp_path, monkeypatch, caplog
+):
     """The card's parity was measured where the export was made; here the runtime's scores
     drift by 2e-4 (as OpenVINO 2026.4's did for the combined score on one machine): ``auto``
     scores with PyTorch and says why, an explicit back-end is still honoured."""
@@ -246,8 +278,10 @@ def test_auto_refuses_an_export_that_misses_the_contract_on_this_machine(scorer,
 
     def drifting(model, threads=None):
         run = real(model, threads)
-        return lambda x: [value + 2e-4 if key == "score" else value
-                          for key, value in zip(runtimes.OUTPUTS, run(x))]
+        return lambda x: [
+            value + 2e-4 if key == "score" else value
+            for key, value in zip(runtimes.OUTPUTS, run(x))
+        ]
 
     monkeypatch.setattr(runtimes, "open_runtime", drifting)
     with caplog.at_level("WARNING"):

@@ -6,16 +6,25 @@ import pytest
 import torch
 from PIL import Image
 
-from squid_monai.transforms import EncodedImage, LoadRadiograph, RadiographError, preprocess, read_radiograph
+from squid_monai.transforms import (
+    EncodedImage,
+    LoadRadiograph,
+    RadiographError,
+    preprocess,
+    read_radiograph,
+)
 
 
 @pytest.fixture
 def files(tmp_path, make_png, make_dicom, ramp_image):
     jpeg = tmp_path / "a.jpg"
     Image.fromarray(ramp_image(40, 32, high=255, dtype=np.uint8)).save(jpeg, quality=90)
-    return [make_png(tmp_path / "a16.png", ramp_image(high=65535, dtype=np.uint16)), jpeg,
-            make_dicom(tmp_path / "a.dcm", ramp_image(), window=(2000, 3000), orientation=["R", "H"]),
-            make_dicom(tmp_path / "noext", ramp_image(), photometric="MONOCHROME1")]
+    return [
+        make_png(tmp_path / "a16.png", ramp_image(high=65535, dtype=np.uint16)),
+        jpeg,
+        make_dicom(tmp_path / "a.dcm", ramp_image(), window=(2000, 3000), orientation=["R", "H"]),
+        make_dicom(tmp_path / "noext", ramp_image(), photometric="MONOCHROME1"),
+    ]
 
 
 def test_contents_load_as_the_file_does_named_by_the_caller(files):
@@ -28,12 +37,16 @@ def test_contents_load_as_the_file_does_named_by_the_caller(files):
         assert torch.equal(preprocess(path, 16), preprocess(EncodedImage(path.read_bytes()), 16))
 
 
-@pytest.mark.parametrize("data, problem", [
-    (b"", "empty file"),
-    (b"GIF89a....", "not a PNG, JPEG or DICOM file"),
-    (b"\x89PNG\r\n\x1a\n broken", "cannot decode image"),
-    (b"\0" * 128 + b"DICM" + b"\0" * 8, "DICOM"),
-], ids=["empty", "other-format", "broken-png", "broken-dicom"])
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        (b"", "empty file"),
+        (b"GIF89a....", "not a PNG, JPEG or DICOM file"),
+        (b"\x89PNG\r\n\x1a\n broken", "cannot decode image"),
+        (b"\0" * 128 + b"DICM" + b"\0" * 8, "DICOM"),
+    ],
+    ids=["empty", "other-format", "broken-png", "broken-dicom"],
+)
 def test_bad_contents_raise_a_radiograph_error_naming_the_source(data, problem):
     with pytest.raises(RadiographError, match=problem) as caught:
         read_radiograph(EncodedImage(data, "row 3"))

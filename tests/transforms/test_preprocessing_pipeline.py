@@ -56,7 +56,11 @@ def test_inference_pipeline_equals_preprocess(tmp_path, make_png, ramp_image):
     path = _png(tmp_path, make_png, ramp_image)
     item = inference_transforms(SIZE)({"image": path, "label": 0})
     direct = preprocess(path, SIZE)
-    assert type(direct) is torch.Tensor and direct.shape == (1, SIZE, SIZE) and direct.dtype == torch.float32
+    assert (
+        type(direct) is torch.Tensor
+        and direct.shape == (1, SIZE, SIZE)
+        and direct.dtype == torch.float32
+    )
     assert torch.equal(item["image"].as_tensor(), direct)
     assert item["label"] == 0 and item["image"].meta["filename_or_obj"] == path
     assert 0.0 <= float(direct.min()) and float(direct.max()) <= 1.0
@@ -66,7 +70,9 @@ def test_train_pipeline_is_inference_plus_augmentation(tmp_path, make_png, ramp_
     path = _png(tmp_path, make_png, ramp_image)
     train = train_transforms(SIZE)
     assert isinstance(train.transforms[-1], RandScaleTranslated)
-    assert [type(t) for t in train.transforms[:-1]] == [type(t) for t in inference_transforms(SIZE).transforms]
+    assert [type(t) for t in train.transforms[:-1]] == [
+        type(t) for t in inference_transforms(SIZE).transforms
+    ]
     no_aug = train_transforms(SIZE, augment_prob=0.0)({"image": path})["image"]
     assert torch.equal(no_aug.as_tensor(), preprocess(path, SIZE))
 
@@ -108,19 +114,27 @@ def test_augmentation_moves_content_by_the_drawn_amount(seed):
 
     def centroid(x):
         weights = x[0].double()
-        rows, cols = torch.meshgrid(torch.arange(size).double(), torch.arange(size).double(), indexing="ij")
-        return np.array([(weights * rows).sum() / weights.sum(), (weights * cols).sum() / weights.sum()])
+        rows, cols = torch.meshgrid(
+            torch.arange(size).double(), torch.arange(size).double(), indexing="ij"
+        )
+        return np.array(
+            [(weights * rows).sum() / weights.sum(), (weights * cols).sum() / weights.sum()]
+        )
 
     centre = (size - 1) / 2
     expected = centre + aug.scale_factor * (centroid(image) - centre) + aug.translation
     np.testing.assert_allclose(centroid(out), expected, atol=0.05)
-    assert abs(float(out.sum()) / float(image.sum()) - aug.scale_factor**2) < 0.02  # area scales by s^2
+    assert (
+        abs(float(out.sum()) / float(image.sum()) - aug.scale_factor**2) < 0.02
+    )  # area scales by s^2
     assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
 
 
 def test_dict_augmentation_applies_one_draw_to_all_keys():
     image = torch.rand(1, 40, 40)
-    out = RandScaleTranslated(keys=("a", "b")).set_random_state(seed=5)({"a": image, "b": image.clone()})
+    out = RandScaleTranslated(keys=("a", "b")).set_random_state(seed=5)(
+        {"a": image, "b": image.clone()}
+    )
     assert torch.equal(out["a"], out["b"]) and not torch.equal(out["a"], image)
 
 
@@ -129,11 +143,17 @@ def test_pipelines_instantiate_from_bundle_config(tmp_path, make_png, ramp_image
     parser = ConfigParser(
         {
             "train": {"_target_": "squid_monai.transforms.train_transforms", "image_size": SIZE},
-            "infer": {"_target_": "squid_monai.transforms.inference_transforms", "image_size": SIZE},
+            "infer": {
+                "_target_": "squid_monai.transforms.inference_transforms",
+                "image_size": SIZE,
+            },
         }
     )
     assert parser.get_parsed_content("train")({"image": path})["image"].shape == (1, SIZE, SIZE)
-    assert torch.equal(parser.get_parsed_content("infer")({"image": path})["image"].as_tensor(), preprocess(path, SIZE))
+    assert torch.equal(
+        parser.get_parsed_content("infer")({"image": path})["image"].as_tensor(),
+        preprocess(path, SIZE),
+    )
 
 
 def test_every_format_gives_the_same_tensor_for_the_same_picture(
@@ -144,7 +164,9 @@ def test_every_format_gives_the_same_tensor_for_the_same_picture(
         make_png(tmp_path / "a.png", pixels),
         make_nifti(tmp_path / "a.nii.gz", pixels.astype(np.float32).T),
         make_dicom(tmp_path / "a.dcm", pixels),
-        make_dicom(tmp_path / "inv.dcm", (4095 - pixels).astype(np.uint16), photometric="MONOCHROME1"),
+        make_dicom(
+            tmp_path / "inv.dcm", (4095 - pixels).astype(np.uint16), photometric="MONOCHROME1"
+        ),
     ]
     reference = preprocess(paths[0], SIZE)
     for path in paths[1:]:

@@ -59,17 +59,23 @@ def test_voi_window_is_applied_and_can_be_turned_off(tmp_path, make_dicom, ramp_
 def test_compressed_pixel_data_decodes_like_uncompressed(tmp_path, make_dicom, ramp_image, syntax):
     from pydicom.pixels import get_encoder
 
-    if not get_encoder(syntax).is_available:  # writing needs an encoder plugin; reading is what we test
+    if not get_encoder(
+        syntax
+    ).is_available:  # writing needs an encoder plugin; reading is what we test
         pytest.skip(f"no pydicom encoder plugin installed for {syntax.name}")
     pixels = ramp_image(32, 32, high=4095)
     path = make_dicom(tmp_path / "c.dcm", pixels, compress=syntax)
     np.testing.assert_array_equal(read_radiograph(path), pixels.astype(np.float32))
 
 
-def test_patient_orientation_brings_the_image_to_display_convention(tmp_path, make_dicom, ramp_image):
+def test_patient_orientation_brings_the_image_to_display_convention(
+    tmp_path, make_dicom, ramp_image
+):
     pixels = ramp_image(high=4095)
     standard = read_radiograph(make_dicom(tmp_path / "lf.dcm", pixels, orientation=["L", "F"]))
-    flipped = read_radiograph(make_dicom(tmp_path / "rh.dcm", pixels[::-1, ::-1], orientation=["R", "H"]))
+    flipped = read_radiograph(
+        make_dicom(tmp_path / "rh.dcm", pixels[::-1, ::-1], orientation=["R", "H"])
+    )
     np.testing.assert_array_equal(standard, pixels.astype(np.float32))
     np.testing.assert_array_equal(flipped, standard)
 
@@ -77,7 +83,9 @@ def test_patient_orientation_brings_the_image_to_display_convention(tmp_path, ma
 def test_secondary_capture_and_extensionless_files_are_accepted(tmp_path, make_dicom, ramp_image):
     pixels = ramp_image(high=255, dtype=np.uint8)
     secondary_capture = "1.2.840.10008.5.1.4.1.1.7"
-    path = make_dicom(tmp_path / "IM0001", pixels, bits_stored=8, modality="OT", sop_class=secondary_capture)
+    path = make_dicom(
+        tmp_path / "IM0001", pixels, bits_stored=8, modality="OT", sop_class=secondary_capture
+    )
     np.testing.assert_array_equal(read_radiograph(path), pixels.astype(np.float32))
 
 
@@ -89,8 +97,15 @@ def test_multi_frame_is_refused(tmp_path, make_dicom, ramp_image):
 
 
 def test_non_radiograph_modality_is_refused(tmp_path, make_dicom, ramp_image):
-    path = make_dicom(tmp_path / "ct.dcm", ramp_image(high=4095), modality="CT", sop_class="1.2.840.10008.5.1.4.1.1.2")
-    with pytest.raises(RadiographError, match=r"ct\.dcm: modality 'CT' is not a projection radiograph"):
+    path = make_dicom(
+        tmp_path / "ct.dcm",
+        ramp_image(high=4095),
+        modality="CT",
+        sop_class="1.2.840.10008.5.1.4.1.1.2",
+    )
+    with pytest.raises(
+        RadiographError, match=r"ct\.dcm: modality 'CT' is not a projection radiograph"
+    ):
         read_radiograph(path)
     assert read_radiograph(path, dicom_modalities=None).shape == (24, 20)
 
@@ -125,7 +140,9 @@ def test_in_memory_dataset_reads_like_its_file(tmp_path, make_dicom, ramp_image)
 
     from squid_monai.transforms import LoadRadiograph
 
-    path = make_dicom(tmp_path / "m1.dcm", ramp_image(high=4095), photometric="MONOCHROME1", slope=2.0)
+    path = make_dicom(
+        tmp_path / "m1.dcm", ramp_image(high=4095), photometric="MONOCHROME1", slope=2.0
+    )
     ds = pydicom.dcmread(path)
     ds.filename = None  # as if it never came from a file
     np.testing.assert_array_equal(preprocess(ds, SIZE), preprocess(path, SIZE))

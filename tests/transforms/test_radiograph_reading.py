@@ -34,7 +34,9 @@ def test_rgb_with_equal_channels_equals_grey(tmp_path, make_png, ramp_image):
         read_radiograph(make_png(tmp_path / "rgb.png", rgb)), grey.astype(np.float32), atol=1e-3
     )
     rgba = np.concatenate([rgb, np.full_like(grey, 255)[..., None]], axis=2)
-    np.testing.assert_allclose(read_radiograph(make_png(tmp_path / "rgba.png", rgba)), grey, atol=1e-3)
+    np.testing.assert_allclose(
+        read_radiograph(make_png(tmp_path / "rgba.png", rgba)), grey, atol=1e-3
+    )
 
 
 def test_colour_png_becomes_luma(tmp_path, make_png):
@@ -127,7 +129,9 @@ def _truncated(path, keep=0.5):
         ("truncated_nifti", "cannot read NIfTI"),
     ],
 )
-def test_bad_files_raise_an_error_naming_file_and_problem(tmp_path, make_png, make_nifti, ramp_image, case, expected):
+def test_bad_files_raise_an_error_naming_file_and_problem(
+    tmp_path, make_png, make_nifti, ramp_image, case, expected
+):
     image = ramp_image(64, 64, high=255, dtype=np.uint8)
     if case == "missing":
         path = tmp_path / "missing.png"

@@ -9,7 +9,11 @@ SIZE = 128
 
 
 def _images(folder):
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(tuple(SUPPORTED_EXTENSIONS)))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.name.lower().endswith(tuple(SUPPORTED_EXTENSIONS))
+    )
 
 
 def test_every_shared_dicom_and_format_file_preprocesses(shared_data):
@@ -40,7 +44,11 @@ def test_monochrome1_pair_follows_the_photometric_interpretation(shared_data):
 def test_real_monochrome1_radiographs_show_bright_bone(shared_data):
     """Genuine MONOCHROME1 chests: after inversion the lung fields (upper middle of each
     half) are darker than the spine/mediastinum band in the centre, as in MONOCHROME2."""
-    names = ("gdcm_CR-MONO1-10-chest.dcm", "nema_RG1_cr_chest_pa_mono1_15bit_j2k.dcm", "siim_cr_chest_pa_mono2_jpeg8.dcm")
+    names = (
+        "gdcm_CR-MONO1-10-chest.dcm",
+        "nema_RG1_cr_chest_pa_mono1_15bit_j2k.dcm",
+        "siim_cr_chest_pa_mono2_jpeg8.dcm",
+    )
     for name in names:
         image = preprocess(shared_data / "dicom" / name, SIZE)[0]
         lungs = torch.cat([image[40:80, 25:45].flatten(), image[40:80, 83:103].flatten()]).mean()

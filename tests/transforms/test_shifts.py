@@ -29,8 +29,20 @@ def _image(size: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def test_every_documented_shift_is_defined_and_keeps_the_shape():
-    assert list(SHIFTS) == ["contrast_down", "contrast_up", "gamma_0.67", "gamma_1.5", "blur", "sharpen", "gauss_noise",
-                            "poisson_noise", "down_up", "jpeg", "crop", "zoom_out"]
+    assert list(SHIFTS) == [
+        "contrast_down",
+        "contrast_up",
+        "gamma_0.67",
+        "gamma_1.5",
+        "blur",
+        "sharpen",
+        "gauss_noise",
+        "poisson_noise",
+        "down_up",
+        "jpeg",
+        "crop",
+        "zoom_out",
+    ]
     x = _image()
     for name, shift in SHIFTS.items():
         out = torch.as_tensor(shift(x, seed=1))
@@ -40,16 +52,18 @@ def test_every_documented_shift_is_defined_and_keeps_the_shape():
 @pytest.mark.parametrize("name, factor", [("contrast_down", 0.7), ("contrast_up", 1.3)])
 def test_contrast_scales_about_the_mean(name, factor):
     x = _image()
-    torch.testing.assert_close(torch.as_tensor(SHIFTS[name](x)), x.mean() + factor * (x - x.mean()), rtol=1e-5,
-                               atol=1e-6)
+    torch.testing.assert_close(
+        torch.as_tensor(SHIFTS[name](x)), x.mean() + factor * (x - x.mean()), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name, g", [("gamma_0.67", 0.67), ("gamma_1.5", 1.5)])
 def test_gamma_is_a_power_of_the_normalised_image(name, g):
     x = _image()
     low, span = x.min(), x.max() - x.min()
-    torch.testing.assert_close(torch.as_tensor(SHIFTS[name](x)), ((x - low) / span) ** g * span + low, rtol=1e-4,
-                               atol=1e-5)
+    torch.testing.assert_close(
+        torch.as_tensor(SHIFTS[name](x)), ((x - low) / span) ** g * span + low, rtol=1e-4, atol=1e-5
+    )
 
 
 def _erf_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -66,7 +80,9 @@ def _erf_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def test_blur_is_a_gaussian_of_one_percent_of_the_side_with_reflected_borders():
     x = _image(100)
-    expected = ndimage.gaussian_filter(x[0].double().numpy(), sigma=1.0, mode="mirror", truncate=4.0)
+    expected = ndimage.gaussian_filter(
+        x[0].double().numpy(), sigma=1.0, mode="mirror", truncate=4.0
+    )
     np.testing.assert_allclose(torch.as_tensor(SHIFTS["blur"](x))[0].numpy(), expected, atol=2e-3)
     flat = torch.full((1, 50, 50), 0.5)
     torch.testing.assert_close(torch.as_tensor(SHIFTS["blur"](flat)), flat)  # no darkened border
@@ -76,7 +92,9 @@ def test_sharpen_adds_alpha_times_the_detail_of_the_smoothed_image():
     x = _image(200)  # sigmas 0.5 and 2 pixels
     b = _erf_gaussian(x[0].double().numpy(), 0.5)
     expected = b + 1.5 * (b - _erf_gaussian(b, 2.0))
-    np.testing.assert_allclose(torch.as_tensor(SHIFTS["sharpen"](x))[0].numpy(), expected, atol=2e-3)
+    np.testing.assert_allclose(
+        torch.as_tensor(SHIFTS["sharpen"](x))[0].numpy(), expected, atol=2e-3
+    )
     flat = torch.full((1, 50, 50), 0.5)
     torch.testing.assert_close(torch.as_tensor(SHIFTS["sharpen"](flat)), flat)
 
@@ -100,7 +118,11 @@ def test_poisson_noise_counts_100_photons_at_full_scale():
 def test_down_up_removes_detail_finer_than_the_reduced_grid():
     checker = (torch.arange(60)[:, None] + torch.arange(60)[None, :]) % 2
     out = torch.as_tensor(SHIFTS["down_up"](checker[None].float()))
-    assert out.shape == (1, 60, 60) and out.std() < 0.05 and out.mean().item() == pytest.approx(0.5, abs=0.05)
+    assert (
+        out.shape == (1, 60, 60)
+        and out.std() < 0.05
+        and out.mean().item() == pytest.approx(0.5, abs=0.05)
+    )
     smooth = torch.linspace(0, 1, 60)[None, :].expand(60, 60)[None]
     assert (torch.as_tensor(SHIFTS["down_up"](smooth)) - smooth)[..., 5:-5].abs().max() < 0.03
 
@@ -118,15 +140,19 @@ def test_crop_is_an_80_percent_window_resized_back():
     ramp = torch.arange(100, dtype=torch.float32)[None, :].expand(100, 100)[None]  # value = column
     out = torch.as_tensor(SHIFTS["crop"](ramp, seed=5))
     row = out[0, 50]
-    assert row[-1] - row[0] == pytest.approx(79, abs=1.5) and 0 <= row[0] <= 20.5  # 80 columns, somewhere inside
-    assert not torch.equal(out, torch.as_tensor(SHIFTS["crop"](ramp, seed=6)))  # the window follows the seed
+    assert (
+        row[-1] - row[0] == pytest.approx(79, abs=1.5) and 0 <= row[0] <= 20.5
+    )  # 80 columns, somewhere inside
+    assert not torch.equal(
+        out, torch.as_tensor(SHIFTS["crop"](ramp, seed=6))
+    )  # the window follows the seed
 
 
 def test_zoom_out_shrinks_the_image_into_a_black_border():
     x = torch.ones(1, 100, 100)
     out = torch.as_tensor(SHIFTS["zoom_out"](x))
     assert out[0, 50, 50] == 1 and out[0, :6].abs().max() == 0 and out[0, :, :6].abs().max() == 0
-    assert (out > 0.5).float().mean().item() == pytest.approx(0.85 ** 2, abs=0.02)
+    assert (out > 0.5).float().mean().item() == pytest.approx(0.85**2, abs=0.02)
 
 
 def test_apply_shift_works_in_stored_units_rounds_integers_and_clips():
@@ -137,7 +163,9 @@ def test_apply_shift_works_in_stored_units_rounds_integers_and_clips():
     torch.testing.assert_close(out, expected, atol=1.0, rtol=0)  # a rounding step at most
     assert torch.equal(out, out.round()) and out.min() >= 0 and out.max() <= 255
     float_image = _image()
-    assert not torch.equal(apply_shift(float_image, "blur"), apply_shift(float_image, "blur").round())
+    assert not torch.equal(
+        apply_shift(float_image, "blur"), apply_shift(float_image, "blur").round()
+    )
     with pytest.raises(ValueError, match="unknown shift"):
         apply_shift(x, "vignette")
 
@@ -155,10 +183,14 @@ def test_the_shift_acts_on_the_raw_image_before_the_model_preprocessing(tmp_path
     pixels = (np.linspace(30, 220, 80)[None, :] * np.ones((80, 1))).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "x.png")
     pipeline = shifted_transforms(32, "gamma_1.5", seed=0)
-    assert isinstance(pipeline.transforms[1], AcquisitionShiftd)  # after loading, before scaling and resize
+    assert isinstance(
+        pipeline.transforms[1], AcquisitionShiftd
+    )  # after loading, before scaling and resize
     shifted = pipeline({"image": str(tmp_path / "x.png")})["image"]
     plain = shifted_transforms(32, None)({"image": str(tmp_path / "x.png")})["image"]
-    assert shifted.shape == plain.shape == (1, 32, 32) and shifted.mean() < plain.mean() - 0.05  # darker mid-tones
+    assert (
+        shifted.shape == plain.shape == (1, 32, 32) and shifted.mean() < plain.mean() - 0.05
+    )  # darker mid-tones
     assert shifted.meta["filename_or_obj"].endswith("x.png")
 
 
@@ -167,7 +199,9 @@ def test_global_augment_is_off_by_default_and_adds_random_global_changes():
     x = {"image": _image(32).numpy()}
     plain = train_transforms(32)
     augmented = train_transforms(32, global_augment="acquisition")
-    assert len(augmented.transforms) == len(plain.transforms) + len(global_augment_transforms("image", 32))
+    assert len(augmented.transforms) == len(plain.transforms) + len(
+        global_augment_transforms("image", 32)
+    )
     augmented.set_random_state(seed=0)
     outs = [augmented(dict(x))["image"] for _ in range(8)]
     assert all(o.shape == (1, 32, 32) and o.min() >= 0 and o.max() <= 1 for o in outs)

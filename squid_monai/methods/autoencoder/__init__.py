@@ -18,6 +18,15 @@ from .presets import AUTOENCODER_PRESETS
 from .recipes import RECIPES
 from .scorer import ReconstructionScorer
 
-__all__ = ["ACT", "AUTOENCODER_PRESETS", "FAMILY", "ConvAutoEncoder", "ReconstructionFamily", "ReconstructionScorer"]
+__all__ = [
+    "ACT",
+    "AUTOENCODER_PRESETS",
+    "FAMILY",
+    "ConvAutoEncoder",
+    "ReconstructionFamily",
+    "ReconstructionScorer",
+]
 
-FAMILY = ReconstructionFamily("autoencoder", ConvAutoEncoder, ReconstructionScorer, AUTOENCODER_PRESETS, RECIPES)
+FAMILY = ReconstructionFamily(
+    "autoencoder", ConvAutoEncoder, ReconstructionScorer, AUTOENCODER_PRESETS, RECIPES
+)

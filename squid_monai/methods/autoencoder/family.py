@@ -10,8 +10,8 @@ from typing import Any
 
 from torch import nn
 
-from ..base import network_arguments, preset_config
 from ...engines.reconstruction import ReconstructionLossWeights, ReconstructionTrainer
+from ..base import network_arguments, preset_config
 
 __all__ = ["ReconstructionFamily"]
 
@@ -23,16 +23,27 @@ class ReconstructionFamily:
     loss_weights = ReconstructionLossWeights
     trainer = ReconstructionTrainer
 
-    def __init__(self, name: str, network: type[nn.Module], scorer: type[nn.Module],
-                 network_presets: Mapping[str, Mapping[str, Any]], recipe_presets: Mapping[str, Mapping[str, Any]]):
+    def __init__(
+        self,
+        name: str,
+        network: type[nn.Module],
+        scorer: type[nn.Module],
+        network_presets: Mapping[str, Mapping[str, Any]],
+        recipe_presets: Mapping[str, Mapping[str, Any]],
+    ):
         self.name, self.network, self.scorer = name, network, scorer
         self.network_presets, self.recipe_presets = network_presets, recipe_presets
 
     def get_config(self, preset: str, **overrides: Any) -> dict[str, Any]:
         """The preset with ``overrides`` (:func:`~..base.preset_config`; the network's other
         arguments may be overridden too)."""
-        return preset_config(self.network_presets, preset, overrides, f"{self.name} network setting",
-                             known=network_arguments(self.network))
+        return preset_config(
+            self.network_presets,
+            preset,
+            overrides,
+            f"{self.name} network setting",
+            known=network_arguments(self.network),
+        )
 
     def build_networks(self, preset: str, **overrides: Any) -> tuple[nn.Module]:
         return (self.network(**self.get_config(preset, **overrides)),)

@@ -38,13 +38,32 @@ class ConvAutoEncoder(AutoEncoder):
     #: independent models in this network (the trainer's objective is their sum)
     num_models = 1
 
-    def __init__(self, image_size: int, channels: Sequence[int], strides: Sequence[int], in_channels: int = 1,
-                 kernel_size: int = 3, act: tuple | str = ACT, norm: tuple | str = "batch"):
+    def __init__(
+        self,
+        image_size: int,
+        channels: Sequence[int],
+        strides: Sequence[int],
+        in_channels: int = 1,
+        kernel_size: int = 3,
+        act: tuple | str = ACT,
+        norm: tuple | str = "batch",
+    ):
         factor = int(torch.tensor(list(strides)).prod())
         if image_size % factor:
-            raise ValueError(f"image_size {image_size} is not divisible by the encoder's total stride {factor}")
-        super().__init__(spatial_dims=2, in_channels=in_channels, out_channels=in_channels, channels=channels,
-                         strides=strides, kernel_size=kernel_size, up_kernel_size=kernel_size, act=act, norm=norm)
+            raise ValueError(
+                f"image_size {image_size} is not divisible by the encoder's total stride {factor}"
+            )
+        super().__init__(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=in_channels,
+            channels=channels,
+            strides=strides,
+            kernel_size=kernel_size,
+            up_kernel_size=kernel_size,
+            act=act,
+            norm=norm,
+        )
         self.image_size = int(image_size)
 
     def latent(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

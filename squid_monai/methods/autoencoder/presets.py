@@ -21,8 +21,16 @@ __all__ = ["AUTOENCODER_PRESETS"]
 
 AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"image_size": 128, "channels": (32, 64, 128, 256, 32), "strides": (2, 2, 2, 2, 1)},
-    "digitanatomy": {"image_size": 96, "channels": (32, 64, 128, 256, 32), "strides": (2, 2, 2, 2, 1)},
+    "digitanatomy": {
+        "image_size": 96,
+        "channels": (32, 64, 128, 256, 32),
+        "strides": (2, 2, 2, 2, 1),
+    },
     "small": {"image_size": 64, "channels": (16, 32, 64, 128, 32), "strides": (2, 2, 2, 2, 1)},
-    "digitanatomy_small": {"image_size": 96, "channels": (8, 16, 32, 64, 32), "strides": (2, 2, 2, 2, 1)},
+    "digitanatomy_small": {
+        "image_size": 96,
+        "channels": (8, 16, 32, 64, 32),
+        "strides": (2, 2, 2, 2, 1),
+    },
     "tiny": {"image_size": 32, "channels": (8, 16, 32, 8), "strides": (2, 2, 2, 1)},
 }

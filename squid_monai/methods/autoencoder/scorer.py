@@ -22,7 +22,9 @@ class ReconstructionScorer(CalibratedScorer):
     """``forward(image)`` -> ``{"score", "logit" (= -residual), "residual", "reconstruction"}``.
     A memory network's addressing ``weights`` are a training signal, not an output: left out."""
 
-    def __init__(self, network: nn.Module, mean: float = 0.0, std: float = 1.0, threshold: float = 0.5):
+    def __init__(
+        self, network: nn.Module, mean: float = 0.0, std: float = 1.0, threshold: float = 0.5
+    ):
         super().__init__(mean, std, threshold)
         self.network = network
         self._follow_networks()

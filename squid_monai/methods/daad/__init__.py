@@ -39,9 +39,25 @@ from .recipes import RECIPES
 from .scorer import DAADScorer, FitScoreScaling, calibrate_daad, fit_scaling
 from .trainer import DAADTrainer
 
-__all__ = ["FAMILY", "DAADFamily", "BlockMemory", "DAADGenerator", "DCGANDiscriminator", "DAADScorer", "DAADTrainer",
-           "DAADLossWeights", "FitScoreScaling", "build_optimizers", "build_scalers", "calibrate_daad", "fit_scaling",
-           "division_rate", "division_rates", "generator_losses", "discriminator_loss"]
+__all__ = [
+    "FAMILY",
+    "DAADFamily",
+    "BlockMemory",
+    "DAADGenerator",
+    "DCGANDiscriminator",
+    "DAADScorer",
+    "DAADTrainer",
+    "DAADLossWeights",
+    "FitScoreScaling",
+    "build_optimizers",
+    "build_scalers",
+    "calibrate_daad",
+    "fit_scaling",
+    "division_rate",
+    "division_rates",
+    "generator_losses",
+    "discriminator_loss",
+]
 
 
 class DAADFamily(Family):
@@ -50,28 +66,47 @@ class DAADFamily(Family):
     def build_scorer(self, preset: str, **overrides: Any) -> DAADScorer:
         return self.wrap(self.build_networks(preset, **overrides), preset, **overrides)
 
-    def wrap(self, networks: Sequence[torch.nn.Module], preset: str, **overrides: Any) -> DAADScorer:
+    def wrap(
+        self, networks: Sequence[torch.nn.Module], preset: str, **overrides: Any
+    ) -> DAADScorer:
         """The scorer of already built networks (the training config's ``scorer``)."""
         networks = list(networks)
-        return DAADScorer(networks[0], networks[1] if len(networks) > 1 else None,
-                          gamma=get_config(preset, **overrides)["gamma"])
+        return DAADScorer(
+            networks[0],
+            networks[1] if len(networks) > 1 else None,
+            gamma=get_config(preset, **overrides)["gamma"],
+        )
 
 
-FAMILY = DAADFamily("daad", PRESETS, RECIPES, DAADLossWeights, DAADTrainer, DAADScorer, get_config, build)
+FAMILY = DAADFamily(
+    "daad", PRESETS, RECIPES, DAADLossWeights, DAADTrainer, DAADScorer, get_config, build
+)
 
 
-def build_optimizers(networks: Sequence[torch.nn.Module], lr: float = 1e-4, betas: Sequence[float] = (0.9, 0.999),
-                     weight_decay: float = 0.0, eps: float = 1e-8) -> dict[str, torch.optim.Optimizer]:
+def build_optimizers(
+    networks: Sequence[torch.nn.Module],
+    lr: float = 1e-4,
+    betas: Sequence[float] = (0.9, 0.999),
+    weight_decay: float = 0.0,
+    eps: float = 1e-8,
+) -> dict[str, torch.optim.Optimizer]:
     """``{"g_optimizer": Adam(generator)}``, plus ``"d_optimizer"`` for DAAD+'s discriminator
     (section 4.1: Adam, betas (0.9, 0.999), weight decay 0; lr 1e-4 DAAD, 2e-4 DAAD+)."""
     names = ("g_optimizer", "d_optimizer")
-    return {name: torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
-            for name, net in zip(names, networks)}
+    return {
+        name: torch.optim.Adam(
+            net.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps
+        )
+        for name, net in zip(names, networks)
+    }
 
 
-def build_scalers(networks: Sequence[torch.nn.Module], enabled: bool,
-                  device: str = "cuda") -> dict[str, torch.amp.GradScaler]:
+def build_scalers(
+    networks: Sequence[torch.nn.Module], enabled: bool, device: str = "cuda"
+) -> dict[str, torch.amp.GradScaler]:
     """One ``GradScaler`` per optimiser (``g_scaler``, and ``d_scaler`` for DAAD+), for the
     ``device`` type the networks train on."""
-    return {name: torch.amp.GradScaler(device, enabled=bool(enabled))
-            for name, _ in zip(("g_scaler", "d_scaler"), networks)}
+    return {
+        name: torch.amp.GradScaler(device, enabled=bool(enabled))
+        for name, _ in zip(("g_scaler", "d_scaler"), networks)
+    }

@@ -45,9 +45,14 @@ def _bce(logit: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, 1.0 if real else 0.0))
 
 
-def generator_losses(image: torch.Tensor, reconstruction: torch.Tensor, weights: DAADLossWeights,
-                     fake_logit: torch.Tensor | None = None, real_features: torch.Tensor | None = None,
-                     fake_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def generator_losses(
+    image: torch.Tensor,
+    reconstruction: torch.Tensor,
+    weights: DAADLossWeights,
+    fake_logit: torch.Tensor | None = None,
+    real_features: torch.Tensor | None = None,
+    fake_features: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """The unweighted terms and ``generator``, their weighted sum (what is back-propagated).
     Without ``fake_logit`` (plain DAAD) only the reconstruction term exists."""
     terms = {"reconstruction": F.mse_loss(reconstruction.float(), image.float())}
@@ -55,7 +60,11 @@ def generator_losses(image: torch.Tensor, reconstruction: torch.Tensor, weights:
     if fake_logit is not None:
         terms["adversarial"] = _bce(fake_logit, real=True)
         terms["alignment"] = F.mse_loss(fake_features.float(), real_features.detach().float())
-        total = total + weights.adversarial * terms["adversarial"] + weights.alignment * terms["alignment"]
+        total = (
+            total
+            + weights.adversarial * terms["adversarial"]
+            + weights.alignment * terms["alignment"]
+        )
     terms["generator"] = total
     return terms
 

@@ -64,7 +64,9 @@ def drop_below(weights: torch.Tensor, threshold: float, renormalise: bool = True
     return weights
 
 
-def memory_read(queries: torch.Tensor, memory: torch.Tensor, renormalise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def memory_read(
+    queries: torch.Tensor, memory: torch.Tensor, renormalise: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. (1)-(2) with the 1/N drop: ``queries`` (..., D), ``memory`` (N, D) ->
     (aggregated blocks (..., D), sparse weights (..., N))."""
     cosine = F.normalize(queries, dim=-1) @ F.normalize(memory, dim=-1).t()
@@ -88,15 +90,28 @@ class BlockMemory(nn.Module):
     :meth:`address` and :meth:`assemble` are its three steps.
     """
 
-    def __init__(self, channels: int, size: int | Sequence[int], items: int = 500,
-                 division: int | Sequence[int] = 8, channel_division: int = 1, renormalise: bool = True):
+    def __init__(
+        self,
+        channels: int,
+        size: int | Sequence[int],
+        items: int = 500,
+        division: int | Sequence[int] = 8,
+        channel_division: int = 1,
+        renormalise: bool = True,
+    ):
         super().__init__()
         h, w = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        rh, rw = (int(division), int(division)) if isinstance(division, int) else (int(division[0]), int(division[1]))
+        rh, rw = (
+            (int(division), int(division))
+            if isinstance(division, int)
+            else (int(division[0]), int(division[1]))
+        )
         rc = int(channel_division)
         for name, side, rate in (("height", h, rh), ("width", w, rw), ("channels", channels, rc)):
             if rate < 1 or side % rate:
-                raise ValueError(f"division rate {rate} does not divide the map's {name} {side} evenly")
+                raise ValueError(
+                    f"division rate {rate} does not divide the map's {name} {side} evenly"
+                )
         self.channels, self.size, self.rates = int(channels), (h, w), (rh, rw, rc)
         #: one block's shape (C/r_c, H/r_h, W/r_w) and its flattened dimension D
         self.block_shape = (channels // rc, h // rh, w // rw)
@@ -138,5 +153,7 @@ class BlockMemory(nn.Module):
         return self.assemble(self.read(self.divide(f))[0]).to(f.dtype)
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, size={self.size}, rates(r_h, r_w, r_c)={self.rates}, "
-                f"block={self.block_shape}, items={self.items}, renormalise={self.renormalise}")
+        return (
+            f"channels={self.channels}, size={self.size}, rates(r_h, r_w, r_c)={self.rates}, "
+            f"block={self.block_shape}, items={self.items}, renormalise={self.renormalise}"
+        )

@@ -63,17 +63,32 @@ class DAADGenerator(nn.Module):
     ``forward(x)`` returns the reconstruction (B, in_channels, H, W) in [0, 1].
     """
 
-    def __init__(self, image_size: int = 128, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256),
-                 division: int = 8, channel_division: int = 1, divisions: Sequence[int] | None = None,
-                 memory_items: int = 500, renormalise: bool = True, norm: str | None = "batch"):
+    def __init__(
+        self,
+        image_size: int = 128,
+        in_channels: int = 1,
+        channels: Sequence[int] = (32, 64, 128, 256),
+        division: int = 8,
+        channel_division: int = 1,
+        divisions: Sequence[int] | None = None,
+        memory_items: int = 500,
+        renormalise: bool = True,
+        norm: str | None = "batch",
+    ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         levels = len(channels)
-        if levels < 1 or image_size % (2 ** levels):
-            raise ValueError(f"image_size {image_size} must be a multiple of 2**{levels} (one per level)")
+        if levels < 1 or image_size % (2**levels):
+            raise ValueError(
+                f"image_size {image_size} must be a multiple of 2**{levels} (one per level)"
+            )
         self.image_size, self.channels = int(image_size), channels
         self.sides = tuple(image_size // 2 ** (i + 1) for i in range(levels))
-        rates = tuple(int(r) for r in divisions) if divisions is not None else division_rates(self.sides, division)
+        rates = (
+            tuple(int(r) for r in divisions)
+            if divisions is not None
+            else division_rates(self.sides, division)
+        )
         if len(rates) != levels:
             raise ValueError(f"divisions {rates} must give one rate per level ({levels})")
         #: the spatial division rate r_h = r_w of each level (fine to coarse)
@@ -81,25 +96,47 @@ class DAADGenerator(nn.Module):
         norm = _norm(norm)
         enc, prev = [], in_channels
         for c in channels:
-            enc.append(nn.Sequential(
-                Convolution(2, prev, c, strides=2, kernel_size=3, act=_LEAKY, norm=norm),
-                Convolution(2, c, c, kernel_size=3, act=_LEAKY, norm=norm),
-            ))
+            enc.append(
+                nn.Sequential(
+                    Convolution(2, prev, c, strides=2, kernel_size=3, act=_LEAKY, norm=norm),
+                    Convolution(2, c, c, kernel_size=3, act=_LEAKY, norm=norm),
+                )
+            )
             prev = c
         self.encoder = nn.ModuleList(enc)
         self.memories = nn.ModuleList(
-            BlockMemory(c, s, memory_items, r, channel_division, renormalise) for c, s, r in zip(channels, self.sides, rates)
+            BlockMemory(c, s, memory_items, r, channel_division, renormalise)
+            for c, s, r in zip(channels, self.sides, rates)
         )
         # decoder level i (i = L-2 .. 0): up-sample from level i+1, fuse with f_hat_i
         self.up = nn.ModuleList(
-            Convolution(2, channels[i + 1], channels[i], strides=2, kernel_size=3, is_transposed=True, act="RELU", norm=norm)
+            Convolution(
+                2,
+                channels[i + 1],
+                channels[i],
+                strides=2,
+                kernel_size=3,
+                is_transposed=True,
+                act="RELU",
+                norm=norm,
+            )
             for i in range(levels - 1)
         )
         self.fuse = nn.ModuleList(
-            Convolution(2, 2 * channels[i], channels[i], kernel_size=3, act="RELU", norm=norm) for i in range(levels - 1)
+            Convolution(2, 2 * channels[i], channels[i], kernel_size=3, act="RELU", norm=norm)
+            for i in range(levels - 1)
         )
         self.head = nn.Sequential(
-            Convolution(2, channels[0], channels[0], strides=2, kernel_size=3, is_transposed=True, act="RELU", norm=norm),
+            Convolution(
+                2,
+                channels[0],
+                channels[0],
+                strides=2,
+                kernel_size=3,
+                is_transposed=True,
+                act="RELU",
+                norm=norm,
+            ),
             Convolution(2, channels[0], in_channels, kernel_size=3, conv_only=True),
             nn.Sigmoid(),
         )
@@ -130,16 +167,31 @@ class DCGANDiscriminator(nn.Module):
     """DAAD+'s discriminator (see the module docstring): ``forward(x)`` -> logits (B, 1)
     (real = high); ``features(x)`` -> ``f_D(x)``, the last convolutional features."""
 
-    def __init__(self, image_size: int = 128, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256, 512),
-                 norm: str | None = "batch"):
+    def __init__(
+        self,
+        image_size: int = 128,
+        in_channels: int = 1,
+        channels: Sequence[int] = (32, 64, 128, 256, 512),
+        norm: str | None = "batch",
+    ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if image_size % (2 ** len(channels)):
             raise ValueError(f"image_size {image_size} must be a multiple of 2**{len(channels)}")
         layers, prev = [], in_channels
         for i, c in enumerate(channels):
-            layers.append(Convolution(2, prev, c, strides=2, kernel_size=4, padding=1, act=_LEAKY,
-                                      norm=None if i == 0 else _norm(norm)))
+            layers.append(
+                Convolution(
+                    2,
+                    prev,
+                    c,
+                    strides=2,
+                    kernel_size=4,
+                    padding=1,
+                    act=_LEAKY,
+                    norm=None if i == 0 else _norm(norm),
+                )
+            )
             prev = c
         self.features = nn.Sequential(*layers)
         side = image_size // 2 ** len(channels)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from ..base import preset_config
 from .networks import DAADGenerator, DCGANDiscriminator
 
@@ -55,8 +54,18 @@ _PAPER: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": _PAPER,
     "digitanatomy": {**_PAPER, "image_size": 96},
-    "small": {**_PAPER, "image_size": 64, "channels": (16, 32, 64, 128), "disc_channels": (16, 32, 64, 128)},
-    "digitanatomy_small": {**_PAPER, "image_size": 96, "channels": (16, 32, 64, 128), "disc_channels": (16, 32, 64, 128)},
+    "small": {
+        **_PAPER,
+        "image_size": 64,
+        "channels": (16, 32, 64, 128),
+        "disc_channels": (16, 32, 64, 128),
+    },
+    "digitanatomy_small": {
+        **_PAPER,
+        "image_size": 96,
+        "channels": (16, 32, 64, 128),
+        "disc_channels": (16, 32, 64, 128),
+    },
     "tiny": {**_PAPER, "image_size": 32, "channels": (8, 16, 32), "disc_channels": (8, 16, 32)},
 }
 
@@ -70,13 +79,26 @@ def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
     return preset_config(PRESETS, preset, overrides, "DAAD network setting", _SWITCHES)
 
 
-def build(preset: str = "paper", **overrides: Any) -> tuple[DAADGenerator] | tuple[DAADGenerator, DCGANDiscriminator]:
+def build(
+    preset: str = "paper", **overrides: Any
+) -> tuple[DAADGenerator] | tuple[DAADGenerator, DCGANDiscriminator]:
     """``(generator,)`` for DAAD, ``(generator, discriminator)`` for DAAD+."""
     config = get_config(preset, **overrides)
-    gen_keys = ("image_size", "in_channels", "channels", "division", "channel_division", "divisions",
-                "memory_items", "renormalise", "norm")
+    gen_keys = (
+        "image_size",
+        "in_channels",
+        "channels",
+        "division",
+        "channel_division",
+        "divisions",
+        "memory_items",
+        "renormalise",
+        "norm",
+    )
     generator = DAADGenerator(**{k: config[k] for k in gen_keys})
     if not config["adversarial"]:
         return (generator,)
-    disc = {k[len("disc_"):]: v for k, v in config.items() if k.startswith("disc_")}
-    return generator, DCGANDiscriminator(image_size=config["image_size"], in_channels=config["in_channels"], **disc)
+    disc = {k[len("disc_") :]: v for k, v in config.items() if k.startswith("disc_")}
+    return generator, DCGANDiscriminator(
+        image_size=config["image_size"], in_channels=config["in_channels"], **disc
+    )

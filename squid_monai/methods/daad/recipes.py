@@ -11,7 +11,12 @@ from .losses import DAADLossWeights
 
 __all__ = ["RECIPES"]
 
-_RECIPE: dict[str, Any] = {"loss_weights": asdict(DAADLossWeights()), "lr": 1e-4, "adversarial_lr": 2e-4,
-                           "betas": (0.9, 0.999), "weight_decay": 0.0}
+_RECIPE: dict[str, Any] = {
+    "loss_weights": asdict(DAADLossWeights()),
+    "lr": 1e-4,
+    "adversarial_lr": 2e-4,
+    "betas": (0.9, 0.999),
+    "weight_decay": 0.0,
+}
 
 RECIPES: dict[str, dict[str, Any]] = {"chest": dict(_RECIPE), "digitanatomy": dict(_RECIPE)}

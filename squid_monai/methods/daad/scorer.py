@@ -43,7 +43,9 @@ __all__ = ["DAADScorer", "FitScoreScaling", "alignment_error", "fit_scaling", "c
 logger = logging.getLogger(__name__)
 
 
-def alignment_error(discriminator: nn.Module, image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+def alignment_error(
+    discriminator: nn.Module, image: torch.Tensor, reconstruction: torch.Tensor
+) -> torch.Tensor:
     """``L(x)`` per image (B,): mean squared difference of ``f_D(x)`` and ``f_D(x_hat)``."""
     diff = discriminator.features(image) - discriminator.features(reconstruction)
     return diff.float().pow(2).flatten(1).mean(1)
@@ -59,8 +61,15 @@ class DAADScorer(CalibratedScorer):
         mean, std, threshold: calibration and decision threshold (buffers).
     """
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module | None = None, gamma: float = 0.9,
-                 mean: float = 0.0, std: float = 1.0, threshold: float = 0.5):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module | None = None,
+        gamma: float = 0.9,
+        mean: float = 0.0,
+        std: float = 1.0,
+        threshold: float = 0.5,
+    ):
         super().__init__(mean, std, threshold)
         self.generator = generator
         self.discriminator = discriminator
@@ -79,15 +88,22 @@ class DAADScorer(CalibratedScorer):
         r = self._scale(residual.float(), self.residual_range)
         if alignment is None:
             return r
-        return self.gamma * r + (1.0 - self.gamma) * self._scale(alignment.float(), self.alignment_range)
+        return self.gamma * r + (1.0 - self.gamma) * self._scale(
+            alignment.float(), self.alignment_range
+        )
 
     def raw(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         reconstruction = self.generator(image)
         with torch.autocast(device_type=image.device.type, enabled=False):
-            out = {"reconstruction": reconstruction, "residual": pixel_residual(image, reconstruction)}
+            out = {
+                "reconstruction": reconstruction,
+                "residual": pixel_residual(image, reconstruction),
+            }
             alignment = None
             if self.discriminator is not None:
-                alignment = alignment_error(self.discriminator, image.float(), reconstruction.float())
+                alignment = alignment_error(
+                    self.discriminator, image.float(), reconstruction.float()
+                )
                 out["alignment"] = alignment
             out["anomaly"] = self.fuse(out["residual"], alignment)
         return out
@@ -95,7 +111,9 @@ class DAADScorer(CalibratedScorer):
     def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         return -out["anomaly"]
 
-    def set_scaling(self, residual: tuple[float, float], alignment: tuple[float, float] | None = None) -> None:
+    def set_scaling(
+        self, residual: tuple[float, float], alignment: tuple[float, float] | None = None
+    ) -> None:
         """Store the [lo, hi] ranges (in place: the buffers may be shared with an EMA copy)."""
         for buffer, bounds in ((self.residual_range, residual), (self.alignment_range, alignment)):
             if bounds is None:
@@ -107,8 +125,9 @@ class DAADScorer(CalibratedScorer):
 
 
 @torch.no_grad()
-def fit_scaling(scorer: DAADScorer, batches: Iterable, device: torch.device | str = "cpu",
-                key: str = "image") -> dict[str, tuple[float, float]]:
+def fit_scaling(
+    scorer: DAADScorer, batches: Iterable, device: torch.device | str = "cpu", key: str = "image"
+) -> dict[str, tuple[float, float]]:
     """Fit the scorer's ``R`` and ``L`` ranges on normal images (``batches`` yields dicts with
     ``key`` or tensors). Returns the ranges fitted."""
     values: dict[str, list[torch.Tensor]] = {"residual": [], "alignment": []}
@@ -121,12 +140,18 @@ def fit_scaling(scorer: DAADScorer, batches: Iterable, device: torch.device | st
                 values[name].append(out[name].float().cpu())
     if not values["residual"]:
         raise ValueError("fitting the score scaling needs at least one normal image")
-    ranges = {name: (float(torch.cat(v).min()), float(torch.cat(v).max())) for name, v in values.items() if v}
+    ranges = {
+        name: (float(torch.cat(v).min()), float(torch.cat(v).max()))
+        for name, v in values.items()
+        if v
+    }
     scorer.set_scaling(ranges["residual"], ranges.get("alignment"))
     return ranges
 
 
-def calibrate_daad(scorer: DAADScorer, batches, device: torch.device | str = "cpu", quantile: float = 0.95):
+def calibrate_daad(
+    scorer: DAADScorer, batches, device: torch.device | str = "cpu", quantile: float = 0.95
+):
     """Scaling then the shared calibration (mean, std, normal-only threshold), on the same
     normal images (a re-iterable loader or a list). Returns (mean, std)."""
     from ...scoring import calibrate
@@ -149,8 +174,11 @@ class FitScoreScaling:
 
     def __call__(self, engine: Engine) -> None:
         ranges = on_rank0_then_share(
-            self.scorer, lambda: fit_scaling(self.scorer, self.data_loader, engine.state.device))
+            self.scorer, lambda: fit_scaling(self.scorer, self.data_loader, engine.state.device)
+        )
         if ranges is None:  # not rank 0
             return
-        logger.info("DAAD score scaling on normal images: %s",
-                    ", ".join(f"{k} [{lo:.5g}, {hi:.5g}]" for k, (lo, hi) in ranges.items()))
+        logger.info(
+            "DAAD score scaling on normal images: %s",
+            ", ".join(f"{k} [{lo:.5g}, {hi:.5g}]" for k, (lo, hi) in ranges.items()),
+        )

@@ -44,14 +44,31 @@ class DAADTrainer(GuardedTrainer):
         engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~squid_monai.engines.base.GuardedTrainer`.
     """
 
-    def __init__(self, device: str | torch.device, max_epochs: int, train_data_loader: Iterable,
-                 generator: torch.nn.Module, g_optimizer: torch.optim.Optimizer,
-                 discriminator: torch.nn.Module | None = None, d_optimizer: torch.optim.Optimizer | None = None,
-                 loss_weights: DAADLossWeights | dict | None = None, amp: bool = False, max_nonfinite: int = 20,
-                 g_scaler: torch.amp.GradScaler | None = None, d_scaler: torch.amp.GradScaler | None = None,
-                 **engine_args):
-        super().__init__(device, max_epochs, train_data_loader, amp=amp, max_nonfinite=max_nonfinite,
-                         optimizer=g_optimizer, **engine_args)
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        generator: torch.nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        discriminator: torch.nn.Module | None = None,
+        d_optimizer: torch.optim.Optimizer | None = None,
+        loss_weights: DAADLossWeights | dict | None = None,
+        amp: bool = False,
+        max_nonfinite: int = 20,
+        g_scaler: torch.amp.GradScaler | None = None,
+        d_scaler: torch.amp.GradScaler | None = None,
+        **engine_args,
+    ):
+        super().__init__(
+            device,
+            max_epochs,
+            train_data_loader,
+            amp=amp,
+            max_nonfinite=max_nonfinite,
+            optimizer=g_optimizer,
+            **engine_args,
+        )
         if (discriminator is None) != (d_optimizer is None):
             raise ValueError("DAAD+ needs both a discriminator and its optimiser; DAAD neither")
         self.generator, self.discriminator = generator, discriminator
@@ -79,7 +96,9 @@ class DAADTrainer(GuardedTrainer):
         else:
             with self._autocast():
                 d_loss = discriminator_loss(disc(image), disc(reconstruction.detach()))
-            d_ok = self._guarded_step(engine, "discriminator", d_loss, self.d_optimizer, self.d_scaler, d_norm)
+            d_ok = self._guarded_step(
+                engine, "discriminator", d_loss, self.d_optimizer, self.d_scaler, d_norm
+            )
             if d_ok:
                 d_norm = norm_buffers(disc)
             # the generator's gradient, through the plain module (DDP must not reduce it into D)
@@ -88,18 +107,32 @@ class DAADTrainer(GuardedTrainer):
                 fake_logit, fake_features = plain.forward_features(reconstruction)
                 with torch.no_grad():
                     real_features = plain.features(image)
-                terms = generator_losses(image, reconstruction, self.loss_weights, fake_logit, real_features,
-                                         fake_features)
+                terms = generator_losses(
+                    image,
+                    reconstruction,
+                    self.loss_weights,
+                    fake_logit,
+                    real_features,
+                    fake_features,
+                )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        g_ok = self._guarded_step(engine, "generator", terms["generator"], self.g_optimizer, self.g_scaler,
-                                  g_norm + d_norm)
+        g_ok = self._guarded_step(
+            engine,
+            "generator",
+            terms["generator"],
+            self.g_optimizer,
+            self.g_scaler,
+            g_norm + d_norm,
+        )
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if d_ok and g_ok:
             self._nonfinite_run = 0
         average_running_stats(*nets)
 
-        output = {"loss_generator": float(terms["generator"].detach()),
-                  **{f"loss_{k}": float(v.detach()) for k, v in terms.items() if k != "generator"}}
+        output = {
+            "loss_generator": float(terms["generator"].detach()),
+            **{f"loss_{k}": float(v.detach()) for k, v in terms.items() if k != "generator"},
+        }
         output["loss"] = output["loss_generator"]
         if d_loss is not None:
             output["loss_discriminator"] = float(d_loss.detach())

@@ -24,9 +24,31 @@ from .recipes import RECIPES
 from .scorer import FAnoGANScorer
 from .trainer import FAnoGANTrainer, StartEncoderStage, resolve_gan_epochs, restart_selection
 
-__all__ = ["FAMILY", "FAnoGANCritic", "FAnoGANEncoder", "FAnoGANGenerator", "FAnoGANLossWeights",
-           "FAnoGANScorer", "FAnoGANTrainer", "StartEncoderStage", "critic_loss", "generator_loss",
-           "gradient_penalty", "izi_f", "resolve_gan_epochs", "restart_selection"]
+__all__ = [
+    "FAMILY",
+    "FAnoGANCritic",
+    "FAnoGANEncoder",
+    "FAnoGANGenerator",
+    "FAnoGANLossWeights",
+    "FAnoGANScorer",
+    "FAnoGANTrainer",
+    "StartEncoderStage",
+    "critic_loss",
+    "generator_loss",
+    "gradient_penalty",
+    "izi_f",
+    "resolve_gan_epochs",
+    "restart_selection",
+]
 
 
-FAMILY = Family("fanogan", PRESETS, RECIPES, FAnoGANLossWeights, FAnoGANTrainer, FAnoGANScorer, get_config, build)
+FAMILY = Family(
+    "fanogan",
+    PRESETS,
+    RECIPES,
+    FAnoGANLossWeights,
+    FAnoGANTrainer,
+    FAnoGANScorer,
+    get_config,
+    build,
+)

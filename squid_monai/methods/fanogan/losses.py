@@ -36,8 +36,9 @@ class FAnoGANLossWeights:
     kappa: float = 1.0
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     epsilon: torch.Tensor | None = None) -> torch.Tensor:
+def gradient_penalty(
+    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, epsilon: torch.Tensor | None = None
+) -> torch.Tensor:
     """``mean_i (||grad_xhat D(xhat_i)||_2 - 1)^2`` on the random interpolates
     ``xhat_i = eps_i real_i + (1 - eps_i) fake_i`` (one ``eps_i ~ U[0, 1]`` per sample unless
     given, shape (B,)), with the graph kept (``create_graph``) so that the penalty trains the
@@ -53,14 +54,21 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
         return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
-def critic_loss(real_value: torch.Tensor, fake_value: torch.Tensor, penalty: torch.Tensor,
-                weights: FAnoGANLossWeights) -> dict[str, torch.Tensor]:
+def critic_loss(
+    real_value: torch.Tensor,
+    fake_value: torch.Tensor,
+    penalty: torch.Tensor,
+    weights: FAnoGANLossWeights,
+) -> dict[str, torch.Tensor]:
     """WGAN-GP's critic loss and its terms: ``critic`` (what is minimised),
     ``wasserstein`` (``mean D(x) - mean D(G(z))``, the critic's estimate of the distance)
     and ``gradient_penalty`` (unweighted)."""
     wasserstein = real_value.float().mean() - fake_value.float().mean()
-    return {"critic": -wasserstein + weights.gradient_penalty * penalty.float(), "wasserstein": wasserstein,
-            "gradient_penalty": penalty.float()}
+    return {
+        "critic": -wasserstein + weights.gradient_penalty * penalty.float(),
+        "wasserstein": wasserstein,
+        "gradient_penalty": penalty.float(),
+    }
 
 
 def generator_loss(fake_value: torch.Tensor) -> torch.Tensor:
@@ -68,8 +76,13 @@ def generator_loss(fake_value: torch.Tensor) -> torch.Tensor:
     return -fake_value.float().mean()
 
 
-def izi_f(image: torch.Tensor, reconstruction: torch.Tensor, image_features: torch.Tensor,
-          reconstruction_features: torch.Tensor, kappa: float | torch.Tensor) -> dict[str, torch.Tensor]:
+def izi_f(
+    image: torch.Tensor,
+    reconstruction: torch.Tensor,
+    image_features: torch.Tensor,
+    reconstruction_features: torch.Tensor,
+    kappa: float | torch.Tensor,
+) -> dict[str, torch.Tensor]:
     """Per image (B,): ``image`` = 1/n ||x - G(E(x))||^2, ``feature`` = 1/n_d ||f(x) -
     f(G(E(x)))||^2 and ``izi_f`` = image + kappa * feature, in float32. The encoder loss is
     the batch mean of ``izi_f``; the anomaly score is ``izi_f`` itself."""

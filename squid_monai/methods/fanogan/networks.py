@@ -44,15 +44,25 @@ __all__ = ["FAnoGANGenerator", "FAnoGANCritic", "FAnoGANEncoder"]
 
 #: LeakyReLU(0.2) in the critic and the encoder (DCGAN / WGAN-GP), ReLU in the generator
 _LEAKY = (Act.LEAKYRELU, {"negative_slope": 0.2})
-_NORMS = {None: None, "none": None, "batch": Norm.BATCH, "instance": (Norm.INSTANCE, {"affine": True})}
+_NORMS = {
+    None: None,
+    "none": None,
+    "batch": Norm.BATCH,
+    "instance": (Norm.INSTANCE, {"affine": True}),
+}
 
 
 def _norm(name: str | None, what: str, allowed: tuple) -> Any:
     key = name.lower() if isinstance(name, str) else name
     if key not in allowed:
-        raise ValueError(f"{what} norm must be one of {[a for a in allowed if a]} or null, got {name!r}"
-                         + (" (the WGAN-GP critic takes no batch statistics: its gradient penalty is per sample)"
-                            if what == "critic" and key == "batch" else ""))
+        raise ValueError(
+            f"{what} norm must be one of {[a for a in allowed if a]} or null, got {name!r}"
+            + (
+                " (the WGAN-GP critic takes no batch statistics: its gradient penalty is per sample)"
+                if what == "critic" and key == "batch"
+                else ""
+            )
+        )
     return _NORMS[key]
 
 
@@ -62,15 +72,31 @@ class FAnoGANGenerator(Generator):
     entry of ``channels``, to ``channels[1:]`` and finally to the one image channel, then a
     sigmoid; s = image_size / 2**len(channels))."""
 
-    def __init__(self, latent_dim: int, image_size: int, channels, num_res_units: int = 0, norm: str | None = "batch"):
+    def __init__(
+        self,
+        latent_dim: int,
+        image_size: int,
+        channels,
+        num_res_units: int = 0,
+        norm: str | None = "batch",
+    ):
         channels = tuple(int(c) for c in channels)
         up = len(channels)
-        if up < 1 or image_size % 2 ** up:
-            raise ValueError(f"image_size {image_size} is not divisible by 2**{up} (generator_channels {channels})")
+        if up < 1 or image_size % 2**up:
+            raise ValueError(
+                f"image_size {image_size} is not divisible by 2**{up} (generator_channels {channels})"
+            )
         start = channels[0]
-        super().__init__(latent_shape=(int(latent_dim),), start_shape=(start, image_size // 2 ** up, image_size // 2 ** up),
-                         channels=channels[1:] + (1,), strides=(2,) * up, kernel_size=3, num_res_units=num_res_units,
-                         act=Act.RELU, norm=_norm(norm, "generator", (None, "none", "batch", "instance")))
+        super().__init__(
+            latent_shape=(int(latent_dim),),
+            start_shape=(start, image_size // 2**up, image_size // 2**up),
+            channels=channels[1:] + (1,),
+            strides=(2,) * up,
+            kernel_size=3,
+            num_res_units=num_res_units,
+            act=Act.RELU,
+            norm=_norm(norm, "generator", (None, "none", "batch", "instance")),
+        )
         self.latent_dim = int(latent_dim)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -82,10 +108,20 @@ class _ConvStack(Regressor):
     its norm and activation (MONAI's leaves the last one linear): the features ``f`` are then
     the activations that feed the final linear layer."""
 
-    def __init__(self, image_size: int, out_features: int, channels, num_res_units: int = 0, norm=None):
+    def __init__(
+        self, image_size: int, out_features: int, channels, num_res_units: int = 0, norm=None
+    ):
         channels = tuple(int(c) for c in channels)
-        super().__init__(in_shape=(1, image_size, image_size), out_shape=(int(out_features),), channels=channels,
-                         strides=(2,) * len(channels), kernel_size=3, num_res_units=num_res_units, act=_LEAKY, norm=norm)
+        super().__init__(
+            in_shape=(1, image_size, image_size),
+            out_shape=(int(out_features),),
+            channels=channels,
+            strides=(2,) * len(channels),
+            kernel_size=3,
+            num_res_units=num_res_units,
+            act=_LEAKY,
+            norm=norm,
+        )
 
     def _get_layer(self, in_channels: int, out_channels: int, strides: int, is_last: bool):
         return super()._get_layer(in_channels, out_channels, strides, False)
@@ -103,12 +139,31 @@ class FAnoGANCritic(_ConvStack):
     images); ``features(x)`` is f-AnoGAN's ``f`` (B, n_d)."""
 
     def __init__(self, image_size: int, channels, num_res_units: int = 0, norm: str | None = None):
-        super().__init__(image_size, 1, channels, num_res_units, _norm(norm, "critic", (None, "none", "instance")))
+        super().__init__(
+            image_size,
+            1,
+            channels,
+            num_res_units,
+            _norm(norm, "critic", (None, "none", "instance")),
+        )
 
 
 class FAnoGANEncoder(_ConvStack):
     """E: image (B, 1, H, W) -> z (B, latent_dim), the critic's architecture with a linear
     ``latent_dim`` output (GAN inversion, "learned based")."""
 
-    def __init__(self, image_size: int, latent_dim: int, channels, num_res_units: int = 0, norm: str | None = None):
-        super().__init__(image_size, latent_dim, channels, num_res_units, _norm(norm, "encoder", (None, "none", "instance")))
+    def __init__(
+        self,
+        image_size: int,
+        latent_dim: int,
+        channels,
+        num_res_units: int = 0,
+        norm: str | None = None,
+    ):
+        super().__init__(
+            image_size,
+            latent_dim,
+            channels,
+            num_res_units,
+            _norm(norm, "encoder", (None, "none", "instance")),
+        )

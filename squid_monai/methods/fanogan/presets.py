@@ -25,16 +25,41 @@ _PAPER: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": _PAPER,
     # 96 px, 3 x 3 digits: four stages, 96 -> 6
-    "digitanatomy": {**_PAPER, "image_size": 96, "generator_channels": (512, 256, 128, 64),
-                     "critic_channels": (64, 128, 256, 512), "encoder_channels": (64, 128, 256, 512)},
+    "digitanatomy": {
+        **_PAPER,
+        "image_size": 96,
+        "generator_channels": (512, 256, 128, 64),
+        "critic_channels": (64, 128, 256, 512),
+        "encoder_channels": (64, 128, 256, 512),
+    },
     # CPU presets: DCGAN-like (no residual units), a quarter of the widths
-    "small": {**_PAPER, "image_size": 64, "latent_dim": 64, "generator_channels": (128, 64, 32, 16),
-              "critic_channels": (16, 32, 64, 128), "encoder_channels": (16, 32, 64, 128), "num_res_units": 0},
-    "digitanatomy_small": {**_PAPER, "image_size": 96, "latent_dim": 64, "generator_channels": (128, 64, 32, 16),
-                           "critic_channels": (16, 32, 64, 128), "encoder_channels": (16, 32, 64, 128),
-                           "num_res_units": 0},
-    "tiny": {**_PAPER, "image_size": 32, "latent_dim": 16, "generator_channels": (32, 16, 8),
-             "critic_channels": (8, 16, 32), "encoder_channels": (8, 16, 32), "num_res_units": 0},
+    "small": {
+        **_PAPER,
+        "image_size": 64,
+        "latent_dim": 64,
+        "generator_channels": (128, 64, 32, 16),
+        "critic_channels": (16, 32, 64, 128),
+        "encoder_channels": (16, 32, 64, 128),
+        "num_res_units": 0,
+    },
+    "digitanatomy_small": {
+        **_PAPER,
+        "image_size": 96,
+        "latent_dim": 64,
+        "generator_channels": (128, 64, 32, 16),
+        "critic_channels": (16, 32, 64, 128),
+        "encoder_channels": (16, 32, 64, 128),
+        "num_res_units": 0,
+    },
+    "tiny": {
+        **_PAPER,
+        "image_size": 32,
+        "latent_dim": 16,
+        "generator_channels": (32, 16, 8),
+        "critic_channels": (8, 16, 32),
+        "encoder_channels": (8, 16, 32),
+        "num_res_units": 0,
+    },
 }
 
 
@@ -44,11 +69,15 @@ def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
     return preset_config(PRESETS, preset, overrides, "network setting of f-AnoGAN")
 
 
-def build(preset: str = "paper", **overrides: Any) -> tuple[FAnoGANGenerator, FAnoGANCritic, FAnoGANEncoder]:
+def build(
+    preset: str = "paper", **overrides: Any
+) -> tuple[FAnoGANGenerator, FAnoGANCritic, FAnoGANEncoder]:
     """(generator, critic, encoder) of a preset, untrained."""
     c = get_config(preset, **overrides)
     size, res = int(c["image_size"]), int(c["num_res_units"])
-    generator = FAnoGANGenerator(c["latent_dim"], size, c["generator_channels"], res, c["generator_norm"])
+    generator = FAnoGANGenerator(
+        c["latent_dim"], size, c["generator_channels"], res, c["generator_norm"]
+    )
     critic = FAnoGANCritic(size, c["critic_channels"], res, c["critic_norm"])
     encoder = FAnoGANEncoder(size, c["latent_dim"], c["encoder_channels"], res, c["encoder_norm"])
     return generator, critic, encoder

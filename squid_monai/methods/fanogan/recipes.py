@@ -17,6 +17,10 @@ from .losses import FAnoGANLossWeights
 
 __all__ = ["RECIPES"]
 
-_RECIPE: dict[str, Any] = {"n_critic": 5, "gan_epochs": 0.8, "loss_weights": asdict(FAnoGANLossWeights())}
+_RECIPE: dict[str, Any] = {
+    "n_critic": 5,
+    "gan_epochs": 0.8,
+    "loss_weights": asdict(FAnoGANLossWeights()),
+}
 
 RECIPES: dict[str, dict[str, Any]] = {"chest": dict(_RECIPE), "digitanatomy": dict(_RECIPE)}

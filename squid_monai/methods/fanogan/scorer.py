@@ -30,8 +30,16 @@ class FAnoGANScorer(CalibratedScorer):
     (B, 1, H, W). Every network has per-image (or no) normalisation in eval mode, so an
     image scores the same alone or in any batch."""
 
-    def __init__(self, generator: FAnoGANGenerator, discriminator: FAnoGANCritic, encoder: FAnoGANEncoder,
-                 kappa: float = 1.0, mean: float = 0.0, std: float = 1.0, threshold: float = 0.5):
+    def __init__(
+        self,
+        generator: FAnoGANGenerator,
+        discriminator: FAnoGANCritic,
+        encoder: FAnoGANEncoder,
+        kappa: float = 1.0,
+        mean: float = 0.0,
+        std: float = 1.0,
+        threshold: float = 0.5,
+    ):
         super().__init__(mean, std, threshold)
         self.generator, self.discriminator, self.encoder = generator, discriminator, encoder
         self.register_buffer("kappa", torch.tensor(float(kappa)))
@@ -41,10 +49,19 @@ class FAnoGANScorer(CalibratedScorer):
         reconstruction = self.generator(self.encoder(image))
         with torch.autocast(device_type=image.device.type, enabled=False):
             image, reconstruction = image.float(), reconstruction.float()
-            terms = izi_f(image, reconstruction, self.discriminator.features(image),
-                          self.discriminator.features(reconstruction), self.kappa)
-        return {"izi_f": terms["izi_f"], "residual": terms["image"], "feature_residual": terms["feature"],
-                "reconstruction": reconstruction}
+            terms = izi_f(
+                image,
+                reconstruction,
+                self.discriminator.features(image),
+                self.discriminator.features(reconstruction),
+                self.kappa,
+            )
+        return {
+            "izi_f": terms["izi_f"],
+            "residual": terms["image"],
+            "feature_residual": terms["feature"],
+            "reconstruction": reconstruction,
+        }
 
     def normality(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         return -out["izi_f"]

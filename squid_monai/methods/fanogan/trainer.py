@@ -63,16 +63,24 @@ def resolve_gan_epochs(gan_epochs: float, max_epochs: int) -> int:
     (>= 1), which must leave at least one epoch for the encoder."""
     max_epochs = int(max_epochs)
     if max_epochs < 2:
-        raise ValueError(f"f-AnoGAN trains in two stages (WGAN-GP, then the encoder): it needs epochs >= 2, got {max_epochs}")
+        raise ValueError(
+            f"f-AnoGAN trains in two stages (WGAN-GP, then the encoder): it needs epochs >= 2, got {max_epochs}"
+        )
     value = float(gan_epochs)
     if not value > 0:
-        raise ValueError(f"gan_epochs must be > 0 (a fraction < 1 or a count >= 1), got {gan_epochs!r}")
+        raise ValueError(
+            f"gan_epochs must be > 0 (a fraction < 1 or a count >= 1), got {gan_epochs!r}"
+        )
     if value < 1:
         return min(max(round(value * max_epochs), 1), max_epochs - 1)
     if value != int(value):
-        raise ValueError(f"gan_epochs >= 1 is a count of epochs and must be whole, got {gan_epochs!r}")
+        raise ValueError(
+            f"gan_epochs >= 1 is a count of epochs and must be whole, got {gan_epochs!r}"
+        )
     if int(value) >= max_epochs:
-        raise ValueError(f"gan_epochs={int(value)} leaves no epoch of the {max_epochs} for the encoder")
+        raise ValueError(
+            f"gan_epochs={int(value)} leaves no epoch of the {max_epochs} for the encoder"
+        )
     return int(value)
 
 
@@ -101,7 +109,9 @@ def restart_selection(evaluator: Engine, metrics: Mapping | Iterable | None = No
     for handlers in getattr(evaluator, "_event_handlers", {}).values():
         for handler, *_ in handlers:
             saver = getattr(handler, "__self__", None)
-            if isinstance(saver, CheckpointSaver) and isinstance(saver._key_metric_checkpoint, Checkpoint):
+            if isinstance(saver, CheckpointSaver) and isinstance(
+                saver._key_metric_checkpoint, Checkpoint
+            ):
                 saver._key_metric_checkpoint.reset()
     values = metrics.values() if isinstance(metrics, Mapping) else (metrics or ())
     for metric in values:
@@ -123,19 +133,36 @@ class StartEncoderStage:
             (averaging off).
     """
 
-    def __init__(self, evaluator: Engine | None = None, metrics: Mapping | Iterable | None = None,
-                 ema_model: torch.nn.Module | None = None, model: torch.nn.Module | None = None):
-        self.evaluator, self.metrics, self.ema_model, self.model = evaluator, metrics, ema_model, model
+    def __init__(
+        self,
+        evaluator: Engine | None = None,
+        metrics: Mapping | Iterable | None = None,
+        ema_model: torch.nn.Module | None = None,
+        model: torch.nn.Module | None = None,
+    ):
+        self.evaluator, self.metrics, self.ema_model, self.model = (
+            evaluator,
+            metrics,
+            ema_model,
+            model,
+        )
 
     @torch.no_grad()
     def __call__(self, engine: Engine) -> None:
         if self.evaluator is not None:
             restart_selection(self.evaluator, self.metrics)
-        if self.ema_model is not None and self.model is not None and self.ema_model is not self.model:
+        if (
+            self.ema_model is not None
+            and self.model is not None
+            and self.ema_model is not self.model
+        ):
             live = dict(self.model.named_parameters())
             for name, param in self.ema_model.named_parameters():
                 param.copy_(live[name])
-        logger.info("f-AnoGAN: encoder stage from epoch %d (generator and critic frozen)", engine.state.epoch)
+        logger.info(
+            "f-AnoGAN: encoder stage from epoch %d (generator and critic frozen)",
+            engine.state.epoch,
+        )
 
 
 class FAnoGANTrainer(GuardedTrainer):
@@ -161,21 +188,48 @@ class FAnoGANTrainer(GuardedTrainer):
         engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~squid_monai.engines.base.GuardedTrainer`.
     """
 
-    def __init__(self, device: str | torch.device, max_epochs: int, train_data_loader: Iterable,
-                 generator: torch.nn.Module, discriminator: torch.nn.Module, encoder: torch.nn.Module,
-                 g_optimizer: torch.optim.Optimizer, d_optimizer: torch.optim.Optimizer,
-                 e_optimizer: torch.optim.Optimizer, loss_weights: FAnoGANLossWeights | dict | None = None,
-                 n_critic: int = 5, gan_epochs: float = 0.8, amp: bool = False,
-                 g_scaler: torch.amp.GradScaler | None = None, d_scaler: torch.amp.GradScaler | None = None,
-                 e_scaler: torch.amp.GradScaler | None = None, on_encoder_stage: Sequence[Callable[[Engine], Any]] = (),
-                 max_nonfinite: int = 20, **engine_args):
-        super().__init__(device, max_epochs, train_data_loader, amp=amp, max_nonfinite=max_nonfinite,
-                         optimizer=g_optimizer, **engine_args)
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        encoder: torch.nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer,
+        e_optimizer: torch.optim.Optimizer,
+        loss_weights: FAnoGANLossWeights | dict | None = None,
+        n_critic: int = 5,
+        gan_epochs: float = 0.8,
+        amp: bool = False,
+        g_scaler: torch.amp.GradScaler | None = None,
+        d_scaler: torch.amp.GradScaler | None = None,
+        e_scaler: torch.amp.GradScaler | None = None,
+        on_encoder_stage: Sequence[Callable[[Engine], Any]] = (),
+        max_nonfinite: int = 20,
+        **engine_args,
+    ):
+        super().__init__(
+            device,
+            max_epochs,
+            train_data_loader,
+            amp=amp,
+            max_nonfinite=max_nonfinite,
+            optimizer=g_optimizer,
+            **engine_args,
+        )
         if int(n_critic) < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
         encoder_params = {id(p) for p in encoder.parameters()}
-        if any(id(p) not in encoder_params for group in e_optimizer.param_groups for p in group["params"]):
-            raise ValueError("e_optimizer must hold the encoder's parameters only (G and D are frozen in stage 2)")
+        if any(
+            id(p) not in encoder_params
+            for group in e_optimizer.param_groups
+            for p in group["params"]
+        ):
+            raise ValueError(
+                "e_optimizer must hold the encoder's parameters only (G and D are frozen in stage 2)"
+            )
         self.generator, self.discriminator, self.encoder = generator, discriminator, encoder
         self.g_optimizer, self.d_optimizer, self.e_optimizer = g_optimizer, d_optimizer, e_optimizer
         self.loss_weights = self._loss_weights(loss_weights, FAnoGANLossWeights)
@@ -216,7 +270,9 @@ class FAnoGANTrainer(GuardedTrainer):
         self.encoder.eval()
         update_g = engine.state.iteration % self.n_critic == 0
         batch = image.shape[0]
-        g_norm = norm_buffers(gen)  # the fake pass writes G's BatchNorm statistics: restored if skipped
+        g_norm = norm_buffers(
+            gen
+        )  # the fake pass writes G's BatchNorm statistics: restored if skipped
         with self._autocast(), torch.no_grad():
             fake = gen(self._latent(batch, image.device))
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
@@ -226,7 +282,9 @@ class FAnoGANTrainer(GuardedTrainer):
             values = disc(torch.cat([image, fake.to(image.dtype)]))
         penalty = gradient_penalty(disc, image, fake)
         d_terms = critic_loss(values[:batch], values[batch:], penalty, self.loss_weights)
-        d_ok = self._guarded_step(engine, "critic", d_terms["critic"], self.d_optimizer, self.d_scaler, g_norm)
+        d_ok = self._guarded_step(
+            engine, "critic", d_terms["critic"], self.d_optimizer, self.d_scaler, g_norm
+        )
         if d_ok:
             g_norm = norm_buffers(gen)
 
@@ -237,7 +295,9 @@ class FAnoGANTrainer(GuardedTrainer):
         else:  # logged only: the critic step's fake values
             g_loss = generator_loss(values[batch:].detach())
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        g_ok = update_g and self._guarded_step(engine, "generator", g_loss, self.g_optimizer, self.g_scaler, g_norm)
+        g_ok = update_g and self._guarded_step(
+            engine, "generator", g_loss, self.g_optimizer, self.g_scaler, g_norm
+        )
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if d_ok and (g_ok or not update_g):
             self._nonfinite_run = 0
@@ -265,8 +325,13 @@ class FAnoGANTrainer(GuardedTrainer):
             with torch.autocast(device_type=self.amp_device, enabled=False):
                 with torch.no_grad():
                     real_features = disc.features(image)
-                terms = izi_f(image, reconstruction, real_features, disc.features(reconstruction.float()),
-                              self.loss_weights.kappa)
+                terms = izi_f(
+                    image,
+                    reconstruction,
+                    real_features,
+                    disc.features(reconstruction.float()),
+                    self.loss_weights.kappa,
+                )
                 loss = terms["izi_f"].mean()
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
             if self._guarded_step(engine, "encoder", loss, self.e_optimizer, self.e_scaler):

@@ -60,9 +60,28 @@ from .recipes import RECIPES
 from .scorer import GANomalyScorer
 from .trainer import GANomalyTrainer
 
-__all__ = ["FAMILY", "GANomalyDecoder", "GANomalyDiscriminator", "GANomalyEncoder",
-           "GANomalyGenerator", "GANomalyLossWeights", "GANomalyScorer", "GANomalyTrainer", "discriminator_loss",
-           "generator_losses", "latent_distance"]
+__all__ = [
+    "FAMILY",
+    "GANomalyDecoder",
+    "GANomalyDiscriminator",
+    "GANomalyEncoder",
+    "GANomalyGenerator",
+    "GANomalyLossWeights",
+    "GANomalyScorer",
+    "GANomalyTrainer",
+    "discriminator_loss",
+    "generator_losses",
+    "latent_distance",
+]
 
 
-FAMILY = Family("ganomaly", PRESETS, RECIPES, GANomalyLossWeights, GANomalyTrainer, GANomalyScorer, get_config, build)
+FAMILY = Family(
+    "ganomaly",
+    PRESETS,
+    RECIPES,
+    GANomalyLossWeights,
+    GANomalyTrainer,
+    GANomalyScorer,
+    get_config,
+    build,
+)

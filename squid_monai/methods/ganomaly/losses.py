@@ -32,8 +32,13 @@ class GANomalyLossWeights:
     latent: float = 1.0
 
 
-def generator_losses(image: torch.Tensor, out: dict[str, torch.Tensor], real_features: torch.Tensor,
-                     fake_features: torch.Tensor, weights: GANomalyLossWeights) -> dict[str, torch.Tensor]:
+def generator_losses(
+    image: torch.Tensor,
+    out: dict[str, torch.Tensor],
+    real_features: torch.Tensor,
+    fake_features: torch.Tensor,
+    weights: GANomalyLossWeights,
+) -> dict[str, torch.Tensor]:
     """The three terms (unweighted) and ``generator`` (their weighted sum), in fp32.
 
     ``out`` is the generator's output (``reconstruction``, ``z``, ``z_hat``); the features
@@ -41,14 +46,27 @@ def generator_losses(image: torch.Tensor, out: dict[str, torch.Tensor], real_fea
     adversarial = (real_features.float() - fake_features.float()).pow(2).mean()
     contextual = (image.float() - out["reconstruction"].float()).abs().mean()
     latent = (out["z"].float() - out["z_hat"].float()).pow(2).mean()
-    total = weights.adversarial * adversarial + weights.contextual * contextual + weights.latent * latent
-    return {"generator": total, "adversarial": adversarial, "contextual": contextual, "latent": latent}
+    total = (
+        weights.adversarial * adversarial
+        + weights.contextual * contextual
+        + weights.latent * latent
+    )
+    return {
+        "generator": total,
+        "adversarial": adversarial,
+        "contextual": contextual,
+        "latent": latent,
+    }
 
 
 def discriminator_loss(real_logit: torch.Tensor, fake_logit: torch.Tensor) -> torch.Tensor:
     """``0.5 (BCE(real, 1) + BCE(fake, 0))`` from logits, in fp32."""
-    real = F.binary_cross_entropy_with_logits(real_logit.float(), torch.ones_like(real_logit, dtype=torch.float))
-    fake = F.binary_cross_entropy_with_logits(fake_logit.float(), torch.zeros_like(fake_logit, dtype=torch.float))
+    real = F.binary_cross_entropy_with_logits(
+        real_logit.float(), torch.ones_like(real_logit, dtype=torch.float)
+    )
+    fake = F.binary_cross_entropy_with_logits(
+        fake_logit.float(), torch.zeros_like(fake_logit, dtype=torch.float)
+    )
     return 0.5 * (real + fake)
 
 

@@ -34,13 +34,19 @@ Choices where the documents are silent (see also the family docstring):
 
 from __future__ import annotations
 
-
 import torch
 from monai.networks.blocks import Convolution
 from monai.networks.utils import normal_init
 from torch import nn
 
-__all__ = ["GANomalyDiscriminator", "GANomalyEncoder", "GANomalyDecoder", "GANomalyGenerator", "pyramid", "reinitialise"]
+__all__ = [
+    "GANomalyDiscriminator",
+    "GANomalyEncoder",
+    "GANomalyDecoder",
+    "GANomalyGenerator",
+    "pyramid",
+    "reinitialise",
+]
 
 _LEAKY = ("leakyrelu", {"negative_slope": 0.2})
 _NORMS = ("batch", "instance")
@@ -62,8 +68,10 @@ def pyramid(image_size: int) -> tuple[int, int]:
             side //= 2
             layers += 1
     if side not in (3, 4) or image_size < 8:
-        raise ValueError(f"image_size {image_size} must be 3 or 4 times a power of two, at least 8 "
-                         "(the last map of the DCGAN pyramid is 3 x 3 or 4 x 4)")
+        raise ValueError(
+            f"image_size {image_size} must be 3 or 4 times a power of two, at least 8 "
+            "(the last map of the DCGAN pyramid is 3 x 3 or 4 x 4)"
+        )
     return layers, side
 
 
@@ -81,17 +89,40 @@ class _ToSymmetric(nn.Module):
         return x * 2.0 - 1.0
 
 
-def _body(image_size: int, in_channels: int, channels: int, norm: str) -> tuple[nn.Sequential, int, int]:
+def _body(
+    image_size: int, in_channels: int, channels: int, norm: str
+) -> tuple[nn.Sequential, int, int]:
     """The DCGAN encoder's convolutions down to the last map: (layers, width, side)."""
     layers, side = pyramid(image_size)
     blocks: list[nn.Module] = [
         _ToSymmetric(),
-        Convolution(2, in_channels, channels, strides=2, kernel_size=4, padding=1, act=_LEAKY, norm=None, bias=False),
+        Convolution(
+            2,
+            in_channels,
+            channels,
+            strides=2,
+            kernel_size=4,
+            padding=1,
+            act=_LEAKY,
+            norm=None,
+            bias=False,
+        ),
     ]
     width = channels
     for _ in range(layers):
-        blocks.append(Convolution(2, width, width * 2, strides=2, kernel_size=4, padding=1, act=_LEAKY,
-                                  norm=_norm(norm), bias=False))
+        blocks.append(
+            Convolution(
+                2,
+                width,
+                width * 2,
+                strides=2,
+                kernel_size=4,
+                padding=1,
+                act=_LEAKY,
+                norm=_norm(norm),
+                bias=False,
+            )
+        )
         width *= 2
     return nn.Sequential(*blocks), width, side
 
@@ -99,12 +130,26 @@ def _body(image_size: int, in_channels: int, channels: int, norm: str) -> tuple[
 class GANomalyEncoder(nn.Module):
     """Image (B, C, H, W) in [0, 1] -> latent (B, latent_size) (``G_E`` and ``E`` of the paper)."""
 
-    def __init__(self, image_size: int, in_channels: int = 1, latent_size: int = 100, channels: int = 64,
-                 norm: str = "batch"):
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int = 1,
+        latent_size: int = 100,
+        channels: int = 64,
+        norm: str = "batch",
+    ):
         super().__init__()
         self.features, width, side = _body(image_size, in_channels, channels, norm)
-        self.latent = Convolution(2, width, latent_size, strides=1, kernel_size=side, padding=0, conv_only=True,
-                                  bias=False)
+        self.latent = Convolution(
+            2,
+            width,
+            latent_size,
+            strides=1,
+            kernel_size=side,
+            padding=0,
+            conv_only=True,
+            bias=False,
+        )
         reinitialise(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,21 +159,63 @@ class GANomalyEncoder(nn.Module):
 class GANomalyDecoder(nn.Module):
     """Latent (B, latent_size) -> image (B, C, H, W) in [0, 1] (``G_D``: DCGAN generator)."""
 
-    def __init__(self, image_size: int, in_channels: int = 1, latent_size: int = 100, channels: int = 64,
-                 norm: str = "batch"):
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int = 1,
+        latent_size: int = 100,
+        channels: int = 64,
+        norm: str = "batch",
+    ):
         super().__init__()
         layers, side = pyramid(image_size)
-        width = channels * 2 ** layers
+        width = channels * 2**layers
         blocks: list[nn.Module] = [
-            Convolution(2, latent_size, width, strides=1, kernel_size=side, padding=0, output_padding=0,
-                        is_transposed=True, act="relu", norm=_norm(norm), bias=False),
+            Convolution(
+                2,
+                latent_size,
+                width,
+                strides=1,
+                kernel_size=side,
+                padding=0,
+                output_padding=0,
+                is_transposed=True,
+                act="relu",
+                norm=_norm(norm),
+                bias=False,
+            ),
         ]
         for _ in range(layers):
-            blocks.append(Convolution(2, width, width // 2, strides=2, kernel_size=4, padding=1, output_padding=0,
-                                      is_transposed=True, act="relu", norm=_norm(norm), bias=False))
+            blocks.append(
+                Convolution(
+                    2,
+                    width,
+                    width // 2,
+                    strides=2,
+                    kernel_size=4,
+                    padding=1,
+                    output_padding=0,
+                    is_transposed=True,
+                    act="relu",
+                    norm=_norm(norm),
+                    bias=False,
+                )
+            )
             width //= 2
-        blocks.append(Convolution(2, width, in_channels, strides=2, kernel_size=4, padding=1, output_padding=0,
-                                  is_transposed=True, conv_only=True, bias=False))
+        blocks.append(
+            Convolution(
+                2,
+                width,
+                in_channels,
+                strides=2,
+                kernel_size=4,
+                padding=1,
+                output_padding=0,
+                is_transposed=True,
+                conv_only=True,
+                bias=False,
+            )
+        )
         blocks.append(nn.Tanh())
         self.net = nn.Sequential(*blocks)
         self.latent_size = latent_size
@@ -142,8 +229,14 @@ class GANomalyGenerator(nn.Module):
     """``x -> z = G_E(x) -> x_hat = G_D(z) -> z_hat = E(x_hat)``; forward returns
     ``{"reconstruction": x_hat, "z": z, "z_hat": z_hat}`` (latents (B, latent_size))."""
 
-    def __init__(self, image_size: int = 128, in_channels: int = 1, latent_size: int = 100, channels: int = 64,
-                 norm: str = "batch"):
+    def __init__(
+        self,
+        image_size: int = 128,
+        in_channels: int = 1,
+        latent_size: int = 100,
+        channels: int = 64,
+        norm: str = "batch",
+    ):
         super().__init__()
         self.image_size = image_size
         self.encoder = GANomalyEncoder(image_size, in_channels, latent_size, channels, norm)
@@ -163,7 +256,9 @@ class GANomalyDiscriminator(nn.Module):
     """DCGAN discriminator: image in [0, 1] -> real logit (B, 1); ``features(x)`` is the
     last map, the f(.) of the adversarial feature-matching loss."""
 
-    def __init__(self, image_size: int = 128, in_channels: int = 1, channels: int = 64, norm: str = "batch"):
+    def __init__(
+        self, image_size: int = 128, in_channels: int = 1, channels: int = 64, norm: str = "batch"
+    ):
         super().__init__()
         self.features, width, side = _body(image_size, in_channels, channels, norm)
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(width * side * side, 1, bias=False))

@@ -37,9 +37,15 @@ def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
     return preset_config(PRESETS, preset, overrides, "network setting of GANomaly")
 
 
-def build(preset: str = "paper", **overrides: Any) -> tuple[GANomalyGenerator, GANomalyDiscriminator]:
+def build(
+    preset: str = "paper", **overrides: Any
+) -> tuple[GANomalyGenerator, GANomalyDiscriminator]:
     """The untrained generator and discriminator of a preset."""
     c = get_config(preset, **overrides)
-    generator = GANomalyGenerator(c["image_size"], c["in_channels"], c["latent_size"], c["channels"], c["norm"])
-    discriminator = GANomalyDiscriminator(c["image_size"], c["in_channels"], c["disc_channels"], c["norm"])
+    generator = GANomalyGenerator(
+        c["image_size"], c["in_channels"], c["latent_size"], c["channels"], c["norm"]
+    )
+    discriminator = GANomalyDiscriminator(
+        c["image_size"], c["in_channels"], c["disc_channels"], c["norm"]
+    )
     return generator, discriminator

@@ -15,6 +15,9 @@ from .losses import GANomalyLossWeights
 
 __all__ = ["RECIPES"]
 
-_RECIPE: dict[str, Any] = {"loss_weights": asdict(GANomalyLossWeights()), "reinit_discriminator": True}
+_RECIPE: dict[str, Any] = {
+    "loss_weights": asdict(GANomalyLossWeights()),
+    "reinit_discriminator": True,
+}
 
 RECIPES: dict[str, dict[str, Any]] = {"chest": dict(_RECIPE), "digitanatomy": dict(_RECIPE)}

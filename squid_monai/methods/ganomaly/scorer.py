@@ -25,8 +25,14 @@ __all__ = ["GANomalyScorer"]
 class GANomalyScorer(CalibratedScorer):
     """See the module docstring; ``generator`` and ``discriminator`` are the trained networks."""
 
-    def __init__(self, generator: GANomalyGenerator, discriminator: GANomalyDiscriminator, mean: float = 0.0,
-                 std: float = 1.0, threshold: float = 0.5):
+    def __init__(
+        self,
+        generator: GANomalyGenerator,
+        discriminator: GANomalyDiscriminator,
+        mean: float = 0.0,
+        std: float = 1.0,
+        threshold: float = 0.5,
+    ):
         super().__init__(mean, std, threshold)
         self.generator = generator
         self.discriminator = discriminator

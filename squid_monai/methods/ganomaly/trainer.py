@@ -60,18 +60,40 @@ class GANomalyTrainer(GuardedTrainer):
         engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~squid_monai.engines.base.GuardedTrainer`.
     """
 
-    def __init__(self, device: str | torch.device, max_epochs: int, train_data_loader: Iterable,
-                 generator: torch.nn.Module, discriminator: torch.nn.Module, g_optimizer: torch.optim.Optimizer,
-                 d_optimizer: torch.optim.Optimizer, loss_weights: GANomalyLossWeights | dict | None = None,
-                 reinit_discriminator: bool = True, reinit_threshold: float = 1e-5, amp: bool = False,
-                 max_nonfinite: int = 20, g_scaler: torch.amp.GradScaler | None = None,
-                 d_scaler: torch.amp.GradScaler | None = None, **engine_args):
-        super().__init__(device, max_epochs, train_data_loader, amp=amp, max_nonfinite=max_nonfinite,
-                         optimizer=g_optimizer, **engine_args)
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer,
+        loss_weights: GANomalyLossWeights | dict | None = None,
+        reinit_discriminator: bool = True,
+        reinit_threshold: float = 1e-5,
+        amp: bool = False,
+        max_nonfinite: int = 20,
+        g_scaler: torch.amp.GradScaler | None = None,
+        d_scaler: torch.amp.GradScaler | None = None,
+        **engine_args,
+    ):
+        super().__init__(
+            device,
+            max_epochs,
+            train_data_loader,
+            amp=amp,
+            max_nonfinite=max_nonfinite,
+            optimizer=g_optimizer,
+            **engine_args,
+        )
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.loss_weights = self._loss_weights(loss_weights, GANomalyLossWeights)
-        self.reinit_discriminator, self.reinit_threshold = bool(reinit_discriminator), float(reinit_threshold)
+        self.reinit_discriminator, self.reinit_threshold = (
+            bool(reinit_discriminator),
+            float(reinit_threshold),
+        )
         self.g_scaler, self.d_scaler = self.grad_scaler(g_scaler), self.grad_scaler(d_scaler)
         self.state.discriminator_reinits = 0
 
@@ -83,8 +105,12 @@ class GANomalyTrainer(GuardedTrainer):
             for tensor in disc.state_dict().values():
                 dist.broadcast(tensor, src=0)
         engine.state.discriminator_reinits += 1
-        logger.info("discriminator loss %.2e < %.0e at iteration %d: discriminator re-initialised",
-                    d_loss, self.reinit_threshold, engine.state.iteration)
+        logger.info(
+            "discriminator loss %.2e < %.0e at iteration %d: discriminator re-initialised",
+            d_loss,
+            self.reinit_threshold,
+            engine.state.iteration,
+        )
 
     def _iteration(self, engine: GANomalyTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         image = self._image(engine, batchdata)
@@ -105,8 +131,14 @@ class GANomalyTrainer(GuardedTrainer):
             fake_features = plain_disc.features(out["reconstruction"])
             terms = generator_losses(image, out, real_features, fake_features, self.loss_weights)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        g_ok = self._guarded_step(engine, "generator", terms["generator"], self.g_optimizer, self.g_scaler,
-                                  g_norm + d_norm)
+        g_ok = self._guarded_step(
+            engine,
+            "generator",
+            terms["generator"],
+            self.g_optimizer,
+            self.g_scaler,
+            g_norm + d_norm,
+        )
         if g_ok:
             d_norm = norm_buffers(disc)  # the feature passes' statistics are kept with the step
 
@@ -115,13 +147,18 @@ class GANomalyTrainer(GuardedTrainer):
             real_logit = disc(image)
             fake_logit = disc(out["reconstruction"].detach())
             d_loss = discriminator_loss(real_logit, fake_logit)
-        d_ok = self._guarded_step(engine, "discriminator", d_loss, self.d_optimizer, self.d_scaler, d_norm)
+        d_ok = self._guarded_step(
+            engine, "discriminator", d_loss, self.d_optimizer, self.d_scaler, d_norm
+        )
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if g_ok and d_ok:
             self._nonfinite_run = 0
         d_value = float(d_loss.detach())
-        reinit = bool(d_ok and self.reinit_discriminator
-                      and all_ranks(d_loss.detach() < self.reinit_threshold))
+        reinit = bool(
+            d_ok
+            and self.reinit_discriminator
+            and all_ranks(d_loss.detach() < self.reinit_threshold)
+        )
         if reinit:
             self._reinitialise_discriminator(engine, d_value)
         average_running_stats(gen, disc)
@@ -131,7 +168,10 @@ class GANomalyTrainer(GuardedTrainer):
             "loss": g_value + d_value,
             "loss_generator": g_value,
             "loss_discriminator": d_value,
-            **{f"loss_{k}": float(terms[k].detach()) for k in ("adversarial", "contextual", "latent")},
+            **{
+                f"loss_{k}": float(terms[k].detach())
+                for k in ("adversarial", "contextual", "latent")
+            },
             "generator_updated": g_ok,
             "discriminator_reinitialised": reinit,
         }

@@ -29,7 +29,9 @@ __all__ = ["MemoryUnit", "hard_shrink", "SHRINK_EPS"]
 SHRINK_EPS = 1e-12
 
 
-def hard_shrink(weights: torch.Tensor, threshold: float, eps: float = SHRINK_EPS, dim: int = -1) -> torch.Tensor:
+def hard_shrink(
+    weights: torch.Tensor, threshold: float, eps: float = SHRINK_EPS, dim: int = -1
+) -> torch.Tensor:
     """Eq. 7 then the L1 re-normalisation along ``dim``: weights at or below ``threshold``
     become 0, the others keep their value (up to ``eps``) and are rescaled to sum to 1
     (a vector with no weight above the threshold stays all zero)."""
@@ -58,7 +60,9 @@ class MemoryUnit(nn.Module):
     def address(self, query: torch.Tensor) -> torch.Tensor:
         """Queries (Q, C) -> shrunk, re-normalised addressing weights (Q, N) (eq. 4-7)."""
         similarity = F.normalize(query, dim=1) @ F.normalize(self.memory, dim=1).t()  # eq. 5
-        return hard_shrink(torch.softmax(similarity, dim=1), self.shrink_threshold, dim=1)  # eq. 4, 7
+        return hard_shrink(
+            torch.softmax(similarity, dim=1), self.shrink_threshold, dim=1
+        )  # eq. 4, 7
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = z.shape

@@ -27,9 +27,18 @@ class MemAE(ConvAutoEncoder):
             :class:`~squid_monai.methods.autoencoder.networks.ConvAutoEncoder`.
     """
 
-    def __init__(self, image_size: int, channels: Sequence[int], strides: Sequence[int], memory_items: int = 100,
-                 shrink_threshold: float | None = None, in_channels: int = 1, kernel_size: int = 3,
-                 act: tuple | str = ACT, norm: tuple | str = "batch"):
+    def __init__(
+        self,
+        image_size: int,
+        channels: Sequence[int],
+        strides: Sequence[int],
+        memory_items: int = 100,
+        shrink_threshold: float | None = None,
+        in_channels: int = 1,
+        kernel_size: int = 3,
+        act: tuple | str = ACT,
+        norm: tuple | str = "batch",
+    ):
         super().__init__(image_size, channels, strides, in_channels, kernel_size, act, norm)
         self.memory = MemoryUnit(memory_items, channels[-1], shrink_threshold)
 

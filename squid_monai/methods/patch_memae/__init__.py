@@ -22,4 +22,6 @@ from .scorer import PatchMemAEScorer
 
 __all__ = ["FAMILY", "PatchMemAE", "PatchMemAEScorer"]
 
-FAMILY = ReconstructionFamily("patch_memae", PatchMemAE, PatchMemAEScorer, PATCH_MEMAE_PRESETS, RECIPES)
+FAMILY = ReconstructionFamily(
+    "patch_memae", PatchMemAE, PatchMemAEScorer, PATCH_MEMAE_PRESETS, RECIPES
+)

@@ -39,18 +39,40 @@ class PatchMemAE(nn.Module):
             norm: each position's :class:`~squid_monai.methods.memae.MemAE`.
     """
 
-    def __init__(self, image_size: int, tiles: int, channels: Sequence[int], strides: Sequence[int],
-                 memory_items: int = 100, shrink_threshold: float | None = None, in_channels: int = 1,
-                 kernel_size: int = 3, act: tuple | str = ACT, norm: tuple | str = "batch"):
+    def __init__(
+        self,
+        image_size: int,
+        tiles: int,
+        channels: Sequence[int],
+        strides: Sequence[int],
+        memory_items: int = 100,
+        shrink_threshold: float | None = None,
+        in_channels: int = 1,
+        kernel_size: int = 3,
+        act: tuple | str = ACT,
+        norm: tuple | str = "batch",
+    ):
         super().__init__()
         if tiles < 1 or image_size % tiles:
-            raise ValueError(f"image_size {image_size} is not divisible into {tiles} x {tiles} patches")
+            raise ValueError(
+                f"image_size {image_size} is not divisible into {tiles} x {tiles} patches"
+            )
         self.image_size, self.tiles = int(image_size), int(tiles)
         self.tile_size = self.image_size // self.tiles
         #: one MemAE per position: the trainer's objective is the sum of theirs
-        self.num_models = self.tiles ** 2
+        self.num_models = self.tiles**2
         self.models = nn.ModuleList(
-            MemAE(self.tile_size, channels, strides, memory_items, shrink_threshold, in_channels, kernel_size, act, norm)
+            MemAE(
+                self.tile_size,
+                channels,
+                strides,
+                memory_items,
+                shrink_threshold,
+                in_channels,
+                kernel_size,
+                act,
+                norm,
+            )
             for _ in range(self.num_models)
         )
 
@@ -63,5 +85,7 @@ class PatchMemAE(nn.Module):
         parts = self.patches(x)
         outs = [model(parts[:, k]) for k, model in enumerate(self.models)]
         recon = torch.stack([o["reconstruction"] for o in outs], dim=1)
-        return {"reconstruction": untile(recon.reshape(-1, *recon.shape[2:]), self.tiles),
-                "weights": torch.stack([o["weights"] for o in outs], dim=2)}
+        return {
+            "reconstruction": untile(recon.reshape(-1, *recon.shape[2:]), self.tiles),
+            "weights": torch.stack([o["weights"] for o in outs], dim=2),
+        }

@@ -25,12 +25,15 @@ def check_erasing(fraction: float, size: Sequence[float]) -> tuple[float, float]
         raise ValueError(f"input_erasing must be in [0, 1), got {fraction}")
     bounds = tuple(float(s) for s in size)
     if len(bounds) != 2 or not 0.0 < bounds[0] <= bounds[1] <= 1.0:
-        raise ValueError(f"erasing_size must be (min, max) with 0 < min <= max <= 1, got {tuple(size)}")
+        raise ValueError(
+            f"erasing_size must be (min, max) with 0 < min <= max <= 1, got {tuple(size)}"
+        )
     return bounds
 
 
-def erase_random_rectangles(image: torch.Tensor, fraction: float, size: Sequence[float] = (0.125, 0.333),
-                            fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def erase_random_rectangles(
+    image: torch.Tensor, fraction: float, size: Sequence[float] = (0.125, 0.333), fill: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Erase one random rectangle in ``round(fraction * B)`` of the B images (at most B - 1).
 
     Args:

@@ -33,8 +33,13 @@ class SQUIDLossWeights:
     discriminator: float = 0.005
 
 
-def generator_losses(out: dict, image: torch.Tensor, fake_logit: torch.Tensor,
-                     weights: SQUIDLossWeights, detach_teacher: bool = True) -> dict[str, torch.Tensor]:
+def generator_losses(
+    out: dict,
+    image: torch.Tensor,
+    fake_logit: torch.Tensor,
+    weights: SQUIDLossWeights,
+    detach_teacher: bool = True,
+) -> dict[str, torch.Tensor]:
     """Unweighted terms plus ``generator``, their weighted sum (what is back-propagated).
 
     A missing teacher (the "no distillation" ablation) gives zero teacher and
@@ -47,18 +52,35 @@ def generator_losses(out: dict, image: torch.Tensor, fake_logit: torch.Tensor,
     if "teacher" in out:
         terms["teacher"] = F.mse_loss(out["teacher"].float(), image.float())
         terms["distillation"] = sum(
-            (F.mse_loss(s.float(), (t.detach() if detach_teacher else t).float()) for s, t in zip(out["student_features"], out["teacher_features"])),
+            (
+                F.mse_loss(s.float(), (t.detach() if detach_teacher else t).float())
+                for s, t in zip(out["student_features"], out["teacher_features"])
+            ),
             zero,
         )
     else:
         terms["teacher"], terms["distillation"] = zero, zero
-    terms["adversarial"] = F.binary_cross_entropy_with_logits(fake_logit.float(), torch.ones_like(fake_logit, dtype=torch.float))
-    terms["generator"] = sum((getattr(weights, k) * terms[k] for k in ("teacher", "student", "distillation", "adversarial")), zero)
+    terms["adversarial"] = F.binary_cross_entropy_with_logits(
+        fake_logit.float(), torch.ones_like(fake_logit, dtype=torch.float)
+    )
+    terms["generator"] = sum(
+        (
+            getattr(weights, k) * terms[k]
+            for k in ("teacher", "student", "distillation", "adversarial")
+        ),
+        zero,
+    )
     return terms
 
 
-def discriminator_loss(real_logit: torch.Tensor, fake_logit: torch.Tensor, weights: SQUIDLossWeights) -> torch.Tensor:
+def discriminator_loss(
+    real_logit: torch.Tensor, fake_logit: torch.Tensor, weights: SQUIDLossWeights
+) -> torch.Tensor:
     """Weighted discriminator loss on real images and detached student reconstructions."""
-    real = F.binary_cross_entropy_with_logits(real_logit.float(), torch.ones_like(real_logit, dtype=torch.float))
-    fake = F.binary_cross_entropy_with_logits(fake_logit.float(), torch.zeros_like(fake_logit, dtype=torch.float))
+    real = F.binary_cross_entropy_with_logits(
+        real_logit.float(), torch.ones_like(real_logit, dtype=torch.float)
+    )
+    fake = F.binary_cross_entropy_with_logits(
+        fake_logit.float(), torch.zeros_like(fake_logit, dtype=torch.float)
+    )
     return weights.discriminator * (real + fake)

@@ -99,15 +99,20 @@ def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
     """The preset's settings with ``overrides`` applied (:func:`~..base.preset_config`: unknown
     keys are an error; the generator's boolean arguments are the ablation switches)."""
     defaults = network_arguments(SQUIDGenerator)
-    return preset_config(PRESETS, preset, overrides, known=defaults,
-                         switches=[k for k, v in defaults.items() if isinstance(v, bool)])
+    return preset_config(
+        PRESETS,
+        preset,
+        overrides,
+        known=defaults,
+        switches=[k for k, v in defaults.items() if isinstance(v, bool)],
+    )
 
 
 def build(preset: str = "paper", **overrides: Any) -> tuple[SQUIDGenerator, SQUIDDiscriminator]:
     """Build the generator and the discriminator of a preset, e.g.
     ``build("paper", space_aware=False)`` for the "no space-aware memory" ablation."""
     config = get_config(preset, **overrides)
-    disc = {k[len("disc_"):]: v for k, v in config.items() if k.startswith("disc_")}
+    disc = {k[len("disc_") :]: v for k, v in config.items() if k.startswith("disc_")}
     gen = {k: v for k, v in config.items() if not k.startswith("disc_")}
     disc.update(image_size=gen["image_size"], in_channels=gen["in_channels"])
     return SQUIDGenerator(**gen), SQUIDDiscriminator(**disc)

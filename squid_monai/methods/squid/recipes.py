@@ -46,9 +46,19 @@ from .losses import SQUIDLossWeights
 __all__ = ["RECIPES"]
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "chest": {"n_critic": 2, "loss_weights": asdict(SQUIDLossWeights()), "score_source": "combined", "lr": 1e-4,
-              "cpu_epochs": 36},
-    "digitanatomy": {"n_critic": 1, "loss_weights": asdict(SQUIDLossWeights(student=1.0)), "score_source": "tile_residual",
-                     "lr": 2e-4, "input_erasing": 0.5, "head_lr_factor": 30.0},
+    "chest": {
+        "n_critic": 2,
+        "loss_weights": asdict(SQUIDLossWeights()),
+        "score_source": "combined",
+        "lr": 1e-4,
+        "cpu_epochs": 36,
+    },
+    "digitanatomy": {
+        "n_critic": 1,
+        "loss_weights": asdict(SQUIDLossWeights(student=1.0)),
+        "score_source": "tile_residual",
+        "lr": 2e-4,
+        "input_erasing": 0.5,
+        "head_lr_factor": 30.0,
+    },
 }
-

@@ -36,7 +36,14 @@ import torch.nn.functional as F
 from ...scoring.scorer import CalibratedScorer, feature_distance, pixel_residual
 from .networks import SQUIDDiscriminator, SQUIDGenerator
 
-__all__ = ["SCORE_SOURCES", "DEFAULT_EVIDENCE", "EVIDENCE", "NORMAL_TOKENS", "SQUIDScorer", "tile_residuals"]
+__all__ = [
+    "SCORE_SOURCES",
+    "DEFAULT_EVIDENCE",
+    "EVIDENCE",
+    "NORMAL_TOKENS",
+    "SQUIDScorer",
+    "tile_residuals",
+]
 
 #: What the calibrated score is computed from (index = the ``score_source_code`` buffer).
 SCORE_SOURCES = ("logit", "residual", "tile_residual", "combined")
@@ -60,8 +67,9 @@ def evidence_weights(evidence: Sequence[str]) -> torch.Tensor:
     return torch.tensor([float(name in evidence) for name in EVIDENCE])
 
 
-def tile_residuals(image: torch.Tensor, reconstruction: torch.Tensor, tile: int,
-                   power: torch.Tensor | float = 2.0) -> torch.Tensor:
+def tile_residuals(
+    image: torch.Tensor, reconstruction: torch.Tensor, tile: int, power: torch.Tensor | float = 2.0
+) -> torch.Tensor:
     """Per image and ``tile`` x ``tile`` tile (row-major), the mean of ``|difference| ** power``
     (B, tiles), in fp32: 2 is the mean squared difference; a larger power weighs the few
     pixels an anomaly gets badly wrong above the many a blurry reconstruction gets a little
@@ -84,9 +92,18 @@ class SQUIDScorer(CalibratedScorer):
     buffers, saved with the weights.
     """
 
-    def __init__(self, generator: SQUIDGenerator, discriminator: SQUIDDiscriminator,
-                 mean: float = 0.0, std: float = 1.0, threshold: float = 0.5, score_source: str = "logit",
-                 tile_power: float = 2.0, tile_two_sided: bool = False, evidence: Sequence[str] = DEFAULT_EVIDENCE):
+    def __init__(
+        self,
+        generator: SQUIDGenerator,
+        discriminator: SQUIDDiscriminator,
+        mean: float = 0.0,
+        std: float = 1.0,
+        threshold: float = 0.5,
+        score_source: str = "logit",
+        tile_power: float = 2.0,
+        tile_two_sided: bool = False,
+        evidence: Sequence[str] = DEFAULT_EVIDENCE,
+    ):
         if score_source not in SCORE_SOURCES:
             raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
         if not float(tile_power) > 0:
@@ -96,17 +113,25 @@ class SQUIDScorer(CalibratedScorer):
         self.discriminator = discriminator
         self.register_buffer("score_source_code", torch.tensor(SCORE_SOURCES.index(score_source)))
         tiles = generator.grid * generator.grid
-        self.register_buffer("tile_mean", torch.zeros(tiles))  # per tile, on normal images (fit_normals)
+        self.register_buffer(
+            "tile_mean", torch.zeros(tiles)
+        )  # per tile, on normal images (fit_normals)
         self.register_buffer("tile_std", torch.ones(tiles))
-        self.register_buffer("tile_power", torch.tensor(float(tile_power)))  # exponent of tile_residuals
+        self.register_buffer(
+            "tile_power", torch.tensor(float(tile_power))
+        )  # exponent of tile_residuals
         self.register_buffer("tile_two_sided", torch.tensor(bool(tile_two_sided)))  # see worst_tile
         # the combined source's statistics and normal tokens (fit_normals): fixed shapes, filled
         # in place, so that an EMA copy sharing the buffers sees them
         self.register_buffer("evidence_weights", evidence_weights(evidence))
         self.register_buffer("evidence_mean", torch.zeros(len(EVIDENCE)))
         self.register_buffer("evidence_std", torch.ones(len(EVIDENCE)))
-        dim = generator.inpainting.memory.memory.shape[-1] if generator.inpainting is not None else 0
-        self.register_buffer("normal_tokens", torch.zeros(tiles, NORMAL_TOKENS, dim))  # (T, S, D): a bank per tile
+        dim = (
+            generator.inpainting.memory.memory.shape[-1] if generator.inpainting is not None else 0
+        )
+        self.register_buffer(
+            "normal_tokens", torch.zeros(tiles, NORMAL_TOKENS, dim)
+        )  # (T, S, D): a bank per tile
         self.register_buffer("normal_count", torch.tensor(0))
         # the bank's slot numbers, a buffer: ``torch.arange(..., device=...)`` would be traced
         # as a constant on the export's device
@@ -139,14 +164,19 @@ class SQUIDScorer(CalibratedScorer):
             return -self.combined_evidence(out)
         # selects, not a Python branch on the buffer: ``torch.export`` (ONNX, OpenVINO) keeps them graph ops
         code = self.score_source_code
-        return torch.where(code == 0, out["logit"],
-                           torch.where(code == 1, -out["residual"], -self.worst_tile(out["tile_residual"])))
+        return torch.where(
+            code == 0,
+            out["logit"],
+            torch.where(code == 1, -out["residual"], -self.worst_tile(out["tile_residual"])),
+        )
 
     def combined_evidence(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per image (B,), the ``combined`` source's sum of the chosen standardised evidence
         (high = abnormal)."""
         z = (self._evidence(out) - self.evidence_mean) / self.evidence_std
-        z = torch.cat([z[:, :3], z[:, 3:4].abs(), z[:, 4:]], 1)  # the feature residual in either direction
+        z = torch.cat(
+            [z[:, :3], z[:, 3:4].abs(), z[:, 4:]], 1
+        )  # the feature residual in either direction
         return (z * self.evidence_weights).sum(1)
 
     @property
@@ -155,8 +185,16 @@ class SQUIDScorer(CalibratedScorer):
 
     def _evidence(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, len(EVIDENCE)) each piece of evidence, abnormal = high, before standardisation."""
-        return torch.stack([-out["logit"].float(), out["teacher_student"].float(), out["normal_knn"].float(),
-                            out["feature"].float(), self.worst_tile(out["tile_residual"].float())], 1)
+        return torch.stack(
+            [
+                -out["logit"].float(),
+                out["teacher_student"].float(),
+                out["normal_knn"].float(),
+                out["feature"].float(),
+                self.worst_tile(out["tile_residual"].float()),
+            ],
+            1,
+        )
 
     def nearest_normal(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T*D) tokens -> (B,) mean over tiles of the squared distance (per dimension) to
@@ -191,7 +229,12 @@ class SQUIDScorer(CalibratedScorer):
             return
         if len(tiles) < 2:
             raise ValueError("the combined score needs at least two normal calibration images")
-        tokens = out["tokens"].float().reshape(len(tiles), *self.normal_tokens.shape[::2]).transpose(0, 1)  # (T, N, D)
+        tokens = (
+            out["tokens"]
+            .float()
+            .reshape(len(tiles), *self.normal_tokens.shape[::2])
+            .transpose(0, 1)
+        )  # (T, N, D)
         count = min(tokens.shape[1], self.normal_tokens.shape[1])
         self.normal_tokens.zero_()[:, :count].copy_(tokens[:, :count])
         self.normal_count.fill_(count)
@@ -204,30 +247,46 @@ class SQUIDScorer(CalibratedScorer):
         self.evidence_mean.copy_(evidence.mean(0))
         self.evidence_std.copy_(evidence.std(0).clamp_min(1e-8))
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # models saved before the score source existed scored the logit; before the tile
         # score existed they had no tile statistics (unused by their sources)
         state_dict.setdefault(prefix + "score_source_code", torch.tensor(0))
         state_dict.setdefault(prefix + "tile_mean", torch.zeros_like(self.tile_mean))
         state_dict.setdefault(prefix + "tile_std", torch.ones_like(self.tile_std))
-        state_dict.setdefault(prefix + "tile_power", torch.tensor(2.0))  # before the exponent: squared
+        state_dict.setdefault(
+            prefix + "tile_power", torch.tensor(2.0)
+        )  # before the exponent: squared
         state_dict.setdefault(prefix + "tile_two_sided", torch.tensor(False))  # and one-sided
         saved = state_dict.get(prefix + "evidence_mean")
         if saved is not None and saved.numel() < len(EVIDENCE):
             # the first combined models (before ``evidence`` was a switch) summed all the pieces
             # there were then, and kept the logit's statistics (not the negated logit's); the
             # pieces added since get weight 0 and neutral statistics
-            state_dict[prefix + "evidence_weights"] = evidence_weights(EVIDENCE[:saved.numel()]).to(saved.device)
+            state_dict[prefix + "evidence_weights"] = evidence_weights(
+                EVIDENCE[: saved.numel()]
+            ).to(saved.device)
             for name, fill in (("evidence_mean", 0.0), ("evidence_std", 1.0)):
                 value = state_dict[prefix + name]
-                state_dict[prefix + name] = torch.cat([value, value.new_full((len(EVIDENCE) - value.numel(),), fill)])
+                state_dict[prefix + name] = torch.cat(
+                    [value, value.new_full((len(EVIDENCE) - value.numel(),), fill)]
+                )
             state_dict[prefix + "evidence_mean"][0] *= -1
-        for name in ("evidence_weights", "evidence_mean", "evidence_std", "normal_tokens", "normal_count"):
-            state_dict.setdefault(prefix + name, getattr(self, name).clone())  # before the combined source
+        for name in (
+            "evidence_weights",
+            "evidence_mean",
+            "evidence_std",
+            "normal_tokens",
+            "normal_count",
+        ):
+            state_dict.setdefault(
+                prefix + name, getattr(self, name).clone()
+            )  # before the combined source
 
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         # read from the loaded state (on the CPU), not from the buffer: no device round trip
         self._set_combined(SCORE_SOURCES[int(state_dict[prefix + "score_source_code"])])
 
@@ -243,8 +302,12 @@ class SQUIDScorer(CalibratedScorer):
         self._set_combined(score_source)
 
     def _check_source(self, score_source: str) -> None:
-        if score_source == "combined" and (self.generator.inpainting is None or self.generator.teacher is None):
-            raise ValueError("score_source 'combined' needs the in-painting block and the teacher (distillation)")
+        if score_source == "combined" and (
+            self.generator.inpainting is None or self.generator.teacher is None
+        ):
+            raise ValueError(
+                "score_source 'combined' needs the in-painting block and the teacher (distillation)"
+            )
 
     def _set_combined(self, score_source: str) -> None:
         """The Python flag of the ``combined`` source, kept equal to the source buffer (whose
@@ -260,14 +323,24 @@ class SQUIDScorer(CalibratedScorer):
             features = self.discriminator.features(reconstruction.float())
             logit = self.discriminator.classifier(features.flatten(1)).reshape(-1)
             residual = pixel_residual(image, reconstruction)
-            tile_residual = tile_residuals(image, reconstruction, self.generator.image_size // self.generator.grid,
-                                           self.tile_power)
-            out = {"logit": logit, "residual": residual, "tile_residual": tile_residual,
-                   "reconstruction": reconstruction}
+            tile_residual = tile_residuals(
+                image,
+                reconstruction,
+                self.generator.image_size // self.generator.grid,
+                self.tile_power,
+            )
+            out = {
+                "logit": logit,
+                "residual": residual,
+                "tile_residual": tile_residual,
+                "reconstruction": reconstruction,
+            }
             if self._combined:
                 tokens = parts["tokens"].float().flatten(1)
-                out.update(teacher_student=pixel_residual(parts["teacher"], reconstruction),
-                           normal_knn=self.nearest_normal(tokens),
-                           feature=feature_distance(self.discriminator.features(image.float()), features),
-                           tokens=tokens)
+                out.update(
+                    teacher_student=pixel_residual(parts["teacher"], reconstruction),
+                    normal_knn=self.nearest_normal(tokens),
+                    feature=feature_distance(self.discriminator.features(image.float()), features),
+                    tokens=tokens,
+                )
         return out

@@ -38,16 +38,23 @@ import torch
 from monai.engines.utils import IterationEvents
 from monai.utils import evenly_divisible_all_gather
 
-from .losses import SQUIDLossWeights, discriminator_loss, generator_losses
 from ...engines.base import GuardedTrainer
-from .erasing import check_erasing, erase_random_rectangles
 from ...engines.utils import average_running_stats, is_distributed, norm_buffers, unwrap
+from .erasing import check_erasing, erase_random_rectangles
+from .losses import SQUIDLossWeights, discriminator_loss, generator_losses
 
 __all__ = ["SQUIDTrainer", "LOSS_KEYS"]
 
 #: keys of ``engine.state.output`` that hold loss values (floats)
-LOSS_KEYS = ("loss", "loss_generator", "loss_discriminator", "loss_teacher", "loss_student",
-             "loss_distillation", "loss_adversarial")
+LOSS_KEYS = (
+    "loss",
+    "loss_generator",
+    "loss_discriminator",
+    "loss_teacher",
+    "loss_student",
+    "loss_distillation",
+    "loss_adversarial",
+)
 
 
 class SQUIDTrainer(GuardedTrainer):
@@ -78,15 +85,35 @@ class SQUIDTrainer(GuardedTrainer):
         engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~.base.GuardedTrainer`.
     """
 
-    def __init__(self, device: str | torch.device, max_epochs: int, train_data_loader: Iterable,
-                 generator: torch.nn.Module, discriminator: torch.nn.Module, g_optimizer: torch.optim.Optimizer,
-                 d_optimizer: torch.optim.Optimizer, loss_weights: SQUIDLossWeights | dict | None = None,
-                 distillation_detach: bool = True, n_critic: int = 1, input_erasing: float = 0.0,
-                 erasing_size: Sequence[float] = (0.125, 0.333), amp: bool = False, max_nonfinite: int = 20,
-                 g_scaler: torch.amp.GradScaler | None = None, d_scaler: torch.amp.GradScaler | None = None,
-                 **engine_args):
-        super().__init__(device, max_epochs, train_data_loader, amp=amp, max_nonfinite=max_nonfinite,
-                         optimizer=g_optimizer, **engine_args)
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer,
+        loss_weights: SQUIDLossWeights | dict | None = None,
+        distillation_detach: bool = True,
+        n_critic: int = 1,
+        input_erasing: float = 0.0,
+        erasing_size: Sequence[float] = (0.125, 0.333),
+        amp: bool = False,
+        max_nonfinite: int = 20,
+        g_scaler: torch.amp.GradScaler | None = None,
+        d_scaler: torch.amp.GradScaler | None = None,
+        **engine_args,
+    ):
+        super().__init__(
+            device,
+            max_epochs,
+            train_data_loader,
+            amp=amp,
+            max_nonfinite=max_nonfinite,
+            optimizer=g_optimizer,
+            **engine_args,
+        )
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
         self.generator, self.discriminator = generator, discriminator
@@ -94,7 +121,10 @@ class SQUIDTrainer(GuardedTrainer):
         self.loss_weights = self._loss_weights(loss_weights, SQUIDLossWeights)
         self.distillation_detach = bool(distillation_detach)
         self.n_critic = n_critic
-        self.input_erasing, self.erasing_size = float(input_erasing), check_erasing(input_erasing, erasing_size)
+        self.input_erasing, self.erasing_size = (
+            float(input_erasing),
+            check_erasing(input_erasing, erasing_size),
+        )
         self.g_scaler, self.d_scaler = self.grad_scaler(g_scaler), self.grad_scaler(d_scaler)
 
     def _iteration(self, engine: SQUIDTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +148,9 @@ class SQUIDTrainer(GuardedTrainer):
             real_logit = disc(image)
             fake_logit = disc(out["student"].detach())
             d_loss = discriminator_loss(real_logit, fake_logit, self.loss_weights)
-        d_ok = self._guarded_step(engine, "discriminator", d_loss, self.d_optimizer, self.d_scaler, d_norm)
+        d_ok = self._guarded_step(
+            engine, "discriminator", d_loss, self.d_optimizer, self.d_scaler, d_norm
+        )
         if d_ok:
             d_norm = norm_buffers(disc)
 
@@ -126,16 +158,32 @@ class SQUIDTrainer(GuardedTrainer):
             # against the updated discriminator; through the plain module: this gradient is the
             # generator's, DDP must not reduce it into the discriminator
             with self._autocast():
-                terms = generator_losses(out, image, unwrap(disc)(out["student"]), self.loss_weights,
-                                         detach_teacher=self.distillation_detach)
+                terms = generator_losses(
+                    out,
+                    image,
+                    unwrap(disc)(out["student"]),
+                    self.loss_weights,
+                    detach_teacher=self.distillation_detach,
+                )
         else:
             # logged only: reuse the discriminator step's logits (no extra pass through its norm layers)
             with torch.no_grad():
-                terms = generator_losses(out, image, fake_logit.detach(), self.loss_weights,
-                                         detach_teacher=self.distillation_detach)
+                terms = generator_losses(
+                    out,
+                    image,
+                    fake_logit.detach(),
+                    self.loss_weights,
+                    detach_teacher=self.distillation_detach,
+                )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        g_ok = update_g and self._guarded_step(engine, "generator", terms["generator"], self.g_optimizer,
-                                               self.g_scaler, g_norm + d_norm)
+        g_ok = update_g and self._guarded_step(
+            engine,
+            "generator",
+            terms["generator"],
+            self.g_optimizer,
+            self.g_scaler,
+            g_norm + d_norm,
+        )
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if d_ok and (g_ok or not update_g):
             self._nonfinite_run = 0
@@ -154,7 +202,10 @@ class SQUIDTrainer(GuardedTrainer):
             "loss": float(terms["generator"].detach()) + float(d_loss.detach()),
             "loss_generator": float(terms["generator"].detach()),
             "loss_discriminator": float(d_loss.detach()),
-            **{f"loss_{k}": float(terms[k].detach()) for k in ("teacher", "student", "distillation", "adversarial")},
+            **{
+                f"loss_{k}": float(terms[k].detach())
+                for k in ("teacher", "student", "distillation", "adversarial")
+            },
             "generator_updated": g_ok,
         }
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
@@ -166,4 +217,3 @@ class SQUIDTrainer(GuardedTrainer):
         if is_distributed():
             return evenly_divisible_all_gather(tokens.contiguous(), concat=True)
         return tokens
-

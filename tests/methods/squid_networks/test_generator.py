@@ -42,7 +42,11 @@ def test_training_outputs():
     out = gen.train()(x)
     assert out["student"].shape == x.shape and out["teacher"].shape == x.shape
     assert 0 <= out["student"].min() and out["student"].max() <= 1
-    assert len(out["student_features"]) == len(out["teacher_features"]) == len(get_config("tiny")["channels"]) - 1
+    assert (
+        len(out["student_features"])
+        == len(out["teacher_features"])
+        == len(get_config("tiny")["channels"]) - 1
+    )
     for s, t in zip(out["student_features"], out["teacher_features"]):
         assert s.shape == t.shape
     assert out["tokens"].shape[:2] == (2, 4) and not out["tokens"].requires_grad
@@ -68,10 +72,14 @@ def _encoder_grad(gen, loss_fn):
 
 
 def test_stop_gradient_teacher_losses_give_the_encoder_no_gradient():
-    teacher_losses = lambda out: out["teacher"].mean() + sum(t.pow(2).mean() for t in out["teacher_features"])
+    teacher_losses = lambda out: (
+        out["teacher"].mean() + sum(t.pow(2).mean() for t in out["teacher_features"])
+    )
     gen, _ = build("tiny")
     assert _encoder_grad(gen, teacher_losses) == 0
-    assert sum(p.grad.abs().sum() for p in gen.teacher.parameters()) > 0  # the teacher itself learns
+    assert (
+        sum(p.grad.abs().sum() for p in gen.teacher.parameters()) > 0
+    )  # the teacher itself learns
     gen, _ = build("tiny", stop_gradient=False)
     assert _encoder_grad(gen, teacher_losses) > 0
 
@@ -104,13 +112,20 @@ def test_ablation_switches_change_the_network():
     assert build("tiny", inpainting=False)[0].inpainting is None
     assert build("tiny", space_aware=False)[0].inpainting.memory.memory.shape[0] == 1
     assert build("tiny")[0].inpainting.memory.memory.shape[0] == 4
-    assert isinstance(build("tiny", memory="matrix")[0].inpainting.memory.memory, torch.nn.Parameter)
-    assert not any("DecoderMemory" in type(m).__name__ for m in build("tiny", decoder_memory=False)[0].modules())
+    assert isinstance(
+        build("tiny", memory="matrix")[0].inpainting.memory.memory, torch.nn.Parameter
+    )
+    assert not any(
+        "DecoderMemory" in type(m).__name__
+        for m in build("tiny", decoder_memory=False)[0].modules()
+    )
 
 
 def test_presets_and_overrides():
     assert get_config("paper")["image_size"] == 128 and get_config("paper")["tiles"] == 2
-    assert get_config("digitanatomy")["image_size"] == 96 and get_config("digitanatomy")["tiles"] == 3
+    assert (
+        get_config("digitanatomy")["image_size"] == 96 and get_config("digitanatomy")["tiles"] == 3
+    )
     assert get_config("paper", queue_slots=50)["queue_slots"] == 50
     with pytest.raises(KeyError, match="unknown preset"):
         get_config("nope")
@@ -140,11 +155,13 @@ def test_probes_are_per_image_and_move_with_the_input():
     probes = generator.probes(images)
     assert set(probes) == {"memory_distance", "inpainting_shift", "teacher_student"}
     for i in range(4):
-        alone = generator.probes(images[i:i + 1])
+        alone = generator.probes(images[i : i + 1])
         for key, value in probes.items():
             torch.testing.assert_close(alone[key][0], value[i], rtol=1e-5, atol=1e-7)
     assert all(bool((v >= 0).all()) for v in probes.values())
-    assert not torch.allclose(probes["teacher_student"], generator.probes(torch.zeros(4, 1, 32, 32))["teacher_student"])
+    assert not torch.allclose(
+        probes["teacher_student"], generator.probes(torch.zeros(4, 1, 32, 32))["teacher_student"]
+    )
     with pytest.raises(RuntimeError, match="eval"):
         generator.train().probes(images)
 
@@ -162,13 +179,17 @@ def test_zero_tiles_zeroes_exactly_a_quarter_and_leaves_the_rest_untouched(grid)
     assert (zeroed.sum(1) == grid * grid // 4).all()
     kept = ~zeroed
     assert torch.equal(tile(out, grid)[kept.flatten()], tile(x, grid)[kept.flatten()])
-    assert len({tuple(z.tolist()) for z in zeroed}) > 1  # drawn per image, not one pattern for the batch
+    assert (
+        len({tuple(z.tolist()) for z in zeroed}) > 1
+    )  # drawn per image, not one pattern for the batch
 
 
 def test_pixel_mask_ratio_masks_a_quarter_of_the_training_input_only():
     gen, _ = build("tiny", pixel_mask_ratio=0.25)  # 2 x 2 tiles: one of four per image
     seen = []
-    gen.encoder.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    gen.encoder.register_forward_hook(
+        lambda module, inputs, output: seen.append(inputs[0].detach())
+    )
     x = torch.rand(8, 1, 32, 32) + 0.1
     gen.train()(x)
     zeroed = (seen[0].flatten(1) == 0).all(1).reshape(8, 4)
@@ -198,4 +219,6 @@ def test_output_bias_starts_both_decoders_at_that_logit_and_changes_nothing_else
     a, b = default.state_dict(), biased.state_dict()
     changed = {k for k in a if not torch.equal(a[k], b[k])}
     assert changed == {"student.head.bias", "teacher.head.bias"}
-    assert not torch.equal(default.student.head.bias, biased.student.head.bias)  # the default is PyTorch's init
+    assert not torch.equal(
+        default.student.head.bias, biased.student.head.bias
+    )  # the default is PyTorch's init

@@ -15,12 +15,23 @@ def test_masked_shortcut_is_active_in_training_only():
 
 def test_soft_and_no_shortcut():
     transformed, raw = torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
-    assert torch.allclose(MaskedShortcut("soft", 0.95).train()(transformed, raw), torch.full_like(raw, 0.95))
+    assert torch.allclose(
+        MaskedShortcut("soft", 0.95).train()(transformed, raw), torch.full_like(raw, 0.95)
+    )
     assert MaskedShortcut("none", 0.5).train()(transformed, raw).eq(1).all()
 
 
 def _block(**kw):
-    args = dict(in_channels=16, spatial_size=2, token_channels=4, grid=3, slots=12, top_k=3, heads=2, mlp_dim=8)
+    args = dict(
+        in_channels=16,
+        spatial_size=2,
+        token_channels=4,
+        grid=3,
+        slots=12,
+        top_k=3,
+        heads=2,
+        mlp_dim=8,
+    )
     args.update(kw)
     return InpaintingBlock(**args)
 

@@ -64,7 +64,9 @@ def test_tile_token_reads_only_its_own_region():
     regions, dim = 4, 3
     q = MemoryQueue(regions=regions, slots=5, dim=dim, top_k=5)
     # bank r holds only the value r + 1 in every slot
-    q.enqueue(torch.arange(1, regions + 1, dtype=torch.float32)[None, :, None].expand(5, regions, dim))
+    q.enqueue(
+        torch.arange(1, regions + 1, dtype=torch.float32)[None, :, None].expand(5, regions, dim)
+    )
     out = q.read(torch.randn(2, regions, dim))
     for r in range(regions):
         assert torch.allclose(out[:, r], torch.full((2, dim), r + 1.0))
@@ -95,7 +97,9 @@ def test_gumbel_shrinkage_keeps_exactly_top_k_renormalised(k):
     assert torch.allclose(w.sum(-1), torch.ones(4, 3))
     soft = torch.softmax(logits, -1)
     top = soft.topk(k, -1)
-    assert torch.equal((w > 0), torch.zeros_like(w, dtype=torch.bool).scatter(-1, top.indices, True))
+    assert torch.equal(
+        (w > 0), torch.zeros_like(w, dtype=torch.bool).scatter(-1, top.indices, True)
+    )
     assert torch.allclose(w.gather(-1, top.indices), top.values / top.values.sum(-1, keepdim=True))
 
 
@@ -120,10 +124,14 @@ def test_memory_matrix_is_learnt_and_not_written():
 
 def test_nearest_distance_is_to_the_own_regions_nearest_written_item():
     queue = MemoryQueue(regions=2, slots=3, dim=2, top_k=1)
-    queue.enqueue(torch.tensor([[[0.0, 0.0], [10.0, 10.0]], [[4.0, 0.0], [10.0, 14.0]]]))  # 2 of 3 slots
+    queue.enqueue(
+        torch.tensor([[[0.0, 0.0], [10.0, 10.0]], [[4.0, 0.0], [10.0, 14.0]]])
+    )  # 2 of 3 slots
     query = torch.tensor([[[3.0, 0.0], [10.0, 11.0]]])
     # region 0 holds (0,0), (4,0): nearest (4,0), 1 / dim; region 1 holds (10,10), (10,14): 1 / dim
     torch.testing.assert_close(queue.nearest_distance(query), torch.tensor([[0.5, 0.5]]))
     # the unwritten third slot (zeros) is not an item: (0.1, 0) is nearest to (0, 0) in region 0 only
-    torch.testing.assert_close(queue.nearest_distance(torch.tensor([[[0.1, 0.0], [1.0, 0.0]]])),
-                               torch.tensor([[0.005, (9.0**2 + 10.0**2) / 2]]))
+    torch.testing.assert_close(
+        queue.nearest_distance(torch.tensor([[[0.1, 0.0], [1.0, 0.0]]])),
+        torch.tensor([[0.005, (9.0**2 + 10.0**2) / 2]]),
+    )

@@ -7,7 +7,17 @@ from .inpainting import ConvContext, InpaintingBlock, MaskedShortcut, NeighbourA
 from .memory import MemoryMatrix, MemoryQueue, gumbel_shrinkage
 
 __all__ = [
-    "SQUIDGenerator", "SQUIDDiscriminator", "SQUIDEncoder", "SQUIDDecoder", "DecoderMemory",
-    "InpaintingBlock", "NeighbourAttention", "ConvContext", "MaskedShortcut",
-    "MemoryQueue", "MemoryMatrix", "gumbel_shrinkage", "PerImageBatchNorm2d",
+    "SQUIDGenerator",
+    "SQUIDDiscriminator",
+    "SQUIDEncoder",
+    "SQUIDDecoder",
+    "DecoderMemory",
+    "InpaintingBlock",
+    "NeighbourAttention",
+    "ConvContext",
+    "MaskedShortcut",
+    "MemoryQueue",
+    "MemoryMatrix",
+    "gumbel_shrinkage",
+    "PerImageBatchNorm2d",
 ]

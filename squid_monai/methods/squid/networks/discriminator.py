@@ -31,7 +31,9 @@ class PerImageBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or not self.per_image:
             return super().forward(x)
-        return F.instance_norm(x, None, None, self.weight, self.bias, use_input_stats=True, eps=self.eps)
+        return F.instance_norm(
+            x, None, None, self.weight, self.bias, use_input_stats=True, eps=self.eps
+        )
 
 
 class SQUIDDiscriminator(nn.Module):
@@ -48,20 +50,33 @@ class SQUIDDiscriminator(nn.Module):
         per_image_norm: eval-mode per-image normalisation of the batch norms.
     """
 
-    def __init__(self, image_size: int = 128, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128, 128),
-                 kernel_size: int = 5, norm: str = "batch", per_image_norm: bool = True):
+    def __init__(
+        self,
+        image_size: int = 128,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64, 128, 128),
+        kernel_size: int = 5,
+        norm: str = "batch",
+        per_image_norm: bool = True,
+    ):
         super().__init__()
         if norm not in ("batch", "instance"):
             raise ValueError(f"discriminator norm must be 'batch' or 'instance', got {norm!r}")
         if image_size % (2 ** len(channels)) or image_size // 2 ** len(channels) < 2:
             # per-image normalisation needs more than one value per channel in the last layer
-            raise ValueError(f"image_size {image_size} must be a multiple of 2**{len(channels)} and at least twice it")
+            raise ValueError(
+                f"image_size {image_size} must be a multiple of 2**{len(channels)} and at least twice it"
+            )
         layers: list[nn.Module] = []
         prev = in_channels
         for i, ch in enumerate(channels):
             layers.append(nn.Conv2d(prev, ch, kernel_size, stride=2, padding=kernel_size // 2))
             if i > 0:
-                layers.append(PerImageBatchNorm2d(ch, per_image_norm) if norm == "batch" else nn.InstanceNorm2d(ch, affine=True))
+                layers.append(
+                    PerImageBatchNorm2d(ch, per_image_norm)
+                    if norm == "batch"
+                    else nn.InstanceNorm2d(ch, affine=True)
+                )
             layers.append(nn.LeakyReLU(0.2))
             prev = ch
         self.features = nn.Sequential(*layers)

@@ -28,7 +28,9 @@ class SQUIDEncoder(nn.Module):
     def __init__(self, in_channels: int, channels: Sequence[int]):
         super().__init__()
         self.stem = ResidualDoubleConv(in_channels, channels[0])
-        self.down = nn.ModuleList(ResidualDoubleConv(a, b, stride=2) for a, b in zip(channels[:-1], channels[1:]))
+        self.down = nn.ModuleList(
+            ResidualDoubleConv(a, b, stride=2) for a, b in zip(channels[:-1], channels[1:])
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.stem(x)
@@ -60,12 +62,24 @@ class DecoderMemory(nn.Module):
     :meth:`enqueue`, called after the optimiser step.
     """
 
-    def __init__(self, channels: int, spatial_size: int, windows: int, items: int, top_k: int,
-                 shrinkage: bool = True, shortcut: str = "hard", mask_prob: float = 0.95, grid: int = 1,
-                 kind: str = "matrix"):
+    def __init__(
+        self,
+        channels: int,
+        spatial_size: int,
+        windows: int,
+        items: int,
+        top_k: int,
+        shrinkage: bool = True,
+        shortcut: str = "hard",
+        mask_prob: float = 0.95,
+        grid: int = 1,
+        kind: str = "matrix",
+    ):
         super().__init__()
         if spatial_size % windows:
-            raise ValueError(f"decoder map of size {spatial_size} cannot be split into {windows}x{windows} windows")
+            raise ValueError(
+                f"decoder map of size {spatial_size} cannot be split into {windows}x{windows} windows"
+            )
         self.windows, self.grid = windows, grid
         dim = channels * (spatial_size // windows) ** 2
         if kind not in ("matrix", "queue"):
@@ -81,7 +95,9 @@ class DecoderMemory(nn.Module):
         windows = tile(x, self.windows).reshape(n // self.grid**2, regions, -1)
         if self.training and isinstance(self.memory, MemoryQueue):
             self.last_tokens = windows.detach()
-        read = self.memory.read(windows).reshape(n * self.windows**2, c, h // self.windows, w // self.windows)
+        read = self.memory.read(windows).reshape(
+            n * self.windows**2, c, h // self.windows, w // self.windows
+        )
         return self.shortcut(untile(read, self.windows), x)
 
     def enqueue(self, tokens: torch.Tensor) -> None:
@@ -95,8 +111,16 @@ class SQUIDDecoder(nn.Module):
     level's output, deepest first, for feature distillation.
     """
 
-    def __init__(self, out_channels: int, channels: Sequence[int], grid: int, tile_size: int,
-                 skip_levels: int = 2, memory: dict | None = None, output_bias: float | None = None):
+    def __init__(
+        self,
+        out_channels: int,
+        channels: Sequence[int],
+        grid: int,
+        tile_size: int,
+        skip_levels: int = 2,
+        memory: dict | None = None,
+        output_bias: float | None = None,
+    ):
         super().__init__()
         levels = len(channels) - 1
         if not 0 < skip_levels <= levels:
@@ -117,7 +141,9 @@ class SQUIDDecoder(nn.Module):
         if output_bias is not None:  # see SQUIDGenerator's output_bias
             nn.init.constant_(self.head.bias, float(output_bias))
 
-    def forward(self, bottleneck: torch.Tensor, skips: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, bottleneck: torch.Tensor, skips: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x, features = bottleneck, []
         for i, block in enumerate(self.blocks):
             if i < self.skip_levels:
@@ -218,25 +244,52 @@ class SQUIDGenerator(nn.Module):
             )
         self.masked_tiles = round(pixel_mask_ratio * tiles * tiles)
         if not 0.0 <= pixel_mask_ratio < 1.0 or (pixel_mask_ratio > 0 and self.masked_tiles == 0):
-            raise ValueError(f"pixel_mask_ratio {pixel_mask_ratio} masks no tile or every tile of {tiles}x{tiles}")
+            raise ValueError(
+                f"pixel_mask_ratio {pixel_mask_ratio} masks no tile or every tile of {tiles}x{tiles}"
+            )
         self.image_size, self.grid, self.stop_gradient = image_size, tiles, stop_gradient
         self.encoder = SQUIDEncoder(in_channels, channels)
         self.inpainting = None
         if inpainting:
             self.inpainting = InpaintingBlock(
-                in_channels=channels[-1], spatial_size=tile_size >> levels,
-                token_channels=token_channels, grid=tiles, slots=queue_slots, top_k=top_k, heads=heads,
-                mlp_dim=mlp_dim, memory=memory, space_aware=space_aware, shrinkage=shrinkage, context=context,
-                mask_out_of_grid=mask_out_of_grid, shortcut=shortcut, mask_prob=mask_prob,
+                in_channels=channels[-1],
+                spatial_size=tile_size >> levels,
+                token_channels=token_channels,
+                grid=tiles,
+                slots=queue_slots,
+                top_k=top_k,
+                heads=heads,
+                mlp_dim=mlp_dim,
+                memory=memory,
+                space_aware=space_aware,
+                shrinkage=shrinkage,
+                context=context,
+                mask_out_of_grid=mask_out_of_grid,
+                shortcut=shortcut,
+                mask_prob=mask_prob,
             )
         dec_memory = None
         if decoder_memory:
-            dec_memory = dict(windows=decoder_memory_windows, items=decoder_memory_items, top_k=top_k,
-                              shrinkage=shrinkage, shortcut=shortcut, mask_prob=mask_prob,
-                              grid=tiles if decoder_memory_space_aware else 1, kind=decoder_memory_kind)
-        self.student = SQUIDDecoder(in_channels, channels, tiles, tile_size, skip_levels, dec_memory, output_bias)
-        self.teacher = (SQUIDDecoder(in_channels, channels, tiles, tile_size, skip_levels, output_bias=output_bias)
-                        if distillation else None)
+            dec_memory = dict(
+                windows=decoder_memory_windows,
+                items=decoder_memory_items,
+                top_k=top_k,
+                shrinkage=shrinkage,
+                shortcut=shortcut,
+                mask_prob=mask_prob,
+                grid=tiles if decoder_memory_space_aware else 1,
+                kind=decoder_memory_kind,
+            )
+        self.student = SQUIDDecoder(
+            in_channels, channels, tiles, tile_size, skip_levels, dec_memory, output_bias
+        )
+        self.teacher = (
+            SQUIDDecoder(
+                in_channels, channels, tiles, tile_size, skip_levels, output_bias=output_bias
+            )
+            if distillation
+            else None
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         if self.training and self.masked_tiles:
@@ -256,7 +309,11 @@ class SQUIDGenerator(nn.Module):
         if self.training:
             if tokens is not None:
                 out["tokens"] = tokens
-            queues = [m.last_tokens for m in self.student.memories if getattr(m, "last_tokens", None) is not None]
+            queues = [
+                m.last_tokens
+                for m in self.student.memories
+                if getattr(m, "last_tokens", None) is not None
+            ]
             if queues:
                 out["decoder_tokens"] = queues
         else:
@@ -286,7 +343,11 @@ class SQUIDGenerator(nn.Module):
         bottleneck, painted, tokens, skips = self._inference_pass(x)
         out = {
             "memory_distance": self.inpainting.memory.nearest_distance(tokens).mean(1),
-            "inpainting_shift": (painted - bottleneck).float().pow(2).reshape(x.shape[0], -1).mean(1),
+            "inpainting_shift": (painted - bottleneck)
+            .float()
+            .pow(2)
+            .reshape(x.shape[0], -1)
+            .mean(1),
         }
         if self.teacher is not None:
             student, _ = self.student(painted, skips)
@@ -302,8 +363,11 @@ class SQUIDGenerator(nn.Module):
         if self.teacher is None:
             raise ValueError("evidence() needs the teacher decoder (distillation=True)")
         bottleneck, painted, tokens, skips = self._inference_pass(x)
-        return {"student": self.student(painted, skips)[0], "teacher": self.teacher(bottleneck, skips)[0],
-                "tokens": tokens}
+        return {
+            "student": self.student(painted, skips)[0],
+            "teacher": self.teacher(bottleneck, skips)[0],
+            "tokens": tokens,
+        }
 
     def _inference_pass(self, x: torch.Tensor):
         """Eval: (bottleneck, in-painted bottleneck, tokens, skips) of the tiled input."""
@@ -322,7 +386,9 @@ class SQUIDGenerator(nn.Module):
             raise RuntimeError("reconstruct() is the inference path: call .eval() first")
         return self.forward(x)["student"]
 
-    def enqueue(self, tokens: torch.Tensor | None, decoder_tokens: list[torch.Tensor] | None = None) -> None:
+    def enqueue(
+        self, tokens: torch.Tensor | None, decoder_tokens: list[torch.Tensor] | None = None
+    ) -> None:
         """Write the batch's detached tokens (``forward(x)["tokens"]``, and
         ``forward(x)["decoder_tokens"]`` for queue decoder memories) into the memory queues.
         Call after the generator's optimiser step (a queue is read before it is written
@@ -330,6 +396,10 @@ class SQUIDGenerator(nn.Module):
         if self.inpainting is not None and tokens is not None:
             self.inpainting.enqueue(tokens)
         if decoder_tokens:
-            queues = [m for m in self.student.memories if isinstance(getattr(m, "memory", None), MemoryQueue)]
+            queues = [
+                m
+                for m in self.student.memories
+                if isinstance(getattr(m, "memory", None), MemoryQueue)
+            ]
             for memory, window_tokens in zip(queues, decoder_tokens):
                 memory.enqueue(window_tokens)

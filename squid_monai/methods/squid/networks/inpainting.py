@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 
-from ....nn.blocks import RELU, ResidualDoubleConv, position_code, untile, tile
+from ....nn.blocks import RELU, ResidualDoubleConv, position_code, tile, untile
 from .memory import MemoryMatrix, MemoryQueue
 
 __all__ = ["MaskedShortcut", "NeighbourAttention", "ConvContext", "InpaintingBlock"]
@@ -75,7 +75,9 @@ class NeighbourAttention(nn.Module):
     Output: ``ReLU(LN(attn) + r)``, then ``ReLU(LN(MLP) + .)``.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, grid: int, mask_out_of_grid: bool = True):
+    def __init__(
+        self, dim: int, heads: int, mlp_dim: int, grid: int, mask_out_of_grid: bool = True
+    ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"token dim {dim} is not divisible by {heads} attention heads")
@@ -106,7 +108,9 @@ class NeighbourAttention(nn.Module):
         # 4-D (B*T, h, ., d/h), the layout every SDPA kernel and the ONNX exporter take
         if mask is not None:
             mask = mask.expand(b, t, 1, 1, 8).reshape(b * t, 1, 1, 8)
-        attn = F.scaled_dot_product_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask)
+        attn = F.scaled_dot_product_attention(
+            q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask
+        )
         attn = self.out(attn.reshape(b, t, d))
         if self.mask_out_of_grid:
             attn = attn * has_neighbour[None, :, None].to(attn.dtype)
@@ -180,8 +184,12 @@ class InpaintingBlock(nn.Module):
             raise ValueError(f"context must be 'transformer' or 'conv', got {context!r}")
         self.register_buffer("code", position_code(grid * grid), persistent=False)
         bits = self.code.shape[1]
-        self.project_in = Convolution(2, in_channels, token_channels, kernel_size=1, act=RELU, norm="batch")
-        self.project_out = Convolution(2, token_channels + bits, in_channels, kernel_size=1, act=RELU, norm="batch")
+        self.project_in = Convolution(
+            2, in_channels, token_channels, kernel_size=1, act=RELU, norm="batch"
+        )
+        self.project_out = Convolution(
+            2, token_channels + bits, in_channels, kernel_size=1, act=RELU, norm="batch"
+        )
         self.shortcut = MaskedShortcut(shortcut, mask_prob)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

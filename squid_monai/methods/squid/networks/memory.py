@@ -32,12 +32,16 @@ def gumbel_shrinkage(logits: torch.Tensor, k: int) -> torch.Tensor:
     return (hard - soft).detach() + soft
 
 
-def nearest_distance(query: torch.Tensor, bank: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def nearest_distance(
+    query: torch.Tensor, bank: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, T, D) tokens and (T, S, D) items per position -> (B, T) squared distance of each
     token to the nearest item of its position, per dimension (fp32); ``valid`` (S,) masks
     items out."""
     with torch.autocast(device_type=query.device.type, enabled=False):
-        distance = torch.cdist(query.float().transpose(0, 1), bank.float()).pow(2).transpose(0, 1)  # (B, T, S)
+        distance = (
+            torch.cdist(query.float().transpose(0, 1), bank.float()).pow(2).transpose(0, 1)
+        )  # (B, T, S)
         if valid is not None:
             distance = distance.masked_fill(~valid, float("inf"))
         return distance.min(-1).values / query.shape[-1]
@@ -84,7 +88,11 @@ class _Memory(nn.Module):
             valid = self._valid_slots()
             if valid is not None:
                 logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
-            return gumbel_shrinkage(logits, self.top_k) if self.shrinkage else torch.softmax(logits, -1)
+            return (
+                gumbel_shrinkage(logits, self.top_k)
+                if self.shrinkage
+                else torch.softmax(logits, -1)
+            )
 
 
 class MemoryQueue(_Memory):
@@ -121,7 +129,9 @@ class MemoryQueue(_Memory):
             raise ValueError(f"expected tokens of shape (B, T, {dim}), got {tuple(tokens.shape)}")
         entries = tokens.reshape(1, -1, dim) if regions == 1 else tokens.transpose(0, 1)
         if entries.shape[0] != regions:
-            raise ValueError(f"queue has {regions} regions, tokens have {entries.shape[0]} positions")
+            raise ValueError(
+                f"queue has {regions} regions, tokens have {entries.shape[0]} positions"
+            )
         n = entries.shape[1]
         kept = min(n, slots)
         index = (self.pointer + (n - kept) + self.slot_index[:kept]) % slots

@@ -1,3 +1,6 @@
 """The toy family's training recipes: L2 only, on both data regimes."""
 
-RECIPES = {regime: {"loss_weights": {"reconstruction": 1.0, "entropy": 0.0}} for regime in ("chest", "digitanatomy")}
+RECIPES = {
+    regime: {"loss_weights": {"reconstruction": 1.0, "entropy": 0.0}}
+    for regime in ("chest", "digitanatomy")
+}

@@ -7,7 +7,9 @@ from ...scoring.scorer import CalibratedScorer, pixel_residual
 
 
 class ToyScorer(CalibratedScorer):
-    def __init__(self, network: nn.Module, mean: float = 0.0, std: float = 1.0, threshold: float = 0.5):
+    def __init__(
+        self, network: nn.Module, mean: float = 0.0, std: float = 1.0, threshold: float = 0.5
+    ):
         super().__init__(mean, std, threshold)
         self.network = network
 
