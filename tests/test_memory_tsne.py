@@ -5,6 +5,7 @@ filled with real patch features of other normal images, and a matrix at its rand
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,7 +78,8 @@ def test_queue_items_match_the_features_and_matrix_items_do_not(tmp_path):
     # as a user runs it, in its own process
     command = [
         sys.executable,
-        str(memory_tsne.__file__),
+        "-m",
+        "benchmarks.memory_tsne",
         "--queue_model",
         str(queue),
         "--matrix_model",
@@ -91,7 +93,13 @@ def test_queue_items_match_the_features_and_matrix_items_do_not(tmp_path):
         "--perplexity",
         "10",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(memory_tsne.__file__).parents[1],
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     result = json.loads((out / "memory_tsne.json").read_text())
     q, m = result["memories"]["queue"], result["memories"]["matrix"]
