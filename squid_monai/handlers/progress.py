@@ -59,12 +59,14 @@ class _Throttle:
             return True
         return total is not None and i == total
 
-    def line(self, i: int, total: int | None, prefix: str = "") -> str:
+    def line(self, i: int, total: int | None, prefix: str = "", left: int | None = None) -> str:
+        """``left``: iterations still to run (default: the rest of ``total``)."""
         per_it = (time.monotonic() - self.start) / max(i, 1)
         rate = f"{per_it:.2f} s/it" if per_it >= 1 or per_it == 0 else f"{1 / per_it:.1f} it/s"
         text = f"{self.name}: {prefix}iteration {i}/{total if total else '?'}, {rate}"
-        if total:
-            text += f", eta {_duration(per_it * (total - i))}"
+        left = left if left is not None else (total - i if total else None)
+        if left is not None:
+            text += f", eta {_duration(per_it * left)}"
         return text
 
 
@@ -106,7 +108,9 @@ class Progress:
         i = (state.iteration - 1) % total + 1 if total else state.iteration
         if self.throttle.due(i, total):
             epochs = f"epoch {state.epoch}/{state.max_epochs}, " if state.max_epochs > 1 else ""
-            logger.info(self.throttle.line(i, total, epochs))
+            # the eta covers the epochs still to come (not the validations between them)
+            left = (total - i + (state.max_epochs - state.epoch) * total) if total else None
+            logger.info(self.throttle.line(i, total, epochs, left))
 
 
 class LossProgressBar(Progress):

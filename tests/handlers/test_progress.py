@@ -94,3 +94,22 @@ def test_plain_loops_log_progress(caplog):
         "export: loading validation: iteration 3/4",
         "export: loading validation: iteration 4/4",
     ]
+
+
+def test_log_line_rate_and_eta_of_the_whole_run(caplog, monkeypatch):
+    """Each iteration takes 2 s on a fake clock: after epoch 1 of 2 (5 iterations), 5 remain."""
+    clock = [0.0]
+    monkeypatch.setattr("squid_monai.handlers.progress.time.monotonic", lambda: clock[0])
+
+    def step(engine, batch):
+        clock[0] += 2.0
+
+    engine = Engine(step)
+    Progress("log", name="training", every=5, interval_s=1e9).attach(engine)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        engine.run(range(5), max_epochs=2)
+    lines = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert lines == [
+        "training: epoch 1/2, iteration 5/5, 2.00 s/it, eta 0:10",
+        "training: epoch 2/2, iteration 5/5, 2.00 s/it, eta 0:00",
+    ]
