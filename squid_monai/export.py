@@ -51,6 +51,7 @@ from .artifact import (
     Recipe,
     trained_intensity,
 )
+from .handlers.progress import progress_iter
 from .loading import load_scorer
 from .scoring import CalibratedScorer, forward
 
@@ -157,7 +158,7 @@ def _split(source, split: str, size: int, intensity: str, n: int) -> tuple[torch
             size, split=split, n_normal=n, n_abnormal=n, cache=False, intensity=intensity
         )
     )
-    items = [data[i] for i in range(len(data))]
+    items = [data[i] for i in progress_iter(range(len(data)), f"export: loading {split}")]
     images = torch.stack([torch.as_tensor(it["image"]).float() for it in items])
     return images, [int(it.get("label", 0)) for it in items]
 

@@ -146,6 +146,8 @@ def test_chest_cpu_recipe_overlays_the_training_config(tmp_path):
         parser.get_parsed_content("score_source") == "combined"
         and parser.get_parsed_content("ema") is True
     )
+    # progress on: a bar on a terminal, periodic log lines in a batch job's log
+    assert parser.get_parsed_content("progress") == "auto"
 
 
 def test_chest_cpu_recipe_trains_any_family_merged_before_it(tmp_path):
