@@ -1,18 +1,19 @@
 """Every model family side by side on one data set, at one budget: train and evaluate each
-method over seeds (:mod:`benchmarks.seeds`, one process per (method, seed), one thread
+family over seeds (:mod:`benchmarks.seeds`, one process per (family, seed), one thread
 each, ``--parallel`` at a time), then one table with the paper's Table 1 figures beside ours.
 
     python -m benchmarks.compare --data digitanatomy --output_root runs/compare --seeds 0 1 2 -- --epochs 5
     python -m benchmarks.compare --data zhanglab --dataset_dir ../shared/data/zhanglab224 \\
         --output_root runs/compare --seeds 0 1 2 -- --preset small --epochs 5
 
-A method is trained with ``train.json`` plus its method config
-(``bundles/squid/configs/methods/<method>.json``; SQUID needs none) and evaluated with the
-method-agnostic ``evaluate.json``; DigitAnatomy is scored on its test split, ZhangLab on
+A family is trained with ``train.json`` plus its config
+(``bundles/squid/configs/methods/<family>.json``; SQUID needs none; ``daad_plus`` is DAAD's
+second config) and evaluated with the family-neutral ``evaluate.json``; DigitAnatomy is scored on its test split, ZhangLab on
 validation and on the report split (which chooses nothing: docs/EVIDENCE.md). Everything
-after ``--`` goes to every training and evaluation command. A (method, seed) already trained
-is not trained again. Writes ``<output_root>/<data>/compare.md`` and ``compare.json``; each method's runs
-and ``seeds.md`` are in ``<output_root>/<data>/<method>/``.
+after ``--`` goes to every training and evaluation command; ``--families`` picks the rows
+(``--methods``, its old name, still works). A (family, seed) already trained is not trained
+again. Writes ``<output_root>/<data>/compare.md`` and ``compare.json``; each family's runs
+and ``seeds.md`` are in ``<output_root>/<data>/<family>/``.
 
 :func:`run_variants` is the runner of every study that trains several variants over seeds
 (the paper's hyper-parameter, diseased-training and memory studies use it too), and
@@ -42,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = "bundles/squid/configs"
 #: The settled chest X-ray recipe (BENCHMARKS.md, "Detection"), merged last.
 CHEST_RECIPE = f"{CONFIGS}/chest_cpu.json"
-METHODS = (
+FAMILIES = (
     "squid",
     "autoencoder",
     "memae",
@@ -81,10 +82,10 @@ SPLIT_COLUMNS = {
 }
 
 
-def train_command(method: str, recipe: str | None = None) -> str:
+def train_command(family: str, recipe: str | None = None) -> str:
     """The bundle training command of a family, with ``recipe`` (a config file) merged last."""
     configs = [f"{CONFIGS}/train.json"] + (
-        [] if method == "squid" else [f"{CONFIGS}/methods/{method}.json"]
+        [] if family == "squid" else [f"{CONFIGS}/methods/{family}.json"]
     )
     configs += [recipe] if recipe else []
     return (
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     data = ["--dataset_dir", args.dataset_dir] if args.dataset_dir else []
     splits = SPLITS[args.data]
     variants = {
-        m: (train_command(m), [*data, "--progress", "false", *overrides]) for m in args.methods
+        m: (train_command(m), [*data, "--progress", "false", *overrides]) for m in args.families
     }
     rows = run_variants(
         variants, root, args.seeds, splits, args.parallel, args.collect, args.dry_run
@@ -374,6 +375,27 @@ def markdown(out: dict) -> str:
     )
 
 
+def family_arguments(parser: argparse.ArgumentParser, default: list[str]) -> None:
+    """``--families`` (the configs of :data:`FAMILIES` to train), and ``--methods``, its
+    deprecated name, hidden from ``--help`` so that old command lines still run."""
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        choices=FAMILIES,
+        default=default,
+        metavar="FAMILY",
+        help=f"families to train, each a config of bundles/squid/configs/methods (one of {', '.join(FAMILIES)})",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=FAMILIES,
+        dest="families",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0]
@@ -382,7 +404,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dataset_dir", default=None, help="the chest X-ray folder (for --data zhanglab)"
     )
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    family_arguments(parser, default=list(FAMILIES))
     runner_arguments(parser)
     return parser
 

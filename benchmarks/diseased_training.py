@@ -3,7 +3,7 @@ the training set and calibrates on the training images as they are, since nobody
 ones are normal. Every run is scored on the same validation and report images.
 
     python -m benchmarks.diseased_training --dataset_dir ../shared/data/zhanglab224 --output_root runs/figure10 --write
-    python -m benchmarks.diseased_training --dataset_dir DATA --output_root runs/figure10 --methods squid ganomaly memae
+    python -m benchmarks.diseased_training --dataset_dir DATA --output_root runs/figure10 --families squid ganomaly memae
     python -m benchmarks.diseased_training --dataset_dir DATA --output_root runs/figure10 --preset paper --epochs 200
 
 Each fraction gets one datalist in ``<output_root>/datalists/``, made with the protocol of
@@ -11,7 +11,7 @@ Each fraction gets one datalist in ``<output_root>/datalists/``, made with the p
 drawn before the abnormal training images, so every fraction has the same validation, report
 and normal training images. Every run trains with ``--datalist`` and ``--calibrate_on
 training``, over seeds, with the multi-seed runner (:func:`compare.run_variants`), for SQUID
-and any other family given to ``--methods``. Everything after ``--`` goes to every training and
+and any other family given to ``--families`` (``--methods``, its old name, still works). Everything after ``--`` goes to every training and
 evaluation. Writes ``diseased_training.md``, ``.json`` and ``.png`` into ``--output_root``,
 and with ``--write`` the section into BENCHMARKS.md; ``--dry_run`` writes the datalists and
 prints the commands.
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             compare.train_command(m, recipe),
             ["--datalist", str(path), *budget],
         )
-        for m in args.methods
+        for m in args.families
         for f, path in lists.items()
     }
     splits = compare.SPLITS["zhanglab"]
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "common_overrides": budget,
         "methods": {},
     }
-    for m in args.methods:
+    for m in args.families:
         entries = [
             {
                 "fraction": f,
@@ -256,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
         default=list(FRACTIONS),
         help="shares of abnormal training images, the first the reference (default %(default)s)",
     )
-    parser.add_argument("--methods", nargs="+", choices=compare.METHODS, default=["squid"])
+    compare.family_arguments(parser, default=["squid"])
     parser.add_argument(
         "--datalist_seed", type=int, default=0, help="seed of the splits, the same for every run"
     )

@@ -51,6 +51,7 @@ from .artifact import (
     Recipe,
     trained_intensity,
 )
+from .data.sources import bundle_root, choose_data
 from .handlers.progress import progress_iter
 from .loading import load_scorer
 from .scoring import CalibratedScorer, forward
@@ -183,7 +184,7 @@ def export_runtime(
 ) -> dict:
     """Write ``models/model.pt`` as ``fmt`` (ONNX, OpenVINO, OpenVINO INT8 calibrated on
     ``calibration_images`` training normals of ``source``, a
-    :class:`~squid_monai.workflow.DataSource`), measure its parity on the validation split,
+    :class:`~squid_monai.data.sources.DataSource`), measure its parity on the validation split,
     and embed the card. Raises when an fp32 format misses the contract; an INT8 one that
     misses it is written as an opt-in (``parity["default"]`` false)."""
     import shutil
@@ -242,7 +243,7 @@ def export_bundle(
     """``ckpt_export`` of ``<output_dir>/models/model.pt`` to ``models/model.ts`` (traced),
     then the card and the parity check; raises if the export drifts beyond ``tolerance``.
     Another ``fmt`` (:data:`FORMATS`) goes to :func:`export_runtime` with the run's data
-    (:func:`~squid_monai.workflow.choose_data` of ``dataset_dir`` / ``datalist`` / ``seed``)."""
+    (:func:`~squid_monai.data.sources.choose_data` of ``dataset_dir`` / ``datalist`` / ``seed``)."""
     from monai.bundle import ckpt_export
 
     if fmt not in FORMATS:
@@ -261,8 +262,6 @@ def export_bundle(
     size = loading.image_size(recipe)
     metadata = json.loads(meta_file.read_text())
     if fmt != "torchscript":
-        from .workflow import choose_data
-
         source = choose_data(dataset_dir, datalist, seed, val_per_class=val_per_class)
         return export_runtime(
             fmt, models, filepath, metadata, source, calibration_images, val_per_class
@@ -357,8 +356,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--calibration_images", type=int, default=300, help="training normals that calibrate INT8"
     )
     args = parser.parse_args(argv)
-    from .workflow import bundle_root
-
     result = export_bundle(
         args.bundle_root or bundle_root(),
         args.output_dir,

@@ -35,7 +35,7 @@ def test_dry_run_prints_every_training_and_evaluation_and_runs_nothing(tmp_path,
                 "digitanatomy",
                 "--output_root",
                 str(tmp_path / "runs"),
-                "--methods",
+                "--families",
                 "squid",
                 "memae",
                 "--seeds",
@@ -241,3 +241,13 @@ def test_brightness_of_a_trained_model(tmp_path_factory, tmp_path):
         all(0.0 <= v <= 1.0 for v in levels["a"].values()) and levels["a"]["strokes_input"] > 0.05
     )
     assert json.loads((tmp_path / "l.json").read_text()) == levels
+
+
+def test_families_flag_and_its_hidden_old_name():
+    """``--families`` picks the rows; ``--methods`` (its old name) still parses, unlisted."""
+    parser = compare._parser()
+    base = ["--data", "digitanatomy", "--output_root", "runs"]
+    assert parser.parse_args(base).families == list(compare.FAMILIES)
+    assert parser.parse_args([*base, "--families", "memae"]).families == ["memae"]
+    assert parser.parse_args([*base, "--methods", "squid", "daad"]).families == ["squid", "daad"]
+    assert "--families" in parser.format_help() and "--methods" not in parser.format_help()

@@ -41,7 +41,7 @@ def test_dry_run_writes_one_datalist_per_share_and_calibrates_on_training(
                 "0",
                 "0.25",
                 "0.5",
-                "--methods",
+                "--families",
                 "squid",
                 "ganomaly",
                 "--seeds",

@@ -175,3 +175,20 @@ def test_no_upward_arrow_below_the_families():
     assert (
         "squid_monai.methods.base" in graph["squid_monai.loading"]
     )  # the recipe meets its family up there
+
+
+#: the adapters: each turns a trained model folder into one product, beside the others
+ADAPTERS = (
+    "squid_monai.inference",
+    "squid_monai.export",
+    "squid_monai.mlflow_model",
+    "squid_monai.serving",
+)
+
+
+def test_the_adapters_stand_beside_the_training_wiring():
+    """No adapter imports the training wiring (``workflow``): what they share with it (the
+    data source, the bundle folder) lives below, in ``squid_monai.data.sources``."""
+    graph = _graph()
+    assert all("squid_monai.workflow" not in graph[a] for a in ADAPTERS)
+    assert "squid_monai.data.sources" in graph["squid_monai.export"]

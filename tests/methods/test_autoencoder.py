@@ -1,6 +1,6 @@
 """The convolutional auto-encoder family (SQUID paper Table 1 "Auto-Encoder"; lecture
 "AutoEncoder in AD": L2 training on normal images, reconstruction error as the score)
-and the reconstruction trainer it shares with MemAE and Patch-MemAE."""
+and its trainer, whose iteration MemAE and Patch-MemAE reuse."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from squid_monai.engines.reconstruction import (
-    ReconstructionLossWeights,
-    ReconstructionTrainer,
-    reconstruction_losses,
+from squid_monai.methods.autoencoder import (
+    FAMILY,
+    AutoEncoderLossWeights,
+    AutoEncoderTrainer,
+    ConvAutoEncoder,
+    ReconstructionScorer,
+    autoencoder_losses,
 )
-from squid_monai.methods.autoencoder import FAMILY, ConvAutoEncoder, ReconstructionScorer
 
 from .reconstruction_checks import (
     check_batch_independence,
@@ -27,11 +29,8 @@ from .reconstruction_checks import (
 
 def test_family_interface():
     check_family(FAMILY, ReconstructionScorer)
-    assert FAMILY.name == "autoencoder" and FAMILY.trainer is ReconstructionTrainer
-    assert all(
-        r["loss_weights"] == {"reconstruction": 1.0, "entropy": 0.0}
-        for r in FAMILY.recipe_presets.values()
-    )
+    assert FAMILY.name == "autoencoder" and FAMILY.trainer is AutoEncoderTrainer
+    assert all(r["loss_weights"] == {"reconstruction": 1.0} for r in FAMILY.recipe_presets.values())
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "digitanatomy_small", "paper", "digitanatomy"])
@@ -74,28 +73,24 @@ def test_batch_independence():
 def test_l2_objective():
     image = torch.rand(2, 1, 4, 4)
     out = {"reconstruction": image + 0.1}
-    terms = reconstruction_losses(out, image, ReconstructionLossWeights(reconstruction=2.0))
+    terms = autoencoder_losses(out, image, AutoEncoderLossWeights(reconstruction=2.0))
     assert terms["reconstruction"].item() == pytest.approx(0.01)
     assert terms["total"].item() == pytest.approx(0.02)
-    assert "entropy" not in terms
-    assert reconstruction_losses(out, image, ReconstructionLossWeights(), num_models=4)[
+    assert set(terms) == {"reconstruction", "total"}
+    assert autoencoder_losses(out, image, AutoEncoderLossWeights(), num_models=4)[
         "total"
     ].item() == pytest.approx(0.04)
-    with pytest.raises(ValueError, match="without a memory"):
-        reconstruction_losses(out, image, ReconstructionLossWeights(entropy=0.1))
 
 
 def _trainer(net, batches, **kwargs):
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    return ReconstructionTrainer("cpu", 1, batches, net, optimizer, **kwargs), optimizer
+    return AutoEncoderTrainer("cpu", 1, batches, net, optimizer, **kwargs), optimizer
 
 
 def test_trainer_fits_normal_images():
     net = FAMILY.build_networks("tiny")[0]
     image = torch.rand(4, 1, 32, 32)
-    trainer, _ = _trainer(
-        net, [{"image": image}] * 30, loss_weights={"reconstruction": 1.0, "entropy": 0.0}
-    )
+    trainer, _ = _trainer(net, [{"image": image}] * 30, loss_weights={"reconstruction": 1.0})
     losses = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output))
     trainer.run()

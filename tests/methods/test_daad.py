@@ -23,7 +23,6 @@ from squid_monai.methods.daad import (
     DAADScorer,
     DAADTrainer,
     DCGANDiscriminator,
-    build_optimizers,
     calibrate_daad,
     discriminator_loss,
     division_rate,
@@ -179,13 +178,11 @@ def test_loss_weights_are_the_papers_and_the_sum_is_eq_3():
 @pytest.mark.parametrize("adversarial", [False, True])
 def test_one_training_iteration_logs_every_term_and_updates_the_networks(adversarial):
     nets = FAMILY.build_networks("tiny", adversarial=adversarial)
-    optimizers = build_optimizers(nets, lr=1e-3)
+    optimizers = [torch.optim.Adam(n.parameters(), lr=1e-3) for n in nets]
     before = [[p.detach().clone() for p in n.parameters()] for n in nets]
     banks = [m.memory.detach().clone() for m in nets[0].memories]
     data = [{"image": torch.rand(4, 1, 32, 32)}]
-    trainer = DAADTrainer(
-        "cpu", 1, data, nets[0], optimizers["g_optimizer"], *nets[1:], optimizers.get("d_optimizer")
-    )
+    trainer = DAADTrainer("cpu", 1, data, nets[0], optimizers[0], *nets[1:], *optimizers[1:])
     trainer.run()
     out = trainer.state.output
     expected = {"loss", "loss_generator", "loss_reconstruction"}

@@ -94,3 +94,27 @@ def test_a_second_family_is_a_folder(tmp_path, monkeypatch):
             assert [row["image"] for row in csv.DictReader(f)] == ["a", "b", "c"]
     finally:
         sys.modules.pop(f"squid_monai.methods.{name}", None)
+
+
+#: the file set of every family folder (docs/METHODS.md, "One file set per family")
+FAMILY_FILES = ("__init__", "networks", "losses", "trainer", "scorer", "presets", "recipes")
+
+
+def test_every_family_folder_has_the_same_file_set():
+    """Each installed family has the seven modules (``networks`` may be a package), and its
+    ``FAMILY`` names the trainer, loss weights and scorer those modules define or re-export."""
+    from pathlib import Path
+
+    root = Path(squid_monai.methods.__file__).parent
+    for name in family_names():
+        folder = root / name
+        missing = [
+            f
+            for f in FAMILY_FILES
+            if not (folder / f"{f}.py").is_file() and not (folder / f / "__init__.py").is_file()
+        ]
+        assert missing == [], f"methods/{name}/ lacks {missing}"
+        family = get_family(name)
+        for module, attribute in (("trainer", "trainer"), ("scorer", "scorer")):
+            exported = vars(__import__(f"squid_monai.methods.{name}.{module}", fromlist=["x"]))
+            assert getattr(family, attribute) in exported.values(), (name, module)

@@ -10,14 +10,17 @@ import math
 import pytest
 import torch
 
-from squid_monai.engines.reconstruction import (
-    ReconstructionLossWeights,
-    ReconstructionTrainer,
+from squid_monai.methods.autoencoder import AutoEncoderTrainer, ReconstructionScorer
+from squid_monai.methods.memae import (
+    FAMILY,
+    MemAE,
+    MemAELossWeights,
+    MemAETrainer,
+    MemoryUnit,
     addressing_entropy,
-    reconstruction_losses,
+    hard_shrink,
+    memae_losses,
 )
-from squid_monai.methods.autoencoder import ReconstructionScorer
-from squid_monai.methods.memae import FAMILY, MemAE, MemoryUnit, hard_shrink
 
 from .reconstruction_checks import (
     check_batch_independence,
@@ -31,7 +34,8 @@ E = math.e
 
 def test_family_interface():
     check_family(FAMILY, ReconstructionScorer)
-    assert FAMILY.name == "memae" and FAMILY.trainer is ReconstructionTrainer
+    assert FAMILY.name == "memae" and FAMILY.trainer is MemAETrainer
+    assert issubclass(MemAETrainer, AutoEncoderTrainer)  # the same iteration, MemAE's objective
     assert all(
         r["loss_weights"] == {"reconstruction": 1.0, "entropy": 0.0002}
         for r in FAMILY.recipe_presets.values()
@@ -105,9 +109,7 @@ def test_entropy_loss():
     assert addressing_entropy(uniform).item() == pytest.approx(math.log(8), abs=1e-6)
     image = torch.zeros(1, 1, 2, 2)
     out = {"reconstruction": torch.full((1, 1, 2, 2), 0.1), "weights": w}
-    terms = reconstruction_losses(
-        out, image, ReconstructionLossWeights(reconstruction=1.0, entropy=0.5)
-    )
+    terms = memae_losses(out, image, MemAELossWeights(reconstruction=1.0, entropy=0.5))
     assert terms["entropy"].item() == pytest.approx(math.log(2) / 2, abs=1e-9)
     assert terms["total"].item() == pytest.approx(0.01 + 0.5 * math.log(2) / 2, abs=1e-7)
 
@@ -115,7 +117,7 @@ def test_entropy_loss():
 def test_gradients_reach_encoder_memory_and_decoder_through_the_shrinkage():
     net = FAMILY.build_networks("tiny")[0]
     image = torch.rand(2, 1, 32, 32)
-    terms = reconstruction_losses(net(image), image, ReconstructionLossWeights(entropy=0.0002))
+    terms = memae_losses(net(image), image, MemAELossWeights(entropy=0.0002))
     terms["total"].backward()
     for part in (net.encode, net.memory, net.decode):
         grads = [p.grad for p in part.parameters()]
@@ -133,7 +135,7 @@ def test_training_sharpens_the_addressing():
         torch.manual_seed(0)
         net = FAMILY.build_networks("tiny", image_size=16, memory_items=16)[0]
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-        trainer = ReconstructionTrainer(
+        trainer = MemAETrainer(
             "cpu",
             10,
             [{"image": image}],
@@ -141,9 +143,7 @@ def test_training_sharpens_the_addressing():
             optimizer,
             loss_weights={"reconstruction": 1.0, "entropy": weight},
         )
-        first = reconstruction_losses(net(image), image, ReconstructionLossWeights())[
-            "entropy"
-        ].item()
+        first = memae_losses(net(image), image, MemAELossWeights())["entropy"].item()
         trainer.run()
         assert set(trainer.state.output) == {
             "loss",

@@ -8,13 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from squid_monai.engines.reconstruction import (
-    ReconstructionLossWeights,
-    ReconstructionTrainer,
-    reconstruction_losses,
-)
 from squid_monai.methods.memae import FAMILY as MEMAE
-from squid_monai.methods.memae import MemAE
+from squid_monai.methods.memae import MemAE, MemAELossWeights, MemAETrainer, memae_losses
 from squid_monai.methods.patch_memae import FAMILY, PatchMemAE, PatchMemAEScorer
 from squid_monai.nn.blocks import tile
 
@@ -25,12 +20,12 @@ from .reconstruction_checks import (
     train_evaluate_export,
 )
 
-WEIGHTS = ReconstructionLossWeights(reconstruction=1.0, entropy=0.0002)
+WEIGHTS = MemAELossWeights(reconstruction=1.0, entropy=0.0002)
 
 
 def test_family_interface():
     check_family(FAMILY, PatchMemAEScorer)
-    assert FAMILY.name == "patch_memae" and FAMILY.trainer is ReconstructionTrainer
+    assert FAMILY.name == "patch_memae" and FAMILY.trainer is MemAETrainer
     assert FAMILY.recipe_presets == MEMAE.recipe_presets
     assert (
         FAMILY.get_config("paper")["tiles"] == 2 and FAMILY.get_config("digitanatomy")["tiles"] == 3
@@ -104,14 +99,14 @@ def test_each_position_is_trained_as_if_alone():
     objective on its own patches (no coupling, no 1/T dilution)."""
     net = FAMILY.build_networks("tiny")[0]
     image = torch.rand(4, 1, 32, 32)
-    terms = reconstruction_losses(net(image), image, WEIGHTS, num_models=net.num_models)
+    terms = memae_losses(net(image), image, WEIGHTS, num_models=net.num_models)
     joint = torch.autograd.grad(terms["total"], list(net.parameters()))
     patches = tile(image, 2).reshape(4, 4, 1, 16, 16)
     offset = 0
     for k, model in enumerate(net.models):
         params = list(model.parameters())
         alone = torch.autograd.grad(
-            reconstruction_losses(model(patches[:, k]), patches[:, k], WEIGHTS)["total"], params
+            memae_losses(model(patches[:, k]), patches[:, k], WEIGHTS)["total"], params
         )
         for g_joint, g_alone in zip(joint[offset : offset + len(params)], alone):
             torch.testing.assert_close(g_joint, g_alone, rtol=1e-4, atol=1e-7)
@@ -120,7 +115,7 @@ def test_each_position_is_trained_as_if_alone():
 
 def test_trainer_logs_the_positions_mean_losses():
     net = FAMILY.build_networks("tiny")[0]
-    trainer = ReconstructionTrainer(
+    trainer = MemAETrainer(
         "cpu",
         1,
         [{"image": torch.rand(2, 1, 32, 32)}],

@@ -1,5 +1,6 @@
-"""Network presets of the auto-encoder, whose encoder-decoder MemAE's
-and Patch-MemAE's presets extend (``methods/memae/presets.py``, ``methods/patch_memae/presets.py``).
+"""Network presets of the auto-encoder, whose encoder-decoder MemAE's and Patch-MemAE's
+presets extend (``methods/memae/presets.py``, ``methods/patch_memae/presets.py``), and the one
+way they become networks (``get_config`` through :func:`~..base.preset_config`, ``build``).
 
 The documents give no architecture for these baselines (SQUID paper Table 1 reports
 them at 128 px; lecture_gan_anomaly_detection.txt only says "CNN encoder and decoder
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["AUTOENCODER_PRESETS"]
+from ..base import network_arguments, preset_config
+from .networks import ConvAutoEncoder
 
-AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
+__all__ = ["PRESETS", "get_config", "build"]
+
+PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"image_size": 128, "channels": (32, 64, 128, 256, 32), "strides": (2, 2, 2, 2, 1)},
     "digitanatomy": {
         "image_size": 96,
@@ -34,3 +38,20 @@ AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
     },
     "tiny": {"image_size": 32, "channels": (8, 16, 32, 8), "strides": (2, 2, 2, 1)},
 }
+
+
+def get_config(preset: str = "paper", **overrides: Any) -> dict[str, Any]:
+    """The preset's settings with ``overrides`` applied (the network's other arguments may be
+    overridden too; unknown keys are an error)."""
+    return preset_config(
+        PRESETS,
+        preset,
+        overrides,
+        "autoencoder network setting",
+        known=network_arguments(ConvAutoEncoder),
+    )
+
+
+def build(preset: str = "paper", **overrides: Any) -> tuple[ConvAutoEncoder]:
+    """The untrained auto-encoder of a preset."""
+    return (ConvAutoEncoder(**get_config(preset, **overrides)),)

@@ -18,9 +18,9 @@ DAAD vs DAAD+ is the network setting ``adversarial`` (false / true), so ``networ
 records which one was trained: ``configs/methods/daad.json`` trains DAAD,
 ``configs/methods/daad_plus.json`` DAAD+ (it sets ``network_overrides = {"adversarial": true}``
 and the paper's DAAD+ learning rate; a command-line ``--network_overrides`` replaces that dict,
-so keep ``"adversarial": true`` in it). Both configs wire the optimisers and scalers from the
-networks built (:func:`build_optimizers`, :func:`build_scalers`), so either trains whichever
-variant the overrides ask for.
+so keep ``"adversarial": true`` in it). Both configs spell the optimisers (Adam, section 4.1)
+and scalers as ``_target_`` blocks, the discriminator's disabled when no discriminator was
+built, so either trains whichever variant the overrides ask for.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ __all__ = [
     "DAADTrainer",
     "DAADLossWeights",
     "FitScoreScaling",
-    "build_optimizers",
-    "build_scalers",
     "calibrate_daad",
     "fit_scaling",
     "division_rate",
@@ -81,32 +79,3 @@ class DAADFamily(Family):
 FAMILY = DAADFamily(
     "daad", PRESETS, RECIPES, DAADLossWeights, DAADTrainer, DAADScorer, get_config, build
 )
-
-
-def build_optimizers(
-    networks: Sequence[torch.nn.Module],
-    lr: float = 1e-4,
-    betas: Sequence[float] = (0.9, 0.999),
-    weight_decay: float = 0.0,
-    eps: float = 1e-8,
-) -> dict[str, torch.optim.Optimizer]:
-    """``{"g_optimizer": Adam(generator)}``, plus ``"d_optimizer"`` for DAAD+'s discriminator
-    (section 4.1: Adam, betas (0.9, 0.999), weight decay 0; lr 1e-4 DAAD, 2e-4 DAAD+)."""
-    names = ("g_optimizer", "d_optimizer")
-    return {
-        name: torch.optim.Adam(
-            net.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps
-        )
-        for name, net in zip(names, networks)
-    }
-
-
-def build_scalers(
-    networks: Sequence[torch.nn.Module], enabled: bool, device: str = "cuda"
-) -> dict[str, torch.amp.GradScaler]:
-    """One ``GradScaler`` per optimiser (``g_scaler``, and ``d_scaler`` for DAAD+), for the
-    ``device`` type the networks train on."""
-    return {
-        name: torch.amp.GradScaler(device, enabled=bool(enabled))
-        for name, _ in zip(("g_scaler", "d_scaler"), networks)
-    }

@@ -10,7 +10,7 @@ patches' reconstructions put back in place. Chosen where the paper is silent: ea
 position's MemAE is the MemAE preset's network at the patch size (same widths, same
 number of memory items), and the models are trained together on the sum of their
 objectives, which for disjoint parameters is exactly separate training
-(:mod:`squid_monai.engines.reconstruction`).
+(:mod:`squid_monai.methods.autoencoder.trainer`).
 """
 
 from __future__ import annotations

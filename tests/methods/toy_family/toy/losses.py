@@ -1,5 +1,5 @@
-"""The toy family's loss weights: the shared reconstruction objective's."""
+"""The toy family's loss weights: the auto-encoder family's L2."""
 
-from ...engines.reconstruction import ReconstructionLossWeights as ToyLossWeights
+from ..autoencoder import AutoEncoderLossWeights as ToyLossWeights
 
 __all__ = ["ToyLossWeights"]

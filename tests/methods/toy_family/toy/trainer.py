@@ -1,5 +1,6 @@
-"""The toy family's training iteration: the shared reconstruction trainer."""
+"""The toy family's training iteration: the auto-encoder family's (one reconstruction network,
+L2), reused through that family's package."""
 
-from ...engines.reconstruction import ReconstructionTrainer as ToyTrainer
+from ..autoencoder import AutoEncoderTrainer as ToyTrainer
 
 __all__ = ["ToyTrainer"]

@@ -1,0 +1,312 @@
+"""Which data a run uses: the :class:`DataSource` that :func:`choose_data` picks (a MONAI
+datalist, an image folder split by the paper's protocol, or DigitAnatomy on the fly), which
+gives every dataset of the run and the data's default network preset and training recipe;
+and :func:`bundle_root`, where the bundle lives.
+
+Below the adapters (training wiring, export, inference), which all need them: the decisions
+("no data given -> DigitAnatomy", "ZhangLab layout or normal/abnormal folders") are taken
+here, once, with tests. ``squid_monai.workflow`` re-exports them for the bundle configs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..transforms import train_transforms
+from ..transforms.compose import check_switches
+from .datalist import build_from_folder, load_datalist
+from .datasets import make_dataset
+from .digitanatomy import DigitAnatomyDataset, digitanatomy_split
+
+__all__ = ["DataSource", "DatalistSource", "DigitAnatomySource", "bundle_root", "choose_data"]
+
+logger = logging.getLogger(__name__)
+
+_BUNDLE_NAME = "squid"
+
+
+def bundle_root() -> str:
+    """The bundle folder, whether the command runs from the repository root, from inside
+    the bundle, or elsewhere on an installed checkout (``--bundle_root`` overrides it)."""
+    cwd = Path.cwd()
+    for candidate in (
+        cwd,
+        cwd / "bundles" / _BUNDLE_NAME,
+        Path(__file__).resolve().parents[2] / "bundles" / _BUNDLE_NAME,
+    ):
+        if (candidate / "configs" / "metadata.json").is_file() and (
+            candidate / "configs" / "train.json"
+        ).is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"cannot find the {_BUNDLE_NAME} bundle from {cwd}: pass --bundle_root")
+
+
+class DataSource:
+    """The one decision "which data does this run use", taken by :func:`choose_data`; every
+    dataset of a run and the data-dependent defaults (network preset, training recipe) come
+    from it, so no config or function tests "no data given" again.
+
+    Attributes:
+        name: ``"digitanatomy"`` or ``"datalist"``.
+        preset: the default network preset for this data.
+        recipe: the training recipe (:mod:`squid_monai.methods.squid.recipes`) for this data.
+        splits: the training / validation / test items (None for DigitAnatomy, generated).
+        origin: where the items come from (the datalist file or the image folder; empty
+            for DigitAnatomy), the source of the run's dataset lineage (:mod:`.lineage`).
+    """
+
+    name = ""
+    preset = ""
+    recipe = ""
+    splits: dict | None = None
+    origin = ""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def training(
+        self,
+        image_size: int,
+        digitanatomy_length: int = 1024,
+        cache: bool = True,
+        skip_bad: bool = False,
+        report_path: str | None = None,
+        num_workers: int | None = None,
+        intensity: str = "percentile",
+        augment_resampling: str = "bilinear",
+        global_augment: str = "none",
+    ) -> torch.utils.data.Dataset:
+        """The augmented training set (``intensity``, ``augment_resampling`` and
+        ``global_augment``: the preprocessing switches of :mod:`squid_monai.transforms.compose`)."""
+        raise NotImplementedError
+
+    def validation(
+        self,
+        image_size: int,
+        split: str = "validation",
+        n_normal: int = 100,
+        n_abnormal: int = 100,
+        cache: bool = True,
+        skip_bad: bool = False,
+        report_path: str | None = None,
+        intensity: str = "percentile",
+    ) -> torch.utils.data.Dataset:
+        """An un-augmented labelled split (``validation``, ``report`` or ``test``)."""
+        raise NotImplementedError
+
+    def calibration(
+        self,
+        image_size: int,
+        max_images: int = 256,
+        cache: bool = True,
+        intensity: str = "percentile",
+        on: str = "normals",
+    ) -> torch.utils.data.Dataset:
+        """Un-augmented training images for the score calibration (at most ``max_images``):
+        ``on="normals"`` the normal ones; ``on="training"`` the training images as they are,
+        labels unread, for training data nobody has sorted (the paper's Figure 10 study)."""
+        raise NotImplementedError
+
+
+class DigitAnatomySource(DataSource):
+    """No data given: DigitAnatomy, generated on the fly (normals for training, fixed-seed
+    unseen handwriting with anomalies for validation and test)."""
+
+    name, preset, recipe = "digitanatomy", "digitanatomy_small", "digitanatomy"
+
+    def training(
+        self,
+        image_size,
+        digitanatomy_length=1024,
+        cache=True,
+        skip_bad=False,
+        report_path=None,
+        num_workers=None,
+        intensity="percentile",
+        augment_resampling="bilinear",
+        global_augment="none",
+    ):
+        options = check_switches(
+            intensity=intensity,
+            augment_resampling=augment_resampling,
+            global_augment=global_augment,
+        )
+        return DigitAnatomyDataset(
+            digitanatomy_length, seed=self.seed, transform=train_transforms(image_size, **options)
+        )
+
+    def validation(
+        self,
+        image_size,
+        split="validation",
+        n_normal=100,
+        n_abnormal=100,
+        cache=True,
+        skip_bad=False,
+        report_path=None,
+        intensity="percentile",
+    ):
+        which = split if split in ("validation", "report") else "test"
+        items = digitanatomy_split(n_normal, n_abnormal, seed=self.seed, split=which)
+        return make_dataset(
+            items,
+            image_size,
+            train=False,
+            cache=cache,
+            skip_bad=skip_bad,
+            report_path=report_path,
+            **check_switches(intensity=intensity),
+        )
+
+    def calibration(
+        self, image_size, max_images=256, cache=True, intensity="percentile", on="normals"
+    ):
+        _check_calibrate_on(on)  # its training images are all normal
+        return make_dataset(
+            digitanatomy_split(max_images, 0, seed=self.seed, split="training"),
+            image_size,
+            train=False,
+            cache=cache,
+            **check_switches(intensity=intensity),
+        )
+
+
+class DatalistSource(DataSource):
+    """Real radiographs: the ``training`` / ``validation`` / ``test`` items of a datalist."""
+
+    name, preset, recipe = "datalist", "small", "chest"
+
+    def __init__(self, splits: dict, seed: int = 0, origin: str = ""):
+        super().__init__(seed)
+        self.splits, self.origin = splits, origin
+
+    def training(
+        self,
+        image_size,
+        digitanatomy_length=1024,
+        cache=True,
+        skip_bad=False,
+        report_path=None,
+        num_workers=None,
+        intensity="percentile",
+        augment_resampling="bilinear",
+        global_augment="none",
+    ):
+        options = check_switches(
+            intensity=intensity,
+            augment_resampling=augment_resampling,
+            global_augment=global_augment,
+        )
+        items = [it for it in self.splits["training"] if "image" in it]
+        logger.info(
+            "training on %d images (%d normal)",
+            len(items),
+            sum(int(it.get("label", 0)) == 0 for it in items),
+        )
+        return make_dataset(
+            items,
+            image_size,
+            train=True,
+            cache=cache,
+            skip_bad=skip_bad,
+            report_path=report_path,
+            num_workers=num_workers,
+            **options,
+        )
+
+    def validation(
+        self,
+        image_size,
+        split="validation",
+        n_normal=100,
+        n_abnormal=100,
+        cache=True,
+        skip_bad=False,
+        report_path=None,
+        intensity="percentile",
+    ):
+        items = self.splits.get(split) or []
+        if not items:
+            raise ValueError(f"the data set has no {split!r} split")
+        return make_dataset(
+            items,
+            image_size,
+            train=False,
+            cache=cache,
+            skip_bad=skip_bad,
+            report_path=report_path,
+            **check_switches(intensity=intensity),
+        )
+
+    def calibration(
+        self, image_size, max_images=256, cache=True, intensity="percentile", on="normals"
+    ):
+        items = self.splits["training"]
+        if _check_calibrate_on(on) == "normals":
+            items = [it for it in items if int(it.get("label", 0)) == 0]
+        if not items:
+            raise ValueError(
+                "calibration needs normal training images; the training split has none"
+            )
+        pick = np.random.default_rng(self.seed).permutation(len(items))[:max_images]
+        return make_dataset(
+            [items[i] for i in sorted(pick)],
+            image_size,
+            train=False,
+            cache=cache,
+            **check_switches(intensity=intensity),
+        )
+
+
+def _check_calibrate_on(on: str) -> str:
+    if on not in ("normals", "training"):
+        raise ValueError(f"calibrate_on must be 'normals' or 'training', got {on!r}")
+    return on
+
+
+def choose_data(
+    dataset_dir: str | None = None,
+    datalist: str | None = None,
+    seed: int = 0,
+    val_per_class: int = 100,
+    report_per_class: int = 100,
+) -> DataSource:
+    """The run's :class:`DataSource`: a MONAI datalist JSON (``python -m squid_monai.data.datalist``),
+    else ``dataset_dir`` (a ZhangLab layout ``train|test/NORMAL|PNEUMONIA`` or generic ``normal/``
+    and ``abnormal/`` folders, split by the paper's protocol with ``seed`` and ``val_per_class``
+    normal and abnormal validation images; the paper uses 100, plus the report split of
+    ``report_per_class`` normal and abnormal images drawn after them and removed from
+    training; 0: none), else DigitAnatomy. A datalist's ``report`` and ``test`` lists may be
+    absent (empty)."""
+    if datalist:
+        path = Path(datalist)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: datalist not found")
+        splits = {}
+        for split in ("training", "validation", "report", "test"):
+            try:
+                splits[split] = load_datalist(path, split)
+            except (KeyError, ValueError):
+                splits[split] = []
+        if not splits["training"] or not splits["validation"]:
+            raise ValueError(
+                f"{path}: the datalist needs non-empty 'training' and 'validation' lists"
+            )
+        return DatalistSource(splits, seed, origin=str(path.resolve()))
+    if dataset_dir:
+        root = Path(dataset_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: dataset_dir is not a folder")
+        protocol = dict(
+            seed=seed,
+            n_val_normal=val_per_class,
+            n_val_abnormal=val_per_class,
+            n_report_normal=report_per_class,
+            n_report_abnormal=report_per_class,
+        )
+        return DatalistSource(build_from_folder(root, **protocol), seed, origin=str(root.resolve()))
+    return DigitAnatomySource(seed)
