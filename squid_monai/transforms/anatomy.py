@@ -48,7 +48,10 @@ from skimage.exposure import equalize_adapthist
 from skimage.filters import threshold_otsu
 from skimage.segmentation import clear_border
 
-__all__ = ["AnatPaste", "LungField", "lung_field"]
+__all__ = ["PASTES", "AnatPaste", "LungField", "lung_field", "paste_batch", "paste_transform"]
+
+#: The values of a ``paste`` switch: AnatPaste (inside the lung field) or CutPaste (anywhere).
+PASTES = ("anatpaste", "cutpaste")
 
 #: The authors' working size: pixel counts and lengths below are given at it.
 REFERENCE_SIZE = 256
@@ -214,3 +217,22 @@ class AnatPaste(RandomizableTransform):
                 torch.as_tensor(weight, device=image.device, dtype=image.dtype),
             )
         return pasted, weight
+
+
+def paste_transform(paste: str = "anatpaste") -> AnatPaste:
+    """The augmentation a ``paste`` switch names (:data:`PASTES`), with the authors' ranges,
+    its random state drawn from NumPy's global generator (so the bundle's seed fixes it)."""
+    if paste not in PASTES:
+        raise ValueError(f"paste must be one of {PASTES}, got {paste!r}")
+    transform = AnatPaste(in_lung=paste == "anatpaste")
+    transform.set_random_state(seed=int(np.random.randint(2**31)))
+    return transform
+
+
+def paste_batch(transform: AnatPaste, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pasted, weight) for a batch (B, 1, H, W): ``transform`` on each image, on the CPU,
+    returned on the batch's device and dtype."""
+    pairs = [transform(x) for x in image.detach().float().cpu()]
+    pasted = torch.stack([p for p, _ in pairs]).to(image)
+    weight = torch.stack([w for _, w in pairs]).to(image)
+    return pasted, weight

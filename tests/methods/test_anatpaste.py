@@ -22,11 +22,10 @@ from squid_monai.methods.anatpaste import (
     AnatPasteNet,
     AnatPasteScorer,
     AnatPasteTrainer,
-    paste_transform,
 )
 from squid_monai.scoring import calibrate
 from squid_monai.scoring.scorer import calibrated_score
-from squid_monai.transforms.anatomy import lung_field
+from squid_monai.transforms.anatomy import lung_field, paste_transform
 from squid_monai.workflow import DigitAnatomySource
 
 from ..trained_bundle import BUNDLE, CONFIGS, TINY, VAL_SIZE, run_command

@@ -54,11 +54,10 @@ from .networks import AnatPasteNet
 from .presets import PRESETS, build, get_config
 from .recipes import RECIPES
 from .scorer import AnatPasteScorer, mahalanobis
-from .trainer import PASTES, AnatPasteTrainer, jitter_batch, paste_batch, paste_transform
+from .trainer import AnatPasteTrainer, jitter_batch
 
 __all__ = [
     "FAMILY",
-    "PASTES",
     "AnatPasteLossWeights",
     "AnatPasteNet",
     "AnatPasteScorer",
@@ -66,9 +65,7 @@ __all__ = [
     "classification_loss",
     "jitter_batch",
     "mahalanobis",
-    "paste_batch",
     "paste_labels",
-    "paste_transform",
 ]
 
 FAMILY = Family(

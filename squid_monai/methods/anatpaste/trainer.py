@@ -10,8 +10,8 @@ The paste is applied here, to the batch the shared data pipeline delivers, rathe
 pipeline: the pipeline is the same for every family (one ``train.json``), and the step needs
 the clean image and its pasted copy side by side. It runs on the CPU (NumPy / scikit-image,
 a few milliseconds an image at 64 px) and its result moves to the training device. Its random
-state is drawn from the global NumPy generator at the first iteration, so the bundle's seed
-(``squid_monai.determinism``) makes runs repeatable.
+state is drawn from the global NumPy generator when the trainer is built, after the bundle's
+seed (``squid_monai.determinism``), so runs are repeatable.
 
 ``engine.state.output``: ``loss`` and ``loss_classification`` (floats) and ``accuracy`` on the
 batch (both halves). As every family's trainer (:class:`~squid_monai.engines.base.GuardedTrainer`):
@@ -30,29 +30,10 @@ from monai.engines.utils import IterationEvents
 
 from ...engines.base import GuardedTrainer
 from ...engines.utils import average_running_stats, norm_buffers
-from ...transforms.anatomy import AnatPaste
+from ...transforms.anatomy import paste_batch, paste_transform
 from .losses import AnatPasteLossWeights, classification_loss, paste_labels
 
-__all__ = ["AnatPasteTrainer", "PASTES", "jitter_batch", "paste_batch", "paste_transform"]
-
-#: The values of the ``paste`` switch: AnatPaste (inside the lung field) or CutPaste (anywhere).
-PASTES = ("anatpaste", "cutpaste")
-
-
-def paste_transform(paste: str = "anatpaste") -> AnatPaste:
-    """The augmentation a ``paste`` switch names, with the authors' ranges."""
-    if paste not in PASTES:
-        raise ValueError(f"paste must be one of {PASTES}, got {paste!r}")
-    return AnatPaste(in_lung=paste == "anatpaste")
-
-
-def paste_batch(transform: AnatPaste, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pasted, weight) for a batch (B, 1, H, W): ``transform`` on each image, on the CPU,
-    returned on the batch's device and dtype."""
-    pairs = [transform(x) for x in image.detach().float().cpu()]
-    pasted = torch.stack([p for p, _ in pairs]).to(image)
-    weight = torch.stack([w for _, w in pairs]).to(image)
-    return pasted, weight
+__all__ = ["AnatPasteTrainer", "jitter_batch"]
 
 
 def jitter_batch(
@@ -112,22 +93,15 @@ class AnatPasteTrainer(GuardedTrainer):
             optimizer=optimizer,
             **engine_args,
         )
-        self.network, self.paste = network, paste_transform(paste)
+        self.network, self.paste = network, paste_transform(paste)  # checks the switch
         self.image_jitter = float(image_jitter)
         self.loss_weights = self._loss_weights(loss_weights, AnatPasteLossWeights)
         self.scaler = self.grad_scaler(scaler)
-        self._random: np.random.RandomState | None = None
-
-    def _generator(self) -> np.random.RandomState:
-        """The augmentation's random state, seeded from the global NumPy generator once."""
-        if self._random is None:
-            self._random = np.random.RandomState(np.random.randint(2**31))
-            self.paste.set_random_state(state=self._random)
-        return self._random
+        self._random = self.paste.R  # the jitter's draws share the paste's random state
 
     def _iteration(self, engine: AnatPasteTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         image = self._image(engine, batchdata)
-        normal = jitter_batch(image, self.image_jitter, self._generator())
+        normal = jitter_batch(image, self.image_jitter, self._random)
         pasted, _ = paste_batch(self.paste, normal)
         inputs = torch.cat([normal, pasted])
         labels = paste_labels(image.shape[0], inputs.device)
