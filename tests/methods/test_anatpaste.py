@@ -5,16 +5,12 @@ the lung field), and the bundle end to end (train, evaluate, TorchScript export 
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from squid_monai.export import export_bundle
-from squid_monai.loading import load_scorer
 from squid_monai.methods import ModelFamily, Scorer, get_family
 from squid_monai.methods.anatpaste import (
     FAMILY,
@@ -28,12 +24,10 @@ from squid_monai.scoring.scorer import calibrated_score
 from squid_monai.transforms.anatomy import lung_field, paste_transform
 from squid_monai.workflow import DigitAnatomySource
 
-from ..trained_bundle import BUNDLE, CONFIGS, TINY, VAL_SIZE, run_command
 from ..transforms.test_anatomy import synthetic_radiograph
+from .reconstruction_checks import train_evaluate_export
 
 SIZE = 32  # the tiny preset
-TRAIN_CONFIGS = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'methods' / 'anatpaste.json'}']"
-EVAL_CONFIGS = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']"
 
 
 def test_anatpaste_is_a_model_family():
@@ -148,57 +142,22 @@ def test_a_step_classifies_normal_against_pasted_inside_the_lung_field(amp):
 
 
 def test_bundle_trains_evaluates_and_exports(tmp_path):
-    out = tmp_path / "run"
-    result = run_command(
-        [
-            "run",
-            "training",
-            "--config_file",
-            TRAIN_CONFIGS,
-            "--epochs",
-            "1",
-            "--output_dir",
-            str(out),
-            *TINY,
-            "--mlflow_tracking",
-            "false",
-        ]
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    models = out / "models"
-    recipe = json.loads((models / "network.json").read_text())
-    assert (recipe["family"], recipe["preset"]) == ("anatpaste", "tiny")
-    scorer = load_scorer(models / "model.pt")
+    result = train_evaluate_export("anatpaste", tmp_path / "run", epochs=1)
+    assert (result["recipe"].family, result["recipe"].preset) == ("anatpaste", "tiny")
+    assert result["summary"]["skipped_steps"] == 0
+    checkpoint = result["checkpoint"]  # the config's SGD, cosine schedule and scaler resume
+    assert {"model", "ema_model", "optimizer", "scheduler", "scaler"} <= set(checkpoint)
+    assert checkpoint["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    assert 0.0 <= result["metrics"]["squid"]["auc"] <= 1.0
+    scorer = result["scorer"]
     assert isinstance(scorer, AnatPasteScorer) and scorer.std.item() > 0
     assert not torch.equal(scorer.density_precision, torch.eye(64))  # the Gaussian was fitted
-
-    result = run_command(
-        [
-            "run",
-            "evaluating",
-            "--config_file",
-            EVAL_CONFIGS,
-            "--output_dir",
-            str(out),
-            "--eval_split",
-            "test",
-            *TINY,
-            "--mlflow_tracking",
-            "false",
-        ]
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    with open(out / "eval" / "test" / "scores.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * VAL_SIZE and all(r["score"] and not r["error"] for r in rows)
-
-    data = DigitAnatomySource().validation(SIZE, split="test", n_normal=2, n_abnormal=2)
-    images = torch.stack([data[i]["image"].as_tensor() for i in range(len(data))])
-    expected = scorer(images)
-    exported = export_bundle(BUNDLE, out, filepath=tmp_path / "model.ts")
+    exported = result["export"]
     assert {"score", "logit", "distance"} <= set(exported["max_abs_diff"])
     assert max(exported["max_abs_diff"].values()) <= 1e-5
-    module = torch.jit.load(str(tmp_path / "model.ts"), map_location="cpu")
-    got = module(images)
+    data = DigitAnatomySource().validation(SIZE, split="test", n_normal=2, n_abnormal=2)
+    images = torch.stack([data[i]["image"].as_tensor() for i in range(len(data))])
+    module = torch.jit.load(str(exported["filepath"]), map_location="cpu")
+    got, expected = module(images), scorer(images)
     for key in ("score", "distance", "reconstruction"):
         torch.testing.assert_close(got[key], expected[key], atol=1e-5, rtol=0)
