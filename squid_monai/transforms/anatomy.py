@@ -220,18 +220,18 @@ class AnatPaste(RandomizableTransform):
 
 
 def paste_transform(paste: str = "anatpaste") -> AnatPaste:
-    """The augmentation a ``paste`` switch names (:data:`PASTES`), with the authors' ranges,
-    its random state drawn from NumPy's global generator (so the bundle's seed fixes it)."""
+    """The augmentation a ``paste`` switch names (:data:`PASTES`), with the authors' ranges."""
     if paste not in PASTES:
         raise ValueError(f"paste must be one of {PASTES}, got {paste!r}")
-    transform = AnatPaste(in_lung=paste == "anatpaste")
-    transform.set_random_state(seed=int(np.random.randint(2**31)))
-    return transform
+    return AnatPaste(in_lung=paste == "anatpaste")
 
 
 def paste_batch(transform: AnatPaste, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(pasted, weight) for a batch (B, 1, H, W): ``transform`` on each image, on the CPU,
-    returned on the batch's device and dtype."""
+    returned on the batch's device and dtype. The transform is first seeded from NumPy's global
+    generator (one draw), which the bundle seeds and its checkpoints save: a run is repeatable,
+    and a resumed one draws the lesions an uninterrupted one would."""
+    transform.set_random_state(seed=int(np.random.randint(2**31)))
     pairs = [transform(x) for x in image.detach().float().cpu()]
     pasted = torch.stack([p for p, _ in pairs]).to(image)
     weight = torch.stack([w for _, w in pairs]).to(image)

@@ -11,7 +11,13 @@ import torch
 from scipy import ndimage
 
 from squid_monai.transforms import preprocess
-from squid_monai.transforms.anatomy import AnatPaste, LungField, lung_field
+from squid_monai.transforms.anatomy import (
+    AnatPaste,
+    LungField,
+    lung_field,
+    paste_batch,
+    paste_transform,
+)
 
 SIZE = 64
 
@@ -118,3 +124,14 @@ def test_paste_is_repeatable_and_keeps_tensors_on_their_device():
         AnatPaste()(torch.rand(3, SIZE, SIZE))
     with pytest.raises(ValueError, match="area_ratio"):
         AnatPaste(area_ratio=(0.2, 0.1))
+
+
+def test_a_batch_is_pasted_from_numpys_global_generator():
+    batch = torch.stack([torch.as_tensor(synthetic_radiograph(seed=s)[0]) for s in range(3)])
+    transform = paste_transform("anatpaste")
+    np.random.seed(5)
+    first, weight = paste_batch(transform, batch)
+    np.random.seed(5)
+    again, _ = paste_batch(transform, batch)  # the global state decides: a resume redraws it
+    assert torch.equal(first, again) and first.shape == weight.shape == batch.shape
+    assert not torch.equal(paste_batch(transform, batch)[0], first)  # the next batch differs

@@ -9,9 +9,10 @@ one optimiser step on the cross-entropy.
 The paste is applied here, to the batch the shared data pipeline delivers, rather than in the
 pipeline: the pipeline is the same for every family (one ``train.json``), and the step needs
 the clean image and its pasted copy side by side. It runs on the CPU (NumPy / scikit-image,
-a few milliseconds an image at 64 px) and its result moves to the training device. Its random
-state is drawn from the global NumPy generator when the trainer is built, after the bundle's
-seed (``squid_monai.determinism``), so runs are repeatable.
+a few milliseconds an image at 64 px) and its result moves to the training device. Its draws
+are seeded from NumPy's global generator at each step and the jitter's come from torch's, both
+seeded by the bundle (``squid_monai.determinism``) and saved by its checkpoints: runs are
+repeatable and resume exactly.
 
 ``engine.state.output``: ``loss`` and ``loss_classification`` (floats) and ``accuracy`` on the
 batch (both halves). As every family's trainer (:class:`~squid_monai.engines.base.GuardedTrainer`):
@@ -24,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 from monai.engines.utils import IterationEvents
 
@@ -36,22 +36,17 @@ from .losses import AnatPasteLossWeights, classification_loss, paste_labels
 __all__ = ["AnatPasteTrainer", "jitter_batch"]
 
 
-def jitter_batch(
-    image: torch.Tensor, strength: float, generator: np.random.RandomState
-) -> torch.Tensor:
+def jitter_batch(image: torch.Tensor, strength: float) -> torch.Tensor:
     """Each image's brightness then contrast scaled by U(1 - strength, 1 + strength) (contrast
-    about its mean), clipped to [0, 1]; ``strength`` 0 returns the batch unchanged."""
+    about its mean), clipped to [0, 1]; ``strength`` 0 returns the batch unchanged. The factors
+    are drawn on the CPU from torch's global generator (saved by the checkpoints)."""
     if strength <= 0:
         return image
-    low, high, n = 1 - strength, 1 + strength, image.shape[0]
-    shape = (n, 1, 1, 1)
-    brightness = torch.as_tensor(generator.uniform(low, high, n), dtype=image.dtype).to(
-        image.device
-    )
-    contrast = torch.as_tensor(generator.uniform(low, high, n), dtype=image.dtype).to(image.device)
-    image = (image * brightness.view(shape)).clamp(0, 1)
+    shape = (image.shape[0], 1, 1, 1)
+    brightness, contrast = (1 + strength * (2 * torch.rand(2, *shape) - 1)).to(image)
+    image = (image * brightness).clamp(0, 1)
     mean = image.mean((1, 2, 3), keepdim=True)
-    return (contrast.view(shape) * image + (1 - contrast.view(shape)) * mean).clamp(0, 1)
+    return (contrast * image + (1 - contrast) * mean).clamp(0, 1)
 
 
 class AnatPasteTrainer(GuardedTrainer):
@@ -97,11 +92,10 @@ class AnatPasteTrainer(GuardedTrainer):
         self.image_jitter = float(image_jitter)
         self.loss_weights = self._loss_weights(loss_weights, AnatPasteLossWeights)
         self.scaler = self.grad_scaler(scaler)
-        self._random = self.paste.R  # the jitter's draws share the paste's random state
 
     def _iteration(self, engine: AnatPasteTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         image = self._image(engine, batchdata)
-        normal = jitter_batch(image, self.image_jitter, self._random)
+        normal = jitter_batch(image, self.image_jitter)
         pasted, _ = paste_batch(self.paste, normal)
         inputs = torch.cat([normal, pasted])
         labels = paste_labels(image.shape[0], inputs.device)

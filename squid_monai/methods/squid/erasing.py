@@ -95,7 +95,7 @@ def paste_lesions(
 
     Returns the batch (a new tensor; ``image`` is not modified) and a (B,) bool tensor, True
     for the images left unchanged. The images are chosen with torch's global generator, the
-    lesions drawn from ``transform``'s own random state."""
+    lesions drawn by ``transform`` seeded from NumPy's global generator (:func:`~squid_monai.transforms.anatomy.paste_batch`)."""
     b = image.shape[0]
     clean = torch.ones(b, dtype=torch.bool, device=image.device)
     k = min(round(check_fraction(fraction, "synthetic_fraction") * b), b - 1)
