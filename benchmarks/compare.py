@@ -52,9 +52,11 @@ FAMILIES = (
     "ganomaly",
     "daad",
     "daad_plus",
+    "anatpaste",
 )
 #: The SQUID paper's Table 1 (ZhangLab, AUC / Acc / F1 in %, mean +- std where given);
-#: Patch-MemAE from Table 7, printed there as the change against MemAE. DAAD is not in it.
+#: Patch-MemAE from Table 7, printed there as the change against MemAE. DAAD is not in it;
+#: AnatPaste's figure is its own paper's.
 PAPER_ZHANGLAB = {
     "squid": "87.6 +- 1.5 / 80.3 +- 1.3 / 84.7 +- 0.8",
     "autoencoder": "59.9 / 63.4 / 77.2",
@@ -64,6 +66,7 @@ PAPER_ZHANGLAB = {
     "ganomaly": "78.0 / 70.0 / 79.0",
     "daad": "-",
     "daad_plus": "-",
+    "anatpaste": "92.1 AUC (the AnatPaste paper; not in SQUID's Table 1)",
 }
 SPLITS = {"digitanatomy": ["test"], "zhanglab": ["validation", "report"]}
 #: Per split, the columns of a table row: key of the seeds aggregate -> heading. Both

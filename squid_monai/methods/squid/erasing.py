@@ -1,5 +1,5 @@
-"""Random erasing of training inputs: an in-painting objective for the student (beyond the
-paper, a switch; off by default).
+"""Random erasing of training inputs, or synthetic lesions pasted into them: an in-painting
+objective for the student (beyond the paper, switches; off by default).
 
 Why: trained on normal images only, the student learns to pass each cell through the encoder
 skips, so an anomalous cell is copied, not in-painted (docs/EXPERIMENTS.md, "Making SQUID detect",
@@ -7,6 +7,12 @@ diagnosis). Erasing a random rectangle from some of a batch's inputs while every
 stays the clean image (the objective of RIAD, Zavrtanik et al., Pattern Recognition 2021)
 makes a skip that carries nothing useful a case the decoder has to fill from the
 memory-read bottleneck. The rectangles are not aligned with SQUID's tiles.
+
+The synthetic lesions (:func:`paste_lesions`, the ``synthetic_anomaly`` switch) join SQUID with
+AnatPaste (Sato et al.): instead of a black rectangle, a patch of the image itself blended into
+its lung field (:mod:`squid_monai.transforms.anatomy`), which looks like a local opacity rather
+than missing data, so that the generator learns to in-paint lesions away and its residual marks
+them.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["erase_random_rectangles", "check_erasing"]
+from ...transforms.anatomy import AnatPaste, paste_batch
+
+__all__ = ["erase_random_rectangles", "check_erasing", "paste_lesions"]
 
 
 def check_erasing(fraction: float, size: Sequence[float]) -> tuple[float, float]:
     """The (min, max) rectangle side, after checking both settings (ValueError naming them)."""
-    if not 0.0 <= float(fraction) < 1.0:
-        raise ValueError(f"input_erasing must be in [0, 1), got {fraction}")
+    check_fraction(fraction, "input_erasing")
     bounds = tuple(float(s) for s in size)
     if len(bounds) != 2 or not 0.0 < bounds[0] <= bounds[1] <= 1.0:
         raise ValueError(
@@ -71,3 +78,31 @@ def erase_random_rectangles(
     mask[chosen] = (inside_r[:, :, None] & inside_c[:, None, :])[:, None]
     clean[chosen] = False
     return image.masked_fill(mask, fill), clean
+
+
+def check_fraction(fraction: float, name: str) -> float:
+    """``fraction`` as a float in [0, 1) (ValueError naming the setting)."""
+    if not 0.0 <= float(fraction) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {fraction}")
+    return float(fraction)
+
+
+def paste_lesions(
+    image: torch.Tensor, fraction: float, transform: AnatPaste
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste a synthetic lesion (``transform``) into ``round(fraction * B)`` of the B images
+    (at most B - 1, as :func:`erase_random_rectangles`).
+
+    Returns the batch (a new tensor; ``image`` is not modified) and a (B,) bool tensor, True
+    for the images left unchanged. The images are chosen with torch's global generator, the
+    lesions drawn by ``transform`` seeded from NumPy's global generator (:func:`~squid_monai.transforms.anatomy.paste_batch`)."""
+    b = image.shape[0]
+    clean = torch.ones(b, dtype=torch.bool, device=image.device)
+    k = min(round(check_fraction(fraction, "synthetic_fraction") * b), b - 1)
+    if k <= 0:
+        return image, clean
+    chosen = torch.randperm(b, device=image.device)[:k]
+    pasted = image.clone()
+    pasted[chosen] = paste_batch(transform, image[chosen])[0]
+    clean[chosen] = False
+    return pasted, clean

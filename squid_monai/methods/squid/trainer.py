@@ -40,7 +40,8 @@ from monai.utils import evenly_divisible_all_gather
 
 from ...engines.base import GuardedTrainer
 from ...engines.utils import average_running_stats, is_distributed, norm_buffers, unwrap
-from .erasing import check_erasing, erase_random_rectangles
+from ...transforms.anatomy import paste_transform
+from .erasing import check_erasing, check_fraction, erase_random_rectangles, paste_lesions
 from .losses import SQUIDLossWeights, discriminator_loss, generator_losses
 
 __all__ = ["SQUIDTrainer", "LOSS_KEYS"]
@@ -77,6 +78,13 @@ class SQUIDTrainer(GuardedTrainer):
             (beyond the paper; 0, the default, is the paper's training;
             :mod:`~squid_monai.methods.squid.erasing`). Only clean images' tokens enter the queues.
         erasing_size: (min, max) side of the erased rectangle, as a fraction of the image side.
+        synthetic_anomaly: ``"none"`` (the default, the paper's training), ``"anatpaste"`` or
+            ``"cutpaste"``: a share of each batch's generator inputs gets a patch of itself
+            pasted into its lung field (or anywhere), while the loss targets and the
+            discriminator's real images stay clean, so the generator learns to in-paint
+            lesions away (:func:`~squid_monai.methods.squid.erasing.paste_lesions`). Only
+            unchanged images' tokens enter the queues.
+        synthetic_fraction: that share (default 0.5; at least one image per batch stays clean).
         amp: mixed precision, one ``GradScaler`` per optimiser; float16 on CUDA, bfloat16 on
             the CPU (only when asked; fp32 is the CPU default).
         max_nonfinite: consecutive non-finite steps tolerated before the run is stopped.
@@ -99,6 +107,8 @@ class SQUIDTrainer(GuardedTrainer):
         n_critic: int = 1,
         input_erasing: float = 0.0,
         erasing_size: Sequence[float] = (0.125, 0.333),
+        synthetic_anomaly: str = "none",
+        synthetic_fraction: float = 0.5,
         amp: bool = False,
         max_nonfinite: int = 20,
         g_scaler: torch.amp.GradScaler | None = None,
@@ -125,6 +135,8 @@ class SQUIDTrainer(GuardedTrainer):
             float(input_erasing),
             check_erasing(input_erasing, erasing_size),
         )
+        self.synthetic_fraction = check_fraction(synthetic_fraction, "synthetic_fraction")
+        self.paste = None if synthetic_anomaly == "none" else paste_transform(synthetic_anomaly)
         self.g_scaler, self.d_scaler = self.grad_scaler(g_scaler), self.grad_scaler(d_scaler)
 
     def _iteration(self, engine: SQUIDTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +151,9 @@ class SQUIDTrainer(GuardedTrainer):
         inputs, clean = image, None
         if self.input_erasing > 0:
             inputs, clean = erase_random_rectangles(image, self.input_erasing, self.erasing_size)
+        if self.paste is not None:
+            inputs, unpasted = paste_lesions(inputs, self.synthetic_fraction, self.paste)
+            clean = unpasted if clean is None else clean & unpasted
         with self._autocast(), torch.set_grad_enabled(update_g):
             out = gen(inputs)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
@@ -188,7 +203,7 @@ class SQUIDTrainer(GuardedTrainer):
         if d_ok and (g_ok or not update_g):
             self._nonfinite_run = 0
         if g_ok and ("tokens" in out or "decoder_tokens" in out):
-            # identical on every rank, and so is the decision; erased images' tokens stay out
+            # identical on every rank, and so is the decision; erased or pasted images' tokens stay out
             def normal(t: torch.Tensor) -> torch.Tensor:
                 return self._gather(t if clean is None else t[clean])
 
