@@ -109,9 +109,12 @@ class DataSource:
         intensity: str = "percentile",
         augment_resampling: str = "bilinear",
         global_augment: str = "none",
+        transform=None,
     ) -> torch.utils.data.Dataset:
-        """The augmented training set (``intensity``, ``augment_resampling`` and
-        ``global_augment``: the preprocessing switches of :mod:`squid_monai.transforms.compose`)."""
+        """The augmented training set: items through ``transform`` (the bundle's
+        ``train#preprocessing``), else through ``train_transforms`` with the preprocessing
+        switches ``intensity``, ``augment_resampling`` and ``global_augment``
+        (:mod:`squid_monai.transforms.compose`)."""
         raise NotImplementedError
 
     def validation(
@@ -124,8 +127,11 @@ class DataSource:
         skip_bad: bool = False,
         report_path: str | None = None,
         intensity: str = "percentile",
+        transform=None,
     ) -> torch.utils.data.Dataset:
-        """An un-augmented labelled split (``validation``, ``report`` or ``test``)."""
+        """An un-augmented labelled split (``validation``, ``report`` or ``test``), through
+        ``transform`` (the bundle's ``validate#preprocessing``), else ``inference_transforms``
+        with ``intensity``."""
         raise NotImplementedError
 
     def calibration(
@@ -135,6 +141,7 @@ class DataSource:
         cache: bool = True,
         intensity: str = "percentile",
         on: str = "normals",
+        transform=None,
     ) -> torch.utils.data.Dataset:
         """Un-augmented training images for the score calibration (at most ``max_images``):
         ``on="normals"`` the normal ones; ``on="training"`` the training images as they are,
@@ -159,6 +166,7 @@ class DigitAnatomySource(DataSource):
         intensity="percentile",
         augment_resampling="bilinear",
         global_augment="none",
+        transform=None,
     ):
         options = check_switches(
             intensity=intensity,
@@ -166,7 +174,9 @@ class DigitAnatomySource(DataSource):
             global_augment=global_augment,
         )
         return DigitAnatomyDataset(
-            digitanatomy_length, seed=self.seed, transform=train_transforms(image_size, **options)
+            digitanatomy_length,
+            seed=self.seed,
+            transform=transform or train_transforms(image_size, **options),
         )
 
     def validation(
@@ -179,6 +189,7 @@ class DigitAnatomySource(DataSource):
         skip_bad=False,
         report_path=None,
         intensity="percentile",
+        transform=None,
     ):
         which = split if split in ("validation", "report") else "test"
         items = digitanatomy_split(n_normal, n_abnormal, seed=self.seed, split=which)
@@ -189,11 +200,18 @@ class DigitAnatomySource(DataSource):
             cache=cache,
             skip_bad=skip_bad,
             report_path=report_path,
+            transform=transform,
             **check_switches(intensity=intensity),
         )
 
     def calibration(
-        self, image_size, max_images=256, cache=True, intensity="percentile", on="normals"
+        self,
+        image_size,
+        max_images=256,
+        cache=True,
+        intensity="percentile",
+        on="normals",
+        transform=None,
     ):
         _check_calibrate_on(on)  # its training images are all normal
         return make_dataset(
@@ -201,6 +219,7 @@ class DigitAnatomySource(DataSource):
             image_size,
             train=False,
             cache=cache,
+            transform=transform,
             **check_switches(intensity=intensity),
         )
 
@@ -225,6 +244,7 @@ class DatalistSource(DataSource):
         intensity="percentile",
         augment_resampling="bilinear",
         global_augment="none",
+        transform=None,
     ):
         options = check_switches(
             intensity=intensity,
@@ -245,6 +265,7 @@ class DatalistSource(DataSource):
             skip_bad=skip_bad,
             report_path=report_path,
             num_workers=num_workers,
+            transform=transform,
             **options,
         )
 
@@ -258,6 +279,7 @@ class DatalistSource(DataSource):
         skip_bad=False,
         report_path=None,
         intensity="percentile",
+        transform=None,
     ):
         items = self.splits.get(split) or []
         if not items:
@@ -269,11 +291,18 @@ class DatalistSource(DataSource):
             cache=cache,
             skip_bad=skip_bad,
             report_path=report_path,
+            transform=transform,
             **check_switches(intensity=intensity),
         )
 
     def calibration(
-        self, image_size, max_images=256, cache=True, intensity="percentile", on="normals"
+        self,
+        image_size,
+        max_images=256,
+        cache=True,
+        intensity="percentile",
+        on="normals",
+        transform=None,
     ):
         items = self.splits["training"]
         if _check_calibrate_on(on) == "normals":
@@ -288,6 +317,7 @@ class DatalistSource(DataSource):
             image_size,
             train=False,
             cache=cache,
+            transform=transform,
             **check_switches(intensity=intensity),
         )
 
@@ -391,13 +421,16 @@ def training_recipe(
     new learning rate, input erasing switched on) cannot change a half-trained run. Settings
     given on the command line still override single keys, as on a fresh start.
 
-    Resuming a run of another family or recipe (other data) is an error naming the file.
+    Resuming a run of another family or recipe (other data) is an error naming the file. A
+    setting the pinned file lacks (pinned before the recipe held it, when a config literal
+    with today's value set it) comes from today's recipe.
     """
     from .methods import get_recipe
 
     path = Path(ckpt_dir, TRAINING_FILE)
+    today = get_recipe(family, name)
     if not _resumes_from(path, resume):
-        return get_recipe(family, name)
+        return today
     stored, had, settings = load_training_settings(ckpt_dir)
     if (stored, had) != (family.name, name):
         raise ValueError(
@@ -405,7 +438,7 @@ def training_recipe(
             f"command asks for {family.name}'s {name!r}. Resume with the same family and data, or start "
             "afresh with --resume false or another --output_dir"
         )
-    return settings
+    return {**today, **settings}
 
 
 def curve_stability(auc_per_epoch: dict, warmup_fraction: float = 0.3) -> dict:

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Transform
+from monai.transforms import MapTransform, ScaleIntensityRange, Transform
+from monai.transforms.utils_pytorch_numpy_unification import percentile
 
 from squid_monai.transforms.errors import RadiographError
 
@@ -54,7 +55,17 @@ DEFAULT_UPPER_PERCENTILE = 99.5
 
 
 class RobustScaleIntensity(Transform):
-    """Clip an image at the given percentiles and scale it linearly to [0, 1] (float32)."""
+    """Clip an image at the given percentiles and scale it linearly to [0, 1] (float32).
+
+    MONAI does the scaling: its ``percentile`` and ``ScaleIntensityRange``, the two steps of
+    ``ScaleIntensityRangePercentiles(lower, upper, b_min=0, b_max=1, clip=True)``, whose output
+    this is, bit for bit, on every image whose window is not empty (``tests/transforms/
+    test_monai_equivalents.py``: ZhangLab radiographs, DigitAnatomy, synthetic images).
+    MONAI's transform alone does not do the job on the rest: an empty window (almost all
+    pixels equal) makes it divide by zero, warn and return the image shifted but unscaled;
+    here the window falls back to min-max, and a constant image is a ``RadiographError``
+    naming the file.
+    """
 
     def __init__(
         self, lower: float = DEFAULT_LOWER_PERCENTILE, upper: float = DEFAULT_UPPER_PERCENTILE
@@ -67,9 +78,9 @@ class RobustScaleIntensity(Transform):
         self.upper = float(upper)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        img = torch.as_tensor(img) if not isinstance(img, torch.Tensor) else img
-        values = img.detach().cpu().numpy().astype(np.float32, copy=False)
-        low, high = np.percentile(values, [self.lower, self.upper]).astype(np.float32)
+        img = (torch.as_tensor(img) if not isinstance(img, torch.Tensor) else img).float()
+        values = img.as_tensor() if isinstance(img, MetaTensor) else img
+        low, high = (percentile(values, q) for q in (self.lower, self.upper))
         if not high > low:
             low, high = values.min(), values.max()
         if not high > low:
@@ -77,8 +88,8 @@ class RobustScaleIntensity(Transform):
             raise RadiographError(
                 name, f"constant image (every pixel is {float(low):g}): cannot scale to [0, 1]"
             )
-        # float32 throughout, so that the pixel at the upper bound maps to exactly 1
-        return ((img.float() - low) / (high - low)).clamp_(0.0, 1.0)
+        scale = ScaleIntensityRange(low, high, b_min=0.0, b_max=1.0, clip=True, dtype=torch.float32)
+        return scale(img)
 
 
 class RobustScaleIntensityd(MapTransform):
