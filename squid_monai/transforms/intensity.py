@@ -42,8 +42,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, ScaleIntensityRange, Transform
-from monai.transforms.utils_pytorch_numpy_unification import percentile
+from monai.transforms import MapTransform, Transform
 
 from squid_monai.transforms.errors import RadiographError
 
@@ -57,14 +56,16 @@ DEFAULT_UPPER_PERCENTILE = 99.5
 class RobustScaleIntensity(Transform):
     """Clip an image at the given percentiles and scale it linearly to [0, 1] (float32).
 
-    MONAI does the scaling: its ``percentile`` and ``ScaleIntensityRange``, the two steps of
-    ``ScaleIntensityRangePercentiles(lower, upper, b_min=0, b_max=1, clip=True)``, whose output
-    this is, bit for bit, on every image whose window is not empty (``tests/transforms/
-    test_monai_equivalents.py``: ZhangLab radiographs, DigitAnatomy, synthetic images).
-    MONAI's transform alone does not do the job on the rest: an empty window (almost all
-    pixels equal) makes it divide by zero, warn and return the image shifted but unscaled;
-    here the window falls back to min-max, and a constant image is a ``RadiographError``
-    naming the file.
+    Not MONAI's ``ScaleIntensityRangePercentiles(lower, upper, b_min=0, b_max=1, clip=True)``,
+    although that gives the same image, bit for bit, on 8-bit radiographs (all 5216 ZhangLab
+    training images) and DigitAnatomy (``tests/transforms/test_monai_equivalents.py``): MONAI
+    takes the percentiles of images up to 1e6 pixels with ``torch.quantile`` in float32, where
+    this interpolates them in float64, so on 12- and 16-bit images the window can move by a
+    float32 step (1e-9 on the [0, 1] scale, in 1 % of the pixels of a 16-bit ramp; up to 6e-8
+    on floating-point noise): not the inputs the trained models saw. And
+    it leaves two cases unscaled: an empty window (almost all pixels equal) makes it divide by
+    zero, warn and return the image shifted; here the window falls back to min-max, and a
+    constant image is a ``RadiographError`` naming the file.
     """
 
     def __init__(
@@ -78,9 +79,9 @@ class RobustScaleIntensity(Transform):
         self.upper = float(upper)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        img = (torch.as_tensor(img) if not isinstance(img, torch.Tensor) else img).float()
-        values = img.as_tensor() if isinstance(img, MetaTensor) else img
-        low, high = (percentile(values, q) for q in (self.lower, self.upper))
+        img = torch.as_tensor(img) if not isinstance(img, torch.Tensor) else img
+        values = img.detach().cpu().numpy().astype(np.float32, copy=False)
+        low, high = np.percentile(values, [self.lower, self.upper]).astype(np.float32)
         if not high > low:
             low, high = values.min(), values.max()
         if not high > low:
@@ -88,8 +89,8 @@ class RobustScaleIntensity(Transform):
             raise RadiographError(
                 name, f"constant image (every pixel is {float(low):g}): cannot scale to [0, 1]"
             )
-        scale = ScaleIntensityRange(low, high, b_min=0.0, b_max=1.0, clip=True, dtype=torch.float32)
-        return scale(img)
+        # float32 throughout, so that the pixel at the upper bound maps to exactly 1
+        return ((img.float() - low) / (high - low)).clamp_(0.0, 1.0)
 
 
 class RobustScaleIntensityd(MapTransform):
