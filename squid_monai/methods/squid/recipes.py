@@ -10,7 +10,7 @@ and the critic schedule of each data regime (SQUID.md section 4).
                    and it beats the pixel nearest-neighbour and sharpness baselines
                    (docs/EXPERIMENTS.md, session 17; report-split figures under review:
                    docs/EVIDENCE.md). ``cpu_epochs`` 36 sets the length of the CPU recipe
-                   (``chest_cpu.json``; other families keep its 12): with the ``small``
+                   (``chest_cpu.json``; other families keep the shared 12): with the ``small``
                    preset the validation AUC climbs until the learning rate has decayed,
                    and 36 epochs gain on validation and on the report split over 12, where
                    SQUID first passes the sharpness baseline (docs/EXPERIMENTS.md, session 16).
