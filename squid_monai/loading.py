@@ -24,6 +24,7 @@ __all__ = [
     "AUTO_ORDER",
     "OPT_IN",
     "build",
+    "build_networks",
     "build_scorer",
     "export_problem",
     "image_size",
@@ -55,6 +56,13 @@ def image_size(recipe: Recipe) -> int:
 def build(recipe: Recipe):
     """An untrained scorer of ``recipe`` (load a state dict into it)."""
     return get_family(recipe.family).build_scorer(recipe.preset, **recipe.settings)
+
+
+def build_networks(recipe: Recipe, device: str | torch.device | None = None) -> list:
+    """The untrained networks of ``recipe`` (what its family's trainer drives) on ``device``:
+    the bundle's ``networks`` block."""
+    family = get_family(recipe.family)
+    return [net.to(device) for net in family.build_networks(recipe.preset, **recipe.settings)]
 
 
 def pin(recipe: Recipe) -> Recipe:

@@ -106,13 +106,16 @@ def training_recipe(
     new learning rate, input erasing switched on) cannot change a half-trained run. Settings
     given on the command line still override single keys, as on a fresh start.
 
-    Resuming a run of another family or recipe (other data) is an error naming the file.
+    Resuming a run of another family or recipe (other data) is an error naming the file. A
+    setting the pinned file lacks (pinned before the recipe held it, when a config literal
+    with today's value set it) comes from today's recipe.
     """
     from .methods import get_recipe
 
     path = Path(ckpt_dir, TRAINING_FILE)
+    today = get_recipe(family, name)
     if not _resumes_from(path, resume):
-        return get_recipe(family, name)
+        return today
     stored, had, settings = load_training_settings(ckpt_dir)
     if (stored, had) != (family.name, name):
         raise ValueError(
@@ -120,7 +123,7 @@ def training_recipe(
             f"command asks for {family.name}'s {name!r}. Resume with the same family and data, or start "
             "afresh with --resume false or another --output_dir"
         )
-    return settings
+    return {**today, **settings}
 
 
 def curve_stability(auc_per_epoch: dict, warmup_fraction: float = 0.3) -> dict:

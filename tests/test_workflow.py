@@ -253,7 +253,7 @@ def test_a_resumed_run_keeps_the_training_recipe_its_folder_pinned(tmp_path):
     squid = get_family("squid")
     models = tmp_path / "models"
     today = RECIPES["digitanatomy"]
-    pinned = {**today, "lr": 1e-4, "input_erasing": 0.0}
+    pinned = json.loads(json.dumps({**today, "lr": 1e-4, "input_erasing": 0.0}))  # as stored
     path = save_training_settings(models, "squid", "digitanatomy", pinned)
     assert training_recipe(models, squid, "digitanatomy") == today  # no checkpoint: a fresh start
     (models / "checkpoint_epoch=1.pt").write_bytes(b"")

@@ -132,6 +132,7 @@ def make_dataset(
     num_workers: int | None = None,
     report_path: str | os.PathLike | None = None,
     progress: bool = False,
+    transform=None,
     **transform_options,
 ) -> torch.utils.data.Dataset:
     """The dataset for one split, with the shared train or inference preprocessing.
@@ -147,13 +148,17 @@ def make_dataset(
         num_workers: threads that fill the cache (default: one per CPU).
         report_path: with ``skip_bad``, file that collects the skipped files.
         progress: show a progress bar while caching.
-        **transform_options: passed to ``train_transforms`` / ``inference_transforms``.
+        transform: the preprocessing (the bundle's ``train#preprocessing`` /
+            ``validate#preprocessing``); default: the shared pipeline of ``train``.
+        **transform_options: passed to ``train_transforms`` / ``inference_transforms`` when
+            no ``transform`` is given.
     """
     if isinstance(items, (str, os.PathLike)):
         items = load_datalist(items, split)
     items = list(items)
-    make = train_transforms if train else inference_transforms
-    transform = make(image_size, **transform_options)
+    if transform is None:
+        make = train_transforms if train else inference_transforms
+        transform = make(image_size, **transform_options)
     if cache:
         cache_class = SafeCacheDataset if skip_bad else CacheDataset
         dataset = cache_class(

@@ -79,9 +79,12 @@ class DataSource:
         intensity: str = "percentile",
         augment_resampling: str = "bilinear",
         global_augment: str = "none",
+        transform=None,
     ) -> torch.utils.data.Dataset:
-        """The augmented training set (``intensity``, ``augment_resampling`` and
-        ``global_augment``: the preprocessing switches of :mod:`squid_monai.transforms.compose`)."""
+        """The augmented training set: items through ``transform`` (the bundle's
+        ``train#preprocessing``), else through ``train_transforms`` with the preprocessing
+        switches ``intensity``, ``augment_resampling`` and ``global_augment``
+        (:mod:`squid_monai.transforms.compose`)."""
         raise NotImplementedError
 
     def validation(
@@ -94,8 +97,11 @@ class DataSource:
         skip_bad: bool = False,
         report_path: str | None = None,
         intensity: str = "percentile",
+        transform=None,
     ) -> torch.utils.data.Dataset:
-        """An un-augmented labelled split (``validation``, ``report`` or ``test``)."""
+        """An un-augmented labelled split (``validation``, ``report`` or ``test``), through
+        ``transform`` (the bundle's ``validate#preprocessing``), else ``inference_transforms``
+        with ``intensity``."""
         raise NotImplementedError
 
     def calibration(
@@ -105,6 +111,7 @@ class DataSource:
         cache: bool = True,
         intensity: str = "percentile",
         on: str = "normals",
+        transform=None,
     ) -> torch.utils.data.Dataset:
         """Un-augmented training images for the score calibration (at most ``max_images``):
         ``on="normals"`` the normal ones; ``on="training"`` the training images as they are,
@@ -129,6 +136,7 @@ class DigitAnatomySource(DataSource):
         intensity="percentile",
         augment_resampling="bilinear",
         global_augment="none",
+        transform=None,
     ):
         options = check_switches(
             intensity=intensity,
@@ -136,7 +144,9 @@ class DigitAnatomySource(DataSource):
             global_augment=global_augment,
         )
         return DigitAnatomyDataset(
-            digitanatomy_length, seed=self.seed, transform=train_transforms(image_size, **options)
+            digitanatomy_length,
+            seed=self.seed,
+            transform=transform or train_transforms(image_size, **options),
         )
 
     def validation(
@@ -149,6 +159,7 @@ class DigitAnatomySource(DataSource):
         skip_bad=False,
         report_path=None,
         intensity="percentile",
+        transform=None,
     ):
         which = split if split in ("validation", "report") else "test"
         items = digitanatomy_split(n_normal, n_abnormal, seed=self.seed, split=which)
@@ -159,11 +170,18 @@ class DigitAnatomySource(DataSource):
             cache=cache,
             skip_bad=skip_bad,
             report_path=report_path,
+            transform=transform,
             **check_switches(intensity=intensity),
         )
 
     def calibration(
-        self, image_size, max_images=256, cache=True, intensity="percentile", on="normals"
+        self,
+        image_size,
+        max_images=256,
+        cache=True,
+        intensity="percentile",
+        on="normals",
+        transform=None,
     ):
         _check_calibrate_on(on)  # its training images are all normal
         return make_dataset(
@@ -171,6 +189,7 @@ class DigitAnatomySource(DataSource):
             image_size,
             train=False,
             cache=cache,
+            transform=transform,
             **check_switches(intensity=intensity),
         )
 
@@ -195,6 +214,7 @@ class DatalistSource(DataSource):
         intensity="percentile",
         augment_resampling="bilinear",
         global_augment="none",
+        transform=None,
     ):
         options = check_switches(
             intensity=intensity,
@@ -215,6 +235,7 @@ class DatalistSource(DataSource):
             skip_bad=skip_bad,
             report_path=report_path,
             num_workers=num_workers,
+            transform=transform,
             **options,
         )
 
@@ -228,6 +249,7 @@ class DatalistSource(DataSource):
         skip_bad=False,
         report_path=None,
         intensity="percentile",
+        transform=None,
     ):
         items = self.splits.get(split) or []
         if not items:
@@ -239,11 +261,18 @@ class DatalistSource(DataSource):
             cache=cache,
             skip_bad=skip_bad,
             report_path=report_path,
+            transform=transform,
             **check_switches(intensity=intensity),
         )
 
     def calibration(
-        self, image_size, max_images=256, cache=True, intensity="percentile", on="normals"
+        self,
+        image_size,
+        max_images=256,
+        cache=True,
+        intensity="percentile",
+        on="normals",
+        transform=None,
     ):
         items = self.splits["training"]
         if _check_calibrate_on(on) == "normals":
@@ -258,6 +287,7 @@ class DatalistSource(DataSource):
             image_size,
             train=False,
             cache=cache,
+            transform=transform,
             **check_switches(intensity=intensity),
         )
 

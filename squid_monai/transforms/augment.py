@@ -19,6 +19,7 @@ from monai.config import KeysCollection
 from monai.transforms import (
     BorderPadd,
     CenterSpatialCropd,
+    Compose,
     RandAdjustContrastd,
     RandGaussianNoised,
     RandGaussianSharpend,
@@ -27,7 +28,12 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-__all__ = ["GLOBAL_AUGMENTS", "check_global_augment", "global_augment_transforms"]
+__all__ = [
+    "GLOBAL_AUGMENTS",
+    "check_global_augment",
+    "global_augment_transforms",
+    "global_augmentd",
+]
 
 #: The values of the ``global_augment`` switch.
 GLOBAL_AUGMENTS = ("none", "acquisition")
@@ -72,3 +78,13 @@ def global_augment_transforms(
         RandGaussianNoised(prob=0.25, std=0.03, **kw),
         ScaleIntensityRanged(a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True, **kw),
     ]
+
+
+def global_augmentd(
+    keys: KeysCollection, image_size: int, value: str = "none", allow_missing_keys: bool = False
+) -> Compose:
+    """:func:`global_augment_transforms` as one ``Compose`` (empty for ``"none"``): the last
+    block of the bundle's ``train#preprocessing``, where a config cannot splice a list."""
+    return Compose(
+        global_augment_transforms(keys, image_size, value, allow_missing_keys=allow_missing_keys)
+    )

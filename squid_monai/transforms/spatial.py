@@ -44,7 +44,14 @@ AUGMENT_RESAMPLINGS = ("bilinear", "nearest")
 
 
 class ResizeRadiograph(Transform):
-    """Resize a (C, H, W) image to ``image_size`` (int: square) with antialiased bilinear."""
+    """Resize a (C, H, W) image to ``image_size`` (int: square) with antialiased bilinear.
+
+    Not MONAI's ``Resize(anti_aliasing=True)``: that one smooths with a Gaussian before
+    bilinear sampling, where this is torch's antialiased bilinear (a triangle filter as wide
+    as the scale factor). From 224 to 128 pixels on ZhangLab the two differ by up to 0.09
+    (median image; 0.17 at worst, mean 0.003) on the [0, 1] scale: another, blurrier input
+    than every trained model saw (``tests/transforms/test_monai_equivalents.py`` measures it).
+    """
 
     def __init__(self, image_size: int | Sequence[int]) -> None:
         self.spatial_size = _as_size(image_size)
@@ -89,6 +96,13 @@ class ResizeRadiographd(MapTransform):
 
 class RandScaleTranslate(RandomizableTransform):
     """Random translation and isotropic scaling of a (C, H, W) image about its centre.
+
+    Not MONAI's ``RandAffine``: its geometry is the same (``Affine(scale_params=1 / s,
+    translate_params=-t / s)`` gives this output to 4e-6; ``tests/transforms/
+    test_monai_equivalents.py``), but it draws one scaling factor per axis (anisotropic, where
+    the paper scales isotropically), draws in another order (other augmentations from the same
+    seed), has no whole-pixel translations for the ``"nearest"`` (authors') resampling, and
+    costs about twice as much per image.
 
     Args:
         translate: maximum shift on each axis, as a fraction of that axis' size.

@@ -20,8 +20,8 @@ DEFAULTS = {
     "global_augment": "none",
     "distillation_detach": True,
     "lr_schedule": "paper",
-    "adam_eps": 1e-08,
-    "head_lr_factor": "$@recipe.get('head_lr_factor', 1.0)",
+    "adam_eps": "$@recipe['adam_eps']",
+    "head_lr_factor": "$@recipe['head_lr_factor']",
     "report_per_class": 100,
     "calibrate_on": "normals",
 }
@@ -64,7 +64,7 @@ def test_defaults_are_the_first_build():
 )
 def test_switches_reach_their_objects(tmp_path, switches):
     parser = _parser(tmp_path, **switches)
-    expect = {**DEFAULTS, **switches}
+    expect = {**DEFAULTS, "adam_eps": 1e-08, **switches}  # the recipes' eps
     g_opt, d_opt = (
         parser.get_parsed_content("optimizers#g_optimizer"),
         parser.get_parsed_content("optimizers#d_optimizer"),
@@ -83,8 +83,8 @@ def test_switches_reach_their_objects(tmp_path, switches):
         assert isinstance(d_sched, torch.optim.lr_scheduler.ConstantLR)
     train = parser.get_parsed_content("train#dataset").transform.transforms
     assert (
-        isinstance(train[-1], RandScaleTranslated)
-        and train[-1].augment.mode == expect["augment_resampling"]
+        isinstance(train[3], RandScaleTranslated)
+        and train[3].augment.mode == expect["augment_resampling"]
     )
     scaler = RawScaleIntensityd if expect["intensity"] == "raw" else RobustScaleIntensityd
     assert isinstance(train[1], scaler)

@@ -10,7 +10,7 @@ and the critic schedule of each data regime (SQUID.md section 4).
                    and it beats the pixel nearest-neighbour and sharpness baselines
                    (docs/EXPERIMENTS.md, session 17; report-split figures under review:
                    docs/EVIDENCE.md). ``cpu_epochs`` 36 sets the length of the CPU recipe
-                   (``chest_cpu.json``; other families keep its 12): with the ``small``
+                   (``chest_cpu.json``; other families keep the shared 12): with the ``small``
                    preset the validation AUC climbs until the learning rate has decayed,
                    and 36 epochs gain on validation and on the report split over 12, where
                    SQUID first passes the sharpness baseline (docs/EXPERIMENTS.md, session 16).
@@ -32,6 +32,14 @@ and the critic schedule of each data regime (SQUID.md section 4).
                    keep a grey background that hides the anomalies (docs/EXPERIMENTS.md,
                    session 21).
 
+Both recipes share SQUID's optimiser and scorer settings (``_COMMON``): Adam with betas
+(0.5, 0.999), weight decay 1e-5 on the generator, eps 1e-8; the ``paper`` cosine schedule down
+to 0.2 of the learning rate (``lr_min_ratio``); erased rectangles of 1/8 to 1/3 of the image
+side (``erasing_size``, when ``input_erasing`` is on); the tile residual raised to the power 2,
+one-sided (``tile_power``, ``tile_two_sided``); the four pieces of ``combined`` evidence.
+These are the one home of the numbers: ``train.json`` and ``methods/squid.json`` read them
+from ``@recipe``.
+
 The bundle picks one from the data source (``squid_monai.workflow.DataSource.recipe``) and
 each setting can still be overridden on the command line.
 """
@@ -42,11 +50,26 @@ from dataclasses import asdict
 from typing import Any
 
 from .losses import SQUIDLossWeights
+from .scorer import DEFAULT_EVIDENCE
 
 __all__ = ["RECIPES"]
 
+_COMMON: dict[str, Any] = {
+    "betas": (0.5, 0.999),
+    "weight_decay": 1e-5,
+    "adam_eps": 1e-8,
+    "lr_min_ratio": 0.2,
+    "head_lr_factor": 1.0,
+    "input_erasing": 0.0,
+    "erasing_size": (0.125, 0.333),
+    "tile_power": 2.0,
+    "tile_two_sided": False,
+    "evidence": DEFAULT_EVIDENCE,
+}
+
 RECIPES: dict[str, dict[str, Any]] = {
     "chest": {
+        **_COMMON,
         "n_critic": 2,
         "loss_weights": asdict(SQUIDLossWeights()),
         "score_source": "combined",
@@ -54,6 +77,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "cpu_epochs": 36,
     },
     "digitanatomy": {
+        **_COMMON,
         "n_critic": 1,
         "loss_weights": asdict(SQUIDLossWeights(student=1.0)),
         "score_source": "tile_residual",
