@@ -94,7 +94,7 @@ class ExportedModel:
             return {
                 key: torch.from_numpy(value)
                 for key, value in zip(OUTPUTS, outputs)
-                if key != "residual"
+                if key != "residual" and value is not None
             }
         with torch.jit.optimized_execution(
             self.optimised
