@@ -62,7 +62,14 @@ def test_torchscript_matches_pytorch_within_1e_5(exported, bundle):
         torch.rand(1, 1, IMAGE_SIZE, IMAGE_SIZE),
     ):  # traced at batch 1; any batch works
         expected, got = scorer(images), module(images)
-        assert set(got) == {"score", "logit", "residual", "tile_residual", "reconstruction"}
+        assert set(got) == {
+            "score",
+            "logit",
+            "residual",
+            "tile_residual",
+            "reconstruction",
+            "domain_distance",
+        }
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], atol=1e-5, rtol=0)
 
@@ -241,7 +248,7 @@ def test_the_mlflow_model_and_the_deploy_app_score_with_the_openvino_export(mode
     app_model = load_exported_model(models / "model.ts", device="cpu")
     assert app_model.format == "openvino"
     out = app_model(images)
-    assert set(out) == {"score", "logit", "reconstruction"}
+    assert set(out) == {"score", "logit", "reconstruction", "domain_distance"}
     torch.testing.assert_close(out["score"], reference, atol=1e-4, rtol=0)
     (models / "model.ts").unlink()  # the other tests of this module's folder expect no TorchScript
 

@@ -39,6 +39,8 @@ out.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +58,7 @@ __all__ = [
     "domain_warning",
     "empty_bank",
     "fit_bank",
+    "recorded_domain",
     "mean_squared_distances",
     "nearest_in_bank",
     "thumbnails",
@@ -78,6 +81,13 @@ _EMPTY_ROW = 1e3
 IN_DOMAIN = "in domain"
 OUT_OF_DOMAIN = "OUT OF DOMAIN"
 NOT_RECORDED = "domain not recorded"
+
+
+def recorded_domain(domain: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A model's recorded domain (``network.json``'s ``domain``), or ``{"name":
+    NOT_RECORDED}`` for a model folder written before the record existed (never an
+    all-clear)."""
+    return dict(domain) if domain else {"name": NOT_RECORDED}
 
 
 def thumbnails(images: torch.Tensor) -> torch.Tensor:

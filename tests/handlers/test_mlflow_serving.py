@@ -161,7 +161,14 @@ def test_signature_declares_the_request_and_response_columns(saved_model):
         mlflow.types.DataType.string
     }
     assert not inputs.required_input_names()  # either column
-    assert outputs.input_names() == ["score", "logit", "decision", "error"]
+    assert outputs.input_names() == [
+        "score",
+        "logit",
+        "decision",
+        "error",
+        "domain",
+        "domain_distance",
+    ]
     example = json.loads((saved_model / "serving_input_example.json").read_text())
     assert list(example["dataframe_split"]["columns"]) == ["image"]  # a base64 PNG, shown in the UI
 
