@@ -201,7 +201,10 @@ class ModelCard:
     version that go into reports. ``format`` and ``parity`` are an export's: its
     :data:`EXPORT_FILES` key and what :mod:`squid_monai.scoring.parity` measured against the
     PyTorch scorer (``parity["default"]``: whether it meets the contract to be used unasked).
-    ``source`` says where it was read from; ``extra`` keeps unknown keys."""
+    ``domain``: the domain the model was trained on (:attr:`Recipe.domain`, or ``name``
+    "domain not recorded") with the domain guard's ``limit`` (``None``: calibrated before the
+    guard); cards written before it have none. ``source`` says where it was read from;
+    ``extra`` keeps unknown keys."""
 
     image_size: int
     mean: float
@@ -212,6 +215,7 @@ class ModelCard:
     normal_threshold: float | None = None
     format: str = ""
     parity: Mapping[str, Any] = field(default_factory=dict)
+    domain: Mapping[str, Any] | None = None
     source: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -229,7 +233,7 @@ class ModelCard:
         """The card of a scorer (PyTorch or TorchScript: both carry the calibration buffers);
         name and version from the bundle's ``metadata.json``; ``domain``: the recorded domain
         (:attr:`Recipe.domain`), written with the scorer's domain-guard limit (``null``: a
-        scorer calibrated before the guard) as ``extra["domain"]``."""
+        scorer calibrated before the guard) as :attr:`domain`."""
         from .scoring.domain import recorded_domain
 
         metadata = metadata or {}
@@ -242,7 +246,7 @@ class ModelCard:
             normal_threshold=float(scorer.normal_threshold),
             model_name=str(metadata.get("name", "squid")),
             model_version=str(metadata.get("version", "0")),
-            extra={"domain": {**recorded_domain(domain), "limit": limit if limit > 0 else None}},
+            domain={**recorded_domain(domain), "limit": limit if limit > 0 else None},
         )
 
     @classmethod
@@ -264,11 +268,14 @@ class ModelCard:
                 source=source,
                 format=str(values.get("format", "")),
                 parity=dict(values.get("parity") or {}),
+                domain=dict(values["domain"])
+                if isinstance(values.get("domain"), Mapping)
+                else None,
                 extra={
                     k: v
                     for k, v in values.items()
                     if k not in cls.REQUIRED
-                    and k not in ("normal_threshold", "score", "format", "parity")
+                    and k not in ("normal_threshold", "score", "format", "parity", "domain")
                 },
             )
         except (TypeError, ValueError) as err:
@@ -284,6 +291,8 @@ class ModelCard:
             content["normal_threshold"] = self.normal_threshold
         if self.format:
             content.update(format=self.format, parity=dict(self.parity))
+        if self.domain is not None:
+            content["domain"] = dict(self.domain)
         return {**content, **dict(self.extra), "score": SCORE_RULE}
 
     def to_json(self) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -284,7 +283,7 @@ def _domain_section(rows: list[ScoreRecord], scorer) -> dict[str, Any]:
     section = {
         "out_of_domain": out,
         "not_recorded": unknown,
-        "limit": limit if math.isfinite(limit) else None,
+        "limit": limit if limit > 0 else None,
         "max_distance": max(distances) if distances else None,
     }
     warning = domain_warning(len(rows), out, unknown)

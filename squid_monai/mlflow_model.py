@@ -295,7 +295,7 @@ def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int, dict[s
         preset=recipe.preset,
         network_overrides=json.dumps(dict(recipe.overrides)),
         cpu_format=getattr(scorer, "format", "pytorch"),
-        domain=card.extra["domain"]["name"],
+        domain=card.domain["name"],
     )
     return tags, image_size(recipe), _export_artifacts(scorer)
 
