@@ -75,9 +75,10 @@ QUANTILE = 0.99
 MARGIN = 2.5
 #: a score within this of 0 or 1 is saturated
 SATURATION = 1e-6
-#: a bank row that is no calibration image: so far from any image in [0, 1] that it is never
-#: the nearest while a real row exists
-_EMPTY_ROW = 1e3
+#: a bank row that is no calibration image: an image in [0, 1] lies at least 9 from it and at
+#: most 1 from any real row, so it is never the nearest while a real row exists (and small
+#: enough for float32 distances to agree across runtimes)
+_EMPTY_ROW = 4.0
 
 IN_DOMAIN = "in domain"
 OUT_OF_DOMAIN = "OUT OF DOMAIN"
