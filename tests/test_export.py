@@ -86,6 +86,10 @@ def test_export_embeds_configs_metadata_and_the_deploy_card(exported, bundle):
     for key in ("mean", "std", "threshold", "normal_threshold"):
         assert card[key] == pytest.approx(getattr(scorer, key).item())
     assert card["model_version"] == json.loads(METADATA.read_text())["version"]
+    # the domain the model knows travels with it, with the guard's limit
+    assert card["domain"]["name"] == "digitanatomy"
+    assert card["domain"]["limit"] == pytest.approx(float(scorer.domain_limit))
+    assert card["domain"]["limit"] > 0
 
 
 def test_exported_model_loads_in_the_deploy_app(exported):

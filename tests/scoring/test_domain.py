@@ -62,7 +62,7 @@ def calibrated(normals: torch.Tensor):
 
 
 def verdicts(scorer, images: torch.Tensor) -> list[str]:
-    return [r.domain for r in score_images(scorer, images, pixels=False)]
+    return [r.domain for r in score_images(scorer, images, per_image=False, pixels=False)]
 
 
 @pytest.fixture(scope="module")
@@ -75,24 +75,25 @@ def chest_model():
     return calibrated(synthetic_radiographs(32))
 
 
-def test_quiet_on_the_calibration_normals_and_on_unseen_images_of_the_domain(digit_model):
+def test_quiet_on_the_calibration_normals_and_on_unseen_images_of_the_domain(
+    digit_model, chest_model
+):
     assert set(verdicts(digit_model, digit_images(32))) == {guard.IN_DOMAIN}
     # unseen handwriting, half of it with anomalies: still the model's domain
     assert set(verdicts(digit_model, digit_images(20, "validation"))) == {guard.IN_DOMAIN}
-    chest = calibrated(synthetic_radiographs(32))
-    assert set(verdicts(chest, synthetic_radiographs(32))) == {guard.IN_DOMAIN}
-    assert set(verdicts(chest, synthetic_radiographs(8, seed=1))) == {guard.IN_DOMAIN}
+    assert set(verdicts(chest_model, synthetic_radiographs(32))) == {guard.IN_DOMAIN}
+    assert set(verdicts(chest_model, synthetic_radiographs(8, seed=1))) == {guard.IN_DOMAIN}
 
 
 def test_fires_when_a_digitanatomy_model_scores_a_radiograph(digit_model):
-    records = score_images(digit_model, synthetic_radiographs(4), pixels=False)
+    records = score_images(digit_model, synthetic_radiographs(4), per_image=False, pixels=False)
     assert all(r.out_of_domain for r in records), [r.domain for r in records]
     assert all(r.domain_distance > float(digit_model.domain_limit) for r in records)
     assert all("from the nearest calibration normal" in r.domain for r in records)
 
 
 def test_fires_when_a_chest_model_scores_a_digitanatomy_image(chest_model):
-    records = score_images(chest_model, digit_images(8), pixels=False)
+    records = score_images(chest_model, digit_images(8), per_image=False, pixels=False)
     assert all(r.out_of_domain for r in records), [r.domain for r in records]
 
 
