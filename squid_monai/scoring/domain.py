@@ -122,6 +122,7 @@ def fit_bank(thumbs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     of the distances)
     and each calibration image's distance to the bank, its own row left out (N,). Fewer than
     two images cannot say how far normals lie: the empty bank (NOT_RECORDED)."""
+    thumbs = thumbs.detach().as_subclass(torch.Tensor).float().cpu()  # no MetaTensor in a buffer
     n = len(thumbs)
     if n < 2:
         bank, limit = empty_bank()

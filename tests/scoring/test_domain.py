@@ -154,6 +154,27 @@ def test_an_old_model_folder_is_domain_not_recorded_never_all_clear(tmp_path):
     assert "domain" in (tmp_path / "scores.csv").read_text().splitlines()[0]
 
 
+def test_an_old_model_folder_gets_its_guard_without_training_and_scores_as_before(tmp_path):
+    import shutil
+
+    from squid_monai.workflow import add_domain_guard
+    from tests.fixtures.model_folders.make_expected import EXPECTED, KEYS, scores
+
+    folder = shutil.copytree(OLD_FOLDERS / "squid", tmp_path / "squid")
+    record = add_domain_guard(folder, DigitAnatomySource(0), max_images=32)
+    assert record["name"] == "digitanatomy" and Recipe.load(folder).domain == record
+    expected = json.loads(EXPECTED.read_text())["squid"]
+    got = scores(folder)
+    for key in KEYS:
+        assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-9)
+    scorer = load_scorer(folder / "model.pt")
+    assert float(scorer.domain_limit) > 0
+    assert set(verdicts(scorer, digit_images(8))) == {guard.IN_DOMAIN}
+    assert all(
+        v.startswith(guard.OUT_OF_DOMAIN) for v in verdicts(scorer, synthetic_radiographs(4))
+    )
+
+
 def test_the_guard_is_saved_exported_and_small(digit_model, tmp_path):
     torch.save(digit_model.state_dict(), tmp_path / "model.pt")
     Recipe("tiny", domain=DigitAnatomySource().domain(SIZE)).save(tmp_path)
