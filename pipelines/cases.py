@@ -72,6 +72,9 @@ class Case:
     logit: float | None = None
     threshold: float | None = None
     anomalous: bool | None = None
+    #: the domain guard's verdict (squid_monai.scoring.domain): "OUT OF DOMAIN: ..." = the
+    #: score means nothing
+    domain: str | None = None
     record: ScoreRecord | None = None  # the scoring result (reconstruction, difference, ...)
     model: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(
@@ -113,6 +116,7 @@ class Case:
             "decision": None
             if self.anomalous is None
             else ("anomalous" if self.anomalous else "normal"),
+            "domain": self.domain,
             "model": self.model,
             "outputs": self.outputs,
             "problems": self.problems,

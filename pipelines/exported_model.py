@@ -78,6 +78,13 @@ class ExportedModel:
     format: str = "torchscript"
 
     @property
+    def domain_limit(self) -> float | None:
+        """The domain guard's limit (:mod:`squid_monai.scoring.domain`) from the TorchScript
+        scorer's buffer; None for a model exported before the guard (domain not recorded)."""
+        limit = getattr(self.module, "domain_limit", None)
+        return None if limit is None else float(limit)
+
+    @property
     def optimised(self) -> bool:
         """Whether TorchScript optimises the graph: not on the CPU, where it has no fuser, so that
         its optimised plan runs the same operators (bitwise the same outputs) and only adds two
@@ -94,7 +101,7 @@ class ExportedModel:
             return {
                 key: torch.from_numpy(value)
                 for key, value in zip(OUTPUTS, outputs)
-                if key != "residual"
+                if key != "residual" and value is not None
             }
         with torch.jit.optimized_execution(
             self.optimised

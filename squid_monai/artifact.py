@@ -98,7 +98,11 @@ class Recipe:
     the pin existed rebuild from preset and overrides (and, where the preset changed since,
     from its earlier definitions: :func:`squid_monai.loading.load_scorer`); files that name
     the family ``method`` (written before the one vocabulary) still load, and files written
-    before either field existed are SQUID. This module only reads and writes the record:
+    before either field existed are SQUID. ``domain`` (``{"name", "dataset", "description",
+    "image_size", "intensity", "guard"}``, :meth:`squid_monai.workflow.DataSource.domain`)
+    records the data the model was trained on, for the domain guard
+    (:mod:`squid_monai.scoring.domain`); files written before it have none
+    (:func:`squid_monai.scoring.domain.recorded_domain` then says so). This module only reads and writes the record:
     resolving it needs the family (:mod:`squid_monai.loading`), which lives above this layer.
     """
 
@@ -106,6 +110,7 @@ class Recipe:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     family: str = _DEFAULT_FAMILY
     pinned: Mapping[str, Any] | None = field(default=None, compare=False)
+    domain: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -115,7 +120,9 @@ class Recipe:
 
     def as_dict(self) -> dict[str, Any]:
         out = {"family": self.family, "preset": self.preset, "overrides": dict(self.overrides)}
-        return out if self.pinned is None else {**out, "config": dict(self.pinned)}
+        if self.pinned is not None:
+            out["config"] = dict(self.pinned)
+        return out if self.domain is None else {**out, "domain": dict(self.domain)}
 
     @classmethod
     def from_dict(cls, content: Mapping[str, Any], where: str = "network recipe") -> Recipe:
@@ -127,6 +134,7 @@ class Recipe:
             overrides=dict(content.get("overrides") or {}),
             family=_family_name(content),
             pinned=None if pinned is None else dict(pinned),
+            domain=dict(content["domain"]) if isinstance(content.get("domain"), Mapping) else None,
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -193,7 +201,10 @@ class ModelCard:
     version that go into reports. ``format`` and ``parity`` are an export's: its
     :data:`EXPORT_FILES` key and what :mod:`squid_monai.scoring.parity` measured against the
     PyTorch scorer (``parity["default"]``: whether it meets the contract to be used unasked).
-    ``source`` says where it was read from; ``extra`` keeps unknown keys."""
+    ``domain``: the domain the model was trained on (:attr:`Recipe.domain`, or ``name``
+    "domain not recorded") with the domain guard's ``limit`` (``None``: calibrated before the
+    guard); cards written before it have none. ``source`` says where it was read from;
+    ``extra`` keeps unknown keys."""
 
     image_size: int
     mean: float
@@ -204,6 +215,7 @@ class ModelCard:
     normal_threshold: float | None = None
     format: str = ""
     parity: Mapping[str, Any] = field(default_factory=dict)
+    domain: Mapping[str, Any] | None = None
     source: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -212,11 +224,20 @@ class ModelCard:
 
     @classmethod
     def from_scorer(
-        cls, scorer: Any, image_size: int, metadata: Mapping[str, Any] | None = None
+        cls,
+        scorer: Any,
+        image_size: int,
+        metadata: Mapping[str, Any] | None = None,
+        domain: Mapping[str, Any] | None = None,
     ) -> ModelCard:
         """The card of a scorer (PyTorch or TorchScript: both carry the calibration buffers);
-        name and version from the bundle's ``metadata.json``."""
+        name and version from the bundle's ``metadata.json``; ``domain``: the recorded domain
+        (:attr:`Recipe.domain`), written with the scorer's domain-guard limit (``null``: a
+        scorer calibrated before the guard) as :attr:`domain`."""
+        from .scoring.domain import recorded_domain
+
         metadata = metadata or {}
+        limit = float(getattr(scorer, "domain_limit", float("nan")))
         return cls(
             image_size=int(image_size),
             mean=float(scorer.mean),
@@ -225,6 +246,7 @@ class ModelCard:
             normal_threshold=float(scorer.normal_threshold),
             model_name=str(metadata.get("name", "squid")),
             model_version=str(metadata.get("version", "0")),
+            domain={**recorded_domain(domain), "limit": limit if limit > 0 else None},
         )
 
     @classmethod
@@ -246,11 +268,14 @@ class ModelCard:
                 source=source,
                 format=str(values.get("format", "")),
                 parity=dict(values.get("parity") or {}),
+                domain=dict(values["domain"])
+                if isinstance(values.get("domain"), Mapping)
+                else None,
                 extra={
                     k: v
                     for k, v in values.items()
                     if k not in cls.REQUIRED
-                    and k not in ("normal_threshold", "score", "format", "parity")
+                    and k not in ("normal_threshold", "score", "format", "parity", "domain")
                 },
             )
         except (TypeError, ValueError) as err:
@@ -266,6 +291,8 @@ class ModelCard:
             content["normal_threshold"] = self.normal_threshold
         if self.format:
             content.update(format=self.format, parity=dict(self.parity))
+        if self.domain is not None:
+            content["domain"] = dict(self.domain)
         return {**content, **dict(self.extra), "score": SCORE_RULE}
 
     def to_json(self) -> str:

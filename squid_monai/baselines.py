@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .scoring.domain import mean_squared_distances
+
 __all__ = [
     "CONTROL_PARTS",
     "ControlEnsemble",
@@ -70,8 +72,7 @@ def nearest_normal_pixels(images: torch.Tensor, normals: torch.Tensor) -> torch.
             f"images {tuple(images.shape)} and normals {tuple(normals.shape)} must share (C, H, W), "
             "with at least one normal"
         )
-    x, n = images.detach().flatten(1).double(), normals.detach().flatten(1).double()
-    return (torch.cdist(x, n).pow(2).amin(1) / x.shape[1]).to(torch.float32)
+    return mean_squared_distances(images, normals).amin(1).to(torch.float32)
 
 
 #: The no-learning scores the control ensemble sums, in its order.
@@ -85,8 +86,7 @@ def nearest_other_normal(normals: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"the pixel nearest neighbour of a normal needs at least two normals, got {len(normals)}"
         )
-    x = normals.detach().flatten(1).double()
-    distance = torch.cdist(x, x).pow(2) / x.shape[1]
+    distance = mean_squared_distances(normals, normals)
     distance.fill_diagonal_(float("inf"))
     return distance.amin(1).to(torch.float32)
 

@@ -41,6 +41,7 @@ from ignite.engine import Engine, Events
 from .baselines import ControlEnsemble, image_stack, sharpness_score
 from .metrics import auc_by_anomaly, bootstrap_auc, evaluate_scores, roc_auc
 from .scoring import CalibratedScorer, ScoreRecord, ScoreWriter, score_images
+from .scoring.domain import NOT_RECORDED, domain_warning
 
 __all__ = ["EvaluationReport", "EXTRA_COLUMNS"]
 
@@ -251,6 +252,7 @@ class EvaluationReport:
             "n_normal": flat["n_normal"],
             "n_abnormal": flat["n_abnormal"],
             "calibration": {"mean": float(self.scorer.mean), "std": float(self.scorer.std)},
+            "domain": _domain_section(self.rows, self.scorer),
             "squid": squid,
         }
         for name, (note, gain_key) in _BASELINES.items():
@@ -269,6 +271,25 @@ class EvaluationReport:
                 "over the baseline that the sample size supports",
             }
         return report
+
+
+def _domain_section(rows: list[ScoreRecord], scorer) -> dict[str, Any]:
+    """The domain guard over the evaluated images (:mod:`.scoring.domain`): how many it
+    flagged, the model's limit, the largest distance, and the warning when there is one."""
+    out = sum(r.out_of_domain for r in rows)
+    unknown = sum(r.domain == NOT_RECORDED for r in rows)
+    distances = [r.domain_distance for r in rows if r.domain_distance is not None]
+    limit = float(scorer.domain_limit)
+    section = {
+        "out_of_domain": out,
+        "not_recorded": unknown,
+        "limit": limit if limit > 0 else None,
+        "max_distance": max(distances) if distances else None,
+    }
+    warning = domain_warning(len(rows), out, unknown)
+    if warning:
+        logger.warning("domain guard: %s", warning)
+    return section if warning is None else {**section, "warning": warning}
 
 
 def _interval(result: dict) -> list[float]:

@@ -112,15 +112,17 @@ def embed_model_card(
     metadata: dict | None = None,
     intensity: str | None = None,
     measured: dict | None = None,
+    domain: dict | None = None,
 ) -> dict:
     """Write :func:`model_card` into the TorchScript file as ``squid.json`` (the other extra
-    files, e.g. MONAI's ``metadata.json`` and the configs, are kept). Returns the card."""
+    files, e.g. MONAI's ``metadata.json`` and the configs, are kept); ``domain``: the model's
+    recorded domain (``network.json``). Returns the card."""
     ts_path = Path(ts_path)
     extra = {name: "" for name in _extra_file_names(ts_path)}
     module = _load_torchscript(ts_path, extra)
     if metadata is None and extra.get("metadata.json"):
         metadata = json.loads(extra["metadata.json"])
-    card = ModelCard.from_scorer(module, image_size, metadata)
+    card = ModelCard.from_scorer(module, image_size, metadata, domain)
     if (
         intensity is not None
     ):  # the intensity rule the model was trained with, for the deploy preprocessing
@@ -194,9 +196,8 @@ def export_runtime(
 
     scorer = load_scorer(models / WEIGHTS_FILE)
     size, intensity = loading.image_size(Recipe.in_folder(models)), trained_intensity(models)
-    card = dataclasses.replace(
-        ModelCard.from_scorer(scorer, size, metadata), format=fmt, extra={"intensity": intensity}
-    )
+    card = ModelCard.from_scorer(scorer, size, metadata, Recipe.in_folder(models).domain)
+    card = dataclasses.replace(card, format=fmt, extra={**card.extra, "intensity": intensity})
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = runtimes.export_onnx(scorer, Path(tmp) / "model.onnx", size)
         model = onnx_path
@@ -306,7 +307,11 @@ def export_bundle(
             f"{filepath}: TorchScript differs from the PyTorch scorer by {diff} (> {tolerance})"
         )
     card = embed_model_card(
-        filepath, size, intensity=trained_intensity(models), measured={"max_abs_diff": diff}
+        filepath,
+        size,
+        intensity=trained_intensity(models),
+        measured={"max_abs_diff": diff},
+        domain=Recipe.in_folder(models).domain,
     )
     return {"filepath": str(filepath), "card": card, "max_abs_diff": diff}
 

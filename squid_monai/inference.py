@@ -45,6 +45,7 @@ from .scoring import (
     explainer_for,
     score_images,
 )
+from .scoring.domain import domain_warning
 from .transforms import SUPPORTED_EXTENSIONS, inference_transforms
 
 __all__ = ["Inference", "ScoringEvaluator", "collect_inputs", "report"]
@@ -257,6 +258,12 @@ def report(summary: dict) -> dict:
         summary["errors"],
         summary["csv"],
     )
+    warning = domain_warning(
+        summary["scored"], summary["out_of_domain"], summary["domain_not_recorded"]
+    )
+    if warning:
+        logger.warning("domain guard: %s", warning)
+        summary["domain_warning"] = warning
     return summary
 
 

@@ -71,12 +71,20 @@ def pin(recipe: Recipe) -> Recipe:
 
 
 def save_network_config(
-    path: str | os.PathLike, preset: str | Recipe, family: str = "squid", **overrides: Any
+    path: str | os.PathLike,
+    preset: str | Recipe,
+    family: str = "squid",
+    *,
+    domain: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> Path:
     """Write the recipe of a trained network (family, preset, overrides; or a :class:`Recipe`),
     every setting pinned, beside its weights (:meth:`Recipe.save`), so that every consumer
-    rebuilds exactly the trained architecture."""
+    rebuilds exactly the trained architecture; with the ``domain`` it is trained on
+    (:meth:`~squid_monai.workflow.DataSource.domain`) when given."""
     recipe = preset if isinstance(preset, Recipe) else Recipe(preset, overrides, family=family)
+    if domain is not None:
+        recipe = replace(recipe, domain=dict(domain))
     return pin(recipe).save(path)
 
 

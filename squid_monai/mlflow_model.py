@@ -89,13 +89,16 @@ SIGNATURE = ModelSignature(
             ColSpec("string", PATH_COLUMN, required=False),
         ]
     ),
-    # an unreadable image has no score, logit or decision (null), and an error
+    # an unreadable image has no score, logit or decision (null), and an error; domain: the
+    # domain guard's verdict (squid_monai.scoring.domain), "OUT OF DOMAIN: ..." when it fires
     outputs=Schema(
         [
             ColSpec("double", "score", required=False),
             ColSpec("double", "logit", required=False),
             ColSpec("long", "decision", required=False),
             ColSpec("string", "error", required=False),
+            ColSpec("string", "domain", required=False),
+            ColSpec("double", "domain_distance", required=False),
         ]
     ),
     params=ParamSchema([ParamSpec("batch_size", "long", DEFAULT_BATCH_SIZE)]),
@@ -228,7 +231,8 @@ def result_frame(records: list, index: pd.Index) -> pd.DataFrame:
     server writes ``None`` as JSON ``null``, but a float column's NaN as a bare ``NaN``,
     which strict JSON parsers refuse."""
     columns = {
-        key: [getattr(r, key) for r in records] for key in ("score", "logit", "decision", "error")
+        key: [getattr(r, key) for r in records]
+        for key in ("score", "logit", "decision", "error", "domain", "domain_distance")
     }
     return pd.DataFrame(
         {key: pd.Series(values, index=index, dtype=object) for key, values in columns.items()}
@@ -282,7 +286,7 @@ def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int, dict[s
 
     recipe = Recipe.load(network)
     scorer = load_scorer(weights, recipe, backend="auto")
-    card = ModelCard.from_scorer(scorer, image_size(recipe))
+    card = ModelCard.from_scorer(scorer, image_size(recipe), domain=recipe.domain)
     tags = {k: f"{getattr(card, k):.9g}" for k in ("threshold", "normal_threshold")}
     tags.update(
         calibration_mean=f"{card.mean:.9g}",
@@ -291,6 +295,7 @@ def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int, dict[s
         preset=recipe.preset,
         network_overrides=json.dumps(dict(recipe.overrides)),
         cpu_format=getattr(scorer, "format", "pytorch"),
+        domain=card.domain["name"],
     )
     return tags, image_size(recipe), _export_artifacts(scorer)
 

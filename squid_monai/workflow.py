@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from monai.utils import str2bool
 
 from .artifact import (
@@ -40,6 +41,7 @@ from .handlers.checkpoint import latest_checkpoint
 
 __all__ = [
     "DataSource",
+    "add_domain_guard",
     "DatalistSource",
     "DigitAnatomySource",
     "bundle_root",
@@ -177,3 +179,32 @@ def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike, family: str
             flush=True,
         )
     return summary
+
+
+def add_domain_guard(model_dir: str | os.PathLike, data: DataSource, max_images: int = 256) -> dict:
+    """Give a model folder trained before the domain guard (:mod:`squid_monai.scoring.domain`)
+    its guard without training again: the guard fitted on ``data``'s normal calibration images
+    (preprocessed as the model was trained) into ``model.pt``, the domain recorded in
+    ``network.json``. Scores do not change (the guard reads only the images); exports made
+    before must be made again to carry it. Returns the domain record."""
+    from dataclasses import replace
+
+    from .loading import image_size
+    from .scoring import domain
+
+    model_dir = Path(model_dir)
+    recipe, intensity = Recipe.load(model_dir), trained_intensity(model_dir)
+    size = image_size(recipe)
+    normals = data.calibration(size, max_images=max_images, cache=False, intensity=intensity)
+    images = torch.stack(
+        [torch.as_tensor(normals[i]["image"]).float() for i in range(len(normals))]
+    )
+    bank, limit, _ = domain.fit_bank(domain.thumbnails(images))
+    path = model_dir / WEIGHTS_FILE
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    state = stored.get("model", stored)  # a scorer state dict, or a checkpoint holding it
+    state["domain_bank"], state["domain_limit"] = bank, limit
+    torch.save(stored, path)
+    record = data.domain(size, intensity)
+    replace(recipe, domain=record).save(model_dir)
+    return record

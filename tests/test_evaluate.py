@@ -96,6 +96,12 @@ def test_evaluate_writes_scores_metrics_and_figures(evaluation):
     assert re.search(
         r"test: squid AUC \d\.\d{4}", stdout
     )  # the report names the family, not a config reference
+    # the model records its domain, and its guard stays quiet on the images of that domain
+    recipe = json.loads((folder.parents[1] / "models" / "network.json").read_text())
+    assert recipe["domain"]["name"] == "digitanatomy" and recipe["domain"]["image_size"] == 32
+    assert metrics["domain"]["out_of_domain"] == 0 and metrics["domain"]["not_recorded"] == 0
+    assert metrics["domain"]["max_distance"] <= metrics["domain"]["limit"]
+    assert {r["domain"] for r in rows} == {"in domain"}
 
 
 def test_metrics_are_those_of_the_csv_scores_at_the_model_thresholds(evaluation, bundle):

@@ -16,6 +16,7 @@ from PIL import Image
 from squid_monai.export import CARD_FILE, export_bundle
 from squid_monai.loading import load_scorer
 from squid_monai.scoring import explainer_for
+from squid_monai.scoring.runtimes import OUTPUTS
 from squid_monai.workflow import DigitAnatomySource
 
 from .trained_bundle import BUNDLE, CONFIGS, IMAGE_SIZE, VAL_SIZE, trained_bundle
@@ -62,7 +63,7 @@ def test_torchscript_matches_pytorch_within_1e_5(exported, bundle):
         torch.rand(1, 1, IMAGE_SIZE, IMAGE_SIZE),
     ):  # traced at batch 1; any batch works
         expected, got = scorer(images), module(images)
-        assert set(got) == {"score", "logit", "residual", "tile_residual", "reconstruction"}
+        assert set(got) == {*OUTPUTS, "tile_residual"}  # the graph outputs and the tiles
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], atol=1e-5, rtol=0)
 
@@ -85,6 +86,10 @@ def test_export_embeds_configs_metadata_and_the_deploy_card(exported, bundle):
     for key in ("mean", "std", "threshold", "normal_threshold"):
         assert card[key] == pytest.approx(getattr(scorer, key).item())
     assert card["model_version"] == json.loads(METADATA.read_text())["version"]
+    # the domain the model knows travels with it, with the guard's limit
+    assert card["domain"]["name"] == "digitanatomy"
+    assert card["domain"]["limit"] == pytest.approx(float(scorer.domain_limit))
+    assert card["domain"]["limit"] > 0
 
 
 def test_exported_model_loads_in_the_deploy_app(exported):
@@ -241,7 +246,7 @@ def test_the_mlflow_model_and_the_deploy_app_score_with_the_openvino_export(mode
     app_model = load_exported_model(models / "model.ts", device="cpu")
     assert app_model.format == "openvino"
     out = app_model(images)
-    assert set(out) == {"score", "logit", "reconstruction"}
+    assert set(out) == {"score", "logit", "reconstruction", "domain_distance"}
     torch.testing.assert_close(out["score"], reference, atol=1e-4, rtol=0)
     (models / "model.ts").unlink()  # the other tests of this module's folder expect no TorchScript
 

@@ -35,6 +35,7 @@ from pipelines.cases import Case, CaseStatus, ExitCode, exit_code_for
 from pipelines.heatmap import colour
 from pipelines.operators.case_stage import CaseStage
 from squid_monai.scoring import IMAGE_FILES, save_images
+from squid_monai.scoring.domain import NOT_RECORDED, OUT_OF_DOMAIN
 
 __all__ = [
     "TextSRWriterOperator",
@@ -77,6 +78,7 @@ def report_text(case: Case) -> str:
     model = case.model
     return "\n".join(
         [
+            *_domain_warning(case),
             "SQUID anomaly detection on a frontal chest radiograph. Research use only, not for diagnostic use.",
             f"Anomaly score: {case.score:.6f} (0 to 1; higher = less like the normal training radiographs)",
             f"Decision threshold: {case.threshold:.6f}",
@@ -84,9 +86,21 @@ def report_text(case: Case) -> str:
             f"Model: {model.get('model_name', '')} version {model.get('model_version', '')}",
             f"Scored image: SOP Instance UID {case.source.get('SOPInstanceUID', '')}"
             f" in Series Instance UID {case.source.get('SeriesInstanceUID', '')}",
+            f"Domain check: {case.domain or NOT_RECORDED} (model trained on "
+            f"{model.get('domain', {}).get('name', NOT_RECORDED)})",
             *_heatmap_line(case),
         ]
     )
+
+
+def _domain_warning(case: Case) -> list[str]:
+    """The SR's first line when the domain guard fired: the score below means nothing."""
+    if not (case.domain or "").startswith(OUT_OF_DOMAIN):
+        return []
+    return [
+        f"WARNING: this image is outside the model's domain ({case.domain}); the score below "
+        "means nothing."
+    ]
 
 
 def _heatmap_line(case: Case) -> list[str]:
@@ -285,5 +299,8 @@ def _run_summary(cases: list[Case], exit_code: ExitCode) -> dict:
         "exit_status": exit_code.name,
         "counts": dict(sorted(counts.items())),
         "model": models[0] if models else None,
+        "out_of_domain": [
+            case.case_id for case in cases if (case.domain or "").startswith(OUT_OF_DOMAIN)
+        ],
         "cases": [case.summary() for case in cases],
     }

@@ -87,6 +87,9 @@ class ScoringOperator(CaseStage, Operator):
         case.record = record
         case.score, case.logit, case.threshold = record.score, record.logit, record.threshold
         case.anomalous = record.decision == 1
+        case.domain = record.domain
+        if record.out_of_domain:
+            logger.warning("Case %s: %s; its score means nothing", case.case_id, record.domain)
         case.model = {**card.to_dict(), "card_source": card.source, "heatmap": self.heatmap.kind}
         logger.info(
             "Case %s: score %.4f (%s, threshold %.4f) in %.3f s",

@@ -68,6 +68,32 @@ class DataSource:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
+    def describe(self) -> tuple[str, str, str]:
+        """``(name, dataset, description)`` of the images this data holds (:meth:`domain`)."""
+        raise NotImplementedError
+
+    def domain(self, image_size: int, intensity: str = "percentile") -> dict:
+        """The domain a model trained on this data knows, recorded in its ``network.json``
+        (:class:`~squid_monai.artifact.Recipe`) and its model card: ``name`` (what kind of
+        image), ``dataset``, ``description``, the model input's ``image_size`` and
+        ``intensity`` rule, and ``guard``, what the domain guard compares an input with
+        (:mod:`squid_monai.scoring.domain`, fitted at each calibration)."""
+        from .scoring import domain
+
+        name, dataset, description = self.describe()
+        return {
+            "name": name,
+            "dataset": dataset,
+            "description": description,
+            "image_size": int(image_size),
+            "intensity": check_switches(intensity=intensity)["intensity"],
+            "guard": (
+                f"model.pt buffers domain_bank ({domain.THUMBNAIL} x {domain.THUMBNAIL} thumbnails "
+                f"of up to {domain.BANK_SIZE} calibration normals) and domain_limit ({domain.MARGIN} "
+                f"x the {domain.QUANTILE} quantile of their leave-one-out distances)"
+            ),
+        }
+
     def training(
         self,
         image_size: int,
@@ -124,6 +150,14 @@ class DigitAnatomySource(DataSource):
     unseen handwriting with anomalies for validation and test)."""
 
     name, preset, recipe = "digitanatomy", "digitanatomy_small", "digitanatomy"
+
+    def describe(self) -> tuple[str, str, str]:
+        return (
+            "digitanatomy",
+            "DigitAnatomy",
+            "synthetic images of handwritten digits in a fixed anatomy-like layout, generated "
+            "on the fly; not radiographs",
+        )
 
     def training(
         self,
@@ -202,6 +236,24 @@ class DatalistSource(DataSource):
     def __init__(self, splits: dict, seed: int = 0, origin: str = ""):
         super().__init__(seed)
         self.splits, self.origin = splits, origin
+
+    def describe(self) -> tuple[str, str, str]:
+        sources = {item.get("source", "") for item in self.splits["training"]}
+        if sources == {"zhanglab"}:
+            return (
+                "chest_xray",
+                "ZhangLab",
+                "paediatric frontal chest X-rays (ZhangLab, Kermany et al. 2018, CC BY 4.0), "
+                "the whole radiograph resized to the model input (antialiased bilinear)",
+            )
+        dataset = Path(self.origin).stem if self.origin else "datalist"
+        found = ", ".join(sorted(s for s in sources if s)) or "unnamed"
+        return (
+            "chest_xray",
+            dataset,
+            f"radiographs of {dataset} (sources: {found}), the whole radiograph resized to the "
+            "model input (antialiased bilinear)",
+        )
 
     def training(
         self,

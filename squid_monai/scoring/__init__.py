@@ -10,6 +10,8 @@ package, so they cannot drift apart:
 * :mod:`.explain`: the ``heatmap``, what drives the reported score;
 * :mod:`.record`: :class:`ScoreRecord` and :func:`score_images`, the bad-file policy
   (:func:`read_image`) and the ``difference``;
+* :mod:`.domain`: the domain guard, whether an input looks like anything the model was
+  calibrated on (every record's ``domain``);
 * :mod:`.writer`: the one ``scores.csv`` layout and the image files;
 * :mod:`.runtimes`: an export on another runtime, held to :mod:`.parity` (:mod:`.folding` is the
   eager PyTorch fast path).

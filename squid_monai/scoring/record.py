@@ -9,6 +9,10 @@ bad-file policy and the meaning of each field are the same everywhere:
 * ``reconstruction``: the model's normal-looking version of the input (H, W);
 * ``difference``: ``|input - reconstruction|`` (H, W), the residual;
 * ``heatmap``: the explanation of the score (H, W) in [0, 1] (:mod:`.explain`), when asked;
+* ``domain``: the domain guard's verdict (:mod:`.domain`): ``in domain``, ``OUT OF DOMAIN:
+  <reasons>`` (read the score as meaningless) or ``domain not recorded`` (a model calibrated
+  before the guard existed); ``domain_distance``: the image's distance to the nearest
+  calibration normal that the verdict compares with the model's limit;
 * ``error``: why the image could not be scored (then no score); the others still are.
 """
 
@@ -26,6 +30,7 @@ from monai.inferers import Inferer
 
 from ..transforms import EncodedImage, find_radiograph_error, preprocess
 from ..transforms.dicom import dataset_name, is_dicom_dataset
+from .domain import OUT_OF_DOMAIN, domain_status
 from .scorer import decide
 
 __all__ = [
@@ -56,11 +61,18 @@ class ScoreRecord:
     difference: np.ndarray | None = None
     heatmap: np.ndarray | None = None
     error: str | None = None
+    domain: str | None = None
+    domain_distance: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def scored(self) -> bool:
         return self.error is None and self.score is not None
+
+    @property
+    def out_of_domain(self) -> bool:
+        """The domain guard fired: the score must not be read as if all were well."""
+        return (self.domain or "").startswith(OUT_OF_DOMAIN)
 
     @classmethod
     def unreadable(
@@ -206,6 +218,13 @@ def score_images(
     """
     threshold = scorer.threshold if threshold is None else threshold
     out = forward(scorer, images, per_image) if output is None else output
+    limit = getattr(scorer, "domain_limit", None)
+    limit = None if limit is None else float(limit)
+    distances = (
+        out["domain_distance"].detach().reshape(-1).double().cpu().tolist()
+        if "domain_distance" in out
+        else [None] * len(out["score"].reshape(-1))
+    )
     maps = explainer.explain(images, out) if explainer is not None else None
     score = out["score"].detach().reshape(-1)
     decisions = decide(score, threshold).cpu().tolist()
@@ -213,7 +232,7 @@ def score_images(
         score.double().cpu().tolist(),
         out["logit"].detach().reshape(-1).double().cpu().tolist(),
     )
-    limit = float(threshold)
+    threshold = float(threshold)
     if pixels:
         reconstruction = out["reconstruction"].detach().float().cpu()
         difference = difference_map(torch.as_tensor(images).detach().float().cpu(), reconstruction)
@@ -225,7 +244,9 @@ def score_images(
             score=scores[i],
             logit=logits[i],
             decision=int(decisions[i]),
-            threshold=limit,
+            threshold=threshold,
+            domain=domain_status(distances[i], limit, scores[i]),
+            domain_distance=distances[i],
         )
         if pixels:
             record.reconstruction = reconstruction[i, 0].numpy()

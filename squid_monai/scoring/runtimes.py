@@ -45,8 +45,9 @@ __all__ = [
     "available",
 ]
 
-#: the graph outputs, in order (the keys of the scorer's dict)
-OUTPUTS = ("score", "logit", "residual", "reconstruction")
+#: the graph outputs, in order (the keys of the scorer's dict); ``domain_distance`` (the domain
+#: guard's, :mod:`.domain`) is absent from files exported before the guard existed
+OUTPUTS = ("score", "logit", "residual", "reconstruction", "domain_distance")
 #: format -> the Python module its runtime needs
 RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino", "openvino_int8": "openvino"}
 _CARD_KEY = (
@@ -228,8 +229,8 @@ def export_files(path: str | os.PathLike) -> list[Path]:
 
 
 def open_runtime(model, threads: int | None = None):
-    """A callable ``(B, 1, H, W) float32 array -> list of arrays`` (:data:`OUTPUTS`) over an
-    ONNX file (ONNX Runtime, all graph optimisations) or an OpenVINO model or ``.xml`` file
+    """A callable ``(B, 1, H, W) float32 array -> list of arrays`` (:data:`OUTPUTS`, None for
+    an output the file lacks) over an ONNX file (ONNX Runtime, all graph optimisations) or an OpenVINO model or ``.xml`` file
     (latency hint, fp32 arithmetic), on ``threads`` threads (default: torch's)."""
     threads = int(threads or torch.get_num_threads())
     if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".onnx":
@@ -240,7 +241,13 @@ def open_runtime(model, threads: int | None = None):
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        return lambda x: session.run(list(OUTPUTS), {"image": x})
+        present = [key for key in OUTPUTS if key in {o.name for o in session.get_outputs()}]
+
+        def run_onnx(x: np.ndarray) -> list[np.ndarray | None]:
+            found = dict(zip(present, session.run(present, {"image": x})))
+            return [found.get(key) for key in OUTPUTS]
+
+        return run_onnx
     import openvino as ov
 
     core = ov.Core()
@@ -257,13 +264,15 @@ def open_runtime(model, threads: int | None = None):
             },
         )
     request = compiled.create_infer_request()
-    outputs = [compiled.output(key) for key in OUTPUTS]
+    names = {name for output in compiled.outputs for name in output.get_names()}
+    outputs = [compiled.output(key) if key in names else None for key in OUTPUTS]
     lock = threading.Lock()  # one request, reused: a server's threads take turns
 
-    def run(x: np.ndarray) -> list[np.ndarray]:
+    def run(x: np.ndarray) -> list[np.ndarray | None]:
         with lock:
             result = request.infer({0: x})
-            return [np.array(result[o]) for o in outputs]  # copies: the request reuses its buffers
+            # copies: the request reuses its buffers
+            return [None if o is None else np.array(result[o]) for o in outputs]
 
     return run
 
@@ -274,7 +283,9 @@ def outputs_of(run) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
 
     def scorer(image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = np.ascontiguousarray(image.detach().to("cpu", torch.float32).numpy())
-        return {key: torch.from_numpy(value) for key, value in zip(OUTPUTS, run(x))}
+        return {
+            key: torch.from_numpy(value) for key, value in zip(OUTPUTS, run(x)) if value is not None
+        }
 
     return scorer
 
@@ -302,7 +313,14 @@ class ExportedScorer(nn.Module):
         return self.reference.discriminator
 
     def __getattr__(self, name: str):
-        if name in ("mean", "std", "threshold", "normal_threshold", "score_source"):
+        if name in (
+            "mean",
+            "std",
+            "threshold",
+            "normal_threshold",
+            "score_source",
+            "domain_limit",
+        ):
             return getattr(self._modules["reference"], name)
         return super().__getattr__(name)
 

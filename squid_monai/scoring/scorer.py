@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from monai.data import MetaTensor
 
+from . import domain
+
 __all__ = [
     "CalibratedScorer",
     "feature_distance",
@@ -71,6 +73,10 @@ class CalibratedScorer(nn.Module):
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         # threshold set from normal images only (a quantile of their scores), for reference
         self.register_buffer("normal_threshold", torch.tensor(float(threshold)))
+        # the domain guard (:mod:`.domain`): calibration thumbnails and the distance limit
+        bank, limit = domain.empty_bank()
+        self.register_buffer("domain_bank", bank)
+        self.register_buffer("domain_limit", limit)
         self.eval()
 
     def train(self, mode: bool = True) -> CalibratedScorer:
@@ -81,6 +87,14 @@ class CalibratedScorer(nn.Module):
         if isinstance(value, nn.Module):
             value.eval()  # in inference mode by construction (see the class docstring)
         super().__setattr__(name, value)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """A state dict saved before the domain guard existed loads with the guard's empty
+        bank (:data:`.domain.NOT_RECORDED`), not as a mismatch."""
+        bank, limit = domain.empty_bank()
+        state_dict.setdefault(f"{prefix}domain_bank", bank)
+        state_dict.setdefault(f"{prefix}domain_limit", limit)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _inference_mode(self) -> None:
         """Every sub-module in eval mode, one way only (thread-safe: no flag is restored)."""
@@ -127,8 +141,17 @@ class CalibratedScorer(nn.Module):
             out = self.raw(image.float())
             normality = self.normality(out).float()
             score = calibrated_score(normality, self.mean, self.std)
+            distance = domain.nearest_in_bank(domain.thumbnails(image), self.domain_bank)
         out.setdefault("logit", normality)
-        return {"score": score, **out}
+        return {"score": score, **out, "domain_distance": distance}
+
+    def fit_domain(self, thumbs: torch.Tensor) -> torch.Tensor:
+        """Fit the domain guard (:func:`.domain.fit_bank`) on the thumbnails of the normal
+        calibration images; returns their distances to the bank."""
+        bank, limit, distances = domain.fit_bank(thumbs)
+        self.domain_bank.copy_(bank)
+        self.domain_limit.fill_(float(limit))
+        return distances
 
     def decide(self, score: torch.Tensor) -> torch.Tensor:
         """1 = "likely abnormal, look closer" (:func:`decide` at the stored threshold)."""
@@ -157,20 +180,24 @@ def calibrate(
     """Mean and std of the scored quantity (:meth:`CalibratedScorer.normality`: the logit, the
     negated residual or the negated worst tile) over un-augmented normal images, stored in ``scorer``,
     together with the normal-only threshold (the ``quantile`` of their calibrated scores).
-    First, :meth:`~CalibratedScorer.fit_normals` on the same images (one pass).
+    First, :meth:`~CalibratedScorer.fit_normals` on the same images (one pass); the domain
+    guard (:meth:`~CalibratedScorer.fit_domain`) on their thumbnails too.
 
     ``batches`` yields dicts with ``key`` (B, 1, H, W) or tensors. Returns (mean, std).
     """
     parts: dict[str, list[torch.Tensor]] = {}
+    thumbs = []
     for batch in batches:
-        image = batch[key] if isinstance(batch, dict) else batch
-        for name, value in scorer(torch.as_tensor(image).to(device)).items():
+        image = torch.as_tensor(batch[key] if isinstance(batch, dict) else batch).to(device)
+        thumbs.append(domain.thumbnails(image).cpu())
+        for name, value in scorer(image).items():
             if value.dim() <= 2:  # per-image values, not images
                 parts.setdefault(name, []).append(value)
     if not parts:
         raise ValueError("calibration needs at least one normal image")
     out = {name: torch.cat(chunks) for name, chunks in parts.items()}
     scorer.fit_normals(out)
+    scorer.fit_domain(torch.cat(thumbs))
     values = scorer.normality(out).float().cpu()
     std = values.std().item() if values.numel() > 1 else 1.0
     mean = values.mean().item()

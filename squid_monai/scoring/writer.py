@@ -3,7 +3,8 @@
 ``scores.csv`` has the columns :data:`CSV_COLUMNS`, in this order, one row per input in
 input order, followed by the consumer's extra columns (the evaluation adds
 ``sharpness_score`` and, on DigitAnatomy, ``anomaly``). An unreadable input is a row with
-its ``error`` and no score. Floats are written with ``repr`` (they read back exactly).
+its ``error`` and no score; ``domain`` is the domain guard's verdict (an ``OUT OF DOMAIN``
+row's score means nothing, :mod:`.domain`). Floats are written with ``repr`` (they read back exactly).
 
 Image files of one record (:data:`IMAGE_FILES`; all (H, W) at the model's input size):
 
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..transforms import SUPPORTED_EXTENSIONS
+from .domain import NOT_RECORDED
 from .record import ScoreRecord
 
 __all__ = [
@@ -52,10 +54,14 @@ CSV_COLUMNS = (
     "decision",
     "threshold",
     "error",
+    "domain",
+    "domain_distance",
     "reconstruction",
     "difference",
     "heatmap",
 )
+#: the columns of :data:`CSV_COLUMNS` that name image files
+_FILE_COLUMNS = ("reconstruction", "difference", "heatmap")
 #: file name of each image of a record
 IMAGE_FILES = {
     "input": "input.png",
@@ -74,8 +80,12 @@ def _cell(value: Any) -> Any:
 
 def csv_row(record: ScoreRecord, files: dict[str, Any] | None = None) -> dict[str, Any]:
     """The CSV row of a record (``files``: image name -> path written)."""
-    row = {key: _cell(getattr(record, key)) for key in CSV_COLUMNS[:7]}
-    row.update({key: str((files or {}).get(key, "")) for key in CSV_COLUMNS[7:]})
+    row = {
+        key: str((files or {}).get(key, ""))
+        if key in _FILE_COLUMNS
+        else _cell(getattr(record, key))
+        for key in CSV_COLUMNS
+    }
     row.update({key: _cell(value) for key, value in record.extra.items()})
     return row
 
@@ -132,7 +142,14 @@ class ScoreWriter:
         self.columns = (*CSV_COLUMNS, *extra_columns)
         self.heatmap_colormap = heatmap_colormap
         self.path = self.output_dir / "scores.csv"
-        self.counts = {"images": 0, "scored": 0, "errors": 0, "abnormal": 0}
+        self.counts = {
+            "images": 0,
+            "scored": 0,
+            "errors": 0,
+            "abnormal": 0,
+            "out_of_domain": 0,
+            "domain_not_recorded": 0,
+        }
         self._file = self._csv = None
 
     def __enter__(self) -> ScoreWriter:
@@ -160,6 +177,8 @@ class ScoreWriter:
         self.counts["images"] += 1
         self.counts["scored" if record.scored else "errors"] += 1
         self.counts["abnormal"] += record.decision == 1
+        self.counts["out_of_domain"] += record.out_of_domain
+        self.counts["domain_not_recorded"] += record.scored and record.domain == NOT_RECORDED
         return row
 
     def write_all(self, records: Iterable[ScoreRecord], stems: Iterable[str] | None = None) -> None:

@@ -30,6 +30,7 @@ from PIL import Image  # noqa: E402
 
 from squid_monai.loading import load_scorer  # noqa: E402
 from squid_monai.mlflow_model import save_pyfunc  # noqa: E402
+from squid_monai.scoring import score_images  # noqa: E402
 from squid_monai.transforms import preprocess  # noqa: E402
 from tests.pipelines.factories import chest_pixels, write_dicom  # noqa: E402
 
@@ -161,7 +162,14 @@ def test_signature_declares_the_request_and_response_columns(saved_model):
         mlflow.types.DataType.string
     }
     assert not inputs.required_input_names()  # either column
-    assert outputs.input_names() == ["score", "logit", "decision", "error"]
+    assert outputs.input_names() == [
+        "score",
+        "logit",
+        "decision",
+        "error",
+        "domain",
+        "domain_distance",
+    ]
     example = json.loads((saved_model / "serving_input_example.json").read_text())
     assert list(example["dataframe_split"]["columns"]) == ["image"]  # a base64 PNG, shown in the UI
 
@@ -169,13 +177,17 @@ def test_signature_declares_the_request_and_response_columns(saved_model):
 def test_base64_png_jpeg_and_dicom_score_as_the_preprocessing_does(server, files, scorer):
     formats = ("png", "jpeg", "dicom")
     out = _predictions(server, [{"image": _b64(files[f].read_bytes())} for f in formats])
-    expected = scorer(torch.stack([preprocess(files[f], SIZE) for f in formats]))
-    for row, score, logit, decision in zip(
-        out, expected["score"], expected["logit"], scorer.decide(expected["score"])
+    images = torch.stack([preprocess(files[f], SIZE) for f in formats])
+    expected = scorer(images)
+    records = score_images(scorer, images, pixels=False)  # the domain guard's verdict in-process
+    for row, score, logit, decision, record in zip(
+        out, expected["score"], expected["logit"], scorer.decide(expected["score"]), records
     ):
         assert row["error"] is None and row["decision"] == int(decision)
         assert row["score"] == pytest.approx(float(score), abs=1e-6)
         assert row["logit"] == pytest.approx(float(logit), abs=1e-5)
+        assert row["domain"] == record.domain and record.domain != "domain not recorded"
+        assert row["domain_distance"] == pytest.approx(record.domain_distance, abs=1e-6)
 
 
 def test_bad_files_among_good_ones_are_row_errors_with_null_scores(server, files):

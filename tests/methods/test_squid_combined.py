@@ -14,6 +14,7 @@ from squid_monai.engines.evaluator import feature_residual
 from squid_monai.loading import build_scorer
 from squid_monai.methods.squid.scorer import EVIDENCE
 from squid_monai.scoring import calibrate
+from squid_monai.scoring.runtimes import OUTPUTS
 
 from ..scoring import random_scorer
 
@@ -157,7 +158,7 @@ def test_a_combined_model_round_trips_and_older_models_load_as_they_scored(tmp_p
     }
     fresh = _scorer()
     assert fresh.load_state_dict(older, strict=True) is not None and fresh.score_source == "logit"
-    assert set(fresh(images)) == {"score", "logit", "residual", "tile_residual", "reconstruction"}
+    assert set(fresh(images)) == {*OUTPUTS, "tile_residual"}  # the graph outputs and the tiles
     # the first combined models (8e0c101): four pieces of evidence, all summed, no weights
     # buffer, and the logit's own mean (they negated the logit after standardising it); loaded
     # into a scorer built to sum other evidence, they still score as they did

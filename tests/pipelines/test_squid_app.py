@@ -127,6 +127,8 @@ def test_app_scores_reports_and_skips(synthetic_inputs, tmp_path, standin_model)
         assert sr.Modality == "SR" and sr.StudyInstanceUID == study
         text = sr.ContentSequence[0].TextValue
         assert f"{case['score']:.6f}" in text and "threshold: 0.500000" in text
+        # a stand-in without a domain guard: said so, never an all-clear
+        assert case["domain"] == "domain not recorded" and "Domain check: domain not" in text
         assert sr.ContributingEquipmentSequence[0].ManufacturerModelName == "squid-standin"
         assert sr.ContributingEquipmentSequence[0].SoftwareVersions == "0.0.1"
         assert case["decision"] == ("anomalous" if case["score"] > 0.5 else "normal")
@@ -293,14 +295,20 @@ def real_dicom() -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_squid_model(tmp_path_factory):
-    """A real (untrained) tiny SQUIDScorer, eager and exported as TorchScript with its card."""
+    """A real (untrained) tiny SQUIDScorer, eager and exported as TorchScript with its card; its
+    domain guard fitted on DigitAnatomy normals (a DigitAnatomy model's guard: the scores do not
+    depend on it)."""
     from squid_monai.loading import build_scorer
     from squid_monai.methods.squid.presets import get_config
+    from squid_monai.scoring.domain import thumbnails
+    from squid_monai.workflow import DigitAnatomySource
 
     torch.manual_seed(0)
     size = get_config("tiny")["image_size"]
     scorer = build_scorer("tiny")
     scorer.set_calibration(mean=0.0, std=1.0, threshold=0.5)
+    digits = DigitAnatomySource().calibration(size, max_images=16, cache=False)
+    scorer.fit_domain(thumbnails(torch.stack([torch.as_tensor(d["image"]) for d in digits])))
     traced = torch.jit.trace(scorer, torch.rand(1, 1, size, size), strict=False, check_trace=False)
     card = {
         "image_size": size,
@@ -353,6 +361,10 @@ def test_real_dicoms_sr_per_study_and_bundle_scores(real_dicom, tmp_path, tiny_s
         _assert_bundle_preprocessing(output, case, bundle_input)
         bundle_score = float(scorer(bundle_input[None])["score"][0])
         assert case["score"] == pytest.approx(bundle_score, abs=1e-5), source.name
+        # a DigitAnatomy model on real radiographs: the domain guard says so, first thing
+        assert case["domain"].startswith("OUT OF DOMAIN"), case["domain"]
+        assert sr.ContentSequence[0].TextValue.startswith("WARNING: this image is outside")
+    assert sorted(app.summary["out_of_domain"]) == sorted(by_study)
 
     (mono1_case,) = _run(mono1_in, tmp_path / "out_mono1", model_path).summary["cases"]
     mono2_case = next(c for c in cases if c["case_id"] == mono1_case["case_id"])
@@ -367,6 +379,20 @@ def test_real_dicoms_sr_per_study_and_bundle_scores(real_dicom, tmp_path, tiny_s
     _assert_bundle_preprocessing(
         tmp_path / "out_mono1", mono1_case, preprocess(fake_mono1[0], size)
     )
+
+
+def test_the_app_warns_when_a_digitanatomy_model_scores_radiographs(
+    synthetic_inputs, tmp_path, tiny_squid_model
+):
+    """The domain guard in the deploy report: the case, the SR's first line, the run summary."""
+    app = _run(synthetic_inputs, tmp_path / "out", tiny_squid_model[0])
+    scored = [case for case in app.summary["cases"] if case["status"] == "scored"]
+    assert scored and sorted(app.summary["out_of_domain"]) == sorted(c["case_id"] for c in scored)
+    for case in scored:
+        assert case["domain"].startswith("OUT OF DOMAIN"), case["domain"]
+        text = pydicom.dcmread(tmp_path / "out" / case["outputs"]["sr"]).ContentSequence[0]
+        assert text.TextValue.startswith("WARNING: this image is outside the model's domain")
+        assert "Domain check: OUT OF DOMAIN" in text.TextValue
 
 
 def test_sidecar_card_drives_the_app(tmp_path):

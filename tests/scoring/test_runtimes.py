@@ -90,7 +90,8 @@ def test_fp32_runtimes_meet_the_parity_contract(fmt, onnx_file, scorer, images):
         "logit",
         "residual",
         "reconstruction",
-    }  # the exported outputs, every family's
+        "domain_distance",
+    }  # the exported outputs, every family's (the domain guard's too)
     for key in got:
         torch.testing.assert_close(got[key], expected[key], atol=FP32_TOLERANCE, rtol=0)
 
@@ -289,3 +290,32 @@ def test_auto_refuses_an_export_that_misses_the_contract_on_this_machine(
     assert not isinstance(chosen, runtimes.ExportedScorer)
     assert "misses the fp32 parity contract on this machine" in caplog.text
     assert isinstance(load_scorer(weights, backend="onnx"), runtimes.ExportedScorer)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_an_export_older_than_the_domain_guard_still_scores_domain_not_recorded(
+    fmt, onnx_file, scorer, images, tmp_path
+):
+    """A file exported before the guard has no ``domain_distance`` output: it scores as before,
+    and its records say the domain was not recorded (never "in domain")."""
+    import copy
+
+    import onnx
+
+    from squid_monai.scoring import score_images
+    from squid_monai.scoring.domain import NOT_RECORDED, thumbnails
+
+    _needs(fmt)
+    guarded = copy.deepcopy(scorer)
+    guarded.fit_domain(thumbnails(images))  # today's scorer has a guard; the old file does not
+    model = onnx.load(str(onnx_file))
+    kept = [o for o in model.graph.output if o.name != "domain_distance"]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    source = tmp_path / "old.onnx" if fmt == "onnx" else runtimes.to_openvino(tmp_path / "old.onnx")
+    old = runtimes.ExportedScorer(source, guarded, fmt)
+    out = old(images)
+    assert "domain_distance" not in out
+    torch.testing.assert_close(out["score"], scorer(images)["score"], atol=FP32_TOLERANCE, rtol=0)
+    assert {r.domain for r in score_images(old, images, pixels=False)} == {NOT_RECORDED}

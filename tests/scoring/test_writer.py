@@ -42,7 +42,14 @@ def test_csv_layout_rows_and_image_files(tmp_path):
     with ScoreWriter(tmp_path, extra_columns=("sharpness_score",)) as writer:
         records[0].extra["sharpness_score"] = -0.125
         writer.write_all(records, unique_stems([r.image for r in records]))
-    assert writer.counts == {"images": 3, "scored": 2, "errors": 1, "abnormal": 1}
+    assert writer.counts == {
+        "images": 3,
+        "scored": 2,
+        "errors": 1,
+        "abnormal": 1,
+        "out_of_domain": 0,
+        "domain_not_recorded": 0,
+    }
     with open(tmp_path / "scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == (*CSV_COLUMNS, "sharpness_score")
