@@ -21,6 +21,7 @@ from monai.utils import str2bool
 
 from .artifact import (
     RECIPE_FILE,
+    REFERENCE_FILE,
     TRAINING_FILE,
     WEIGHTS_FILE,
     Recipe,
@@ -51,12 +52,15 @@ __all__ = [
     "save_training_settings",
     "trained_intensity",
     "network_recipe",
+    "reference_model",
     "training_recipe",
 ]
 
 logger = logging.getLogger(__name__)
 
 _BUNDLE_NAME = "squid"
+#: the reference chest model, relative to the bundle folder (``python -m squid_monai.reference``)
+REFERENCE_DIR = Path("reference") / "chest_xray"
 
 
 def bundle_root() -> str:
@@ -73,6 +77,19 @@ def bundle_root() -> str:
         ).is_file():
             return str(candidate)
     raise FileNotFoundError(f"cannot find the {_BUNDLE_NAME} bundle from {cwd}: pass --bundle_root")
+
+
+def reference_model(bundle_root: str | os.PathLike) -> str:
+    """The bundle's reference model folder (``configs/reference.json``'s ``ckpt_dir``), or a
+    clear error when this checkout has none."""
+    folder = Path(bundle_root) / REFERENCE_DIR
+    if not (folder / REFERENCE_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder}: no reference model here (no {REFERENCE_FILE}); package a trained model "
+            "folder with python -m squid_monai.reference build --model_dir <run>/models "
+            "--dataset_dir <its data>"
+        )
+    return str(folder)
 
 
 class DataSource:
