@@ -36,6 +36,7 @@ The build, family-neutral, in order:
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -114,16 +115,19 @@ DATA_DOMAINS = {
 
 def compact_state(state: Mapping[str, Any], max_bytes: int) -> tuple[dict[str, Any], dict]:
     """``(state, storage)``: ``state`` with its largest floating-point tensors in half
-    precision, largest first, until its tensors take at most ``max_bytes`` (none when they
-    fit already; a tensor half precision cannot hold, with a value beyond its range, is
-    skipped). ``storage`` says what was done: ``dtype`` (``"float32"``, or
+    precision, largest first, until its file (``torch.save``) takes at most ``max_bytes``
+    (none when it fits already; a tensor half precision cannot hold, with a value beyond its
+    range, is skipped). ``storage`` says what was done: ``dtype`` (``"float32"``, or
     ``"float16+float32"``), ``half_tensors`` and ``half_elements``, ``float_elements``."""
     state = dict(state)
     total = sum(_bytes(v) for v in state.values())
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    budget = max_bytes - (buffer.getbuffer().nbytes - total)  # the file's own bytes besides tensors
     floats = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()]
     halved = []
     for key in sorted(floats, key=lambda k: -state[k].numel()):
-        if total <= max_bytes:
+        if total <= budget:
             break
         half = state[key].detach().cpu().half()
         if state[key].dtype == torch.float16 or not bool(torch.isfinite(half).all()):
@@ -131,9 +135,10 @@ def compact_state(state: Mapping[str, Any], max_bytes: int) -> tuple[dict[str, A
         total -= _bytes(state[key]) - _bytes(half)
         state[key] = half
         halved.append(key)
-    if total > max_bytes:
+    if total > budget:
         raise RuntimeError(
-            f"the weights take {total} bytes even in half precision, over {max_bytes}"
+            f"the weights file would take {total + max_bytes - budget} bytes even in half precision, "
+            f"over {max_bytes}"
         )
     storage = {
         "dtype": "float16+float32" if halved else "float32",
