@@ -52,18 +52,7 @@ from typing import Any
 
 import torch
 
-from . import loading
-from .artifact import (
-    PREPROCESSING_FILE,
-    RECIPE_FILE,
-    REFERENCE_FILE,
-    TRAINING_FILE,
-    WEIGHTS_FILE,
-    Recipe,
-    load_training_settings,
-    trained_intensity,
-    write_json,
-)
+from . import artifact, loading
 from .workflow import REFERENCE_DIR as FOLDER
 from .workflow import bundle_root as find_bundle_root
 from .workflow import choose_data
@@ -77,6 +66,7 @@ __all__ = [
     "data_description",
     "main",
     "model_card",
+    "run_bundle",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,7 +76,12 @@ MAX_BYTES = 15_000_000
 #: room the card, the ROC figures and the JSON records take beside the weights
 RESERVED_BYTES = 500_000
 #: files of the trained model folder the reference keeps beside the weights (JSON records)
-RECORDS = (RECIPE_FILE, PREPROCESSING_FILE, TRAINING_FILE, "training_summary.json")
+RECORDS = (
+    artifact.RECIPE_FILE,
+    artifact.PREPROCESSING_FILE,
+    artifact.TRAINING_FILE,
+    "training_summary.json",
+)
 #: the splits the card reports (validation chose the epoch and the threshold; report chooses nothing)
 SPLITS = ("validation", "report")
 
@@ -222,21 +217,37 @@ def _training_command(family: str, configs: Path, data_args: Sequence[str]) -> s
     return f'python -m monai.bundle run training --config_file "[{listed}]" {shlex.join(data_args)}'
 
 
+def run_bundle(
+    bundle_root: str | os.PathLike, configs: Sequence[str], run_id: str, **overrides: Any
+) -> None:
+    """``python -m monai.bundle run <run_id> --config_file <configs>`` with ``overrides``, in
+    this process: ``configs`` are file names in ``<bundle_root>/configs``, merged in order."""
+    from monai.bundle import ConfigWorkflow
+
+    folder = Path(bundle_root) / "configs"
+    workflow = ConfigWorkflow(
+        config_file=[str(folder / name) for name in configs],
+        meta_file=str(folder / "metadata.json"),
+        logging_file=False,
+        run_id=run_id,
+        workflow_type=None,
+        bundle_root=str(bundle_root),
+        **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+
+
 def _evaluate(
     bundle_root: Path, model_dir: Path, split: str, work: Path, overrides: Mapping[str, Any]
 ) -> dict:
     """The bundle's evaluation (``train.json`` + ``evaluate.json``) of ``model_dir`` on ``split``,
-    run in this process with its outputs in ``work``: its ``metrics.json`` and ROC file."""
-    from monai.bundle import ConfigWorkflow
-
-    configs = bundle_root / "configs"
-    workflow = ConfigWorkflow(
-        config_file=[str(configs / "train.json"), str(configs / "evaluate.json")],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=False,
-        run_id="evaluating",
-        workflow_type=None,
-        bundle_root=str(bundle_root),
+    with its outputs in ``work``: its ``metrics.json`` and ROC file."""
+    run_bundle(
+        bundle_root,
+        ["train.json", "evaluate.json"],
+        "evaluating",
         output_dir=str(work),
         ckpt_dir=str(model_dir),
         eval_dir=str(work / "eval"),
@@ -244,9 +255,6 @@ def _evaluate(
         mlflow_tracking=False,
         **overrides,
     )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
     out = work / "eval" / split
     return {"metrics": json.loads((out / "metrics.json").read_text()), "roc": out / "roc.png"}
 
@@ -304,15 +312,15 @@ def build(
         raise ValueError(
             f"{output}: the reference folder must lie outside the trained model folder {model_dir}"
         )
-    for name in (WEIGHTS_FILE, RECIPE_FILE):
+    for name in (artifact.WEIGHTS_FILE, artifact.RECIPE_FILE):
         if not (model_dir / name).is_file():
             raise FileNotFoundError(
-                f"{model_dir / name}: missing; a trained model folder holds {WEIGHTS_FILE} and {RECIPE_FILE}"
+                f"{model_dir / name}: missing; a trained model folder holds {artifact.WEIGHTS_FILE} and {artifact.RECIPE_FILE}"
             )
-    recipe = Recipe.load(model_dir)
-    size, intensity = loading.image_size(recipe), trained_intensity(model_dir)
+    recipe = artifact.Recipe.load(model_dir)
+    size, intensity = loading.image_size(recipe), artifact.trained_intensity(model_dir)
     source = choose_data(dataset_dir, datalist, seed, val_per_class, report_per_class)
-    trained = loading.load_scorer(model_dir / WEIGHTS_FILE)
+    trained = loading.load_scorer(model_dir / artifact.WEIGHTS_FILE)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
@@ -322,8 +330,8 @@ def build(
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, stage / name)
         state, storage = compact_state(trained.state_dict(), max_bytes - RESERVED_BYTES)
-        torch.save(state, stage / WEIGHTS_FILE)
-        compact = loading.load_scorer(stage / WEIGHTS_FILE)
+        torch.save(state, stage / artifact.WEIGHTS_FILE)
+        compact = loading.load_scorer(stage / artifact.WEIGHTS_FILE)
         images, labels = split_images(source, "validation", size, intensity, val_per_class)
         parity = measure_parity(
             trained, compact, images, labels, quantised=storage["dtype"] != "float32"
@@ -348,8 +356,8 @@ def build(
         for split, result in evaluated.items():
             shutil.copy2(result["roc"], stage / f"roc_{split}.png")
         family, recipe_name, settings = (
-            load_training_settings(model_dir)
-            if (model_dir / TRAINING_FILE).is_file()
+            artifact.load_training_settings(model_dir)
+            if (model_dir / artifact.TRAINING_FILE).is_file()
             else (recipe.family, "", {})
         )
         data_args = (
@@ -375,8 +383,8 @@ def build(
             "data": {**data_description(source), "seed": seed},
             "storage": {
                 **storage,
-                "weights_bytes": (stage / WEIGHTS_FILE).stat().st_size,
-                "trained_weights_bytes": (model_dir / WEIGHTS_FILE).stat().st_size,
+                "weights_bytes": (stage / artifact.WEIGHTS_FILE).stat().st_size,
+                "trained_weights_bytes": (model_dir / artifact.WEIGHTS_FILE).stat().st_size,
                 "max_bytes": max_bytes,
                 "parity_on_validation": parity,
             },
@@ -387,7 +395,9 @@ def build(
             "splits": {split: _split_summary(r["metrics"]) for split, r in evaluated.items()},
         }
         (stage / "README.md").write_text(model_card(record))
-        write_json(stage / REFERENCE_FILE, record)  # last: from here on the folder is a reference
+        artifact.write_json(
+            stage / artifact.REFERENCE_FILE, record
+        )  # last: from here on the folder is a reference
         total = sum(f.stat().st_size for f in stage.iterdir())
         if total > max_bytes:
             raise RuntimeError(
@@ -529,7 +539,7 @@ def model_card(record: Mapping[str, Any]) -> str:
         + ". The validation and report splits hold normal and abnormal images carved from the "
         "training folder, never trained on.",
         "",
-        "## Recipe",
+        "## artifact.Recipe",
         "",
         f"- family `{family}`, preset `{record['preset']}`, input {record['image_size']} x "
         f"{record['image_size']} px, intensity rule `{record['intensity']}`",

@@ -17,14 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 from PIL import Image
 
 from squid_monai import reference
-from squid_monai.artifact import REFERENCE_FILE, ReferenceFolderError, write_json
+from squid_monai.artifact import REFERENCE_FILE, Recipe, ReferenceFolderError, write_json
 from squid_monai.data.digitanatomy import digitanatomy_split
 from squid_monai.handlers.checkpoint import AtomicCheckpointSaver
-from squid_monai.loading import load_scorer
+from squid_monai.loading import image_size, load_scorer
 from squid_monai.scoring.parity import AUC_MARGIN, MIN_SPEARMAN
 from squid_monai.transforms import preprocess
 from squid_monai.workflow import REFERENCE_DIR, reference_model
@@ -59,7 +58,7 @@ def images(tmp_path_factory) -> Path:
 
 def _python_scores(folder: Path, files: list[Path]) -> dict[str, float]:
     scorer = load_scorer(folder / "model.pt")
-    size = reference.loading.image_size(reference.Recipe.load(folder))
+    size = image_size(Recipe.load(folder))
     return {f.name: float(scorer(preprocess(f, image_size=size)[None])["score"]) for f in files}
 
 
@@ -112,19 +111,8 @@ def test_zhanglab_is_credited(shared_data):
 
 def test_scoring_command_prints_the_python_apis_scores(built, images, capsys):
     root, folder, _ = built
-    configs = root / "configs"
-    workflow = ConfigWorkflow(
-        config_file=[str(configs / n) for n in ("train.json", "inference.json", "reference.json")],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=False,
-        run_id="inference",
-        workflow_type=None,
-        bundle_root=str(root),
-        input=str(images),
-        progress=False,
-    )
-    workflow.initialize()
-    workflow.run()
+    configs = ["train.json", "inference.json", "reference.json"]
+    reference.run_bundle(root, configs, "inference", input=str(images), progress=False)
     printed = capsys.readouterr().out
     expected = _python_scores(folder, sorted(images.iterdir()))
     for name, score in expected.items():
@@ -182,24 +170,11 @@ def _digest(folder: Path) -> dict[str, str]:
 def test_training_never_writes_into_the_reference(built, target):
     root, folder, _ = built
     before = _digest(folder)
-    configs = root / "configs"
-    workflow = ConfigWorkflow(
-        config_file=str(configs / "train.json"),
-        meta_file=str(configs / "metadata.json"),
-        logging_file=False,
-        run_id="training",
-        workflow_type=None,
-        bundle_root=str(root),
-        preset="tiny",
-        epochs=1,
-        digitanatomy_length=32,
-        mlflow_tracking=False,
-        progress=False,
-        **{target: str(folder)},
-    )
-    workflow.initialize()
+    tiny = dict(preset="tiny", epochs=1, digitanatomy_length=32, mlflow_tracking=False)
     with pytest.raises(Exception) as raised:  # the bundle wraps what its expressions raise
-        workflow.run()
+        reference.run_bundle(
+            root, ["train.json"], "training", progress=False, **tiny, **{target: str(folder)}
+        )
     causes = [raised.value]
     while causes[-1].__cause__ is not None:
         causes.append(causes[-1].__cause__)
