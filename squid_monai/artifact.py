@@ -12,7 +12,11 @@ A trained model is a folder (``<output_dir>/models/``) holding
 * after export, ``model.ts``: the TorchScript scorer with the :class:`ModelCard` embedded as
   the extra file ``squid.json`` (a sidecar ``model.json`` beside it may override keys);
   ``model.onnx``, ``model.xml`` (OpenVINO) and ``model_int8.xml`` (OpenVINO INT8) the other
-  :data:`EXPORT_FILES`, each with its card (format and measured parity) inside.
+  :data:`EXPORT_FILES`, each with its card (format and measured parity) inside;
+* in a reference model (``python -m squid_monai.reference build``), ``reference.json``
+  (:data:`REFERENCE_FILE`): what its packaging measured. Nothing written through
+  :func:`write_json` or a checkpoint saver lands in such a folder
+  (:func:`refuse_reference_folder`): training never overwrites a reference model.
 
 Every reader and writer of these files (training, evaluation, inference, the MLflow model,
 the export and the deploy app) goes through this module, so the names, the JSON layout and
@@ -40,10 +44,14 @@ __all__ = [
     "CARD_FILE",
     "TORCHSCRIPT_FILE",
     "EXPORT_FILES",
+    "REFERENCE_FILE",
+    "ReferenceFolderError",
     "SCORE_RULE",
     "Recipe",
     "ModelCard",
     "load_training_settings",
+    "reference_folder",
+    "refuse_reference_folder",
     "save_preprocessing",
     "save_training_settings",
     "trained_intensity",
@@ -71,16 +79,44 @@ EXPORT_FILES = {
     "openvino": "model.xml",
     "openvino_int8": "model_int8.xml",
 }
+#: the record that makes a model folder a reference model (what its packaging measured)
+REFERENCE_FILE = "reference.json"
 #: how the card's numbers turn a logit into a decision
 SCORE_RULE = "1 - sigmoid((x - mean) / std), x the logit, the negated residual, the negated worst standardised tile residual or the negated sum of standardised evidence (combined) (score_source); decision: score > threshold"
 _DEFAULT_FAMILY = "squid"
 
 
+class ReferenceFolderError(ValueError):
+    """A run tried to write into a reference model's folder."""
+
+
+def reference_folder(path: str | os.PathLike) -> Path | None:
+    """The reference model folder (one holding :data:`REFERENCE_FILE`) that ``path`` is, or
+    lies inside, links resolved; None when there is none."""
+    path = Path(path).expanduser().resolve()
+    return next((p for p in (path, *path.parents) if (p / REFERENCE_FILE).is_file()), None)
+
+
+def refuse_reference_folder(path: str | os.PathLike) -> None:
+    """Raise :class:`ReferenceFolderError` when ``path`` resolves into a reference model's
+    folder: the committed reference model is rebuilt only by its packaging command, never
+    overwritten by a training run pointed at it."""
+    folder = reference_folder(path)
+    if folder is not None:
+        raise ReferenceFolderError(
+            f"{path}: lies in the reference model folder {folder} (it holds {REFERENCE_FILE}); "
+            "training never writes there. Train into another --output_dir, then package the "
+            "model with python -m squid_monai.reference build"
+        )
+
+
 def write_json(path: str | os.PathLike, content: Any) -> Path:
     """Write ``content`` as JSON to ``path`` atomically (a temporary file beside it, then a
     rename): another process reading the model folder meanwhile (the other ranks of a
-    distributed run checking a resume) sees the old file or the new one, never half of it."""
+    distributed run checking a resume) sees the old file or the new one, never half of it.
+    Never into a reference model's folder (:func:`refuse_reference_folder`)."""
     path = Path(path)
+    refuse_reference_folder(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(content, indent=2))

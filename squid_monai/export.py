@@ -63,6 +63,7 @@ __all__ = [
     "model_card",
     "embed_model_card",
     "parity",
+    "split_images",
     "export_runtime",
     "export_bundle",
     "main",
@@ -153,7 +154,12 @@ def parity(
     return {key: float((expected[key] - got[key]).abs().max()) for key in expected}
 
 
-def _split(source, split: str, size: int, intensity: str, n: int) -> tuple[torch.Tensor, list[int]]:
+def split_images(
+    source, split: str, size: int, intensity: str, n: int
+) -> tuple[torch.Tensor, list[int]]:
+    """The images (N, 1, size, size) and labels of a split of ``source`` (a
+    :class:`~squid_monai.workflow.DataSource`; ``"calibration"``: its training normals), at
+    most ``n`` per class, preprocessed as the model was trained (``intensity``)."""
     data = (
         source.calibration(size, max_images=n, cache=False, intensity=intensity)
         if split == "calibration"
@@ -204,9 +210,11 @@ def export_runtime(
         if fmt != "onnx":
             model = runtimes.to_openvino(onnx_path)
             if fmt == "openvino_int8":
-                calibration, _ = _split(source, "calibration", size, intensity, calibration_images)
+                calibration, _ = split_images(
+                    source, "calibration", size, intensity, calibration_images
+                )
                 model = runtimes.quantize_openvino(model, [calibration])
-        images, labels = _split(source, "validation", size, intensity, val_per_class)
+        images, labels = split_images(source, "validation", size, intensity, val_per_class)
         measured = contract.measure_parity(
             scorer,
             runtimes.ExportedScorer(model, scorer, fmt),
@@ -240,8 +248,10 @@ def export_bundle(
     seed: int = 0,
     val_per_class: int = 100,
     calibration_images: int = 300,
+    model_dir: str | os.PathLike | None = None,
 ) -> dict:
-    """``ckpt_export`` of ``<output_dir>/models/model.pt`` to ``models/model.ts`` (traced),
+    """``ckpt_export`` of ``<output_dir>/models/model.pt`` (or ``<model_dir>/model.pt``: any
+    model folder, a reference model's too) to ``models/model.ts`` (traced),
     then the card and the parity check; raises if the export drifts beyond ``tolerance``.
     Another ``fmt`` (:data:`FORMATS`) goes to :func:`export_runtime` with the run's data
     (:func:`~squid_monai.data.sources.choose_data` of ``dataset_dir`` / ``datalist`` / ``seed``)."""
@@ -251,8 +261,9 @@ def export_bundle(
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     bundle_root = Path(bundle_root).resolve()
     output_dir = Path(output_dir).resolve() if output_dir else bundle_root
-    models = output_dir / MODELS_DIR
+    models = Path(model_dir).resolve() if model_dir else output_dir / MODELS_DIR
     filepath = Path(filepath) if filepath else models / EXPORT_FILES[fmt]
+    filepath.parent.mkdir(parents=True, exist_ok=True)
     config_file = Path(config_file) if config_file else bundle_root / "configs" / "inference.json"
     meta_file = Path(meta_file) if meta_file else bundle_root / "configs" / "metadata.json"
     recipe = Recipe.in_folder(models)
@@ -296,6 +307,7 @@ def export_bundle(
             config_file=str(config_file),
             bundle_root=str(bundle_root),
             output_dir=str(output_dir),
+            ckpt_dir=str(models),
             use_trace=True,
             input_shape=[1, 1, size, size],
             converter_kwargs={"strict": False},
@@ -327,6 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output_dir",
         default=None,
         help="training output folder holding models/ (default: bundle_root)",
+    )
+    parser.add_argument(
+        "--model_dir",
+        default=None,
+        help="model folder to export instead of <output_dir>/models (e.g. a reference model's)",
     )
     parser.add_argument(
         "--format",
@@ -372,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         val_per_class=args.val_per_class,
         calibration_images=args.calibration_images,
+        model_dir=args.model_dir,
     )
     print(json.dumps(result, indent=2))
     return 0

@@ -48,7 +48,7 @@ from .scoring import (
 from .scoring.domain import domain_warning
 from .transforms import SUPPORTED_EXTENSIONS, inference_transforms
 
-__all__ = ["Inference", "ScoringEvaluator", "collect_inputs", "report"]
+__all__ = ["Inference", "ScoringEvaluator", "collect_inputs", "print_scores", "report"]
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +265,25 @@ def report(summary: dict) -> dict:
         logger.warning("domain guard: %s", warning)
         summary["domain_warning"] = warning
     return summary
+
+
+def print_scores(summary: dict, limit: int = 20) -> None:
+    """Print the first ``limit`` rows of the run's ``scores.csv`` (image, score, decision, or
+    the error of an unreadable file), so that a user sees the scores without opening it."""
+    import csv
+
+    if not limit:
+        return
+    with open(summary["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows[:limit]:
+        if row.get("error"):
+            print(f"{row['image']}: error: {row['error']}")
+        else:
+            decision = "abnormal" if row.get("decision") == "1" else "normal"
+            print(f"{row['image']}: score {float(row['score']):.4f} ({decision})")
+    if len(rows) > limit:
+        print(f"... {len(rows) - limit} more rows in {summary['csv']}")
 
 
 def _image_files(folder: Path) -> list[Path]:

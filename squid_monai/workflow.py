@@ -20,6 +20,7 @@ from monai.utils import str2bool
 
 from .artifact import (
     RECIPE_FILE,
+    REFERENCE_FILE,
     TRAINING_FILE,
     WEIGHTS_FILE,
     Recipe,
@@ -53,10 +54,27 @@ __all__ = [
     "save_training_settings",
     "trained_intensity",
     "network_recipe",
+    "reference_model",
     "training_recipe",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: the reference chest model, relative to the bundle folder (``python -m squid_monai.reference``)
+REFERENCE_DIR = Path("reference") / "chest_xray"
+
+
+def reference_model(bundle_root: str | os.PathLike) -> str:
+    """The bundle's reference model folder (``configs/reference.json``'s ``ckpt_dir``), or a
+    clear error when this checkout has none."""
+    folder = Path(bundle_root) / REFERENCE_DIR
+    if not (folder / REFERENCE_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder}: no reference model here (no {REFERENCE_FILE}); package a trained model "
+            "folder with python -m squid_monai.reference build --model_dir <run>/models "
+            "--dataset_dir <its data>"
+        )
+    return str(folder)
 
 
 def network_recipe(

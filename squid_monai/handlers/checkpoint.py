@@ -26,6 +26,7 @@ from ignite.engine import Engine, Events
 from monai.data.utils import set_rnd
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from ..artifact import refuse_reference_folder
 from ..determinism import seed_generators
 from ..distributed import rank
 
@@ -122,11 +123,13 @@ class AtomicCheckpointSaver(CheckpointSaver):
     MONAI writes in place (``atomic=False``, for group-readable files); a run killed
     mid-write then leaves a truncated checkpoint and loses the previous one. Ignite's
     atomic path also makes the file group/other-readable, so nothing is given up.
-    The key-metric model is saved only when the engine's best metric improved.
+    The key-metric model is saved only when the engine's best metric improved. Never into
+    a reference model's folder (refused when the saver is made, before any training).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        refuse_reference_folder(self.save_dir)
         for checkpoint in (
             self._final_checkpoint,
             self._key_metric_checkpoint,
