@@ -30,8 +30,9 @@ from squid_monai.workflow import REFERENCE_DIR, reference_model
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = REPO / "tests" / "fixtures" / "model_folders" / "squid"
-#: small enough that the 0.59 MB stored model must be compacted (weights budget 0.4 MB)
-LIMIT = 400_000 + reference.RESERVED_BYTES
+#: small enough that the stored model (0.59 MB, plus the domain guard's 0.26 MB bank fitted at
+#: calibration) must be compacted (weights budget 0.6 MB)
+LIMIT = 600_000 + reference.RESERVED_BYTES
 SMALL = {"val_per_class": 10, "report_per_class": 10, "calibration_images": 8}
 
 

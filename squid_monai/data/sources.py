@@ -78,7 +78,7 @@ class DataSource:
         image), ``dataset``, ``description``, the model input's ``image_size`` and
         ``intensity`` rule, and ``guard``, what the domain guard compares an input with
         (:mod:`squid_monai.scoring.domain`, fitted at each calibration)."""
-        from .scoring import domain
+        from ..scoring import domain
 
         name, dataset, description = self.describe()
         return {
