@@ -372,6 +372,7 @@ def build(
             "preset": recipe.preset,
             "image_size": size,
             "intensity": intensity,
+            "domain": recipe.domain,
             "training_recipe": {"name": recipe_name, "settings": settings},
             "training_summary": _read_json(model_dir / "training_summary.json"),
             "training_command": train_command
@@ -469,9 +470,8 @@ def _at_threshold(record: Mapping[str, Any]) -> str:
 
 
 def _domain_lines(record: Mapping[str, Any]) -> list[str]:
-    """The card's domain section, for people. The machine-readable domain record that the
-    domain guard reads travels with the model folder's records (:data:`RECORDS`): when it
-    exists, add its file name there and describe its rule here."""
+    """The card's domain section, for people; the machine-readable record the domain guard
+    reads is ``network.json``'s ``domain`` with the guard's buffers in ``model.pt``."""
     data, size = record["data"], record["image_size"]
     sizes = data.get("stored_sizes_of_sampled_training_images") or {}
     stored = ", ".join(f"{k} ({n} of {sum(sizes.values())})" for k, n in sizes.items())
@@ -492,6 +492,16 @@ def _domain_lines(record: Mapping[str, Any]) -> list[str]:
         "- **Outside it** (adult or lateral radiographs, other modalities, other resizings, "
         "non-radiographs) the score means nothing it was measured to mean: read such scores as "
         "unvalidated."
+    )
+    guard = (record.get("domain") or {}).get("guard")
+    lines.append(
+        f"- **The domain guard**: {guard}. An input beyond the limit, or a saturated score, is "
+        "flagged `out_of_domain` with a warning in every output (record, CSV, summary, served "
+        "response, deploy report). It sees the layout of a picture, not age or population: adult "
+        "frontal radiographs pass it."
+        if guard
+        else "- **The domain guard**: not recorded for this model (packaged from a folder trained "
+        "before the guard; `squid_monai.workflow.add_domain_guard` fits it without retraining)."
     )
     return lines
 
