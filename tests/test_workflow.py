@@ -246,13 +246,12 @@ def test_a_resumed_run_keeps_the_training_recipe_its_folder_pinned(tmp_path):
     half-trained run; a command-line setting still wins; another recipe is an error."""
     from monai.bundle import ConfigParser
 
-    from squid_monai.methods import get_family
-    from squid_monai.methods.squid.recipes import RECIPES
+    from squid_monai.methods import get_family, get_recipe
     from squid_monai.workflow import save_training_settings, training_recipe
 
     squid = get_family("squid")
     models = tmp_path / "models"
-    today = RECIPES["digitanatomy"]
+    today = get_recipe(squid, "digitanatomy")  # the family's recipe over the shared defaults
     pinned = json.loads(json.dumps({**today, "lr": 1e-4, "input_erasing": 0.0}))  # as stored
     path = save_training_settings(models, "squid", "digitanatomy", pinned)
     assert training_recipe(models, squid, "digitanatomy") == today  # no checkpoint: a fresh start
