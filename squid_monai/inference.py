@@ -45,7 +45,7 @@ from .scoring import (
     explainer_for,
     score_images,
 )
-from .scoring.domain import domain_warning
+from .scoring.domain import IN_DOMAIN, domain_warning
 from .transforms import SUPPORTED_EXTENSIONS, inference_transforms
 
 __all__ = ["Inference", "ScoringEvaluator", "collect_inputs", "print_scores", "report"]
@@ -268,8 +268,9 @@ def report(summary: dict) -> dict:
 
 
 def print_scores(summary: dict, limit: int = 20) -> None:
-    """Print the first ``limit`` rows of the run's ``scores.csv`` (image, score, decision, or
-    the error of an unreadable file), so that a user sees the scores without opening it."""
+    """Print the first ``limit`` rows of the run's ``scores.csv`` (image, score, decision and
+    any domain-guard warning, or the error of an unreadable file), so that a user sees the
+    scores without opening it."""
     import csv
 
     if not limit:
@@ -281,7 +282,9 @@ def print_scores(summary: dict, limit: int = 20) -> None:
             print(f"{row['image']}: error: {row['error']}")
         else:
             decision = "abnormal" if row.get("decision") == "1" else "normal"
-            print(f"{row['image']}: score {float(row['score']):.4f} ({decision})")
+            domain = row.get("domain", "")
+            warning = f"; WARNING: {domain}" if domain and domain != IN_DOMAIN else ""
+            print(f"{row['image']}: score {float(row['score']):.4f} ({decision}){warning}")
     if len(rows) > limit:
         print(f"... {len(rows) - limit} more rows in {summary['csv']}")
 

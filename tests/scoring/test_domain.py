@@ -7,12 +7,13 @@ it. Untrained tiny scorers are enough: the guard compares thumbnails, not networ
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from squid_monai.artifact import ModelCard, Recipe
-from squid_monai.loading import build_scorer, load_scorer
+from squid_monai.loading import build_scorer, image_size, load_scorer
 from squid_monai.scoring import calibrate, score_images
 from squid_monai.scoring import domain as guard
 from squid_monai.scoring.writer import ScoreWriter
@@ -197,3 +198,31 @@ def test_fit_bank_keeps_at_most_bank_size_rows_and_leaves_each_kept_image_out():
     assert bank.shape == (guard.BANK_SIZE, guard.THUMBNAIL**2) and bool((own > 0).all())
     assert float(limit) == pytest.approx(guard.MARGIN * float(torch.quantile(own, guard.QUANTILE)))
     assert float(guard.fit_bank(thumbs[:1])[1]) == 0.0
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "bundles" / "squid" / "reference" / "chest_xray"
+ZHANGLAB_NORMALS = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "zhanglab224" / "train" / "NORMAL"
+)
+
+
+@pytest.mark.skipif(
+    not (REFERENCE / "model.pt").is_file(), reason="no reference model in this checkout"
+)
+def test_the_reference_chest_model_knows_its_domain():
+    """The shipped chest model records its domain, fires on DigitAnatomy images and, when the
+    real data is beside the project, stays quiet on ZhangLab normals."""
+    scorer = load_scorer(REFERENCE / "model.pt")
+    recipe = Recipe.load(REFERENCE)
+    assert recipe.domain["name"] == "chest_xray" and recipe.domain["dataset"] == "ZhangLab"
+    size = image_size(recipe)
+    digits = DigitAnatomySource(0).calibration(size, max_images=8, cache=False)
+    images = torch.stack([torch.as_tensor(digits[i]["image"]).float() for i in range(8)])
+    records = score_images(scorer, images, per_image=False, pixels=False)
+    assert all(r.out_of_domain for r in records), [r.domain for r in records]
+    if not ZHANGLAB_NORMALS.is_dir():
+        pytest.skip(f"{ZHANGLAB_NORMALS} absent: the in-domain half needs the real data")
+    files = sorted(ZHANGLAB_NORMALS.glob("*.jpeg"))[:16]
+    normals = torch.stack([preprocess(str(f), image_size=size) for f in files])
+    records = score_images(scorer, normals, per_image=False, pixels=False)
+    assert sum(r.out_of_domain for r in records) == 0, [r.domain for r in records]
