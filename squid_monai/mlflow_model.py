@@ -78,6 +78,9 @@ RUNTIME_DISTRIBUTIONS = (
     "pylibjpeg-openjpeg",
     "nibabel",
     "cloudpickle",
+    "scipy",  # the AnatPaste family's lung field and density (scipy, scikit-image, scikit-learn)
+    "scikit-image",
+    "scikit-learn",
 )
 
 SIGNATURE = ModelSignature(

@@ -105,8 +105,10 @@ def empty_bank() -> tuple[torch.Tensor, torch.Tensor]:
 
 def nearest_in_bank(thumbs: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of each thumbnail (B, D) to its nearest bank row (K, D) -> (B,).
-    Broadcast, not ``cdist``: it traces into TorchScript and ONNX as it runs eagerly."""
-    return (thumbs[:, None, :] - bank[None].to(thumbs)).pow(2).mean(-1).amin(1)
+    Broadcast, not ``cdist``: it traces into TorchScript and ONNX as it runs eagerly; no
+    ``.to(device)``, which a trace would freeze into a device constant (the bank is a buffer on
+    the scorer's device, as the image is)."""
+    return (thumbs.float()[:, None, :] - bank[None]).pow(2).mean(-1).amin(1)
 
 
 def mean_squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

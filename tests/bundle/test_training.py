@@ -10,7 +10,7 @@ import torch
 
 from squid_monai.handlers import latest_checkpoint
 from squid_monai.loading import load_scorer
-from squid_monai.methods.squid.recipes import RECIPES
+from squid_monai.methods import get_family, get_recipe
 
 from ..trained_bundle import REPO, run_command, train_args
 
@@ -30,8 +30,8 @@ def test_training_command_end_to_end(trained_bundle):
     pinned = json.loads((models / "training.json").read_text())
     assert (pinned["family"], pinned["recipe"]) == ("squid", "digitanatomy")
     assert pinned["settings"] == json.loads(
-        json.dumps(RECIPES["digitanatomy"])
-    )  # the recipe the run started with
+        json.dumps(get_recipe(get_family("squid"), "digitanatomy"))
+    )  # the recipe the run started with (the family's over the shared defaults)
     scorer = load_scorer(models / "model.pt")
     assert scorer.std.item() > 0 and scorer.mean.item() != 0  # calibration stored with the model
     assert 0 < scorer.threshold.item() < 1 and 0 < scorer.normal_threshold.item() < 1
