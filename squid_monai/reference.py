@@ -427,7 +427,7 @@ def _swap_in(stage: Path, output: Path, tmp: Path) -> None:
 SCORE_COMMAND = (
     "python -m monai.bundle run inference --config_file \"['bundles/squid/configs/train.json',"
     "'bundles/squid/configs/inference.json','bundles/squid/configs/reference.json']\" "
-    "--input ../shared/data/dicom"
+    "--input /path/to/dicoms"
 )
 
 
