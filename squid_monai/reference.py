@@ -40,6 +40,7 @@ import io
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -203,6 +204,21 @@ def _commit(repository: Path) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
+
+
+def portable(text: str, repository: Path) -> str:
+    """``text`` with every absolute path in it made fit for the card: inside ``repository``
+    relative to it, elsewhere ``/path/to/`` and its last two parts (the machine that built the
+    model is nobody else's)."""
+
+    def one(match: re.Match) -> str:
+        path = Path(match.group(0))
+        try:
+            return path.resolve().relative_to(repository.resolve()).as_posix()
+        except ValueError:
+            return "/path/to/" + "/".join(path.parts[-2:])
+
+    return re.sub(r"(?<![\w.])/[^\s'\",\]]+", one, text)
 
 
 def _training_command(family: str, configs: Path, data_args: Sequence[str]) -> str:
@@ -397,6 +413,10 @@ def build(
             },
             "splits": {split: _split_summary(r["metrics"]) for split, r in evaluated.items()},
         }
+        repository = bundle_root.parents[1]
+        for key in ("training_command", "build_command", "source_model"):
+            record[key] = portable(record[key], repository)
+        record["data"]["origin"] = portable(str(record["data"].get("origin", "")), repository)
         (stage / "README.md").write_text(model_card(record))
         artifact.write_json(
             stage / artifact.REFERENCE_FILE, record

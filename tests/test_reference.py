@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -190,3 +191,22 @@ def test_no_model_file_lands_in_a_reference_folder(built):
         write_json(folder / "sub" / "network.json", {})
     with pytest.raises(ReferenceFolderError):
         AtomicCheckpointSaver(save_dir=str(folder), save_dict={"model": torch.nn.Linear(1, 1)})
+
+
+def test_paths_on_the_card_are_nobody_s_machine(built, tmp_path):
+    root, folder, record = built
+    repo = tmp_path / "repo"
+    assert reference.portable(
+        f"--model_dir {repo}/runs/a/models --dataset_dir /data/x/zl", repo
+    ) == ("--model_dir runs/a/models --dataset_dir /path/to/x/zl")
+    assert reference.portable("'bundles/squid/configs/train.json' --seed 1", repo) == (
+        "'bundles/squid/configs/train.json' --seed 1"
+    )
+    shipped = REPO / "bundles" / "squid" / REFERENCE_DIR
+    for text in (
+        (folder / "README.md").read_text(),
+        (shipped / "README.md").read_text(),
+        (shipped / REFERENCE_FILE).read_text(),
+    ):
+        for path in re.findall(r"(?<![\w./])/(?:[\w.-]+/)+[\w.-]+", text):
+            assert path.startswith("/path/to/"), path
