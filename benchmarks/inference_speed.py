@@ -348,7 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         help="thread counts, each a table block",
     )
     parser.add_argument(
-        "--images_dir", type=Path, default=None, help="real image files (default: synthetic JPEGs)"
+        "--images_dir",
+        type=lambda text: Path(os.path.expandvars(text)),
+        default=None,
+        help="real image files (default: synthetic JPEGs); '$VARIABLE' parts are expanded here, so "
+        "that the recorded command names no machine's folder",
     )
     parser.add_argument("--output", type=Path, default=BENCHMARKS)
     parser.add_argument("--no_write", action="store_true", help="print only")
