@@ -195,6 +195,7 @@ def command_line(cmd: list[str]) -> str:
 def collect_seed(out: Path, seed: int, splits, warmup_fraction: float = 0.3) -> dict | None:
     """The row of one seed from its ``training_summary.json`` and evaluation ``metrics.json``
     files; ``None`` if it has not finished training."""
+    from squid_monai.evaluation import detector_gain, detector_section
     from squid_monai.workflow import curve_stability
 
     summary_file = out / "models" / "training_summary.json"
@@ -217,11 +218,12 @@ def collect_seed(out: Path, seed: int, splits, warmup_fraction: float = 0.3) -> 
         if not metrics_file.is_file():
             continue
         m = json.loads(metrics_file.read_text())
-        gain, at_val = m["squid_minus_baseline_auc"], m["squid"]["at_validation_threshold"]
+        detector = detector_section(m)
+        gain, at_val = detector_gain(m, "sharpness"), detector["at_validation_threshold"]
         row[split] = {
             "n": m.get("n"),
-            "auc": m["squid"]["auc"],
-            "auc_95ci": m["squid"].get("auc_95ci"),
+            "auc": detector["auc"],
+            "auc_95ci": detector.get("auc_95ci"),
             "baseline_auc": m["baseline_sharpness"]["auc"],
             "gain": gain["value"],
             "gain_95ci": [gain["low"], gain["high"]],
@@ -229,21 +231,21 @@ def collect_seed(out: Path, seed: int, splits, warmup_fraction: float = 0.3) -> 
             "f1": at_val["f1"],
         }
         if "baseline_pixel_knn" in m:  # reports written before it existed lack it
-            knn = m["squid_minus_pixel_knn_auc"]
+            knn = detector_gain(m, "pixel_knn")
             row[split].update(
                 pixel_knn_auc=m["baseline_pixel_knn"]["auc"],
                 pixel_knn_gain=knn["value"],
                 pixel_knn_gain_95ci=[knn["low"], knn["high"]],
             )
         if "baseline_control" in m:  # the control ensemble (issue 38); older reports lack it
-            ctl = m["squid_minus_control_auc"]
+            ctl = detector_gain(m, "control")
             row[split].update(
                 control_auc=m["baseline_control"]["auc"],
                 control_gain=ctl["value"],
                 control_gain_95ci=[ctl["low"], ctl["high"]],
             )
-        if "auc_by_anomaly" in m["squid"]:  # DigitAnatomy: which anomaly type the score misses
-            row[split]["auc_by_anomaly"] = m["squid"]["auc_by_anomaly"]
+        if "auc_by_anomaly" in detector:  # DigitAnatomy: which anomaly type the score misses
+            row[split]["auc_by_anomaly"] = detector["auc_by_anomaly"]
     return row
 
 

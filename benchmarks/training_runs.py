@@ -19,6 +19,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from benchmarks.report import cpu_name, write_section
+from squid_monai.evaluation import detector_gain, detector_section
 
 HEADING = "## Training runs"
 
@@ -59,12 +60,12 @@ def section(args) -> str:
     metrics_file = out / "eval" / args.eval_split / "metrics.json"
     if metrics_file.exists():
         m = json.loads(metrics_file.read_text())
-        squid, base = m["squid"], m["baseline_sharpness"]
-        at_val = squid.get("at_val_threshold") or squid.get("at_validation_threshold") or {}
+        model, base = detector_section(m), m["baseline_sharpness"]
+        at_val = model.get("at_val_threshold") or model.get("at_validation_threshold") or {}
         lines += [
             "",
             f"Best model on the `{args.eval_split}` split (`monai.bundle run evaluating`, {m.get('n', '?')} images): "
-            f"SQUID AUC **{squid['auc']:.3f}**"
+            f"SQUID AUC **{model['auc']:.3f}**"
             + (
                 f", accuracy {at_val['accuracy']:.3f}, F1 {at_val['f1']:.3f} at the stored threshold"
                 if at_val
@@ -80,14 +81,9 @@ def section(args) -> str:
             )
             + ".",
         ]
-        if (
-            "squid_minus_baseline_auc" in m
-        ):  # reports written before the intervals existed lack them
-            gain, (lo, hi), (blo, bhi) = (
-                m["squid_minus_baseline_auc"],
-                squid["auc_95ci"],
-                base["auc_95ci"],
-            )
+        gain = detector_gain(m, "sharpness")
+        if gain is not None:  # reports written before the intervals existed lack them
+            (lo, hi), (blo, bhi) = model["auc_95ci"], base["auc_95ci"]
             lines += [
                 f"95 % bootstrap intervals: SQUID [{lo:.3f}, {hi:.3f}], baseline [{blo:.3f}, {bhi:.3f}]; "
                 f"paired difference SQUID - baseline {gain['value']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}]"

@@ -49,6 +49,7 @@ __all__ = [
     "SCORE_RULE",
     "Recipe",
     "ModelCard",
+    "card_model_name",
     "load_training_settings",
     "reference_folder",
     "refuse_reference_folder",
@@ -84,6 +85,16 @@ REFERENCE_FILE = "reference.json"
 #: how the card's numbers turn a logit into a decision
 SCORE_RULE = "1 - sigmoid((x - mean) / std), x the logit, the negated residual, the negated worst standardised tile residual or the negated sum of standardised evidence (combined) (score_source); decision: score > threshold"
 _DEFAULT_FAMILY = "squid"
+
+
+def card_model_name(family: str | None, bundle_name: str | None = None) -> str:
+    """The model name a card carries into reports (deploy SR, summaries): the model family
+    and the bundle's name, ``"ganomaly (squid-monai chest X-ray anomaly detection)"``; either
+    alone when the other is unknown."""
+    family, bundle_name = (str(v).strip() if v else "" for v in (family, bundle_name))
+    if family and bundle_name:
+        return f"{family} ({bundle_name})"
+    return family or bundle_name or "unnamed model"
 
 
 class ReferenceFolderError(ValueError):
@@ -234,7 +245,8 @@ def _positive(name: str, value: float) -> None:
 class ModelCard:
     """What a deployment must know about a trained scorer besides its weights: the input
     size the preprocessing must produce, the calibration, the thresholds, and the name and
-    version that go into reports. ``format`` and ``parity`` are an export's: its
+    version that go into reports (``model_name``: the model family, then the bundle's name,
+    :func:`card_model_name`). ``format`` and ``parity`` are an export's: its
     :data:`EXPORT_FILES` key and what :mod:`squid_monai.scoring.parity` measured against the
     PyTorch scorer (``parity["default"]``: whether it meets the contract to be used unasked).
     ``domain``: the domain the model was trained on (:attr:`Recipe.domain`, or ``name``
@@ -265,11 +277,13 @@ class ModelCard:
         image_size: int,
         metadata: Mapping[str, Any] | None = None,
         domain: Mapping[str, Any] | None = None,
+        family: str | None = None,
     ) -> ModelCard:
         """The card of a scorer (PyTorch or TorchScript: both carry the calibration buffers);
-        name and version from the bundle's ``metadata.json``; ``domain``: the recorded domain
-        (:attr:`Recipe.domain`), written with the scorer's domain-guard limit (``null``: a
-        scorer calibrated before the guard) as :attr:`domain`."""
+        version from the bundle's ``metadata.json``, name from the model's ``family``
+        (:attr:`Recipe.family`) and the bundle's name (:func:`card_model_name`); ``domain``:
+        the recorded domain (:attr:`Recipe.domain`), written with the scorer's domain-guard
+        limit (``null``: a scorer calibrated before the guard) as :attr:`domain`."""
         from .scoring.domain import recorded_domain
 
         metadata = metadata or {}
@@ -280,7 +294,7 @@ class ModelCard:
             std=float(scorer.std),
             threshold=float(scorer.threshold),
             normal_threshold=float(scorer.normal_threshold),
-            model_name=str(metadata.get("name", "squid")),
+            model_name=card_model_name(family, metadata.get("name")),
             model_version=str(metadata.get("version", "0")),
             domain={**recorded_domain(domain), "limit": limit if limit > 0 else None},
         )

@@ -1,10 +1,10 @@
-"""Scores with no learning, reported beside SQUID so that a gain can be told apart from a
-shortcut in the data.
+"""Scores with no learning, reported beside the learned detector (any model family) so that
+a gain can be told apart from a shortcut in the data.
 
 On ZhangLab, pneumonia radiographs are smoother and lower in contrast than normal ones, so
-the negated Laplacian energy of the image alone separates the classes well. Every SQUID
+the negated Laplacian energy of the image alone separates the classes well. Every learned
 result on a data set is therefore reported with :func:`sharpness_score` on the same split,
-computed on exactly the images SQUID sees (the preprocessed model input).
+computed on exactly the images the model sees (the preprocessed model input).
 
 :func:`nearest_normal_pixels` is a second one, with memory but no learning: how far an image
 lies from its nearest normal training image, pixel by pixel. On ZhangLab it is stronger than
@@ -52,7 +52,7 @@ def laplacian_energy(images: torch.Tensor) -> torch.Tensor:
 
 def sharpness_score(images: torch.Tensor) -> torch.Tensor:
     """Anomaly score of the sharpness shortcut: ``-laplacian_energy`` (smoother = higher =
-    "more abnormal"), same orientation as SQUID's score."""
+    "more abnormal"), same orientation as the detectors' scores."""
     return -laplacian_energy(images)
 
 

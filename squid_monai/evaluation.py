@@ -1,5 +1,6 @@
 """The evaluation report of ``evaluate.json``: per-image scores, metrics and figures of one
-labelled split, with the shortcuts that need no learning beside SQUID.
+labelled split, with the shortcuts that need no learning beside the learned detector (any
+model family).
 
 :class:`EvaluationReport` is attached to the :class:`~squid_monai.engines.AnomalyEvaluator`
 that scores the split; at the end of the run it writes into ``output_dir``:
@@ -14,10 +15,13 @@ that scores the split; at the end of the run it writes into ``output_dir``:
   the paper only); the AUC of each baseline on the same images (``baseline_sharpness``,
   ``baseline_pixel_knn``, ``baseline_control``: the two summed, each standardised on the
   normal calibration images, :class:`~squid_monai.baselines.ControlEnsemble`); 95 % bootstrap
-  intervals of every AUC and of SQUID's paired difference to each baseline
-  (``squid_minus_baseline_auc``: to sharpness, ``squid_minus_pixel_knn_auc``,
-  ``squid_minus_control_auc``); with DigitAnatomy, the AUCs per anomaly type
-  (``auc_by_anomaly``: all normals against that type's abnormals);
+  intervals of every AUC and of the detector's paired difference to each baseline
+  (``detector_minus_sharpness_auc``, ``detector_minus_pixel_knn_auc``,
+  ``detector_minus_control_auc``); with DigitAnatomy, the AUCs per anomaly type
+  (``auc_by_anomaly``: all normals against that type's abnormals). The learned model's
+  own figures are the ``detector`` section, whatever its family (``model`` is its path).
+  Reports written before this vocabulary key them ``squid`` and ``squid_minus_*``:
+  :func:`detector_section` and :func:`detector_gain` read both;
 * ``roc.png``, ``score_histogram.png``, ``confusion_matrix.png`` (validation threshold),
   ``confusion_matrix_normal_threshold.png``.
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,14 @@ from .metrics import auc_by_anomaly, bootstrap_auc, evaluate_scores, roc_auc
 from .scoring import CalibratedScorer, ScoreRecord, ScoreWriter, score_images
 from .scoring.domain import NOT_RECORDED, domain_warning
 
-__all__ = ["EvaluationReport", "EXTRA_COLUMNS"]
+__all__ = [
+    "EvaluationReport",
+    "EXTRA_COLUMNS",
+    "DETECTOR",
+    "GAIN_KEYS",
+    "detector_section",
+    "detector_gain",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,26 +63,43 @@ logger = logging.getLogger(__name__)
 EXTRA_COLUMNS = ("sharpness_score", "pixel_knn_score", "control_score", "anomaly")
 _OPTIMISTIC = "best_on_this_set"
 
-#: baselines of the report: name -> (note, key of SQUID's paired difference to it)
-_BASELINES = {
-    "sharpness": (
-        "negated Laplacian energy of the preprocessed image (no learning): the known smoothness "
-        "shortcut; a SQUID gain must be judged against it",
-        "squid_minus_baseline_auc",
-    ),
-    "pixel_knn": (
-        "mean squared pixel difference to the nearest of the images the model calibrates on "
-        "(memory, no learning)",
-        "squid_minus_pixel_knn_auc",
-    ),
-    "control": (
-        (
-            "control ensemble: sharpness + pixel nearest neighbour, each standardised by its mean and std "
-            "on the normal calibration images, summed (no learning); the bar a learned score must clear"
-        ),
-        "squid_minus_control_auc",
-    ),
+#: key of the learned model's section of ``metrics.json`` (every family)
+DETECTOR = "detector"
+#: baseline name -> key of the detector's paired difference to it in ``metrics.json``
+GAIN_KEYS = {name: f"{DETECTOR}_minus_{name}_auc" for name in ("sharpness", "pixel_knn", "control")}
+#: the keys of reports written before :data:`DETECTOR` (new key -> old key)
+_OLD_KEYS = {
+    DETECTOR: "squid",
+    GAIN_KEYS["sharpness"]: "squid_minus_baseline_auc",
+    GAIN_KEYS["pixel_knn"]: "squid_minus_pixel_knn_auc",
+    GAIN_KEYS["control"]: "squid_minus_control_auc",
 }
+
+#: baselines of the report: name -> note
+_BASELINES = {
+    "sharpness": "negated Laplacian energy of the preprocessed image (no learning): the known "
+    "smoothness shortcut; a learned model's gain must be judged against it",
+    "pixel_knn": "mean squared pixel difference to the nearest of the images the model calibrates "
+    "on (memory, no learning)",
+    "control": "control ensemble: sharpness + pixel nearest neighbour, each standardised by its "
+    "mean and std on the normal calibration images, summed (no learning); the bar a learned score "
+    "must clear",
+}
+
+
+def detector_section(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The learned model's section of a ``metrics.json`` (:data:`DETECTOR`; ``squid`` in
+    reports written before it)."""
+    return metrics[DETECTOR if DETECTOR in metrics else _OLD_KEYS[DETECTOR]]
+
+
+def detector_gain(metrics: Mapping[str, Any], baseline: str) -> dict[str, Any] | None:
+    """The detector's paired AUC difference to ``baseline`` (``sharpness``, ``pixel_knn`` or
+    ``control``) in a ``metrics.json``, under its key or the one of older reports
+    (``squid_minus_baseline_auc`` for sharpness, ``squid_minus_<baseline>_auc`` otherwise);
+    ``None`` when the report has none (a baseline it did not compute)."""
+    key = GAIN_KEYS[baseline]
+    return metrics.get(key, metrics.get(_OLD_KEYS[key]))
 
 
 class EvaluationReport:
@@ -182,11 +211,12 @@ class EvaluationReport:
         )
         for key, value in flat.items():
             engine.state.metrics[f"{self.split}/{key}"] = value
-        interval = self.metrics["squid"]["auc_95ci"]
+        detector = self.metrics[DETECTOR]
+        interval = detector["auc_95ci"]
         engine.state.metrics.update(
             {f"{self.split}/auc_95ci_low": interval[0], f"{self.split}/auc_95ci_high": interval[1]}
         )
-        for name, (_, gain_key) in _BASELINES.items():
+        for name, gain_key in GAIN_KEYS.items():
             if f"baseline_{name}" not in self.metrics:
                 continue
             gain = self.metrics[gain_key]
@@ -198,10 +228,8 @@ class EvaluationReport:
                     f"{self.split}/{gain_key}_95ci_high": gain["high"],
                 }
             )
-        if "auc_running_stats" in self.metrics["squid"]:
-            engine.state.metrics[f"{self.split}/auc_running_stats"] = self.metrics["squid"][
-                "auc_running_stats"
-            ]
+        if "auc_running_stats" in detector:
+            engine.state.metrics[f"{self.split}/auc_running_stats"] = detector["auc_running_stats"]
         baselines = ", ".join(
             f"{name} baseline {self.metrics[f'baseline_{name}']['auc']:.4f}"
             for name in _BASELINES
@@ -226,7 +254,7 @@ class EvaluationReport:
         def section(prefix: str) -> dict:
             return {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(prefix + "/")}
 
-        squid = {
+        detector = {
             "auc": flat["auc"],
             "at_validation_threshold": section("at_val_threshold"),
             "at_normal_threshold": section("at_normal_threshold"),
@@ -236,15 +264,15 @@ class EvaluationReport:
                 **section("best_on_set"),
             },
         }
-        squid["auc_95ci"] = _interval(bootstrap_auc(labels, scores))
+        detector["auc_95ci"] = _interval(bootstrap_auc(labels, scores))
         kinds = [r.extra.get("anomaly", "") for r in self.rows]
         by_type = auc_by_anomaly(
             labels, scores, kinds
         )  # DigitAnatomy only: {} without anomaly types
         if by_type:
-            squid["auc_by_anomaly"] = by_type
+            detector["auc_by_anomaly"] = by_type
         if len(self._running) == len(self.rows):
-            squid["auc_running_stats"] = roc_auc(labels, self._running)
+            detector["auc_running_stats"] = roc_auc(labels, self._running)
         report = {
             "split": self.split,
             "model": self.model_path,
@@ -253,9 +281,9 @@ class EvaluationReport:
             "n_abnormal": flat["n_abnormal"],
             "calibration": {"mean": float(self.scorer.mean), "std": float(self.scorer.std)},
             "domain": _domain_section(self.rows, self.scorer),
-            "squid": squid,
+            DETECTOR: detector,
         }
-        for name, (note, gain_key) in _BASELINES.items():
+        for name, note in _BASELINES.items():
             if f"{name}_score" not in self.rows[0].extra:
                 continue
             base = np.array([r.extra[f"{name}_score"] for r in self.rows])
@@ -265,7 +293,7 @@ class EvaluationReport:
                 **({"auc_by_anomaly": auc_by_anomaly(labels, base, kinds)} if by_type else {}),
                 "note": note,
             }
-            report[gain_key] = {
+            report[GAIN_KEYS[name]] = {
                 **bootstrap_auc(labels, scores, reference=base),
                 "note": "paired stratified bootstrap over these images; an interval above 0 is a gain "
                 "over the baseline that the sample size supports",

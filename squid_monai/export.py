@@ -102,9 +102,12 @@ def _extra_file_names(path: str | os.PathLike) -> list[str]:
         return [n.split("/extra/", 1)[1] for n in archive.namelist() if "/extra/" in n]
 
 
-def model_card(module: nn.Module, image_size: int, metadata: dict) -> dict:
-    """The card of a scorer as JSON content (:meth:`ModelCard.from_scorer`)."""
-    return ModelCard.from_scorer(module, image_size, metadata).to_dict()
+def model_card(
+    module: nn.Module, image_size: int, metadata: dict, family: str | None = None
+) -> dict:
+    """The card of a scorer of model family ``family`` as JSON content
+    (:meth:`ModelCard.from_scorer`)."""
+    return ModelCard.from_scorer(module, image_size, metadata, family=family).to_dict()
 
 
 def embed_model_card(
@@ -114,16 +117,18 @@ def embed_model_card(
     intensity: str | None = None,
     measured: dict | None = None,
     domain: dict | None = None,
+    family: str | None = None,
 ) -> dict:
     """Write :func:`model_card` into the TorchScript file as ``squid.json`` (the other extra
-    files, e.g. MONAI's ``metadata.json`` and the configs, are kept); ``domain``: the model's
-    recorded domain (``network.json``). Returns the card."""
+    files, e.g. MONAI's ``metadata.json`` and the configs, are kept); ``domain`` and
+    ``family``: the model's recorded domain and model family (``network.json``), the family
+    naming the model in the card. Returns the card."""
     ts_path = Path(ts_path)
     extra = {name: "" for name in _extra_file_names(ts_path)}
     module = _load_torchscript(ts_path, extra)
     if metadata is None and extra.get("metadata.json"):
         metadata = json.loads(extra["metadata.json"])
-    card = ModelCard.from_scorer(module, image_size, metadata, domain)
+    card = ModelCard.from_scorer(module, image_size, metadata, domain, family=family)
     if (
         intensity is not None
     ):  # the intensity rule the model was trained with, for the deploy preprocessing
@@ -200,9 +205,9 @@ def export_runtime(
     from .scoring import parity as contract
     from .scoring import runtimes
 
-    scorer = load_scorer(models / WEIGHTS_FILE)
-    size, intensity = loading.image_size(Recipe.in_folder(models)), trained_intensity(models)
-    card = ModelCard.from_scorer(scorer, size, metadata, Recipe.in_folder(models).domain)
+    scorer, recipe = load_scorer(models / WEIGHTS_FILE), Recipe.in_folder(models)
+    size, intensity = loading.image_size(recipe), trained_intensity(models)
+    card = ModelCard.from_scorer(scorer, size, metadata, recipe.domain, family=recipe.family)
     card = dataclasses.replace(card, format=fmt, extra={**card.extra, "intensity": intensity})
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = runtimes.export_onnx(scorer, Path(tmp) / "model.onnx", size)
@@ -323,7 +328,8 @@ def export_bundle(
         size,
         intensity=trained_intensity(models),
         measured={"max_abs_diff": diff},
-        domain=Recipe.in_folder(models).domain,
+        domain=recipe.domain,
+        family=recipe.family,
     )
     return {"filepath": str(filepath), "card": card, "max_abs_diff": diff}
 

@@ -1,4 +1,4 @@
-"""Binary anomaly-detection metrics and threshold selection for SQUID scores.
+"""Binary anomaly-detection metrics and threshold selection for anomaly scores (every family).
 
 Conventions used everywhere in this module (and by :class:`squid_monai.scoring.CalibratedScorer`):
 

@@ -289,7 +289,9 @@ def _describe(weights: Path, network: Path) -> tuple[dict[str, str], int, dict[s
 
     recipe = Recipe.load(network)
     scorer = load_scorer(weights, recipe, backend="auto")
-    card = ModelCard.from_scorer(scorer, image_size(recipe), domain=recipe.domain)
+    card = ModelCard.from_scorer(
+        scorer, image_size(recipe), domain=recipe.domain, family=recipe.family
+    )
     tags = {k: f"{getattr(card, k):.9g}" for k in ("threshold", "normal_threshold")}
     tags.update(
         calibration_mean=f"{card.mean:.9g}",

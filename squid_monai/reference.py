@@ -54,6 +54,7 @@ from typing import Any
 import torch
 
 from . import artifact, loading
+from .evaluation import detector_gain, detector_section
 from .workflow import REFERENCE_DIR as FOLDER
 from .workflow import bundle_root as find_bundle_root
 from .workflow import choose_data
@@ -278,7 +279,7 @@ def _evaluate(
 
 def _split_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The card's numbers of one evaluated split (from the evaluation's ``metrics.json``)."""
-    model = metrics["squid"]
+    model = detector_section(metrics)
     summary = {
         "n_normal": metrics["n_normal"],
         "n_abnormal": metrics["n_abnormal"],
@@ -295,8 +296,8 @@ def _split_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
                 "auc": metrics[f"baseline_{name}"]["auc"],
                 "auc_95ci": metrics[f"baseline_{name}"]["auc_95ci"],
             }
-    if "squid_minus_control_auc" in metrics:
-        gain = metrics["squid_minus_control_auc"]
+    gain = detector_gain(metrics, "control")
+    if gain is not None:
         summary["minus_control"] = {k: gain[k] for k in ("value", "low", "high")}
     return summary
 

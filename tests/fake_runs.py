@@ -30,21 +30,21 @@ def fake_run(
     (out / "models" / "training_summary.json").write_text(json.dumps(summary))
     metrics = {
         "n": 200,
-        "squid": {
+        "detector": {
             "auc": auc,
             "auc_95ci": [auc - 0.1, auc + 0.1],
             "at_validation_threshold": {"accuracy": 0.6, "f1": 0.7},
         },
         "baseline_sharpness": {"auc": auc - gain},
-        "squid_minus_baseline_auc": {"value": gain, "low": gain - 0.1, "high": gain + 0.1},
+        "detector_minus_sharpness_auc": {"value": gain, "low": gain - 0.1, "high": gain + 0.1},
         "baseline_pixel_knn": {"auc": auc - knn_gain},
-        "squid_minus_pixel_knn_auc": {
+        "detector_minus_pixel_knn_auc": {
             "value": knn_gain,
             "low": knn_gain - 0.1,
             "high": knn_gain + 0.1,
         },
         "baseline_control": {"auc": auc - control_gain},
-        "squid_minus_control_auc": {
+        "detector_minus_control_auc": {
             "value": control_gain,
             "low": control_gain - 0.1,
             "high": control_gain + 0.1,

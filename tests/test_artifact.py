@@ -7,7 +7,14 @@ import json
 import pytest
 import torch
 
-from squid_monai.artifact import CARD_FILE, RECIPE_FILE, WEIGHTS_FILE, ModelCard, Recipe
+from squid_monai.artifact import (
+    CARD_FILE,
+    RECIPE_FILE,
+    WEIGHTS_FILE,
+    ModelCard,
+    Recipe,
+    card_model_name,
+)
 from squid_monai.loading import (
     build,
     build_scorer,
@@ -110,8 +117,11 @@ def test_weights_and_recipe_round_trip(tmp_path):
 def test_model_card_json_round_trip_and_checks():
     scorer = build_scorer("tiny")
     scorer.set_calibration(0.5, 1.5, threshold=0.75)
-    card = ModelCard.from_scorer(scorer, 32, {"name": "squid", "version": "1.2.0"})
+    card = ModelCard.from_scorer(
+        scorer, 32, {"name": "squid-monai test", "version": "1.2.0"}, family="ganomaly"
+    )
     content = json.loads(card.to_json())
+    assert content["model_name"] == "ganomaly (squid-monai test)"  # the family first
     assert (
         content["model_version"] == "1.2.0" and content["threshold"] == 0.75 and "score" in content
     )
@@ -132,6 +142,14 @@ def test_model_card_json_round_trip_and_checks():
         ModelCard.from_dict({**content, "std": 0})
     with pytest.raises(ValueError, match="not valid JSON"):
         ModelCard.from_json("{oops")
+
+
+def test_the_card_names_the_family_not_a_default_one():
+    scorer = build_scorer("tiny")
+    assert ModelCard.from_scorer(scorer, 32, family="memae").model_name == "memae"
+    assert ModelCard.from_scorer(scorer, 32, {"name": "bundle"}).model_name == "bundle"
+    assert ModelCard.from_scorer(scorer, 32).model_name == "unnamed model"
+    assert card_model_name("daad", "squid-monai x") == "daad (squid-monai x)"
 
 
 def test_an_export_is_one_more_entry_of_the_card():

@@ -19,6 +19,7 @@ from squid_monai.baselines import (
     nearest_normal_pixels,
     sharpness_score,
 )
+from squid_monai.evaluation import detector_gain, detector_section
 from squid_monai.loading import load_scorer
 from squid_monai.metrics import binary_metrics, roc_auc
 from squid_monai.scoring import CSV_COLUMNS
@@ -26,6 +27,7 @@ from squid_monai.workflow import DigitAnatomySource
 
 from .trained_bundle import CONFIGS, IMAGE_SIZE, TINY, VAL_SIZE, run_command, trained_bundle
 
+BASELINES = ("sharpness", "pixel_knn", "control")
 EVAL_CONFIGS = "['bundles/squid/configs/train.json','bundles/squid/configs/evaluate.json']"
 FIGURES = (
     "roc.png",
@@ -108,26 +110,27 @@ def test_metrics_are_those_of_the_csv_scores_at_the_model_thresholds(evaluation,
     _, rows, metrics, _ = evaluation
     scorer = load_scorer(bundle.model)
     labels, scores = _column(rows, "label", int), _column(rows, "score")
-    squid = metrics["squid"]
-    assert squid["auc"] == pytest.approx(roc_auc(labels, scores), abs=1e-12)
+    detector = metrics["detector"]
+    assert "squid" not in metrics  # the learned model's section, whatever its family
+    assert detector["auc"] == pytest.approx(roc_auc(labels, scores), abs=1e-12)
     assert (_column(rows, "decision", int) == (scores > scorer.threshold.item())).all()
     for section, threshold in (
         ("at_validation_threshold", scorer.threshold),
         ("at_normal_threshold", scorer.normal_threshold),
     ):
-        assert squid[section]["threshold"] == pytest.approx(threshold.item())
+        assert detector[section]["threshold"] == pytest.approx(threshold.item())
         expected = binary_metrics(labels, scores, threshold.item())
         for key in ("accuracy", "f1", "sensitivity", "specificity", "tp", "fp", "tn", "fn"):
-            assert squid[section][key] == pytest.approx(expected[key]), (section, key)
-    optimistic = squid["best_on_this_set"]
+            assert detector[section][key] == pytest.approx(expected[key]), (section, key)
+    optimistic = detector["best_on_this_set"]
     assert "paper" in optimistic["note"] and "optimistic" in optimistic["note"]
     assert (
-        optimistic["f1"] >= squid["at_validation_threshold"]["f1"] - 1e-12
+        optimistic["f1"] >= detector["at_validation_threshold"]["f1"] - 1e-12
     )  # best on the set cannot lose
     # the calibrated score ranks like its source (it falls as the logit, or the negated residual, rises)
     source = -_column(rows, "logit") if scorer.score_source == "logit" else None
     if source is not None:
-        assert roc_auc(labels, source) == pytest.approx(squid["auc"], abs=1e-9)
+        assert roc_auc(labels, source) == pytest.approx(detector["auc"], abs=1e-9)
 
 
 def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bundle):
@@ -169,9 +172,9 @@ def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bund
     assert metrics["baseline_control"]["auc"] == pytest.approx(
         roc_auc(labels, _column(rows, "control_score"))
     )
-    # intervals: of each AUC around it, and of the paired SQUID - baseline differences around them
+    # intervals: of each AUC around it, and of the paired detector - baseline differences around them
     for section in (
-        metrics["squid"],
+        metrics["detector"],
         metrics["baseline_sharpness"],
         metrics["baseline_pixel_knn"],
         metrics["baseline_control"],
@@ -179,13 +182,13 @@ def test_scores_come_from_the_saved_model_on_the_fixed_test_set(evaluation, bund
         low, high = section["auc_95ci"]
         assert low <= section["auc"] <= high and high - low > 0.01  # 40 images: a wide interval
     for key, base in (
-        ("squid_minus_baseline_auc", "sharpness"),
-        ("squid_minus_pixel_knn_auc", "pixel_knn"),
-        ("squid_minus_control_auc", "control"),
+        ("detector_minus_sharpness_auc", "sharpness"),
+        ("detector_minus_pixel_knn_auc", "pixel_knn"),
+        ("detector_minus_control_auc", "control"),
     ):
         gain = metrics[key]
         assert gain["value"] == pytest.approx(
-            metrics["squid"]["auc"] - metrics[f"baseline_{base}"]["auc"]
+            metrics["detector"]["auc"] - metrics[f"baseline_{base}"]["auc"]
         )
         assert gain["low"] <= gain["value"] <= gain["high"]
 
@@ -194,9 +197,9 @@ def test_auc_per_anomaly_type_is_all_normals_against_that_type(evaluation):
     _, rows, metrics, _ = evaluation
     labels, kinds = _column(rows, "label", int), _column(rows, "anomaly", str)
     types = sorted(set(kinds[labels == 1]))
-    assert len(types) >= 2 and set(metrics["squid"]["auc_by_anomaly"]) == set(types)
+    assert len(types) >= 2 and set(metrics["detector"]["auc_by_anomaly"]) == set(types)
     for section, column in (
-        ("squid", "score"),
+        ("detector", "score"),
         ("baseline_sharpness", "sharpness_score"),
         ("baseline_pixel_knn", "pixel_knn_score"),
         ("baseline_control", "control_score"),
@@ -256,29 +259,22 @@ def test_evaluation_is_tracked_in_mlflow(evaluation, bundle):
     ]
     assert len(runs) == 1
     run = runs[0]
-    assert run.data.metrics["test/auc"] == pytest.approx(metrics["squid"]["auc"])
-    assert run.data.metrics["test/baseline_sharpness/auc"] == pytest.approx(
-        metrics["baseline_sharpness"]["auc"]
-    )
-    assert run.data.metrics["test/baseline_pixel_knn/auc"] == pytest.approx(
-        metrics["baseline_pixel_knn"]["auc"]
-    )
-    assert run.data.metrics["test/baseline_control/auc"] == pytest.approx(
-        metrics["baseline_control"]["auc"]
-    )
-    assert run.data.metrics["test/squid_minus_control_auc"] == pytest.approx(
-        metrics["squid_minus_control_auc"]["value"]
-    )
-    assert run.data.metrics["test/squid_minus_pixel_knn_auc"] == pytest.approx(
-        metrics["squid_minus_pixel_knn_auc"]["value"]
-    )
-    assert run.data.metrics["test/squid_minus_pixel_knn_auc_95ci_low"] == pytest.approx(
-        metrics["squid_minus_pixel_knn_auc"]["low"]
-    )
-    assert run.data.metrics["test/auc_95ci_low"] == pytest.approx(metrics["squid"]["auc_95ci"][0])
-    assert run.data.metrics["test/squid_minus_baseline_auc_95ci_high"] == pytest.approx(
-        metrics["squid_minus_baseline_auc"]["high"]
-    )
+    expected = {
+        "test/auc": metrics["detector"]["auc"],
+        "test/auc_95ci_low": metrics["detector"]["auc_95ci"][0],
+        **{f"test/baseline_{n}/auc": metrics[f"baseline_{n}"]["auc"] for n in BASELINES},
+        "test/detector_minus_control_auc": metrics["detector_minus_control_auc"]["value"],
+        "test/detector_minus_pixel_knn_auc": metrics["detector_minus_pixel_knn_auc"]["value"],
+        "test/detector_minus_pixel_knn_auc_95ci_low": metrics["detector_minus_pixel_knn_auc"][
+            "low"
+        ],
+        "test/detector_minus_sharpness_auc_95ci_high": metrics["detector_minus_sharpness_auc"][
+            "high"
+        ],
+    }
+    for key, value in expected.items():
+        assert run.data.metrics[key] == pytest.approx(value), key
+    assert not any("squid" in key for key in run.data.metrics)
     assert run.data.params["split"] == "test"
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"scores.csv", "metrics.json", *FIGURES} <= logged
@@ -301,4 +297,26 @@ def test_validation_split_gives_the_auc_training_reported(bundle):
     metrics = json.loads((bundle.output_dir / "eval" / "validation" / "metrics.json").read_text())
     reported = float(re.search(r"best validation AUC (\d\.\d+)", bundle.stdout).group(1))
     assert metrics["split"] == "validation"
-    assert metrics["squid"]["auc"] == pytest.approx(reported, abs=5e-5)
+    assert metrics["detector"]["auc"] == pytest.approx(reported, abs=5e-5)
+
+
+def test_reports_written_before_the_family_neutral_keys_still_read():
+    """``metrics.json`` files of older runs key the model's section ``squid`` and its paired
+    differences ``squid_minus_*`` (sharpness: ``squid_minus_baseline_auc``): the readers'
+    helpers take both, the new keys first."""
+    gain = {"value": 0.1, "low": 0.0, "high": 0.2}
+    old = {
+        "model": "/runs/models",
+        "squid": {"auc": 0.8},
+        "squid_minus_baseline_auc": gain,
+        "squid_minus_control_auc": {**gain, "value": 0.05},
+    }
+    assert detector_section(old) == {"auc": 0.8}
+    assert detector_gain(old, "sharpness") == gain
+    assert detector_gain(old, "control")["value"] == 0.05
+    assert detector_gain(old, "pixel_knn") is None  # not computed by that report
+    new = {"detector": {"auc": 0.9}, "detector_minus_pixel_knn_auc": gain}
+    assert detector_section(new) == {"auc": 0.9} and detector_gain(new, "pixel_knn") == gain
+    assert detector_gain(new, "sharpness") is None
+    with pytest.raises(KeyError):
+        detector_gain(new, "nonsense")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from squid_monai.artifact import Recipe
 from squid_monai.export import CARD_FILE, export_bundle
 from squid_monai.loading import load_scorer
 from squid_monai.scoring import explainer_for
@@ -86,6 +87,10 @@ def test_export_embeds_configs_metadata_and_the_deploy_card(exported, bundle):
     for key in ("mean", "std", "threshold", "normal_threshold"):
         assert card[key] == pytest.approx(getattr(scorer, key).item())
     assert card["model_version"] == json.loads(METADATA.read_text())["version"]
+    # the card names the model's family first, then the (family-neutral) bundle name
+    family = Recipe.in_folder(bundle.output_dir / "models").family
+    assert card["model_name"] == f"{family} ({meta['name']})"
+    assert meta["name"] == "squid-monai chest X-ray anomaly detection"
     # the domain the model knows travels with it, with the guard's limit
     assert card["domain"]["name"] == "digitanatomy"
     assert card["domain"]["limit"] == pytest.approx(float(scorer.domain_limit))
@@ -181,6 +186,7 @@ def test_openvino_export_records_format_and_parity_and_inference_uses_it(model_c
     result = _export_format(model_copy, "openvino")
     card, measured = result["card"], result["parity"]
     assert card["format"] == "openvino" and card["parity"] == measured
+    assert card["model_name"].startswith(f"{Recipe.in_folder(model_copy / 'models').family} (")
     assert (
         measured["default"]
         and measured["max_abs_score_diff"] <= 1e-4

@@ -60,7 +60,16 @@ def test_two_seeds_end_to_end_on_validation_and_report(tmp_path):
     )
 
 
-def _fake_seed(out, seed, curve, splits=("validation", "report")):
+#: the keys of ``metrics.json`` files written before the family-neutral vocabulary
+OLD_KEYS = {
+    "detector": "squid",
+    "detector_minus_sharpness_auc": "squid_minus_baseline_auc",
+    "detector_minus_pixel_knn_auc": "squid_minus_pixel_knn_auc",
+    "detector_minus_control_auc": "squid_minus_control_auc",
+}
+
+
+def _fake_seed(out, seed, curve, splits=("validation", "report"), old_keys=False):
     (out / "models").mkdir(parents=True)
     summary = {
         "epochs": len(curve),
@@ -72,20 +81,22 @@ def _fake_seed(out, seed, curve, splits=("validation", "report")):
     for i, split in enumerate(splits):
         metrics = {
             "n": 200,
-            "squid": {
+            "detector": {
                 "auc": 0.7 + i / 10 + seed / 100,
                 "auc_95ci": [0.6, 0.8],
                 "at_validation_threshold": {"accuracy": 0.6, "f1": 0.65},
             },
             "baseline_sharpness": {"auc": 0.65},
-            "squid_minus_baseline_auc": {"value": 0.05, "low": -0.02, "high": 0.12},
+            "detector_minus_sharpness_auc": {"value": 0.05, "low": -0.02, "high": 0.12},
         }
-        metrics["squid"]["auc_by_anomaly"] = {"missing": 0.9 + seed / 100, "zero": 0.8}
+        metrics["detector"]["auc_by_anomaly"] = {"missing": 0.9 + seed / 100, "zero": 0.8}
         if split == "report":  # the pixel nearest neighbour, where the evaluation reported it
             metrics["baseline_pixel_knn"] = {"auc": 0.75 + seed / 100}
-            metrics["squid_minus_pixel_knn_auc"] = {"value": 0.06, "low": 0.01, "high": 0.11}
+            metrics["detector_minus_pixel_knn_auc"] = {"value": 0.06, "low": 0.01, "high": 0.11}
             metrics["baseline_control"] = {"auc": 0.78 + seed / 100}
-            metrics["squid_minus_control_auc"] = {"value": 0.03, "low": -0.01, "high": 0.07}
+            metrics["detector_minus_control_auc"] = {"value": 0.03, "low": -0.01, "high": 0.07}
+        if old_keys:  # a run evaluated before the rename
+            metrics = {OLD_KEYS.get(k, k): v for k, v in metrics.items()}
         (out / "eval" / split).mkdir(parents=True)
         (out / "eval" / split / "metrics.json").write_text(json.dumps(metrics))
 
@@ -103,8 +114,8 @@ def test_rows_curve_std_and_aggregates_from_the_run_files(tmp_path):
         "9": 0.72,
         "10": 0.7,
     }
-    for s in (0, 1, 2):
-        _fake_seed(tmp_path / f"seed{s}", s, curve)
+    for s in (0, 1, 2):  # seed 0 evaluated before the rename: its reports say "squid"
+        _fake_seed(tmp_path / f"seed{s}", s, curve, old_keys=s == 0)
     rows = [
         seeds.collect_seed(tmp_path / f"seed{s}", s, ["validation", "report"]) for s in (0, 1, 2)
     ]

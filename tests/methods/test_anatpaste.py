@@ -148,7 +148,7 @@ def test_bundle_trains_evaluates_and_exports(tmp_path):
     checkpoint = result["checkpoint"]  # the config's SGD, cosine schedule and scaler resume
     assert {"model", "ema_model", "optimizer", "scheduler", "scaler"} <= set(checkpoint)
     assert checkpoint["optimizer"]["param_groups"][0]["momentum"] == 0.9
-    assert 0.0 <= result["metrics"]["squid"]["auc"] <= 1.0
+    assert 0.0 <= result["metrics"]["detector"]["auc"] <= 1.0
     scorer = result["scorer"]
     assert isinstance(scorer, AnatPasteScorer) and scorer.std.item() > 0
     assert not torch.equal(scorer.density_precision, torch.eye(64))  # the Gaussian was fitted

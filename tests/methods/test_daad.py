@@ -388,7 +388,7 @@ def test_train_evaluate_and_export_through_the_bundle(tmp_path, config, adversar
         **common,
     )
     metrics = json.loads((out / "eval" / "report" / "metrics.json").read_text())
-    assert 0.0 <= metrics["squid"]["auc"] <= 1.0
+    assert 0.0 <= metrics["detector"]["auc"] <= 1.0
 
     result = export_bundle(CONFIGS.parent, out, filepath=tmp_path / "model.ts")
     assert max(result["max_abs_diff"].values()) <= 1e-5

@@ -102,6 +102,7 @@ def test_family_exports_deploys_and_serves_from_the_registry(method, tmp_path, s
         assert case["score"] == pytest.approx(score, abs=1e-5), (method, name)
         sr = pydicom.dcmread(tmp_path / "deploy" / case["outputs"]["sr"])
         assert f"{case['score']:.6f}" in sr.ContentSequence[0].TextValue
+        assert f"Model: {method} (" in sr.ContentSequence[0].TextValue  # its family, every family
         assert (tmp_path / "deploy" / case["outputs"]["reconstruction"]).is_file()
 
     version = register_model(models, store, name=f"xray-{method}", alias="champion")

@@ -75,7 +75,7 @@ def test_a_ninth_family_trains_evaluates_exports_and_deploys(toy_family, tmp_pat
     )
     assert (
         0.0
-        <= json.loads((out / "eval" / "report" / "metrics.json").read_text())["squid"]["auc"]
+        <= json.loads((out / "eval" / "report" / "metrics.json").read_text())["detector"]["auc"]
         <= 1.0
     )
 

@@ -147,7 +147,8 @@ def test_an_old_model_folder_is_domain_not_recorded_never_all_clear(tmp_path):
     (record,) = score_images(scorer, synthetic_radiographs(1), pixels=False)
     assert record.domain in (guard.NOT_RECORDED,) or record.out_of_domain
     assert not record.out_of_domain or "saturated" in record.domain
-    card = ModelCard.from_scorer(scorer, SIZE, domain=Recipe.load(folder).domain)
+    recipe = Recipe.load(folder)
+    card = ModelCard.from_scorer(scorer, SIZE, domain=recipe.domain, family=recipe.family)
     assert card.to_dict()["domain"] == {"name": guard.NOT_RECORDED, "limit": None}
     with ScoreWriter(tmp_path, images=False) as writer:
         writer.write_all([record])
