@@ -63,7 +63,7 @@ def heatmap_sc(source: Dataset, case: Case):
         manufacturer=MANUFACTURER,
         patient_orientation=_orientation(source),
     )
-    sc.SeriesDescription = f"SQUID heat map ({kind}). Research use only, not for diagnostic use."
+    sc.SeriesDescription = f"Anomaly heat map ({kind}). Research use only, not for diagnostic use."
     sc.ImageComments = (
         f"Heat map of model {name} version {version}: "
         f"{DESCRIPTIONS.get(kind, kind)}, hot = drives the anomaly score up, over "

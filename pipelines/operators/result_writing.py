@@ -79,7 +79,7 @@ def report_text(case: Case) -> str:
     return "\n".join(
         [
             *_domain_warning(case),
-            "SQUID anomaly detection on a frontal chest radiograph. Research use only, not for diagnostic use.",
+            "Anomaly detection (squid-monai) on a frontal chest radiograph. Research use only, not for diagnostic use.",
             f"Anomaly score: {case.score:.6f} (0 to 1; higher = less like the normal training radiographs)",
             f"Decision threshold: {case.threshold:.6f}",
             f"Decision: {decision}",
