@@ -12,7 +12,7 @@ repetition; the table gives medians. Wall-clock and process CPU time (all thread
 reported. Back-ends whose runtime is not installed are skipped. Then writes the "## Inference
 speed" section of BENCHMARKS.md (that section only).
 
-    python -m benchmarks.inference_speed --model_dir runs/chest/models --score_sources combined logit \
+    python -m benchmarks.inference_speed --model_dir runs/chest/models --score_sources combined,logit \
         --backends pytorch onnx openvino --threads 1 2 --images_dir /data/zhanglab/test/NORMAL
     python -m benchmarks.inference_speed --presets paper small --threads 1
 
@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         "--score_sources",
         nargs="*",
         default=[],
-        help="score sources of each SQUID model folder (default: the model's own)",
+        help="per --model_dir, in order: its score sources, comma-separated (e.g. combined,logit); "
+        "'own' or missing: the model's own score; other sources need a SQUID model",
     )
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=list(BACKENDS))
     parser.add_argument("--batch_sizes", nargs="+", type=int, default=[1, 64])
@@ -365,9 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     names = args.model_names + [None] * (len(args.model_dir) - len(args.model_names))
     subjects = [preset_subject(p) for p in presets]
-    for model_dir, name in zip(args.model_dir, names):
-        recipe_sources = args.score_sources if _is_squid(model_dir) else []
-        subjects += model_subjects(model_dir, recipe_sources, name)
+    sources = args.score_sources + ["own"] * (len(args.model_dir) - len(args.score_sources))
+    for model_dir, name, listed in zip(args.model_dir, names, sources):
+        wanted = [] if listed in ("own", "") else listed.split(",")
+        subjects += model_subjects(model_dir, wanted, name)
     if "pytorch" not in args.backends:
         parser.error("--backends must include pytorch (the reference of every ratio)")
     inputs = {(s.size, s.intensity) for s in subjects}
@@ -418,12 +420,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"updated {args.output}")
     return 0
-
-
-def _is_squid(model_dir: Path) -> bool:
-    from squid_monai.artifact import Recipe
-
-    return Recipe.load(model_dir).family == "squid"
 
 
 if __name__ == "__main__":

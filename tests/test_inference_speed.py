@@ -15,7 +15,7 @@ def test_trained_model_each_source_threads_and_backend(tmp_path):
     argv = [
         "--model_dir", str(FOLDERS / "squid"),
         "--model_names", "stored",
-        "--score_sources", "tile_residual", "logit",
+        "--score_sources", "tile_residual,logit",
         "--backends", "pytorch", "torchscript",
         "--threads", "1", "2",
         "--batch_sizes", "1", "3",
