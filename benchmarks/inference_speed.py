@@ -122,7 +122,7 @@ def model_subjects(model_dir: Path, sources: list[str], name: str | None = None)
 
     recipe = Recipe.load(model_dir)
     own = getattr(load_scorer(model_dir / "model.pt"), "score_source", "model")
-    label = f"{name or model_dir.name} ({recipe.family})"
+    label = name or f"{model_dir.name} ({recipe.family})"
     subjects = []
     for source in sources or [own]:
 

@@ -43,7 +43,8 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
     import sys
 
     args = argv if argv is not None else sys.argv[1:]
-    return " ".join(["python", f"benchmarks/{Path(script).name}", *(shlex.quote(a) for a in args)])
+    module = f"benchmarks.{Path(script).stem}"
+    return " ".join(["python", "-m", module, *(shlex.quote(a) for a in args)])
 
 
 def load_average() -> str:

@@ -24,7 +24,7 @@ def test_trained_model_each_source_threads_and_backend(tmp_path):
     ]  # fmt: skip
     assert inference_speed.main(argv) == 0
     text = output.read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| stored (squid)")]
+    rows = [line for line in text.splitlines() if line.startswith("| stored (")]
     # 2 sources x 2 thread counts x 2 back-ends x 2 batch sizes
     assert len(rows) == 16
     assert sum("| `tile_residual` | 2 | TorchScript | 3 |" in r for r in rows) == 1
