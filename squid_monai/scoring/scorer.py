@@ -169,6 +169,18 @@ def feature_distance(features: torch.Tensor, reference: torch.Tensor) -> torch.T
     return (features.float() - reference.float()).pow(2).flatten(1).mean(1)
 
 
+def _check_finite(outputs: dict[str, torch.Tensor]) -> None:
+    """A non-finite value among the normals' outputs would make every later score NaN: refuse,
+    saying which output and how many images."""
+    for name, value in outputs.items():
+        bad = (~torch.isfinite(value.float())).reshape(len(value), -1).any(dim=1)
+        if bad.any():
+            raise ValueError(
+                f"calibration: {int(bad.sum())} of {len(value)} normal images give a non-finite "
+                f"{name!r} (the model's weights or these images hold NaN or inf)"
+            )
+
+
 @torch.no_grad()
 def calibrate(
     scorer: CalibratedScorer,
@@ -196,9 +208,11 @@ def calibrate(
     if not parts:
         raise ValueError("calibration needs at least one normal image")
     out = {name: torch.cat(chunks) for name, chunks in parts.items()}
+    _check_finite(out)
     scorer.fit_normals(out)
     scorer.fit_domain(torch.cat(thumbs))
     values = scorer.normality(out).float().cpu()
+    _check_finite({"normality": values})
     std = values.std().item() if values.numel() > 1 else 1.0
     mean = values.mean().item()
     scorer.set_calibration(mean, std if std > 1e-8 else 1.0)
