@@ -169,16 +169,20 @@ def feature_distance(features: torch.Tensor, reference: torch.Tensor) -> torch.T
     return (features.float() - reference.float()).pow(2).flatten(1).mean(1)
 
 
-def _check_finite(outputs: dict[str, torch.Tensor]) -> None:
-    """A non-finite value among the normals' outputs would make every later score NaN: refuse,
-    saying which output and how many images."""
-    for name, value in outputs.items():
-        bad = (~torch.isfinite(value.float())).reshape(len(value), -1).any(dim=1)
-        if bad.any():
-            raise ValueError(
-                f"calibration: {int(bad.sum())} of {len(value)} normal images give a non-finite "
-                f"{name!r} (the model's weights or these images hold NaN or inf)"
-            )
+def _refuse_non_finite(outputs: dict[str, torch.Tensor]) -> None:
+    """Images whose outputs are non-finite where other images' are finite (an output that is
+    non-finite for all, such as a distance to normals not yet fitted, says nothing) would
+    poison the calibration: refuse them before anything is fitted."""
+    bad = None
+    for value in outputs.values():
+        finite = torch.isfinite(value.float()).reshape(len(value), -1).all(dim=1)
+        if finite.any():
+            bad = ~finite if bad is None else bad | ~finite
+    if bad is not None and bad.any():
+        raise ValueError(
+            f"calibration: {int(bad.sum())} of {len(bad)} normal images give a non-finite score "
+            "(the model's weights or these images hold NaN or inf)"
+        )
 
 
 @torch.no_grad()
@@ -208,11 +212,17 @@ def calibrate(
     if not parts:
         raise ValueError("calibration needs at least one normal image")
     out = {name: torch.cat(chunks) for name, chunks in parts.items()}
-    _check_finite(out)
+    _refuse_non_finite(out)
+    before = {name: value.clone() for name, value in scorer.state_dict().items()}
     scorer.fit_normals(out)
     scorer.fit_domain(torch.cat(thumbs))
     values = scorer.normality(out).float().cpu()
-    _check_finite({"normality": values})
+    if not torch.isfinite(values).all():  # every later score would be NaN: refuse, unchanged
+        scorer.load_state_dict(before)
+        raise ValueError(
+            f"calibration: {int((~torch.isfinite(values)).sum())} of {len(values)} normal images "
+            "give a non-finite score (the model's weights or these images hold NaN or inf)"
+        )
     std = values.std().item() if values.numel() > 1 else 1.0
     mean = values.mean().item()
     scorer.set_calibration(mean, std if std > 1e-8 else 1.0)
