@@ -5,6 +5,7 @@ except for the folders each test module writes (``eval/``, ``inference/``, expor
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -55,6 +56,21 @@ def run_command(args: list[str], timeout: int = 600) -> subprocess.CompletedProc
         text=True,
         timeout=timeout,
     )
+
+
+def evaluate_test_split(output_dir) -> list[dict]:
+    """``evaluating`` on the test split of the tiny run in ``output_dir`` (MLflow off), checked
+    to succeed and to score every test image without error; the rows of its ``scores.csv``."""
+    config_file = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']"
+    result = run_command(
+        ["run", "evaluating", "--config_file", config_file, "--output_dir", str(output_dir)]
+        + ["--eval_split", "test", *TINY, "--mlflow_tracking", "false"]
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(Path(output_dir) / "eval" / "test" / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * VAL_SIZE and all(r["score"] and not r["error"] for r in rows)
+    return rows
 
 
 def train_args(output_dir, epochs: int = 2, *extra: str) -> list[str]:

@@ -197,16 +197,7 @@ class DigitAnatomySource(DataSource):
     ):
         which = split if split in ("validation", "report") else "test"
         items = digitanatomy_split(n_normal, n_abnormal, seed=self.seed, split=which)
-        return make_dataset(
-            items,
-            image_size,
-            train=False,
-            cache=cache,
-            skip_bad=skip_bad,
-            report_path=report_path,
-            transform=transform,
-            **check_switches(intensity=intensity),
-        )
+        return _unaugmented(items, image_size, intensity, cache, transform, skip_bad, report_path)
 
     def calibration(
         self,
@@ -218,14 +209,8 @@ class DigitAnatomySource(DataSource):
         transform=None,
     ):
         _check_calibrate_on(on)  # its training images are all normal
-        return make_dataset(
-            digitanatomy_split(max_images, 0, seed=self.seed, split="training"),
-            image_size,
-            train=False,
-            cache=cache,
-            transform=transform,
-            **check_switches(intensity=intensity),
-        )
+        items = digitanatomy_split(max_images, 0, seed=self.seed, split="training")
+        return _unaugmented(items, image_size, intensity, cache, transform)
 
 
 class DatalistSource(DataSource):
@@ -306,16 +291,7 @@ class DatalistSource(DataSource):
         items = self.splits.get(split) or []
         if not items:
             raise ValueError(f"the data set has no {split!r} split")
-        return make_dataset(
-            items,
-            image_size,
-            train=False,
-            cache=cache,
-            skip_bad=skip_bad,
-            report_path=report_path,
-            transform=transform,
-            **check_switches(intensity=intensity),
-        )
+        return _unaugmented(items, image_size, intensity, cache, transform, skip_bad, report_path)
 
     def calibration(
         self,
@@ -334,14 +310,26 @@ class DatalistSource(DataSource):
                 "calibration needs normal training images; the training split has none"
             )
         pick = np.random.default_rng(self.seed).permutation(len(items))[:max_images]
-        return make_dataset(
-            [items[i] for i in sorted(pick)],
-            image_size,
-            train=False,
-            cache=cache,
-            transform=transform,
-            **check_switches(intensity=intensity),
-        )
+        items = [items[i] for i in sorted(pick)]
+        return _unaugmented(items, image_size, intensity, cache, transform)
+
+
+def _unaugmented(
+    items, image_size, intensity, cache, transform, skip_bad=False, report_path=None
+) -> torch.utils.data.Dataset:
+    """The un-augmented dataset of ``items`` that validation and calibration read, the same
+    for every source: through ``transform``, else the inference preprocessing with
+    ``intensity``."""
+    return make_dataset(
+        items,
+        image_size,
+        train=False,
+        cache=cache,
+        skip_bad=skip_bad,
+        report_path=report_path,
+        transform=transform,
+        **check_switches(intensity=intensity),
+    )
 
 
 def _check_calibrate_on(on: str) -> str:

@@ -2,7 +2,7 @@
 evaluator, and the helpers they share (:mod:`.utils`). A family's own training iteration is
 its ``methods/<family>/trainer.py``."""
 
-from .base import GuardedTrainer
+from .base import AdversarialTrainer, GuardedTrainer, SingleNetworkTrainer
 from .evaluator import AnomalyEvaluator
 from .utils import (
     all_ranks,
@@ -17,6 +17,8 @@ from .utils import (
 
 __all__ = [
     "GuardedTrainer",
+    "SingleNetworkTrainer",
+    "AdversarialTrainer",
     "AnomalyEvaluator",
     "loss_terms",
     "unwrap",

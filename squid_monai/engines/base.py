@@ -1,4 +1,6 @@
-"""The machinery every family's trainer shares, written once: :class:`GuardedTrainer`."""
+"""The machinery every family's trainer shares, written once: :class:`GuardedTrainer`, and
+the two shapes of trainer built on it, :class:`SingleNetworkTrainer` and
+:class:`AdversarialTrainer`."""
 
 from __future__ import annotations
 
@@ -11,13 +13,14 @@ from monai.engines import Trainer
 
 from .utils import all_ranks, plain_tensor, restore_buffers
 
-__all__ = ["GuardedTrainer"]
+__all__ = ["GuardedTrainer", "SingleNetworkTrainer", "AdversarialTrainer"]
 
 
 class GuardedTrainer(Trainer):
     """A MONAI :class:`~monai.engines.Trainer` whose steps are guarded against non-finite
-    losses: the base of every family's trainer (SQUID, the reconstruction families,
-    GANomaly, DAAD, f-AnoGAN), which then holds only its own iteration and arguments.
+    losses: the base of every family's trainer, through :class:`SingleNetworkTrainer` (the
+    reconstruction families, AnatPaste) or :class:`AdversarialTrainer` (SQUID, GANomaly,
+    DAAD, f-AnoGAN), which then holds only its own iteration and arguments.
 
     It exists because each of them needs the same things around its iteration, and they
     must behave identically for the bundle's handlers, checkpoints and multi-GPU runs:
@@ -87,11 +90,15 @@ class GuardedTrainer(Trainer):
             decollate=False,
         )
         self.optimizer = optimizer
-        self.max_nonfinite, self.image_key = max_nonfinite, image_key
+        self.max_nonfinite, self.image_key = int(max_nonfinite), image_key
         self.amp_device = torch.device(device).type
         self.amp_dtype = torch.float16 if self.amp_device == "cuda" else torch.bfloat16
         self.state.skipped_steps = 0
         self._nonfinite_run = 0
+
+    #: the family's loss weights, a dataclass (:class:`SingleNetworkTrainer` and
+    #: :class:`AdversarialTrainer` build ``loss_weights`` from it with :meth:`_loss_weights`)
+    weights_type: type
 
     @staticmethod
     def _loss_weights(weights: Any, kind: type) -> Any:
@@ -168,3 +175,78 @@ class GuardedTrainer(Trainer):
         scaler.scale(loss).backward()
         scaler.step(optimizer)  # skips the step itself if AMP produced inf/NaN gradients
         scaler.update()
+
+
+class SingleNetworkTrainer(GuardedTrainer):
+    """A :class:`GuardedTrainer` of one network with its optimiser, ``GradScaler`` and loss
+    weights: what the one-network families (the reconstruction families, AnatPaste) share, so
+    that each adds only its own arguments and iteration.
+
+    Args:
+        device, max_epochs, train_data_loader: as in :class:`GuardedTrainer`.
+        network: the network (optionally DDP-wrapped).
+        optimizer: its optimiser (also ``engine.optimizer``).
+        loss_weights: a :attr:`weights_type`, a dict of its fields, or None for its defaults.
+        scaler: ``torch.amp.GradScaler`` (default: :meth:`~GuardedTrainer.grad_scaler`); pass
+            it to save it in checkpoints.
+        engine_args: the other arguments of :class:`GuardedTrainer` (``amp``, ``max_nonfinite``,
+            ``image_key``, MONAI's).
+    """
+
+    def __init__(
+        self,
+        device,
+        max_epochs,
+        train_data_loader,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_weights: Any = None,
+        *,
+        scaler: torch.amp.GradScaler | None = None,
+        **engine_args: Any,
+    ):
+        super().__init__(device, max_epochs, train_data_loader, optimizer=optimizer, **engine_args)
+        self.network = network
+        self.loss_weights = self._loss_weights(loss_weights, self.weights_type)
+        self.scaler = self.grad_scaler(scaler)
+
+
+class AdversarialTrainer(GuardedTrainer):
+    """A :class:`GuardedTrainer` of a generator and a discriminator, each with its optimiser
+    and ``GradScaler``, and the loss weights: what the adversarial families (SQUID, GANomaly,
+    DAAD, f-AnoGAN) share, so that each adds only its own arguments and iteration.
+
+    Args:
+        device, max_epochs, train_data_loader: as in :class:`GuardedTrainer`.
+        generator, discriminator: the networks (optionally DDP-wrapped; DAAD's discriminator
+            may be None).
+        g_optimizer, d_optimizer: their optimisers (``g_optimizer`` is ``engine.optimizer``).
+        loss_weights: a :attr:`weights_type`, a dict of its fields, or None for its defaults.
+        g_scaler, d_scaler: ``torch.amp.GradScaler`` per optimiser (default:
+            :meth:`~GuardedTrainer.grad_scaler`); pass them to save them in checkpoints.
+        engine_args: ``amp``, ``max_nonfinite``, ``image_key`` and MONAI's engine arguments,
+            see :class:`GuardedTrainer`.
+    """
+
+    def __init__(
+        self,
+        device,
+        max_epochs,
+        train_data_loader,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module | None,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer | None,
+        loss_weights: Any = None,
+        *,
+        g_scaler: torch.amp.GradScaler | None = None,
+        d_scaler: torch.amp.GradScaler | None = None,
+        **engine_args: Any,
+    ):
+        super().__init__(
+            device, max_epochs, train_data_loader, optimizer=g_optimizer, **engine_args
+        )
+        self.generator, self.discriminator = generator, discriminator
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.loss_weights = self._loss_weights(loss_weights, self.weights_type)
+        self.g_scaler, self.d_scaler = self.grad_scaler(g_scaler), self.grad_scaler(d_scaler)

@@ -6,7 +6,6 @@ family interface, and the bundle end to end (train both stages, evaluate, export
 from __future__ import annotations
 
 import copy
-import csv
 import json
 
 import pytest
@@ -41,11 +40,10 @@ from squid_monai.metrics import SmoothedAUC
 from squid_monai.scoring import explainer_for
 from squid_monai.workflow import DigitAnatomySource
 
-from ..trained_bundle import BUNDLE, CONFIGS, TINY, VAL_SIZE, run_command
+from ..trained_bundle import BUNDLE, CONFIGS, TINY, VAL_SIZE, evaluate_test_split, run_command
 
 SIZE = 32  # the tiny preset
 FANOGAN_CONFIGS = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'methods' / 'fanogan.json'}']"
-EVAL_CONFIGS = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -485,25 +483,7 @@ def test_bundle_trains_both_stages_evaluates_and_exports(tmp_path):
         and 0 < scorer.threshold.item() < 1
     )
 
-    result = run_command(
-        [
-            "run",
-            "evaluating",
-            "--config_file",
-            EVAL_CONFIGS,
-            "--output_dir",
-            str(out),
-            "--eval_split",
-            "test",
-            *TINY,
-            "--mlflow_tracking",
-            "false",
-        ]
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    with open(out / "eval" / "test" / "scores.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * VAL_SIZE and all(r["score"] and not r["error"] for r in rows)
+    evaluate_test_split(out)
     metrics = json.loads((out / "eval" / "test" / "metrics.json").read_text())
     assert metrics["n_normal"] == metrics["n_abnormal"] == VAL_SIZE
 

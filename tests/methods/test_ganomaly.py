@@ -8,7 +8,6 @@ end to end (train, evaluate, TorchScript export with parity)."""
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 
@@ -36,11 +35,10 @@ from squid_monai.scoring import explainer_for, last_conv_layer
 from squid_monai.scoring.scorer import calibrated_score
 from squid_monai.workflow import DigitAnatomySource
 
-from ..trained_bundle import BUNDLE, CONFIGS, TINY, VAL_SIZE, run_command
+from ..trained_bundle import BUNDLE, CONFIGS, TINY, evaluate_test_split, run_command
 
 SIZE = 32  # the tiny preset
 TRAIN_CONFIGS = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'methods' / 'ganomaly.json'}']"
-EVAL_CONFIGS = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']"
 
 
 def _batches(n=2, batch=4, seed=1):
@@ -395,25 +393,7 @@ def test_bundle_trains_evaluates_and_exports(tmp_path):
     summary = json.loads((models / "training_summary.json").read_text())
     assert {"val_auc", "val_auc_residual", "val_auc_feature"} <= set(summary["last_val_metrics"])
 
-    result = run_command(
-        [
-            "run",
-            "evaluating",
-            "--config_file",
-            EVAL_CONFIGS,
-            "--output_dir",
-            str(out),
-            "--eval_split",
-            "test",
-            *TINY,
-            "--mlflow_tracking",
-            "false",
-        ]
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    with open(out / "eval" / "test" / "scores.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * VAL_SIZE and all(r["score"] and not r["error"] for r in rows)
+    evaluate_test_split(out)
     data = DigitAnatomySource().validation(SIZE, split="test", n_normal=2, n_abnormal=2)
     images = torch.stack([data[i]["image"].as_tensor() for i in range(len(data))])
     expected = scorer(images)

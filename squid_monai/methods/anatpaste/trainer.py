@@ -22,13 +22,12 @@ bfloat16 on the CPU, and under ``torch.distributed`` the decisions are taken by 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from monai.engines.utils import IterationEvents
 
-from ...engines.base import GuardedTrainer
+from ...engines.base import SingleNetworkTrainer
 from ...engines.utils import average_running_stats, norm_buffers
 from ...transforms.anatomy import paste_batch, paste_transform
 from .losses import AnatPasteLossWeights, classification_loss, paste_labels
@@ -49,49 +48,27 @@ def jitter_batch(image: torch.Tensor, strength: float) -> torch.Tensor:
     return (contrast * image + (1 - contrast) * mean).clamp(0, 1)
 
 
-class AnatPasteTrainer(GuardedTrainer):
+class AnatPasteTrainer(SingleNetworkTrainer):
     """Self-supervised training of the normal-vs-pasted classifier (see the module docstring).
 
     Args:
-        device, max_epochs, train_data_loader: as in :class:`monai.engines.Trainer`; batches
-            are dicts with ``image_key`` (B, 1, H, W) in [0, 1].
-        network: the :class:`~.networks.AnatPasteNet` (optionally DDP-wrapped).
-        optimizer: its optimiser (the recipes': SGD with momentum).
+        args, kwargs: ``device``, ``max_epochs``, ``train_data_loader`` (dicts with ``image_key``
+            (B, 1, H, W) in [0, 1]), ``network`` (the :class:`~.networks.AnatPasteNet`, optionally
+            DDP-wrapped), ``optimizer`` (the recipes': SGD with momentum), ``loss_weights``
+            (:class:`AnatPasteLossWeights` or a dict of its fields), ``scaler`` and the engine
+            arguments of :class:`~squid_monai.engines.base.SingleNetworkTrainer`.
         paste: ``"anatpaste"`` (the paper) or ``"cutpaste"`` (the variant pasting anywhere).
         image_jitter: the whole-image brightness / contrast jitter (the authors' 0.1; 0 = off).
-        loss_weights: :class:`AnatPasteLossWeights` or a dict of its fields.
-        amp, max_nonfinite, scaler: as in :class:`~squid_monai.engines.base.GuardedTrainer`.
-        engine_args: ``image_key`` and MONAI's engine arguments.
     """
 
+    weights_type = AnatPasteLossWeights
+
     def __init__(
-        self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        network: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        paste: str = "anatpaste",
-        image_jitter: float = 0.1,
-        loss_weights: AnatPasteLossWeights | dict | None = None,
-        amp: bool = False,
-        max_nonfinite: int = 20,
-        scaler: torch.amp.GradScaler | None = None,
-        **engine_args,
+        self, *args: Any, paste: str = "anatpaste", image_jitter: float = 0.1, **kwargs: Any
     ):
-        super().__init__(
-            device,
-            max_epochs,
-            train_data_loader,
-            amp=amp,
-            max_nonfinite=max_nonfinite,
-            optimizer=optimizer,
-            **engine_args,
-        )
-        self.network, self.paste = network, paste_transform(paste)  # checks the switch
+        super().__init__(*args, **kwargs)
+        self.paste = paste_transform(paste)  # checks the switch
         self.image_jitter = float(image_jitter)
-        self.loss_weights = self._loss_weights(loss_weights, AnatPasteLossWeights)
-        self.scaler = self.grad_scaler(scaler)
 
     def _iteration(self, engine: AnatPasteTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         image = self._image(engine, batchdata)

@@ -11,7 +11,7 @@ Source: ``seeds/daad_paper.txt``, sections 3.1.3 and 3.2. One iteration:
 The non-finite-loss guard, mixed precision (one ``GradScaler`` per optimiser), the iteration
 events and the float ``engine.state.output`` (``loss`` and every ``loss_*`` term) follow
 :class:`squid_monai.methods.squid.trainer.SQUIDTrainer` (their shared base:
-:class:`~squid_monai.engines.base.GuardedTrainer`).
+:class:`~squid_monai.engines.base.AdversarialTrainer`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from typing import Any
 import torch
 from monai.engines.utils import IterationEvents
 
-from ...engines.base import GuardedTrainer
+from ...engines.base import AdversarialTrainer
 from ...engines.utils import average_running_stats, norm_buffers, unwrap
 from .losses import DAADLossWeights, discriminator_loss, generator_losses
 
 __all__ = ["DAADTrainer"]
 
 
-class DAADTrainer(GuardedTrainer):
+class DAADTrainer(AdversarialTrainer):
     """DAAD (``discriminator=None``) or DAAD+ training.
 
     Args:
@@ -38,11 +38,12 @@ class DAADTrainer(GuardedTrainer):
         generator, g_optimizer: the memory auto-encoder and its optimiser.
         discriminator, d_optimizer: DAAD+'s discriminator and its optimiser (None: DAAD).
         loss_weights: :class:`~.losses.DAADLossWeights` or a dict of its fields.
-        amp: mixed precision with GradScalers (float16 on CUDA, bfloat16 on the CPU).
-        max_nonfinite: consecutive non-finite steps tolerated before the run is stopped.
-        g_scaler, d_scaler: ``torch.amp.GradScaler`` per optimiser (saved in checkpoints).
-        engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~squid_monai.engines.base.GuardedTrainer`.
+        kwargs: ``g_scaler``, ``d_scaler``, ``amp``, ``max_nonfinite``, ``image_key`` and
+            MONAI's engine arguments, see :class:`~squid_monai.engines.base.AdversarialTrainer`
+            (its arguments in this family's positional order).
     """
+
+    weights_type = DAADLossWeights
 
     def __init__(
         self,
@@ -54,27 +55,12 @@ class DAADTrainer(GuardedTrainer):
         discriminator: torch.nn.Module | None = None,
         d_optimizer: torch.optim.Optimizer | None = None,
         loss_weights: DAADLossWeights | dict | None = None,
-        amp: bool = False,
-        max_nonfinite: int = 20,
-        g_scaler: torch.amp.GradScaler | None = None,
-        d_scaler: torch.amp.GradScaler | None = None,
-        **engine_args,
+        **kwargs: Any,
     ):
-        super().__init__(
-            device,
-            max_epochs,
-            train_data_loader,
-            amp=amp,
-            max_nonfinite=max_nonfinite,
-            optimizer=g_optimizer,
-            **engine_args,
-        )
         if (discriminator is None) != (d_optimizer is None):
             raise ValueError("DAAD+ needs both a discriminator and its optimiser; DAAD neither")
-        self.generator, self.discriminator = generator, discriminator
-        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.loss_weights = self._loss_weights(loss_weights, DAADLossWeights)
-        self.g_scaler, self.d_scaler = self.grad_scaler(g_scaler), self.grad_scaler(d_scaler)
+        nets = (generator, discriminator, g_optimizer, d_optimizer)
+        super().__init__(device, max_epochs, train_data_loader, *nets, loss_weights, **kwargs)
 
     def _iteration(self, engine: DAADTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         image = self._image(engine, batchdata)

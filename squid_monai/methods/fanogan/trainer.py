@@ -30,7 +30,7 @@ the encoder is trained against).
 ``loss_generator``, ``loss_wasserstein`` (the critic's distance estimate), ``loss_gradient_penalty``;
 stage 2 ``loss`` = ``loss_encoder`` (mean izi_f), ``loss_image``, ``loss_feature``; both
 ``stage``. Non-finite losses are skipped as in :class:`~squid_monai.methods.squid.trainer.SQUIDTrainer`
-(the guard of their shared base, :class:`~squid_monai.engines.base.GuardedTrainer`; the
+(the guard of their shared base, :class:`~squid_monai.engines.base.AdversarialTrainer`; the
 generator's BatchNorm statistics restored). Distributed data parallelism is not wired
 for this family (the bundle's multi-GPU config wraps only a generator and a discriminator).
 """
@@ -48,7 +48,7 @@ from ignite.handlers import Checkpoint
 from monai.engines.utils import IterationEvents
 from monai.handlers import CheckpointSaver
 
-from ...engines.base import GuardedTrainer
+from ...engines.base import AdversarialTrainer
 from ...engines.utils import average_running_stats, norm_buffers, unwrap
 from .losses import FAnoGANLossWeights, critic_loss, generator_loss, gradient_penalty, izi_f
 
@@ -165,7 +165,7 @@ class StartEncoderStage:
         )
 
 
-class FAnoGANTrainer(GuardedTrainer):
+class FAnoGANTrainer(AdversarialTrainer):
     """WGAN-GP, then izi_f encoder training (module docstring).
 
     Args:
@@ -179,14 +179,16 @@ class FAnoGANTrainer(GuardedTrainer):
         n_critic: critic steps per generator step in stage 1.
         gan_epochs: stage-1 epochs, a fraction of ``max_epochs`` (< 1) or a count
             (:func:`resolve_gan_epochs`).
-        amp: mixed precision with a ``GradScaler`` per optimiser (float16 on CUDA, bfloat16
-            on the CPU when asked); the gradient penalty is always float32.
-        g_scaler, d_scaler, e_scaler: the ``torch.amp.GradScaler`` s (put them in checkpoints).
+        e_scaler: the encoder's ``torch.amp.GradScaler`` (put it in checkpoints).
         on_encoder_stage: callables ``f(engine)`` run when the first stage-2 epoch starts
             (again after a resume into that epoch), e.g. :class:`StartEncoderStage`.
-        max_nonfinite: consecutive non-finite steps tolerated before the run is stopped.
-        engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~squid_monai.engines.base.GuardedTrainer`.
+        kwargs: ``g_scaler``, ``d_scaler``, ``amp`` (a ``GradScaler`` per optimiser, float16
+            on CUDA, bfloat16 on the CPU when asked; the gradient penalty is always float32),
+            ``max_nonfinite``, ``image_key`` and MONAI's engine arguments, see
+            :class:`~squid_monai.engines.base.AdversarialTrainer`.
     """
+
+    weights_type = FAnoGANLossWeights
 
     def __init__(
         self,
@@ -202,23 +204,13 @@ class FAnoGANTrainer(GuardedTrainer):
         loss_weights: FAnoGANLossWeights | dict | None = None,
         n_critic: int = 5,
         gan_epochs: float = 0.8,
-        amp: bool = False,
-        g_scaler: torch.amp.GradScaler | None = None,
-        d_scaler: torch.amp.GradScaler | None = None,
+        *,
         e_scaler: torch.amp.GradScaler | None = None,
         on_encoder_stage: Sequence[Callable[[Engine], Any]] = (),
-        max_nonfinite: int = 20,
-        **engine_args,
+        **kwargs: Any,
     ):
-        super().__init__(
-            device,
-            max_epochs,
-            train_data_loader,
-            amp=amp,
-            max_nonfinite=max_nonfinite,
-            optimizer=g_optimizer,
-            **engine_args,
-        )
+        nets = (generator, discriminator, g_optimizer, d_optimizer)
+        super().__init__(device, max_epochs, train_data_loader, *nets, loss_weights, **kwargs)
         if int(n_critic) < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
         encoder_params = {id(p) for p in encoder.parameters()}
@@ -230,13 +222,10 @@ class FAnoGANTrainer(GuardedTrainer):
             raise ValueError(
                 "e_optimizer must hold the encoder's parameters only (G and D are frozen in stage 2)"
             )
-        self.generator, self.discriminator, self.encoder = generator, discriminator, encoder
-        self.g_optimizer, self.d_optimizer, self.e_optimizer = g_optimizer, d_optimizer, e_optimizer
-        self.loss_weights = self._loss_weights(loss_weights, FAnoGANLossWeights)
-        self.n_critic, self.max_nonfinite = int(n_critic), int(max_nonfinite)
+        self.encoder, self.e_optimizer = encoder, e_optimizer
+        self.n_critic = int(n_critic)
         self.gan_epochs = resolve_gan_epochs(gan_epochs, max_epochs)
         self.on_encoder_stage = list(on_encoder_stage or ())
-        self.g_scaler, self.d_scaler = self.grad_scaler(g_scaler), self.grad_scaler(d_scaler)
         self.e_scaler = self.grad_scaler(e_scaler)
         self.add_event_handler(Events.EPOCH_STARTED, self._begin_epoch)
 

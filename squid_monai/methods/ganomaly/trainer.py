@@ -16,8 +16,8 @@ Both networks are updated every iteration (no critic schedule). ``engine.state.o
 holds ``loss`` and the terms (``loss_generator``, ``loss_discriminator``,
 ``loss_adversarial``, ``loss_contextual``, ``loss_latent``) as floats. As in
 :class:`~squid_monai.methods.squid.trainer.SQUIDTrainer` (their shared base,
-:class:`~squid_monai.engines.base.GuardedTrainer`): a non-finite loss is never back-propagated (the
-step is skipped, the BatchNorm statistics it touched restored, counted in
+:class:`~squid_monai.engines.base.AdversarialTrainer`): a non-finite loss is never
+back-propagated (the step is skipped, the BatchNorm statistics it touched restored, counted in
 ``engine.state.skipped_steps``; too many in a row stop the run), AMP uses one
 ``GradScaler`` per optimiser on CUDA and bfloat16 autocast on the CPU, and under
 ``torch.distributed`` every decision is taken by all ranks together.
@@ -27,14 +27,13 @@ step is skipped, the BatchNorm statistics it touched restored, counted in
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from monai.engines.utils import IterationEvents
 
-from ...engines.base import GuardedTrainer
+from ...engines.base import AdversarialTrainer
 from ...engines.utils import all_ranks, average_running_stats, is_distributed, norm_buffers, unwrap
 from .losses import GANomalyLossWeights, discriminator_loss, generator_losses
 from .networks import reinitialise
@@ -44,57 +43,33 @@ __all__ = ["GANomalyTrainer"]
 logger = logging.getLogger(__name__)
 
 
-class GANomalyTrainer(GuardedTrainer):
+class GANomalyTrainer(AdversarialTrainer):
     """Adversarial training of GANomaly (see the module docstring).
 
     Args:
-        device, max_epochs, train_data_loader: as in :class:`monai.engines.Trainer`; batches
-            are dicts with ``image_key`` (B, 1, H, W) in [0, 1].
-        generator, discriminator: the networks (optionally DDP-wrapped).
-        g_optimizer, d_optimizer: their optimisers.
-        loss_weights: :class:`GANomalyLossWeights` or a dict of its fields.
+        args, kwargs: the engine, the two networks, their optimisers and scalers, AMP and the
+            guard, in :class:`~squid_monai.engines.base.AdversarialTrainer`'s order; batches
+            are dicts with ``image_key`` (B, 1, H, W) in [0, 1], ``loss_weights`` a
+            :class:`GANomalyLossWeights` or a dict of its fields.
         reinit_discriminator: re-initialise the discriminator when its loss collapses (the
             original's behaviour, default on).
         reinit_threshold: the collapse level (the original's 1e-5).
-        amp, max_nonfinite, g_scaler, d_scaler: as in :class:`~squid_monai.methods.squid.trainer.SQUIDTrainer`.
-        engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~squid_monai.engines.base.GuardedTrainer`.
     """
+
+    weights_type = GANomalyLossWeights
 
     def __init__(
         self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        generator: torch.nn.Module,
-        discriminator: torch.nn.Module,
-        g_optimizer: torch.optim.Optimizer,
-        d_optimizer: torch.optim.Optimizer,
-        loss_weights: GANomalyLossWeights | dict | None = None,
+        *args: Any,
         reinit_discriminator: bool = True,
         reinit_threshold: float = 1e-5,
-        amp: bool = False,
-        max_nonfinite: int = 20,
-        g_scaler: torch.amp.GradScaler | None = None,
-        d_scaler: torch.amp.GradScaler | None = None,
-        **engine_args,
+        **kwargs: Any,
     ):
-        super().__init__(
-            device,
-            max_epochs,
-            train_data_loader,
-            amp=amp,
-            max_nonfinite=max_nonfinite,
-            optimizer=g_optimizer,
-            **engine_args,
-        )
-        self.generator, self.discriminator = generator, discriminator
-        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.loss_weights = self._loss_weights(loss_weights, GANomalyLossWeights)
+        super().__init__(*args, **kwargs)
         self.reinit_discriminator, self.reinit_threshold = (
             bool(reinit_discriminator),
             float(reinit_threshold),
         )
-        self.g_scaler, self.d_scaler = self.grad_scaler(g_scaler), self.grad_scaler(d_scaler)
         self.state.discriminator_reinits = 0
 
     def _reinitialise_discriminator(self, engine: GANomalyTrainer, d_loss: float) -> None:

@@ -26,19 +26,20 @@ gathered global batch. BatchNorm running statistics, which DDP does not reduce, 
 averaged over the ranks after each iteration, so the replicas stay identical.
 
 The guard, the mixed precision and the rank-wide decisions are those every family's
-trainer shares: :class:`~squid_monai.engines.base.GuardedTrainer`.
+trainer shares: :class:`~squid_monai.engines.base.GuardedTrainer`, through
+:class:`~squid_monai.engines.base.AdversarialTrainer` (the two networks, optimisers and scalers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from monai.engines.utils import IterationEvents
 from monai.utils import evenly_divisible_all_gather
 
-from ...engines.base import GuardedTrainer
+from ...engines.base import AdversarialTrainer
 from ...engines.utils import average_running_stats, is_distributed, norm_buffers, unwrap
 from ...transforms.anatomy import paste_transform
 from .erasing import check_erasing, check_fraction, erase_random_rectangles, paste_lesions
@@ -58,16 +59,17 @@ LOSS_KEYS = (
 )
 
 
-class SQUIDTrainer(GuardedTrainer):
+class SQUIDTrainer(AdversarialTrainer):
     """Adversarial + knowledge-distillation training of SQUID.
 
     Args:
-        device: device to train on.
-        max_epochs: epochs to train.
-        train_data_loader: yields dicts with ``image_key`` (B, 1, H, W) in [0, 1].
-        generator, discriminator: the networks (optionally DDP-wrapped).
-        g_optimizer, d_optimizer: their optimisers.
-        loss_weights: :class:`SQUIDLossWeights` or a dict of its fields.
+        args, kwargs: ``device``, ``max_epochs``, ``train_data_loader`` (dicts with
+            ``image_key`` (B, 1, H, W) in [0, 1]), ``generator``, ``discriminator``,
+            ``g_optimizer``, ``d_optimizer``, ``loss_weights`` (:class:`SQUIDLossWeights` or a
+            dict of its fields), ``g_scaler``, ``d_scaler``, ``amp`` (one ``GradScaler`` per
+            optimiser; float16 on CUDA, bfloat16 on the CPU only when asked), ``max_nonfinite``,
+            ``image_key`` and MONAI's engine arguments: see
+            :class:`~squid_monai.engines.base.AdversarialTrainer`.
         distillation_detach: detach the teacher side of the distillation loss (default:
             the term trains the student only); ``False``: the teacher learns from it too, as
             in the authors' code (SQUID.md section 7, U3).
@@ -85,50 +87,24 @@ class SQUIDTrainer(GuardedTrainer):
             lesions away (:func:`~squid_monai.methods.squid.erasing.paste_lesions`). Only
             unchanged images' tokens enter the queues.
         synthetic_fraction: that share (default 0.5; at least one image per batch stays clean).
-        amp: mixed precision, one ``GradScaler`` per optimiser; float16 on CUDA, bfloat16 on
-            the CPU (only when asked; fp32 is the CPU default).
-        max_nonfinite: consecutive non-finite steps tolerated before the run is stopped.
-        g_scaler, d_scaler: ``torch.amp.GradScaler`` per optimiser (default: enabled with
-            AMP, on the trainer's device type); pass them to save them in checkpoints.
-        engine_args: ``image_key`` and MONAI's engine arguments, see :class:`~.base.GuardedTrainer`.
     """
+
+    weights_type = SQUIDLossWeights
 
     def __init__(
         self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        generator: torch.nn.Module,
-        discriminator: torch.nn.Module,
-        g_optimizer: torch.optim.Optimizer,
-        d_optimizer: torch.optim.Optimizer,
-        loss_weights: SQUIDLossWeights | dict | None = None,
+        *args: Any,
         distillation_detach: bool = True,
         n_critic: int = 1,
         input_erasing: float = 0.0,
         erasing_size: Sequence[float] = (0.125, 0.333),
         synthetic_anomaly: str = "none",
         synthetic_fraction: float = 0.5,
-        amp: bool = False,
-        max_nonfinite: int = 20,
-        g_scaler: torch.amp.GradScaler | None = None,
-        d_scaler: torch.amp.GradScaler | None = None,
-        **engine_args,
+        **kwargs: Any,
     ):
-        super().__init__(
-            device,
-            max_epochs,
-            train_data_loader,
-            amp=amp,
-            max_nonfinite=max_nonfinite,
-            optimizer=g_optimizer,
-            **engine_args,
-        )
+        super().__init__(*args, **kwargs)
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
-        self.generator, self.discriminator = generator, discriminator
-        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.loss_weights = self._loss_weights(loss_weights, SQUIDLossWeights)
         self.distillation_detach = bool(distillation_detach)
         self.n_critic = n_critic
         self.input_erasing, self.erasing_size = (
@@ -137,7 +113,6 @@ class SQUIDTrainer(GuardedTrainer):
         )
         self.synthetic_fraction = check_fraction(synthetic_fraction, "synthetic_fraction")
         self.paste = None if synthetic_anomaly == "none" else paste_transform(synthetic_anomaly)
-        self.g_scaler, self.d_scaler = self.grad_scaler(g_scaler), self.grad_scaler(d_scaler)
 
     def _iteration(self, engine: SQUIDTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         image = self._image(engine, batchdata)
