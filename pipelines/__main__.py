@@ -1,4 +1,4 @@
-"""``python -m pipelines`` (and a MAP, whose entry point is this folder's ``__main__.py``) runs the SQUID app."""
+"""``python -m pipelines`` (and a MAP, whose entry point is this folder's ``__main__.py``) runs the anomaly-detection app."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Load the exported SQUID model (TorchScript) and the facts it needs to be used correctly.
+"""Load the exported model (TorchScript, any family) and the facts it needs to be used correctly.
 
 The exported model is the TorchScript of a family's scorer (``squid_monai.scoring.CalibratedScorer``): ``forward(image)``
 takes ``(B, 1, H, W)`` float32 in [0, 1] and returns a dict with ``score`` (B,), ``logit`` (B,)

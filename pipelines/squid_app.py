@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 
 class ChestXRayApp(Application):
-    """Scores every study (DICOM) and image (PNG/JPEG) of a folder with an exported SQUID model.
+    """Scores every study (DICOM) and image (PNG/JPEG) of a folder with an exported model (any family).
 
     After ``run()``, ``exit_code`` is the run's ``ExitCode`` and ``summary`` the content of
     ``run_summary.json``.
@@ -186,11 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         app.run()
     except Exception:
-        logger.exception("SQUID app failed")
+        logger.exception("app failed")
         return int(ExitCode.FAILED)
     finished, finished_cpu = time.perf_counter(), time.process_time()
     if app.exit_code is None:
-        logger.error("SQUID app finished without writing results")
+        logger.error("app finished without writing results")
         return int(ExitCode.FAILED)
     _add_timing(
         output_folder / SUMMARY_FILE,

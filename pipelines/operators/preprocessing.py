@@ -32,7 +32,7 @@ _READ_ERRORS = (ValueError, OSError, EOFError, AttributeError, KeyError)
 
 
 class PreprocessOperator(Operator):
-    """Turn the selected image of each DICOM study into the SQUID model input.
+    """Turn the selected image of each DICOM study into the model input.
 
     Named inputs:
         study_selected_series_list: ``List[StudySelectedSeries]`` from a series selector (required).
@@ -116,7 +116,7 @@ class PreprocessOperator(Operator):
 
 
 class ImageFileLoaderOperator(Operator):
-    """PNG/JPEG files of a folder -> SQUID model inputs, one case per file (no DICOM output).
+    """PNG/JPEG files of a folder -> model inputs, one case per file (no DICOM output).
 
     Named input:
         cases: only with ``receives_cases=True``: ``List[Case]`` from upstream (e.g. the DICOM

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class ScoringOperator(CaseStage, Operator):
-    """Score every pending case with the exported SQUID model.
+    """Score every pending case with the exported model.
 
     The exported model is a family's scorer as TorchScript, so the calibration (mean, std of the
     normal validation logits) is applied inside it: ``score = 1 - sigmoid((logit - mean) / std)``,
