@@ -213,12 +213,13 @@ def calibrate(
         raise ValueError("calibration needs at least one normal image")
     out = {name: torch.cat(chunks) for name, chunks in parts.items()}
     _refuse_non_finite(out)
-    before = {name: value.clone() for name, value in scorer.state_dict().items()}
+    # fitting writes buffers only (normals, domain bank): keep those, not the weights
+    before = {name: value.clone() for name, value in scorer.named_buffers()}
     scorer.fit_normals(out)
     scorer.fit_domain(torch.cat(thumbs))
     values = scorer.normality(out).float().cpu()
     if not torch.isfinite(values).all():  # every later score would be NaN: refuse, unchanged
-        scorer.load_state_dict(before)
+        scorer.load_state_dict(before, strict=False)
         raise ValueError(
             f"calibration: {int((~torch.isfinite(values)).sum())} of {len(values)} normal images "
             "give a non-finite score (the model's weights or these images hold NaN or inf)"
