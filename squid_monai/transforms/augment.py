@@ -6,7 +6,10 @@ images from another acquisition (``docs/SHIFT_TEST.md``). With ``global_augment=
 every normal training image is, after the paper's translation and scaling, independently
 given a random linear contrast, gamma, blur, edge enhancement and noise, so that the global
 level of each stops telling a normal image from an abnormal one and the model has to learn
-local content. ``"none"`` (the default) is the paper's setting.
+local content. ``"field_of_view"`` does the same for the framing: a random zoom (x 0.85 to
+1.25, the shift test's wider field of view and 80 % crop) and shift (up to 10 % of the side),
+so that where the chest sits in the image stops being a cue. ``"acquisition+field_of_view"``
+applies both (framing first). ``"none"`` (the default) is the paper's setting.
 
 Applied to the preprocessed image in [0, 1] at the model's size; MONAI ``Rand*`` transforms,
 the filters between a reflected border (MONAI's Gaussian filters pad with zeros, and a dark
@@ -24,7 +27,9 @@ from monai.transforms import (
     RandGaussianNoised,
     RandGaussianSharpend,
     RandGaussianSmoothd,
+    RandAffined,
     RandScaleIntensityFixedMeand,
+    RandZoomd,
     ScaleIntensityRanged,
 )
 
@@ -35,8 +40,8 @@ __all__ = [
     "global_augmentd",
 ]
 
-#: The values of the ``global_augment`` switch.
-GLOBAL_AUGMENTS = ("none", "acquisition")
+#: The values of the ``global_augment`` switch: one augmentation, or two joined by "+".
+GLOBAL_AUGMENTS = ("none", "acquisition", "field_of_view", "acquisition+field_of_view")
 #: Reflected border around the filters, in model pixels (4 sigma of the widest kernel, 1.5).
 _BORDER = 6
 
@@ -57,9 +62,29 @@ def global_augment_transforms(
     probability, strengths of the order of the shift test's (contrast x 0.7-1.3, gamma
     0.67-1.5, blur sigma up to 1 model pixel, edge enhancement up to alpha 2, noise std up to
     0.03)."""
-    if check_global_augment(value) == "none":
-        return []
+    parts = check_global_augment(value).split("+")
     kw = {"keys": keys, "allow_missing_keys": allow_missing_keys}
+    transforms = []
+    if "field_of_view" in parts:
+        transforms += _field_of_view(image_size, kw)
+    if "acquisition" in parts:
+        transforms += _acquisition(image_size, kw)
+    return transforms
+
+
+def _field_of_view(image_size: int, kw: dict) -> list:
+    """Isotropic zoom x 0.85-1.25 (black border when zooming out, as a wider field of view)
+    and a shift of up to 10 % of the side, each with probability 0.5."""
+    side = image_size if isinstance(image_size, int) else max(image_size)
+    return [
+        RandZoomd(
+            prob=0.5, min_zoom=0.85, max_zoom=1.25, keep_size=True, padding_mode="constant", **kw
+        ),
+        RandAffined(prob=0.5, translate_range=(0.1 * side, 0.1 * side), padding_mode="zeros", **kw),
+    ]
+
+
+def _acquisition(image_size: int, kw: dict) -> list:
     return [
         RandScaleIntensityFixedMeand(prob=0.5, factors=0.3, **kw),
         RandAdjustContrastd(prob=0.5, gamma=(0.67, 1.5), **kw),
