@@ -19,6 +19,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from benchmarks.report import cpu_name, write_section
+from squid_monai.artifact import DEFAULT_FAMILY
 from squid_monai.evaluation import detector_gain, detector_section
 
 HEADING = "## Training runs"
@@ -47,6 +48,7 @@ def section(args) -> str:
     logit = _history(client, run.info.run_id, "val_auc_logit")
     params = run.data.params
     best = max(auc, key=auc.get)
+    family = params.get("family", DEFAULT_FAMILY)  # runs logged before the key was: SQUID's
     lines = [
         f"### {args.title}",
         "",
@@ -65,7 +67,7 @@ def section(args) -> str:
         lines += [
             "",
             f"Best model on the `{args.eval_split}` split (`monai.bundle run evaluating`, {m.get('n', '?')} images): "
-            f"SQUID AUC **{model['auc']:.3f}**"
+            f"{family} AUC **{model['auc']:.3f}**"
             + (
                 f", accuracy {at_val['accuracy']:.3f}, F1 {at_val['f1']:.3f} at the stored threshold"
                 if at_val
@@ -85,8 +87,8 @@ def section(args) -> str:
         if gain is not None:  # reports written before the intervals existed lack them
             (lo, hi), (blo, bhi) = model["auc_95ci"], base["auc_95ci"]
             lines += [
-                f"95 % bootstrap intervals: SQUID [{lo:.3f}, {hi:.3f}], baseline [{blo:.3f}, {bhi:.3f}]; "
-                f"paired difference SQUID - baseline {gain['value']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}]"
+                f"95 % bootstrap intervals: {family} [{lo:.3f}, {hi:.3f}], baseline [{blo:.3f}, {bhi:.3f}]; "
+                f"paired difference {family} - baseline {gain['value']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}]"
                 + (
                     " (resolved: the interval excludes 0)."
                     if gain["low"] > 0 or gain["high"] < 0

@@ -84,7 +84,9 @@ EXPORT_FILES = {
 REFERENCE_FILE = "reference.json"
 #: how the card's numbers turn a logit into a decision
 SCORE_RULE = "1 - sigmoid((x - mean) / std), x the logit, the negated residual, the negated worst standardised tile residual or the negated sum of standardised evidence (combined) (score_source); decision: score > threshold"
-_DEFAULT_FAMILY = "squid"
+#: the family a recipe names when none is given: the project's method, and the one family of
+#: the model folders written before there were others
+DEFAULT_FAMILY = "squid"
 
 
 def card_model_name(family: str | None, bundle_name: str | None = None) -> str:
@@ -155,7 +157,7 @@ class Recipe:
 
     preset: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    family: str = _DEFAULT_FAMILY
+    family: str = DEFAULT_FAMILY
     pinned: Mapping[str, Any] | None = field(default=None, compare=False)
     domain: Mapping[str, Any] | None = field(default=None, compare=False)
 
@@ -220,7 +222,7 @@ class Recipe:
         model_dir: str | os.PathLike,
         preset: str = "",
         overrides: Mapping | None = None,
-        family: str = _DEFAULT_FAMILY,
+        family: str = DEFAULT_FAMILY,
     ) -> Recipe:
         """The trained model's recipe in ``model_dir``, or the given one when there is none
         yet (an untrained bundle: ``verify_net_in_out`` and other checks still need a network)."""
@@ -233,7 +235,7 @@ class Recipe:
 def _family_name(content: Mapping[str, Any]) -> str:
     """The family a stored file names: ``family``, or ``method`` in files written before the one
     vocabulary, or SQUID in files older than both."""
-    return str(content.get("family") or content.get("method") or _DEFAULT_FAMILY)
+    return str(content.get("family") or content.get("method") or DEFAULT_FAMILY)
 
 
 def _positive(name: str, value: float) -> None:

@@ -112,6 +112,7 @@ class EvaluationReport:
         split: name of the evaluated split, used in metric names and figure titles.
         best_criterion: criterion of the optimistic best-threshold figures.
         model_path: recorded in ``metrics.json``.
+        family: the model family, named in the figure titles and the log line.
         normals: the images the model calibrates on (a dataset of ``{"image": ...}`` items,
             or a (N, C, H, W) tensor), for the pixel nearest-neighbour baseline and the
             control ensemble; ``None`` leaves them out. Preprocessed as the evaluated images are.
@@ -124,7 +125,7 @@ class EvaluationReport:
         split: str = "test",
         best_criterion: str = "f1",
         model_path: str | os.PathLike | None = None,
-        family: str = "squid",
+        family: str = "detector",
         normals: Any = None,
     ):
         self.scorer, self.output_dir, self.split, self.family = (

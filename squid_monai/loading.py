@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .artifact import EXPORT_FILES, RECIPE_FILE, ModelCard, Recipe
+from .artifact import DEFAULT_FAMILY, EXPORT_FILES, RECIPE_FILE, ModelCard, Recipe
 from .methods.base import get_family
 
 __all__ = [
@@ -73,7 +73,7 @@ def pin(recipe: Recipe) -> Recipe:
 def save_network_config(
     path: str | os.PathLike,
     preset: str | Recipe,
-    family: str = "squid",
+    family: str = DEFAULT_FAMILY,
     *,
     domain: Mapping[str, Any] | None = None,
     **overrides: Any,
@@ -88,7 +88,7 @@ def save_network_config(
     return pin(recipe).save(path)
 
 
-def build_scorer(preset: str = "paper", family: str = "squid", **overrides: Any):
+def build_scorer(preset: str = "paper", family: str = DEFAULT_FAMILY, **overrides: Any):
     """An untrained scorer of a family's preset (bundle configs use it as ``network_def``)."""
     return build(Recipe(preset, overrides, family=family))
 

@@ -19,6 +19,7 @@ import torch
 from monai.utils import str2bool
 
 from .artifact import (
+    DEFAULT_FAMILY,
     RECIPE_FILE,
     REFERENCE_FILE,
     TRAINING_FILE,
@@ -81,7 +82,7 @@ def network_recipe(
     ckpt_dir: str | os.PathLike,
     preset: str,
     overrides: dict | None = None,
-    family: str = "squid",
+    family: str = DEFAULT_FAMILY,
     resume: bool | str = True,
 ) -> Recipe:
     """The network recipe a training run builds: the requested one, or, when the run resumes
@@ -163,7 +164,7 @@ def curve_stability(auc_per_epoch: dict, warmup_fraction: float = 0.3) -> dict:
     }
 
 
-def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike, family: str = "squid") -> dict:
+def report_training(trainer, evaluator, ckpt_dir: str | os.PathLike, *, family: str) -> dict:
     """Print (and return) what a finished run reached: best validation AUC and where the
     models are; also written to ``<ckpt_dir>/training_summary.json`` (with the validation
     AUC of every epoch of this process) for scripts."""

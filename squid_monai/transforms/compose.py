@@ -15,9 +15,10 @@ Switches (SQUID.md section 7; the defaults are the first build's behaviour):
   and inference: every pipeline here takes it, and the bundle passes one config key to all.
 - ``augment_resampling`` (training only): ``"bilinear"`` or ``"nearest"`` (the authors'
   torchvision resampling, whole-pixel shifts); see :mod:`squid_monai.transforms.spatial`.
-- ``global_augment`` (training only): ``"none"`` (the paper) or ``"acquisition"``: random
+- ``global_augment`` (training only): ``"none"`` (the paper), ``"acquisition"`` (random
   contrast, gamma, blur, sharpening and noise after the spatial augmentation, so that global
-  cues stop telling normal from abnormal; see :mod:`squid_monai.transforms.augment`.
+  cues stop telling normal from abnormal), ``"field_of_view"`` (random zoom and shift) or
+  both, ``"acquisition+field_of_view"``; see :mod:`squid_monai.transforms.augment`.
 """
 
 from __future__ import annotations

@@ -209,3 +209,19 @@ def test_global_augment_is_off_by_default_and_adds_random_global_changes():
     assert max(stds) - min(stds) > 0.01  # the global contrast varies from draw to draw
     with pytest.raises(ValueError, match="global_augment"):
         train_transforms(32, global_augment="strong")
+
+
+def test_field_of_view_augment_zooms_and_shifts_and_joins_acquisition():
+    fov = global_augment_transforms("image", 32, "field_of_view")
+    assert [type(t).__name__ for t in fov] == ["RandZoomd", "RandAffined"]
+    both = global_augment_transforms("image", 32, "acquisition+field_of_view")
+    acquisition = global_augment_transforms("image", 32, "acquisition")
+    assert [type(t).__name__ for t in both] == [type(t).__name__ for t in fov + acquisition]
+    x = {"image": (torch.rand(1, 32, 32) * 0.5 + 0.5).numpy()}  # no black pixel of its own
+    augmented = train_transforms(32, global_augment="field_of_view", augment_prob=0.0)
+    augmented.set_random_state(seed=0)
+    outs = [augmented(dict(x))["image"] for _ in range(16)]
+    assert all(o.shape == (1, 32, 32) for o in outs)
+    black = [float((o == 0).float().mean()) for o in outs]
+    assert min(black) == 0 and max(black) > 0.05  # a wider field of view or a shift: a black border
+    assert len({round(float(o.mean()), 4) for o in outs}) > 4  # the framing varies by draw
