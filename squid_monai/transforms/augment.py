@@ -59,9 +59,9 @@ def global_augment_transforms(
     allow_missing_keys: bool = False,
 ) -> list:
     """The transforms of ``global_augment=value`` (empty for ``"none"``): each with its own
-    probability, strengths of the order of the shift test's (contrast x 0.7-1.3, gamma
-    0.67-1.5, blur sigma up to 1 model pixel, edge enhancement up to alpha 2, noise std up to
-    0.03)."""
+    probability, strengths of the order of the shift test's (framing: zoom x 0.85-1.25, shift
+    up to 10 %; acquisition: contrast x 0.7-1.3, gamma 0.67-1.5, blur sigma up to 1 model
+    pixel, edge enhancement up to alpha 2, noise std up to 0.03)."""
     parts = check_global_augment(value).split("+")
     kw = {"keys": keys, "allow_missing_keys": allow_missing_keys}
     transforms = []
@@ -85,6 +85,8 @@ def _field_of_view(image_size: int, kw: dict) -> list:
 
 
 def _acquisition(image_size: int, kw: dict) -> list:
+    """Contrast, gamma, blur, edge enhancement and noise, the filters between a reflected
+    border that is cropped away again."""
     return [
         RandScaleIntensityFixedMeand(prob=0.5, factors=0.3, **kw),
         RandAdjustContrastd(prob=0.5, gamma=(0.67, 1.5), **kw),
