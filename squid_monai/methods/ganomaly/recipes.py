@@ -18,6 +18,8 @@ __all__ = ["RECIPES"]
 _RECIPE: dict[str, Any] = {
     "loss_weights": asdict(GANomalyLossWeights()),
     "reinit_discriminator": True,
+    # the discriminator loss below which it counts as collapsed (the authors' 1e-5)
+    "reinit_threshold": 1e-5,
 }
 
 RECIPES: dict[str, dict[str, Any]] = {"chest": dict(_RECIPE), "digitanatomy": dict(_RECIPE)}
