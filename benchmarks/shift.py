@@ -13,7 +13,8 @@ data, its new studies from elsewhere). Scores, abnormal = high: ``model`` (the m
 calibrated score), ``residual`` (mean squared reconstruction residual), ``feature`` (the
 discriminator-feature residual, families with a discriminator), for SQUID also ``logit``,
 ``tile_residual`` and ``combined`` (each score source it supports, calibrated on the same
-normals); and the controls with no learning on the same images: ``sharpness``, ``pixel_knn``
+normals); and the controls with no learning on the same images, preprocessed at 64 px
+whatever the model's size (``--control_size``): ``sharpness``, ``pixel_knn``
 (to the unshifted calibration normals) and ``control`` (:class:`~squid_monai.baselines.
 ControlEnsemble`). Writes the AUC of every score under every shift, and the mean over shifts,
 as JSON (``--out``, default ``<model_dir>/shift.json``) and markdown (same name, ``.md``).
@@ -60,6 +61,10 @@ MEAN = "mean_over_shifts"
 #: global cue against the labels, so that a score living on it falls (``swap_sharpness``:
 #: normals blurred, abnormals sharpened, the ZhangLab shortcut reversed).
 DIAGNOSTICS = {"swap_sharpness": ("blur", "sharpen")}
+#: the controls' input size, whatever the model's: at 128 px sharpness reads noise as
+#: sharpness and the control ensemble loses 6 points over the shifts (BENCHMARKS.md), so a
+#: model of another size would otherwise face a weaker bar; 64 px is every chest recipe's size
+CONTROL_SIZE = 64
 
 
 class ByLabel:
@@ -91,9 +96,11 @@ def source_scorers(scorer, calibration) -> dict:
 
 @torch.no_grad()
 def score_images(
-    scorer, others: dict, control: ControlEnsemble, dataset, batch_size: int = 32
+    scorer, others: dict, control: ControlEnsemble | None, dataset, batch_size: int = 32
 ) -> dict:
-    """Every score of every image of ``dataset`` (abnormal = high) and its label, as arrays."""
+    """Every score of every image of ``dataset`` (abnormal = high) and its label, as arrays;
+    the controls too unless ``control`` is None (they are then scored on their own images,
+    :func:`control_scores`)."""
     parts: dict[str, list] = {}
     discriminator = getattr(scorer, "discriminator", None)
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
@@ -107,11 +114,25 @@ def score_images(
         if isinstance(scorer, SQUIDScorer):
             values["logit"] = -out["logit"]
         values.update({source: other(image)["score"] for source, other in others.items()})
-        values.update(control.parts(image))
+        if control is not None:
+            values.update(control.parts(image))
         values["label"] = torch.as_tensor(batch["label"]).reshape(-1)
-        for key, value in values.items():
-            parts.setdefault(key, []).append(value.reshape(-1).double().cpu().numpy())
+        _append(parts, values)
     return {key: np.concatenate(chunks) for key, chunks in parts.items()}
+
+
+@torch.no_grad()
+def control_scores(control: ControlEnsemble, dataset, batch_size: int = 32) -> dict:
+    """The controls' scores of every image of ``dataset`` (in order), as arrays."""
+    parts: dict[str, list] = {}
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        _append(parts, control.parts(torch.as_tensor(batch["image"]).float()))
+    return {key: np.concatenate(chunks) for key, chunks in parts.items()}
+
+
+def _append(parts: dict[str, list], values: dict) -> None:
+    for key, value in values.items():
+        parts.setdefault(key, []).append(value.reshape(-1).double().cpu().numpy())
 
 
 def aucs(scores: dict) -> dict[str, float]:
@@ -137,6 +158,7 @@ def run(args: argparse.Namespace) -> dict:
     model_dir = Path(args.model_dir)
     recipe = Recipe.of(model_dir / "network.json")
     size, intensity = image_size(recipe), trained_intensity(model_dir, "percentile")
+    control_size = args.control_size or size
     scorer = load_scorer(model_dir / args.model)
     data = choose_data(
         args.dataset_dir,
@@ -146,13 +168,19 @@ def run(args: argparse.Namespace) -> dict:
         report_per_class=args.per_class,
     )
     calibration = data.calibration(size, max_images=args.calibration_images, intensity=intensity)
-    control = ControlEnsemble(image_stack(calibration))
+    control_calibration = (
+        calibration
+        if control_size == size
+        else data.calibration(control_size, max_images=args.calibration_images, intensity=intensity)
+    )
+    control = ControlEnsemble(image_stack(control_calibration))
     others = source_scorers(scorer, calibration)
     shifts = [UNSHIFTED, *args.shifts, *args.diagnostics]
     result = {
         "model": str(model_dir / args.model),
         "family": recipe.family,
         "image_size": size,
+        "control_size": control_size,
         "intensity": intensity,
         "seed": args.seed,
         "shift_seed": args.shift_seed,
@@ -170,24 +198,36 @@ def run(args: argparse.Namespace) -> dict:
             raise SystemExit(f"the data set has no {split!r} split")
         table = {}
         for shift in shifts:
-            if shift in DIAGNOSTICS:
-                transform = ByLabel(
-                    *(
-                        shifted_transforms(size, s, args.shift_seed, intensity)
-                        for s in DIAGNOSTICS[shift]
+            dataset = Dataset(items, _shift_transform(shift, size, args.shift_seed, intensity))
+            if control_size == size:
+                scores = score_images(scorer, others, control, dataset)
+            else:
+                scores = score_images(scorer, others, None, dataset)
+                scores.update(
+                    control_scores(
+                        control,
+                        Dataset(
+                            items, _shift_transform(shift, control_size, args.shift_seed, intensity)
+                        ),
                     )
                 )
-            else:
-                transform = shifted_transforms(
-                    size, None if shift == UNSHIFTED else shift, args.shift_seed, intensity
-                )
-            table[shift] = aucs(score_images(scorer, others, control, Dataset(items, transform)))
+            table[shift] = aucs(scores)
             print(
                 f"{split} {shift}: " + ", ".join(f"{k} {v:.3f}" for k, v in table[shift].items()),
                 flush=True,
             )
         result["splits"][split] = {"n": len(items), "auc": with_mean(table)}
     return result
+
+
+def _shift_transform(shift: str, size: int, shift_seed: int, intensity: str):
+    """The preprocessing at ``size`` of the images under ``shift`` (a diagnostic: one shift
+    per label)."""
+    if shift in DIAGNOSTICS:
+        return ByLabel(
+            *(shifted_transforms(size, s, shift_seed, intensity) for s in DIAGNOSTICS[shift])
+        )
+    return shifted_transforms(size, None if shift == UNSHIFTED else shift, shift_seed, intensity)
 
 
 def markdown(result: dict) -> str:
@@ -358,6 +398,13 @@ def _parser() -> argparse.ArgumentParser:
         "--calibration_images", type=int, default=256, help="as the bundle's calibration_images"
     )
     parser.add_argument("--splits", nargs="+", default=["validation", "report"])
+    parser.add_argument(
+        "--control_size",
+        type=int,
+        default=CONTROL_SIZE,
+        help="input size of the controls (default: %(default)s px, whatever the model's; 0: the "
+        "model's own), so that models of other sizes face the same control",
+    )
     parser.add_argument(
         "--shifts",
         nargs="*",

@@ -154,23 +154,29 @@ def test_shift_test_scores_the_shifted_images_with_every_score_and_control(tmp_p
         "control",
     ]
     assert (tmp_path / "a.md").read_text().count("| control |") == 1
-    # by hand: the shifted validation images, the controls fitted on the unshifted calibration normals
+    # by hand: the shifted validation images at the controls' size (64 px, not the model's 32),
+    # the controls fitted on the unshifted calibration normals
     data = choose_data(str(data_dir), seed=0, val_per_class=4, report_per_class=4)
-    normals = image_stack(data.calibration(32, max_images=8))
+    normals = image_stack(data.calibration(shift.CONTROL_SIZE, max_images=8))
     items = data.splits["validation"]
-    shifted = image_stack(Dataset(items, shifted_transforms(32, "blur", 0)))
+    shifted = image_stack(Dataset(items, shifted_transforms(shift.CONTROL_SIZE, "blur", 0)))
     labels = [int(it["label"]) for it in items]
     assert table["blur"]["sharpness"] == pytest.approx(
         roc_auc(labels, sharpness_score(shifted).numpy())
     )
     control = ControlEnsemble(normals).ensemble(shifted).numpy()
     assert table["blur"]["control"] == pytest.approx(roc_auc(labels, control))
-    assert not torch.equal(shifted, image_stack(Dataset(items, shifted_transforms(32, None))))
+    assert not torch.equal(
+        shifted, image_stack(Dataset(items, shifted_transforms(shift.CONTROL_SIZE, None)))
+    )
     # the diagnostic: normals blurred, abnormals sharpened
     swapped = image_stack(
         Dataset(
             items,
-            shift.ByLabel(shifted_transforms(32, "blur", 0), shifted_transforms(32, "sharpen", 0)),
+            shift.ByLabel(
+                shifted_transforms(shift.CONTROL_SIZE, "blur", 0),
+                shifted_transforms(shift.CONTROL_SIZE, "sharpen", 0),
+            ),
         )
     )
     assert table["swap_sharpness"]["sharpness"] == pytest.approx(
@@ -178,3 +184,17 @@ def test_shift_test_scores_the_shifted_images_with_every_score_and_control(tmp_p
     )
     # deterministic: the same command gives the same table
     assert shift.main([*argv[:-1], str(tmp_path / "b.json")])["splits"] == result["splits"]
+    assert result["image_size"] == 32 and result["control_size"] == shift.CONTROL_SIZE
+    # --control_size 0: the controls on the model's own input; the model's scores unchanged
+    own = shift.main([*argv[:-1], str(tmp_path / "c.json"), "--control_size", "0"])
+    own_table = own["splits"]["validation"]["auc"]
+    assert own["control_size"] == 32
+    at_32 = image_stack(Dataset(items, shifted_transforms(32, "blur", 0)))
+    normals_32 = image_stack(data.calibration(32, max_images=8))
+    for table_, normals_, images in ((table, normals, shifted), (own_table, normals_32, at_32)):
+        knn = ControlEnsemble(normals_).parts(images)["pixel_knn"].numpy()
+        assert table_["blur"]["pixel_knn"] == pytest.approx(roc_auc(labels, knn))
+    assert own_table["blur"]["pixel_knn"] != table["blur"]["pixel_knn"]  # the size matters here
+    for condition in table:
+        for score in ("model", "residual", "feature"):
+            assert own_table[condition][score] == table[condition][score]
