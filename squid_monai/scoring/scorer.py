@@ -179,10 +179,15 @@ def _refuse_non_finite(outputs: dict[str, torch.Tensor]) -> None:
         if finite.any():
             bad = ~finite if bad is None else bad | ~finite
     if bad is not None and bad.any():
-        raise ValueError(
-            f"calibration: {int(bad.sum())} of {len(bad)} normal images give a non-finite score "
-            "(the model's weights or these images hold NaN or inf)"
-        )
+        raise _non_finite_error(bad)
+
+
+def _non_finite_error(bad: torch.Tensor) -> ValueError:
+    """The refusal of a calibration whose normals ``bad`` (a boolean per image) score non-finite."""
+    return ValueError(
+        f"calibration: {int(bad.sum())} of {len(bad)} normal images give a non-finite score "
+        "(the model's weights or these images hold NaN or inf)"
+    )
 
 
 @torch.no_grad()
@@ -220,10 +225,7 @@ def calibrate(
     values = scorer.normality(out).float().cpu()
     if not torch.isfinite(values).all():  # every later score would be NaN: refuse, unchanged
         scorer.load_state_dict(before, strict=False)
-        raise ValueError(
-            f"calibration: {int((~torch.isfinite(values)).sum())} of {len(values)} normal images "
-            "give a non-finite score (the model's weights or these images hold NaN or inf)"
-        )
+        raise _non_finite_error(~torch.isfinite(values))
     std = values.std().item() if values.numel() > 1 else 1.0
     mean = values.mean().item()
     scorer.set_calibration(mean, std if std > 1e-8 else 1.0)
